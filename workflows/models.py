@@ -1,0 +1,389 @@
+"""The CaseWorkflow's contract: its input, the commands (Updates) and the state it returns.
+
+Nothing here is personal data. The workflow carries ids and non-identifying facts only (age band,
+channel, category); names, narratives and notes live in the services' encrypted tables and the
+workflow sees only their ids. Pure pydantic, no I/O: imported inside the workflow sandbox."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from shared.access import CaseAccessFacts
+from shared.domain import (
+    AgeBand,
+    AgencyRole,
+    CaseStatus,
+    Channel,
+    DecisionMakingOrg,
+    Outcome,
+    Role,
+    Section,
+    Stage,
+    TraffickingStatus,
+)
+
+Reason = Annotated[str, Field(min_length=3, max_length=500, description="why; recorded in the audit log. "
+                                                                        "No personal data.")]
+Ref = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Actor(Frozen):
+    """Who acts: from the verified token, never from the request body. Non-PII."""
+
+    user_id: str = Field(min_length=1, max_length=128)
+    agency: AgencyRole
+    roles: frozenset[Role]
+    province: str = Field(min_length=1, max_length=8)
+    commune: str | None = None
+    request_id: str | None = Field(default=None, max_length=128)
+
+    def has(self, role: Role) -> bool:
+        return role in self.roles or Role.admin in self.roles
+
+    def covers_province(self, province: str) -> bool:
+        return self.province == "*" or self.province == province
+
+
+class CaseFacts(Frozen):
+    """Non-identifying facts fixed at opening (intake decides them)."""
+
+    case_id: Ref
+    person_ref: Ref = Field(description="opaque id of the person in intake's registry")
+    province: str = Field(min_length=1, max_length=8)
+    commune: str | None = Field(default=None, max_length=8)
+    channel: Channel
+    age_band: AgeBand = AgeBand.unknown
+    abroad: bool = Field(default=False, description="the person is still abroad / returning through an embassy")
+    foreign_national: bool = False
+    already_safe: bool = Field(default=True, description="False when a rescue is needed")
+    opened_by: Actor
+    opened_at: AwareDatetime
+
+    @property
+    def child(self) -> bool:
+        return self.age_band in (AgeBand.under_16, AgeBand.age_16_17)
+
+    @property
+    def categories(self) -> list[str]:
+        cats = ["child" if self.child else "adult", "abroad" if self.abroad else "domestic"]
+        if self.age_band == AgeBand.under_16:
+            cats.append("under_16")
+        if self.foreign_national:
+            cats.append("foreign")
+        return cats
+
+
+# ---- decisions, one per stage ----------------------------------------------------------------
+class Classification(StrEnum):
+    trafficking_suspected = "trafficking_suspected"
+    other_crime = "other_crime"
+    not_relevant = "not_relevant"
+
+
+class ReceiveDecision(Frozen):
+    stage: Literal[Stage.receive] = Stage.receive
+    classification: Classification
+    channel: Channel
+
+
+class VerifyResult(StrEnum):
+    confirmed = "confirmed"
+    unfounded = "unfounded"
+
+
+class VerifyDecision(Frozen):
+    stage: Literal[Stage.verify] = Stage.verify
+    result: VerifyResult
+
+
+class EvidenceKind(StrEnum):
+    """Law 53/2024 Art. 32 kinds of evidence for identification."""
+
+    criminal_justice_material = "criminal_justice_material"
+    rescuer_information = "rescuer_information"
+    embassy_material = "embassy_material"
+    domestic_or_foreign_body = "domestic_or_foreign_body"
+    statement_of_person = "statement_of_person"
+    statement_of_relative = "statement_of_relative"
+    statement_of_trafficker = "statement_of_trafficker"
+    statement_of_other_victim = "statement_of_other_victim"
+    statement_of_witness = "statement_of_witness"
+    other_lawful = "other_lawful"
+
+
+class EvidenceRef(Frozen):
+    """Metadata of an evidence item (the item itself is stored by verification)."""
+
+    evidence_id: Ref
+    kind: EvidenceKind
+
+
+class IdentifyDecision(Frozen):
+    stage: Literal[Stage.identify] = Stage.identify
+    status: TraffickingStatus
+    deciding_org: DecisionMakingOrg
+    evidence: list[EvidenceRef] = Field(default_factory=list, max_length=200)
+    referred_elsewhere: str | None = Field(default=None, max_length=200,
+                                           description="for not-a-victim: where the person was referred")
+
+
+class RescueDecision(Frozen):
+    stage: Literal[Stage.rescue] = Stage.rescue
+    needed: bool
+    operation_ref: Ref | None = None
+    outcome: Literal["rescued", "not_found", "postponed"] | None = None
+
+
+class ProtectDecision(Frozen):
+    stage: Literal[Stage.protect] = Stage.protect
+    measures: list[str] = Field(default_factory=list, max_length=20)
+    declined: bool = False
+    refusal_document_ref: Ref | None = Field(default=None, description="the person's written refusal")
+
+
+class ReintegrateDecision(Frozen):
+    stage: Literal[Stage.reintegrate] = Stage.reintegrate
+    support_plan_ref: Ref
+    cas_status: Literal[CaseStatus.Closed, CaseStatus.ClosedReferred] = CaseStatus.Closed
+    reason: Reason
+
+
+StageDecision = Annotated[
+    ReceiveDecision | VerifyDecision | IdentifyDecision | RescueDecision | ProtectDecision | ReintegrateDecision,
+    Field(discriminator="stage"),
+]
+
+
+# ---- commands (Updates) --------------------------------------------------------------------
+class Command(Frozen):
+    actor: Actor
+    expected_version: int | None = Field(default=None, ge=0,
+                                         description="reject with 409 if the case moved on since this version")
+
+
+class Claim(Command):
+    """The actor takes the current stage."""
+
+
+class Assign(Command):
+    assignee_user_id: str = Field(min_length=1, max_length=128)
+
+
+class Decide(Command):
+    decision: StageDecision
+    justification: Reason
+
+
+class AddNote(Command):
+    section: Section
+    note_id: Ref
+
+
+class ConsentPurpose(StrEnum):
+    support = "support"
+    data_sharing = "data_sharing"
+    research = "research"
+
+
+class RecordConsent(Command):
+    purpose: ConsentPurpose
+    granted: bool
+    agency: AgencyRole | None = Field(default=None, description="for data_sharing: with which agency")
+    document_ref: Ref | None = None
+
+
+class HandoffKind(StrEnum):
+    transfer = "transfer"  # ownership moves
+    referral = "referral"  # an agency joins, ownership stays
+
+
+class HandoffState(StrEnum):
+    requested = "requested"
+    accepted = "accepted"
+    rejected = "rejected"
+    revoked = "revoked"
+    done = "done"
+
+
+class RequestHandoff(Command):
+    kind: HandoffKind
+    to_agency: AgencyRole
+    reason: Reason
+    consent_override_reason: Reason | None = Field(
+        default=None, description="supervisor only: share without the person's data-sharing consent")
+
+
+class RespondHandoff(Command):
+    handoff_id: Ref
+    accept: bool
+    reason: Reason | None = Field(default=None, description="required when rejecting")
+
+
+class RevokeHandoff(Command):
+    handoff_id: Ref
+    reason: Reason
+
+
+class ExtendDeadline(Command):
+    """Supervisor only. Moves the current stage's deadline (or a handoff's) durably."""
+
+    extend_by: timedelta = Field(gt=timedelta(0), le=timedelta(days=365))
+    reason: Reason
+    handoff_id: Ref | None = None
+
+
+class Escalate(Command):
+    """Supervisor: raise the escalation level by hand."""
+
+    reason: Reason
+
+
+class Reopen(Command):
+    """Supervisor: bring a closed (or early-ended) case back to a stage."""
+
+    to_stage: Stage
+    reason: Reason
+
+
+class EndCase(Command):
+    """End the case early with one of the early outcomes."""
+
+    outcome: Literal[Outcome.consent_withdrawn, Outcome.transferred_jurisdiction, Outcome.lost_contact,
+                     Outcome.deceased]
+    reason: Reason
+    to_province: str | None = Field(default=None, max_length=8, description="for transferred_jurisdiction")
+
+
+class RecordFollowUp(Command):
+    follow_up_id: Ref
+    outcome: Literal["done", "missed", "not_reachable"]
+    note_id: Ref | None = None
+
+
+class RecordService(Command):
+    """A support service delivered (the details live in support's tables)."""
+
+    service_id: Ref
+    service_type: str = Field(min_length=1, max_length=64)
+
+
+# ---- state ---------------------------------------------------------------------------------
+class Deadline(Frozen):
+    due_at: AwareDatetime
+    source: str = Field(description="the policy entry id and its legal citation")
+    reminder_at: AwareDatetime | None = None
+    extended_by: timedelta = timedelta(0)
+
+
+class Handoff(Frozen):
+    handoff_id: str
+    kind: HandoffKind
+    from_agency: AgencyRole
+    to_agency: AgencyRole
+    state: HandoffState
+    requested_at: AwareDatetime
+    requested_by: str
+    accept_by: AwareDatetime
+    responded_at: AwareDatetime | None = None
+    reason: str | None = None
+    escalation_level: int = 0
+    consent_overridden: bool = False
+
+
+class StageRecord(Frozen):
+    stage: Stage
+    entered_at: AwareDatetime
+    owner_agency: AgencyRole
+    decided_at: AwareDatetime | None = None
+    decided_by: str | None = None
+    decision: StageDecision | None = None
+    skipped: bool = False
+
+
+class FollowUp(Frozen):
+    follow_up_id: str
+    due_at: AwareDatetime
+    outcome: str | None = None
+    recorded_at: AwareDatetime | None = None
+
+
+class CaseState(Frozen):
+    """The full current state of a case, without PII (the `state` query and every Update's result)."""
+
+    case_id: str
+    version: int
+    stage: Stage
+    status: CaseStatus
+    outcome: Outcome | None = None
+    facts: CaseFacts
+    owner_agency: AgencyRole
+    province: str
+    participants: list[AgencyRole] = Field(default_factory=list)
+    assignee: str | None = None
+    deadline: Deadline | None = None
+    escalation_level: int = 0
+    trafficking_status: TraffickingStatus = TraffickingStatus.PossibleVictimOfTrafficking
+    handoffs: list[Handoff] = Field(default_factory=list)
+    consents: dict[str, bool] = Field(default_factory=dict, description="purpose[:agency] -> granted")
+    stages: list[StageRecord] = Field(default_factory=list)
+    follow_ups: list[FollowUp] = Field(default_factory=list)
+    services_delivered: int = 0
+    reflection_until: AwareDatetime | None = None
+    policy_version: str
+    last_event_seq: int = 0
+    updated_at: AwareDatetime
+
+    def access_facts(self) -> CaseAccessFacts:
+        return CaseAccessFacts(
+            province=self.province, commune=self.facts.commune, owner_agency=self.owner_agency,
+            participants=frozenset(self.participants),
+            pending_invitees=frozenset(h.to_agency for h in self.handoffs if h.state == HandoffState.requested),
+        )
+
+
+class CaseInput(Frozen):
+    facts: CaseFacts
+    carried: CaseState | None = Field(default=None, description="state carried over by continue-as-new")
+
+
+# ---- what activities receive -----------------------------------------------------------------
+class CaseEvent(Frozen):
+    """One audit-log event. Idempotent on event_id (retries never duplicate)."""
+
+    event_id: str
+    case_id: str
+    seq: int = Field(ge=1, description="per-case order")
+    occurred_at: AwareDatetime
+    kind: str = Field(description="e.g. case_opened, stage_decided, handoff_requested, deadline_escalated")
+    actor_user_id: str
+    actor_agency: AgencyRole | None = None
+    stage: Stage
+    reason: str | None = None
+    request_id: str | None = None
+    policy_version: str
+    data: dict[str, object] = Field(default_factory=dict, description="non-PII details")
+    state: CaseState = Field(description="state after the event; kept as the case_summary projection")
+
+
+class Notification(Frozen):
+    notification_id: str
+    case_id: str
+    kind: Literal["reminder", "escalation", "handoff_requested", "handoff_escalation", "follow_up_due"]
+    level: int = 0
+    recipients: list[str] = Field(description="agency roles / 'supervisor' / 'agency_head' / 'steering_committee'")
+    stage: Stage
+    due_at: AwareDatetime | None = None
+    created_at: AwareDatetime
+
+
+class SupportPlanRef(Frozen):
+    plan_id: Ref
+    planned_end: date | None = None

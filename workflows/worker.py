@@ -1,0 +1,47 @@
+"""The workflow worker process: runs CaseWorkflow on the workflow task queue."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import structlog
+from temporalio.worker import PollerBehaviorAutoscaling, Worker
+
+from shared.config import get_settings
+from shared.crypto import load_keyring
+from shared.logging import configure_logging
+from shared.temporal import WORKFLOW_TASK_QUEUE, connect
+from workflows.case_workflow import CaseWorkflow
+
+log = structlog.get_logger("workflow-worker")
+WORKFLOWS = [CaseWorkflow]
+
+
+def build_worker(client: object, task_queue: str = WORKFLOW_TASK_QUEUE) -> Worker:
+    return Worker(
+        client,  # type: ignore[arg-type]
+        task_queue=task_queue,
+        workflows=WORKFLOWS,
+        # autoscaling pollers cut e2e p95 from 3.2 s to 0.6 s at concurrency 50 (TEMPORAL.md §8)
+        workflow_task_poller_behavior=PollerBehaviorAutoscaling(),
+    )
+
+
+async def run() -> None:
+    settings = get_settings()
+    configure_logging("workflow-worker", settings.log_level)
+    ring = load_keyring(settings.resolved_keyring_file)
+    client = await connect(settings.resolved_temporal_address, settings.temporal_namespace, ring)
+    worker = build_worker(client)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with worker:
+        log.info("workflow_worker_started", task_queue=WORKFLOW_TASK_QUEUE)
+        await stop.wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(run())
