@@ -31,9 +31,12 @@ DEADLINE_AT = SearchAttributeKey.for_datetime("DeadlineAt")
 ESCALATION_LEVEL = SearchAttributeKey.for_int("EscalationLevel")
 CASE_CATEGORY = SearchAttributeKey.for_keyword_list("CaseCategory")
 CASE_STATUS = SearchAttributeKey.for_keyword("CaseStatus")
+PENDING_HANDOFF_TO = SearchAttributeKey.for_keyword_list("PendingHandoffTo")  # agency roles asked to accept
+ASSIGNEE = SearchAttributeKey.for_keyword("Assignee")  # staff user id, not a person in the case
 
 SEARCH_ATTRIBUTES: tuple[SearchAttributeKey, ...] = (  # type: ignore[type-arg]
     CASE_STAGE, OWNER_AGENCY, JURISDICTION, DEADLINE_AT, ESCALATION_LEVEL, CASE_CATEGORY, CASE_STATUS,
+    PENDING_HANDOFF_TO, ASSIGNEE,
 )
 _INDEXED_TYPE = {
     "Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
