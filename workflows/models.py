@@ -25,6 +25,7 @@ from shared.domain import (
     Stage,
     TraffickingStatus,
 )
+from workflows.policy import CasePolicy
 
 Reason = Annotated[str, Field(min_length=3, max_length=500, description="why; recorded in the audit log. "
                                                                         "No personal data.")]
@@ -280,7 +281,9 @@ class Deadline(Frozen):
     due_at: AwareDatetime
     source: str = Field(description="the policy entry id and its legal citation")
     reminder_at: AwareDatetime | None = None
+    reminder_sent: bool = False
     extended_by: timedelta = timedelta(0)
+    stage: Stage | None = None
 
 
 class Handoff(Frozen):
@@ -313,6 +316,7 @@ class FollowUp(Frozen):
     due_at: AwareDatetime
     outcome: str | None = None
     recorded_at: AwareDatetime | None = None
+    notified: bool = False
 
 
 class CaseState(Frozen):
@@ -339,6 +343,8 @@ class CaseState(Frozen):
     reflection_until: AwareDatetime | None = None
     policy_version: str
     last_event_seq: int = 0
+    opened_at: AwareDatetime | None = None
+    closed_at: AwareDatetime | None = None
     updated_at: AwareDatetime
 
     def access_facts(self) -> CaseAccessFacts:
@@ -352,6 +358,7 @@ class CaseState(Frozen):
 class CaseInput(Frozen):
     facts: CaseFacts
     carried: CaseState | None = Field(default=None, description="state carried over by continue-as-new")
+    policy: CasePolicy | None = Field(default=None, description="policy resolved at opening, carried over")
 
 
 # ---- what activities receive -----------------------------------------------------------------
@@ -382,6 +389,13 @@ class Notification(Frozen):
     stage: Stage
     due_at: AwareDatetime | None = None
     created_at: AwareDatetime
+
+
+class RecordBatch(Frozen):
+    """What the workflow hands the oversight activity in one call: events in order, notifications."""
+
+    events: list[CaseEvent] = Field(default_factory=list)
+    notifications: list[Notification] = Field(default_factory=list)
 
 
 class SupportPlanRef(Frozen):

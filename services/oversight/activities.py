@@ -1,15 +1,56 @@
-"""Temporal activities that touch the oversight schema; run by the oversight process's worker."""
+"""Activities on the oversight task queue: the workflow's audit events, the case_summary projection,
+the notification outbox and the history export at closure."""
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import Callable
 from typing import Any
 
+from temporalio import activity
+
+from services.oversight.audit_log import append_event, enqueue_notification
 from shared.runtime import Runtime
 from shared.temporal import OVERSIGHT_TASK_QUEUE
+from workflows.models import RecordBatch
 
 TASK_QUEUE = OVERSIGHT_TASK_QUEUE
 
 
+class OversightActivities:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    @activity.defn(name="record_case_events")
+    async def record_case_events(self, batch: RecordBatch) -> int:
+        """Append the events in order and queue the notifications, all in one transaction per call, so a
+        retry after a crash re-sends the batch and inserts only what is missing."""
+        inserted = 0
+        async with self.runtime.pool.acquire() as conn, conn.transaction():
+            for event in batch.events:
+                inserted += await append_event(conn, self.runtime.ring, event)
+            for note in batch.notifications:
+                await enqueue_notification(conn, note)
+        return inserted
+
+    @activity.defn(name="export_case_history")
+    async def export_case_history(self, case_id: str, run_id: str) -> int:
+        """Keep the workflow history (payloads already encrypted by the codec, then the whole document
+        encrypted again with the key ring) so replay works after Temporal's retention removed it."""
+        handle = self.runtime.temporal.get_workflow_handle(case_id, run_id=run_id)
+        history = await handle.fetch_history()
+        raw = gzip.compress(history.to_json().encode())
+        kid, blob = self.runtime.ring.encrypt_bytes(raw, f"history:{case_id}:{run_id}".encode())
+        async with self.runtime.pool.acquire() as conn:
+            await conn.execute(
+                """INSERT INTO oversight.workflow_histories (case_id, run_id, key_id, history)
+                   VALUES ($1, $2, $3, $4)
+                   ON CONFLICT (case_id, run_id) DO UPDATE SET history = EXCLUDED.history,
+                       key_id = EXCLUDED.key_id, exported_at = now()""",
+                case_id, run_id, kid, blob)
+        return len(raw)
+
+
 def build_activities(runtime: Runtime) -> list[Callable[..., Any]]:
-    return []
+    acts = OversightActivities(runtime)
+    return [acts.record_case_events, acts.export_case_history]

@@ -1,0 +1,776 @@
+"""CaseWorkflow: one durable workflow per case, the only writer of case state.
+
+- Every human action is an Update whose validator rejects stale (409), forbidden (403) and invalid
+  (422) actions before anything is written to history.
+- Handlers change state synchronously and queue an audit event; the main loop sends queued events,
+  in order, to the oversight activity (append-only hash-chained log + case_summary projection), so
+  an Update answers in milliseconds and the audit write is retried durably until it lands.
+- Deadlines, reminders, escalations, handoff acceptance and follow-ups are durable timers derived
+  from state (no polling): the loop sleeps until the next instant, or until an Update changes state.
+- No personal data: ids and non-identifying facts only (workflows/models.py)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from shared.access import can_act_on_case, can_read_section
+    from shared.domain import AgencyRole, CaseStatus, Outcome, Role, Stage, TraffickingStatus
+    from shared.temporal import (
+        ASSIGNEE,
+        CASE_CATEGORY,
+        CASE_STAGE,
+        CASE_STATUS,
+        DEADLINE_AT,
+        ESCALATION_LEVEL,
+        JURISDICTION,
+        OVERSIGHT_TASK_QUEUE,
+        OWNER_AGENCY,
+        PENDING_HANDOFF_TO,
+    )
+    from workflows.models import (
+        AddNote,
+        Assign,
+        CaseEvent,
+        CaseFacts,
+        CaseInput,
+        CaseState,
+        Claim,
+        Classification,
+        Command,
+        ConsentPurpose,
+        Deadline,
+        Decide,
+        EndCase,
+        Escalate,
+        ExtendDeadline,
+        FollowUp,
+        Handoff,
+        HandoffKind,
+        HandoffState,
+        IdentifyDecision,
+        Notification,
+        ProtectDecision,
+        ReceiveDecision,
+        RecordBatch,
+        RecordConsent,
+        RecordFollowUp,
+        RecordService,
+        ReintegrateDecision,
+        Reopen,
+        RequestHandoff,
+        RescueDecision,
+        RespondHandoff,
+        RevokeHandoff,
+        StageRecord,
+        VerifyDecision,
+        VerifyResult,
+    )
+    from workflows.policy import CasePolicy, PolicyRequest, add_months, add_period
+
+SYSTEM_USER = "system"
+CLOSED_STATUSES = (CaseStatus.Closed, CaseStatus.ClosedReferred)
+ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
+                             maximum_interval=timedelta(minutes=2))  # unlimited attempts: the audit log must land
+HISTORY_LENGTH_LIMIT = 8000  # continue-as-new well before the server's 51,200 hard limit
+
+
+def _forbidden(msg: str) -> ApplicationError:
+    return ApplicationError(msg, type="forbidden", non_retryable=True)
+
+
+def _conflict(msg: str) -> ApplicationError:
+    return ApplicationError(msg, type="conflict", non_retryable=True)
+
+
+def _invalid(msg: str) -> ApplicationError:
+    return ApplicationError(msg, type="invalid", non_retryable=True)
+
+
+@workflow.defn(name="CaseWorkflow")
+class CaseWorkflow:
+    @workflow.init
+    def __init__(self, inp: CaseInput) -> None:
+        self.facts: CaseFacts = inp.facts
+        self.policy: CasePolicy | None = inp.policy
+        c = inp.carried
+        now = workflow.now()
+        self.version = c.version if c else 0
+        self.stage: Stage = c.stage if c else Stage.receive
+        self.status: CaseStatus = c.status if c else CaseStatus.Active
+        self.outcome: Outcome | None = c.outcome if c else None
+        self.owner: AgencyRole = c.owner_agency if c else inp.facts.opened_by.agency
+        self.province: str = c.province if c else inp.facts.province
+        self.participants: list[AgencyRole] = list(c.participants) if c else []
+        self.assignee: str | None = c.assignee if c else None
+        self.deadline: Deadline | None = c.deadline if c else None
+        self.escalation_level = c.escalation_level if c else 0
+        self.trafficking_status = c.trafficking_status if c else TraffickingStatus.PossibleVictimOfTrafficking
+        self.handoffs: list[Handoff] = list(c.handoffs) if c else []
+        self.consents: dict[str, bool] = dict(c.consents) if c else {}
+        self.stages: list[StageRecord] = list(c.stages) if c else []
+        self.follow_ups: list[FollowUp] = list(c.follow_ups) if c else []
+        self.services_delivered = c.services_delivered if c else 0
+        self.reflection_until: datetime | None = c.reflection_until if c else None
+        self.seq = c.last_event_seq if c else 0
+        self.opened_at: datetime = (c.opened_at or now) if c else inp.facts.opened_at
+        self.closed_at: datetime | None = c.closed_at if c else None
+        self.updated_at: datetime = c.updated_at if c else now
+        self._carried = c is not None
+        self._pending_events: list[CaseEvent] = []
+        self._pending_notifications: list[Notification] = []
+        self._changed = False
+        self._last_search_attributes: dict[str, Any] = {}
+
+    # ---- main loop ------------------------------------------------------------------------
+    @workflow.run
+    async def run(self, inp: CaseInput) -> CaseState:
+        if self.policy is None:
+            self.policy = await workflow.execute_local_activity(
+                "resolve_case_policy",
+                PolicyRequest(province=self.facts.province, categories=self.facts.categories,
+                              channel=self.facts.channel, opener=self.facts.opened_by.agency),
+                result_type=CasePolicy, start_to_close_timeout=timedelta(seconds=10),
+            )
+        if not self._carried:
+            self._enter_stage(Stage.receive, self.facts.opened_at)
+            self._record("case_opened", self.facts.opened_by.user_id, self.facts.opened_by.agency,
+                         reason=None, request_id=self.facts.opened_by.request_id,
+                         data={"channel": self.facts.channel.value, "categories": self.facts.categories,
+                               "owner_agency": self.owner.value})
+        while True:
+            self._fire_due_timers()
+            await self._flush()
+            if self._finished():
+                break
+            if self._should_continue_as_new():
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                await self._flush()
+                workflow.continue_as_new(CaseInput(facts=self.facts, carried=self._snapshot(), policy=self.policy))
+            wake = self._next_wake()
+            self._changed = False
+            timeout = max(wake - workflow.now(), timedelta(seconds=1)) if wake else None
+            try:
+                await workflow.wait_condition(
+                    lambda: self._changed or bool(self._pending_events) or self._should_continue_as_new(),
+                    timeout=timeout,
+                )
+            except TimeoutError:
+                pass
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        await self._flush()
+        await workflow.execute_activity(
+            "export_case_history", args=[self.facts.case_id, workflow.info().run_id],
+            task_queue=OVERSIGHT_TASK_QUEUE, start_to_close_timeout=timedelta(minutes=2), retry_policy=ACTIVITY_RETRY,
+        )
+        return self._snapshot()
+
+    def _finished(self) -> bool:
+        assert self.policy is not None
+        return (self.status in CLOSED_STATUSES and self.closed_at is not None
+                and workflow.now() >= self.closed_at + self.policy.reopen_window)
+
+    def _should_continue_as_new(self) -> bool:
+        info = workflow.info()
+        return info.is_continue_as_new_suggested() or info.get_current_history_length() > HISTORY_LENGTH_LIMIT
+
+    async def _flush(self) -> None:
+        """Send queued events and notifications, in order, to the oversight activity."""
+        while self._pending_events or self._pending_notifications:
+            batch = RecordBatch(events=list(self._pending_events), notifications=list(self._pending_notifications))
+            await workflow.execute_activity(
+                "record_case_events", batch, task_queue=OVERSIGHT_TASK_QUEUE,
+                start_to_close_timeout=timedelta(seconds=30), retry_policy=ACTIVITY_RETRY,
+            )
+            sent_events = {e.event_id for e in batch.events}
+            sent_notes = {n.notification_id for n in batch.notifications}
+            self._pending_events = [e for e in self._pending_events if e.event_id not in sent_events]
+            self._pending_notifications = [n for n in self._pending_notifications
+                                           if n.notification_id not in sent_notes]
+
+    # ---- timers ---------------------------------------------------------------------------
+    def _escalation_instants(self, due: datetime) -> list[datetime]:
+        assert self.policy is not None
+        return [due + off for off in self.policy.escalation.level_offsets()]
+
+    def _next_wake(self) -> datetime | None:
+        assert self.policy is not None
+        instants: list[datetime] = []
+        if self.status not in CLOSED_STATUSES and self.deadline is not None:
+            if self.deadline.reminder_at and not self.deadline.reminder_sent:
+                instants.append(self.deadline.reminder_at)
+            if self.escalation_level < 3:
+                instants.append(self._escalation_instants(self.deadline.due_at)[self.escalation_level])
+        for h in self.handoffs:
+            if h.state == HandoffState.requested and h.escalation_level < 3:
+                instants.append(self._escalation_instants(h.accept_by)[h.escalation_level])
+        for f in self.follow_ups:
+            if not f.notified and f.outcome is None and self.status not in CLOSED_STATUSES:
+                instants.append(f.due_at)
+        if self.status in CLOSED_STATUSES and self.closed_at is not None:
+            instants.append(self.closed_at + self.policy.reopen_window)
+        return min(instants) if instants else None
+
+    def _fire_due_timers(self) -> None:
+        assert self.policy is not None
+        now = workflow.now()
+        if self.status not in CLOSED_STATUSES and self.deadline is not None:
+            d = self.deadline
+            if d.reminder_at and not d.reminder_sent and now >= d.reminder_at:
+                self.deadline = d.model_copy(update={"reminder_sent": True})
+                self._notify("reminder", 0, ["assignee", self.owner.value], due_at=d.due_at)
+                self._record_system("deadline_reminder", {"due_at": d.due_at.isoformat()})
+            while self.escalation_level < 3 and now >= self._escalation_instants(d.due_at)[self.escalation_level]:
+                self.escalation_level += 1
+                recipients = {1: ["assignee", "supervisor"], 2: ["agency_head"], 3: ["steering_committee"]}
+                self._notify("escalation", self.escalation_level, recipients[self.escalation_level], due_at=d.due_at)
+                self._record_system("deadline_escalated", {"level": self.escalation_level,
+                                                           "due_at": d.due_at.isoformat(), "deadline_source": d.source})
+        for i, h in enumerate(self.handoffs):
+            level = h.escalation_level
+            while h.state == HandoffState.requested and level < 3 and now >= self._escalation_instants(h.accept_by)[level]:
+                level += 1
+                self.handoffs[i] = h = h.model_copy(update={"escalation_level": level})
+                self._notify("handoff_escalation", level,
+                             [h.to_agency.value, "supervisor"] if level == 1 else
+                             ["agency_head"] if level == 2 else ["steering_committee"], due_at=h.accept_by)
+                self._record_system("handoff_escalated", {"handoff_id": h.handoff_id, "level": level,
+                                                          "to_agency": h.to_agency.value})
+        for i, f in enumerate(self.follow_ups):
+            if not f.notified and f.outcome is None and now >= f.due_at and self.status not in CLOSED_STATUSES:
+                self.follow_ups[i] = f.model_copy(update={"notified": True})
+                self._notify("follow_up_due", 0, [self.owner.value, "assignee"], due_at=f.due_at)
+                self._record_system("follow_up_due", {"follow_up_id": f.follow_up_id})
+
+    def _record_system(self, kind: str, data: dict[str, Any]) -> None:
+        self._touch()
+        self._record(kind, SYSTEM_USER, None, data=data)
+
+    # ---- state helpers --------------------------------------------------------------------
+    def _touch(self) -> None:
+        self.version += 1
+        self.updated_at = workflow.now()
+        self._changed = True
+        self._upsert_search_attributes()
+
+    def _deadline_for(self, stage: Stage, start: datetime) -> Deadline:
+        assert self.policy is not None
+        rule = self.policy.deadlines[stage]
+        p = self.policy
+        due = add_period(start, rule.duration, rule.days, p.holidays, p.timezone_offset_hours)
+        reminder = due - (due - start) * p.escalation.reminder_before_fraction
+        return Deadline(due_at=due, source=f"{p.version}:{rule.id} — {rule.source}", reminder_at=reminder,
+                        stage=stage)
+
+    def _enter_stage(self, stage: Stage, at: datetime) -> None:
+        assert self.policy is not None
+        self.stage = stage
+        self.assignee = None
+        self.escalation_level = 0
+        if stage == Stage.closed:
+            self.deadline = None
+            return
+        owner = self.policy.owners[stage]
+        if owner != self.owner:
+            if self.owner not in self.participants:
+                self.participants.append(self.owner)
+            self.owner = owner
+        self.deadline = self._deadline_for(stage, at)
+        self.stages.append(StageRecord(stage=stage, entered_at=at, owner_agency=self.owner))
+        if stage == Stage.reintegrate:
+            base = at
+            self.follow_ups = [
+                FollowUp(follow_up_id=f"fu-{m}m", due_at=add_months(base, m))
+                for m in self.policy.reintegration.follow_up_months
+            ]
+
+    def _close(self, outcome: Outcome, status: CaseStatus) -> None:
+        now = workflow.now()
+        self.outcome = outcome
+        self.status = status
+        self.closed_at = now
+        for i, h in enumerate(self.handoffs):
+            if h.state == HandoffState.accepted:
+                self.handoffs[i] = h.model_copy(update={"state": HandoffState.done})
+            elif h.state == HandoffState.requested:
+                self.handoffs[i] = h.model_copy(update={"state": HandoffState.revoked, "responded_at": now,
+                                                        "reason": "case closed"})
+        self._enter_stage(Stage.closed, now)
+
+    def _finish_stage_record(self, actor_id: str, decision: Any, skipped: bool = False) -> None:
+        for i in range(len(self.stages) - 1, -1, -1):
+            if self.stages[i].stage == self.stage and self.stages[i].decided_at is None:
+                self.stages[i] = self.stages[i].model_copy(update={
+                    "decided_at": workflow.now(), "decided_by": actor_id, "decision": decision, "skipped": skipped})
+                return
+
+    def _record(self, kind: str, actor_id: str, agency: AgencyRole | None, *, reason: str | None = None,
+                request_id: str | None = None, data: dict[str, Any] | None = None) -> None:
+        assert self.policy is not None
+        self.seq += 1
+        snapshot = self._snapshot()
+        self._pending_events.append(CaseEvent(
+            event_id=f"{self.facts.case_id}:{self.seq}", case_id=self.facts.case_id, seq=self.seq,
+            occurred_at=workflow.now(), kind=kind, actor_user_id=actor_id, actor_agency=agency, stage=self.stage,
+            reason=reason, request_id=request_id, policy_version=self.policy.version, data=data or {},
+            state=snapshot,
+        ))
+
+    def _record_action(self, kind: str, cmd: Command, *, reason: str | None = None,
+                       data: dict[str, Any] | None = None) -> None:
+        self._touch()
+        self._record(kind, cmd.actor.user_id, cmd.actor.agency, reason=reason, request_id=cmd.actor.request_id,
+                     data=data)
+
+    def _notify(self, kind: str, level: int, recipients: list[str], due_at: datetime | None = None) -> None:
+        self._pending_notifications.append(Notification(
+            notification_id=f"{self.facts.case_id}:n{self.seq + 1}:{kind}:{level}", case_id=self.facts.case_id,
+            kind=kind, level=level, recipients=recipients, stage=self.stage, due_at=due_at,  # type: ignore[arg-type]
+            created_at=workflow.now(),
+        ))
+
+    def _upsert_search_attributes(self) -> None:
+        values: dict[str, Any] = {
+            "stage": self.stage.value, "owner": self.owner.value, "province": self.province,
+            "deadline": self.deadline.due_at if self.deadline else None, "level": self.escalation_level,
+            "categories": self.facts.categories, "status": self.status.value,
+            "pending": sorted({h.to_agency.value for h in self.handoffs if h.state == HandoffState.requested}),
+            "assignee": self.assignee,
+        }
+        if values == self._last_search_attributes:
+            return
+        self._last_search_attributes = values
+        updates = [
+            CASE_STAGE.value_set(values["stage"]), OWNER_AGENCY.value_set(values["owner"]),
+            JURISDICTION.value_set(values["province"]), ESCALATION_LEVEL.value_set(values["level"]),
+            CASE_CATEGORY.value_set(values["categories"]), CASE_STATUS.value_set(values["status"]),
+            PENDING_HANDOFF_TO.value_set(values["pending"]) if values["pending"] else PENDING_HANDOFF_TO.value_unset(),
+            DEADLINE_AT.value_set(values["deadline"]) if values["deadline"] else DEADLINE_AT.value_unset(),
+            ASSIGNEE.value_set(values["assignee"]) if values["assignee"] else ASSIGNEE.value_unset(),
+        ]
+        workflow.upsert_search_attributes(updates)
+
+    def _snapshot(self) -> CaseState:
+        return CaseState(
+            case_id=self.facts.case_id, version=self.version, stage=self.stage, status=self.status,
+            outcome=self.outcome, facts=self.facts, owner_agency=self.owner, province=self.province,
+            participants=list(self.participants), assignee=self.assignee, deadline=self.deadline,
+            escalation_level=self.escalation_level, trafficking_status=self.trafficking_status,
+            handoffs=list(self.handoffs), consents=dict(self.consents), stages=list(self.stages),
+            follow_ups=list(self.follow_ups), services_delivered=self.services_delivered,
+            reflection_until=self.reflection_until, policy_version=self.policy.version if self.policy else "pending",
+            last_event_seq=self.seq, opened_at=self.opened_at, closed_at=self.closed_at, updated_at=self.updated_at,
+        )
+
+    # ---- validation shared by validators and handlers -------------------------------------
+    def _check(self, cmd: Command, *, supervisor: bool = False, stage_owner: bool = False,
+               allow_closed: bool = False) -> None:
+        a = cmd.actor
+        if self.policy is None:
+            raise _conflict("the case is still opening; retry in a moment")
+        if cmd.expected_version is not None and cmd.expected_version != self.version:
+            raise ApplicationError(
+                f"stale: the case is at version {self.version}, the request expected {cmd.expected_version}",
+                type="stale", non_retryable=True)
+        if not can_act_on_case(a, self._snapshot().access_facts()):
+            raise _forbidden(f"agency {a.agency.value} in province {a.province} may not act on this case")
+        if supervisor and not a.has(Role.supervisor):
+            raise _forbidden("this action needs a supervisor")
+        if not allow_closed and self.status in CLOSED_STATUSES:
+            raise _conflict(f"the case is closed ({self.outcome.value if self.outcome else 'closed'})")
+        if stage_owner and not (a.agency == self.owner or a.has(Role.supervisor)):
+            raise _forbidden(f"stage {self.stage.value} is owned by {self.owner.value}, not {a.agency.value}")
+
+    # ---- Updates ---------------------------------------------------------------------------
+    @workflow.query
+    def state(self) -> CaseState:
+        return self._snapshot()
+
+    @workflow.update
+    async def claim(self, cmd: Claim) -> CaseState:
+        self._validate_claim(cmd)
+        self.assignee = cmd.actor.user_id
+        self._record_action("stage_claimed", cmd, data={"assignee": cmd.actor.user_id})
+        return self._snapshot()
+
+    @claim.validator
+    def _validate_claim(self, cmd: Claim) -> None:
+        self._check(cmd, stage_owner=True)
+        if self.assignee and self.assignee != cmd.actor.user_id:
+            raise _conflict(f"stage {self.stage.value} is already claimed; a supervisor can reassign it")
+
+    @workflow.update
+    async def assign(self, cmd: Assign) -> CaseState:
+        self._validate_assign(cmd)
+        self.assignee = cmd.assignee_user_id
+        self._record_action("stage_assigned", cmd, data={"assignee": cmd.assignee_user_id})
+        return self._snapshot()
+
+    @assign.validator
+    def _validate_assign(self, cmd: Assign) -> None:
+        self._check(cmd, stage_owner=True)
+        if not cmd.actor.has(Role.supervisor) and cmd.assignee_user_id != cmd.actor.user_id:
+            raise _forbidden("only a supervisor assigns a stage to someone else")
+
+    @workflow.update
+    async def decide(self, cmd: Decide) -> CaseState:
+        self._validate_decide(cmd)
+        d = cmd.decision
+        now = workflow.now()
+        data: dict[str, Any] = {"decision": d.model_dump(mode="json")}
+        assert self.policy is not None
+        if isinstance(d, ReceiveDecision):
+            self._finish_stage_record(cmd.actor.user_id, d)
+            if d.classification == Classification.trafficking_suspected:
+                self._enter_stage(Stage.verify, now)
+            else:
+                self._close(Outcome.not_relevant,
+                            CaseStatus.ClosedReferred if d.classification == Classification.other_crime
+                            else CaseStatus.Closed)
+        elif isinstance(d, VerifyDecision):
+            self._finish_stage_record(cmd.actor.user_id, d)
+            if d.result == VerifyResult.unfounded:
+                self._close(Outcome.unfounded, CaseStatus.Closed)
+            else:
+                if self.policy.reflection_period.enabled:
+                    self.reflection_until = now + timedelta(days=self.policy.reflection_period.days)
+                    data["reflection_until"] = self.reflection_until.isoformat()
+                self._enter_stage(Stage.identify, now)
+        elif isinstance(d, IdentifyDecision):
+            self.trafficking_status = d.status
+            if d.status == TraffickingStatus.PossibleVictimOfTrafficking:
+                data["interim"] = True  # identification goes on; the suspected victim keeps their rights
+            else:
+                self._finish_stage_record(cmd.actor.user_id, d)
+                if d.status == TraffickingStatus.NotAVictimOfTrafficking:
+                    self._close(Outcome.not_a_victim,
+                                CaseStatus.ClosedReferred if d.referred_elsewhere else CaseStatus.Closed)
+                elif self.facts.already_safe:
+                    self._enter_stage(Stage.rescue, now)
+                    self._finish_stage_record(SYSTEM_USER, None, skipped=True)
+                    self._enter_stage(Stage.protect, now)
+                    data["rescue_skipped"] = True
+                else:
+                    self._enter_stage(Stage.rescue, now)
+        elif isinstance(d, RescueDecision):
+            if d.needed and d.outcome != "rescued":
+                data["interim"] = True  # the operation goes on
+            else:
+                self._finish_stage_record(cmd.actor.user_id, d, skipped=not d.needed)
+                self._enter_stage(Stage.protect, now)
+        elif isinstance(d, ProtectDecision):
+            self._finish_stage_record(cmd.actor.user_id, d)
+            self._enter_stage(Stage.reintegrate, now)
+        elif isinstance(d, ReintegrateDecision):
+            self._finish_stage_record(cmd.actor.user_id, d)
+            self._close(Outcome.reintegrated, d.cas_status)
+        self._record_action("stage_decided", cmd, reason=cmd.justification, data=data)
+        return self._snapshot()
+
+    @decide.validator
+    def _validate_decide(self, cmd: Decide) -> None:
+        self._check(cmd, stage_owner=True)
+        d = cmd.decision
+        if d.stage != self.stage:
+            raise _conflict(f"the case is in stage {self.stage.value}, not {d.stage.value}")
+        if isinstance(d, IdentifyDecision) and d.status != TraffickingStatus.PossibleVictimOfTrafficking \
+                and not d.evidence:
+            raise _invalid("an identification decision needs at least one evidence item (Law 53/2024 Art. 32)")
+        if isinstance(d, RescueDecision) and d.needed and d.outcome is None:
+            raise _invalid("a needed rescue records the operation outcome")
+        if isinstance(d, ProtectDecision):
+            if d.declined and not d.refusal_document_ref:
+                raise _invalid("declined protection needs the person's written refusal (refusal_document_ref)")
+            if not d.declined and not d.measures:
+                raise _invalid("protection needs at least one measure, or declined with a written refusal")
+        if isinstance(d, ReintegrateDecision):
+            pending = [f.follow_up_id for f in self.follow_ups if f.outcome is None]
+            if pending:
+                raise _conflict(f"follow-ups still pending: {', '.join(pending)}")
+            assert self.policy is not None
+            if self.reflection_until and workflow.now() < self.reflection_until:
+                raise _conflict(f"reflection and recovery period runs until {self.reflection_until.isoformat()}")
+
+    @workflow.update
+    async def add_note(self, cmd: AddNote) -> CaseState:
+        self._validate_add_note(cmd)
+        self._record_action("note_added", cmd, data={"section": cmd.section.value, "note_id": cmd.note_id})
+        return self._snapshot()
+
+    @add_note.validator
+    def _validate_add_note(self, cmd: AddNote) -> None:
+        self._check(cmd, allow_closed=True)
+        if not can_read_section(cmd.actor, cmd.section):
+            raise _forbidden(f"agency {cmd.actor.agency.value} may not write to section {cmd.section.value}")
+
+    @workflow.update
+    async def record_consent(self, cmd: RecordConsent) -> CaseState:
+        self._validate_record_consent(cmd)
+        key = cmd.purpose.value + (f":{cmd.agency.value}" if cmd.agency else "")
+        self.consents[key] = cmd.granted
+        data: dict[str, Any] = {"purpose": key, "granted": cmd.granted}
+        if not cmd.granted and cmd.purpose == ConsentPurpose.data_sharing:
+            stopped = []
+            for i, h in enumerate(self.handoffs):
+                if h.state == HandoffState.requested and not h.consent_overridden and (
+                        cmd.agency is None or h.to_agency == cmd.agency):
+                    self.handoffs[i] = h.model_copy(update={"state": HandoffState.revoked,
+                                                            "responded_at": workflow.now(),
+                                                            "reason": "data-sharing consent withdrawn"})
+                    stopped.append(h.handoff_id)
+            data["handoffs_stopped"] = stopped
+        self._record_action("consent_recorded", cmd, data=data)
+        return self._snapshot()
+
+    @record_consent.validator
+    def _validate_record_consent(self, cmd: RecordConsent) -> None:
+        self._check(cmd)
+        if cmd.purpose == ConsentPurpose.data_sharing and cmd.agency is None and cmd.granted:
+            raise _invalid("data-sharing consent names the agency it covers")
+
+    def _consent_for(self, agency: AgencyRole) -> bool:
+        specific = self.consents.get(f"data_sharing:{agency.value}")
+        return bool(specific) if specific is not None else False
+
+    @workflow.update
+    async def request_handoff(self, cmd: RequestHandoff) -> CaseState:
+        self._validate_request_handoff(cmd)
+        assert self.policy is not None
+        now = workflow.now()
+        hp = self.policy.handoff
+        handoff = Handoff(
+            handoff_id=f"h{len(self.handoffs) + 1}", kind=cmd.kind, from_agency=self.owner, to_agency=cmd.to_agency,
+            state=HandoffState.requested, requested_at=now, requested_by=cmd.actor.user_id,
+            accept_by=add_period(now, hp.accept_within, hp.days, self.policy.holidays,
+                                 self.policy.timezone_offset_hours),
+            reason=cmd.reason, consent_overridden=cmd.consent_override_reason is not None,
+        )
+        self.handoffs.append(handoff)
+        self._notify("handoff_requested", 0, [cmd.to_agency.value], due_at=handoff.accept_by)
+        self._record_action("handoff_requested", cmd, reason=cmd.reason, data={
+            "handoff_id": handoff.handoff_id, "kind": cmd.kind.value, "to_agency": cmd.to_agency.value,
+            "accept_by": handoff.accept_by.isoformat(), "consent_override_reason": cmd.consent_override_reason})
+        return self._snapshot()
+
+    @request_handoff.validator
+    def _validate_request_handoff(self, cmd: RequestHandoff) -> None:
+        self._check(cmd, stage_owner=True)
+        if cmd.to_agency == self.owner:
+            raise _invalid(f"the case is already owned by {cmd.to_agency.value}")
+        if any(h.to_agency == cmd.to_agency and h.state == HandoffState.requested for h in self.handoffs):
+            raise _conflict(f"a handoff to {cmd.to_agency.value} is already waiting for acceptance")
+        if cmd.kind == HandoffKind.transfer and any(
+                h.kind == HandoffKind.transfer and h.state == HandoffState.requested for h in self.handoffs):
+            raise _conflict("a transfer is already waiting for acceptance")
+        if cmd.kind == HandoffKind.referral and cmd.to_agency in self.participants:
+            raise _conflict(f"{cmd.to_agency.value} already takes part in this case")
+        if not self._consent_for(cmd.to_agency):
+            if cmd.consent_override_reason is None:
+                raise _forbidden(f"no data-sharing consent for {cmd.to_agency.value}; record consent, or a "
+                                 "supervisor overrides with a reason")
+            if not cmd.actor.has(Role.supervisor):
+                raise _forbidden("only a supervisor may override missing consent")
+
+    def _find_handoff(self, handoff_id: str) -> tuple[int, Handoff]:
+        for i, h in enumerate(self.handoffs):
+            if h.handoff_id == handoff_id:
+                return i, h
+        raise ApplicationError(f"no handoff {handoff_id} on this case", type="not_found", non_retryable=True)
+
+    @workflow.update
+    async def respond_handoff(self, cmd: RespondHandoff) -> CaseState:
+        self._validate_respond_handoff(cmd)
+        i, h = self._find_handoff(cmd.handoff_id)
+        now = workflow.now()
+        if cmd.accept:
+            self.handoffs[i] = h.model_copy(update={"state": HandoffState.accepted, "responded_at": now})
+            if h.kind == HandoffKind.transfer:
+                if self.owner not in self.participants:
+                    self.participants.append(self.owner)
+                self.owner = h.to_agency
+                self.assignee = None
+                if self.stages:
+                    self.stages[-1] = self.stages[-1].model_copy(update={"owner_agency": h.to_agency})
+            elif h.to_agency not in self.participants:
+                self.participants.append(h.to_agency)
+            kind = "handoff_accepted"
+        else:
+            self.handoffs[i] = h.model_copy(update={"state": HandoffState.rejected, "responded_at": now,
+                                                    "reason": cmd.reason})
+            kind = "handoff_rejected"
+        self._record_action(kind, cmd, reason=cmd.reason, data={"handoff_id": h.handoff_id,
+                                                                "kind": h.kind.value, "to_agency": h.to_agency.value})
+        return self._snapshot()
+
+    @respond_handoff.validator
+    def _validate_respond_handoff(self, cmd: RespondHandoff) -> None:
+        self._check(cmd)
+        _, h = self._find_handoff(cmd.handoff_id)
+        if h.state != HandoffState.requested:
+            raise _conflict(f"handoff {h.handoff_id} is {h.state.value}, not waiting for an answer")
+        if cmd.actor.agency != h.to_agency:
+            raise _forbidden(f"only {h.to_agency.value} answers this handoff")
+        if not cmd.accept and not cmd.reason:
+            raise _invalid("rejecting a handoff needs a reason")
+
+    @workflow.update
+    async def revoke_handoff(self, cmd: RevokeHandoff) -> CaseState:
+        self._validate_revoke_handoff(cmd)
+        i, h = self._find_handoff(cmd.handoff_id)
+        self.handoffs[i] = h.model_copy(update={"state": HandoffState.revoked, "responded_at": workflow.now(),
+                                                "reason": cmd.reason})
+        if h.state == HandoffState.accepted and h.kind == HandoffKind.referral and h.to_agency in self.participants:
+            self.participants.remove(h.to_agency)
+        self._record_action("handoff_revoked", cmd, reason=cmd.reason, data={"handoff_id": h.handoff_id})
+        return self._snapshot()
+
+    @revoke_handoff.validator
+    def _validate_revoke_handoff(self, cmd: RevokeHandoff) -> None:
+        self._check(cmd)
+        _, h = self._find_handoff(cmd.handoff_id)
+        revocable = h.state == HandoffState.requested or (
+            h.state == HandoffState.accepted and h.kind == HandoffKind.referral)
+        if not revocable:
+            raise _conflict(f"handoff {h.handoff_id} is {h.state.value} and cannot be revoked")
+        if cmd.actor.agency != h.from_agency and not cmd.actor.has(Role.supervisor):
+            raise _forbidden(f"only {h.from_agency.value} or a supervisor revokes this handoff")
+
+    @workflow.update
+    async def extend_deadline(self, cmd: ExtendDeadline) -> CaseState:
+        self._validate_extend_deadline(cmd)
+        now = workflow.now()
+        if cmd.handoff_id:
+            i, h = self._find_handoff(cmd.handoff_id)
+            new_due = h.accept_by + cmd.extend_by
+            self.handoffs[i] = h.model_copy(update={"accept_by": new_due,
+                                                    "escalation_level": 0 if new_due > now else h.escalation_level})
+            data = {"handoff_id": h.handoff_id, "accept_by": new_due.isoformat()}
+        else:
+            assert self.deadline is not None
+            d = self.deadline
+            new_due = d.due_at + cmd.extend_by
+            self.deadline = d.model_copy(update={
+                "due_at": new_due, "extended_by": d.extended_by + cmd.extend_by,
+                "reminder_at": new_due - (new_due - now) * (self.policy.escalation.reminder_before_fraction
+                                                            if self.policy else 0.25),
+                "reminder_sent": False})
+            if new_due > now:
+                self.escalation_level = 0
+            data = {"due_at": new_due.isoformat(), "previous_due_at": d.due_at.isoformat(),
+                    "extend_by": str(cmd.extend_by)}
+        self._record_action("deadline_extended", cmd, reason=cmd.reason, data=data)
+        return self._snapshot()
+
+    @extend_deadline.validator
+    def _validate_extend_deadline(self, cmd: ExtendDeadline) -> None:
+        self._check(cmd, supervisor=True)
+        if cmd.handoff_id:
+            _, h = self._find_handoff(cmd.handoff_id)
+            if h.state != HandoffState.requested:
+                raise _conflict(f"handoff {h.handoff_id} is {h.state.value}; only a waiting handoff has a deadline")
+        elif self.deadline is None:
+            raise _conflict("the case has no running deadline")
+
+    @workflow.update
+    async def escalate(self, cmd: Escalate) -> CaseState:
+        self._validate_escalate(cmd)
+        self.escalation_level += 1
+        recipients = {1: ["assignee", "supervisor"], 2: ["agency_head"], 3: ["steering_committee"]}
+        self._notify("escalation", self.escalation_level, recipients[self.escalation_level],
+                     due_at=self.deadline.due_at if self.deadline else None)
+        self._record_action("escalated_by_supervisor", cmd, reason=cmd.reason, data={"level": self.escalation_level})
+        return self._snapshot()
+
+    @escalate.validator
+    def _validate_escalate(self, cmd: Escalate) -> None:
+        self._check(cmd, supervisor=True)
+        if self.escalation_level >= 3:
+            raise _conflict("the case is already escalated to the steering committee (level 3)")
+
+    @workflow.update
+    async def reopen(self, cmd: Reopen) -> CaseState:
+        self._validate_reopen(cmd)
+        previous = self.outcome
+        self.status = CaseStatus.Active
+        self.outcome = None
+        self.closed_at = None
+        self._enter_stage(cmd.to_stage, workflow.now())
+        self._record_action("case_reopened", cmd, reason=cmd.reason,
+                            data={"to_stage": cmd.to_stage.value, "previous_outcome": previous.value if previous else None})
+        return self._snapshot()
+
+    @reopen.validator
+    def _validate_reopen(self, cmd: Reopen) -> None:
+        self._check(cmd, supervisor=True, allow_closed=True)
+        if self.status not in CLOSED_STATUSES:
+            raise _conflict("only a closed case can be reopened")
+        if cmd.to_stage == Stage.closed:
+            raise _invalid("reopen to an open stage")
+
+    @workflow.update
+    async def end_case(self, cmd: EndCase) -> CaseState:
+        self._validate_end_case(cmd)
+        self._finish_stage_record(cmd.actor.user_id, None)
+        data: dict[str, Any] = {"outcome": cmd.outcome.value}
+        if cmd.outcome == Outcome.transferred_jurisdiction:
+            data["to_province"] = cmd.to_province
+            self._close(cmd.outcome, CaseStatus.ClosedReferred)
+        else:
+            self._close(cmd.outcome, CaseStatus.Closed)
+        self._record_action("case_ended", cmd, reason=cmd.reason, data=data)
+        return self._snapshot()
+
+    @end_case.validator
+    def _validate_end_case(self, cmd: EndCase) -> None:
+        self._check(cmd, stage_owner=True)
+        if cmd.outcome == Outcome.lost_contact and self.reflection_until and workflow.now() < self.reflection_until:
+            raise _conflict("no closure for non-cooperation during the reflection and recovery period "
+                            f"(until {self.reflection_until.isoformat()})")
+        if cmd.outcome == Outcome.transferred_jurisdiction:
+            if not cmd.to_province or cmd.to_province == self.province:
+                raise _invalid("transferred_jurisdiction needs to_province, another province")
+            if not cmd.actor.has(Role.supervisor):
+                raise _forbidden("a transfer to another jurisdiction needs a supervisor")
+
+    @workflow.update
+    async def record_follow_up(self, cmd: RecordFollowUp) -> CaseState:
+        self._validate_record_follow_up(cmd)
+        for i, f in enumerate(self.follow_ups):
+            if f.follow_up_id == cmd.follow_up_id:
+                self.follow_ups[i] = f.model_copy(update={"outcome": cmd.outcome, "recorded_at": workflow.now()})
+        self._record_action("follow_up_recorded", cmd,
+                            data={"follow_up_id": cmd.follow_up_id, "outcome": cmd.outcome, "note_id": cmd.note_id})
+        return self._snapshot()
+
+    @record_follow_up.validator
+    def _validate_record_follow_up(self, cmd: RecordFollowUp) -> None:
+        self._check(cmd, stage_owner=True)
+        if self.stage != Stage.reintegrate:
+            raise _conflict(f"follow-ups belong to reintegration; the case is in {self.stage.value}")
+        match = [f for f in self.follow_ups if f.follow_up_id == cmd.follow_up_id]
+        if not match:
+            raise ApplicationError(f"no follow-up {cmd.follow_up_id}", type="not_found", non_retryable=True)
+        if match[0].outcome is not None:
+            raise _conflict(f"follow-up {cmd.follow_up_id} is already recorded")
+
+    @workflow.update
+    async def record_service(self, cmd: RecordService) -> CaseState:
+        self._validate_record_service(cmd)
+        self.services_delivered += 1
+        self._record_action("service_delivered", cmd,
+                            data={"service_id": cmd.service_id, "service_type": cmd.service_type})
+        return self._snapshot()
+
+    @record_service.validator
+    def _validate_record_service(self, cmd: RecordService) -> None:
+        self._check(cmd)
+        if self.trafficking_status == TraffickingStatus.NotAVictimOfTrafficking:
+            raise _conflict("the person was found not to be a victim; support services end")
+
+
+__all__ = ["CaseWorkflow"]
