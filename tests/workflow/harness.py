@@ -56,9 +56,9 @@ class Harness:
     async def state(self, handle: WorkflowHandle[Any, Any]) -> CaseState:
         return await handle.query(CaseWorkflow.state)
 
-    async def events(self, case_id: str, at_least: int = 1, timeout: float = 10.0) -> list[asyncpg.Record]:
+    async def events(self, case_id: str, at_least: int = 1, wait_s: float = 10.0) -> list[asyncpg.Record]:
         """The audit events of a case once at least `at_least` have landed."""
-        deadline = asyncio.get_running_loop().time() + timeout
+        deadline = asyncio.get_running_loop().time() + wait_s
         while True:
             rows = await self.pool.fetch("SELECT * FROM oversight.case_events WHERE case_id = $1 ORDER BY seq",
                                          case_id)
