@@ -61,17 +61,23 @@ class Settings(BaseSettings):
         if v is None:
             return v
         host, sep, port = v.rpartition(":")
-        if not sep or not host or not port.isdigit():
+        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
             raise ValueError("must be host:port, for example temporal.example.org:7233")
         return v
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> Settings:
-        ports = [self.temporal_port, self.temporal_ui_port, *self.service_ports.values(), self.codec_port]
-        if len(set(ports)) != len(ports):
-            raise ValueError(f"ports must be distinct, got {ports}")
+        # Name the NRM_ variables involved: a model-level error has no field location of its own.
+        names = ["temporal_port", "temporal_ui_port", *(f"{n}_port" for n in SERVICE_NAMES), "codec_port"]
+        by_port: dict[int, list[str]] = {}
+        for name in names:
+            by_port.setdefault(getattr(self, name), []).append(f"NRM_{name.upper()}")
+        problems = [f"{' and '.join(clash)} share port {port}; each port must be distinct"
+                    for port, clash in by_port.items() if len(clash) > 1]
         if self.db_pool_min > self.db_pool_max:
-            raise ValueError("db_pool_min must not exceed db_pool_max")
+            problems.append(f"NRM_DB_POOL_MIN ({self.db_pool_min}) must not exceed NRM_DB_POOL_MAX ({self.db_pool_max})")
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     @property
@@ -105,7 +111,8 @@ def format_validation_error(exc: ValidationError) -> str:
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"]) or "settings"
         env = f"NRM_{field.upper()}" if err["loc"] else "settings"
-        lines.append(f"{env}: {err['msg']}")
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{env}: {msg}")
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
