@@ -5,11 +5,38 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import BaseModel
+from temporalio import activity
+
+from services.verification import repository as repo
 from shared.runtime import Runtime
 from shared.temporal import VERIFICATION_TASK_QUEUE
 
 TASK_QUEUE = VERIFICATION_TASK_QUEUE
 
 
+class VerificationSnapshot(BaseModel):
+    """Non-PII counts of what verification holds on a case (for the workflow, reports and closure checks)."""
+
+    case_id: str
+    evidence: int
+    rescue_operations: int
+    rescue_operations_open: int
+    perpetrators: int
+    protection_refusals: int
+    linked_cases: int
+
+
+class VerificationActivities:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    @activity.defn(name="verification_snapshot")
+    async def verification_snapshot(self, case_id: str) -> VerificationSnapshot:
+        """Counts only (no personal data crosses into workflow history)."""
+        counts = await repo.snapshot_counts(self.runtime.pool, case_id)
+        return VerificationSnapshot(case_id=case_id, **counts)
+
+
 def build_activities(runtime: Runtime) -> list[Callable[..., Any]]:
-    return []
+    return [VerificationActivities(runtime).verification_snapshot]

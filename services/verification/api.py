@@ -1,8 +1,385 @@
-"""HTTP API of the verification service."""
+"""HTTP API of the verification service: verify, identify, rescue, protect.
+
+Every change to a case is an Update on its CaseWorkflow (the only writer of case state); this
+service keeps its own encrypted records (evidence metadata, rescue operations, refusal letters,
+suspected perpetrators) and hands the workflow only their ids."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Literal
 
-DESCRIPTION = "NRM verification service."
-router = APIRouter()
+from fastapi import APIRouter, HTTPException, Path, Query, Request, status
+
+from services.verification import repository as repo
+from services.verification.cases import (
+    CaseId,
+    IdempotencyKey,
+    actionable_case,
+    actor_of,
+    new_id,
+    readable_case,
+    update_case,
+)
+from services.verification.models import (
+    AssignRequest,
+    CaseView,
+    ClaimRequest,
+    EvidencePage,
+    IdentificationRequest,
+    IdentificationResult,
+    InboxItem,
+    InboxPage,
+    InboxView,
+    LinkedCasesOut,
+    LinkKind,
+    PerpetratorIn,
+    PerpetratorOut,
+    PerpetratorPage,
+    PerpetratorRole,
+    ProtectionRequest,
+    ProtectionResult,
+    RescueCompleteRequest,
+    RescueNotNeededRequest,
+    RescueOperationOut,
+    RescuePage,
+    RescuePlanRequest,
+    RescueResult,
+    RescueStatus,
+    VerificationRequest,
+)
+from shared.api import runtime_of
+from shared.auth import CurrentPrincipal, Principal, require_roles
+from shared.domain import AgencyRole, Role, Section, Stage
+from shared.temporal import (
+    ASSIGNEE,
+    CASE_CATEGORY,
+    CASE_STAGE,
+    CASE_STATUS,
+    DEADLINE_AT,
+    ESCALATION_LEVEL,
+    JURISDICTION,
+    OWNER_AGENCY,
+    PENDING_HANDOFF_TO,
+)
+from workflows.models import (
+    AddNote,
+    Assign,
+    Claim,
+    Decide,
+    EvidenceKind,
+    EvidenceRef,
+    IdentifyDecision,
+    ProtectDecision,
+    RescueDecision,
+    VerifyDecision,
+)
+
+DESCRIPTION = """\
+NRM verification service: the verify, identify, rescue and protect stages (police, border guard,
+coast guard, and social protection where Law 53/2024 Art. 27(2) has it lead).
+
+* Decisions go to the case's workflow as Updates; a stale version or wrong stage is **409**, a wrong
+  agency or jurisdiction **403**, an invalid decision **422**. Send `Idempotency-Key` to retry safely.
+* Evidence metadata, rescue operations, refusal letters and suspected perpetrators are stored here,
+  encrypted; the workflow only sees their ids.
+* `GET /inbox` lists the caller's agency's cases in its jurisdiction from Temporal visibility.
+"""
+
+router = APIRouter(tags=["verification"])
+Actor_ = require_roles(Role.caseworker, Role.supervisor)
+Limit = Annotated[int, Query(ge=1, le=200, description="page size")]
+Offset = Annotated[int, Query(ge=0, le=100_000, description="rows to skip")]
+POLICE_WRITERS = frozenset({AgencyRole.police, AgencyRole.border_guard, AgencyRole.coast_guard})
+DECIDING = (Stage.verify, Stage.identify, Stage.rescue, Stage.protect)
+ERRORS = {401: {"description": "no or invalid bearer token"},
+          403: {"description": "wrong role, agency or jurisdiction"},
+          404: {"description": "case not found"},
+          409: {"description": "stale version or wrong stage"},
+          422: {"description": "invalid input (the detail names the field)"}}
+
+
+# ---- claim / assign ---------------------------------------------------------------------------
+@router.post("/cases/{case_id}/claim", response_model=CaseView, responses=ERRORS,
+             summary="Take the current stage of a case",
+             description="The caller (a caseworker of the owning agency) becomes the assignee of the current stage.")
+async def claim(case_id: CaseId, body: ClaimRequest, request: Request, key: IdempotencyKey = None,
+                principal: Principal = Actor_) -> CaseView:
+    await actionable_case(request, principal, case_id)
+    cmd = Claim(actor=actor_of(principal, request), expected_version=body.expected_version)
+    return CaseView.of(await update_case(request, case_id, "claim", cmd, key))
+
+
+@router.post("/cases/{case_id}/assign", response_model=CaseView, responses=ERRORS,
+             summary="Assign the current stage to a staff member",
+             description="A supervisor (or a caseworker of the owning agency, if the workflow allows it) "
+                         "assigns the current stage to `assignee_user_id`.")
+async def assign(case_id: CaseId, body: AssignRequest, request: Request, key: IdempotencyKey = None,
+                 principal: Principal = Actor_) -> CaseView:
+    await actionable_case(request, principal, case_id)
+    cmd = Assign(actor=actor_of(principal, request), expected_version=body.expected_version,
+                 assignee_user_id=body.assignee_user_id)
+    return CaseView.of(await update_case(request, case_id, "assign", cmd, key))
+
+
+# ---- verify -----------------------------------------------------------------------------------
+@router.post("/cases/{case_id}/verification", response_model=CaseView, responses=ERRORS,
+             summary="Decide the initial verification",
+             description="Law 53/2024 Art. 27(2): initial verification within 3 days. `confirmed` moves the case "
+                         "to identification; `unfounded` ends it.")
+async def decide_verification(case_id: CaseId, body: VerificationRequest, request: Request,
+                              key: IdempotencyKey = None, principal: Principal = Actor_) -> CaseView:
+    await actionable_case(request, principal, case_id)
+    cmd = Decide(actor=actor_of(principal, request), expected_version=body.expected_version,
+                 decision=VerifyDecision(result=body.result), justification=body.justification)
+    return CaseView.of(await update_case(request, case_id, "decide", cmd, key))
+
+
+# ---- identify ---------------------------------------------------------------------------------
+@router.post("/cases/{case_id}/identification", response_model=IdentificationResult, responses=ERRORS,
+             status_code=status.HTTP_200_OK, summary="Decide identification, with the evidence relied on",
+             description="Records the evidence items' metadata (Art. 32 kinds; encrypted) and sends the "
+                         "identification decision (HTCDS vic_TraffickingStatus + deciding organisation) to the "
+                         "workflow. The evidence rows are kept only if the workflow accepts the decision.")
+async def decide_identification(case_id: CaseId, body: IdentificationRequest, request: Request,
+                                key: IdempotencyKey = None, principal: Principal = Actor_) -> IdentificationResult:
+    await actionable_case(request, principal, case_id)
+    runtime = runtime_of(request)
+    items = [(new_id("ev", case_id, key, f"evidence:{i}"), e) for i, e in enumerate(body.evidence)]
+    cmd = Decide(actor=actor_of(principal, request), expected_version=body.expected_version,
+                 justification=body.justification,
+                 decision=IdentifyDecision(status=body.status, deciding_org=body.deciding_org,
+                                           referred_elsewhere=body.referred_elsewhere,
+                                           evidence=[EvidenceRef(evidence_id=eid, kind=e.kind) for eid, e in items]))
+    async with runtime.pool.acquire() as conn, conn.transaction():
+        await repo.insert_evidence(conn, runtime.ring, case_id, items, principal.user_id, principal.agency.value)
+        state = await update_case(request, case_id, "decide", cmd, key)  # rejected -> rollback
+    return IdentificationResult(case=CaseView.of(state), evidence_ids=[eid for eid, _ in items])
+
+
+@router.get("/cases/{case_id}/evidence", response_model=EvidencePage, responses=ERRORS,
+            summary="List the evidence items of a case",
+            description="Readable by the verifying bodies only (Section.evidence). Sorted by evidence date.")
+async def list_evidence(case_id: CaseId, request: Request, principal: CurrentPrincipal, limit: Limit = 50,
+                        offset: Offset = 0, kind: EvidenceKind | None = None,
+                        sort: Literal["date", "-date"] = "date") -> EvidencePage:
+    await readable_case(request, principal, case_id, Section.evidence)
+    runtime = runtime_of(request)
+    items, total = await repo.list_evidence(runtime.pool, runtime.ring, case_id, limit, offset,
+                                            kind.value if kind else None,
+                                            sort.startswith("-"))
+    return EvidencePage(items=items, total=total, limit=limit, offset=offset)
+
+
+# ---- rescue -----------------------------------------------------------------------------------
+@router.post("/cases/{case_id}/rescue-operations", response_model=RescueOperationOut, responses=ERRORS,
+             status_code=status.HTTP_201_CREATED, summary="Plan a rescue operation",
+             description="Police, border guard or coast guard plan an operation (location encrypted). The case "
+                         "must not have passed the rescue stage. The workflow records the operation id as an "
+                         "evidence-section note.")
+async def plan_rescue(case_id: CaseId, body: RescuePlanRequest, request: Request, key: IdempotencyKey = None,
+                      principal: Principal = Actor_) -> RescueOperationOut:
+    _require_agency(principal, POLICE_WRITERS, "plan a rescue operation")
+    await actionable_case(request, principal, case_id, (Stage.receive, Stage.verify, Stage.identify, Stage.rescue))
+    runtime = runtime_of(request)
+    operation_id = new_id("op", case_id, key, "rescue-plan")
+    cmd = AddNote(actor=actor_of(principal, request), section=Section.evidence, note_id=operation_id)
+    async with runtime.pool.acquire() as conn, conn.transaction():
+        await repo.insert_rescue_operation(conn, runtime.ring, operation_id, case_id, body, principal.user_id)
+        await update_case(request, case_id, "add_note", cmd, key)
+    op = await repo.get_rescue_operation(runtime.pool, runtime.ring, case_id, operation_id)
+    assert op is not None
+    return op
+
+
+@router.get("/cases/{case_id}/rescue-operations", response_model=RescuePage, responses=ERRORS,
+            summary="List a case's rescue operations",
+            description="Readable by the verifying bodies (Section.evidence); sorted by planned time.")
+async def list_rescues(case_id: CaseId, request: Request, principal: CurrentPrincipal, limit: Limit = 50,
+                       offset: Offset = 0, status_: Annotated[RescueStatus | None, Query(alias="status")] = None
+                       ) -> RescuePage:
+    await readable_case(request, principal, case_id, Section.evidence)
+    runtime = runtime_of(request)
+    items, total = await repo.list_rescue_operations(runtime.pool, runtime.ring, case_id, limit, offset,
+                                                     status_.value if status_ else None)
+    return RescuePage(items=items, total=total, limit=limit, offset=offset)
+
+
+@router.post("/cases/{case_id}/rescue-operations/{operation_id}/complete", response_model=RescueResult,
+             responses=ERRORS, summary="Record a rescue operation's outcome (the rescue-stage decision)",
+             description="planned → done. `rescued` lists everyone found, linked to existing cases or to cases "
+                         "intake opened for them. Sends the rescue decision to the workflow; the operation is "
+                         "marked done only if the workflow accepts it.")
+async def complete_rescue(case_id: CaseId, operation_id: Annotated[str, Path(max_length=64,
+                          pattern=r"^[A-Za-z0-9_.:\-]+$")], body: RescueCompleteRequest, request: Request,
+                          key: IdempotencyKey = None, principal: Principal = Actor_) -> RescueResult:
+    _require_agency(principal, POLICE_WRITERS, "record a rescue outcome")
+    await actionable_case(request, principal, case_id)
+    if any(p.case_id == case_id for p in body.persons):
+        raise HTTPException(422, "persons: list the other persons found; this case's person is implied")
+    runtime = runtime_of(request)
+    cmd = Decide(actor=actor_of(principal, request), expected_version=body.expected_version,
+                 justification=body.justification,
+                 decision=RescueDecision(needed=True, operation_ref=operation_id, outcome=body.outcome.value))
+    async with runtime.pool.acquire() as conn, conn.transaction():
+        row = await repo.lock_rescue_operation(conn, case_id, operation_id)
+        if row is None:
+            raise HTTPException(404, f"rescue operation {operation_id} not found on this case")
+        if row["status"] == RescueStatus.done.value and not key:
+            raise HTTPException(409, f"rescue operation {operation_id} is already done")
+        await repo.complete_rescue_operation(conn, operation_id, body.outcome.value, body.persons)
+        state = await update_case(request, case_id, "decide", cmd, key)
+    op = await repo.get_rescue_operation(runtime.pool, runtime.ring, case_id, operation_id)
+    assert op is not None
+    return RescueResult(operation=op, case=CaseView.of(state))
+
+
+@router.post("/cases/{case_id}/rescue-operations/not-needed", response_model=CaseView, responses=ERRORS,
+             summary="Decide that no rescue is needed",
+             description="The person is already safe: the rescue stage ends without an operation.")
+async def rescue_not_needed(case_id: CaseId, body: RescueNotNeededRequest, request: Request,
+                            key: IdempotencyKey = None, principal: Principal = Actor_) -> CaseView:
+    await actionable_case(request, principal, case_id)
+    cmd = Decide(actor=actor_of(principal, request), expected_version=body.expected_version,
+                 justification=body.justification, decision=RescueDecision(needed=False))
+    return CaseView.of(await update_case(request, case_id, "decide", cmd, key))
+
+
+# ---- protect ----------------------------------------------------------------------------------
+@router.post("/cases/{case_id}/protection", response_model=ProtectionResult, responses=ERRORS,
+             summary="Decide protection measures, or record a written refusal",
+             description="Law 53/2024 Art. 34, Decree 162/2025: measures such as safe shelter and protection of "
+                         "personal information; a refusal needs the person's written commitment, whose metadata "
+                         "is stored here (encrypted) and referenced in the decision.")
+async def decide_protection(case_id: CaseId, body: ProtectionRequest, request: Request,
+                            key: IdempotencyKey = None, principal: Principal = Actor_) -> ProtectionResult:
+    await actionable_case(request, principal, case_id)
+    runtime = runtime_of(request)
+    doc_id = new_id("refusal", case_id, key, "refusal") if body.declined else None
+    cmd = Decide(actor=actor_of(principal, request), expected_version=body.expected_version,
+                 justification=body.justification,
+                 decision=ProtectDecision(measures=[m.value for m in body.measures], declined=body.declined,
+                                          refusal_document_ref=doc_id))
+    async with runtime.pool.acquire() as conn, conn.transaction():
+        if doc_id is not None and body.refusal_document is not None:
+            await repo.insert_refusal(conn, runtime.ring, doc_id, case_id, body.refusal_document, principal.user_id)
+        state = await update_case(request, case_id, "decide", cmd, key)
+    return ProtectionResult(case=CaseView.of(state), refusal_document_id=doc_id)
+
+
+# ---- suspected perpetrators -------------------------------------------------------------------
+@router.post("/cases/{case_id}/perpetrators", response_model=PerpetratorOut, responses=ERRORS,
+             status_code=status.HTTP_201_CREATED, summary="Record a suspected perpetrator (police data)",
+             description="HTCDS per_RoleInProcess + per_RoleDetails. Name, aliases, phones and recruitment channel "
+                         "are encrypted, with keyed blind indexes on the normalised name, phone and channel so "
+                         "that cases sharing a perpetrator can be linked. Police, border guard, coast guard only.")
+async def add_perpetrator(case_id: CaseId, body: PerpetratorIn, request: Request, key: IdempotencyKey = None,
+                          principal: Principal = Actor_) -> PerpetratorOut:
+    _require_agency(principal, POLICE_WRITERS, "record suspected perpetrators")
+    state = await actionable_case(request, principal, case_id)
+    runtime = runtime_of(request)
+    pid = new_id("per", case_id, key, "perpetrator")
+    cmd = AddNote(actor=actor_of(principal, request), section=Section.perpetrators, note_id=pid)
+    async with runtime.pool.acquire() as conn, conn.transaction():
+        await repo.insert_perpetrator(conn, runtime.ring, pid, case_id, state.province, body, principal.user_id,
+                                      principal.agency.value)
+        await update_case(request, case_id, "add_note", cmd, key)
+    out = await repo.get_perpetrator(runtime.pool, runtime.ring, pid)
+    assert out is not None
+    return out
+
+
+@router.get("/cases/{case_id}/perpetrators", response_model=PerpetratorPage, responses=ERRORS,
+            summary="List a case's suspected perpetrators",
+            description="Police and prosecution roles only (Section.perpetrators).")
+async def list_perpetrators(case_id: CaseId, request: Request, principal: CurrentPrincipal, limit: Limit = 50,
+                            offset: Offset = 0, role: PerpetratorRole | None = None,
+                            sort: Literal["recorded_at", "-recorded_at"] = "recorded_at") -> PerpetratorPage:
+    await readable_case(request, principal, case_id, Section.perpetrators)
+    runtime = runtime_of(request)
+    items, total = await repo.list_perpetrators(runtime.pool, runtime.ring, case_id, limit, offset,
+                                                role.value if role else None, sort.startswith("-"))
+    return PerpetratorPage(items=items, total=total, limit=limit, offset=offset)
+
+
+@router.get("/cases/{case_id}/linked-cases", response_model=LinkedCasesOut, responses=ERRORS,
+            summary="Other cases sharing a perpetrator, phone number or recruitment channel",
+            description="Matches on keyed blind indexes (never plain text) so that rings show up across cases "
+                        "and provinces. Police and prosecution roles only. Filter with `on=name&on=phone`.")
+async def linked_cases(case_id: CaseId, request: Request, principal: CurrentPrincipal,
+                       on: Annotated[list[LinkKind] | None, Query(description="identifier kinds to match on")] = None,
+                       limit: Limit = 50, offset: Offset = 0) -> LinkedCasesOut:
+    await readable_case(request, principal, case_id, Section.perpetrators)
+    kinds = [k.value for k in (on or list(LinkKind))]
+    items = await repo.linked_cases(runtime_of(request).pool, case_id, kinds)
+    return LinkedCasesOut(case_id=case_id, items=items[offset:offset + limit], total=len(items))
+
+
+# ---- inbox ------------------------------------------------------------------------------------
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def inbox_query(principal: Principal, view: InboxView, now: datetime, due_within: timedelta,
+                stage: Stage | None, category: str | None, assigned_to_me: bool) -> str:
+    """The visibility query (SQL visibility: no ORDER BY, no now(); the time is formatted here)."""
+    clauses = ['ExecutionStatus = "Running"']
+    if not principal.national:
+        clauses.append(f"Jurisdiction = {_quote(principal.province)}")
+    if view == InboxView.waiting_acceptance:
+        clauses.append(f"PendingHandoffTo = {_quote(principal.agency.value)}")
+    else:
+        clauses.append(f"OwnerAgency = {_quote(principal.agency.value)}")
+        clauses.append('CaseStatus = "Active"')
+    if stage is not None:
+        clauses.append(f"CaseStage = {_quote(stage.value)}")
+    elif view != InboxView.waiting_acceptance:
+        clauses.append("CaseStage IN (" + ", ".join(_quote(s.value) for s in DECIDING) + ")")
+    if category:
+        clauses.append(f"CaseCategory = {_quote(category)}")
+    if assigned_to_me:
+        clauses.append(f"Assignee = {_quote(principal.user_id)}")
+    iso = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if view == InboxView.overdue:
+        clauses.append(f'DeadlineAt < "{iso}"')
+    elif view == InboxView.due_soon:
+        until = (now + due_within).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        clauses.append(f'DeadlineAt BETWEEN "{iso}" AND "{until}"')
+    return " AND ".join(clauses)
+
+
+@router.get("/inbox", response_model=InboxPage, responses={401: ERRORS[401], 422: ERRORS[422]},
+            summary="The caller's agency's cases in its jurisdiction",
+            description="Views: `waiting_acceptance` (handoffs to your agency not yet accepted), `in_progress` "
+                        "(stages your agency owns), `due_soon` (deadline within `due_within_hours`), `overdue`. "
+                        "Read from Temporal visibility (search attributes only, no personal data); sorted by "
+                        "deadline, earliest first (`sort=-deadline` for latest first).")
+async def inbox(request: Request, principal: CurrentPrincipal,
+                view: InboxView = InboxView.in_progress,
+                stage: Stage | None = None,
+                category: Annotated[Literal["child", "adult", "abroad", "domestic", "under_16", "foreign"] | None,
+                                    Query(description="CaseCategory")] = None,
+                assigned_to_me: bool = False,
+                due_within_hours: Annotated[int, Query(ge=1, le=24 * 30)] = 48,
+                sort: Literal["deadline", "-deadline"] = "deadline",
+                limit: Limit = 50, offset: Offset = 0) -> InboxPage:
+    now = datetime.now(UTC)
+    query = inbox_query(principal, view, now, timedelta(hours=due_within_hours), stage, category, assigned_to_me)
+    client = runtime_of(request).temporal
+    items: list[InboxItem] = []
+    async for wf in client.list_workflows(query, limit=5000):
+        sa = wf.typed_search_attributes
+        items.append(InboxItem(
+            case_id=wf.id, stage=sa.get(CASE_STAGE), owner_agency=sa.get(OWNER_AGENCY),
+            jurisdiction=sa.get(JURISDICTION), status=sa.get(CASE_STATUS), deadline_at=sa.get(DEADLINE_AT),
+            assignee=sa.get(ASSIGNEE), categories=list(sa.get(CASE_CATEGORY) or []),
+            pending_handoff_to=list(sa.get(PENDING_HANDOFF_TO) or []), escalation_level=sa.get(ESCALATION_LEVEL)))
+    far = datetime.max.replace(tzinfo=UTC)
+    items.sort(key=lambda i: (i.deadline_at or far, i.case_id), reverse=sort.startswith("-"))
+    return InboxPage(view=view, items=items[offset:offset + limit], total=len(items), limit=limit, offset=offset)
+
+
+def _require_agency(principal: Principal, agencies: frozenset[AgencyRole], what: str) -> None:
+    if principal.agency not in agencies and not principal.has(Role.admin):
+        raise HTTPException(status.HTTP_403_FORBIDDEN,
+                            f"only {', '.join(sorted(a.value for a in agencies))} may {what}")

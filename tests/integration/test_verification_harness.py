@@ -1,0 +1,174 @@
+"""Harness for the verification and support HTTP tests (real PostgreSQL, real Temporal), plus the
+authentication matrix of both services: every endpoint answers 401 without a valid token."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from temporalio.client import Client, WorkflowHandle
+
+from shared.auth import mint_token
+from shared.config import Settings
+from shared.crypto import KeyRing
+from shared.db import create_pool
+from shared.domain import AgeBand, AgencyRole, Channel, DecisionMakingOrg, Role, TraffickingStatus
+from shared.runtime import Runtime
+from shared.service import build_app
+from tests.conftest import new_case_id
+from tests.workflow.harness import running_workers
+from workflows.models import (
+    Actor,
+    CaseFacts,
+    CaseInput,
+    CaseState,
+    Classification,
+    Decide,
+    EvidenceKind,
+    EvidenceRef,
+    IdentifyDecision,
+    ProtectDecision,
+    ReceiveDecision,
+    VerifyDecision,
+    VerifyResult,
+)
+
+PROVINCE = "01"
+A = AgencyRole
+
+
+def auth(ring: KeyRing, agency: AgencyRole, *roles: Role, user: str | None = None,
+         province: str = PROVINCE) -> dict[str, str]:
+    token = mint_token(ring, user_id=user or f"{agency.value}-1", roles=list(roles or (Role.caseworker,)),
+                       agency=agency, province=province)
+    return {"Authorization": f"Bearer {token}"}
+
+
+def wf_actor(agency: AgencyRole, *roles: Role, user: str | None = None) -> Actor:
+    return Actor(user_id=user or f"{agency.value}-1", agency=agency, roles=frozenset(roles or (Role.caseworker,)),
+                 province=PROVINCE)
+
+
+@dataclass
+class Stack:
+    client: Client
+    task_queue: str
+    ring: KeyRing
+    http: dict[str, httpx.AsyncClient]
+
+    @property
+    def ver(self) -> httpx.AsyncClient:
+        return self.http["verification"]
+
+    @property
+    def sup(self) -> httpx.AsyncClient:
+        return self.http["support"]
+
+    async def open_case(self, *, channel: Channel = Channel.hotline_111, already_safe: bool = True,
+                        abroad: bool = False, foreign: bool = False, age_band: AgeBand = AgeBand.adult,
+                        case_id: str | None = None) -> str:
+        cid = case_id or new_case_id()
+        facts = CaseFacts(case_id=cid, person_ref=f"p-{uuid.uuid4().hex[:12]}", province=PROVINCE, channel=channel,
+                          age_band=age_band, abroad=abroad, foreign_national=foreign, already_safe=already_safe,
+                          opened_by=wf_actor(A.hotline), opened_at=datetime.now(UTC))
+        await self.client.start_workflow("CaseWorkflow", CaseInput(facts=facts), id=cid, task_queue=self.task_queue)
+        await self.state(cid)
+        return cid
+
+    def handle(self, case_id: str) -> WorkflowHandle[Any, Any]:
+        return self.client.get_workflow_handle(case_id)
+
+    async def state(self, case_id: str) -> CaseState:
+        s: CaseState = await self.handle(case_id).query("state", result_type=CaseState)
+        return s
+
+    async def decide(self, case_id: str, actor: Actor, decision: Any) -> CaseState:
+        s: CaseState = await self.handle(case_id).execute_update(
+            "decide", Decide(actor=actor, decision=decision, justification="test setup"), result_type=CaseState)
+        return s
+
+    async def to_verify(self, case_id: str) -> CaseState:
+        return await self.decide(case_id, wf_actor(A.hotline), ReceiveDecision(
+            classification=Classification.trafficking_suspected, channel=Channel.hotline_111))
+
+    async def to_identify(self, case_id: str) -> CaseState:
+        await self.to_verify(case_id)
+        return await self.decide(case_id, wf_actor(A.social_protection), VerifyDecision(result=VerifyResult.confirmed))
+
+    async def to_protect(self, case_id: str,
+                         status: TraffickingStatus = TraffickingStatus.ActualVictimOfTrafficking) -> CaseState:
+        await self.to_identify(case_id)
+        return await self.decide(case_id, wf_actor(A.police), IdentifyDecision(
+            status=status, deciding_org=DecisionMakingOrg.Police,
+            evidence=[EvidenceRef(evidence_id="ev-setup", kind=EvidenceKind.statement_of_person)]))
+
+    async def to_reintegrate(self, case_id: str) -> CaseState:
+        await self.to_protect(case_id)
+        return await self.decide(case_id, wf_actor(A.social_protection), ProtectDecision(measures=["safe_shelter"]))
+
+
+@asynccontextmanager
+async def stack(env: Any, db_pool: Any, db_url: str, ring: KeyRing, task_queue: str) -> AsyncIterator[Stack]:
+    """Workflow worker + oversight activities (tests/workflow/harness.py), and both service apps in-process."""
+    settings = Settings()
+    async with running_workers(env.client, db_pool, ring, task_queue):
+        apps: dict[str, FastAPI] = {}
+        for name in ("verification", "support"):
+            async def factory() -> Runtime:
+                return Runtime(settings, ring, await create_pool(db_url, 1, 4), env.client)
+            apps[name] = build_app(name, settings, runtime_factory=factory)
+        async with apps["verification"].router.lifespan_context(apps["verification"]), \
+                apps["support"].router.lifespan_context(apps["support"]):
+            http = {n: httpx.AsyncClient(transport=httpx.ASGITransport(app=a), base_url=f"http://{n}")
+                    for n, a in apps.items()}
+            s = Stack(env.client, task_queue, ring, http)
+            try:
+                yield s
+            finally:
+                for c in http.values():
+                    await c.aclose()
+
+
+# ---- authentication matrix --------------------------------------------------------------------
+def _routes(app: FastAPI) -> list[tuple[str, str]]:
+    out = []
+    for path, ops in app.openapi()["paths"].items():
+        if path in ("/healthz", "/readyz"):
+            continue
+        for method in ops:
+            out.append((method.upper(), path.replace("{case_id}", "case-x").replace("{operation_id}", "op-x")
+                        .replace("{handoff_id}", "h1").replace("{follow_up_id}", "fu-3m")))
+    return out
+
+
+@pytest.mark.parametrize("service", ["verification", "support"])
+async def test_every_endpoint_needs_a_token(service: str, db_url: str, ring: KeyRing) -> None:
+    settings = Settings()
+
+    async def factory() -> Runtime:
+        # no Temporal call is made before authentication; a closed client would fail loudly if one were
+        return Runtime(settings, ring, await create_pool(db_url, 1, 2), None)  # type: ignore[arg-type]
+
+    app = build_app(service, settings, runtime_factory=factory)
+    routes = _routes(app)
+    assert len(routes) >= 10
+    # lifespan would start an activity worker on a real client: not needed for auth checks
+    app.state.runtime = await factory()
+    from shared.auth import TokenVerifier
+    app.state.token_verifier = TokenVerifier(ring, settings.jwt_issuer, settings.jwt_audience)
+    bad = mint_token(KeyRing.generate(), user_id="x", roles=[Role.caseworker], agency=A.police, province=PROVINCE)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        for method, path in routes:
+            r = await c.request(method, path, json={})
+            assert r.status_code == 401, (method, path, r.status_code, r.text)
+            r = await c.request(method, path, json={}, headers={"Authorization": f"Bearer {bad}"})
+            assert r.status_code == 401, (method, path, r.status_code)
+            assert "invalid token" in r.json()["detail"]
+    await app.state.runtime.pool.close()
