@@ -3,13 +3,45 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
+
+import structlog
+from pydantic import BaseModel
+from temporalio import activity
 
 from shared.runtime import Runtime
 from shared.temporal import INTAKE_TASK_QUEUE
 
+from . import opening, repository
+
 TASK_QUEUE = INTAKE_TASK_QUEUE
+log = structlog.get_logger("intake.activities")
+
+
+class ErasureResult(BaseModel):
+    person_ref: str
+    result: str  # erased | already_erased | not_found
+
+
+class ReconcileResult(BaseModel):
+    started: list[str]
 
 
 def build_activities(runtime: Runtime) -> list[Callable[..., Any]]:
-    return []
+    @activity.defn(name="erase_person_pii")
+    async def erase_person_pii(person_ref: str) -> ErasureResult:
+        """Retention: erase the person's personal data (names, birth date, id number, contacts, address,
+        victim narrative, events, blind indexes) and keep statistics (age band, province, commune,
+        gender, citizenship, channel). Idempotent."""
+        result = await repository.erase_person(runtime.pool, person_ref)
+        log.info("person_pii_erased", person_ref=person_ref, result=result)
+        return ErasureResult(person_ref=person_ref, result=result)
+
+    @activity.defn(name="reconcile_workflow_starts")
+    async def reconcile_workflow_starts(older_than_seconds: int = 30) -> ReconcileResult:
+        """Start the CaseWorkflow of committed cases whose start never happened (crash after commit)."""
+        started = await opening.reconcile_workflow_starts(runtime, timedelta(seconds=older_than_seconds))
+        return ReconcileResult(started=started)
+
+    return [erase_person_pii, reconcile_workflow_starts]

@@ -1,8 +1,434 @@
-"""HTTP API of the intake service."""
+"""HTTP API of the intake service: the person registry and case opening from every channel."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
-DESCRIPTION = "NRM intake service."
-router = APIRouter()
+import structlog
+from fastapi import APIRouter, Body, Depends, FastAPI, Header, HTTPException, Query, Request, Response, status
+from pydantic import ValidationError
+
+from shared.access import can_act_on_case
+from shared.api import UPDATE_RPC_TIMEOUT, call_workflow, runtime_of
+from shared.auth import CurrentPrincipal, Principal, require_roles
+from shared.domain import Channel, Role
+from shared.runtime import Runtime
+from workflows.models import Actor, CaseState, Decide, ReceiveDecision
+
+from . import bulk, opening, reads, repository
+from .models import (
+    MAX_BULK_ROWS,
+    OPEN_EXAMPLE,
+    AccessLogEntry,
+    AccessLogPage,
+    BulkResponse,
+    CaseList,
+    CaseListItem,
+    CaseView,
+    ClassifyRequest,
+    DuplicateFlag,
+    DuplicateOut,
+    HtcdsRecord,
+    IntakeFacts,
+    OpenCaseRequest,
+    OpenCaseResponse,
+    PersonOut,
+    ResolveDuplicate,
+    WorkflowView,
+    normalise_province,
+)
+
+log = structlog.get_logger("intake")
+
+DESCRIPTION = """NRM intake service: receives reports and persons from every channel (hotline 111/113,
+walk-in, border/coast-guard handover, embassy repatriation, rescue operation, NGO referral, online report,
+missing-person report), keeps the **person registry** (the one place a victim's personal data lives,
+encrypted), flags possible duplicates, opens the case and starts its CaseWorkflow.
+
+Other services read a person here with the caller's own token: section rules apply, auditors see PII
+masked unless they break glass with a reason, and **every read of personal data is access-logged**.
+Person and victim fields use HTCDS names and picklists."""
+
+RECONCILE_INTERVAL = 60.0
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Runs inside the app's lifespan (the runtime exists): start workflows a crash left unstarted."""
+    runtime: Runtime = app.state.runtime
+    interval = runtime.extras.get("reconcile_interval", RECONCILE_INTERVAL)
+    task = asyncio.create_task(_reconcile_loop(runtime, interval), name="intake-reconcile") if interval else None
+    try:
+        yield
+    finally:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def _reconcile_loop(runtime: Runtime, interval: float) -> None:
+    while True:
+        try:
+            await opening.reconcile_workflow_starts(runtime)
+        except Exception as exc:  # keep trying; the database or Temporal may be back next time
+            log.warning("reconcile_failed", error=type(exc).__name__)
+        await asyncio.sleep(interval)
+
+
+router = APIRouter(lifespan=lifespan)
+
+Caseworker = Annotated[Principal, require_roles(Role.caseworker, Role.supervisor)]
+Reader = Annotated[Principal, require_roles(Role.caseworker, Role.supervisor, Role.auditor)]
+Overseer = Annotated[Principal, require_roles(Role.supervisor, Role.auditor)]
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key", min_length=1, max_length=200,
+    description="retries with the same key return the same result; reusing it with another body is a 422")]
+BreakGlass = Annotated[str | None, Query(
+    min_length=10, max_length=500, description="auditors: why PII must be seen unmasked (recorded)")]
+Purpose = Annotated[str | None, Query(max_length=200, description="why this read (recorded in the access log)")]
+
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "missing or invalid bearer token"},
+    403: {"description": "role, jurisdiction or case access refused"},
+}
+
+
+def require_content_type(*allowed: str) -> Any:
+    def check(request: Request, principal: CurrentPrincipal) -> None:  # authentication first (401)
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if not any(ctype == a or (a == "application/json" and ctype.endswith("+json")) for a in allowed):
+            raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+                                f"Content-Type must be {' or '.join(allowed)}, got {ctype or 'none'}")
+    return Depends(check)
+
+
+JSON_ONLY = require_content_type("application/json")
+
+
+def _request_id(request: Request) -> str | None:
+    return getattr(request.state, "request_id", None)
+
+
+def _open_response(outcome: repository.OpenOutcome, started: bool) -> OpenCaseResponse:
+    case = outcome.case
+    facts = opening.facts_from_row(case)
+    return OpenCaseResponse(
+        case_id=case["case_id"], person_ref=case["person_id"], created=outcome.created, workflow_started=started,
+        age_band=facts.age_band, categories=facts.categories, opened_at=case["opened_at"],
+        duplicates=[DuplicateFlag(candidate_id=d["candidate_id"], match_kind=d["match_kind"],
+                                  other_case_id=d["other_case_id"]) for d in outcome.duplicates])
+
+
+async def _open(request: Request, response: Response, principal: Principal, req: OpenCaseRequest,
+                idem_key: str | None, source: str) -> OpenCaseResponse:
+    if not principal.covers_province(req.province):
+        raise HTTPException(status.HTTP_403_FORBIDDEN,
+                            f"province {req.province} is outside your jurisdiction ({principal.province})")
+    runtime = runtime_of(request)
+    try:
+        outcome, started = await opening.open_case(runtime, req, principal, idem_key=idem_key,
+                                                   request_id=_request_id(request), source=source)
+    except repository.IdempotencyConflict as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            f"Idempotency-Key was already used for case {exc.case_id} with a different request "
+                            "body; use a new key for a new case") from None
+    if not started:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                            f"case {outcome.case['case_id']} was recorded but its workflow could not be started; "
+                            "retry with the same Idempotency-Key (it will be started, not duplicated)")
+    response.status_code = status.HTTP_201_CREATED if outcome.created else status.HTTP_200_OK
+    if not outcome.created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return _open_response(outcome, started)
+
+
+@router.post(
+    "/cases", response_model=OpenCaseResponse, status_code=status.HTTP_201_CREATED, tags=["cases"],
+    summary="Open a case for a person received through any channel",
+    description="Writes the person (PII encrypted) and the intake case in one transaction, flags possible "
+                "duplicates, then starts the CaseWorkflow (workflow id = case id). With the same "
+                "`Idempotency-Key` (or, without one, an identical body) a retry returns the same case "
+                "(200, `Idempotent-Replayed: true`) and starts the workflow if an earlier attempt could not. "
+                "Picklist fields are checked against HTCDS: a wrong value is a 422 naming the field and the "
+                "allowed values.",
+    responses={**AUTH_ERRORS, 200: {"description": "replay of an earlier identical request"},
+               415: {"description": "not JSON"}, 422: {"description": "invalid field, or key reused"},
+               503: {"description": "recorded, but the workflow start failed: retry"}},
+    dependencies=[JSON_ONLY])
+async def open_case(request: Request, response: Response, principal: Caseworker,
+                    body: Annotated[OpenCaseRequest, Body(openapi_examples={"border handover": {
+                        "summary": "a girl handed over at the border", "value": OPEN_EXAMPLE}})],
+                    idem_key: IdempotencyKey = None) -> OpenCaseResponse:
+    return await _open(request, response, principal, body, idem_key, "api")
+
+
+@router.post(
+    "/cases/bulk", response_model=BulkResponse, tags=["cases"],
+    summary="Open many cases at once (mass arrivals), one result per row",
+    description=f"A JSON list of up to {MAX_BULK_ROWS} case-opening requests (the body of POST /cases). "
+                "Each row is validated and opened on its own: valid rows are opened even when others fail. "
+                "Per row: `opened` (case_id), `duplicate_flagged` (opened, with possible duplicates), "
+                "`replayed` (same Idempotency-Key + row position), `invalid` (errors name the field). "
+                "Idempotency-Key applies per row position.",
+    responses={**AUTH_ERRORS, 415: {"description": "not JSON"}}, dependencies=[JSON_ONLY])
+async def open_bulk(request: Request, principal: Caseworker,
+                    rows: Annotated[list[dict[str, Any]], Body(max_length=MAX_BULK_ROWS, min_length=1,
+                                                               examples=[[OPEN_EXAMPLE]])],
+                    idem_key: IdempotencyKey = None) -> BulkResponse:
+    return await bulk.open_rows(runtime_of(request), principal, rows, idem_key=idem_key,
+                                request_id=_request_id(request), source="bulk")
+
+
+@router.post(
+    "/cases/bulk.csv", response_model=BulkResponse, tags=["cases"],
+    summary="Open many cases from a CSV upload",
+    description="`text/csv` body (UTF-8, header row) or `multipart/form-data` with a `file` field. Columns: "
+                "channel, province, commune, abroad, already_safe, con_Consent, the prs_* fields with birth_year, "
+                "estimated_age, no_documents, the vic_* fields (multiselect values separated by `;`), "
+                "report_summary, report_received_at, cas_* referral fields, and one event's hte_* fields. "
+                "Empty cell = unknown. Results per data row (index 0 = first data row).",
+    responses={**AUTH_ERRORS, 415: {"description": "not text/csv or multipart"},
+               422: {"description": "bad header or encoding"}},
+    openapi_extra={"requestBody": {"content": {"text/csv": {"schema": {"type": "string"}, "example":
+                   "channel,province,prs_FirstName,prs_SecondName,birth_year,prs_Gender\n"
+                   "rescue_operation,20,Lan,Nguyễn,2008,Feminine\n"}}, "required": True}},
+    dependencies=[require_content_type("text/csv", "multipart/form-data")])
+async def open_bulk_csv(request: Request, principal: Caseworker, idem_key: IdempotencyKey = None) -> BulkResponse:
+    ctype = request.headers.get("content-type", "").lower()
+    if ctype.startswith("multipart/form-data"):
+        form = await request.form()
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "multipart upload needs a `file` field")
+        raw = await upload.read()
+    else:
+        raw = await request.body()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "the CSV must be UTF-8 encoded") from None
+    try:
+        rows = bulk.parse_csv(text)
+    except bulk.CsvError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+    if not rows:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "the CSV has no data rows")
+    return await bulk.open_rows(runtime_of(request), principal, rows, idem_key=idem_key,
+                                request_id=_request_id(request), source="csv")
+
+
+@router.post(
+    "/cases/import/htcds", response_model=OpenCaseResponse, status_code=status.HTTP_201_CREATED, tags=["htcds"],
+    summary="Open a case from an HTCDS record",
+    description="The record is keyed by HTCDS field names (as GET /cases/{case_id}/htcds returns it); "
+                "`x_nrm` carries channel and province. vic_TraffickingStatus and cas_Status are checked but not "
+                "taken over: the new case starts as a possible victim.",
+    responses={**AUTH_ERRORS, 415: {"description": "not JSON"}}, dependencies=[JSON_ONLY])
+async def import_htcds(request: Request, response: Response, principal: Caseworker, record: HtcdsRecord,
+                       idem_key: IdempotencyKey = None) -> OpenCaseResponse:
+    try:
+        req = record.to_open_request()
+    except ValidationError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, bulk.error_list(exc)) from None
+    return await _open(request, response, principal, req, idem_key, "htcds")
+
+
+SortKey = Literal["opened_at", "-opened_at", "province", "channel"]
+
+
+@router.get(
+    "/cases", response_model=CaseList, tags=["cases"],
+    summary="List the intake registry (no personal data)",
+    description="Cases in the caller's jurisdiction (national users: all, or filter by province), filterable "
+                "by channel, province and opening date, sortable, paginated with limit/offset.",
+    responses=AUTH_ERRORS)
+async def list_cases(request: Request, principal: Reader,
+                     channel: Channel | None = None,
+                     province: Annotated[str | None, Query(max_length=8)] = None,
+                     opened_from: datetime | None = Query(default=None, description="opened at or after"),
+                     opened_to: datetime | None = Query(default=None, description="opened before"),
+                     sort: SortKey = "-opened_at",
+                     limit: Annotated[int, Query(ge=1, le=200)] = 50,
+                     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> CaseList:
+    if province is not None:
+        try:
+            province = normalise_province(province)
+        except ValueError as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"province: {exc}") from None
+    if not principal.national:
+        if province is not None and province != principal.province:
+            raise HTTPException(status.HTTP_403_FORBIDDEN,
+                                f"province {province} is outside your jurisdiction ({principal.province})")
+        province = principal.province
+    rows, total = await repository.list_cases(runtime_of(request).pool, province=province,
+                                              channel=channel.value if channel else None, opened_from=opened_from,
+                                              opened_to=opened_to, sort=sort, limit=limit, offset=offset)
+    items = [CaseListItem(case_id=r["case_id"], channel=r["channel"], province=r["province"], commune=r["commune"],
+                          age_band=r["age_band"], opened_at=r["opened_at"], source=r["source"],
+                          workflow_started=r["workflow_started_at"] is not None) for r in rows]
+    nxt = offset + len(items)
+    return CaseList(items=items, total=total, limit=limit, offset=offset, next_offset=nxt if nxt < total else None)
+
+
+@router.get(
+    "/cases/{case_id}", response_model=CaseView, tags=["cases"],
+    summary="The intake view of a case: facts, workflow state, person summary",
+    description="Access follows the workflow's state (owner, participants, invitees, jurisdiction). The "
+                "person summary (name) is personal data: it is access-logged and masked for auditors "
+                "unless `break_glass_reason` is given.",
+    responses={**AUTH_ERRORS, 404: {"description": "no such case"}})
+async def get_case(request: Request, case_id: str, principal: Reader,
+                   break_glass_reason: BreakGlass = None) -> CaseView:
+    runtime = runtime_of(request)
+    case, _, state = await reads.readable_case(runtime, principal, case_id)
+    summary, masked = await reads.person_summary(runtime, principal, case, break_glass_reason=break_glass_reason,
+                                                 request_id=_request_id(request))
+    wf = None
+    if state is not None:
+        wf = WorkflowView(stage=state.stage, status=state.status, owner_agency=state.owner_agency,
+                          version=state.version, trafficking_status=state.trafficking_status,
+                          participants=state.participants)
+    return CaseView(
+        case_id=case_id, workflow_started=case["workflow_started_at"] is not None, workflow=wf, person=summary,
+        masked=masked, open_duplicates=await repository.count_open_duplicates(runtime.pool, case_id),
+        facts=IntakeFacts(channel=case["channel"], province=case["province"], commune=case["commune"],
+                          age_band=case["age_band"], abroad=case["abroad"], foreign_national=case["foreign_national"],
+                          already_safe=case["already_safe"], opened_at=case["opened_at"],
+                          opened_by_agency=case["opened_by_agency"], source=case["source"],
+                          referring_organisation=case["referring_organisation"]))
+
+
+PERSON_DESCRIPTION = ("Returns the sections the caller's agency may read (shared/access.py); withheld "
+                      "sections are named. Auditors see PII masked unless they pass `break_glass_reason` "
+                      "(at least 10 characters), which is recorded. Every call writes an access-log row "
+                      "(who, case, person, purpose, reason, time, request id) before data is returned.")
+
+
+@router.get("/persons/{person_id}", response_model=PersonOut, tags=["persons"],
+            summary="Read a person from the registry (access-logged)", description=PERSON_DESCRIPTION,
+            responses={**AUTH_ERRORS, 404: {"description": "no such person"}})
+async def get_person(request: Request, person_id: str, principal: Reader, purpose: Purpose = None,
+                     break_glass_reason: BreakGlass = None) -> PersonOut:
+    runtime = runtime_of(request)
+    case = await repository.case_of_person(runtime.pool, person_id)
+    if case is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"person {person_id} not found")
+    case, _, _ = await reads.readable_case(runtime, principal, case["case_id"])
+    return await reads.read_person(runtime, principal, case, purpose=purpose,
+                                   break_glass_reason=break_glass_reason, request_id=_request_id(request))
+
+
+@router.get("/cases/{case_id}/person", response_model=PersonOut, tags=["persons"],
+            summary="Read the person of a case (access-logged)", description=PERSON_DESCRIPTION,
+            responses={**AUTH_ERRORS, 404: {"description": "no such case"}})
+async def get_case_person(request: Request, case_id: str, principal: Reader, purpose: Purpose = None,
+                          break_glass_reason: BreakGlass = None) -> PersonOut:
+    runtime = runtime_of(request)
+    case, _, _ = await reads.readable_case(runtime, principal, case_id)
+    return await reads.read_person(runtime, principal, case, purpose=purpose,
+                                   break_glass_reason=break_glass_reason, request_id=_request_id(request))
+
+
+@router.get("/cases/{case_id}/htcds", response_model=HtcdsRecord, response_model_exclude_none=True,
+            tags=["htcds"], summary="Export the case as an HTCDS record (access-logged)",
+            description="Keys are HTCDS field names, picklists checked; `historic_trafficking_events` holds the "
+                        "hte_* records, `x_nrm` the NRM facts HTCDS has no field for. Carries personal data: "
+                        "access-logged; auditors need `break_glass_reason`.",
+            responses={**AUTH_ERRORS, 404: {"description": "no such case"}})
+async def get_htcds(request: Request, case_id: str, principal: Reader, purpose: Purpose = None,
+                    break_glass_reason: BreakGlass = None) -> HtcdsRecord:
+    runtime = runtime_of(request)
+    case, _, state = await reads.readable_case(runtime, principal, case_id)
+    return await reads.export_htcds(runtime, principal, case, state, purpose=purpose,
+                                    break_glass_reason=break_glass_reason, request_id=_request_id(request))
+
+
+@router.get("/cases/{case_id}/duplicates", response_model=list[DuplicateOut], tags=["duplicates"],
+            summary="Possible duplicates of a case (either side)",
+            description="Candidates flagged at opening: same identity number, or same accent-insensitive name + "
+                        "birth year + province. Only ids and the match kind: read each person to compare.",
+            responses={**AUTH_ERRORS, 404: {"description": "no such case"}})
+async def list_duplicates(request: Request, case_id: str, principal: Reader) -> list[DuplicateOut]:
+    runtime = runtime_of(request)
+    await reads.readable_case(runtime, principal, case_id)
+    return [DuplicateOut.model_validate(dict(r)) for r in await repository.duplicates_of_case(runtime.pool, case_id)]
+
+
+@router.post("/duplicates/{candidate_id}/resolve", response_model=DuplicateOut, tags=["duplicates"],
+             summary="Link two cases as the same person, or keep them apart",
+             description="A caseworker of an agency that may act on the newer case decides, with a reason. Nothing "
+                         "is merged: `link` records that both cases concern the same person. A decided candidate "
+                         "cannot be decided again (409).",
+             responses={**AUTH_ERRORS, 404: {"description": "no such candidate"}, 409: {"description": "decided"}},
+             dependencies=[JSON_ONLY])
+async def resolve_duplicate(request: Request, candidate_id: str, body: ResolveDuplicate,
+                            principal: Caseworker) -> DuplicateOut:
+    runtime = runtime_of(request)
+    cand = await repository.get_duplicate(runtime.pool, candidate_id)
+    if cand is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"duplicate candidate {candidate_id} not found")
+    case = await reads.case_or_404(runtime, cand["case_id"])
+    facts, _ = await reads.access_of(runtime, case)
+    if not can_act_on_case(principal, facts):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"you may not act on case {cand['case_id']}")
+    decided = await repository.resolve_duplicate(runtime.pool, candidate_id,
+                                                 "linked" if body.decision == "link" else "kept_apart",
+                                                 principal.user_id, body.reason)
+    if decided is None:
+        raise HTTPException(status.HTTP_409_CONFLICT,
+                            f"duplicate candidate {candidate_id} was already decided ({cand['status']})")
+    log.info("duplicate_resolved", case_id=cand["case_id"], other_case_id=cand["other_case_id"],
+             decision=body.decision)
+    return DuplicateOut.model_validate(dict(decided))
+
+
+@router.post("/cases/{case_id}/classify", response_model=CaseState, tags=["cases"],
+             summary="Classify the report (the receive-stage decision)",
+             description="Sends the `decide` Update with a ReceiveDecision to the case's workflow; the workflow "
+                         "validates stage, version and agency (409 stale/conflict, 403 forbidden, 422 invalid). "
+                         "The Idempotency-Key is the update id: a retry is answered once.",
+             responses={**AUTH_ERRORS, 404: {"description": "no such case"}, 409: {"description": "stale"},
+                        503: {"description": "workflow unavailable"}},
+             dependencies=[JSON_ONLY])
+async def classify(request: Request, case_id: str, body: ClassifyRequest, principal: Caseworker,
+                   idem_key: IdempotencyKey = None) -> CaseState:
+    runtime = runtime_of(request)
+    case = await reads.case_or_404(runtime, case_id)
+    if case["workflow_started_at"] is None and not await opening.start_case_workflow(runtime, case):
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the case workflow could not be started")
+    case = await reads.case_or_404(runtime, case_id)
+    facts, _ = await reads.access_of(runtime, case)
+    if not can_act_on_case(principal, facts):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"you may not act on case {case_id}")
+    actor = Actor(**principal.actor(), commune=principal.commune, request_id=_request_id(request))
+    cmd = Decide(actor=actor, expected_version=body.expected_version, justification=body.justification,
+                 decision=ReceiveDecision(classification=body.classification, channel=case["channel"]))
+    handle = runtime.temporal.get_workflow_handle(case_id)
+    state = await call_workflow(lambda: handle.execute_update(
+        "decide", cmd, id=idem_key or str(uuid.uuid4()), rpc_timeout=UPDATE_RPC_TIMEOUT, result_type=CaseState))
+    log.info("case_classified", case_id=case_id, classification=body.classification.value)
+    return state
+
+
+@router.get("/access-log", response_model=AccessLogPage, tags=["persons"],
+            summary="Who read which person's data, when and why",
+            description="For auditors and supervisors. Supervisors and provincial auditors see reads of cases "
+                        "in their province; national auditors all. Newest first; pass `next_cursor` as `cursor`.",
+            responses=AUTH_ERRORS)
+async def access_log(request: Request, principal: Overseer, case_id: str | None = None,
+                     user_id: Annotated[str | None, Query(max_length=128)] = None,
+                     cursor: Annotated[int | None, Query(ge=1)] = None,
+                     limit: Annotated[int, Query(ge=1, le=200)] = 50) -> AccessLogPage:
+    rows = await repository.list_access_log(runtime_of(request).pool, case_id=case_id, user_id=user_id,
+                                            province=None if principal.national else principal.province,
+                                            cursor=cursor, limit=limit)
+    items = [AccessLogEntry.model_validate({**dict(r), "roles": list(r["roles"]), "sections": list(r["sections"])})
+             for r in rows]
+    return AccessLogPage(items=items, next_cursor=items[-1].access_id if len(items) == limit else None)
+

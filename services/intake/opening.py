@@ -1,0 +1,184 @@
+"""Opening a case: person + intake row in one transaction, then the CaseWorkflow start.
+
+The start happens after the commit and is idempotent (workflow id = case id, a second start raises
+WorkflowAlreadyStartedError which counts as started). If the process dies between the commit and
+the start, `workflow_started_at` stays NULL: a retry with the same Idempotency-Key starts it, and
+`reconcile_workflow_starts` (run at start-up and periodically, also an activity) starts any case
+left behind. The workflow input is rebuilt from the committed row, so every path starts the same
+workflow."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import structlog
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
+
+from shared.auth import Principal
+from shared.domain import AgeBand, CaseStatus, Channel, Stage
+from shared.runtime import Runtime
+from shared.temporal import (
+    CASE_CATEGORY,
+    CASE_STAGE,
+    CASE_STATUS,
+    JURISDICTION,
+    OWNER_AGENCY,
+    WORKFLOW_TASK_QUEUE,
+)
+from workflows.models import Actor, CaseFacts, CaseInput
+
+from . import repository
+from .dedupe import full_name, identity_key, name_year_key
+from .models import OpenCaseRequest
+from .person import age_band, birth_year_of, encrypt_person
+
+log = structlog.get_logger("intake")
+REQUEST_HASH_PURPOSE = "intake.open_request"
+
+
+def workflow_task_queue(runtime: Runtime) -> str:
+    return str(runtime.extras.get("workflow_task_queue", WORKFLOW_TASK_QUEUE))
+
+
+def request_hash(runtime: Runtime, req: OpenCaseRequest) -> str:
+    """Keyed hash of the canonical request (a plain hash of personal data could be brute-forced)."""
+    canonical = json.dumps(req.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
+    return runtime.ring.blind_index(canonical, REQUEST_HASH_PURPOSE)
+
+
+def build_new_case(runtime: Runtime, req: OpenCaseRequest, principal: Principal, *, idem_key: str | None,
+                   request_id: str | None, source: str, now: datetime | None = None) -> repository.NewCase:
+    ring = runtime.ring
+    p = req.person
+    today = (now or datetime.now(UTC)).date()
+    band = age_band(birthdate=p.prs_Birthdate, birth_year=p.birth_year, estimated_age=p.estimated_age, on=today)
+    digest = request_hash(runtime, req)
+    person: dict[str, Any] = {
+        **encrypt_person(ring, req),
+        "created_by": principal.user_id,
+        "age_band": band.value,
+        "age_estimated": p.prs_Birthdate is None and p.birth_year is None and p.estimated_age is not None,
+        "estimated_age": p.estimated_age,
+        "gender": p.prs_Gender,
+        "citizenship": list(p.prs_Citizenship),
+        "primary_language": p.prs_PrimaryLanguage,
+        "secondary_language": p.prs_SecondaryLanguage,
+        "marital_status": p.prs_MaritalStatus,
+        "education": p.prs_HighestLevelOfEducation,
+        "number_of_children": p.prs_NumberOfChildren,
+        "deceased": p.prs_Deceased,
+        "mailing_country": p.prs_MailingCountry,
+        "no_documents": p.no_documents,
+        "province": req.province,
+        "commune": req.commune,
+        "agreement_to_manage_data": p.vic_AgreementToManagePersonalData,
+        "consent": req.con_Consent,
+    }
+    report = req.report
+    case: dict[str, Any] = {
+        "channel": req.channel.value,
+        "province": req.province,
+        "commune": req.commune,
+        "age_band": band.value,
+        "abroad": req.abroad,
+        "foreign_national": req.is_foreign,
+        "already_safe": req.already_safe,
+        "opened_by": principal.user_id,
+        "opened_by_agency": principal.agency.value,
+        "opened_by_roles": sorted(r.value for r in principal.roles),
+        "opened_by_province": principal.province,
+        "opened_by_commune": principal.commune,
+        "request_id": request_id,
+        "source": source,
+        "received_at": report.received_at if report else None,
+        "report_summary": ring.encrypt_field(report.summary if report else None, "intake_cases.report_summary"),
+        "referring_organisation": report.cas_ReferringOrganisation if report else None,
+        "incoming_referral_reason": report.cas_ReasonForIncomingReferral if report else None,
+        "incoming_referral_date": report.cas_IncomingReferralDate if report else None,
+        "incoming_referral_details": ring.encrypt_field(report.cas_IncomingReferralDetails if report else None,
+                                                        "intake_cases.incoming_referral_details"),
+        "idem_user": principal.user_id,
+        # no key given: the request itself is the key, so an identical resubmission is the same case
+        "idem_key": idem_key if idem_key else f"auto:{digest}",
+        "request_hash": digest,
+    }
+    name = full_name(p.prs_FirstName, p.prs_MiddleName, p.prs_SecondName)
+    return repository.NewCase(
+        case_id=repository.new_id("c"), person_id=repository.new_id("p"), person=person, case=case,
+        identity_bidx=identity_key(ring, p.prs_IdentityNumber),
+        name_year_bidx=name_year_key(ring, name, birth_year_of(req), req.province),
+    )
+
+
+def facts_from_row(row: asyncpg.Record) -> CaseFacts:
+    actor = Actor(user_id=row["opened_by"], agency=row["opened_by_agency"], roles=frozenset(row["opened_by_roles"]),
+                  province=row["opened_by_province"], commune=row["opened_by_commune"],
+                  request_id=row["request_id"])
+    return CaseFacts(
+        case_id=row["case_id"], person_ref=row["person_id"], province=row["province"], commune=row["commune"],
+        channel=Channel(row["channel"]), age_band=AgeBand(row["age_band"]), abroad=row["abroad"],
+        foreign_national=row["foreign_national"], already_safe=row["already_safe"], opened_by=actor,
+        opened_at=row["opened_at"],
+    )
+
+
+def search_attributes(facts: CaseFacts) -> TypedSearchAttributes:
+    """Non-PII only: search attributes are never encrypted."""
+    return TypedSearchAttributes([
+        SearchAttributePair(CASE_STAGE, Stage.receive.value),
+        SearchAttributePair(JURISDICTION, facts.province),
+        SearchAttributePair(OWNER_AGENCY, facts.opened_by.agency.value),
+        SearchAttributePair(CASE_STATUS, CaseStatus.Active.value),
+        SearchAttributePair(CASE_CATEGORY, facts.categories),
+    ])
+
+
+async def start_case_workflow(runtime: Runtime, row: asyncpg.Record) -> bool:
+    """Start (or find already started) the case's workflow and record it. False when Temporal failed."""
+    facts = facts_from_row(row)
+    try:
+        await runtime.temporal.start_workflow(
+            "CaseWorkflow", CaseInput(facts=facts), id=facts.case_id, task_queue=workflow_task_queue(runtime),
+            search_attributes=search_attributes(facts),
+            # a case id never runs twice, even after its workflow closed
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
+        log.info("case_workflow_started", case_id=facts.case_id)
+    except WorkflowAlreadyStartedError:
+        log.info("case_workflow_already_started", case_id=facts.case_id)
+    except (RPCError, RuntimeError, OSError) as exc:
+        log.warning("case_workflow_start_failed", case_id=facts.case_id, error=type(exc).__name__)
+        return False
+    await repository.mark_workflow_started(runtime.pool, facts.case_id)
+    return True
+
+
+async def open_case(runtime: Runtime, req: OpenCaseRequest, principal: Principal, *, idem_key: str | None,
+                    request_id: str | None, source: str) -> tuple[repository.OpenOutcome, bool]:
+    """Returns the outcome and whether the workflow is started. Raises IdempotencyConflict."""
+    new = build_new_case(runtime, req, principal, idem_key=idem_key, request_id=request_id, source=source)
+    outcome = await repository.open_case_once(runtime.pool, new)
+    case_id = outcome.case["case_id"]
+    if outcome.created:
+        log.info("case_opened", case_id=case_id, duplicates=len(outcome.duplicates), source=source)
+    else:
+        log.info("case_open_replayed", case_id=case_id)
+    started = outcome.case["workflow_started_at"] is not None or await start_case_workflow(runtime, outcome.case)
+    return outcome, started
+
+
+async def reconcile_workflow_starts(runtime: Runtime, older_than: timedelta = timedelta(seconds=30),
+                                    limit: int = 200) -> list[str]:
+    """Start the workflows of committed cases whose start never happened. Returns the case ids started."""
+    started = []
+    for row in await repository.unstarted_cases(runtime.pool, older_than, limit):
+        if await start_case_workflow(runtime, row):
+            started.append(row["case_id"])
+    if started:
+        log.info("case_workflows_reconciled", count=len(started))
+    return started

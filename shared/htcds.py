@@ -1,0 +1,136 @@
+"""The HTCDS data standard (standards/htcds/fields.csv): field names, types and picklists.
+
+Usable by every service: `fields()` maps each HTCDS field name (`prs_Gender`, `vic_TypeOfExploitation`,
+...) to its spec; `check(field, value)` raises `PicklistError` naming the field and the allowed values.
+
+Where the CSV comes from, first found wins: `NRM_HTCDS_FIELDS`, the copy shipped with the intake
+package (`services/intake/htcds_fields.csv`), then `../shared/standards/htcds/fields.csv` beside the
+repository. Multi-line picklist cells are parsed with the csv module."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from shared.config import REPO_ROOT
+
+PACKAGED_CSV = REPO_ROOT / "services" / "intake" / "htcds_fields.csv"
+STANDARD_CSV = REPO_ROOT.parent / "shared" / "standards" / "htcds" / "fields.csv"
+
+# Cells that describe a code standard instead of listing values.
+_ISO_LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z]{2})?$")
+_ISO_COUNTRY = re.compile(r"^[A-Za-z]{2,3}$")
+
+
+class PicklistError(ValueError):
+    """A value outside a field's picklist. The message names the field and the allowed values."""
+
+    def __init__(self, field: str, value: object, allowed: Iterable[str] | str) -> None:
+        self.field = field
+        self.value = value
+        self.allowed = allowed if isinstance(allowed, str) else list(allowed)
+        shown = self.allowed if isinstance(self.allowed, str) else ", ".join(self.allowed)
+        super().__init__(f"{field}: {value!r} is not allowed; allowed values: {shown}")
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    name: str
+    section: str
+    field_type: str
+    core: bool
+    values: tuple[str, ...]  # picklist values; empty for free fields and code standards
+    code_standard: str | None  # "ISO 639" / "ISO 3166" when the cell names a standard
+    description: str
+
+    @property
+    def prefix(self) -> str:
+        return self.name.split("_", 1)[0]
+
+    @property
+    def multiselect(self) -> bool:
+        return self.field_type.lower().startswith("multiselect")
+
+    @property
+    def is_picklist(self) -> bool:
+        return bool(self.values) or self.code_standard is not None
+
+    def check_one(self, value: str) -> str:
+        if self.values:
+            if value not in self.values:
+                raise PicklistError(self.name, value, self.values)
+            return value
+        if self.code_standard == "ISO 639":
+            if not _ISO_LANGUAGE.match(value):
+                raise PicklistError(self.name, value, "an ISO 639 language code, e.g. vie, vi, eng")
+            return value.lower()
+        if self.code_standard == "ISO 3166":
+            if not _ISO_COUNTRY.match(value):
+                raise PicklistError(self.name, value, "an ISO 3166 country code, e.g. VN, KH, CN")
+            return value.upper()
+        return value
+
+    def check(self, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list):
+            if not self.multiselect:
+                raise PicklistError(self.name, value, "a single value (this is not a multiselect field)")
+            return [self.check_one(v) for v in value]
+        return self.check_one(value)
+
+
+def csv_path() -> Path:
+    env = os.environ.get("NRM_HTCDS_FIELDS")
+    if env:
+        return Path(env)
+    if PACKAGED_CSV.exists():
+        return PACKAGED_CSV
+    return STANDARD_CSV
+
+
+def parse(path: Path) -> dict[str, FieldSpec]:
+    out: dict[str, FieldSpec] = {}
+    with path.open(newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            name = (row.get("Field Name including Prefix") or "").strip()
+            if not name:
+                continue
+            cell = row.get("Value Names (if picklist)") or ""
+            standard = None
+            values: tuple[str, ...] = ()
+            if "ISO 639" in cell:
+                standard = "ISO 639"
+            elif "ISO 3166" in cell:
+                standard = "ISO 3166"
+            else:
+                values = tuple(v.strip() for v in cell.splitlines() if v.strip())
+            out[name] = FieldSpec(
+                name=name, section=" ".join((row.get("Section") or "").replace("-", " ").split()),
+                field_type=(row.get("Field Type") or "").strip(), core=(row.get("Core") or "").strip() == "Core",
+                values=values, code_standard=standard, description=(row.get("Description") or "").strip())
+    return out
+
+
+@lru_cache(maxsize=1)
+def fields() -> dict[str, FieldSpec]:
+    return parse(csv_path())
+
+
+def field(name: str) -> FieldSpec:
+    spec = fields().get(name)
+    if spec is None:
+        raise KeyError(f"{name} is not an HTCDS field")
+    return spec
+
+
+def picklist(name: str) -> tuple[str, ...]:
+    return field(name).values
+
+
+def check(name: str, value: str | list[str]) -> str | list[str]:
+    """Validate a value (or a multiselect list) against the field's picklist; returns it normalised."""
+    return field(name).check(value)
