@@ -1,8 +1,436 @@
-"""HTTP API of the oversight service."""
+"""HTTP API of the oversight service: supervisors (stuck cases, board, actions, KPIs, reports) and
+auditors (history, state as of a time, chain check, replay)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import asyncio
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
 
-DESCRIPTION = "NRM oversight service."
-router = APIRouter()
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from services.oversight import kpi as kpis_mod
+from services.oversight import replay as replay_mod
+from services.oversight import reports as reports_mod
+from services.oversight import repository as repo
+from services.oversight.audit_log import verify_chain
+from services.oversight.models import (
+    AsOfState,
+    Board,
+    BoardCell,
+    Category,
+    ChainCheck,
+    EscalateRequest,
+    ExtendDeadlineRequest,
+    HistoryEvent,
+    HistoryPage,
+    Kpis,
+    Lang,
+    ReassignRequest,
+    ReopenRequest,
+    ReplayOutcome,
+    ReportFormat,
+    ReportKind,
+    StuckCase,
+    StuckPage,
+    StuckReason,
+    TechnicalProblem,
+    VerifyResult,
+)
+from shared.access import CaseAccessFacts, can_act_on_case, can_read_case
+from shared.api import UPDATE_RPC_TIMEOUT, call_workflow, runtime_of
+from shared.auth import Principal, require_roles
+from shared.domain import AgencyRole, Role, Stage
+from workflows.models import Actor, Assign, CaseState, Escalate, ExtendDeadline, Reopen
+
+DESCRIPTION = """\
+NRM oversight service, for **supervisors** and **auditors** (caseworkers get 403 everywhere here).
+
+Supervisors (their province; national users any province):
+- `GET /stuck`: cases that need a supervisor: overdue, due soon, handoffs waiting for acceptance, idle,
+  escalated, and technically stuck (a failing activity or workflow task, read from Temporal for the
+  cases of the returned page only). Filters: agency, stage, category, assignee, level. Most late first,
+  `limit`/`offset` pagination.
+- `GET /board`: open cases by stage × owning agency, with the overdue count of each cell.
+- `POST /cases/{id}/reassign | extend-deadline | escalate | reopen`: Updates on the case workflow, audited
+  by the workflow; the actor is the caller's token. `Idempotency-Key` makes a retry safe.
+- `GET /kpis`, `GET /reports/{six_monthly|annual|ad_hoc}`: DOMAIN.md §5 KPIs (formulas and targets in
+  `services/oversight/kpis.yaml`) and the reports to the steering committee (Ban Chỉ đạo 138) in JSON,
+  CSV or printable HTML (Vietnamese, or English). Counts below 5 show as "<5" outside the jurisdiction.
+
+Auditors (national or their province):
+- `GET /cases/{id}/history`, `GET /cases/{id}/as-of?at=`: the audit log and the state at any past time.
+- `GET /audit/verify`: the keyed hash chain of one case or of every case in the jurisdiction.
+- `GET /audit/replay?case_id=`: replays the recorded Temporal history against the current code.
+- Who read a victim's personal data is in intake's access log (`GET /access-log` on the intake service).
+"""
+
+router = APIRouter(tags=["oversight"])
+SUPERVISOR = require_roles(Role.supervisor)
+AUDIT_READER = require_roles(Role.auditor, Role.supervisor)
+Supervisor = Annotated[Principal, SUPERVISOR]
+AuditReader = Annotated[Principal, AUDIT_READER]
+CaseId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$", examples=["case-0123abcd"])]
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=128,
+                                              description="retrying with the same key does not apply the action twice")]
+ProvinceQ = Annotated[str | None, Query(min_length=1, max_length=8, description="province code; default the caller's")]
+TEMPORAL_CHECK_TIMEOUT = 3.0
+
+
+def now_of(request: Request) -> datetime:
+    """Wall clock, or the runtime's `clock` (tests set it to the time-skipping server's time)."""
+    clock: Callable[[], datetime] | None = runtime_of(request).extras.get("clock")
+    return clock() if clock else datetime.now(UTC)
+
+
+def jurisdiction(p: Principal, province: str | None, *, all_allowed: bool = True) -> str | None:
+    """The province the caller looks at. National users and admins: the one asked for (None = all)."""
+    if p.national or Role.admin in p.roles:
+        if province is None and not all_allowed:
+            raise HTTPException(422, "province: required for national users")
+        return None if province in (None, "*") else province
+    if province is not None and province != p.province:
+        raise HTTPException(403, f"province: {province} is outside your jurisdiction ({p.province})")
+    return p.province
+
+
+def _facts(state: dict[str, Any]) -> CaseAccessFacts:
+    return CaseState.model_validate(state).access_facts()
+
+
+async def _readable_state(request: Request, p: Principal, case_id: str) -> dict[str, Any]:
+    async with runtime_of(request).pool.acquire() as conn:
+        state = await repo.latest_state(conn, case_id)
+    if state is None:
+        raise HTTPException(404, "case not found")
+    if not can_read_case(p, _facts(state)):
+        raise HTTPException(403, "case: outside your jurisdiction")
+    return state
+
+
+# ---- supervisors: stuck cases and board ----------------------------------------------------
+async def technical_problems(client: Client, case_id: str) -> list[TechnicalProblem]:
+    try:
+        desc = await asyncio.wait_for(client.get_workflow_handle(case_id).describe(), TEMPORAL_CHECK_TIMEOUT)
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return [TechnicalProblem(kind="workflow_not_running", detail="no workflow for this open case")]
+        return [TechnicalProblem(kind="temporal_unreachable", detail=exc.status.name if exc.status else "error")]
+    except TimeoutError:
+        return [TechnicalProblem(kind="temporal_unreachable", detail="describe timed out")]
+    out: list[TechnicalProblem] = []
+    raw = desc.raw_description
+    if desc.status is not None and desc.status.name != "RUNNING":
+        out.append(TechnicalProblem(kind="workflow_not_running", detail=f"workflow status {desc.status.name}"))
+    for pa in raw.pending_activities:
+        if pa.attempt > 1 or pa.HasField("last_failure"):
+            msg = pa.last_failure.message[:300] if pa.HasField("last_failure") else ""
+            out.append(TechnicalProblem(kind="activity_failing", attempt=pa.attempt,
+                                        detail=f"{pa.activity_type.name}: {msg}".strip()))
+    if raw.HasField("pending_workflow_task") and raw.pending_workflow_task.attempt > 1:
+        out.append(TechnicalProblem(kind="workflow_task_failing", attempt=raw.pending_workflow_task.attempt,
+                                    detail="workflow task is failing and being retried (see worker logs)"))
+    return out
+
+
+def _categories(r: Any) -> list[Category]:
+    return [Category.child if r["is_child"] else Category.adult, Category.abroad if r["is_abroad"] else Category.domestic]
+
+
+def _reasons(r: Any, f: repo.StuckFilter) -> list[StuckReason]:
+    now, out = f.now, []
+    if r["deadline_at"] is not None and r["deadline_at"] < now:
+        out.append(StuckReason.overdue)
+    if r["deadline_at"] is not None and now <= r["deadline_at"] < now + f.due_within:
+        out.append(StuckReason.due_soon)
+    if r["open_handoffs"] > 0:
+        out.append(StuckReason.handoff_waiting)
+    if r["last_event_at"] < now - f.idle_for:
+        out.append(StuckReason.idle)
+    if r["escalation_level"] > 0 and (f.level is None or r["escalation_level"] == f.level):
+        out.append(StuckReason.escalated)
+    return out
+
+
+@router.get("/stuck", response_model=StuckPage, summary="Stuck cases in your jurisdiction, most late first",
+            description=(
+                "Open cases that match **any** of the requested `reason`s (all when none is given): `overdue` "
+                "(stage deadline passed), `due_soon` (deadline within `due_within_hours`), `handoff_waiting` "
+                "(a handoff waits for acceptance), `idle` (no audit event for `idle_days`), `escalated` "
+                "(level ≥ 1, or exactly `level`), `technical` (Temporal shows a pending activity retrying or "
+                "failing, or a failing workflow task). Filters narrow the list: `agency` (owning agency), "
+                "`stage`, `category` (child, adult, abroad, domestic; repeatable, all must hold), `assignee`. "
+                "Sorted by the earliest due instant (stage deadline or oldest waiting handoff), so the most "
+                "late come first; cases without a deadline last. `limit`/`offset` paginate; `next_offset` is "
+                "null on the last page.\n\nTemporal is asked only about the cases of the page "
+                "(`check_temporal=true`, default): each gets its `technical` problems. When `technical` is "
+                "among the requested reasons, every open case is a candidate and the page keeps those with a "
+                "requested reason, so a page can hold fewer than `limit` items before the last page."),
+            responses={403: {"description": "not a supervisor, or another province"}})
+async def stuck_cases(
+    request: Request, p: Supervisor, province: ProvinceQ = None,
+    reason: Annotated[list[StuckReason], Query(description="repeatable; none = every reason")] = [],  # noqa: B006
+    due_within_hours: Annotated[int, Query(ge=1, le=24 * 90)] = 24,
+    idle_days: Annotated[int, Query(ge=1, le=3650)] = 7,
+    level: Annotated[int | None, Query(ge=1, le=3, description="escalation level (exact)")] = None,
+    agency: AgencyRole | None = None, stage: Stage | None = None,
+    category: Annotated[list[Category], Query(description="repeatable: child, adult, abroad, domestic")] = [],  # noqa: B006
+    assignee: Annotated[str | None, Query(max_length=128)] = None,
+    check_temporal: bool = True,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50, offset: Annotated[int, Query(ge=0)] = 0,
+) -> StuckPage:
+    rt = runtime_of(request)
+    f = repo.StuckFilter(now=now_of(request), province=jurisdiction(p, province), reasons={r.value for r in reason},
+                         due_within=timedelta(hours=due_within_hours), idle_for=timedelta(days=idle_days), level=level,
+                         agency=agency.value if agency else None, stage=stage.value if stage else None,
+                         categories={c.value for c in category}, assignee=assignee, limit=limit, offset=offset)
+    async with rt.pool.acquire() as conn:
+        rows = await repo.stuck(conn, f)
+    technical: list[list[TechnicalProblem]] = [[] for _ in rows]
+    if check_temporal and rows:
+        sem = asyncio.Semaphore(10)
+
+        async def check(cid: str) -> list[TechnicalProblem]:
+            async with sem:
+                return await technical_problems(rt.temporal, cid)
+
+        technical = list(await asyncio.gather(*(check(r["case_id"]) for r in rows)))
+    items = []
+    for r, tech in zip(rows, technical, strict=True):
+        reasons = _reasons(r, f) + ([StuckReason.technical] if tech else [])
+        if StuckReason.technical in reason and not set(reasons) & set(reason):
+            continue
+        due = r["due"]
+        items.append(StuckCase(
+            case_id=r["case_id"], province=r["province"], stage=r["stage"], owner_agency=r["owner_agency"],
+            assignee=r["assignee"], categories=_categories(r), deadline_at=r["deadline_at"],
+            late_by_hours=round((f.now - due).total_seconds() / 3600, 2) if due else None,
+            escalation_level=r["escalation_level"], open_handoffs=r["open_handoffs"],
+            oldest_handoff_accept_by=r["oldest_handoff_accept_by"], last_event_at=r["last_event_at"],
+            idle_days=round((f.now - r["last_event_at"]).total_seconds() / 86400, 2), reasons=reasons,
+            technical=tech))
+    return StuckPage(items=items, limit=limit, offset=offset, next_offset=offset + limit if len(rows) == limit else None,
+                     as_of=f.now, temporal_checked=check_temporal)
+
+
+@router.get("/board", response_model=Board, summary="Open cases by stage × agency, with overdue counts",
+            description="One cell per (stage, owning agency) that has open cases in the province; `overdue` counts "
+                        "the cell's cases whose stage deadline has passed.",
+            responses={403: {"description": "not a supervisor, or another province"}})
+async def board(request: Request, p: Supervisor, province: ProvinceQ = None) -> Board:
+    prov = jurisdiction(p, province)
+    now = now_of(request)
+    async with runtime_of(request).pool.acquire() as conn:
+        rows = await repo.board(conn, prov, now)
+    cells = [BoardCell(stage=r["stage"], owner_agency=r["owner_agency"], open=r["open"], overdue=r["overdue"])
+             for r in rows]
+    return Board(province=prov or "*", as_of=now, cells=cells, total_open=sum(c.open for c in cells),
+                 total_overdue=sum(c.overdue for c in cells))
+
+
+# ---- supervisors: actions ----------------------------------------------------------------
+def actor_of(request: Request, p: Principal) -> Actor:
+    return Actor(user_id=p.user_id, agency=p.agency, roles=p.roles, province=p.province, commune=p.commune,
+                 request_id=getattr(request.state, "request_id", None))
+
+
+async def _act(request: Request, p: Principal, case_id: str, update: str, cmd: Any, key: str | None) -> CaseState:
+    rt = runtime_of(request)
+    async with rt.pool.acquire() as conn:
+        state = await repo.latest_state(conn, case_id)
+    if state is None:
+        raise HTTPException(404, "case not found")
+    if not can_act_on_case(p, _facts(state)):
+        raise HTTPException(403, "case: outside your jurisdiction")
+    handle = rt.temporal.get_workflow_handle(case_id)
+    result: CaseState = await call_workflow(lambda: handle.execute_update(
+        update, cmd, id=key or str(uuid.uuid4()), rpc_timeout=UPDATE_RPC_TIMEOUT, result_type=CaseState))
+    return result
+
+
+_ACTION_ERRORS: dict[int | str, dict[str, Any]] = {
+    403: {"description": "not a supervisor, or the case is outside your jurisdiction"},
+    404: {"description": "case not found"}, 409: {"description": "stale version or the case does not allow it now"},
+    422: {"description": "invalid request"}, 503: {"description": "the case workflow did not answer"}}
+
+
+@router.post("/cases/{case_id}/reassign", response_model=CaseState, summary="Assign the current stage to someone",
+             responses=_ACTION_ERRORS)
+async def reassign(request: Request, p: Supervisor, case_id: CaseId, body: ReassignRequest,
+                   idempotency_key: IdempotencyKey = None) -> CaseState:
+    cmd = Assign(actor=actor_of(request, p), assignee_user_id=body.assignee_user_id,
+                 expected_version=body.expected_version)
+    return await _act(request, p, case_id, "assign", cmd, idempotency_key)
+
+
+@router.post("/cases/{case_id}/extend-deadline", response_model=CaseState,
+             summary="Extend the stage deadline (or a waiting handoff's) with a reason", responses=_ACTION_ERRORS)
+async def extend_deadline(request: Request, p: Supervisor, case_id: CaseId, body: ExtendDeadlineRequest,
+                          idempotency_key: IdempotencyKey = None) -> CaseState:
+    cmd = ExtendDeadline(actor=actor_of(request, p), extend_by=body.extend_by, reason=body.reason,
+                         handoff_id=body.handoff_id, expected_version=body.expected_version)
+    return await _act(request, p, case_id, "extend_deadline", cmd, idempotency_key)
+
+
+@router.post("/cases/{case_id}/escalate", response_model=CaseState, summary="Raise the escalation level by hand",
+             responses=_ACTION_ERRORS)
+async def escalate(request: Request, p: Supervisor, case_id: CaseId, body: EscalateRequest,
+                   idempotency_key: IdempotencyKey = None) -> CaseState:
+    cmd = Escalate(actor=actor_of(request, p), reason=body.reason, expected_version=body.expected_version)
+    return await _act(request, p, case_id, "escalate", cmd, idempotency_key)
+
+
+@router.post("/cases/{case_id}/reopen", response_model=CaseState, summary="Reopen a closed case to a stage",
+             responses=_ACTION_ERRORS)
+async def reopen(request: Request, p: Supervisor, case_id: CaseId, body: ReopenRequest,
+                 idempotency_key: IdempotencyKey = None) -> CaseState:
+    cmd = Reopen(actor=actor_of(request, p), to_stage=body.to_stage, reason=body.reason,
+                 expected_version=body.expected_version)
+    return await _act(request, p, case_id, "reopen", cmd, idempotency_key)
+
+
+# ---- KPIs and reports ----------------------------------------------------------------------
+def _period(start: datetime | None, end: datetime | None, kind: ReportKind | None, now: datetime
+            ) -> tuple[datetime, datetime]:
+    for name, v in (("from", start), ("to", end)):
+        if v is not None and v.tzinfo is None:
+            raise HTTPException(422, f"{name}: needs a time zone (e.g. 2026-01-01T00:00:00+07:00)")
+    periodic = kind in (ReportKind.six_monthly, ReportKind.annual)
+    if start is None and end is None:
+        if not periodic:
+            raise HTTPException(422, "from, to: both required")
+        assert kind is not None
+        start, end = reports_mod.default_period(kind, now)
+    elif start is None:
+        raise HTTPException(422, "from: required")
+    elif end is None:
+        if not periodic:
+            raise HTTPException(422, "to: required")
+        assert kind is not None
+        end = reports_mod.period_end(kind, start)
+    if end <= start:
+        raise HTTPException(422, "to: must be after from")
+    return start, end
+
+
+@router.get("/kpis", response_model=Kpis, summary="DOMAIN.md §5 KPIs for a jurisdiction and period",
+            description="Ratios with targets, time-in-stage p50/p90 per stage and deadline compliance per stage and "
+                        "agency. Each formula is in `services/oversight/kpis.yaml` and repeated in the response.",
+            responses={403: {"description": "not a supervisor/auditor, or another province"}})
+async def get_kpis(
+    request: Request, p: AuditReader, province: ProvinceQ = None,
+    start: Annotated[datetime | None, Query(alias="from", examples=["2026-01-01T00:00:00+07:00"])] = None,
+    end: Annotated[datetime | None, Query(alias="to", examples=["2026-07-01T00:00:00+07:00"])] = None,
+    lang: Lang = Lang.en,
+) -> Kpis:
+    prov = jurisdiction(p, province)
+    start, end = _period(start, end, None, now_of(request))
+    async with runtime_of(request).pool.acquire() as conn:
+        return await kpis_mod.compute(conn, prov, start, end, lang.value)
+
+
+@router.get("/reports/{kind}", summary="Report to the steering committee (Ban Chỉ đạo 138)",
+            description="`six_monthly` and `annual` default to the current half-year / year (or start at `from`); "
+                        "`ad_hoc` (đột xuất) needs `from` and `to`. `format=html` is printable (Vietnamese by default, "
+                        "`lang=en` for English). Small-cell suppression: when the report leaves the jurisdiction "
+                        "(the caller's province differs from the report's, or `external=true`) every count below 5 "
+                        "shows as \"<5\" and rates built on such counts are withheld.",
+            responses={200: {"content": {"application/json": {}, "text/csv": {}, "text/html": {}}},
+                       403: {"description": "not a supervisor/auditor"}, 422: {"description": "bad period"}})
+async def get_report(
+    request: Request, p: AuditReader, kind: ReportKind, province: ProvinceQ = None,
+    start: Annotated[datetime | None, Query(alias="from")] = None,
+    end: Annotated[datetime | None, Query(alias="to")] = None,
+    format: ReportFormat = ReportFormat.json, lang: Lang = Lang.vi, external: bool = False,
+) -> Response:
+    # Any province may be asked for (aggregates only); outside the caller's own it is suppressed.
+    prov = province if province not in (None, "*") else (None if p.national else p.province)
+    if prov is None and not (p.national or Role.admin in p.roles):
+        raise HTTPException(403, "province: national reports need a national user")
+    now = now_of(request)
+    start, end = _period(start, end, kind, now)
+    suppress = external or p.province != (prov or "*")
+    async with runtime_of(request).pool.acquire() as conn:
+        report = await reports_mod.build(conn, kind, prov, start, end, lang.value, now)
+    return reports_mod.render(report, format, lang.value, suppress)
+
+
+# ---- auditors -----------------------------------------------------------------------------
+@router.get("/cases/{case_id}/history", response_model=HistoryPage, summary="Every audit event of a case",
+            description="Actor, agency, time, reason, request id and policy version of each event, in order. "
+                        "Who read the person's data is in intake's access log.",
+            responses={403: {"description": "not an auditor/supervisor of this jurisdiction"},
+                       404: {"description": "case not found"}})
+async def case_history(request: Request, p: AuditReader, case_id: CaseId,
+                       limit: Annotated[int, Query(ge=1, le=200)] = 50,
+                       offset: Annotated[int, Query(ge=0)] = 0) -> HistoryPage:
+    await _readable_state(request, p, case_id)
+    async with runtime_of(request).pool.acquire() as conn:
+        rows, total = await repo.history(conn, case_id, limit, offset)
+    items = [HistoryEvent(**dict(r)) for r in rows]
+    return HistoryPage(case_id=case_id, items=items, limit=limit, offset=offset, total=total,
+                       next_offset=offset + limit if offset + limit < total else None,
+                       access_log=f"/access-log?case_id={case_id}")
+
+
+@router.get("/cases/{case_id}/as-of", response_model=AsOfState, summary="The case's state at a past time",
+            description="The `state` recorded with the last audit event at or before `at`.",
+            responses={403: {"description": "not an auditor/supervisor of this jurisdiction"},
+                       404: {"description": "case not found, or it did not exist yet at `at`"}})
+async def case_as_of(request: Request, p: AuditReader, case_id: CaseId,
+                     at: Annotated[datetime, Query(examples=["2026-03-01T12:00:00+07:00"])]) -> AsOfState:
+    if at.tzinfo is None:
+        raise HTTPException(422, "at: needs a time zone (e.g. 2026-03-01T12:00:00+07:00)")
+    await _readable_state(request, p, case_id)
+    async with runtime_of(request).pool.acquire() as conn:
+        row = await repo.state_as_of(conn, case_id, at)
+    if row is None:
+        raise HTTPException(404, f"at: the case had no events yet at {at.isoformat()}")
+    return AsOfState(case_id=case_id, at=at, event_seq=row["seq"], event_kind=row["kind"], event_at=row["occurred_at"],
+                     state=dict(row["state"]))
+
+
+@router.get("/audit/verify", response_model=VerifyResult, summary="Check the keyed hash chain",
+            description="With `case_id`: that case. Without: every case of the jurisdiction (`province`, default "
+                        "the caller's; national users all cases), `limit`/`offset` at a time. Each result names the "
+                        "first broken link (`first_broken_seq`) and why.",
+            responses={403: {"description": "not an auditor/supervisor of this jurisdiction"},
+                       404: {"description": "case not found"}})
+async def audit_verify(request: Request, p: AuditReader,
+                       case_id: Annotated[str | None, Query(max_length=64)] = None, province: ProvinceQ = None,
+                       limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+                       offset: Annotated[int, Query(ge=0)] = 0) -> VerifyResult:
+    rt = runtime_of(request)
+    if case_id:
+        await _readable_state(request, p, case_id)
+        ids = [case_id]
+    else:
+        async with rt.pool.acquire() as conn:
+            ids = await repo.case_ids(conn, jurisdiction(p, province), limit, offset)
+    results = []
+    async with rt.pool.acquire() as conn:
+        for cid in ids:
+            results.append(ChainCheck(**(await verify_chain(conn, rt.ring, cid)).as_dict()))
+    broken = [r for r in results if not r.ok]
+    return VerifyResult(checked=len(results), ok=not broken, broken=broken, results=results, limit=limit, offset=offset,
+                        next_offset=offset + limit if not case_id and len(ids) == limit else None)
+
+
+@router.get("/audit/replay", response_model=list[ReplayOutcome], summary="Replay a case's history on current code",
+            description="Deterministic replay of the recorded Temporal history (live, or the copy exported at "
+                        "closure) with the current CaseWorkflow, and whether its final state matches the audit log.",
+            responses={403: {"description": "not an auditor/supervisor of this jurisdiction"},
+                       404: {"description": "no history for this case"}})
+async def audit_replay(request: Request, p: AuditReader,
+                       case_id: Annotated[str, Query(min_length=1, max_length=64)]) -> list[ReplayOutcome]:
+    await _readable_state(request, p, case_id)
+    rt = runtime_of(request)
+    async with rt.pool.acquire() as conn:
+        reports = await replay_mod.replay_case(rt.temporal, conn, rt.ring, case_id)
+    if not reports:
+        raise HTTPException(404, "no history for this case (neither in Temporal nor exported)")
+    return [ReplayOutcome(**r.as_dict()) for r in reports]

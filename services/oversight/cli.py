@@ -1,0 +1,201 @@
+"""Oversight commands of the `nrm` CLI (registered by shared/cli.py):
+
+  nrm stuck [--province P] [--limit N] [--offset N] [--reason R ...]   stuck cases as a table (database only)
+  nrm audit verify CASE | --all [--province P]                          keyed hash chain check; exit 1 if broken
+  nrm audit replay CASE [--source auto|live|export]                     replay the history on current code"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from shared.config import Settings
+
+
+def register(subparsers: Any) -> None:
+    st = subparsers.add_parser("stuck", help="stuck cases in a province (overdue, due soon, handoffs, idle, escalated)")
+    st.add_argument("--province", default=None, help="province code; default all provinces")
+    st.add_argument("--limit", type=int, default=50)
+    st.add_argument("--offset", type=int, default=0)
+    st.add_argument("--reason", action="append", default=[],
+                    choices=["overdue", "due_soon", "handoff_waiting", "idle", "escalated"])
+    st.add_argument("--due-within-hours", type=int, default=24)
+    st.add_argument("--idle-days", type=int, default=7)
+    st.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    st.set_defaults(func=cmd_stuck)
+
+    audit = subparsers.add_parser("audit", help="auditor tools: chain check, replay")
+    asub = audit.add_subparsers(dest="audit_command", required=True)
+    ver = asub.add_parser("verify", help="check the keyed hash chain of a case, or of all cases")
+    ver.add_argument("case_id", nargs="?")
+    ver.add_argument("--all", action="store_true", help="every case (or every case of --province)")
+    ver.add_argument("--province", default=None)
+    ver.set_defaults(func=cmd_audit_verify)
+    rep = asub.add_parser("replay", help="replay the case's Temporal history on the current workflow code")
+    rep.add_argument("case_id")
+    rep.add_argument("--source", choices=["auto", "live", "export"], default="auto")
+    rep.set_defaults(func=cmd_audit_replay)
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    cells = [[("" if v is None else str(v)) for v in r] for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(out)
+
+
+async def _stuck(url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    from services.oversight import repository as repo
+    from shared.db import create_pool
+
+    now = datetime.now(UTC)
+    f = repo.StuckFilter(now=now, province=args.province, reasons=set(args.reason),
+                         due_within=timedelta(hours=args.due_within_hours), idle_for=timedelta(days=args.idle_days),
+                         limit=args.limit, offset=args.offset)
+    pool = await create_pool(url, 1, 2)
+    try:
+        async with pool.acquire() as conn:
+            rows = await repo.stuck(conn, f)
+    finally:
+        await pool.close()
+    out = []
+    for r in rows:
+        reasons = []
+        if r["deadline_at"] is not None and r["deadline_at"] < now:
+            reasons.append("overdue")
+        elif r["deadline_at"] is not None and r["deadline_at"] < now + f.due_within:
+            reasons.append("due_soon")
+        if r["open_handoffs"]:
+            reasons.append("handoff_waiting")
+        if r["last_event_at"] < now - f.idle_for:
+            reasons.append("idle")
+        if r["escalation_level"]:
+            reasons.append(f"escalated:{r['escalation_level']}")
+        late = (now - r["due"]).total_seconds() / 3600 if r["due"] else None
+        out.append({"case_id": r["case_id"], "province": r["province"], "stage": r["stage"],
+                    "agency": r["owner_agency"], "assignee": r["assignee"],
+                    "late_h": None if late is None else round(late, 1), "level": r["escalation_level"],
+                    "handoffs": r["open_handoffs"], "idle_d": round((now - r["last_event_at"]).total_seconds() / 86400, 1),
+                    "reasons": ",".join(reasons)})
+    return out
+
+
+def cmd_stuck(settings: Settings, args: argparse.Namespace) -> int:
+    from shared.db import MigrationError, resolve_database_url
+
+    if not 1 <= args.limit <= 1000:
+        print("--limit: between 1 and 1000")
+        return 2
+    try:
+        url = resolve_database_url(settings)
+    except MigrationError as exc:
+        print(exc)
+        return 2
+    items = asyncio.run(_stuck(url, args))
+    if args.json:
+        for it in items:
+            print(json.dumps(it))
+        return 0
+    if not items:
+        print("no stuck cases")
+        return 0
+    headers = list(items[0])
+    print(table(headers, [[it[h] for h in headers] for it in items]))
+    if len(items) == args.limit:
+        print(f"\n(more: --offset {args.offset + args.limit})")
+    return 0
+
+
+async def _verify(url: str, settings: Settings, args: argparse.Namespace) -> int:
+    from services.oversight import repository as repo
+    from services.oversight.audit_log import verify_chain
+    from shared.crypto import load_keyring
+    from shared.db import create_pool
+
+    ring = load_keyring(settings.resolved_keyring_file)
+    pool = await create_pool(url, 1, 2)
+    broken = checked = 0
+    try:
+        async with pool.acquire() as conn:
+            if args.case_id:
+                ids = [args.case_id]
+            else:
+                ids, offset = [], 0
+                while batch := await repo.case_ids(conn, args.province, 1000, offset):
+                    ids += batch
+                    offset += len(batch)
+            for cid in ids:
+                rep = await verify_chain(conn, ring, cid)
+                checked += 1
+                if rep.events == 0:
+                    print(f"{cid}: no events")
+                    broken += 1
+                elif not rep.ok:
+                    broken += 1
+                    print(f"{cid}: BROKEN at seq {rep.first_broken_seq}: {rep.problem} ({rep.events} events)")
+                elif args.case_id:
+                    print(f"{cid}: ok ({rep.events} events)")
+    finally:
+        await pool.close()
+    print(f"{checked} case(s) checked, {broken} broken")
+    return 1 if broken else 0
+
+
+def cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
+    from shared.db import MigrationError, resolve_database_url
+
+    if bool(args.case_id) == bool(args.all):
+        print("give a CASE id or --all")
+        return 2
+    try:
+        url = resolve_database_url(settings)
+    except MigrationError as exc:
+        print(exc)
+        return 2
+    return asyncio.run(_verify(url, settings, args))
+
+
+async def _replay(url: str, settings: Settings, args: argparse.Namespace) -> int:
+    from services.oversight.replay import replay_case
+    from shared.crypto import load_keyring
+    from shared.db import create_pool
+    from shared.temporal import connect
+
+    ring = load_keyring(settings.resolved_keyring_file)
+    client = None
+    if args.source != "export":
+        client = await connect(settings.resolved_temporal_address, settings.temporal_namespace, ring)
+    pool = await create_pool(url, 1, 2)
+    try:
+        async with pool.acquire() as conn:
+            reports = await replay_case(client, conn, ring, args.case_id, args.source)
+    finally:
+        await pool.close()
+    if not reports:
+        print(f"{args.case_id}: no history (neither in Temporal nor exported)")
+        return 1
+    ok = True
+    for r in reports:
+        verdict = "deterministic" if r.deterministic else f"NOT deterministic: {r.error}"
+        print(f"{r.case_id} run {r.run_id} ({r.source}): {verdict}")
+        if r.matches_audit_log is not None:
+            match = "matches" if r.matches_audit_log else f"DIFFERS ({', '.join(r.differences)})"
+            print(f"  final state ({r.final_state_from}) {match} the audit log's last state")
+        ok = ok and r.deterministic and r.matches_audit_log is not False
+    return 0 if ok else 1
+
+
+def cmd_audit_replay(settings: Settings, args: argparse.Namespace) -> int:
+    from shared.db import MigrationError, resolve_database_url
+
+    try:
+        url = resolve_database_url(settings)
+    except MigrationError as exc:
+        print(exc)
+        return 2
+    return asyncio.run(_replay(url, settings, args))

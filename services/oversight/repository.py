@@ -1,0 +1,214 @@
+"""Read queries of the oversight service (asyncpg SQL only). The write side lives in audit_log.py.
+
+Open case = status not Closed / ClosedReferred, written exactly as in the partial indexes of
+migrations 001/002 so the planner uses them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+OPEN = "status <> 'Closed' AND status <> 'ClosedReferred'"
+DUE = "LEAST(deadline_at, oldest_handoff_accept_by)"
+
+
+# ---- auditors -----------------------------------------------------------------------------
+async def latest_state(conn: asyncpg.Connection, case_id: str) -> dict[str, Any] | None:
+    """The current non-PII state of a case: the projection row, else its last audit event."""
+    row = await conn.fetchval("SELECT state FROM oversight.case_summary WHERE case_id = $1", case_id)
+    if row is not None:
+        return dict(row)
+    row = await conn.fetchval(
+        "SELECT state FROM oversight.case_events WHERE case_id = $1 ORDER BY seq DESC LIMIT 1", case_id)
+    return dict(row) if row is not None else None
+
+
+async def history(conn: asyncpg.Connection, case_id: str, limit: int, offset: int) -> tuple[list[asyncpg.Record], int]:
+    rows = await conn.fetch(
+        """SELECT seq, event_id, kind, occurred_at, recorded_at, actor_user_id, actor_agency, stage, reason,
+                  request_id, policy_version, data, hash
+           FROM oversight.case_events WHERE case_id = $1 ORDER BY seq LIMIT $2 OFFSET $3""",
+        case_id, limit, offset)
+    total = await conn.fetchval("SELECT count(*) FROM oversight.case_events WHERE case_id = $1", case_id)
+    return list(rows), int(total)
+
+
+async def state_as_of(conn: asyncpg.Connection, case_id: str, at: datetime) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        """SELECT seq, kind, occurred_at, state FROM oversight.case_events
+           WHERE case_id = $1 AND occurred_at <= $2 ORDER BY seq DESC LIMIT 1""", case_id, at)
+
+
+async def case_ids(conn: asyncpg.Connection, province: str | None, limit: int, offset: int) -> list[str]:
+    """Cases with audit events, optionally limited to a province (by the case's current province)."""
+    if province is None:
+        rows = await conn.fetch(
+            "SELECT DISTINCT case_id FROM oversight.case_events ORDER BY case_id LIMIT $1 OFFSET $2", limit, offset)
+    else:
+        rows = await conn.fetch(
+            "SELECT case_id FROM oversight.case_summary WHERE province = $1 ORDER BY case_id LIMIT $2 OFFSET $3",
+            province, limit, offset)
+    return [r["case_id"] for r in rows]
+
+
+async def exported_histories(conn: asyncpg.Connection, case_id: str) -> list[asyncpg.Record]:
+    return list(await conn.fetch(
+        "SELECT run_id, key_id, history, exported_at FROM oversight.workflow_histories WHERE case_id = $1"
+        " ORDER BY exported_at", case_id))
+
+
+async def last_event_state(conn: asyncpg.Connection, case_id: str) -> dict[str, Any] | None:
+    v = await conn.fetchval(
+        "SELECT state FROM oversight.case_events WHERE case_id = $1 ORDER BY seq DESC LIMIT 1", case_id)
+    return dict(v) if v is not None else None
+
+
+# ---- supervisors --------------------------------------------------------------------------
+@dataclass
+class StuckFilter:
+    now: datetime
+    province: str | None
+    reasons: set[str] = field(default_factory=set)  # empty = any database-side reason
+    due_within: timedelta = timedelta(hours=24)
+    idle_for: timedelta = timedelta(days=7)
+    level: int | None = None
+    agency: str | None = None
+    stage: str | None = None
+    categories: set[str] = field(default_factory=set)
+    assignee: str | None = None
+    limit: int = 50
+    offset: int = 0
+
+
+def _stuck_sql(f: StuckFilter) -> tuple[str, list[Any]]:
+    args: list[Any] = [f.now]
+    where = [OPEN]
+
+    def arg(v: Any) -> str:
+        args.append(v)
+        return f"${len(args)}"
+
+    if f.province is not None:
+        where.append(f"province = {arg(f.province)}")
+    if f.agency:
+        where.append(f"owner_agency = {arg(f.agency)}")
+    if f.stage:
+        where.append(f"stage = {arg(f.stage)}")
+    if f.assignee:
+        where.append(f"assignee = {arg(f.assignee)}")
+    cat = {"child": "is_child", "adult": "NOT is_child", "abroad": "is_abroad", "domestic": "NOT is_abroad"}
+    where += [cat[c] for c in sorted(f.categories)]
+    conditions = {
+        "overdue": lambda: "deadline_at < $1",
+        "due_soon": lambda: f"(deadline_at >= $1 AND deadline_at < $1 + {arg(f.due_within)}::interval)",
+        "handoff_waiting": lambda: "open_handoffs > 0",
+        "idle": lambda: f"last_event_at < $1 - {arg(f.idle_for)}::interval",
+        "escalated": lambda: f"escalation_level = {arg(f.level)}" if f.level is not None else "escalation_level > 0",
+    }
+    wanted = f.reasons or set(conditions)
+    if "technical" not in wanted:
+        # with technical asked for, every open case is a candidate: Temporal is checked page by page and
+        # the page keeps the cases with a requested reason (see api.stuck_cases)
+        where.append("(" + " OR ".join(conditions[r]() for r in sorted(wanted) if r in conditions) + ")")
+    if f.level is not None and "escalated" not in wanted:
+        where.append(f"escalation_level = {arg(f.level)}")
+    sql = f"""SELECT case_id, province, stage, owner_agency, assignee, is_child, is_abroad, deadline_at,
+                     $1::timestamptz AS as_of, escalation_level, open_handoffs, oldest_handoff_accept_by, last_event_at,
+                     {DUE} AS due
+              FROM oversight.case_summary
+              WHERE {' AND '.join(where)}
+              ORDER BY {DUE} ASC NULLS LAST, case_id
+              LIMIT {arg(f.limit)} OFFSET {arg(f.offset)}"""
+    return sql, args
+
+
+async def stuck(conn: asyncpg.Connection, f: StuckFilter) -> list[asyncpg.Record]:
+    sql, args = _stuck_sql(f)
+    return list(await conn.fetch(sql, *args))
+
+
+async def board(conn: asyncpg.Connection, province: str | None, now: datetime) -> list[asyncpg.Record]:
+    if province is None:
+        return list(await conn.fetch(
+            f"""SELECT stage, owner_agency, count(*) AS open, count(*) FILTER (WHERE deadline_at < $1) AS overdue
+                FROM oversight.case_summary WHERE {OPEN} GROUP BY stage, owner_agency ORDER BY stage, owner_agency""",
+            now))
+    return list(await conn.fetch(
+        f"""SELECT stage, owner_agency, count(*) AS open, count(*) FILTER (WHERE deadline_at < $1) AS overdue
+            FROM oversight.case_summary WHERE province = $2 AND {OPEN}
+            GROUP BY stage, owner_agency ORDER BY stage, owner_agency""", now, province))
+
+
+async def summary_facts(conn: asyncpg.Connection, case_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT case_id, province, state FROM oversight.case_summary WHERE case_id = $1",
+                               case_id)
+
+
+# ---- KPIs ---------------------------------------------------------------------------------
+async def received_cases(conn: asyncpg.Connection, province: str | None, start: datetime, end: datetime
+                         ) -> list[asyncpg.Record]:
+    """Cases opened in [start, end) in the province, each with the facts KPIs need as of `end`:
+    classification, stage decisions, first service, and the state at `end`."""
+    return list(await conn.fetch(
+        """SELECT s.case_id, s.channel, s.is_child, s.is_abroad, s.opened_at,
+                  (SELECT e.state FROM oversight.case_events e
+                    WHERE e.case_id = s.case_id AND e.occurred_at < $3 ORDER BY e.seq DESC LIMIT 1) AS state_at_end,
+                  (SELECT array_agg(DISTINCT e.data->'decision'->>'stage') FROM oversight.case_events e
+                    WHERE e.case_id = s.case_id AND e.kind = 'stage_decided' AND e.occurred_at < $3
+                      AND coalesce((e.data->>'interim')::boolean, false) = false) AS decided_stages,
+                  (SELECT e.data->'decision'->>'classification' FROM oversight.case_events e
+                    WHERE e.case_id = s.case_id AND e.kind = 'stage_decided' AND e.occurred_at < $3
+                      AND e.data->'decision'->>'stage' = 'receive' ORDER BY e.seq LIMIT 1) AS classification,
+                  (SELECT min(e.occurred_at) FROM oversight.case_events e
+                    WHERE e.case_id = s.case_id AND e.kind = 'service_delivered' AND e.occurred_at < $3)
+                    AS first_service_at
+           FROM oversight.case_summary s
+           WHERE ($1::text IS NULL OR s.province = $1) AND s.opened_at >= $2 AND s.opened_at < $3
+           ORDER BY s.opened_at""", province, start, end))
+
+
+async def stage_completions(conn: asyncpg.Connection, province: str | None, start: datetime, end: datetime
+                            ) -> list[asyncpg.Record]:
+    """Every stage completed (a non-interim stage decision) in [start, end), with what the state said
+    just before it: the owning agency, the (possibly extended) deadline and when the stage began."""
+    return list(await conn.fetch(
+        """WITH ev AS (
+               SELECT e.case_id, e.seq, e.kind, e.occurred_at, e.data,
+                      lag(e.state) OVER (PARTITION BY e.case_id ORDER BY e.seq) AS prev
+               FROM oversight.case_events e
+               WHERE e.case_id IN (SELECT case_id FROM oversight.case_summary WHERE $1::text IS NULL OR province = $1)
+                 AND e.occurred_at < $3)
+           SELECT case_id, occurred_at, data->'decision'->>'stage' AS stage,
+                  prev->>'owner_agency' AS agency,
+                  (prev->'deadline'->>'due_at')::timestamptz AS due_at,
+                  (prev->'stages'->-1->>'entered_at')::timestamptz AS entered_at
+           FROM ev
+           WHERE kind = 'stage_decided' AND occurred_at >= $2
+             AND coalesce((data->>'interim')::boolean, false) = false
+           ORDER BY occurred_at""", province, start, end))
+
+
+async def open_counts(conn: asyncpg.Connection, province: str | None, at: datetime) -> list[asyncpg.Record]:
+    """Open cases at `at` by stage (the state of each case's last event before `at`)."""
+    return list(await conn.fetch(
+        """SELECT st->>'stage' AS stage, count(*) AS n,
+                  count(*) FILTER (WHERE (st->'deadline'->>'due_at')::timestamptz < $2) AS overdue
+           FROM (SELECT (SELECT e.state FROM oversight.case_events e WHERE e.case_id = s.case_id
+                          AND e.occurred_at < $2 ORDER BY e.seq DESC LIMIT 1) AS st
+                 FROM oversight.case_summary s WHERE ($1::text IS NULL OR s.province = $1)) x
+           WHERE st IS NOT NULL AND st->>'status' IN ('Active', 'FollowUp')
+           GROUP BY 1 ORDER BY 1""", province, at))
+
+
+async def escalations(conn: asyncpg.Connection, province: str | None, start: datetime, end: datetime
+                      ) -> list[asyncpg.Record]:
+    return list(await conn.fetch(
+        """SELECT coalesce((e.data->>'level')::int, 0) AS level, count(*) AS n
+           FROM oversight.case_events e
+           WHERE e.kind IN ('deadline_escalated', 'escalated_by_supervisor', 'handoff_escalated')
+             AND e.occurred_at >= $2 AND e.occurred_at < $3
+             AND e.case_id IN (SELECT case_id FROM oversight.case_summary WHERE $1::text IS NULL OR province = $1)
+           GROUP BY 1 ORDER BY 1""", province, start, end))
