@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import structlog
@@ -54,7 +54,8 @@ Other services read a person here with the caller's own token: section rules app
 masked unless they break glass with a reason, and **every read of personal data is access-logged**.
 Person and victim fields use HTCDS names and picklists."""
 
-RECONCILE_INTERVAL = 60.0
+RECONCILE_INTERVAL = 60.0  # seconds; runtime.extras["reconcile_interval"] overrides (None/0 = off)
+RECONCILE_OLDER_THAN = 30.0  # leave in-flight openings to their own request
 
 
 @contextlib.asynccontextmanager
@@ -62,7 +63,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Runs inside the app's lifespan (the runtime exists): start workflows a crash left unstarted."""
     runtime: Runtime = app.state.runtime
     interval = runtime.extras.get("reconcile_interval", RECONCILE_INTERVAL)
-    task = asyncio.create_task(_reconcile_loop(runtime, interval), name="intake-reconcile") if interval else None
+    older = timedelta(seconds=float(runtime.extras.get("reconcile_older_than", RECONCILE_OLDER_THAN)))
+    task = (asyncio.create_task(_reconcile_loop(runtime, float(interval), older), name="intake-reconcile")
+            if interval else None)
     try:
         yield
     finally:
@@ -72,10 +75,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 await task
 
 
-async def _reconcile_loop(runtime: Runtime, interval: float) -> None:
+async def _reconcile_loop(runtime: Runtime, interval: float, older_than: timedelta) -> None:
     while True:
         try:
-            await opening.reconcile_workflow_starts(runtime)
+            await opening.reconcile_workflow_starts(runtime, older_than)
         except Exception as exc:  # keep trying; the database or Temporal may be back next time
             log.warning("reconcile_failed", error=type(exc).__name__)
         await asyncio.sleep(interval)
@@ -410,7 +413,7 @@ async def classify(request: Request, case_id: str, body: ClassifyRequest, princi
     cmd = Decide(actor=actor, expected_version=body.expected_version, justification=body.justification,
                  decision=ReceiveDecision(classification=body.classification, channel=case["channel"]))
     handle = runtime.temporal.get_workflow_handle(case_id)
-    state = await call_workflow(lambda: handle.execute_update(
+    state: CaseState = await call_workflow(lambda: handle.execute_update(
         "decide", cmd, id=idem_key or str(uuid.uuid4()), rpc_timeout=UPDATE_RPC_TIMEOUT, result_type=CaseState))
     log.info("case_classified", case_id=case_id, classification=body.classification.value)
     return state

@@ -37,7 +37,8 @@ async def case_state(runtime: Runtime, case: asyncpg.Record) -> CaseState | None
         return None
     handle = runtime.temporal.get_workflow_handle(case["case_id"])
     try:
-        return await handle.query("state", result_type=CaseState, rpc_timeout=QUERY_TIMEOUT)
+        state: CaseState = await handle.query("state", result_type=CaseState, rpc_timeout=QUERY_TIMEOUT)
+        return state
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             return None

@@ -95,7 +95,7 @@ async def open_case_once(pool: asyncpg.Pool, new: NewCase) -> OpenOutcome:
     return OpenOutcome(existing, False, await duplicates_of_case(pool, existing["case_id"], only_new=True))
 
 
-async def _flag_duplicates(conn: asyncpg.Connection, new: NewCase) -> list[asyncpg.Record]:
+async def _flag_duplicates(conn: Any, new: NewCase) -> list[asyncpg.Record]:
     if not new.identity_bidx and not new.name_year_bidx:
         return []
     matches = await conn.fetch(
@@ -158,7 +158,8 @@ SORTS = {"opened_at": "opened_at ASC, case_id ASC", "-opened_at": "opened_at DES
 async def list_cases(pool: asyncpg.Pool, *, province: str | None, channel: str | None,
                      opened_from: datetime | None, opened_to: datetime | None, sort: str, limit: int,
                      offset: int) -> tuple[list[asyncpg.Record], int]:
-    where, args = [], []  # type: ignore[var-annotated]
+    where: list[str] = []
+    args: list[Any] = []
     for cond, val in (("province = ${}", province), ("channel = ${}", channel),
                       ("opened_at >= ${}", opened_from), ("opened_at < ${}", opened_to)):
         if val is not None:
@@ -213,7 +214,8 @@ async def log_access(pool: asyncpg.Pool, *, user_id: str, agency: str, roles: li
 
 async def list_access_log(pool: asyncpg.Pool, *, case_id: str | None, user_id: str | None,
                           province: str | None, cursor: int | None, limit: int) -> list[asyncpg.Record]:
-    where, args = [], []  # type: ignore[var-annotated]
+    where: list[str] = []
+    args: list[Any] = []
     for cond, val in (("case_id = ${}", case_id), ("user_id = ${}", user_id), ("case_province = ${}", province),
                       ("access_id < ${}", cursor)):
         if val is not None:

@@ -105,6 +105,32 @@ async def test_crash_between_commit_and_start_is_recovered(ts_env: Any, db_pool:
         assert await opening.reconcile_workflow_starts(it.runtime, older_than=timedelta(0)) == []
 
 
+async def test_reconcile_runs_in_the_background(ts_env: Any, db_pool: Any, db_url: str, ring: KeyRing,
+                                               task_queue: str) -> None:
+    from services.intake import opening, repository
+    from services.intake.models import OpenCaseRequest
+    from shared.auth import Principal
+    from shared.domain import AgencyRole
+
+    async with intake_app(ts_env, db_pool, db_url, ring, task_queue,
+                          extras={"reconcile_interval": 0.05, "reconcile_older_than": 0}) as it:
+        principal = Principal(user_id="police-1", roles=frozenset({Role.caseworker}), agency=AgencyRole.police,
+                              province=PROVINCE)
+        new = opening.build_new_case(it.runtime, OpenCaseRequest.model_validate(open_body()), principal,
+                                     idem_key="bg-1", request_id=None, source="api")
+        case_id = (await repository.open_case_once(db_pool, new)).case["case_id"]
+        started = None
+        for _ in range(200):  # bounded wait for the background task, not a timing assertion
+            started = await db_pool.fetchval("SELECT workflow_started_at FROM intake.intake_cases "
+                                             "WHERE case_id = $1", case_id)
+            if started:
+                break
+            await asyncio.sleep(0.05)
+        assert started is not None
+        state = await ts_env.client.get_workflow_handle(case_id).query("state", result_type=CaseState)
+        assert state.facts.case_id == case_id
+
+
 async def test_picklist_and_bad_input_errors(ts_env: Any, db_pool: Any, db_url: str, ring: KeyRing,
                                              task_queue: str) -> None:
     async with intake_app(ts_env, db_pool, db_url, ring, task_queue, workers=False) as it:

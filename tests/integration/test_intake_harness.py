@@ -78,13 +78,13 @@ class Intake:
 
 @asynccontextmanager
 async def intake_app(env: Any, db_pool: asyncpg.Pool, db_url: str, ring: KeyRing, task_queue: str,
-                     *, workers: bool = True) -> AsyncIterator[Intake]:
+                     *, workers: bool = True, extras: dict[str, Any] | None = None) -> AsyncIterator[Intake]:
     settings = Settings()
     holder: dict[str, Runtime] = {}
 
     async def factory() -> Runtime:
         rt = Runtime(settings, ring, await create_pool(db_url, 1, 8), env.client,
-                     extras={"workflow_task_queue": task_queue, "reconcile_interval": None})
+                     extras={"workflow_task_queue": task_queue, "reconcile_interval": None, **(extras or {})})
         holder["rt"] = rt
         return rt
 
