@@ -128,13 +128,22 @@ async def technical_problems(client: Client, case_id: str) -> list[TechnicalProb
         out.append(TechnicalProblem(kind="workflow_not_running", detail=f"workflow status {desc.status.name}"))
     for pa in raw.pending_activities:
         if pa.attempt > 1 or pa.HasField("last_failure"):
-            msg = pa.last_failure.message[:300] if pa.HasField("last_failure") else ""
+            msg = await _failure_message(client, pa.last_failure) if pa.HasField("last_failure") else ""
             out.append(TechnicalProblem(kind="activity_failing", attempt=pa.attempt,
                                         detail=f"{pa.activity_type.name}: {msg}".strip()))
     if raw.HasField("pending_workflow_task") and raw.pending_workflow_task.attempt > 1:
         out.append(TechnicalProblem(kind="workflow_task_failing", attempt=raw.pending_workflow_task.attempt,
                                     detail="workflow task is failing and being retried (see worker logs)"))
     return out
+
+
+async def _failure_message(client: Client, failure: Any) -> str:
+    """The failure's message; the codec encrypted it (encoded attributes), so decode with the client's converter."""
+    try:
+        exc = await client.data_converter.decode_failure(failure)
+        return str(exc)[:300]
+    except Exception:  # a failure we cannot decode: say so rather than fail the list
+        return "(failure message could not be decoded)"
 
 
 def _categories(r: Any) -> list[Category]:
