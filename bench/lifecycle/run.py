@@ -390,7 +390,7 @@ def report(args: argparse.Namespace, r: dict[str, Any], mach: dict[str, str]) ->
         "## Lifecycle",
         "",
         f"Measured {when} with `.venv/bin/python bench/lifecycle/run.py --updates {args.updates} --cases {args.cases} "
-        f"--concurrency {args.concurrency}` (machine below; load average at start {mach['load']}, other people's "
+        f"--concurrency {args.concurrency}` (see Machine; load average at start {mach['load']}, other people's "
         "work was running on the same 2 cores, so treat the figures as a floor).",
         "",
         "Setup: `temporal server start-dev` 1.9.1 with SQLite WAL + `synchronous=full` (as `nrm up`), embedded "
