@@ -88,7 +88,7 @@ async def build(conn: asyncpg.Connection, kind: ReportKind, province: str | None
     kpis = await kpi_mod.compute(conn, province, start, end, lang)
     received = await repo.received_cases(conn, province, start, end)
     by_channel = Counter(r["channel"] for r in received)
-    by_category = Counter()
+    by_category: Counter[str] = Counter()
     outcomes: Counter[str] = Counter()
     for r in received:
         by_category["child" if r["is_child"] else "adult"] += 1
