@@ -3,10 +3,11 @@ authentication matrix of both services: every endpoint answers 401 without a val
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,6 +15,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from temporalio.client import Client, WorkflowHandle
+from temporalio.service import RPCError
 
 from shared.auth import mint_token
 from shared.config import Settings
@@ -23,11 +25,10 @@ from shared.domain import AgeBand, AgencyRole, Channel, DecisionMakingOrg, Role,
 from shared.runtime import Runtime
 from shared.service import build_app
 from tests.conftest import new_case_id
-from tests.workflow.harness import running_workers
+from tests.workflow.harness import Harness, running_workers
 from workflows.models import (
     Actor,
     CaseFacts,
-    CaseInput,
     CaseState,
     Classification,
     Decide,
@@ -62,6 +63,8 @@ class Stack:
     task_queue: str
     ring: KeyRing
     http: dict[str, httpx.AsyncClient]
+    workers: Harness
+    opened: list[str] = field(default_factory=list)
 
     @property
     def ver(self) -> httpx.AsyncClient:
@@ -78,7 +81,8 @@ class Stack:
         facts = CaseFacts(case_id=cid, person_ref=f"p-{uuid.uuid4().hex[:12]}", province=PROVINCE, channel=channel,
                           age_band=age_band, abroad=abroad, foreign_national=foreign, already_safe=already_safe,
                           opened_by=wf_actor(A.hotline), opened_at=datetime.now(UTC))
-        await self.client.start_workflow("CaseWorkflow", CaseInput(facts=facts), id=cid, task_queue=self.task_queue)
+        await self.workers.open(facts)  # the workflow harness knows the per-test oversight queue
+        self.opened.append(cid)
         await self.state(cid)
         return cid
 
@@ -118,7 +122,7 @@ class Stack:
 async def stack(env: Any, db_pool: Any, db_url: str, ring: KeyRing, task_queue: str) -> AsyncIterator[Stack]:
     """Workflow worker + oversight activities (tests/workflow/harness.py), and both service apps in-process."""
     settings = Settings()
-    async with running_workers(env.client, db_pool, ring, task_queue):
+    async with running_workers(env.client, db_pool, ring, task_queue) as workers:
         apps: dict[str, FastAPI] = {}
         for name in ("verification", "support"):
             async def factory() -> Runtime:
@@ -128,12 +132,16 @@ async def stack(env: Any, db_pool: Any, db_url: str, ring: KeyRing, task_queue: 
                 apps["support"].router.lifespan_context(apps["support"]):
             http = {n: httpx.AsyncClient(transport=httpx.ASGITransport(app=a), base_url=f"http://{n}")
                     for n, a in apps.items()}
-            s = Stack(env.client, task_queue, ring, http)
+            s = Stack(env.client, task_queue, ring, http, workers)
             try:
                 yield s
             finally:
                 for c in http.values():
                     await c.aclose()
+                # leftover running cases would hold the time-skipping clock for later tests (their workers are gone)
+                for cid in s.opened:
+                    with contextlib.suppress(RPCError):
+                        await env.client.get_workflow_handle(cid).terminate("test finished")
 
 
 # ---- authentication matrix --------------------------------------------------------------------
