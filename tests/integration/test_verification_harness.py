@@ -75,11 +75,11 @@ class Stack:
         return self.http["support"]
 
     async def open_case(self, *, channel: Channel = Channel.hotline_111, already_safe: bool = True,
-                        abroad: bool = False, foreign: bool = False, age_band: AgeBand = AgeBand.adult,
+                        abroad: bool = False, foreign: bool = False, age_band: AgeBand | str = AgeBand.adult,
                         case_id: str | None = None) -> str:
         cid = case_id or new_case_id()
         facts = CaseFacts(case_id=cid, person_ref=f"p-{uuid.uuid4().hex[:12]}", province=PROVINCE, channel=channel,
-                          age_band=age_band, abroad=abroad, foreign_national=foreign, already_safe=already_safe,
+                          age_band=AgeBand(age_band), abroad=abroad, foreign_national=foreign, already_safe=already_safe,
                           opened_by=wf_actor(A.hotline), opened_at=datetime.now(UTC))
         await self.workers.open(facts)  # the workflow harness knows the per-test oversight queue
         self.opened.append(cid)
