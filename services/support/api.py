@@ -7,7 +7,7 @@ workflow rejects the Update."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 
@@ -93,7 +93,7 @@ Actor_ = require_roles(Role.caseworker, Role.supervisor)
 Limit = Annotated[int, Query(ge=1, le=200, description="page size")]
 Offset = Annotated[int, Query(ge=0, le=100_000, description="rows to skip")]
 RefPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
-ERRORS = {401: {"description": "no or invalid bearer token"},
+ERRORS: dict[int | str, dict[str, Any]] = {401: {"description": "no or invalid bearer token"},
           403: {"description": "wrong role, agency, jurisdiction or missing consent"},
           404: {"description": "case (or handoff / follow-up) not found"},
           409: {"description": "stale version or wrong stage"},

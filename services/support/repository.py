@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from services.support.entitlements import LETTER, Entitled, SupportType
 from services.support.models import (
@@ -16,7 +17,7 @@ from services.support.models import (
 from shared.crypto import KeyRing
 
 S = "support"
-Conn = asyncpg.Connection | asyncpg.Pool
+Conn = asyncpg.Connection | asyncpg.Pool | PoolConnectionProxy
 
 
 # ---- support plans ----------------------------------------------------------------------------

@@ -7,7 +7,7 @@ suspected perpetrators) and hands the workflow only their ids."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 
@@ -92,7 +92,7 @@ Limit = Annotated[int, Query(ge=1, le=200, description="page size")]
 Offset = Annotated[int, Query(ge=0, le=100_000, description="rows to skip")]
 POLICE_WRITERS = frozenset({AgencyRole.police, AgencyRole.border_guard, AgencyRole.coast_guard})
 DECIDING = (Stage.verify, Stage.identify, Stage.rescue, Stage.protect)
-ERRORS = {401: {"description": "no or invalid bearer token"},
+ERRORS: dict[int | str, dict[str, Any]] = {401: {"description": "no or invalid bearer token"},
           403: {"description": "wrong role, agency or jurisdiction"},
           404: {"description": "case not found"},
           409: {"description": "stale version or wrong stage"},

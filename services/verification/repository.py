@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from services.verification.models import (
     EvidenceIn,
@@ -25,7 +26,7 @@ from services.verification.models import (
 from shared.crypto import KeyRing, normalise_text
 
 S = "verification"
-Conn = asyncpg.Connection | asyncpg.Pool
+Conn = asyncpg.Connection | asyncpg.Pool | PoolConnectionProxy
 
 
 def _enc(ring: KeyRing, value: str | None, column: str) -> bytes | None:
@@ -79,14 +80,14 @@ async def insert_rescue_operation(conn: Conn, ring: KeyRing, operation_id: str, 
         _enc(ring, body.plan_notes, "rescue_operations.plan_notes"), user_id)
 
 
-async def lock_rescue_operation(conn: asyncpg.Connection, case_id: str, operation_id: str
+async def lock_rescue_operation(conn: Conn, case_id: str, operation_id: str
                                 ) -> asyncpg.Record | None:
     return await conn.fetchrow(
         f"SELECT * FROM {S}.rescue_operations WHERE case_id = $1 AND operation_id = $2 FOR UPDATE",
         case_id, operation_id)
 
 
-async def complete_rescue_operation(conn: asyncpg.Connection, operation_id: str, outcome: str,
+async def complete_rescue_operation(conn: Conn, operation_id: str, outcome: str,
                                     persons: Sequence[RescuedPerson]) -> None:
     await conn.execute(
         f"UPDATE {S}.rescue_operations SET status = 'done', outcome = $2, completed_at = now() "
