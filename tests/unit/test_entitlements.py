@@ -65,3 +65,14 @@ def test_not_a_victim_gets_nothing_and_reason_names_the_field() -> None:
                             status_column(TS.PossibleVictimOfTrafficking, abroad=False, foreign_national=False))
     assert reason.startswith("service_type: vocational_training (i,")
     assert "suspected_in_vietnam" in reason and "Art. 37" in reason
+
+
+def test_picklists_match_htcds() -> None:
+    """The support plan and perpetrator picklists are exactly HTCDS's (shared/htcds.py reads fields.csv)."""
+    from services.support.models import PlanType
+    from services.verification.models import PerpetratorRole
+    from shared.htcds import fields
+
+    spec = fields()
+    assert [p.value for p in PlanType] == list(spec["spl_Type"].values)
+    assert [r.value for r in PerpetratorRole] == list(spec["per_RoleInProcess"].values)
