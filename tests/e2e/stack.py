@@ -1,0 +1,198 @@
+"""The real NRM stack for end-to-end tests: `nrm up` as a subprocess, once per test module.
+
+Same approach as tests/e2e/test_nrm_up.py: every NRM_*_PORT is a free port, NRM_DATA_DIR is a fresh temp
+directory (embedded PostgreSQL, Temporal dev server SQLite, key ring), the test waits for /readyz on every
+service and for the supervisor's "[6/6] ready", mints tokens with shared.auth.mint_token and the key ring
+`nrm up` created in the data directory, and at the end sends SIGTERM to the supervisor and checks that
+nothing of the stack is left running (PostgreSQL, Temporal, services, workers, ports).
+
+Synchronous on purpose: a module-scoped fixture starts it once and the tests talk to it with httpx."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from shared.auth import mint_token
+from shared.config import REPO_ROOT, SERVICE_NAMES
+from shared.crypto import KeyRing, load_keyring
+from shared.domain import AgencyRole, Role
+from shared.embedded import pid_alive, port_open, postgres_pid
+
+READY_TIMEOUT = 150.0
+STOP_TIMEOUT = 120.0
+PORT_VARS = ("NRM_TEMPORAL_PORT", "NRM_TEMPORAL_UI_PORT", "NRM_INTAKE_PORT", "NRM_VERIFICATION_PORT",
+             "NRM_SUPPORT_PORT", "NRM_OVERSIGHT_PORT", "NRM_CODEC_PORT")
+PROVINCE = "01"  # Hà Nội: every token and case of these tests is in this province
+
+
+def free_ports(n: int) -> list[int]:
+    """Distinct ports nobody listens on now (bound together, so the kernel hands out different ones)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@dataclass
+class RunningStack:
+    data_dir: Path
+    env: dict[str, str]
+    ports: dict[str, int]
+    proc: subprocess.Popen[bytes] | None = None
+    _ring: KeyRing | None = field(default=None, repr=False)
+
+    # ---- addresses and tokens --------------------------------------------------------------
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.ports[f'NRM_{service.upper()}_PORT']}"
+
+    def client(self, service: str, timeout: float = 60.0) -> httpx.Client:
+        return httpx.Client(base_url=self.url(service), timeout=timeout)
+
+    def async_client(self, service: str, timeout: float = 60.0) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.url(service), timeout=timeout)
+
+    @property
+    def ring(self) -> KeyRing:
+        if self._ring is None:
+            self._ring = load_keyring(self.data_dir / "keyring.json")
+        return self._ring
+
+    def auth(self, agency: AgencyRole, *roles: Role, user: str | None = None,
+             province: str = PROVINCE) -> dict[str, str]:
+        """Bearer header for a user of `agency` (caseworker unless other roles are given), signed with the
+        stack's own key ring so the running services accept it."""
+        token = mint_token(self.ring, user_id=user or f"{agency.value}-1", display_name=user or agency.value,
+                           roles=list(roles or (Role.caseworker,)), agency=agency, province=province)
+        return {"Authorization": f"Bearer {token}"}
+
+    def state(self) -> dict[str, Any]:
+        return dict(json.loads((self.data_dir / "state.json").read_text()))
+
+    def diagnostics(self) -> str:
+        """The supervisor's output and the tail of every log, for a failing assertion's message."""
+        parts = []
+        for path in [self.data_dir / "up.out", *sorted((self.data_dir / "logs").glob("*.log"))]:
+            if path.exists():
+                parts.append(f"--- {path.name} ---\n" + "\n".join(path.read_text(errors="replace").splitlines()[-30:]))
+        return "\n".join(parts)
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    def up(self) -> None:
+        with open(self.data_dir / "up.out", "ab") as out:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen([sys.executable, "-m", "shared.cli", "up"], cwd=REPO_ROOT, env=self.env,
+                                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self) -> None:
+        """Every service's /readyz answers 200, then the supervisor reports ready."""
+        assert self.proc is not None
+        deadline = time.monotonic() + READY_TIMEOUT
+        pending = {name: self.url(name) for name in SERVICE_NAMES}
+        with httpx.Client(timeout=2.0) as http:
+            while pending:
+                assert self.proc.poll() is None, f"nrm up exited with {self.proc.returncode}\n{self.diagnostics()}"
+                assert time.monotonic() < deadline, f"not ready within {READY_TIMEOUT}s: {pending}\n{self.diagnostics()}"
+                for name, url in list(pending.items()):
+                    try:
+                        if http.get(f"{url}/readyz").status_code == 200:
+                            del pending[name]
+                    except httpx.HTTPError:
+                        pass
+                time.sleep(0.5)
+        while b"[6/6] ready" not in (self.data_dir / "up.out").read_bytes():
+            assert self.proc.poll() is None, f"nrm up exited with {self.proc.returncode}\n{self.diagnostics()}"
+            assert time.monotonic() < deadline, f"supervisor never reported ready\n{self.diagnostics()}"
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        """SIGTERM to the supervisor (what Ctrl-C / `nrm down` do), then check nothing is left running."""
+        state = self.state() if (self.data_dir / "state.json").exists() else None
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                code = self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                code = None
+            assert code == 0, f"nrm up did not stop cleanly on SIGTERM (exit {code})\n{self.diagnostics()}"
+        if state is not None:
+            self.assert_all_stopped(state)
+
+    def assert_all_stopped(self, state: dict[str, Any]) -> None:
+        diag = self.diagnostics()
+        assert postgres_pid(self.data_dir) is None, f"PostgreSQL still running\n{diag}"
+        for var, port in self.ports.items():
+            assert not port_open("127.0.0.1", port), f"{var}={port} still listening\n{diag}"
+        for name, pid in state["children"].items():
+            assert not pid_alive(int(pid)), f"{name} (pid {pid}) still running\n{diag}"
+        if state.get("temporal_pid"):
+            assert not pid_alive(int(state["temporal_pid"])), f"Temporal still running\n{diag}"
+        assert not (self.data_dir / "state.json").exists(), "the supervisor left its state file behind"
+
+    def force_down(self) -> None:
+        """Last resort after a failure: `nrm down` cleans up whatever the state file still names, then the
+        supervisor's own process group (only ours: it was started in a new session)."""
+        subprocess.run([sys.executable, "-m", "shared.cli", "down"], cwd=REPO_ROOT, env=self.env,
+                       capture_output=True, timeout=180, check=False)
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(30)
+
+
+def policy_copy(data_dir: Path, change: Callable[[dict[str, Any]], None]) -> Path:
+    """workflows/policy.yaml, changed by `change`, written into the data dir (for NRM_POLICY_FILE)."""
+    raw = yaml.safe_load((REPO_ROOT / "workflows" / "policy.yaml").read_text(encoding="utf-8"))
+    change(raw)
+    path = data_dir / "policy.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+@contextmanager
+def running_stack(policy_change: Callable[[dict[str, Any]], None] | None = None) -> Iterator[RunningStack]:
+    """Start `nrm up` on free ports and a temp data dir; yield it ready; stop it with SIGTERM and check that
+    nothing is left running. Whatever happens, no server is left behind and the temp dir is removed."""
+    # Not pytest's tmp_path: as root the embedded PostgreSQL runs as `pgserver`, and each new pytest
+    # session (anyone's) resets /tmp/pytest-of-root to 0700, which would lock it out of its data dir.
+    data_dir = Path(tempfile.mkdtemp(prefix="nrm-e2e-"))
+    ports = dict(zip(PORT_VARS, free_ports(len(PORT_VARS)), strict=True))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NRM_")}  # a developer's settings stay out
+    env.update({"NRM_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"})
+    env.update({k: str(v) for k, v in ports.items()})
+    if policy_change is not None:
+        env["NRM_POLICY_FILE"] = str(policy_copy(data_dir, policy_change))
+    stack = RunningStack(data_dir, env, ports)
+    stopped = False
+    try:
+        stack.up()
+        stack.wait_ready()
+        yield stack
+        stack.stop()
+        stopped = True
+    finally:
+        if not stopped:
+            stack.force_down()
+        shutil.rmtree(data_dir, ignore_errors=True)
