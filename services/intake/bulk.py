@@ -36,7 +36,9 @@ from .models import (
 from .repository import IdempotencyConflict
 
 _ADAPTER = TypeAdapter(OpenCaseRequest)
-BULK_CONCURRENCY = 8
+# Rows open one after another, in row order: when two rows of one arrival describe the same person,
+# the later row is the one flagged as a possible duplicate of the earlier, every time.
+BULK_CONCURRENCY = 1
 
 CASE_COLUMNS = ("channel", "province", "commune", "abroad", "foreign_national", "already_safe", "con_Consent")
 PERSON_COLUMNS = tuple(PersonIn.model_fields)

@@ -7,12 +7,16 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import asyncpg
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, Interceptor, OutboundInterceptor, StartWorkflowInput, WorkflowHandle
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.enums.v1 import PendingActivityState, WorkflowExecutionStatus
+from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from services.oversight.activities import OversightActivities
@@ -20,12 +24,36 @@ from shared.config import Settings
 from shared.crypto import KeyRing
 from shared.domain import AgeBand, AgencyRole, Channel, Role
 from shared.runtime import Runtime
-from shared.temporal import OVERSIGHT_TASK_QUEUE
 from workflows.case_workflow import CaseWorkflow
 from workflows.models import Actor, CaseFacts, CaseInput, CaseState
 from workflows.worker import build_worker
 
 PROVINCE = "01"
+
+
+class StartedWorkflows(Interceptor):
+    """Client interceptor (installed on the test environments' clients) that remembers every workflow
+    a test starts, through the harness or through a service API, so the harness can settle them all."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+
+    def intercept_client(self, next: OutboundInterceptor) -> OutboundInterceptor:
+        return _RecordStarts(next, self)
+
+
+class _RecordStarts(OutboundInterceptor):
+    def __init__(self, next: OutboundInterceptor, registry: StartedWorkflows) -> None:
+        super().__init__(next)
+        self._registry = registry
+
+    async def start_workflow(self, input: StartWorkflowInput) -> WorkflowHandle[Any, Any]:
+        handle = await super().start_workflow(input)
+        self._registry.ids.append(input.id)
+        return handle
+
+
+STARTED = StartedWorkflows()
 
 
 def actor(agency: AgencyRole, *roles: Role, user: str | None = None, province: str = PROVINCE) -> Actor:
@@ -49,9 +77,19 @@ class Harness:
     task_queue: str
     pool: asyncpg.Pool
 
+    oversight_task_queue: str
+    opened: list[str] = field(default_factory=list)
+
     async def open(self, f: CaseFacts) -> WorkflowHandle[Any, Any]:
-        return await self.client.start_workflow(CaseWorkflow.run, CaseInput(facts=f), id=f.case_id,
-                                                task_queue=self.task_queue)
+        handle = await self.client.start_workflow(
+            CaseWorkflow.run, CaseInput(facts=f, oversight_task_queue=self.oversight_task_queue), id=f.case_id,
+            task_queue=self.task_queue)
+        self.opened.append(f.case_id)
+        return handle
+
+    def adopt(self, case_id: str) -> None:
+        """Terminate this case too when the harness ends (a case opened by another harness or an API)."""
+        self.opened.append(case_id)
 
     async def state(self, handle: WorkflowHandle[Any, Any]) -> CaseState:
         return await handle.query(CaseWorkflow.state)
@@ -68,14 +106,57 @@ class Harness:
 
 
 @asynccontextmanager
-async def running_workers(client: Client, pool: asyncpg.Pool, ring: KeyRing, task_queue: str
-                          ) -> AsyncIterator[Harness]:
+async def running_workers(client: Client, pool: asyncpg.Pool, ring: KeyRing, task_queue: str,
+                          keep_cases: bool = False) -> AsyncIterator[Harness]:
+    """Workers for one test. On exit the test's cases are terminated (unless keep_cases): on the
+    time-skipping server an orphaned case's timers would otherwise block the shared clock."""
     runtime = Runtime(Settings(), ring, pool, client)
-    oversight = Worker(client, task_queue=OVERSIGHT_TASK_QUEUE,
+    oversight_queue = f"{task_queue}-oversight"  # per test: cases of other tests never reach this database
+    oversight = Worker(client, task_queue=oversight_queue,
                        activities=[OversightActivities(runtime).record_case_events,
                                    OversightActivities(runtime).export_case_history])
-    async with build_worker(client, task_queue), oversight:
-        yield Harness(client, task_queue, pool)
+    harness = Harness(client, task_queue, pool, oversight_queue)
+    first_started = len(STARTED.ids)
+    # a worker whose cases outlive it runs without a sticky cache: the test server would otherwise hold
+    # the next workflow task on the dead worker's sticky queue, waiting for a timeout on a clock it stops
+    async with build_worker(client, task_queue, max_cached_workflows=0 if keep_cases else 1000), oversight:
+        try:
+            yield harness
+        finally:
+            # while the workers still run: let in-flight activities finish, then end the test's cases
+            for case_id in dict.fromkeys([*harness.opened, *STARTED.ids[first_started:]]):
+                await _settle(client, case_id, terminate=not keep_cases)
+
+
+async def _settle(client: Client, case_id: str, terminate: bool) -> None:
+    """Wait until no workflow task and no started activity is pending, then cancel the case unless kept.
+    The time-skipping test server does not advance its shared clock past work that no worker will
+    finish, so a case left mid-task would stall every later test's env.sleep."""
+    handle = client.get_workflow_handle(case_id)
+    request = DescribeWorkflowExecutionRequest(namespace=client.namespace,
+                                               execution=WorkflowExecution(workflow_id=case_id))
+    running = WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING
+    started = PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+    try:
+        for _ in range(250):
+            # the raw RPC: the typed describe() cannot decode the test server's datetime search attributes
+            desc = await client.workflow_service.describe_workflow_execution(request)
+            if desc.workflow_execution_info.status != running:
+                return
+            busy = desc.HasField("pending_workflow_task") or any(a.state == started for a in desc.pending_activities)
+            if not busy and desc.workflow_execution_info.history_length > 4:
+                break
+            await asyncio.sleep(0.02)
+        if terminate:
+            # cancel, handled by the still-running worker, so the run and its timers end cleanly
+            await handle.cancel()
+            for _ in range(250):
+                desc = await client.workflow_service.describe_workflow_execution(request)
+                if desc.workflow_execution_info.status != running:
+                    return
+                await asyncio.sleep(0.02)
+    except RPCError:
+        pass  # completed meanwhile
 
 
 UPDATE_TIMEOUT = timedelta(seconds=10)
