@@ -1,0 +1,87 @@
+"""The four service apps in-process over one test database and the time-skipping Temporal server, with
+the workflow worker (tests/workflow/harness.py) running inside them, plus principals and tokens.
+
+Ordering matters: the apps' lifespans (their activity workers, among them oversight's audit worker on
+`nrm-oversight`, where the workflows intake starts send their audit events) are entered first and left
+last, so that `running_workers` settles every case the test started while those workers still run."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import httpx
+from fastapi import FastAPI
+
+from shared.auth import mint_token
+from shared.config import Settings
+from shared.crypto import KeyRing
+from shared.db import create_pool
+from shared.domain import AgencyRole, Role
+from shared.runtime import Runtime
+from shared.service import build_app
+from tests.workflow.harness import Harness, running_workers
+
+SERVICES = ("intake", "verification", "support", "oversight")
+PROVINCE = "01"
+OTHER_PROVINCE = "79"
+A = AgencyRole
+
+
+def bearer(ring: KeyRing, agency: AgencyRole, *roles: Role, province: str = PROVINCE,
+           user: str | None = None) -> dict[str, str]:
+    token = mint_token(ring, user_id=user or f"{agency.value}-{province}-{'-'.join(r.value for r in roles)}",
+                       roles=list(roles or (Role.caseworker,)), agency=agency, province=province)
+    return {"Authorization": f"Bearer {token}"}
+
+
+@dataclass
+class Stack:
+    ring: KeyRing
+    client: Any
+    workers: Harness
+    apps: dict[str, FastAPI]
+    http: dict[str, httpx.AsyncClient]
+    runtimes: dict[str, Runtime] = field(default_factory=dict)
+
+    def __getitem__(self, service: str) -> httpx.AsyncClient:
+        return self.http[service]
+
+    async def wait_event(self, pool: asyncpg.Pool, case_id: str, kind: str, wait_s: float = 15.0) -> None:
+        """Until the oversight audit log holds an event of this kind for the case."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while loop.time() < deadline:
+            if await pool.fetchval("SELECT count(*) FROM oversight.case_events WHERE case_id = $1 AND kind = $2",
+                                   case_id, kind):
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"no {kind} event recorded for {case_id}")
+
+
+@asynccontextmanager
+async def service_stack(env: Any, db_pool: asyncpg.Pool, db_url: str, ring: KeyRing, task_queue: str,
+                        *, settings: Settings | None = None) -> AsyncIterator[Stack]:
+    settings = settings or Settings()
+    runtimes: dict[str, Runtime] = {}
+    apps: dict[str, FastAPI] = {}
+    for name in SERVICES:
+        def factory(name: str = name) -> Any:
+            async def make() -> Runtime:
+                rt = Runtime(settings, ring, await create_pool(db_url, 1, 4), env.client,
+                             extras={"workflow_task_queue": task_queue, "reconcile_interval": None})
+                runtimes[name] = rt
+                return rt
+            return make
+        apps[name] = build_app(name, settings, runtime_factory=factory())
+    async with AsyncExitStack() as stack:
+        for app in apps.values():
+            await stack.enter_async_context(app.router.lifespan_context(app))
+        http = {n: await stack.enter_async_context(
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=a), base_url=f"http://{n}")) for n, a in apps.items()}
+        async with running_workers(env.client, db_pool, ring, task_queue) as workers:
+            yield Stack(ring, env.client, workers, apps, http, runtimes)
