@@ -10,11 +10,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
+import yaml
 
 from shared.domain import AgencyRole, Role
 from tests.e2e.stack import PROVINCE, RunningStack, running_stack
@@ -77,9 +79,13 @@ HOTLINE_REPORT: dict[str, Any] = {
 
 def test_hotline_report_to_closure(stack: RunningStack, http: dict[str, httpx.Client]) -> None:
     intake, ver, sup, ovs = http["intake"], http["verification"], http["support"], http["oversight"]
+    # the agencies that own each stage of a hotline case, as the policy file in use says
+    owners = _stage_owners(stack, "hotline_111")
+    assert owners == {"verify": A.social_protection, "identify": A.police, "protect": A.social_protection,
+                      "reintegrate": A.social_protection}
     hotline = stack.auth(A.hotline, user="hotline-op-7")
-    sp = stack.auth(A.social_protection, user="sp-worker-3")
-    police = stack.auth(A.police, user="police-inv-12")
+    sp = stack.auth(owners["verify"], user="sp-worker-3")
+    police = stack.auth(owners["identify"], user="police-inv-12")
     legal = stack.auth(A.legal_aid, user="legal-aid-2")
     sp_supervisor = stack.auth(A.social_protection, Role.supervisor, user="sp-supervisor-1")
     auditor = stack.auth(A.steering_committee, Role.auditor, user="auditor-1", province="*")
@@ -261,6 +267,13 @@ def test_hotline_report_to_closure(stack: RunningStack, http: dict[str, httpx.Cl
 
     # a caseworker gets nothing from oversight
     assert ovs.get(f"/cases/{cid}/history", headers=sp).status_code == 403
+
+
+def _stage_owners(stack: RunningStack, channel: str) -> dict[str, AgencyRole]:
+    policy = yaml.safe_load(Path(stack.env["NRM_POLICY_FILE"]).read_text(encoding="utf-8"))
+    owners = policy["stage_owners"]
+    return {stage: AgencyRole(owners[stage].get(channel, owners[stage]["default"]))
+            for stage in ("verify", "identify", "protect", "reintegrate")}
 
 
 def _history(ovs: httpx.Client, auditor: dict[str, str], cid: str, count: int) -> list[dict[str, Any]]:
