@@ -8,13 +8,16 @@ last, so that `running_workers` settles every case the test started while those 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+import io
+import logging
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager, redirect_stderr
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 import httpx
+import structlog
 from fastapi import FastAPI
 
 from shared.auth import mint_token
@@ -22,6 +25,7 @@ from shared.config import Settings
 from shared.crypto import KeyRing
 from shared.db import create_pool
 from shared.domain import AgencyRole, Role
+from shared.logging import configure_logging
 from shared.runtime import Runtime
 from shared.service import build_app
 from tests.workflow.harness import Harness, running_workers
@@ -85,3 +89,21 @@ async def service_stack(env: Any, db_pool: asyncpg.Pool, db_url: str, ring: KeyR
             httpx.AsyncClient(transport=httpx.ASGITransport(app=a), base_url=f"http://{n}")) for n, a in apps.items()}
         async with running_workers(env.client, db_pool, ring, task_queue) as workers:
             yield Stack(ring, env.client, workers, apps, http, runtimes)
+
+
+@contextmanager
+def json_logs(service: str) -> Iterator[io.StringIO]:
+    """The process's real logging set-up (shared.logging: structlog JSON + PII redaction), written to a buffer
+    for the test to read; the previous set-up is restored afterwards."""
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    buffer = io.StringIO()
+    with redirect_stderr(buffer):
+        configure_logging(service, "DEBUG")  # the handler binds to sys.stderr as it is now: the buffer
+    try:
+        yield buffer
+    finally:
+        root.handlers = saved[0]
+        root.setLevel(saved[1])
+        structlog.reset_defaults()
+        structlog.contextvars.clear_contextvars()

@@ -83,6 +83,10 @@ class Rule:
     json: dict[str, Any] | None = None
     params: dict[str, Any] | None = None
     exercise: bool = True  # False: a request here would open cases or needs visibility; checked statically
+    status: int | None = None  # what an admitted caller gets; default 200 for GET, 409 (stale version) for POST
+
+    def expect(self, method: str) -> int:
+        return self.status or (200 if method == "GET" else 409)
 
 
 STALE = 9999
@@ -120,16 +124,17 @@ RULES: dict[tuple[str, str, str], Rule] = {
         "evidence": [{"kind": "statement_of_person", "source": "interview", "date": TODAY}]}),
     ("verification", "GET", "/cases/{case_id}/evidence"): Rule(READ & EVIDENCE),
     ("verification", "POST", "/cases/{case_id}/rescue-operations"): Rule(POLICE_ACT, json={
-        "planned_for": (datetime.now(UTC) + timedelta(days=1)).isoformat(), "location": "ward X"}),
+        "planned_for": (datetime.now(UTC) + timedelta(days=1)).isoformat(), "location": "ward X"}, status=201),
     ("verification", "GET", "/cases/{case_id}/rescue-operations"): Rule(READ & EVIDENCE),
     ("verification", "POST", "/cases/{case_id}/rescue-operations/{operation_id}/complete"): Rule(POLICE_ACT, json={
-        "outcome": "not_found", "justification": REASON, "expected_version": STALE}),
+        "outcome": "not_found", "justification": REASON, "expected_version": STALE},
+        status=404),  # no such operation: found only after the access check
     ("verification", "POST", "/cases/{case_id}/rescue-operations/not-needed"): Rule(ACT, json={
         "justification": REASON, "expected_version": STALE}),
     ("verification", "POST", "/cases/{case_id}/protection"): Rule(ACT, json={
         "measures": ["safe_shelter"], "justification": REASON, "expected_version": STALE}),
     ("verification", "POST", "/cases/{case_id}/perpetrators"): Rule(POLICE_ACT, json={
-        "roles": ["RecruiterOrIntermediary"], "name": "Matrix Suspect"}),
+        "roles": ["RecruiterOrIntermediary"], "name": "Matrix Suspect"}, status=201),
     ("verification", "GET", "/cases/{case_id}/perpetrators"): Rule(READ & PERPETRATORS),
     ("verification", "GET", "/cases/{case_id}/linked-cases"): Rule(READ & PERPETRATORS),
     ("verification", "GET", "/inbox"): Rule(ALL, exercise=False),  # visibility: not on the time-skipping server
@@ -151,7 +156,7 @@ RULES: dict[tuple[str, str, str], Rule] = {
     ("support", "GET", "/cases/{case_id}/follow-ups"): Rule(READ),
     ("support", "POST", "/cases/{case_id}/follow-ups/{follow_up_id}"): Rule(SUPPORT_AGENCY_ACT, json={
         "outcome": "done", "expected_version": STALE}),
-    ("support", "POST", "/cases/{case_id}/closure"): Rule(SUPPORT_AGENCY_ACT, json={"reason": REASON}),
+    ("support", "POST", "/cases/{case_id}/closure"): Rule(SUPPORT_AGENCY_ACT, json={"reason": REASON}),  # 409: stage
     ("support", "POST", "/cases/{case_id}/consents"): Rule(ACT, json={
         "purpose": "research", "granted": False, "expected_version": STALE}),
     ("support", "GET", "/cases/{case_id}/consents"): Rule(READ),
@@ -166,7 +171,8 @@ RULES: dict[tuple[str, str, str], Rule] = {
         "reason": REASON, "expected_version": STALE}),
     ("oversight", "POST", "/cases/{case_id}/reopen"): Rule(ACT & SUPERVISORS, json={
         "to_stage": "verify", "reason": REASON, "expected_version": STALE}),
-    ("oversight", "GET", "/kpis"): Rule(OVERSEERS),
+    ("oversight", "GET", "/kpis"): Rule(OVERSEERS, params={"from": "2026-01-01T00:00:00+07:00",
+                                                           "to": "2027-01-01T00:00:00+07:00"}),
     ("oversight", "GET", "/reports/{kind}"): Rule(OVERSEERS),
     ("oversight", "GET", "/cases/{case_id}/history"): Rule(READ & OVERSEERS),
     ("oversight", "GET", "/cases/{case_id}/as-of"): Rule(READ & OVERSEERS, params={
@@ -349,7 +355,12 @@ async def test_rules_hold_on_a_real_case(ts_env: Any, db_pool: Any, db_url: str,
                 if r.status_code == 422 and isinstance(r.json().get("detail"), list):
                     # request validation: the request never reached the authorization gate (fix the spec)
                     failures.append(f"{service} {method} {path} as {kind}: invalid request {r.text[:200]}")
-                elif r.status_code >= 500 or admitted != (kind in rule.allowed):
+                elif admitted != (kind in rule.allowed):
                     failures.append(f"{service} {method} {path} as {kind}: {r.status_code} {r.text[:160]}")
+                elif admitted and r.status_code != rule.expect(method):
+                    failures.append(f"{service} {method} {path} as {kind}: admitted, but {r.status_code} instead "
+                                    f"of {rule.expect(method)}: {r.text[:160]}")
+                elif not admitted and r.status_code != 403:
+                    failures.append(f"{service} {method} {path} as {kind}: a valid token got {r.status_code}")
         assert not failures, "\n".join(failures)
         assert exercised >= 40, exercised
