@@ -69,15 +69,20 @@ class Stack:
 
 @asynccontextmanager
 async def service_stack(env: Any, db_pool: asyncpg.Pool, db_url: str, ring: KeyRing, task_queue: str,
-                        *, settings: Settings | None = None) -> AsyncIterator[Stack]:
+                        *, settings: Settings | None = None, client: Any = None,
+                        services: tuple[str, ...] = SERVICES, keep_cases: bool = False) -> AsyncIterator[Stack]:
+    """`client` defaults to the environment's (whose codec uses the session ring); pass one built with
+    another ring's data converter to run everything under that ring."""
     settings = settings or Settings()
+    client = client or env.client
     runtimes: dict[str, Runtime] = {}
     apps: dict[str, FastAPI] = {}
-    for name in SERVICES:
+    for name in services:
         def factory(name: str = name) -> Any:
             async def make() -> Runtime:
-                rt = Runtime(settings, ring, await create_pool(db_url, 1, 4), env.client,
-                             extras={"workflow_task_queue": task_queue, "reconcile_interval": None})
+                rt = Runtime(settings, ring, await create_pool(db_url, 1, 4), client,
+                             extras={"workflow_task_queue": task_queue, "oversight_task_queue": f"{task_queue}-oversight",
+                             "reconcile_interval": None})
                 runtimes[name] = rt
                 return rt
             return make
@@ -87,8 +92,8 @@ async def service_stack(env: Any, db_pool: asyncpg.Pool, db_url: str, ring: KeyR
             await stack.enter_async_context(app.router.lifespan_context(app))
         http = {n: await stack.enter_async_context(
             httpx.AsyncClient(transport=httpx.ASGITransport(app=a), base_url=f"http://{n}")) for n, a in apps.items()}
-        async with running_workers(env.client, db_pool, ring, task_queue) as workers:
-            yield Stack(ring, env.client, workers, apps, http, runtimes)
+        async with running_workers(client, db_pool, ring, task_queue, keep_cases=keep_cases) as workers:
+            yield Stack(ring, client, workers, apps, http, runtimes)
 
 
 @contextmanager
