@@ -135,3 +135,35 @@ def new_case_id() -> str:
 @pytest.fixture
 def client_of() -> type[Client]:
     return Client
+
+
+@pytest_asyncio.fixture(autouse=True, loop_scope="session")
+async def _end_leftover_cases(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """After each test, terminate every case it started that still runs (the harness cancels its own
+    cases while its workers run; this catches cases opened with no worker at all). The time-skipping
+    server's clock is shared: one case left waiting for a worker stalls every later env.sleep."""
+    from temporalio.api.common.v1 import WorkflowExecution
+    from temporalio.api.enums.v1 import WorkflowExecutionStatus
+    from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
+    from temporalio.service import RPCError
+
+    from tests.workflow.harness import STARTED
+
+    first = len(STARTED.ids)
+    yield
+    leftover = list(dict.fromkeys(STARTED.ids[first:]))
+    if not leftover:
+        return
+    for name in ("ts_env", "dev_env"):
+        if name not in request.fixturenames:
+            continue
+        env: WorkflowEnvironment = request.getfixturevalue(name)
+        for workflow_id in leftover:
+            try:
+                desc = await env.client.workflow_service.describe_workflow_execution(
+                    DescribeWorkflowExecutionRequest(namespace=env.client.namespace,
+                                                     execution=WorkflowExecution(workflow_id=workflow_id)))
+                if desc.workflow_execution_info.status == WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING:
+                    await env.client.get_workflow_handle(workflow_id).terminate("test finished")
+            except RPCError:
+                pass  # not on this server, or already closed

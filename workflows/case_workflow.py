@@ -76,7 +76,6 @@ SYSTEM_USER = "system"
 CLOSED_STATUSES = (CaseStatus.Closed, CaseStatus.ClosedReferred)
 ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
                              maximum_interval=timedelta(minutes=2))  # unlimited attempts: the audit log must land
-HISTORY_LENGTH_LIMIT = 8000  # continue-as-new well before the server's 51,200 hard limit
 
 
 def _forbidden(msg: str) -> ApplicationError:
@@ -98,6 +97,7 @@ class CaseWorkflow:
         self.facts: CaseFacts = inp.facts
         self.policy: CasePolicy | None = inp.policy
         self.oversight_queue = inp.oversight_task_queue
+        self.history_limit = inp.history_limit
         c = inp.carried
         now = workflow.now()
         self.version = c.version if c else 0
@@ -152,7 +152,8 @@ class CaseWorkflow:
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 await self._flush()
                 workflow.continue_as_new(CaseInput(facts=self.facts, carried=self._snapshot(), policy=self.policy,
-                                                   oversight_task_queue=self.oversight_queue))
+                                                   oversight_task_queue=self.oversight_queue,
+                                                   history_limit=self.history_limit))
             wake = self._next_wake()
             self._changed = False
             timeout = max(wake - workflow.now(), timedelta(seconds=1)) if wake else None
@@ -178,7 +179,7 @@ class CaseWorkflow:
 
     def _should_continue_as_new(self) -> bool:
         info = workflow.info()
-        return info.is_continue_as_new_suggested() or info.get_current_history_length() > HISTORY_LENGTH_LIMIT
+        return info.is_continue_as_new_suggested() or info.get_current_history_length() > self.history_limit
 
     async def _flush(self) -> None:
         """Send queued events and notifications, in order, to the oversight activity."""

@@ -359,6 +359,8 @@ class CaseInput(Frozen):
     facts: CaseFacts
     carried: CaseState | None = Field(default=None, description="state carried over by continue-as-new")
     policy: CasePolicy | None = Field(default=None, description="policy resolved at opening, carried over")
+    history_limit: int = Field(default=8000, ge=50, le=40000,
+                               description="continue-as-new after this many history events (server hard limit 51,200)")
     oversight_task_queue: str = Field(default="nrm-oversight", description="where the audit activity runs; "
                                       "only tests change it, to isolate one test's cases from another's")
 

@@ -27,6 +27,7 @@ from shared.temporal import (
     CASE_STAGE,
     CASE_STATUS,
     JURISDICTION,
+    OVERSIGHT_TASK_QUEUE,
     OWNER_AGENCY,
     WORKFLOW_TASK_QUEUE,
 )
@@ -39,6 +40,11 @@ from .person import age_band, birth_year_of, encrypt_person
 
 log = structlog.get_logger("intake")
 REQUEST_HASH_PURPOSE = "intake.open_request"
+
+
+def oversight_task_queue(runtime: Runtime) -> str:
+    """Where the case's audit activity runs: the oversight service's queue (tests route it to their own)."""
+    return str(runtime.extras.get("oversight_task_queue", OVERSIGHT_TASK_QUEUE))
 
 
 def workflow_task_queue(runtime: Runtime) -> str:
@@ -143,7 +149,8 @@ async def start_case_workflow(runtime: Runtime, row: asyncpg.Record) -> bool:
     facts = facts_from_row(row)
     try:
         await runtime.temporal.start_workflow(
-            "CaseWorkflow", CaseInput(facts=facts), id=facts.case_id, task_queue=workflow_task_queue(runtime),
+            "CaseWorkflow", CaseInput(facts=facts, oversight_task_queue=oversight_task_queue(runtime)),
+            id=facts.case_id, task_queue=workflow_task_queue(runtime),
             search_attributes=search_attributes(facts),
             # a case id never runs twice, even after its workflow closed
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,

@@ -84,7 +84,8 @@ async def intake_app(env: Any, db_pool: asyncpg.Pool, db_url: str, ring: KeyRing
 
     async def factory() -> Runtime:
         rt = Runtime(settings, ring, await create_pool(db_url, 1, 8), env.client,
-                     extras={"workflow_task_queue": task_queue, "reconcile_interval": None, **(extras or {})})
+                     extras={"workflow_task_queue": task_queue, "oversight_task_queue": f"{task_queue}-oversight",
+                             "reconcile_interval": None, **(extras or {})})
         holder["rt"] = rt
         return rt
 

@@ -450,3 +450,30 @@ async def test_resent_audit_batch_inserts_nothing(ts_env, db_pool, ring, task_qu
     assert await acts.record_case_events(batch) == 0
     count = await db_pool.fetchval("SELECT count(*) FROM oversight.case_events WHERE case_id = $1", cid)
     assert count == len(rows)
+
+
+async def test_long_case_continues_as_new_without_losing_state(ts_env, db_pool, ring, task_queue):
+    from shared.domain import Section
+    from workflows.models import AddNote, CaseInput
+
+    async with running_workers(ts_env.client, db_pool, ring, task_queue) as h:
+        cid = new_case_id()
+        handle = await ts_env.client.start_workflow(
+            CaseWorkflow.run, CaseInput(facts=facts(cid, now=await ts_env.get_current_time()),
+                                        oversight_task_queue=h.oversight_task_queue, history_limit=60),
+            id=cid, task_queue=task_queue)
+        h.adopt(cid)
+        s = await paths.to_stage(handle, Stage.identify)
+        for i in range(40):
+            s = await handle.execute_update(CaseWorkflow.add_note, AddNote(
+                actor=actor(AgencyRole.police), section=Section.case_notes, note_id=f"note-{i}"))
+        s = await paths.wait_state(handle, lambda st: st.last_event_seq == s.last_event_seq)
+        runs = {e.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+                for e in (await handle.fetch_history()).events if e.HasField(
+                    "workflow_execution_continued_as_new_event_attributes")}
+        assert len(runs) >= 1  # the first run handed over to a new one
+        s = await paths.identify(handle)  # the new run still knows the stage, owner and deadlines
+        assert s.stage == Stage.protect and s.facts.case_id == cid
+        events = await h.events(cid, s.last_event_seq)
+        assert [e["seq"] for e in events] == list(range(1, s.last_event_seq + 1))
+        assert sum(1 for e in events if e["kind"] == "note_added") == 40
