@@ -1,9 +1,10 @@
 """The four service apps in-process over one test database and the time-skipping Temporal server, with
 the workflow worker (tests/workflow/harness.py) running inside them, plus principals and tokens.
 
-Ordering matters: the apps' lifespans (their activity workers, among them oversight's audit worker on
-`nrm-oversight`, where the workflows intake starts send their audit events) are entered first and left
-last, so that `running_workers` settles every case the test started while those workers still run."""
+Cases opened through intake send their audit events to the test's own oversight queue (the harness's
+worker writes them to this test's database). Ordering matters: the apps' lifespans (their activity
+workers) are entered first and left last, so that `running_workers` settles every case the test
+started while those workers still run."""
 
 from __future__ import annotations
 
