@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import sysconfig
@@ -139,31 +140,42 @@ def client_of() -> type[Client]:
 
 @pytest_asyncio.fixture(autouse=True, loop_scope="session")
 async def _end_leftover_cases(request: pytest.FixtureRequest) -> AsyncIterator[None]:
-    """After each test, terminate every case it started that still runs (the harness cancels its own
-    cases while its workers run; this catches cases opened with no worker at all). The time-skipping
-    server's clock is shared: one case left waiting for a worker stalls every later env.sleep."""
+    """After each test, end every case it started that still runs (the harness cancels its own cases
+    while its workers run; this catches cases opened with no worker at all). The time-skipping server's
+    clock is shared, and a case left with work no worker will do stalls every later env.sleep; a plain
+    terminate of such a case stalls it too, so a temporary worker on the case's queue handles a cancel."""
     from temporalio.api.common.v1 import WorkflowExecution
     from temporalio.api.enums.v1 import WorkflowExecutionStatus
     from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
     from temporalio.service import RPCError
 
     from tests.workflow.harness import STARTED
+    from workflows.worker import build_worker
 
+    running = WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING
     first = len(STARTED.ids)
     yield
     leftover = list(dict.fromkeys(STARTED.ids[first:]))
-    if not leftover:
-        return
     for name in ("ts_env", "dev_env"):
-        if name not in request.fixturenames:
+        if not leftover or name not in request.fixturenames:
             continue
         env: WorkflowEnvironment = request.getfixturevalue(name)
+
+        async def status(workflow_id: str, env: WorkflowEnvironment = env) -> tuple[int, str]:
+            desc = await env.client.workflow_service.describe_workflow_execution(DescribeWorkflowExecutionRequest(
+                namespace=env.client.namespace, execution=WorkflowExecution(workflow_id=workflow_id)))
+            return desc.workflow_execution_info.status, desc.workflow_execution_info.task_queue
+
         for workflow_id in leftover:
             try:
-                desc = await env.client.workflow_service.describe_workflow_execution(
-                    DescribeWorkflowExecutionRequest(namespace=env.client.namespace,
-                                                     execution=WorkflowExecution(workflow_id=workflow_id)))
-                if desc.workflow_execution_info.status == WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING:
-                    await env.client.get_workflow_handle(workflow_id).terminate("test finished")
+                state, queue = await status(workflow_id)
+                if state != running:
+                    continue
+                async with build_worker(env.client, queue, max_cached_workflows=0):
+                    await env.client.get_workflow_handle(workflow_id).cancel()
+                    for _ in range(250):
+                        if (await status(workflow_id))[0] != running:
+                            break
+                        await asyncio.sleep(0.02)
             except RPCError:
                 pass  # not on this server, or already closed
