@@ -19,7 +19,7 @@ from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeou
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from shared.auth import TokenVerifier
+from shared.auth import AuthError, TokenVerifier
 from shared.db import ping
 from shared.runtime import Runtime
 from shared.temporal import temporal_reachable
@@ -59,6 +59,30 @@ class RequestContextMiddleware(BaseHTTPMiddleware):
             structlog.contextvars.unbind_contextvars("request_id", "case_id")
 
 
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"})
+
+
+class BearerAuthMiddleware(BaseHTTPMiddleware):
+    """Authenticates every request (but health and docs) before routing and body parsing, so an
+    unauthenticated caller gets 401 whatever its body; the principal is handed to the endpoint's
+    dependency through request.state."""
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        if request.url.path in PUBLIC_PATHS or request.method == "OPTIONS":
+            return await call_next(request)
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        challenge = {"WWW-Authenticate": "Bearer"}
+        if scheme.lower() != "bearer" or not token.strip():
+            return JSONResponse({"detail": "missing bearer token"}, status_code=401, headers=challenge)
+        verifier: TokenVerifier = request.app.state.token_verifier
+        try:
+            request.state.principal = verifier.verify(token.strip())
+        except AuthError as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=401, headers=challenge)
+        return await call_next(request)
+
+
 def _validation_error_handler(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
@@ -88,7 +112,8 @@ def create_app(service: str, routers: list[APIRouter], *, description: str,
             await runtime.close()
 
     app = FastAPI(title=f"NRM {service}", description=description, version="0.1.0", lifespan=lifespan)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=max_body_bytes)
+    app.add_middleware(BearerAuthMiddleware)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=max_body_bytes)  # outermost: request id first
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
 
     @app.get("/healthz", tags=["health"], summary="Liveness: the process is up")
