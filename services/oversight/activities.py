@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import gzip
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from temporalio import activity
 
-from services.oversight.audit_log import append_event, enqueue_notification
+from services.oversight.audit_log import append_event, append_system_event, enqueue_notification
 from shared.runtime import Runtime
 from shared.temporal import OVERSIGHT_TASK_QUEUE
 from workflows.models import RecordBatch
@@ -51,6 +52,19 @@ class OversightActivities:
         return len(raw)
 
 
+    @activity.defn(name="record_personal_data_erased")
+    async def record_personal_data_erased(self, case_id: str, retention_days: int) -> bool:
+        """Close the case's audit chain with the erasure (idempotent: recorded once per case)."""
+        async with self.runtime.pool.acquire() as conn:
+            if await conn.fetchval("SELECT 1 FROM oversight.case_events WHERE case_id = $1 "
+                                   "AND kind = 'personal_data_erased'", case_id):
+                return False
+            return await append_system_event(
+                conn, self.runtime.ring, case_id, "personal_data_erased",
+                f"retention period of {retention_days} days after closure elapsed",
+                {"retention_days": retention_days}, datetime.now(UTC))
+
+
 def build_activities(runtime: Runtime) -> list[Callable[..., Any]]:
     acts = OversightActivities(runtime)
-    return [acts.record_case_events, acts.export_case_history]
+    return [acts.record_case_events, acts.export_case_history, acts.record_personal_data_erased]

@@ -138,3 +138,19 @@ async def verify_chain(conn: asyncpg.Connection, ring: KeyRing, case_id: str) ->
             return ChainReport(case_id, len(rows), False, r["seq"], "event content does not match its hash")
         prev_hash = r["hash"]
     return ChainReport(case_id, len(rows), True)
+
+
+async def append_system_event(conn: asyncpg.Connection, ring: KeyRing, case_id: str, kind: str, reason: str,
+                              data: dict[str, Any], now: datetime) -> bool:
+    """Append an event after the case's workflow has ended (e.g. retention), continuing its chain with
+    the last recorded state. Returns False when the case has no events."""
+    last = await conn.fetchrow(
+        "SELECT seq, stage, policy_version, state FROM oversight.case_events WHERE case_id = $1 "
+        "ORDER BY seq DESC LIMIT 1", case_id)
+    if last is None:
+        return False
+    state = CaseState.model_validate(last["state"])
+    event = CaseEvent(event_id=f"{case_id}:{last['seq'] + 1}", case_id=case_id, seq=last["seq"] + 1, occurred_at=now,
+                      kind=kind, actor_user_id="system", stage=last["stage"], reason=reason,
+                      policy_version=last["policy_version"], data=data, state=state)
+    return await append_event(conn, ring, event)

@@ -2,7 +2,8 @@
 
   nrm stuck [--province P] [--limit N] [--offset N] [--reason R ...]   stuck cases as a table (database only)
   nrm audit verify CASE | --all [--province P]                          keyed hash chain check; exit 1 if broken
-  nrm audit replay CASE [--source auto|live|export]                     replay the history on current code"""
+  nrm audit replay CASE [--source auto|live|export]                     replay the history on current code
+  nrm retention run [--dry-run] [--limit N]                              erase personal data past retention"""
 
 from __future__ import annotations
 
@@ -38,6 +39,13 @@ def register(subparsers: Any) -> None:
     rep.add_argument("case_id")
     rep.add_argument("--source", choices=["auto", "live", "export"], default="auto")
     rep.set_defaults(func=cmd_audit_replay)
+
+    ret = subparsers.add_parser("retention", help="personal-data retention after closure")
+    rsub = ret.add_subparsers(dest="retention_command", required=True)
+    run = rsub.add_parser("run", help="erase personal data of cases closed longer than NRM_RETENTION_DAYS_AFTER_CLOSURE")
+    run.add_argument("--dry-run", action="store_true", help="list the cases, erase nothing")
+    run.add_argument("--limit", type=int, default=500)
+    run.set_defaults(func=cmd_retention_run)
 
 
 def table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -199,3 +207,30 @@ def cmd_audit_replay(settings: Settings, args: argparse.Namespace) -> int:
         print(exc)
         return 2
     return asyncio.run(_replay(url, settings, args))
+
+
+def cmd_retention_run(settings: Settings, args: argparse.Namespace) -> int:
+    from services.oversight.retention import due_for_erasure, start_erasures
+    from shared.crypto import load_keyring
+    from shared.db import create_pool, resolve_database_url
+    from shared.temporal import connect
+
+    async def go() -> int:
+        pool = await create_pool(resolve_database_url(settings), 1, 2)
+        try:
+            async with pool.acquire() as conn:
+                due = await due_for_erasure(conn, datetime.now(UTC), settings.retention_days_after_closure, args.limit)
+        finally:
+            await pool.close()
+        for case in due:
+            print(f"{case.case_id}  closed {case.closed_at.isoformat()}")
+        if args.dry_run or not due:
+            print(f"{len(due)} case(s) due for erasure" + (" (dry run)" if args.dry_run else ""))
+            return 0
+        client = await connect(settings.resolved_temporal_address, settings.temporal_namespace,
+                               load_keyring(settings.resolved_keyring_file))
+        started = await start_erasures(client, due, settings.retention_days_after_closure)
+        print(f"started erasure for {len(started)} case(s); {len(due) - len(started)} already under way")
+        return 0
+
+    return asyncio.run(go())

@@ -19,7 +19,7 @@ from temporalio.client import Client, Interceptor, OutboundInterceptor, StartWor
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
-from services.oversight.activities import OversightActivities
+from services.oversight.activities import build_activities as build_oversight_activities
 from shared.config import Settings
 from shared.crypto import KeyRing
 from shared.domain import AgeBand, AgencyRole, Channel, Role
@@ -112,9 +112,7 @@ async def running_workers(client: Client, pool: asyncpg.Pool, ring: KeyRing, tas
     time-skipping server an orphaned case's timers would otherwise block the shared clock."""
     runtime = Runtime(Settings(), ring, pool, client)
     oversight_queue = f"{task_queue}-oversight"  # per test: cases of other tests never reach this database
-    oversight = Worker(client, task_queue=oversight_queue,
-                       activities=[OversightActivities(runtime).record_case_events,
-                                   OversightActivities(runtime).export_case_history])
+    oversight = Worker(client, task_queue=oversight_queue, activities=build_oversight_activities(runtime))
     harness = Harness(client, task_queue, pool, oversight_queue)
     first_started = len(STARTED.ids)
     # a worker whose cases outlive it runs without a sticky cache: the test server would otherwise hold

@@ -1,0 +1,54 @@
+"""The retention job: find closed cases whose retention period has elapsed and start a
+RetentionWorkflow for each (`nrm retention run`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import asyncpg
+from temporalio.client import Client
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from shared.temporal import WORKFLOW_TASK_QUEUE
+from workflows.retention_workflow import RetentionInput
+
+
+@dataclass(frozen=True)
+class DueCase:
+    case_id: str
+    person_ref: str
+    closed_at: datetime
+
+
+async def due_for_erasure(conn: asyncpg.Connection, now: datetime, retention_days: int, limit: int = 500
+                          ) -> list[DueCase]:
+    rows = await conn.fetch(
+        """SELECT s.case_id, s.state->'facts'->>'person_ref' AS person_ref, s.closed_at
+             FROM oversight.case_summary s
+            WHERE s.status IN ('Closed', 'ClosedReferred') AND s.closed_at < $1
+              AND NOT EXISTS (SELECT 1 FROM oversight.case_events e
+                               WHERE e.case_id = s.case_id AND e.kind = 'personal_data_erased')
+            ORDER BY s.closed_at LIMIT $2""",
+        now - timedelta(days=retention_days), limit)
+    return [DueCase(r["case_id"], r["person_ref"], r["closed_at"]) for r in rows]
+
+
+async def start_erasures(client: Client, due: list[DueCase], retention_days: int, *,
+                         workflow_task_queue: str = WORKFLOW_TASK_QUEUE, intake_task_queue: str = "nrm-intake",
+                         oversight_task_queue: str = "nrm-oversight") -> list[str]:
+    started = []
+    for case in due:
+        try:
+            await client.start_workflow(
+                "RetentionWorkflow", RetentionInput(case_id=case.case_id, person_ref=case.person_ref,
+                                                    retention_days=retention_days,
+                                                    intake_task_queue=intake_task_queue,
+                                                    oversight_task_queue=oversight_task_queue),
+                id=f"retention-{case.case_id}", task_queue=workflow_task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY)
+            started.append(case.case_id)
+        except WorkflowAlreadyStartedError:
+            continue  # already erasing or erased
+    return started
