@@ -134,7 +134,7 @@ async def ping(pool: asyncpg.Pool) -> bool:
     try:
         async with pool.acquire(timeout=2) as conn:
             return bool(await conn.fetchval("SELECT 1", timeout=2) == 1)
-    except (OSError, asyncpg.PostgresError, TimeoutError, asyncpg.InterfaceError):
+    except Exception:  # readiness: any failure to answer means not ready (asyncpg raises many kinds)
         return False
 
 

@@ -176,7 +176,7 @@ RULES: dict[tuple[str, str, str], Rule] = {
     ("oversight", "GET", "/reports/{kind}"): Rule(OVERSEERS),
     ("oversight", "GET", "/cases/{case_id}/history"): Rule(READ & OVERSEERS),
     ("oversight", "GET", "/cases/{case_id}/as-of"): Rule(READ & OVERSEERS, params={
-        "at": (datetime.now(UTC) + timedelta(days=3650)).isoformat()}),
+        "at": (datetime.now(UTC) + timedelta(days=36500)).isoformat()}),
     ("oversight", "GET", "/audit/verify"): Rule(READ & OVERSEERS, params={"case_id": "{case_id}"}),
     ("oversight", "GET", "/audit/replay"): Rule(READ & OVERSEERS, params={"case_id": "{case_id}"}),
 }
