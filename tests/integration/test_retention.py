@@ -3,7 +3,7 @@ the audit chain stay valid; running the job twice erases once."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from services.oversight.audit_log import verify_chain
@@ -38,9 +38,10 @@ async def test_retention_erases_pii_of_long_closed_cases_once(ts_env: Any, db_po
                     closed["case_id"])
 
         retention_days = 5 * 365
+        now = await ts_env.get_current_time()  # the case closed on the test server's clock
         async with db_pool.acquire() as conn:
-            assert await due_for_erasure(conn, datetime.now(UTC), retention_days) == []  # not yet
-            due = await due_for_erasure(conn, datetime.now(UTC) + timedelta(days=retention_days + 400), retention_days)
+            assert await due_for_erasure(conn, now, retention_days) == []  # not yet
+            due = await due_for_erasure(conn, now + timedelta(days=retention_days + 400), retention_days)
         assert [d.case_id for d in due] == [closed["case_id"]]  # the open case is never due
         first = len(STARTED.ids)
         started = await start_erasures(ts_env.client, due, retention_days, workflow_task_queue=task_queue,
@@ -60,5 +61,4 @@ async def test_retention_erases_pii_of_long_closed_cases_once(ts_env: Any, db_po
         assert events[-1]["kind"] == "personal_data_erased" and "1825 days" in events[-1]["reason"]
         async with db_pool.acquire() as conn:
             assert (await verify_chain(conn, ring, closed["case_id"])).ok
-            assert await due_for_erasure(conn, datetime.now(UTC) + timedelta(days=retention_days + 400),
-                                         retention_days) == []
+            assert await due_for_erasure(conn, now + timedelta(days=retention_days + 400), retention_days) == []
