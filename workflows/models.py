@@ -361,6 +361,8 @@ class CaseInput(Frozen):
     policy: CasePolicy | None = Field(default=None, description="policy resolved at opening, carried over")
     history_limit: int = Field(default=8000, ge=50, le=40000,
                                description="continue-as-new after this many history events (server hard limit 51,200)")
+    max_updates_per_run: int = Field(default=1000, ge=10, le=1900,
+                                     description="continue-as-new after this many Updates (server cap: 2000 per run)")
     oversight_task_queue: str = Field(default="nrm-oversight", description="where the audit activity runs; "
                                       "only tests change it, to isolate one test's cases from another's")
 

@@ -49,6 +49,7 @@ from workflows.models import (
     Reopen,
     RequestHandoff,
     RespondHandoff,
+    RevokeHandoff,
     VerifyDecision,
     VerifyResult,
 )
@@ -135,7 +136,107 @@ async def reopened(h: Harness, env: WorkflowEnvironment) -> str:
     return cid
 
 
-PATHS = [not_relevant_closed, full_path, overdue_running, reopened]
+async def handoffs(h: Harness, env: WorkflowEnvironment) -> str:
+    """Transfer accepted; referral rejected; referral revoked; a referral left unaccepted escalates."""
+    cid = f"rp-handoffs-{uuid.uuid4().hex[:8]}"
+    handle = await h.open(facts(cid, now=await env.get_current_time()))
+    await handle.execute_update(CaseWorkflow.decide, _receive())
+    await handle.execute_update(CaseWorkflow.decide, _verify())
+    for agency in (AgencyRole.border_guard, AgencyRole.legal_aid, AgencyRole.womens_union, AgencyRole.commune):
+        await handle.execute_update(CaseWorkflow.record_consent, RecordConsent(
+            actor=POLICE, purpose=ConsentPurpose.data_sharing, granted=True, agency=agency))
+    await handle.execute_update(CaseWorkflow.request_handoff, RequestHandoff(
+        actor=POLICE, kind=HandoffKind.referral, to_agency=AgencyRole.legal_aid, reason="legal aid"))
+    await handle.execute_update(CaseWorkflow.respond_handoff, RespondHandoff(
+        actor=actor(AgencyRole.legal_aid), handoff_id="h1", accept=False, reason="outside our area"))
+    await handle.execute_update(CaseWorkflow.request_handoff, RequestHandoff(
+        actor=POLICE, kind=HandoffKind.referral, to_agency=AgencyRole.womens_union, reason="livelihood"))
+    await handle.execute_update(CaseWorkflow.revoke_handoff, RevokeHandoff(
+        actor=POLICE, handoff_id="h2", reason="family moved away"))
+    await handle.execute_update(CaseWorkflow.request_handoff, RequestHandoff(
+        actor=POLICE, kind=HandoffKind.referral, to_agency=AgencyRole.commune, reason="commune support"))
+    await env.sleep(timedelta(days=9))  # h3 never accepted: handoff escalation levels 1-3
+    await handle.execute_update(CaseWorkflow.request_handoff, RequestHandoff(
+        actor=POLICE, kind=HandoffKind.transfer, to_agency=AgencyRole.border_guard, reason="across the border"))
+    await handle.execute_update(CaseWorkflow.respond_handoff, RespondHandoff(
+        actor=actor(AgencyRole.border_guard), handoff_id="h4", accept=True))
+    await handle.execute_update(CaseWorkflow.claim, Claim(actor=actor(AgencyRole.border_guard)))
+    await env.sleep(timedelta(hours=1))
+    return cid  # still running
+
+
+async def child_abroad_not_a_victim(h: Harness, env: WorkflowEnvironment) -> str:
+    from shared.domain import AgeBand
+
+    cid = f"rp-child-abroad-{uuid.uuid4().hex[:8]}"
+    handle = await h.open(facts(cid, now=await env.get_current_time(), age_band=AgeBand.under_16, abroad=True,
+                                channel=Channel.embassy_repatriation, opener=AgencyRole.embassy))
+    await handle.execute_update(CaseWorkflow.decide, Decide(
+        actor=actor(AgencyRole.embassy), justification="returned through the embassy",
+        decision=ReceiveDecision(classification=Classification.trafficking_suspected,
+                                 channel=Channel.embassy_repatriation)))
+    await handle.execute_update(CaseWorkflow.decide, Decide(
+        actor=POLICE, justification="checked at the border", decision=VerifyDecision(result=VerifyResult.confirmed)))
+    await handle.execute_update(CaseWorkflow.decide, Decide(
+        actor=POLICE, justification="worked abroad voluntarily, no exploitation",
+        decision=IdentifyDecision(status=TraffickingStatus.NotAVictimOfTrafficking,
+                                  deciding_org=DecisionMakingOrg.Police, referred_elsewhere="child protection",
+                                  evidence=[EvidenceRef(evidence_id="ev-2", kind=EvidenceKind.embassy_material)])))
+    await handle.result()  # the reopen window passes, history exported, workflow ends
+    return cid
+
+
+async def rescue_then_transferred(h: Harness, env: WorkflowEnvironment) -> str:
+    cid = f"rp-rescue-{uuid.uuid4().hex[:8]}"
+    handle = await h.open(facts(cid, now=await env.get_current_time(), already_safe=False))
+    await handle.execute_update(CaseWorkflow.decide, _receive())
+    await handle.execute_update(CaseWorkflow.decide, _verify())
+    await handle.execute_update(CaseWorkflow.decide, Decide(
+        actor=POLICE, justification="statement and rescuer report", decision=IdentifyDecision(
+            status=TraffickingStatus.ActualVictimOfTrafficking, deciding_org=DecisionMakingOrg.Police,
+            evidence=[EvidenceRef(evidence_id="ev-3", kind=EvidenceKind.rescuer_information)])))
+    from workflows.models import RescueDecision
+
+    await handle.execute_update(CaseWorkflow.decide, Decide(
+        actor=POLICE, justification="operation postponed", decision=RescueDecision(needed=True, outcome="postponed")))
+    await handle.execute_update(CaseWorkflow.decide, Decide(
+        actor=POLICE, justification="rescued at the karaoke bar",
+        decision=RescueDecision(needed=True, operation_ref="op-7", outcome="rescued")))
+    await handle.execute_update(CaseWorkflow.end_case, EndCase(
+        actor=actor(AgencyRole.social_protection, Role.caseworker, Role.supervisor), outcome=Outcome.transferred_jurisdiction,
+        reason="family lives in Ho Chi Minh City", to_province="79"))
+    await handle.result()
+    return cid
+
+
+async def continued_as_new(h: Harness, env: WorkflowEnvironment) -> str:
+    from shared.domain import Section
+    from workflows.models import AddNote, CaseInput
+
+    cid = f"rp-can-{uuid.uuid4().hex[:8]}"
+    first = await h.client.start_workflow(
+        CaseWorkflow.run, CaseInput(facts=facts(cid, now=await env.get_current_time()),
+                                    oversight_task_queue=h.oversight_task_queue, history_limit=60, max_updates_per_run=20),
+        id=cid, task_queue=h.task_queue)
+    h.adopt(cid)
+    handle = h.client.get_workflow_handle(cid)
+    await handle.execute_update(CaseWorkflow.decide, _receive())
+    for i in range(30):
+        await handle.execute_update(CaseWorkflow.add_note, AddNote(actor=SP, section=Section.case_notes,
+                                                                   note_id=f"n{i}"))
+    first_run = h.client.get_workflow_handle(cid, run_id=first.first_execution_run_id)
+    for _ in range(500):  # the run drains its audit queue, then continues as new
+        if any(e.HasField("workflow_execution_continued_as_new_event_attributes")
+               for e in (await first_run.fetch_history()).events):
+            break
+        await asyncio.sleep(0.02)
+    FIRST_RUN[cid] = first.first_execution_run_id or ""
+    return cid  # the first run's history ends in continue-as-new
+
+
+FIRST_RUN: dict[str, str] = {}  # case id -> the run to record, for a case that continued as new
+PATHS = [not_relevant_closed, full_path, overdue_running, reopened, handoffs, child_abroad_not_a_victim,
+         rescue_then_transferred, continued_as_new]
 
 
 async def main() -> None:
@@ -159,11 +260,11 @@ async def main() -> None:
                 async with running_workers(env.client, pool, RING, "replay-record") as h:
                     for path in PATHS:
                         cid = await path(h, env)
-                        history = await env.client.get_workflow_handle(cid).fetch_history()
+                        history = await env.client.get_workflow_handle(cid, run_id=FIRST_RUN.get(cid)).fetch_history()
                         out = HERE / f"{path.__name__}.json"
                         out.write_text(history.to_json())
                         print(f"{out.name}: {len(history.events)} events")
-                        if path is overdue_running:
+                        if path in (overdue_running, handoffs, continued_as_new):
                             await env.client.get_workflow_handle(cid).terminate()
             finally:
                 await env.shutdown()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -169,10 +170,16 @@ async def test_child_case_gets_child_deadline_and_category(ts_env, db_pool, ring
         assert s.facts.categories == ["child", "domestic", "under_16"]
         assert s.deadline is not None and "verify-child" in s.deadline.source
         assert s.deadline.due_at - s.updated_at == timedelta(days=2)
-        desc = await handle.describe()
-        assert desc.typed_search_attributes  # categories are searchable, without PII
-        from shared.temporal import CASE_CATEGORY
-        assert "child" in (desc.typed_search_attributes.get(CASE_CATEGORY) or [])
+        # categories are searchable, without PII (raw describe: the typed one cannot decode this server's
+        # datetime search attributes)
+        from temporalio.api.common.v1 import WorkflowExecution
+        from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
+        from temporalio.converter import PayloadConverter
+
+        desc = await ts_env.client.workflow_service.describe_workflow_execution(DescribeWorkflowExecutionRequest(
+            namespace=ts_env.client.namespace, execution=WorkflowExecution(workflow_id=s.case_id)))
+        category = desc.workflow_execution_info.search_attributes.indexed_fields["CaseCategory"]
+        assert "child" in PayloadConverter.default.from_payloads([category])[0]
 
 
 async def test_case_abroad_owned_by_police_at_border_with_longer_identification(ts_env, db_pool, ring, task_queue):
@@ -460,7 +467,7 @@ async def test_long_case_continues_as_new_without_losing_state(ts_env, db_pool, 
         cid = new_case_id()
         handle = await ts_env.client.start_workflow(
             CaseWorkflow.run, CaseInput(facts=facts(cid, now=await ts_env.get_current_time()),
-                                        oversight_task_queue=h.oversight_task_queue, history_limit=60),
+                                        oversight_task_queue=h.oversight_task_queue, history_limit=60, max_updates_per_run=20),
             id=cid, task_queue=task_queue)
         h.adopt(cid)
         s = await paths.to_stage(handle, Stage.identify)
@@ -468,10 +475,17 @@ async def test_long_case_continues_as_new_without_losing_state(ts_env, db_pool, 
             s = await handle.execute_update(CaseWorkflow.add_note, AddNote(
                 actor=actor(AgencyRole.police), section=Section.case_notes, note_id=f"note-{i}"))
         s = await paths.wait_state(handle, lambda st: st.last_event_seq == s.last_event_seq)
-        runs = {e.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
-                for e in (await handle.fetch_history()).events if e.HasField(
-                    "workflow_execution_continued_as_new_event_attributes")}
+        first_run = ts_env.client.get_workflow_handle(cid, run_id=handle.first_execution_run_id)
+        runs: set[str] = set()
+        for _ in range(250):  # the run drains its audit queue, then continues as new
+            runs = {e.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+                    for e in (await first_run.fetch_history()).events if e.HasField(
+                        "workflow_execution_continued_as_new_event_attributes")}
+            if runs:
+                break
+            await asyncio.sleep(0.02)
         assert len(runs) >= 1  # the first run handed over to a new one
+        handle = ts_env.client.get_workflow_handle(cid)  # follows the latest run
         s = await paths.identify(handle)  # the new run still knows the stage, owner and deadlines
         assert s.stage == Stage.protect and s.facts.case_id == cid
         events = await h.events(cid, s.last_event_seq)
