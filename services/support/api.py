@@ -12,15 +12,6 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 
 from services.support import repository as repo
-from services.support.cases import (
-    CaseId,
-    IdempotencyKey,
-    actionable_case,
-    actor_of,
-    new_id,
-    readable_case,
-    update_case,
-)
 from services.support.entitlements import (
     LABEL,
     LEGAL_BASIS,
@@ -60,6 +51,15 @@ from services.support.models import (
 from shared.access import can_read_section
 from shared.api import runtime_of
 from shared.auth import CurrentPrincipal, Principal, require_roles
+from shared.case_gateway import (
+    CaseId,
+    IdempotencyKey,
+    actionable_case,
+    actor_of,
+    new_id,
+    readable_case,
+    update_case,
+)
 from shared.domain import AgencyRole, Role, Section, Stage
 from workflows.models import (
     AddNote,

@@ -12,15 +12,6 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 
 from services.verification import repository as repo
-from services.verification.cases import (
-    CaseId,
-    IdempotencyKey,
-    actionable_case,
-    actor_of,
-    new_id,
-    readable_case,
-    update_case,
-)
 from services.verification.models import (
     AssignRequest,
     CaseView,
@@ -50,6 +41,15 @@ from services.verification.models import (
 )
 from shared.api import runtime_of
 from shared.auth import CurrentPrincipal, Principal, require_roles
+from shared.case_gateway import (
+    CaseId,
+    IdempotencyKey,
+    actionable_case,
+    actor_of,
+    new_id,
+    readable_case,
+    update_case,
+)
 from shared.domain import AgencyRole, Role, Section, Stage
 from shared.temporal import (
     ASSIGNEE,

@@ -39,7 +39,8 @@ def test_check_values() -> None:
 
 def test_csv_location(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert htcds.csv_path() == htcds.PACKAGED_CSV
-    assert htcds.PACKAGED_CSV.read_bytes() == htcds.STANDARD_CSV.read_bytes() or not htcds.STANDARD_CSV.exists()
+    # the bundled copy is the standard itself, whenever the handbook sits beside the repository (CI)
+    assert not htcds.STANDARD_CSV.exists() or htcds.PACKAGED_CSV.read_bytes() == htcds.STANDARD_CSV.read_bytes()
     small = tmp_path / "f.csv"
     small.write_text('Section,Status,Core,Field Name including Prefix,Field Type,Value Names (if picklist),Description\n'
                      'Person,DRAFT,Core,prs_Gender,Picklist,"A\nB",\n')

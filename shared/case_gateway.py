@@ -1,4 +1,4 @@
-"""How the support API reaches a case: read its state from the workflow, check object-level
+"""How a service API reaches a case: read its state from the workflow, check object-level
 access, and send commands (Updates) built with an Actor taken from the verified token."""
 
 from __future__ import annotations
