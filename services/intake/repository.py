@@ -129,8 +129,13 @@ async def case_by_idempotency_key(pool: asyncpg.Pool, user: str, key: str) -> as
 
 
 async def mark_workflow_started(pool: asyncpg.Pool, case_id: str) -> None:
-    await pool.execute("UPDATE intake.intake_cases SET workflow_started_at = now() "
-                       "WHERE case_id = $1 AND workflow_started_at IS NULL", case_id)
+    """A hint for the reconcile loop, so it need not wait for a flush to disk: if a crash loses it, the
+    loop starts the workflow again and Temporal answers "already started" (the case row itself was
+    committed durably before the start)."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL synchronous_commit TO off")
+        await conn.execute("UPDATE intake.intake_cases SET workflow_started_at = now() "
+                           "WHERE case_id = $1 AND workflow_started_at IS NULL", case_id)
 
 
 async def unstarted_cases(pool: asyncpg.Pool, older_than: timedelta, limit: int = 200) -> list[asyncpg.Record]:
