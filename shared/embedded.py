@@ -160,6 +160,8 @@ def start_temporal(data_dir: Path, port: int, ui_port: int, codec_endpoint: str 
         str(venv_bin("temporal")), "server", "start-dev",
         "--db-filename", str(data_dir / "temporal.sqlite"),
         "--port", str(port), "--ui-port", str(ui_port), "--ip", "127.0.0.1",
+        # fixed, not "a random free port": a random pick can take a port NRM's own services are about to bind
+        "--http-port", str(port + 10), "--metrics-port", str(port + 11),
         "--log-level", "warn", "--ui-disable-news-fetch",
         *[arg for pragma in SQLITE_PRAGMAS for arg in ("--sqlite-pragma", pragma)],
         *search_attribute_cli_flags(),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -42,17 +43,26 @@ PROVINCE = "01"  # Hà Nội: every token and case of these tests is in this pro
 
 
 def free_ports(n: int) -> list[int]:
-    """Distinct ports nobody listens on now (bound together, so the kernel hands out different ones)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    """Distinct ports nobody listens on now, from 20000-31999: below the kernel's ephemeral range
+    (32768+), where other servers' "random free port" picks would race with ours. The Temporal port's +10
+    and +11 (its HTTP API and metrics) are kept free too."""
+    rng = random.Random()
+    chosen: list[int] = []
+    while len(chosen) < n:
+        port = rng.randrange(20000, 31990)
+        if any(abs(port - c) <= 11 for c in chosen) or not all(_bindable(p) for p in (port, port + 10, port + 11)):
+            continue
+        chosen.append(port)
+    return chosen
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 @dataclass

@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from shared.crypto import load_keyring
 from shared.domain import AgencyRole, Channel, Stage
 from shared.embedded import pid_alive, port_open, postgres_pid
 from shared.temporal import WORKFLOW_TASK_QUEUE, make_data_converter
+from tests.e2e.stack import free_ports
 from tests.workflow.harness import actor, facts
 from workflows.case_workflow import CaseWorkflow
 from workflows.models import CaseInput, Classification, Decide, ReceiveDecision
@@ -40,20 +40,6 @@ pytestmark = pytest.mark.e2e
 READY_TIMEOUT = 120.0
 PORT_VARS = ("NRM_TEMPORAL_PORT", "NRM_TEMPORAL_UI_PORT", "NRM_INTAKE_PORT", "NRM_VERIFICATION_PORT",
              "NRM_SUPPORT_PORT", "NRM_OVERSIGHT_PORT", "NRM_CODEC_PORT")
-
-
-def free_ports(n: int) -> list[int]:
-    """Distinct ports nobody listens on now (bound together, so the kernel hands out different ones)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 @dataclass
