@@ -9,23 +9,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.support.entitlements import Beneficiary, Entitled, StatusColumn, SupportType
+from shared.api_models import In, LongText, Reason, Ref, ShortText, Versioned
 from shared.domain import AgencyRole, CaseStatus, Stage, TraffickingStatus
 from workflows.models import CaseState, ConsentPurpose, Handoff, HandoffKind, HandoffState
-
-Reason = Annotated[str, Field(min_length=3, max_length=500,
-                              description="why; recorded in the audit log. No personal data.")]
-Ref = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
-ShortText = Annotated[str, Field(min_length=1, max_length=200)]
-LongText = Annotated[str, Field(min_length=1, max_length=4000)]
-
-
-class In(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-
-class Versioned(In):
-    expected_version: int | None = Field(default=None, ge=0,
-                                         description="the case version you read; 409 if the case moved on since")
 
 
 def _not_future(d: date | None, field: str) -> None:

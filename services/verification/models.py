@@ -9,23 +9,9 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from shared.api_models import In, LongText, Reason, Ref, ShortText, Versioned
 from shared.domain import AgencyRole, CaseStatus, DecisionMakingOrg, Stage, TraffickingStatus
 from workflows.models import CaseState, EvidenceKind, VerifyResult
-
-Reason = Annotated[str, Field(min_length=3, max_length=500,
-                              description="why; recorded in the audit log. No personal data.")]
-Ref = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
-ShortText = Annotated[str, Field(min_length=1, max_length=200)]
-LongText = Annotated[str, Field(min_length=1, max_length=4000)]
-
-
-class In(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-
-class Versioned(In):
-    expected_version: int | None = Field(
-        default=None, ge=0, description="the case version you read; 409 if the case moved on since")
 
 
 # ---- claim / assign ---------------------------------------------------------------------------
