@@ -110,7 +110,7 @@ _bearer = HTTPBearer(auto_error=False, description="JWT from `nrm token` (dev) o
 def current_principal(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Principal:
-    already = getattr(request.state, "principal", None)  # verified by BearerAuthMiddleware
+    already = getattr(request.state, "principal", None)  # verified by RequestGuardMiddleware
     if isinstance(already, Principal):
         return already
     if credentials is None or credentials.scheme.lower() != "bearer":

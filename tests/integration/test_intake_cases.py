@@ -4,6 +4,7 @@ masking, break-glass), picklist errors, 401/403/415. Real PostgreSQL, real Tempo
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 from shared.crypto import KeyRing
@@ -157,6 +158,18 @@ async def test_picklist_and_bad_input_errors(ts_env: Any, db_pool: Any, db_url: 
         r = await it.http.post("/cases", content=b"x" * 2_100_000, headers={
             **it.auth(), "Content-Type": "application/json"})
         assert r.status_code == 413
+
+        # no Content-Length (chunked): the stream is counted as it is read and cut off at the limit
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b'{"channel": "walk_in", "report": {"summary": "'
+            for _ in range(30):
+                yield b"x" * 100_000
+            yield b'"}}'
+
+        r = await it.http.post("/cases", content=chunks(), headers={**it.auth(), "Content-Type": "application/json"})
+        assert r.status_code == 413, r.text
+        assert r.json()["detail"][0]["type"] == "payload_too_large"
+        assert "content-length" not in r.request.headers
         # unknowns are fine: no papers, estimated age only
         ok = await it.open(open_body(person={"prs_IdentityNumber": None, "birth_year": None, "prs_FirstName": None,
                                              "prs_SecondName": None, "prs_MiddleName": None, "estimated_age": 14,
