@@ -6,7 +6,9 @@ no code changes."""
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -73,12 +75,34 @@ def mint_token(ring: KeyRing, *, user_id: str, roles: list[Role], agency: Agency
 
 
 class TokenVerifier:
+    """Verifies bearer JWTs. A caller sends the same token with every request until it expires, so a
+    verified token is remembered (up to CACHE_SIZE tokens, each until its `exp` and at most CACHE_SECONDS,
+    so a key withdrawn from the JWKS stops being honoured within that time); a failure is never cached."""
+
+    CACHE_SIZE = 4096
+    CACHE_SECONDS = 300.0
+
     def __init__(self, ring: KeyRing | None, issuer: str, audience: str, jwks_url: str | None = None) -> None:
         self._issuer, self._audience = issuer, audience
         self._jwks = jwt.PyJWKClient(jwks_url, cache_keys=True) if jwks_url else None
         self._dev_key = ring.signing_private_key().public_key() if ring and not jwks_url else None
+        self._verified: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
 
     def verify(self, token: str) -> Principal:
+        now = time.time()
+        hit = self._verified.get(token)
+        if hit is not None:
+            if now < hit[1]:
+                self._verified.move_to_end(token)
+                return hit[0]
+            del self._verified[token]
+        principal, exp = self._verify_signed(token)
+        self._verified[token] = (principal, min(exp, now + self.CACHE_SECONDS))
+        if len(self._verified) > self.CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return principal
+
+    def _verify_signed(self, token: str) -> tuple[Principal, float]:
         try:
             if self._jwks is not None:
                 key: Any = self._jwks.get_signing_key_from_jwt(token).key
@@ -92,9 +116,10 @@ class TokenVerifier:
         except jwt.PyJWTError as exc:
             raise AuthError(f"invalid token: {exc}") from None
         try:
-            return Principal(user_id=claims["sub"], display_name=claims.get("name", ""),
-                             roles=frozenset(claims.get("roles", [])), agency=claims.get("agency"),
-                             province=claims.get("province"), commune=claims.get("commune"))
+            principal = Principal(user_id=claims["sub"], display_name=claims.get("name", ""),
+                                  roles=frozenset(claims.get("roles", [])), agency=claims.get("agency"),
+                                  province=claims.get("province"), commune=claims.get("commune"))
+            return principal, float(claims["exp"])
         except ValidationError as exc:
             fields = ", ".join(str(e["loc"][0]) for e in exc.errors())
             raise AuthError(f"token claims invalid: {fields}") from None
@@ -107,7 +132,9 @@ class AuthError(Exception):
 _bearer = HTTPBearer(auto_error=False, description="JWT from `nrm token` (dev) or the OIDC provider")
 
 
-def current_principal(
+# Dependencies are coroutines on purpose: FastAPI runs a plain `def` dependency in a worker thread,
+# a thread hop per dependency per request for work that never blocks.
+async def current_principal(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Principal:
     already = getattr(request.state, "principal", None)  # verified by RequestGuardMiddleware
@@ -132,7 +159,7 @@ CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 def require_roles(*roles: Role) -> Any:
     """Dependency: the caller holds at least one of these roles (admin holds all)."""
 
-    def check(principal: CurrentPrincipal) -> Principal:
+    async def check(principal: CurrentPrincipal) -> Principal:
         if not any(principal.has(r) for r in roles):
             raise HTTPException(status.HTTP_403_FORBIDDEN,
                                 f"requires role {' or '.join(r.value for r in roles)}")

@@ -1,28 +1,35 @@
 """Intake benchmark: cases opened per second over HTTP, beside raw Temporal workflow starts per second
 on the same server in the same run.
 
-    .venv/bin/python bench/intake/run.py [--n 300] [--concurrency 20]
+    .venv/bin/python bench/intake/run.py [--n 300] [--concurrency 20] [--rounds 2]
 
-Starts its own embedded PostgreSQL and `temporal server start-dev` (SQLite WAL, as `nrm up` does) in a
-temporary folder, unless NRM_DATABASE_URL / NRM_TEMPORAL_ADDRESS point at running ones. The intake
-app is served by uvicorn on a free port; the workflow worker and oversight activities run in the same
-process (as the tests do). Each HTTP case: a realistic person (Vietnamese name, birth year, id number,
-phone, address, victim context, one trafficking event, report narrative): validation, encryption,
-blind indexes, duplicate check, one transaction, then the workflow start. Prints figures; asserts
-nothing."""
+Runs against the system as deployed: `nrm up` on free ports and a temporary data directory (embedded
+PostgreSQL, the dev server with SQLite WAL + synchronous=FULL, the intake service, the workflow worker
+and the oversight worker each in its own process). This process is only the load generator. Each HTTP
+case: a realistic person (Vietnamese name, birth year, id number, phone, address, victim context, one
+trafficking event, report narrative): authentication, validation, encryption, blind indexes, duplicate
+check, one transaction, then the workflow start. The baseline starts the same CaseWorkflow directly
+(same server, same worker, same task queue, same payload codec), without any of that.
+
+Rounds alternate the order (HTTP, raw, raw, HTTP, ...) so a drift of the machine's load during the run
+touches both sides alike, and each phase starts only when the whole stack is quiet again (under
+0.1 core busy: the workers finish the previous phase's workflow tasks after its start calls have
+returned); the figures are the totals over all rounds. Prints figures; asserts nothing."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import platform
 import random
-import socket
 import statistics
 import sys
-import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,33 +37,17 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import httpx
-import uvicorn
-from temporalio.worker import Worker
 
-from services.oversight.activities import build_activities as oversight_activities
-from shared.auth import mint_token
-from shared.config import Settings
-from shared.crypto import KeyRing
-from shared.db import create_pool, migrate
 from shared.domain import AgeBand, AgencyRole, Channel, Role
-from shared.embedded import start_postgres, start_temporal, stop_postgres, terminate
-from shared.logging import configure_logging
-from shared.runtime import Runtime
-from shared.service import build_app
-from shared.temporal import OVERSIGHT_TASK_QUEUE, connect, ensure_search_attributes
+from shared.temporal import WORKFLOW_TASK_QUEUE, connect
+from tests.e2e.stack import RunningStack, running_stack
 from workflows.models import Actor, CaseFacts, CaseInput
-from workflows.worker import build_worker
 
 FAMILY = ["Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Vũ", "Đặng", "Bùi", "Đỗ", "Hồ"]
 MIDDLE = ["Thị", "Văn", "Ngọc", "Minh", "Thu", "Đức"]
 GIVEN = ["Lan", "Hoa", "Mai", "Tuấn", "Hùng", "Linh", "Trang", "Dũng", "Hương", "Nam"]
 PROVINCE = "20"  # Lạng Sơn (border province)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+QUIET_CPU = 0.10  # the stack counts as settled when all its processes together use less than this many cores
 
 
 def person_payload(i: int) -> dict[str, Any]:
@@ -90,10 +81,11 @@ def pct(values: list[float], p: float) -> float:
     return ordered[k]
 
 
-async def run_bounded(n: int, concurrency: int, op: Any) -> tuple[float, list[float], int]:
+async def run_bounded(n: int, concurrency: int, op: Callable[[int], Awaitable[None]],
+                      first: int = 0) -> tuple[float, list[float], int]:
     latencies: list[float] = []
     errors = 0
-    queue = list(range(n))
+    queue = list(range(first, first + n))
 
     async def runner() -> None:
         nonlocal errors
@@ -103,7 +95,9 @@ async def run_bounded(n: int, concurrency: int, op: Any) -> tuple[float, list[fl
             try:
                 await op(i)
                 latencies.append(time.perf_counter() - t0)
-            except Exception:
+            except Exception as exc:  # counted and shown once: a bench reports, it does not stop
+                if errors == 0:
+                    print(f"  first error: {exc!r}"[:300])
                 errors += 1
 
     t0 = time.perf_counter()
@@ -111,96 +105,177 @@ async def run_bounded(n: int, concurrency: int, op: Any) -> tuple[float, list[fl
     return time.perf_counter() - t0, latencies, errors
 
 
-async def bench(database_url: str, temporal_address: str, n: int, concurrency: int) -> None:
-    ring = KeyRing.generate()
-    await migrate(database_url)
-    client = await connect(temporal_address, "default", ring)
-    await ensure_search_attributes(client)
-    settings = Settings()
-    pool = await create_pool(database_url, 2, 30)
-    task_queue = f"bench-{uuid.uuid4().hex[:8]}"
-    worker_runtime = Runtime(settings, ring, pool, client)
+def stack_cpu_seconds(stack: RunningStack) -> float:
+    """CPU time used so far by every process of the stack (services, workers, Temporal, PostgreSQL)."""
+    state = stack.state()
+    pids = {int(pid) for pid in state["children"].values()}
+    if state.get("temporal_pid"):
+        pids.add(int(state["temporal_pid"]))
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        name, fields = raw[raw.index("(") + 1 : raw.rindex(")")], raw[raw.rindex(")") + 2 :].split()
+        if int(entry) in pids or name == "postgres":
+            total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+    return total / os.sysconf("SC_CLK_TCK")
 
-    async def factory() -> Runtime:
-        return Runtime(settings, ring, await create_pool(database_url, 2, 30), client,
-                       extras={"workflow_task_queue": task_queue, "reconcile_interval": None})
 
-    app = build_app("intake", settings, runtime_factory=factory)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           access_log=False, lifespan="on"))
-    token = mint_token(ring, user_id="bench-officer", roles=[Role.caseworker], agency=AgencyRole.border_guard,
-                       province=PROVINCE)
-    headers = {"Authorization": f"Bearer {token}"}
-    oversight = Worker(client, task_queue=OVERSIGHT_TASK_QUEUE, activities=oversight_activities(worker_runtime))
-    async with build_worker(client, task_queue), oversight:
-        serve = asyncio.create_task(server.serve())
-        while not server.started:  # noqa: ASYNC110  (uvicorn exposes a flag, not an event)
-            await asyncio.sleep(0.05)
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=60) as http:
-            for i in range(5):  # warm-up
-                await http.post("/cases", json=person_payload(10_000_000 + i), headers=headers)
+async def settle(stack: RunningStack, limit_seconds: float = 120.0) -> float:
+    """Wait until the previous phase's work has drained: the workers run every started case's first
+    workflow tasks, policy and audit activities after the start call returned, and that work must not be
+    billed to the next phase. Returns the seconds waited."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit_seconds:
+        before = stack_cpu_seconds(stack)
+        await asyncio.sleep(1.0)
+        if stack_cpu_seconds(stack) - before < QUIET_CPU:
+            break
+    return time.monotonic() - t0
 
-            async def open_one(i: int) -> None:
-                r = await http.post("/cases", json=person_payload(i),
-                                    headers={**headers, "Idempotency-Key": f"bench-{i}"})
-                if r.status_code != 201:
-                    raise RuntimeError(f"{r.status_code}: {r.text[:200]}")
 
-            http_s, http_lat, http_err = await run_bounded(n, concurrency, open_one)
+class LeanHttp:
+    """A minimal HTTP/1.1 keep-alive client, one connection per concurrent runner. The load generator
+    shares the 2 cores with the system it measures, and httpx spent about three times the CPU per
+    request of the Temporal client used for the baseline; this keeps the generator's cost out of the
+    ratio. JSON bodies with Content-Length only, which is all the bench sends and uvicorn answers."""
 
-        actor = Actor(user_id="bench-officer", agency=AgencyRole.border_guard, roles=frozenset({Role.caseworker}),
-                      province=PROVINCE)
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def post_json(self, path: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, bytes]:
+        payload = json.dumps(body, ensure_ascii=False).encode()
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        request = (f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+                   f"Content-Length: {len(payload)}\r\n{head}\r\n").encode() + payload
+        status_line = b""
+        while not status_line:  # an idle connection the server has closed answers nothing: use a new one
+            reused = bool(self._idle)
+            reader, writer = self._idle.pop() if reused else await asyncio.open_connection(self.host, self.port)
+            try:
+                writer.write(request)
+                status_line = await reader.readline()
+            except ConnectionError:
+                if not reused:
+                    raise
+            if not status_line and not reused:
+                raise ConnectionError("the server closed a new connection without answering")
+        length, keep = 0, True
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+            elif name.lower() == "connection" and value.strip().lower() == "close":
+                keep = False
+        content = await reader.readexactly(length)
+        if keep:
+            self._idle.append((reader, writer))
+        else:
+            writer.close()
+        return int(status_line.split()[1]), content
+
+    async def close(self) -> None:
+        for _, writer in self._idle:
+            writer.close()
+        self._idle.clear()
+
+
+@dataclass
+class Side:
+    """One side of the comparison, summed over rounds."""
+
+    name: str
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    stack_cpu: float = 0.0  # CPU seconds of the whole stack, from the phase's start until it was quiet again
+    generator_cpu: float = 0.0  # CPU seconds of this load generator during the phase
+
+    def add(self, result: tuple[float, list[float], int]) -> None:
+        self.seconds += result[0]
+        self.latencies += result[1]
+        self.errors += result[2]
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.seconds if self.seconds else 0.0
+
+    def line(self) -> str:
+        lat = self.latencies
+        return (f"{self.name:<34} {self.rate:8.1f}/s   p50 {pct(lat, 50) * 1000:7.1f} ms   "
+                f"p99 {pct(lat, 99) * 1000:7.1f} ms   mean {statistics.fmean(lat) * 1000:7.1f} ms   "
+                f"ok {len(lat)}  errors {self.errors}")
+
+    def cpu_line(self) -> str:
+        n = max(1, len(self.latencies))
+        return (f"{self.name:<34} stack CPU {self.stack_cpu / n * 1000:6.1f} ms per case   "
+                f"(load generator {self.generator_cpu / n * 1000:5.1f} ms per case)")
+
+
+async def bench(stack: RunningStack, n: int, concurrency: int, rounds: int) -> None:
+    client = await connect(f"127.0.0.1:{stack.ports['NRM_TEMPORAL_PORT']}", "default", stack.ring)
+    headers = stack.auth(AgencyRole.border_guard, Role.caseworker, user="bench-officer", province=PROVINCE)
+    actor = Actor(user_id="bench-officer", agency=AgencyRole.border_guard, roles=frozenset({Role.caseworker}),
+                  province=PROVINCE)
+    http_side, raw_side = Side("intake POST /cases (HTTP)"), Side("raw Temporal start_workflow")
+    url = httpx.URL(stack.url("intake"))
+    http = LeanHttp(url.host, url.port or 80)
+    try:
+
+        async def open_one(i: int) -> None:
+            code, content = await http.post_json("/cases", person_payload(i),
+                                                 {**headers, "Idempotency-Key": f"bench-{i}"})
+            if code != 201:
+                raise RuntimeError(f"{code}: {content[:200]!r}")
 
         async def start_one(i: int) -> None:
-            cid = f"bench-raw-{uuid.uuid4().hex}"
+            cid = f"c-{uuid.uuid4().hex}"
             facts = CaseFacts(case_id=cid, person_ref=f"p-{uuid.uuid4().hex}", province=PROVINCE,
                               channel=Channel.border_guard_handover, age_band=AgeBand.adult, opened_by=actor,
                               opened_at=datetime.now(UTC))
-            await client.start_workflow("CaseWorkflow", CaseInput(facts=facts), id=cid, task_queue=task_queue)
+            await client.start_workflow("CaseWorkflow", CaseInput(facts=facts), id=cid, task_queue=WORKFLOW_TASK_QUEUE)
 
-        raw_s, raw_lat, raw_err = await run_bounded(n, concurrency, start_one)
-        server.should_exit = True
-        await serve
-    await pool.close()
+        # warm-up: connections, the workers' caches, PostgreSQL's plans
+        await run_bounded(10, 5, open_one, first=10_000_000)
+        await run_bounded(10, 5, start_one)
+        await settle(stack)
+        phases = {"http": (open_one, http_side), "raw": (start_one, raw_side)}
+        for r in range(rounds):
+            for name in (("http", "raw") if r % 2 == 0 else ("raw", "http")):
+                op, side = phases[name]
+                cpu0, gen0 = stack_cpu_seconds(stack), time.process_time()
+                side.add(await run_bounded(n, concurrency, op, first=r * n))
+                side.generator_cpu += time.process_time() - gen0
+                drained = await settle(stack)
+                side.stack_cpu += stack_cpu_seconds(stack) - cpu0
+                print(f"  round {r + 1} {name:<4} done (stack quiet {drained:.0f} s later): {side.line()}", flush=True)
+    finally:
+        await http.close()
 
-    def line(name: str, secs: float, lat: list[float], err: int) -> float:
-        rate = len(lat) / secs if secs else 0.0
-        print(f"{name:<34} {rate:8.1f}/s   p50 {pct(lat, 50) * 1000:7.1f} ms   p99 {pct(lat, 99) * 1000:7.1f} ms"
-              f"   mean {statistics.fmean(lat) * 1000:7.1f} ms   ok {len(lat)}  errors {err}")
-        return rate
-
-    print(f"\nN={n} concurrency={concurrency} (same Temporal server, same process, {os.cpu_count()} CPUs)")
-    http_rate = line("intake POST /cases (HTTP)", http_s, http_lat, http_err)
-    raw_rate = line("raw Temporal start_workflow", raw_s, raw_lat, raw_err)
-    if raw_rate:
-        print(f"ratio: intake opens at {http_rate / raw_rate:.2f}x the raw workflow-start rate")
+    print(f"\nN={n} x {rounds} rounds, concurrency={concurrency} (nrm up topology, same Temporal server; "
+          f"{os.cpu_count()} CPUs, {platform.machine()}, load {os.getloadavg()[0]:.2f})")
+    print(http_side.line())
+    print(raw_side.line())
+    print(http_side.cpu_line())
+    print(raw_side.cpu_line())
+    if raw_side.rate:
+        print(f"ratio: intake opens at {http_side.rate / raw_side.rate:.2f}x the raw workflow-start rate")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=300)
+    ap.add_argument("--n", type=int, default=300, help="cases per phase")
     ap.add_argument("--concurrency", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
-    configure_logging("bench-intake", "WARNING")
-    work = Path(tempfile.mkdtemp(prefix="nrm-bench-intake-"))
-    database_url = os.environ.get("NRM_DATABASE_URL")
-    temporal_address = os.environ.get("NRM_TEMPORAL_ADDRESS")
-    temporal_proc = None
-    try:
-        if not database_url:
-            database_url = start_postgres(work)
-        if not temporal_address:
-            port = free_port()
-            temporal_proc = start_temporal(work / "temporal", port, free_port(), None, work / "temporal.log")
-            temporal_address = f"127.0.0.1:{port}"
-        asyncio.run(bench(database_url, temporal_address, args.n, args.concurrency))
-    finally:
-        if temporal_proc is not None:
-            terminate(temporal_proc.pid)
-        if not os.environ.get("NRM_DATABASE_URL"):
-            stop_postgres(work)
+    with running_stack() as stack:
+        print(f"nrm up ready in {stack.data_dir}", flush=True)
+        asyncio.run(bench(stack, args.n, args.concurrency, args.rounds))
     return 0
 
 

@@ -73,6 +73,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await opening.started_marks(runtime).close()
 
 
 async def _reconcile_loop(runtime: Runtime, interval: float, older_than: timedelta) -> None:
@@ -103,7 +104,7 @@ AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def require_content_type(*allowed: str) -> Any:
-    def check(request: Request, principal: CurrentPrincipal) -> None:  # authentication first (401)
+    async def check(request: Request, principal: CurrentPrincipal) -> None:  # authentication first (401)
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if not any(ctype == a or (a == "application/json" and ctype.endswith("+json")) for a in allowed):
             raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,

@@ -9,6 +9,8 @@ workflow."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -161,8 +163,54 @@ async def start_case_workflow(runtime: Runtime, row: asyncpg.Record) -> bool:
     except (RPCError, RuntimeError, OSError) as exc:
         log.warning("case_workflow_start_failed", case_id=facts.case_id, error=type(exc).__name__)
         return False
-    await repository.mark_workflow_started(runtime.pool, facts.case_id)
+    started_marks(runtime).add(facts.case_id)
     return True
+
+
+class StartedMarks:
+    """The workflow-started hints, written in one UPDATE per short window instead of a transaction per
+    case (the hint only spares the reconcile loop a start that Temporal would answer "already started",
+    so losing a window of them in a crash costs nothing but that). `flush` runs at shutdown too."""
+
+    WINDOW_SECONDS = 0.05
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._pending: set[str] = set()
+        self._flusher: asyncio.Task[None] | None = None
+
+    def add(self, case_id: str) -> None:
+        self._pending.add(case_id)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_soon(), name="intake-started-marks")
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(self.WINDOW_SECONDS)
+        await self.flush()
+
+    async def flush(self) -> None:
+        ids, self._pending = sorted(self._pending), set()
+        if not ids:
+            return
+        try:
+            await repository.mark_workflows_started(self._pool, ids)
+        except (asyncpg.PostgresError, OSError) as exc:
+            log.warning("started_marks_lost", count=len(ids), error=type(exc).__name__)  # reconcile redoes them
+
+    async def close(self) -> None:
+        if self._flusher is not None and not self._flusher.done():
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        await self.flush()
+
+
+def started_marks(runtime: Runtime) -> StartedMarks:
+    marks = runtime.extras.get("started_marks")
+    if marks is None:
+        marks = runtime.extras["started_marks"] = StartedMarks(runtime.pool)
+    assert isinstance(marks, StartedMarks)
+    return marks
 
 
 async def open_case(runtime: Runtime, req: OpenCaseRequest, principal: Principal, *, idem_key: str | None,
@@ -183,9 +231,11 @@ async def reconcile_workflow_starts(runtime: Runtime, older_than: timedelta = ti
                                     limit: int = 200) -> list[str]:
     """Start the workflows of committed cases whose start never happened. Returns the case ids started."""
     started = []
+    await started_marks(runtime).flush()  # starts this process already made are not "unstarted"
     for row in await repository.unstarted_cases(runtime.pool, older_than, limit):
         if await start_case_workflow(runtime, row):
             started.append(row["case_id"])
+    await started_marks(runtime).flush()  # a batch job leaves its marks written when it returns
     if started:
         log.info("case_workflows_reconciled", count=len(started))
     return started

@@ -32,9 +32,8 @@ def fallback_facts(case: asyncpg.Record) -> CaseAccessFacts:
 
 
 async def case_state(runtime: Runtime, case: asyncpg.Record) -> CaseState | None:
-    """The workflow's state query; None when the workflow was never started. 503 when unreachable."""
-    if case["workflow_started_at"] is None:
-        return None
+    """The workflow's state query; None when the workflow was never started. 503 when unreachable.
+    Asked even when the row has no started mark yet: marks are written a moment after the start."""
     handle = runtime.temporal.get_workflow_handle(case["case_id"])
     try:
         state: CaseState = await handle.query("state", result_type=CaseState, rpc_timeout=QUERY_TIMEOUT)

@@ -62,8 +62,10 @@ async def open_case(pool: asyncpg.Pool, new: NewCase) -> OpenOutcome:
     async with pool.acquire() as conn:
         async with conn.transaction():
             # serialise openings that could be duplicates of each other, so each sees the other
-            for key in sorted(k for k in (new.identity_bidx, new.name_year_bidx) if k):
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 7310))", key)
+            keys = sorted(k for k in (new.identity_bidx, new.name_year_bidx) if k)
+            if keys:  # one round trip; sorted, so two openings never wait on each other in opposite order
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(k, 7310)) "
+                                   "FROM unnest($1::text[]) WITH ORDINALITY AS t(k, n) ORDER BY n", keys)
             person = {**new.person, "person_id": new.person_id, "identity_bidx": new.identity_bidx,
                       "name_year_bidx": new.name_year_bidx}
             await conn.execute(_insert_sql("persons", list(person)), *person.values())
@@ -128,14 +130,14 @@ async def case_by_idempotency_key(pool: asyncpg.Pool, user: str, key: str) -> as
                                user, key)
 
 
-async def mark_workflow_started(pool: asyncpg.Pool, case_id: str) -> None:
+async def mark_workflows_started(pool: asyncpg.Pool, case_ids: Sequence[str]) -> None:
     """A hint for the reconcile loop, so it need not wait for a flush to disk: if a crash loses it, the
     loop starts the workflow again and Temporal answers "already started" (the case row itself was
     committed durably before the start)."""
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SET LOCAL synchronous_commit TO off")
         await conn.execute("UPDATE intake.intake_cases SET workflow_started_at = now() "
-                           "WHERE case_id = $1 AND workflow_started_at IS NULL", case_id)
+                           "WHERE case_id = ANY($1::text[]) AND workflow_started_at IS NULL", list(case_ids))
 
 
 async def unstarted_cases(pool: asyncpg.Pool, older_than: timedelta, limit: int = 200) -> list[asyncpg.Record]:

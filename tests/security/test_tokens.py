@@ -139,3 +139,26 @@ def test_dev_issuer() -> None:
                 mint_token(KeyRing.generate(), **kw), "a.b.c", ""):
         with pytest.raises(AuthError, match="invalid token"):
             verifier.verify(bad)
+
+
+def test_a_remembered_token_still_expires_and_a_failure_is_not_remembered() -> None:
+    ring = KeyRing.generate()
+    verifier = TokenVerifier(ring, "nrm-dev", "nrm")
+    kw: dict[str, Any] = dict(user_id="u1", roles=[Role.caseworker], agency=AgencyRole.police, province="01")
+    # exp is whole seconds: this token expires 1-2 s from now
+    short = mint_token(ring, **kw, ttl=timedelta(seconds=2), now=datetime.now(UTC) - timedelta(seconds=0.5))
+    first = verifier.verify(short)
+    assert verifier.verify(short) is first  # the second request does not verify the signature again
+    time.sleep(2.6)
+    with pytest.raises(AuthError, match="token expired"):
+        verifier.verify(short)
+    # a forged token stays refused however often it is sent, and never poisons the good one's entry
+    forged = mint_token(KeyRing.generate(), **kw)
+    for _ in range(2):
+        with pytest.raises(AuthError, match="invalid token"):
+            verifier.verify(forged)
+    # the cache is bounded
+    verifier.CACHE_SIZE = 3
+    tokens = [mint_token(ring, **{**kw, "user_id": f"u{i}"}) for i in range(5)]
+    assert [verifier.verify(t).user_id for t in tokens] == [f"u{i}" for i in range(5)]
+    assert len(verifier._verified) == 3
