@@ -105,13 +105,14 @@ async def run_bounded(n: int, concurrency: int, op: Callable[[int], Awaitable[No
     return time.perf_counter() - t0, latencies, errors
 
 
-def stack_cpu_seconds(stack: RunningStack) -> float:
-    """CPU time used so far by every process of the stack (services, workers, Temporal, PostgreSQL)."""
+def stack_cpu_seconds(stack: RunningStack) -> dict[str, float]:
+    """CPU seconds used so far by each process of the stack: every `nrm up` child by name, the Temporal
+    dev server, and all PostgreSQL processes together."""
     state = stack.state()
-    pids = {int(pid) for pid in state["children"].values()}
+    names = {int(pid): name for name, pid in state["children"].items()}
     if state.get("temporal_pid"):
-        pids.add(int(state["temporal_pid"]))
-    total = 0
+        names[int(state["temporal_pid"])] = "temporal"
+    ticks: dict[str, int] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -119,10 +120,15 @@ def stack_cpu_seconds(stack: RunningStack) -> float:
             raw = Path(f"/proc/{entry}/stat").read_text()
         except OSError:
             continue
-        name, fields = raw[raw.index("(") + 1 : raw.rindex(")")], raw[raw.rindex(")") + 2 :].split()
-        if int(entry) in pids or name == "postgres":
-            total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
-    return total / os.sysconf("SC_CLK_TCK")
+        command, fields = raw[raw.index("(") + 1 : raw.rindex(")")], raw[raw.rindex(")") + 2 :].split()
+        name = names.get(int(entry)) or ("postgres" if command == "postgres" else None)
+        if name is not None:
+            ticks[name] = ticks.get(name, 0) + int(fields[11]) + int(fields[12])  # utime + stime
+    return {name: t / os.sysconf("SC_CLK_TCK") for name, t in ticks.items()}
+
+
+def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {name: after[name] - before.get(name, 0.0) for name in after}
 
 
 async def settle(stack: RunningStack, limit_seconds: float = 120.0) -> float:
@@ -133,7 +139,7 @@ async def settle(stack: RunningStack, limit_seconds: float = 120.0) -> float:
     while time.monotonic() - t0 < limit_seconds:
         before = stack_cpu_seconds(stack)
         await asyncio.sleep(1.0)
-        if stack_cpu_seconds(stack) - before < QUIET_CPU:
+        if sum(cpu_used(before, stack_cpu_seconds(stack)).values()) < QUIET_CPU:
             break
     return time.monotonic() - t0
 
@@ -193,7 +199,7 @@ class Side:
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
-    stack_cpu: float = 0.0  # CPU seconds of the whole stack, from the phase's start until it was quiet again
+    stack_cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per process, phase start to quiet
     generator_cpu: float = 0.0  # CPU seconds of this load generator during the phase
 
     def add(self, result: tuple[float, list[float], int]) -> None:
@@ -213,8 +219,10 @@ class Side:
 
     def cpu_line(self) -> str:
         n = max(1, len(self.latencies))
-        return (f"{self.name:<34} stack CPU {self.stack_cpu / n * 1000:6.1f} ms per case   "
-                f"(load generator {self.generator_cpu / n * 1000:5.1f} ms per case)")
+        parts = "  ".join(f"{name} {secs / n * 1000:.1f}" for name, secs in sorted(self.stack_cpu.items())
+                          if secs / n >= 0.00005)
+        return (f"{self.name:<34} stack CPU {sum(self.stack_cpu.values()) / n * 1000:6.1f} ms per case "
+                f"({parts}; load generator {self.generator_cpu / n * 1000:.1f})")
 
 
 async def bench(stack: RunningStack, n: int, concurrency: int, rounds: int) -> None:
@@ -252,7 +260,8 @@ async def bench(stack: RunningStack, n: int, concurrency: int, rounds: int) -> N
                 side.add(await run_bounded(n, concurrency, op, first=r * n))
                 side.generator_cpu += time.process_time() - gen0
                 drained = await settle(stack)
-                side.stack_cpu += stack_cpu_seconds(stack) - cpu0
+                for proc, secs in cpu_used(cpu0, stack_cpu_seconds(stack)).items():
+                    side.stack_cpu[proc] = side.stack_cpu.get(proc, 0.0) + secs
                 print(f"  round {r + 1} {name:<4} done (stack quiet {drained:.0f} s later): {side.line()}", flush=True)
     finally:
         await http.close()
