@@ -1,7 +1,7 @@
 """Intake benchmark: cases opened per second over HTTP, beside raw Temporal workflow starts per second
 on the same server in the same run.
 
-    .venv/bin/python bench/intake/run.py [--n 300] [--concurrency 20] [--rounds 2]
+    .venv/bin/python bench/intake/run.py [--n 1000] [--concurrency 20] [--rounds 2]
 
 Runs against the system as deployed: `nrm up` on free ports and a temporary data directory (embedded
 PostgreSQL, the dev server with SQLite WAL + synchronous=FULL, the intake service, the workflow worker
@@ -278,7 +278,8 @@ async def bench(stack: RunningStack, n: int, concurrency: int, rounds: int) -> N
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=300, help="cases per phase")
+    ap.add_argument("--n", type=int, default=1000, help="cases per phase (enough for a steady state: a short burst "
+                    "mostly measures how much workflow work the server can defer past the phase)")
     ap.add_argument("--concurrency", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
