@@ -83,7 +83,7 @@ class RequestGuardMiddleware:
                 await _too_large(limit, request_id)(scope, receive, send)
                 return
             if scope["path"] not in PUBLIC_PATHS and scope["method"] != "OPTIONS":
-                refusal = self._authenticate(scope, headers, state)
+                refusal = await self._authenticate(scope, headers, state)
                 if refusal is not None:
                     refusal.headers["X-Request-ID"] = request_id
                     await refusal(scope, receive, send)
@@ -117,13 +117,13 @@ class RequestGuardMiddleware:
             structlog.contextvars.unbind_contextvars("request_id", "case_id")
 
     @staticmethod
-    def _authenticate(scope: Scope, headers: Headers, state: dict[str, Any]) -> JSONResponse | None:
+    async def _authenticate(scope: Scope, headers: Headers, state: dict[str, Any]) -> JSONResponse | None:
         scheme, _, token = headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return JSONResponse({"detail": "missing bearer token"}, status_code=401, headers=dict(_CHALLENGE))
         verifier: TokenVerifier = scope["app"].state.token_verifier
         try:
-            state["principal"] = verifier.verify(token.strip())
+            state["principal"] = await verifier.verify_async(token.strip())
         except AuthError as exc:
             return JSONResponse({"detail": str(exc)}, status_code=401, headers=dict(_CHALLENGE))
         return None

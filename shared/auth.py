@@ -6,6 +6,7 @@ no code changes."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections import OrderedDict
@@ -102,6 +103,14 @@ class TokenVerifier:
             self._verified.popitem(last=False)
         return principal
 
+    async def verify_async(self, token: str) -> Principal:
+        """`verify` for the event loop: a JWKS miss fetches the provider's keys over HTTP (blocking), so an
+        unremembered token is checked in a worker thread when a JWKS is configured."""
+        hit = self._verified.get(token)
+        if self._jwks is None or (hit is not None and time.time() < hit[1]):
+            return self.verify(token)
+        return await asyncio.to_thread(self.verify, token)
+
     def _verify_signed(self, token: str) -> tuple[Principal, float]:
         try:
             if self._jwks is not None:
@@ -145,7 +154,7 @@ async def current_principal(
                             headers={"WWW-Authenticate": "Bearer"})
     verifier: TokenVerifier = request.app.state.token_verifier
     try:
-        principal = verifier.verify(credentials.credentials)
+        principal = await verifier.verify_async(credentials.credentials)
     except AuthError as exc:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(exc),
                             headers={"WWW-Authenticate": "Bearer"}) from None

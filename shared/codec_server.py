@@ -35,12 +35,12 @@ def build_codec_app(settings: Settings, ring: KeyRing) -> FastAPI:
     codec = KeyRingCodec(ring)
     verifier = TokenVerifier(ring, settings.jwt_issuer, settings.jwt_audience, settings.oidc_jwks_url)
 
-    def authorise(request: Request) -> str:
+    async def authorise(request: Request) -> str:
         header = request.headers.get("authorization", "")
         if not header.lower().startswith("bearer "):
             raise HTTPException(401, "missing bearer token")
         try:
-            principal = verifier.verify(header[7:])
+            principal = await verifier.verify_async(header[7:])
         except AuthError as exc:
             raise HTTPException(401, str(exc)) from None
         if Role.admin not in principal.roles:
@@ -59,7 +59,7 @@ def build_codec_app(settings: Settings, ring: KeyRing) -> FastAPI:
 
     @app.post("/decode")
     async def decode(request: Request) -> dict[str, object]:
-        user = authorise(request)
+        user = await authorise(request)
         payloads = await _payloads(request)
         try:
             decoded = await codec.decode(payloads.payloads)
@@ -70,7 +70,7 @@ def build_codec_app(settings: Settings, ring: KeyRing) -> FastAPI:
 
     @app.post("/encode")
     async def encode(request: Request) -> dict[str, object]:
-        authorise(request)
+        await authorise(request)
         payloads = await _payloads(request)
         return json_format.MessageToDict(Payloads(payloads=await codec.encode(payloads.payloads)))
 
