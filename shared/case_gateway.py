@@ -3,9 +3,14 @@ access, and send commands (Updates) built with an Actor taken from the verified 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
 
+import asyncpg
+import structlog
+from asyncpg.pool import PoolConnectionProxy
 from fastapi import Header, HTTPException, Path, Request, status
 from pydantic import BaseModel
 
@@ -13,7 +18,13 @@ from shared.access import can_act_on_case, can_read_case, can_read_section
 from shared.api import UPDATE_RPC_TIMEOUT, call_workflow, runtime_of
 from shared.auth import Principal
 from shared.domain import Section, Stage
+from shared.runtime import Runtime
 from workflows.models import Actor, CaseState
+
+log = structlog.get_logger("case-gateway")
+W = TypeVar("W")
+REWRITE_DELAYS = (0.1, 0.5, 2.0)  # seconds before each new attempt at rows whose Update was already accepted
+_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
 CaseId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$",
                              description="the case id (= the CaseWorkflow id)", examples=["case-3f9a0c1d2e4b5a69"])]
@@ -77,3 +88,38 @@ async def update_case(request: Request, case_id: str, name: str, command: BaseMo
 
     result: CaseState = await call_workflow(run)
     return result
+
+
+async def write_with_update(runtime: Runtime, case_id: str, write: Callable[[PoolConnectionProxy], Awaitable[W]],
+                            update: Callable[[W], Awaitable[CaseState]]) -> tuple[W, CaseState]:
+    """A service's rows and the workflow Update that refers to them, as one unit for the caller.
+
+    The rows are written in a transaction that stays open while the Update runs, so a rejected Update
+    (403/409/422) rolls them back. If the commit then fails (connection lost, server restarting), the
+    workflow already holds the Update: the same writes, which must be idempotent (ids fixed before the
+    call, ON CONFLICT DO NOTHING), are made again in new transactions. Only if those fail too does the
+    caller get a 503 asking to retry with the same Idempotency-Key, which re-sends the same Update id
+    (Temporal answers it from the first time) and writes the rows."""
+    accepted: CaseState | None = None
+    try:
+        async with runtime.pool.acquire() as conn, conn.transaction():
+            written = await write(conn)
+            accepted = await update(written)
+        return written, accepted
+    except _DB_ERRORS as exc:
+        if accepted is None:
+            raise
+        error: BaseException = exc
+    for delay in REWRITE_DELAYS:
+        await asyncio.sleep(delay)
+        try:
+            async with runtime.pool.acquire() as conn, conn.transaction():
+                written = await write(conn)
+            log.warning("rows_rewritten_after_update", case_id=case_id, first_error=type(error).__name__)
+            return written, accepted
+        except _DB_ERRORS as exc:
+            error = exc
+    log.error("rows_lost_after_update", case_id=case_id, error=type(error).__name__)
+    raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                        "the case workflow accepted this action but its details could not be saved; retry with the "
+                        "same Idempotency-Key to save them (the workflow will not record the action twice)")

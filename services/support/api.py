@@ -7,8 +7,10 @@ workflow rejects the Update."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Annotated, Any, Literal
 
+from asyncpg.pool import PoolConnectionProxy
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 
 from services.support import repository as repo
@@ -59,10 +61,12 @@ from shared.case_gateway import (
     new_id,
     readable_case,
     update_case,
+    write_with_update,
 )
 from shared.domain import AgencyRole, Role, Section, Stage
 from workflows.models import (
     AddNote,
+    CaseState,
     ConsentPurpose,
     Decide,
     HandoffKind,
@@ -159,10 +163,11 @@ async def record_service(case_id: CaseId, body: ServiceIn, request: Request, key
     service_id = new_id("svc", case_id, key, "service")
     cmd = RecordService(actor=actor_of(principal, request), expected_version=body.expected_version,
                         service_id=service_id, service_type=body.service_type.value)
-    async with runtime.pool.acquire() as conn, conn.transaction():
-        await repo.insert_service(conn, runtime.ring, service_id, case_id, body, entitled, approved_by,
-                                  principal.user_id)
-        await update_case(request, case_id, "record_service", cmd, key)
+    await write_with_update(
+        runtime, case_id,
+        lambda conn: repo.insert_service(conn, runtime.ring, service_id, case_id, body, entitled, approved_by,
+                                         principal.user_id),
+        lambda _: update_case(request, case_id, "record_service", cmd, key))
     items, _, _ = await repo.list_services(runtime.pool, runtime.ring, case_id, 1, 0, None, "delivered_on",
                                            service_id=service_id)
     return items[0]
@@ -196,9 +201,11 @@ async def create_plan(case_id: CaseId, body: SupportPlanIn, request: Request, ke
     plan_id = new_id("plan", case_id, key, "support-plan")
     cmd = AddNote(actor=actor_of(principal, request), expected_version=body.expected_version,
                   section=Section.support_plan, note_id=plan_id)
-    async with runtime.pool.acquire() as conn, conn.transaction():
-        await repo.insert_plan(conn, runtime.ring, plan_id, case_id, body, principal.user_id, principal.agency.value)
-        await update_case(request, case_id, "add_note", cmd, key)
+    await write_with_update(
+        runtime, case_id,
+        lambda conn: repo.insert_plan(conn, runtime.ring, plan_id, case_id, body, principal.user_id,
+                                      principal.agency.value),
+        lambda _: update_case(request, case_id, "add_note", cmd, key))
     plans, _ = await repo.list_plans(runtime.pool, runtime.ring, case_id, 200, 0)
     return next(p for p in plans if p.plan_id == plan_id)
 
@@ -279,10 +286,11 @@ async def record_follow_up(case_id: CaseId, follow_up_id: RefPath, body: FollowU
     note_id = new_id("fun", case_id, key, f"follow-up:{follow_up_id}")
     cmd = RecordFollowUp(actor=actor_of(principal, request), expected_version=body.expected_version,
                          follow_up_id=follow_up_id, outcome=body.outcome, note_id=note_id if body.note else None)
-    async with runtime.pool.acquire() as conn, conn.transaction():
-        await repo.insert_follow_up_note(conn, runtime.ring, note_id, case_id, follow_up_id, body.outcome, body.note,
-                                         principal.user_id)
-        state = await update_case(request, case_id, "record_follow_up", cmd, key)
+    _, state = await write_with_update(
+        runtime, case_id,
+        lambda conn: repo.insert_follow_up_note(conn, runtime.ring, note_id, case_id, follow_up_id, body.outcome,
+                                                body.note, principal.user_id),
+        lambda _: update_case(request, case_id, "record_follow_up", cmd, key))
     f = next(f for f in state.follow_ups if f.follow_up_id == follow_up_id)
     return FollowUpView(follow_up_id=f.follow_up_id, due_at=f.due_at, outcome=f.outcome, recorded_at=f.recorded_at,
                         note_id=note_id if body.note else None)
@@ -297,18 +305,23 @@ async def close_case(case_id: CaseId, body: ClosureIn, request: Request, key: Id
     _require_support_agency(principal)
     await actionable_case(request, principal, case_id, (Stage.reintegrate,))
     runtime = runtime_of(request)
-    async with runtime.pool.acquire() as conn, conn.transaction():
+    async def end_plan(conn: PoolConnectionProxy) -> str:
         plan_id = body.plan_id or await repo.current_plan_id(conn, case_id)
         if plan_id is None:
             raise HTTPException(422, "plan_id: the case has no support plan; write one first (POST support-plan)")
         if not await repo.plan_exists(conn, case_id, plan_id):
             raise HTTPException(422, f"plan_id: no support plan {plan_id} on this case")
         await repo.set_actual_end(conn, plan_id)
+        return plan_id
+
+    def close(plan_id: str) -> Awaitable[CaseState]:
         cmd = Decide(actor=actor_of(principal, request), expected_version=body.expected_version,
                      justification=body.reason,
                      decision=ReintegrateDecision(support_plan_ref=plan_id, cas_status=body.cas_Status,
                                                   reason=body.reason))
-        state = await update_case(request, case_id, "decide", cmd, key)
+        return update_case(request, case_id, "decide", cmd, key)
+
+    plan_id, state = await write_with_update(runtime, case_id, end_plan, close)
     return ClosureOut(case=CaseView.of(state), plan_id=plan_id)
 
 
@@ -327,9 +340,10 @@ async def record_consent(case_id: CaseId, body: ConsentIn, request: Request, key
     cmd = RecordConsent(actor=actor_of(principal, request), expected_version=body.expected_version,
                         purpose=body.purpose, granted=body.granted, agency=body.agency,
                         document_ref=consent_id if body.document else None)
-    async with runtime.pool.acquire() as conn, conn.transaction():
-        await repo.insert_consent(conn, runtime.ring, consent_id, case_id, body, principal.user_id)
-        state = await update_case(request, case_id, "record_consent", cmd, key)
+    _, state = await write_with_update(
+        runtime, case_id,
+        lambda conn: repo.insert_consent(conn, runtime.ring, consent_id, case_id, body, principal.user_id),
+        lambda _: update_case(request, case_id, "record_consent", cmd, key))
     return ConsentResult(case=CaseView.of(state), consent_id=consent_id, current=dict(state.consents))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
+from asyncpg.pool import PoolConnectionProxy
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 
 from services.verification import repository as repo
@@ -49,6 +50,7 @@ from shared.case_gateway import (
     new_id,
     readable_case,
     update_case,
+    write_with_update,
 )
 from shared.domain import AgencyRole, Role, Section, Stage
 from shared.temporal import (
@@ -151,9 +153,11 @@ async def decide_identification(case_id: CaseId, body: IdentificationRequest, re
                  decision=IdentifyDecision(status=body.status, deciding_org=body.deciding_org,
                                            referred_elsewhere=body.referred_elsewhere,
                                            evidence=[EvidenceRef(evidence_id=eid, kind=e.kind) for eid, e in items]))
-    async with runtime.pool.acquire() as conn, conn.transaction():
-        await repo.insert_evidence(conn, runtime.ring, case_id, items, principal.user_id, principal.agency.value)
-        state = await update_case(request, case_id, "decide", cmd, key)  # rejected -> rollback
+    _, state = await write_with_update(  # rejected -> the evidence rows are rolled back
+        runtime, case_id,
+        lambda conn: repo.insert_evidence(conn, runtime.ring, case_id, items, principal.user_id,
+                                          principal.agency.value),
+        lambda _: update_case(request, case_id, "decide", cmd, key))
     return IdentificationResult(case=CaseView.of(state), evidence_ids=[eid for eid, _ in items])
 
 
@@ -184,9 +188,10 @@ async def plan_rescue(case_id: CaseId, body: RescuePlanRequest, request: Request
     runtime = runtime_of(request)
     operation_id = new_id("op", case_id, key, "rescue-plan")
     cmd = AddNote(actor=actor_of(principal, request), section=Section.evidence, note_id=operation_id)
-    async with runtime.pool.acquire() as conn, conn.transaction():
-        await repo.insert_rescue_operation(conn, runtime.ring, operation_id, case_id, body, principal.user_id)
-        await update_case(request, case_id, "add_note", cmd, key)
+    await write_with_update(
+        runtime, case_id,
+        lambda conn: repo.insert_rescue_operation(conn, runtime.ring, operation_id, case_id, body, principal.user_id),
+        lambda _: update_case(request, case_id, "add_note", cmd, key))
     op = await repo.get_rescue_operation(runtime.pool, runtime.ring, case_id, operation_id)
     assert op is not None
     return op
@@ -221,14 +226,16 @@ async def complete_rescue(case_id: CaseId, operation_id: Annotated[str, Path(max
     cmd = Decide(actor=actor_of(principal, request), expected_version=body.expected_version,
                  justification=body.justification,
                  decision=RescueDecision(needed=True, operation_ref=operation_id, outcome=body.outcome.value))
-    async with runtime.pool.acquire() as conn, conn.transaction():
+    async def complete(conn: PoolConnectionProxy) -> None:
         row = await repo.lock_rescue_operation(conn, case_id, operation_id)
         if row is None:
             raise HTTPException(404, f"rescue operation {operation_id} not found on this case")
         if row["status"] == RescueStatus.done.value and not key:
             raise HTTPException(409, f"rescue operation {operation_id} is already done")
         await repo.complete_rescue_operation(conn, operation_id, body.outcome.value, body.persons)
-        state = await update_case(request, case_id, "decide", cmd, key)
+
+    _, state = await write_with_update(runtime, case_id, complete,
+                                       lambda _: update_case(request, case_id, "decide", cmd, key))
     op = await repo.get_rescue_operation(runtime.pool, runtime.ring, case_id, operation_id)
     assert op is not None
     return RescueResult(operation=op, case=CaseView.of(state))
@@ -260,10 +267,12 @@ async def decide_protection(case_id: CaseId, body: ProtectionRequest, request: R
                  justification=body.justification,
                  decision=ProtectDecision(measures=[m.value for m in body.measures], declined=body.declined,
                                           refusal_document_ref=doc_id))
-    async with runtime.pool.acquire() as conn, conn.transaction():
+    async def refusal(conn: PoolConnectionProxy) -> None:
         if doc_id is not None and body.refusal_document is not None:
             await repo.insert_refusal(conn, runtime.ring, doc_id, case_id, body.refusal_document, principal.user_id)
-        state = await update_case(request, case_id, "decide", cmd, key)
+
+    _, state = await write_with_update(runtime, case_id, refusal,
+                                       lambda _: update_case(request, case_id, "decide", cmd, key))
     return ProtectionResult(case=CaseView.of(state), refusal_document_id=doc_id)
 
 
@@ -280,10 +289,11 @@ async def add_perpetrator(case_id: CaseId, body: PerpetratorIn, request: Request
     runtime = runtime_of(request)
     pid = new_id("per", case_id, key, "perpetrator")
     cmd = AddNote(actor=actor_of(principal, request), section=Section.perpetrators, note_id=pid)
-    async with runtime.pool.acquire() as conn, conn.transaction():
-        await repo.insert_perpetrator(conn, runtime.ring, pid, case_id, state.province, body, principal.user_id,
-                                      principal.agency.value)
-        await update_case(request, case_id, "add_note", cmd, key)
+    await write_with_update(
+        runtime, case_id,
+        lambda conn: repo.insert_perpetrator(conn, runtime.ring, pid, case_id, state.province, body,
+                                             principal.user_id, principal.agency.value),
+        lambda _: update_case(request, case_id, "add_note", cmd, key))
     out = await repo.get_perpetrator(runtime.pool, runtime.ring, pid)
     assert out is not None
     return out
