@@ -315,13 +315,18 @@ async def list_perpetrators(case_id: CaseId, request: Request, principal: Curren
 @router.get("/cases/{case_id}/linked-cases", response_model=LinkedCasesOut, responses=ERRORS,
             summary="Other cases sharing a perpetrator, phone number or recruitment channel",
             description="Matches on keyed blind indexes (never plain text) so that rings show up across cases "
-                        "and provinces. Police and prosecution roles only. Filter with `on=name&on=phone`.")
+                        "and provinces. Police and prosecution roles only. Filter with `on=name&on=phone`. A "
+                        "linked case outside the caller's jurisdiction is listed with its province, without "
+                        "its perpetrator record ids.")
 async def linked_cases(case_id: CaseId, request: Request, principal: CurrentPrincipal,
                        on: Annotated[list[LinkKind] | None, Query(description="identifier kinds to match on")] = None,
                        limit: Limit = 50, offset: Offset = 0) -> LinkedCasesOut:
     await readable_case(request, principal, case_id, Section.perpetrators)
     kinds = [k.value for k in (on or list(LinkKind))]
-    items = await repo.linked_cases(runtime_of(request).pool, case_id, kinds)
+    # a ring crosses provinces, so every link is listed; another province's perpetrator records are not
+    items = [item if principal.covers_province(item.province)
+             else item.model_copy(update={"perpetrator_ids": [], "within_your_jurisdiction": False})
+             for item in await repo.linked_cases(runtime_of(request).pool, case_id, kinds)]
     return LinkedCasesOut(case_id=case_id, items=items[offset:offset + limit], total=len(items))
 
 

@@ -314,7 +314,11 @@ class LinkedCase(BaseModel):
     case_id: str
     province: str
     matched_on: list[LinkKind] = Field(description="which identifiers are shared")
-    perpetrator_ids: list[str] = Field(description="the perpetrator records in the other case that match")
+    perpetrator_ids: list[str] = Field(description="the perpetrator records in the other case that match; empty "
+                                                   "when that case is outside your jurisdiction")
+    within_your_jurisdiction: bool = Field(
+        default=True, description="false: the link is shown so that the ring shows up, but the other case belongs "
+                                  "to another province; ask that province's police (its records stay theirs)")
 
 
 class LinkedCasesOut(BaseModel):

@@ -52,8 +52,19 @@ async def test_perpetrators_and_linked_cases(ts_env, db_pool, db_url, ring, task
         assert r.status_code == 200, r.text
         links = {x["case_id"]: x["matched_on"] for x in r.json()["items"]}
         assert links == {c2: ["name", "phone"], c3: ["recruitment_channel"]}
+        assert all(x["within_your_jurisdiction"] and x["perpetrator_ids"] for x in r.json()["items"])
         r = await s.ver.get(f"/cases/{c1}/linked-cases?on=phone", headers=police)
         assert [x["case_id"] for x in r.json()["items"]] == [c2]
+        # a linked case in another province: listed (the ring shows up), its perpetrator records withheld
+        await db_pool.execute("UPDATE verification.perpetrators SET province = '79' WHERE case_id = $1", c3)
+        r = await s.ver.get(f"/cases/{c1}/linked-cases", headers=police)
+        other = next(x for x in r.json()["items"] if x["case_id"] == c3)
+        assert other == {"case_id": c3, "province": "79", "matched_on": ["recruitment_channel"],
+                         "perpetrator_ids": [], "within_your_jurisdiction": False}
+        national = auth(ring, A.police, Role.supervisor, province="*")
+        r = await s.ver.get(f"/cases/{c1}/linked-cases", headers=national)
+        other = next(x for x in r.json()["items"] if x["case_id"] == c3)
+        assert other["within_your_jurisdiction"] and len(other["perpetrator_ids"]) == 1
         r = await s.ver.get(f"/cases/{c1}/linked-cases?on=shoe_size", headers=police)
         assert r.status_code == 422
         # police and prosecution read; social protection and legal aid may not (section rule)
