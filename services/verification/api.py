@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
+import structlog
 from asyncpg.pool import PoolConnectionProxy
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 
@@ -331,6 +332,10 @@ async def linked_cases(case_id: CaseId, request: Request, principal: CurrentPrin
 
 
 # ---- inbox ------------------------------------------------------------------------------------
+log = structlog.get_logger("verification")
+INBOX_SCAN_LIMIT = 5000  # visibility rows read per inbox request (SQL visibility has no ORDER BY)
+
+
 def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -368,7 +373,8 @@ def inbox_query(principal: Principal, view: InboxView, now: datetime, due_within
             description="Views: `waiting_acceptance` (handoffs to your agency not yet accepted), `in_progress` "
                         "(stages your agency owns), `due_soon` (deadline within `due_within_hours`), `overdue`. "
                         "Read from Temporal visibility (search attributes only, no personal data); sorted by "
-                        "deadline, earliest first (`sort=-deadline` for latest first).")
+                        "deadline, earliest first (`sort=-deadline` for latest first). Reads at most 5,000 "
+                        "matching cases; beyond that `complete` is false and `total` still counts them all.")
 async def inbox(request: Request, principal: CurrentPrincipal,
                 view: InboxView = InboxView.in_progress,
                 stage: Stage | None = None,
@@ -382,7 +388,7 @@ async def inbox(request: Request, principal: CurrentPrincipal,
     query = inbox_query(principal, view, now, timedelta(hours=due_within_hours), stage, category, assigned_to_me)
     client = runtime_of(request).temporal
     items: list[InboxItem] = []
-    async for wf in client.list_workflows(query, limit=5000):
+    async for wf in client.list_workflows(query, limit=INBOX_SCAN_LIMIT):
         sa = wf.typed_search_attributes
         items.append(InboxItem(
             case_id=wf.id, stage=sa.get(CASE_STAGE), owner_agency=sa.get(OWNER_AGENCY),
@@ -391,7 +397,13 @@ async def inbox(request: Request, principal: CurrentPrincipal,
             pending_handoff_to=list(sa.get(PENDING_HANDOFF_TO) or []), escalation_level=sa.get(ESCALATION_LEVEL)))
     far = datetime.max.replace(tzinfo=UTC)
     items.sort(key=lambda i: (i.deadline_at or far, i.case_id), reverse=sort.startswith("-"))
-    return InboxPage(view=view, items=items[offset:offset + limit], total=len(items), limit=limit, offset=offset)
+    total = len(items)
+    if total >= INBOX_SCAN_LIMIT:  # there may be more: say so rather than hide a deadline
+        total = max(total, (await client.count_workflows(query)).count)
+        if total > len(items):
+            log.warning("inbox_incomplete", read=len(items), matching=total, view=view.value)
+    return InboxPage(view=view, items=items[offset:offset + limit], total=total, limit=limit, offset=offset,
+                     complete=total <= len(items))
 
 
 def _require_agency(principal: Principal, agencies: frozenset[AgencyRole], what: str) -> None:

@@ -351,9 +351,13 @@ class InboxItem(BaseModel):
 class InboxPage(BaseModel):
     view: InboxView
     items: list[InboxItem]
-    total: int
+    total: int = Field(description="all matching cases (counted by Temporal, even when not all were read)")
     limit: int
     offset: int
+    complete: bool = Field(default=True, description=(
+        "false when more cases match than the inbox reads at once (the visibility store cannot sort by "
+        "deadline, so they are sorted here): the order then covers only the cases read. Narrow the view "
+        "(view=overdue, stage, category) until it is true"))
 
 
 class EvidencePage(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+from services.verification import api as verification_api
 from services.verification.repository import normalise_phone
 from shared.domain import AgencyRole, Role
 from tests.integration.test_verification_harness import auth, stack
@@ -99,7 +100,7 @@ async def _eventually(s, headers, expect, **params):  # type: ignore[no-untyped-
     raise AssertionError(page)
 
 
-async def test_inbox_views(dev_env, db_pool, db_url, ring, task_queue):
+async def test_inbox_views(dev_env, db_pool, db_url, ring, task_queue, monkeypatch):
     async with stack(dev_env, db_pool, db_url, ring, task_queue) as s:
         sp, police = auth(ring, A.social_protection), auth(ring, A.police)
         v1, v2 = await s.open_case(), await s.open_case(age_band="under_16")
@@ -120,7 +121,12 @@ async def test_inbox_views(dev_env, db_pool, db_url, ring, task_queue):
         page = await _inbox(s, sp, category="child")
         assert v2 in {i["case_id"] for i in page["items"]} and v1 not in {i["case_id"] for i in page["items"]}
         page = await _inbox(s, sp, limit=1)
-        assert len(page["items"]) == 1 and page["total"] >= 2
+        assert len(page["items"]) == 1 and page["total"] >= 2 and page["complete"]
+        # more matching cases than one request reads: counted, and flagged instead of silently cut
+        monkeypatch.setattr(verification_api, "INBOX_SCAN_LIMIT", 1)
+        page = await _inbox(s, sp)
+        assert len(page["items"]) == 1 and page["total"] >= 2 and page["complete"] is False
+        monkeypatch.undo()
         page = await _inbox(s, police, stage="identify")
         assert ident in {i["case_id"] for i in page["items"]}
         # due soon (3-day verify deadline within 4 days) vs overdue (none yet)
