@@ -106,10 +106,14 @@ def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
         _print(f"      {len(applied)} applied")
 
         async def register() -> list[str]:
-            client = await connect(temporal_address, settings.temporal_namespace, ring)
-            return await ensure_search_attributes(client)
+            from services.oversight.retention import ensure_retention_schedule
 
-        _print("[4/6] search attributes ...")
+            client = await connect(temporal_address, settings.temporal_namespace, ring)
+            added = await ensure_search_attributes(client)
+            await ensure_retention_schedule(client)
+            return added
+
+        _print("[4/6] search attributes and the daily retention schedule ...")
         asyncio.run(register())
         env = _child_env(settings, database_url, temporal_address)
         _print("[5/6] services and workers ...")
@@ -357,5 +361,16 @@ def main(argv: list[str] | None = None) -> int:
     return result
 
 
+def entry() -> None:
+    """The `nrm` command. Ends the process without interpreter teardown: the Temporal client's Rust threads
+    can outlive the event loop, and CPython's finalization then aborts now and then with "PyGILState_Release:
+    thread state must be current" (temporalio/sdk-python#300), which turned a finished command's exit code
+    into 134. Everything a command starts it also stops itself; nothing relies on atexit."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry()

@@ -1,7 +1,8 @@
 """RetentionWorkflow: after the retention period that follows closure, erase a person's personal data
 in intake's registry and record the erasure in the case's audit chain. The statistics (age band,
-province, channel, stage history) and the chain itself stay valid. Started by `nrm retention run`;
-workflow id `retention-<case id>`, so running the job twice erases once."""
+province, channel, stage history) and the chain itself stay valid. Started by RetentionSweepWorkflow
+(daily, from the Temporal schedule `nrm-retention-sweep`) or by hand with `nrm retention run`; workflow
+id `retention-<case id>`, so a case is erased once however often the sweep runs."""
 
 from __future__ import annotations
 
@@ -38,3 +39,25 @@ class RetentionWorkflow:
             task_queue=inp.oversight_task_queue, result_type=bool,
             start_to_close_timeout=timedelta(minutes=1), retry_policy=RETRY)
         return recorded
+
+
+class RetentionSweepInput(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    limit: int = Field(default=500, ge=1, le=5000, description="cases started per sweep; the next sweep takes the rest")
+    workflow_task_queue: str = "nrm-workflows"
+    intake_task_queue: str = "nrm-intake"
+    oversight_task_queue: str = "nrm-oversight"
+
+
+@workflow.defn(name="RetentionSweepWorkflow")
+class RetentionSweepWorkflow:
+    """One sweep: the oversight activity lists the closed cases past the retention period and starts a
+    RetentionWorkflow for each. Returns how many it started."""
+
+    @workflow.run
+    async def run(self, inp: RetentionSweepInput) -> int:
+        started: int = await workflow.execute_activity(
+            "start_due_erasures", inp, task_queue=inp.oversight_task_queue, result_type=int,
+            start_to_close_timeout=timedelta(minutes=10), retry_policy=RETRY)
+        return started

@@ -17,10 +17,10 @@ from shared.logging import configure_logging
 from shared.temporal import WORKFLOW_TASK_QUEUE, connect
 from workflows.case_workflow import CaseWorkflow
 from workflows.policy_activity import resolve_case_policy
-from workflows.retention_workflow import RetentionWorkflow
+from workflows.retention_workflow import RetentionSweepWorkflow, RetentionWorkflow
 
 log = structlog.get_logger("workflow-worker")
-WORKFLOWS = [CaseWorkflow, RetentionWorkflow]
+WORKFLOWS = [CaseWorkflow, RetentionWorkflow, RetentionSweepWorkflow]
 _executor = ThreadPoolExecutor(max_workers=4)  # the policy local activity is a sync (file-reading) function
 
 

@@ -11,9 +11,11 @@ from typing import Any
 from temporalio import activity
 
 from services.oversight.audit_log import append_event, append_system_event, enqueue_notification
+from services.oversight.retention import due_for_erasure, start_erasures
 from shared.runtime import Runtime
 from shared.temporal import OVERSIGHT_TASK_QUEUE
 from workflows.models import RecordBatch
+from workflows.retention_workflow import RetentionSweepInput
 
 TASK_QUEUE = OVERSIGHT_TASK_QUEUE
 
@@ -65,6 +67,21 @@ class OversightActivities:
                 {"retention_days": retention_days}, datetime.now(UTC))
 
 
+    @activity.defn(name="start_due_erasures")
+    async def start_due_erasures(self, sweep: RetentionSweepInput) -> int:
+        """The retention sweep's work: start a RetentionWorkflow for each closed case past the period."""
+        days = self.runtime.settings.retention_days_after_closure
+        async with self.runtime.pool.acquire() as conn:
+            due = await due_for_erasure(conn, datetime.now(UTC), days, sweep.limit)
+        started = await start_erasures(self.runtime.temporal, due, days,
+                                       workflow_task_queue=sweep.workflow_task_queue,
+                                       intake_task_queue=sweep.intake_task_queue,
+                                       oversight_task_queue=sweep.oversight_task_queue)
+        activity.logger.info("retention sweep: %d due, %d erasures started", len(due), len(started))
+        return len(started)
+
+
 def build_activities(runtime: Runtime) -> list[Callable[..., Any]]:
     acts = OversightActivities(runtime)
-    return [acts.record_case_events, acts.export_case_history, acts.record_personal_data_erased]
+    return [acts.record_case_events, acts.export_case_history, acts.record_personal_data_erased,
+            acts.start_due_erasures]

@@ -3,7 +3,8 @@
   nrm stuck [--province P] [--limit N] [--offset N] [--reason R ...]   stuck cases as a table (database only)
   nrm audit verify CASE | --all [--province P]                          keyed hash chain check; exit 1 if broken
   nrm audit replay CASE [--source auto|live|export]                     replay the history on current code
-  nrm retention run [--dry-run] [--limit N]                              erase personal data past retention"""
+  nrm retention run [--dry-run] [--limit N]                              erase personal data past retention
+  nrm retention schedule                                                 create the daily sweep schedule if missing"""
 
 from __future__ import annotations
 
@@ -46,6 +47,9 @@ def register(subparsers: Any) -> None:
     run.add_argument("--dry-run", action="store_true", help="list the cases, erase nothing")
     run.add_argument("--limit", type=int, default=500)
     run.set_defaults(func=cmd_retention_run)
+    sch = rsub.add_parser("schedule", help="create the daily Temporal schedule that runs the retention sweep "
+                                           "(nrm up does this; run it once against an external Temporal)")
+    sch.set_defaults(func=cmd_retention_schedule)
 
 
 def table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -231,6 +235,22 @@ def cmd_retention_run(settings: Settings, args: argparse.Namespace) -> int:
                                load_keyring(settings.resolved_keyring_file))
         started = await start_erasures(client, due, settings.retention_days_after_closure)
         print(f"started erasure for {len(started)} case(s); {len(due) - len(started)} already under way")
+        return 0
+
+    return asyncio.run(go())
+
+
+def cmd_retention_schedule(settings: Settings, _: argparse.Namespace) -> int:
+    from services.oversight.retention import RETENTION_CRON, RETENTION_SCHEDULE_ID, ensure_retention_schedule
+    from shared.crypto import load_keyring
+    from shared.temporal import connect
+
+    async def go() -> int:
+        client = await connect(settings.resolved_temporal_address, settings.temporal_namespace,
+                               load_keyring(settings.resolved_keyring_file))
+        created = await ensure_retention_schedule(client)
+        print(f"schedule {RETENTION_SCHEDULE_ID} ({RETENTION_CRON}, Asia/Ho_Chi_Minh) "
+              + ("created" if created else "already exists: left as it is"))
         return 0
 
     return asyncio.run(go())
