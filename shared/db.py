@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from shared.config import REPO_ROOT, SERVICE_NAMES, Settings
 
+Conn = asyncpg.Connection | PoolConnectionProxy  # what `pool.acquire()` hands out, or a plain connection
 MIGRATION_LOCK_ID = 7_310_053  # arbitrary, constant: serialises concurrent `nrm migrate` runs
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 

@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
-
 from shared.crypto import KeyRing
+from shared.db import Conn
 from workflows.models import CaseEvent, CaseState, Notification
 
 GENESIS = "0" * 64
@@ -40,7 +39,7 @@ def chain_hash(ring: KeyRing, fields: dict[str, Any], prev_hash: str) -> str:
     return ring.audit_mac(canonical(fields) + prev_hash.encode())
 
 
-async def append_event(conn: asyncpg.Connection, ring: KeyRing, event: CaseEvent) -> bool:
+async def append_event(conn: Conn, ring: KeyRing, event: CaseEvent) -> bool:
     """Insert one event (idempotent on event_id) and refresh the case_summary row. Returns False when
     the event was already recorded (a retried activity)."""
     async with conn.transaction():
@@ -74,7 +73,7 @@ async def append_event(conn: asyncpg.Connection, ring: KeyRing, event: CaseEvent
         return True
 
 
-async def upsert_summary(conn: asyncpg.Connection, s: CaseState, event_at: datetime) -> None:
+async def upsert_summary(conn: Conn, s: CaseState, event_at: datetime) -> None:
     open_handoffs = [h for h in s.handoffs if h.state.value == "requested"]
     stage_entered = s.stages[-1].entered_at if s.stages and s.stage.value != "closed" else event_at
     await conn.execute(
@@ -102,7 +101,7 @@ async def upsert_summary(conn: asyncpg.Connection, s: CaseState, event_at: datet
         s.model_dump(mode="json"))
 
 
-async def enqueue_notification(conn: asyncpg.Connection, n: Notification) -> None:
+async def enqueue_notification(conn: Conn, n: Notification) -> None:
     await conn.execute(
         """INSERT INTO oversight.notification_outbox (notification_id, case_id, kind, level, recipients, stage, due_at,
                created_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT (notification_id) DO NOTHING""",
@@ -122,7 +121,7 @@ class ChainReport:
                 "first_broken_seq": self.first_broken_seq, "problem": self.problem}
 
 
-async def verify_chain(conn: asyncpg.Connection, ring: KeyRing, case_id: str) -> ChainReport:
+async def verify_chain(conn: Conn, ring: KeyRing, case_id: str) -> ChainReport:
     rows = await conn.fetch("SELECT * FROM oversight.case_events WHERE case_id = $1 ORDER BY seq", case_id)
     prev_hash = GENESIS
     for expected_seq, r in enumerate(rows, start=1):
@@ -140,7 +139,7 @@ async def verify_chain(conn: asyncpg.Connection, ring: KeyRing, case_id: str) ->
     return ChainReport(case_id, len(rows), True)
 
 
-async def append_system_event(conn: asyncpg.Connection, ring: KeyRing, case_id: str, kind: str, reason: str,
+async def append_system_event(conn: Conn, ring: KeyRing, case_id: str, kind: str, reason: str,
                               data: dict[str, Any], now: datetime) -> bool:
     """Append an event after the case's workflow has ended (e.g. retention), continuing its chain with
     the last recorded state. Returns False when the case has no events."""

@@ -12,12 +12,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import yaml
 from pydantic import TypeAdapter
 
 from services.oversight import repository as repo
 from services.oversight.models import Compliance, Kpis, Ratio, StageTiming
+from shared.db import Conn
 
 KPI_FILE = Path(__file__).with_name("kpis.yaml")
 STAGES = ("receive", "verify", "identify", "rescue", "protect", "reintegrate")
@@ -58,7 +58,7 @@ def _ratio(cfg: KpiConfig, kpi_id: str, num: int, den: int, lang: str = "en", **
                  comparison=r["comparison"], met=met, formula=" ".join(str(r["formula"]).split()), detail=detail)
 
 
-async def compute(conn: asyncpg.Connection, province: str | None, start: datetime, end: datetime,
+async def compute(conn: Conn, province: str | None, start: datetime, end: datetime,
                   lang: str = "en", cfg: KpiConfig | None = None) -> Kpis:
     cfg = cfg or load_config()
     received = await repo.received_cases(conn, province, start, end)

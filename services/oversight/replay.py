@@ -23,7 +23,6 @@ import gzip
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHistory
 from temporalio.converter import DataConverter
@@ -32,6 +31,7 @@ from temporalio.worker import Replayer
 
 from services.oversight import repository as repo
 from shared.crypto import KeyRing
+from shared.db import Conn
 from shared.temporal import make_data_converter
 from workflows.case_workflow import CaseWorkflow
 from workflows.models import CaseState, RecordBatch
@@ -59,7 +59,7 @@ def decrypt_export(ring: KeyRing, case_id: str, run_id: str, key_id: str, blob: 
     return WorkflowHistory.from_json(case_id, raw.decode())
 
 
-async def load_histories(client: Client | None, conn: asyncpg.Connection, ring: KeyRing, case_id: str,
+async def load_histories(client: Client | None, conn: Conn, ring: KeyRing, case_id: str,
                          source: str = "auto") -> list[tuple[str, WorkflowHistory]]:
     """[(source, history)] for the case: the live last run when Temporal still has it (source auto|live),
     else every run exported at closure (source auto|export)."""
@@ -109,7 +109,7 @@ async def replay_history(history: WorkflowHistory, ring: KeyRing, workflows: lis
     return False, f"{type(result.replay_failure).__name__}: {result.replay_failure}"
 
 
-async def replay_case(client: Client | None, conn: asyncpg.Connection, ring: KeyRing, case_id: str,
+async def replay_case(client: Client | None, conn: Conn, ring: KeyRing, case_id: str,
                       source: str = "auto", workflows: list[type] | None = None) -> list[ReplayReport]:
     histories = await load_histories(client, conn, ring, case_id, source)
     audit_state = await repo.last_event_state(conn, case_id)

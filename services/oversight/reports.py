@@ -14,12 +14,12 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-import asyncpg
 from fastapi.responses import Response
 
 from services.oversight import kpi as kpi_mod
 from services.oversight import repository as repo
 from services.oversight.models import ReportFormat, ReportKind
+from shared.db import Conn
 
 SMALL_CELL = 5
 SUPPRESSED = "<5"
@@ -82,7 +82,7 @@ def period_end(kind: ReportKind, start: datetime) -> datetime:
     return start.replace(year=start.year + m // 12, month=m % 12 + 1)
 
 
-async def build(conn: asyncpg.Connection, kind: ReportKind, province: str | None, start: datetime, end: datetime,
+async def build(conn: Conn, kind: ReportKind, province: str | None, start: datetime, end: datetime,
                 lang: str, now: datetime) -> dict[str, Any]:
     """The report's figures, unsuppressed (rendering applies suppression)."""
     kpis = await kpi_mod.compute(conn, province, start, end, lang)
@@ -126,7 +126,7 @@ def _rate(v: float | None, num: int, den: int, suppress: bool) -> float | str | 
 
 def suppressed(report: dict[str, Any], suppress: bool) -> dict[str, Any]:
     """A copy of the report with small cells suppressed (no-op when `suppress` is False)."""
-    r = json.loads(json.dumps(report))
+    r: dict[str, Any] = json.loads(json.dumps(report))
     r["suppressed"] = suppress
     if not suppress:
         return r

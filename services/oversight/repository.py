@@ -5,18 +5,21 @@ migrations 001/002 so the planner uses them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 
+from shared.db import Conn
+
 OPEN = "status <> 'Closed' AND status <> 'ClosedReferred'"
 DUE = "LEAST(deadline_at, oldest_handoff_accept_by)"
 
 
 # ---- auditors -----------------------------------------------------------------------------
-async def latest_state(conn: asyncpg.Connection, case_id: str) -> dict[str, Any] | None:
+async def latest_state(conn: Conn, case_id: str) -> dict[str, Any] | None:
     """The current non-PII state of a case: the projection row, else its last audit event."""
     row = await conn.fetchval("SELECT state FROM oversight.case_summary WHERE case_id = $1", case_id)
     if row is not None:
@@ -26,7 +29,7 @@ async def latest_state(conn: asyncpg.Connection, case_id: str) -> dict[str, Any]
     return dict(row) if row is not None else None
 
 
-async def history(conn: asyncpg.Connection, case_id: str, limit: int, offset: int) -> tuple[list[asyncpg.Record], int]:
+async def history(conn: Conn, case_id: str, limit: int, offset: int) -> tuple[list[asyncpg.Record], int]:
     rows = await conn.fetch(
         """SELECT seq, event_id, kind, occurred_at, recorded_at, actor_user_id, actor_agency, stage, reason,
                   request_id, policy_version, data, hash
@@ -36,13 +39,13 @@ async def history(conn: asyncpg.Connection, case_id: str, limit: int, offset: in
     return list(rows), int(total)
 
 
-async def state_as_of(conn: asyncpg.Connection, case_id: str, at: datetime) -> asyncpg.Record | None:
+async def state_as_of(conn: Conn, case_id: str, at: datetime) -> asyncpg.Record | None:
     return await conn.fetchrow(
         """SELECT seq, kind, occurred_at, state FROM oversight.case_events
            WHERE case_id = $1 AND occurred_at <= $2 ORDER BY seq DESC LIMIT 1""", case_id, at)
 
 
-async def case_ids(conn: asyncpg.Connection, province: str | None, limit: int, offset: int) -> list[str]:
+async def case_ids(conn: Conn, province: str | None, limit: int, offset: int) -> list[str]:
     """Cases with audit events, optionally limited to a province (by the case's current province)."""
     if province is None:
         rows = await conn.fetch(
@@ -54,13 +57,13 @@ async def case_ids(conn: asyncpg.Connection, province: str | None, limit: int, o
     return [r["case_id"] for r in rows]
 
 
-async def exported_histories(conn: asyncpg.Connection, case_id: str) -> list[asyncpg.Record]:
+async def exported_histories(conn: Conn, case_id: str) -> list[asyncpg.Record]:
     return list(await conn.fetch(
         "SELECT run_id, key_id, history, exported_at FROM oversight.workflow_histories WHERE case_id = $1"
         " ORDER BY exported_at", case_id))
 
 
-async def last_event_state(conn: asyncpg.Connection, case_id: str) -> dict[str, Any] | None:
+async def last_event_state(conn: Conn, case_id: str) -> dict[str, Any] | None:
     v = await conn.fetchval(
         "SELECT state FROM oversight.case_events WHERE case_id = $1 ORDER BY seq DESC LIMIT 1", case_id)
     return dict(v) if v is not None else None
@@ -101,7 +104,7 @@ def _stuck_sql(f: StuckFilter) -> tuple[str, list[Any]]:
         where.append(f"assignee = {arg(f.assignee)}")
     cat = {"child": "is_child", "adult": "NOT is_child", "abroad": "is_abroad", "domestic": "NOT is_abroad"}
     where += [cat[c] for c in sorted(f.categories)]
-    conditions = {
+    conditions: dict[str, Callable[[], str]] = {
         "overdue": lambda: "deadline_at < $1",
         "due_soon": lambda: f"(deadline_at >= $1 AND deadline_at < $1 + {arg(f.due_within)}::interval)",
         "handoff_waiting": lambda: "open_handoffs > 0",
@@ -125,12 +128,12 @@ def _stuck_sql(f: StuckFilter) -> tuple[str, list[Any]]:
     return sql, args
 
 
-async def stuck(conn: asyncpg.Connection, f: StuckFilter) -> list[asyncpg.Record]:
+async def stuck(conn: Conn, f: StuckFilter) -> list[asyncpg.Record]:
     sql, args = _stuck_sql(f)
     return list(await conn.fetch(sql, *args))
 
 
-async def board(conn: asyncpg.Connection, province: str | None, now: datetime) -> list[asyncpg.Record]:
+async def board(conn: Conn, province: str | None, now: datetime) -> list[asyncpg.Record]:
     if province is None:
         return list(await conn.fetch(
             f"""SELECT stage, owner_agency, count(*) AS open, count(*) FILTER (WHERE deadline_at < $1) AS overdue
@@ -142,13 +145,13 @@ async def board(conn: asyncpg.Connection, province: str | None, now: datetime) -
             GROUP BY stage, owner_agency ORDER BY stage, owner_agency""", now, province))
 
 
-async def summary_facts(conn: asyncpg.Connection, case_id: str) -> asyncpg.Record | None:
+async def summary_facts(conn: Conn, case_id: str) -> asyncpg.Record | None:
     return await conn.fetchrow("SELECT case_id, province, state FROM oversight.case_summary WHERE case_id = $1",
                                case_id)
 
 
 # ---- KPIs ---------------------------------------------------------------------------------
-async def received_cases(conn: asyncpg.Connection, province: str | None, start: datetime, end: datetime
+async def received_cases(conn: Conn, province: str | None, start: datetime, end: datetime
                          ) -> list[asyncpg.Record]:
     """Cases opened in [start, end) in the province, each with the facts KPIs need as of `end`:
     classification, stage decisions, first service, and the state at `end`."""
@@ -170,7 +173,7 @@ async def received_cases(conn: asyncpg.Connection, province: str | None, start: 
            ORDER BY s.opened_at""", province, start, end))
 
 
-async def stage_completions(conn: asyncpg.Connection, province: str | None, start: datetime, end: datetime
+async def stage_completions(conn: Conn, province: str | None, start: datetime, end: datetime
                             ) -> list[asyncpg.Record]:
     """Every stage completed (a non-interim stage decision) in [start, end), with what the state said
     just before it: the owning agency, the (possibly extended) deadline and when the stage began."""
@@ -191,7 +194,7 @@ async def stage_completions(conn: asyncpg.Connection, province: str | None, star
            ORDER BY occurred_at""", province, start, end))
 
 
-async def open_counts(conn: asyncpg.Connection, province: str | None, at: datetime) -> list[asyncpg.Record]:
+async def open_counts(conn: Conn, province: str | None, at: datetime) -> list[asyncpg.Record]:
     """Open cases at `at` by stage (the state of each case's last event before `at`)."""
     return list(await conn.fetch(
         """SELECT st->>'stage' AS stage, count(*) AS n,
@@ -203,7 +206,7 @@ async def open_counts(conn: asyncpg.Connection, province: str | None, at: dateti
            GROUP BY 1 ORDER BY 1""", province, at))
 
 
-async def escalations(conn: asyncpg.Connection, province: str | None, start: datetime, end: datetime
+async def escalations(conn: Conn, province: str | None, start: datetime, end: datetime
                       ) -> list[asyncpg.Record]:
     return list(await conn.fetch(
         """SELECT coalesce((e.data->>'level')::int, 0) AS level, count(*) AS n

@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import asyncpg
 from temporalio.client import (
     Client,
     Schedule,
@@ -20,6 +19,7 @@ from temporalio.client import (
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
+from shared.db import Conn
 from shared.temporal import WORKFLOW_TASK_QUEUE
 from workflows.retention_workflow import RetentionInput, RetentionSweepInput
 
@@ -35,7 +35,7 @@ class DueCase:
     closed_at: datetime
 
 
-async def due_for_erasure(conn: asyncpg.Connection, now: datetime, retention_days: int, limit: int = 500
+async def due_for_erasure(conn: Conn, now: datetime, retention_days: int, limit: int = 500
                           ) -> list[DueCase]:
     rows = await conn.fetch(
         """SELECT s.case_id, s.state->'facts'->>'person_ref' AS person_ref, s.closed_at
