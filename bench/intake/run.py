@@ -36,8 +36,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import httpx
-
 from shared.domain import AgeBand, AgencyRole, Channel, Role
 from shared.temporal import WORKFLOW_TASK_QUEUE, connect
 from tests.e2e.stack import RunningStack, running_stack
@@ -226,13 +224,12 @@ class Side:
 
 
 async def bench(stack: RunningStack, n: int, concurrency: int, rounds: int) -> None:
-    client = await connect(f"127.0.0.1:{stack.ports['NRM_TEMPORAL_PORT']}", "default", stack.ring)
+    client = await connect(stack.temporal_address, "default", stack.ring)
     headers = stack.auth(AgencyRole.border_guard, Role.caseworker, user="bench-officer", province=PROVINCE)
     actor = Actor(user_id="bench-officer", agency=AgencyRole.border_guard, roles=frozenset({Role.caseworker}),
                   province=PROVINCE)
     http_side, raw_side = Side("intake POST /cases (HTTP)"), Side("raw Temporal start_workflow")
-    url = httpx.URL(stack.url("intake"))
-    http = LeanHttp(url.host, url.port or 80)
+    http = LeanHttp("127.0.0.1", stack.ports["NRM_INTAKE_PORT"])
     try:
 
         async def open_one(i: int) -> None:

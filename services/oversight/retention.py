@@ -69,19 +69,18 @@ async def start_erasures(client: Client, due: list[DueCase], retention_days: int
 
 
 async def ensure_retention_schedule(client: Client, sweep: RetentionSweepInput | None = None, *,
-                                    schedule_id: str = RETENTION_SCHEDULE_ID, cron: str = RETENTION_CRON,
-                                    workflow_task_queue: str = WORKFLOW_TASK_QUEUE) -> bool:
+                                    schedule_id: str = RETENTION_SCHEDULE_ID, cron: str = RETENTION_CRON) -> bool:
     """Create the daily retention sweep schedule unless it exists (an operator may have paused or changed
     it: an existing schedule is left alone). True when created. A sweep still running when the next one is
     due is not doubled (overlap SKIP); a missed one (server down at 02:00) runs when the server is back,
     within a day."""
+    sweep = sweep or RetentionSweepInput()
     try:
         await client.create_schedule(
             schedule_id,
             Schedule(
-                action=ScheduleActionStartWorkflow(
-                    "RetentionSweepWorkflow", sweep or RetentionSweepInput(workflow_task_queue=workflow_task_queue),
-                    id=f"{schedule_id}-run", task_queue=workflow_task_queue),
+                action=ScheduleActionStartWorkflow("RetentionSweepWorkflow", sweep, id=f"{schedule_id}-run",
+                                                   task_queue=sweep.workflow_task_queue),
                 spec=ScheduleSpec(cron_expressions=[cron], time_zone_name=RETENTION_TIME_ZONE),
                 policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=timedelta(days=1)),
             ),

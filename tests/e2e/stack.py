@@ -1,6 +1,6 @@
 """The real NRM stack for end-to-end tests: `nrm up` as a subprocess, once per test module.
 
-Same approach as tests/e2e/test_nrm_up.py: every NRM_*_PORT is a free port, NRM_DATA_DIR is a fresh temp
+Every NRM_*_PORT is a free port, NRM_DATA_DIR is a fresh temp
 directory (embedded PostgreSQL, Temporal dev server SQLite, key ring), the test waits for /readyz on every
 service and for the supervisor's "[6/6] ready", mints tokens with shared.auth.mint_token and the key ring
 `nrm up` created in the data directory, and at the end sends SIGTERM to the supervisor and checks that
@@ -74,6 +74,10 @@ class RunningStack:
     _ring: KeyRing | None = field(default=None, repr=False)
 
     # ---- addresses and tokens --------------------------------------------------------------
+    @property
+    def temporal_address(self) -> str:
+        return f"127.0.0.1:{self.ports['NRM_TEMPORAL_PORT']}"
+
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports[f'NRM_{service.upper()}_PORT']}"
 
@@ -151,6 +155,7 @@ class RunningStack:
     def assert_all_stopped(self, state: dict[str, Any]) -> None:
         diag = self.diagnostics()
         assert postgres_pid(self.data_dir) is None, f"PostgreSQL still running\n{diag}"
+        assert not (self.data_dir / "postgres" / "postmaster.pid").exists()
         for var, port in self.ports.items():
             assert not port_open("127.0.0.1", port), f"{var}={port} still listening\n{diag}"
         for name, pid in state["children"].items():
@@ -159,11 +164,15 @@ class RunningStack:
             assert not pid_alive(int(state["temporal_pid"])), f"Temporal still running\n{diag}"
         assert not (self.data_dir / "state.json").exists(), "the supervisor left its state file behind"
 
+    def down(self) -> subprocess.CompletedProcess[str]:
+        """`nrm down` against this stack's data directory."""
+        return subprocess.run([sys.executable, "-m", "shared.cli", "down"], cwd=REPO_ROOT, env=self.env,
+                              capture_output=True, text=True, timeout=180, check=False)
+
     def force_down(self) -> None:
         """Last resort after a failure: `nrm down` cleans up whatever the state file still names, then the
         supervisor's own process group (only ours: it was started in a new session)."""
-        subprocess.run([sys.executable, "-m", "shared.cli", "down"], cwd=REPO_ROOT, env=self.env,
-                       capture_output=True, timeout=180, check=False)
+        self.down()
         if self.proc is not None and self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
@@ -181,20 +190,26 @@ def policy_copy(data_dir: Path, change: Callable[[dict[str, Any]], None]) -> Pat
     return path
 
 
-@contextmanager
-def running_stack(policy_change: Callable[[dict[str, Any]], None] | None = None) -> Iterator[RunningStack]:
-    """Start `nrm up` on free ports and a temp data dir; yield it ready; stop it with SIGTERM and check that
-    nothing is left running. Whatever happens, no server is left behind and the temp dir is removed."""
+def new_stack() -> RunningStack:
+    """A stack not started yet: free ports, a fresh temp data directory, no NRM_* setting of the developer's."""
     # Not pytest's tmp_path: as root the embedded PostgreSQL runs as `pgserver`, and each new pytest
     # session (anyone's) resets /tmp/pytest-of-root to 0700, which would lock it out of its data dir.
     data_dir = Path(tempfile.mkdtemp(prefix="nrm-e2e-"))
     ports = dict(zip(PORT_VARS, free_ports(len(PORT_VARS)), strict=True))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NRM_")}  # a developer's settings stay out
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NRM_")}
     env.update({"NRM_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"})
     env.update({k: str(v) for k, v in ports.items()})
+    return RunningStack(data_dir, env, ports)
+
+
+@contextmanager
+def running_stack(policy_change: Callable[[dict[str, Any]], None] | None = None) -> Iterator[RunningStack]:
+    """Start `nrm up` on free ports and a temp data dir; yield it ready; stop it with SIGTERM and check that
+    nothing is left running. Whatever happens, no server is left behind and the temp dir is removed."""
+    stack = new_stack()
+    data_dir = stack.data_dir
     if policy_change is not None:
-        env["NRM_POLICY_FILE"] = str(policy_copy(data_dir, policy_change))
-    stack = RunningStack(data_dir, env, ports)
+        stack.env["NRM_POLICY_FILE"] = str(policy_copy(data_dir, policy_change))
     stopped = False
     try:
         stack.up()
