@@ -125,10 +125,24 @@ def filter_sections(p: Any, sections: Mapping[Section, Any]) -> dict[str, Any]:
     return out
 
 
-def pii_masked_for(p: Any, break_glass: bool) -> bool:
-    """Auditors see PII masked unless they broke glass with a reason."""
-    return p.has(Role.auditor) and not p.has(Role.admin) and not (
-        p.has(Role.caseworker) or p.has(Role.supervisor)) and not break_glass
+def operational_view(p: Any) -> PrincipalLike:
+    """The caller without the auditor role: what they could do as a caseworker or supervisor alone."""
+    return PrincipalLike(user_id=p.user_id, roles=frozenset(r for r in p.roles if r != Role.auditor),
+                         agency=p.agency, province=p.province, commune=p.commune)
+
+
+def pii_masked_for(p: Any, break_glass: bool, facts: CaseAccessFacts | None = None) -> bool:
+    """Oversight roles (auditors) see personal data masked unless they broke glass with a reason.
+
+    A user who holds an operational role (caseworker, supervisor) beside the auditor role reads
+    unmasked only the cases that role alone would let them read; without `facts` (a list across
+    cases) the auditor mask applies. Holding both roles never unmasks everything."""
+    if p.has(Role.admin) or break_glass or Role.auditor not in p.roles:
+        return False
+    operational = operational_view(p)
+    if not operational.roles or facts is None:
+        return True
+    return not can_read_case(operational, facts)
 
 
 def mask(value: str | None) -> str | None:

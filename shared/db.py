@@ -63,13 +63,21 @@ async def create_pool(dsn: str, min_size: int = 1, max_size: int = 10) -> asyncp
     return pool
 
 
+# The floor's own tables (one access log and one idempotency-key store for every service) live in
+# schema `common`, migrated before any service's schema from shared/migrations/.
+COMMON_SCHEMA = "common"
+
+
 def discover_migrations(services_dir: Path | None = None, schemas: tuple[str, ...] = SERVICE_NAMES
                         ) -> list[Migration]:
-    """Each service's `migrations/NNN_name.sql`, ordered by schema then version."""
+    """`shared/migrations/` (schema common, when discovering the real tree) then each service's
+    `migrations/NNN_name.sql`, ordered by schema then version."""
     base = services_dir or (REPO_ROOT / "services")
+    folders = [(schema, base / schema / "migrations") for schema in schemas]
+    if services_dir is None:
+        folders.insert(0, (COMMON_SCHEMA, REPO_ROOT / "shared" / "migrations"))
     found: list[Migration] = []
-    for schema in schemas:
-        folder = base / schema / "migrations"
+    for schema, folder in folders:
         seen: set[int] = set()
         for path in sorted(folder.glob("*.sql")):
             m = _MIGRATION_NAME.match(path.name)
