@@ -22,7 +22,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-_FORMAT = b"\x01"  # version byte of the column ciphertext layout: 01 | len(kid) | kid | nonce | ct
+# Version byte of the column ciphertext layout (both: version | len(kid) | kid | nonce | ct):
+#   01: bound to the column (AAD = kid | column). Written when no row is given; always readable.
+#   02: bound to the column and the row (AAD = kid | column | 0x00 "row" 0x00 | row id), so a ciphertext
+#       copied into another row of the same column fails to decrypt.
+_FORMAT = b"\x01"
+_FORMAT_ROW = b"\x02"
 
 
 class CryptoError(Exception):
@@ -126,22 +131,34 @@ class KeyRing:
             raise CryptoError(f"ciphertext under key {kid!r} failed authentication (tampered or wrong context)"
                               ) from None
 
-    def encrypt_field(self, value: str | None, column: str) -> bytes | None:
-        """For a PII column: self-describing bytes, bound to the column name."""
+    @staticmethod
+    def _field_context(column: str, row: str | None) -> bytes:
+        return column.encode() if row is None else column.encode() + b"\x00row\x00" + row.encode()
+
+    def encrypt_field(self, value: str | None, column: str, *, row: str | None = None) -> bytes | None:
+        """For a PII column: self-describing bytes, bound to the column name and, with `row` (the row's
+        primary key, e.g. a person id), to that row: decrypting it in another row fails."""
         if value is None:
             return None
-        kid, blob = self.encrypt_bytes(value.encode(), column.encode())
+        kid, blob = self.encrypt_bytes(value.encode(), self._field_context(column, row))
         k = kid.encode()
-        return _FORMAT + bytes([len(k)]) + k + blob
+        return (_FORMAT if row is None else _FORMAT_ROW) + bytes([len(k)]) + k + blob
 
-    def decrypt_field(self, data: bytes | None, column: str) -> str | None:
+    def decrypt_field(self, data: bytes | None, column: str, *, row: str | None = None) -> str | None:
+        """Decrypt what encrypt_field wrote. A row-bound ciphertext (02) needs the same `row`; a column-only
+        one (01, written before row binding) decrypts whatever `row` is given, so existing data stays
+        readable."""
         if data is None:
             return None
-        if data[:1] != _FORMAT:
+        version = data[:1]
+        if version not in (_FORMAT, _FORMAT_ROW):
             raise CryptoError("not an NRM field ciphertext")
+        if version == _FORMAT_ROW and row is None:
+            raise CryptoError("this ciphertext is bound to a row: give row= to decrypt it")
         n = data[1]
         kid = data[2 : 2 + n].decode()
-        return self.decrypt_bytes(kid, data[2 + n :], column.encode()).decode()
+        context = self._field_context(column, row if version == _FORMAT_ROW else None)
+        return self.decrypt_bytes(kid, data[2 + n :], context).decode()
 
     # ---- keyed hashes ------------------------------------------------------------------
     def blind_index(self, value: str, purpose: str) -> str:

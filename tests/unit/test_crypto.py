@@ -158,3 +158,31 @@ def test_load_keyring_creates_a_private_file_once(tmp_path: Path, monkeypatch: p
 def test_load_keyring_prefers_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ring: KeyRing) -> None:
     monkeypatch.setenv("NRM_KEYRING_JSON", ring.to_json())
     assert load_keyring(tmp_path / "absent.json").data_keys == ring.data_keys
+
+
+# ---- row binding (issue 10: ciphertexts were bound to the column, not the row) ----------------
+def test_ciphertext_moved_to_another_row_fails_to_decrypt(ring: KeyRing) -> None:
+    blob = ring.encrypt_field("Nguyễn Thị Đào", COLUMN, row="person-a")
+    assert blob is not None and blob[:1] == b"\x02"
+    assert ring.decrypt_field(blob, COLUMN, row="person-a") == "Nguyễn Thị Đào"
+    with pytest.raises(CryptoError, match="failed authentication"):
+        ring.decrypt_field(blob, COLUMN, row="person-b")
+    with pytest.raises(CryptoError, match="bound to a row"):
+        ring.decrypt_field(blob, COLUMN)
+    with pytest.raises(CryptoError, match="failed authentication"):
+        ring.decrypt_field(blob, "person.address", row="person-a")
+
+
+def test_column_only_ciphertexts_written_before_row_binding_still_decrypt(ring: KeyRing) -> None:
+    legacy = ring.encrypt_field("written before row binding", COLUMN)
+    assert legacy is not None and legacy[:1] == b"\x01"
+    assert ring.decrypt_field(legacy, COLUMN) == "written before row binding"
+    assert ring.decrypt_field(legacy, COLUMN, row="person-a") == "written before row binding"
+    assert ring.rotated().decrypt_field(ring.encrypt_field("x", COLUMN, row="r1"), COLUMN, row="r1") == "x"
+
+
+def test_row_and_column_cannot_be_confused(ring: KeyRing) -> None:
+    # the separator keeps (column "a", row "b") apart from a column named "a\x00row\x00b" without a row
+    blob = ring.encrypt_field("v", "a", row="b")
+    with pytest.raises(CryptoError):
+        ring.decrypt_field(blob, "a\x00row", row="b")
