@@ -50,7 +50,8 @@ from services.support.models import (
     SupportPlanOut,
     SupportPlanPage,
 )
-from shared.access import can_read_section
+from shared.access import can_read_section, pii_masked_for
+from shared.access_log import AccessRead, record_read
 from shared.api import runtime_of
 from shared.auth import CurrentPrincipal, Principal, require_roles
 from shared.case_gateway import (
@@ -88,6 +89,9 @@ NRM support service: social protection, legal aid, the Women's Union and commune
   entitlements (foreign victims) need a supervisor's approval reason.
 * Support plan (HTCDS `spl_*`), legal-aid referral and its acceptance, consent per purpose
   (withdrawing data-sharing consent stops handoffs that need it), reintegration follow-ups, closure.
+* Reading personal data or free text (services, support plans, consents, handoff reasons) writes a line to
+  the one access log first. Oversight roles (auditors) see it masked unless they pass `break_glass_reason`
+  (10-500 characters, recorded).
 * A rejected workflow Update is **409** (stale / wrong stage), **403** (agency, jurisdiction, consent)
   or **422** (invalid); nothing is written here then. Send `Idempotency-Key` to retry safely.
 """
@@ -102,6 +106,23 @@ ERRORS: dict[int | str, dict[str, Any]] = {401: {"description": "no or invalid b
           404: {"description": "case (or handoff / follow-up) not found"},
           409: {"description": "stale version or wrong stage"},
           422: {"description": "invalid input, or not entitled (the detail names the field and why)"}}
+BreakGlass = Annotated[str | None, Query(
+    min_length=10, max_length=500,
+    description="oversight roles: why personal data must be seen unmasked (stored, encrypted, in the access log)")]
+
+
+async def _log_read(request: Request, principal: Principal, state: CaseState, action: str, section: Section,
+                    break_glass_reason: str | None) -> bool:
+    """Decide masking and write the access-log line before any personal data leaves (a read whose line
+    cannot be written fails). Returns whether the values must be masked."""
+    masked = pii_masked_for(principal, bool(break_glass_reason), facts=state.access_facts())
+    runtime = runtime_of(request)
+    await record_read(runtime.pool, runtime.ring, AccessRead(
+        service="support", user_id=principal.user_id, agency=principal.agency.value,
+        roles=[r.value for r in principal.roles], case_id=state.case_id, case_province=state.province,
+        action=action, sections=[section.value], masked=masked, break_glass_reason=break_glass_reason,
+        request_id=getattr(request.state, "request_id", None)))
+    return masked
 
 
 def _require_support_agency(principal: Principal) -> None:
@@ -176,16 +197,20 @@ async def record_service(case_id: CaseId, body: ServiceIn, request: Request, key
 @router.get("/cases/{case_id}/services", response_model=ServicePage, responses=ERRORS,
             summary="List the services delivered",
             description="Support agencies only (support_plan section). Filter by `service_type`; sort by "
-                        "`delivered_on` or `amount_vnd` (prefix `-` for descending). `total_amount_vnd` sums all pages.")
+                        "`delivered_on` or `amount_vnd` (prefix `-` for descending). `total_amount_vnd` sums all pages. "
+                        "Access-logged; notes, provider names and approval reasons are masked for oversight roles "
+                        "unless `break_glass_reason` is given.")
 async def list_services(case_id: CaseId, request: Request, principal: CurrentPrincipal,
                         service_type: SupportType | None = None,
                         sort: Literal["delivered_on", "-delivered_on", "amount_vnd", "-amount_vnd"] = "delivered_on",
-                        limit: Limit = 50, offset: Offset = 0) -> ServicePage:
-    await readable_case(request, principal, case_id, Section.support_plan)
+                        limit: Limit = 50, offset: Offset = 0, break_glass_reason: BreakGlass = None) -> ServicePage:
+    state = await readable_case(request, principal, case_id, Section.support_plan)
+    masked = await _log_read(request, principal, state, "read_services", Section.support_plan, break_glass_reason)
     runtime = runtime_of(request)
     items, total, amount = await repo.list_services(runtime.pool, runtime.ring, case_id, limit, offset,
                                                     service_type.value if service_type else None, sort)
-    return ServicePage(items=items, total=total, limit=limit, offset=offset, total_amount_vnd=amount)
+    return ServicePage(items=[i.masked() for i in items] if masked else items, total=total, limit=limit,
+                       offset=offset, total_amount_vnd=amount, masked=masked)
 
 
 # ---- support plan -----------------------------------------------------------------------------
@@ -212,13 +237,18 @@ async def create_plan(case_id: CaseId, body: SupportPlanIn, request: Request, ke
 
 @router.get("/cases/{case_id}/support-plan", response_model=SupportPlanPage, responses=ERRORS,
             summary="The support plan and its earlier versions",
-            description="Newest first; `current` marks the plan in force. Support agencies only.")
+            description="Newest first; `current` marks the plan in force. Support agencies only, and oversight "
+                        "roles. Access-logged; objectives and action plan are masked for oversight roles unless "
+                        "`break_glass_reason` is given.")
 async def get_plans(case_id: CaseId, request: Request, principal: CurrentPrincipal, limit: Limit = 50,
-                    offset: Offset = 0) -> SupportPlanPage:
-    await readable_case(request, principal, case_id, Section.support_plan)
+                    offset: Offset = 0, break_glass_reason: BreakGlass = None) -> SupportPlanPage:
+    state = await readable_case(request, principal, case_id, Section.support_plan)
+    masked = await _log_read(request, principal, state, "read_support_plan", Section.support_plan,
+                             break_glass_reason)
     runtime = runtime_of(request)
     items, total = await repo.list_plans(runtime.pool, runtime.ring, case_id, limit, offset)
-    return SupportPlanPage(items=items, total=total, limit=limit, offset=offset)
+    return SupportPlanPage(items=[i.masked() for i in items] if masked else items, total=total, limit=limit,
+                           offset=offset, masked=masked)
 
 
 # ---- legal aid referral and handoffs ------------------------------------------------------------
@@ -240,13 +270,17 @@ async def refer_legal_aid(case_id: CaseId, body: LegalAidReferralIn, request: Re
 
 @router.get("/cases/{case_id}/handoffs", response_model=HandoffPage, responses=ERRORS,
             summary="The case's handoffs and referrals, and their state",
-            description="requested → accepted / rejected / revoked → done. Filter by `to_agency` or `state`.")
+            description="requested → accepted / rejected / revoked → done. Filter by `to_agency` or `state`. "
+                        "Reasons are free text: access-logged, masked for oversight roles unless "
+                        "`break_glass_reason` is given.")
 async def list_handoffs(case_id: CaseId, request: Request, principal: CurrentPrincipal,
-                        to_agency: AgencyRole | None = None, state: HandoffState | None = None) -> HandoffPage:
+                        to_agency: AgencyRole | None = None, state: HandoffState | None = None,
+                        break_glass_reason: BreakGlass = None) -> HandoffPage:
     case = await readable_case(request, principal, case_id)
+    masked = await _log_read(request, principal, case, "read_handoffs", Section.case_notes, break_glass_reason)
     items = [HandoffView.of(h) for h in case.handoffs
              if (to_agency is None or h.to_agency == to_agency) and (state is None or h.state == state)]
-    return HandoffPage(items=items, total=len(items))
+    return HandoffPage(items=[i.masked() for i in items] if masked else items, total=len(items), masked=masked)
 
 
 @router.post("/handoffs/{case_id}/{handoff_id}/respond", response_model=HandoffResult, responses=ERRORS,
@@ -350,11 +384,16 @@ async def record_consent(case_id: CaseId, body: ConsentIn, request: Request, key
 @router.get("/cases/{case_id}/consents", response_model=ConsentsOut, responses=ERRORS,
             summary="Current consents and their history",
             description="`current` is what the workflow enforces; `history` lists every grant and withdrawal, newest "
-                        "first, filterable by `purpose`.")
+                        "first, filterable by `purpose`. Access-logged; document references are masked for "
+                        "oversight roles unless `break_glass_reason` is given.")
 async def list_consents(case_id: CaseId, request: Request, principal: CurrentPrincipal,
-                        purpose: ConsentPurpose | None = None, limit: Limit = 50, offset: Offset = 0) -> ConsentsOut:
+                        purpose: ConsentPurpose | None = None, limit: Limit = 50, offset: Offset = 0,
+                        break_glass_reason: BreakGlass = None) -> ConsentsOut:
     state = await readable_case(request, principal, case_id)
+    # consent documents are read by every agency on the case (a handoff depends on them): case_notes
+    masked = await _log_read(request, principal, state, "read_consents", Section.case_notes, break_glass_reason)
     runtime = runtime_of(request)
     history, total = await repo.list_consents(runtime.pool, runtime.ring, case_id, limit, offset,
                                               purpose.value if purpose else None)
-    return ConsentsOut(case_id=case_id, current=dict(state.consents), history=history, total=total)
+    return ConsentsOut(case_id=case_id, current=dict(state.consents),
+                       history=[h.masked() for h in history] if masked else history, total=total, masked=masked)

@@ -9,9 +9,15 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.support.entitlements import Beneficiary, Entitled, StatusColumn, SupportType
+from shared.access import mask
 from shared.api_models import In, LongText, Reason, Ref, ShortText, Versioned
 from shared.domain import AgencyRole, CaseStatus, Stage, TraffickingStatus
 from workflows.models import CaseState, ConsentPurpose, Handoff, HandoffKind, HandoffState
+
+
+def _masked_flag() -> bool:
+    return Field(default=False, description="true: personal data and free text are masked (oversight role without "
+                                            "break_glass_reason); every read is in the access log")
 
 
 def _not_future(d: date | None, field: str) -> None:
@@ -96,6 +102,11 @@ class ServiceOut(BaseModel):
     recorded_by: str
     recorded_at: datetime
 
+    def masked(self) -> ServiceOut:
+        """As an oversight role sees it without break glass: free text masked, figures and kinds kept."""
+        return self.model_copy(update={"provider_name": mask(self.provider_name), "note": mask(self.note),
+                                       "supervisor_approval_reason": mask(self.supervisor_approval_reason)})
+
 
 class ServicePage(BaseModel):
     items: list[ServiceOut]
@@ -103,6 +114,7 @@ class ServicePage(BaseModel):
     limit: int
     offset: int
     total_amount_vnd: int
+    masked: bool = _masked_flag()
 
 
 # ---- support plan (HTCDS spl_*) ---------------------------------------------------------------
@@ -151,12 +163,17 @@ class SupportPlanOut(BaseModel):
     created_by: str
     created_at: datetime
 
+    def masked(self) -> SupportPlanOut:
+        return self.model_copy(update={"spl_Objectives": mask(self.spl_Objectives) or "",
+                                       "spl_ActionPlan": mask(self.spl_ActionPlan)})
+
 
 class SupportPlanPage(BaseModel):
     items: list[SupportPlanOut]
     total: int
     limit: int
     offset: int
+    masked: bool = _masked_flag()
 
 
 # ---- legal aid referral and handoffs ----------------------------------------------------------
@@ -184,6 +201,9 @@ class HandoffView(BaseModel):
     def of(cls, h: Handoff) -> HandoffView:
         return cls(**{k: getattr(h, k) for k in cls.model_fields})
 
+    def masked(self) -> HandoffView:
+        return self.model_copy(update={"reason": mask(self.reason)})
+
 
 class HandoffResult(BaseModel):
     case: CaseView
@@ -193,6 +213,7 @@ class HandoffResult(BaseModel):
 class HandoffPage(BaseModel):
     items: list[HandoffView]
     total: int
+    masked: bool = _masked_flag()
 
 
 class RespondIn(Versioned):
@@ -284,12 +305,16 @@ class ConsentRecord(BaseModel):
     recorded_by: str
     recorded_at: datetime
 
+    def masked(self) -> ConsentRecord:
+        return self.model_copy(update={"document_reference": mask(self.document_reference)})
+
 
 class ConsentsOut(BaseModel):
     case_id: str
     current: dict[str, bool] = Field(description="purpose[:agency] -> granted, as the workflow holds it")
     history: list[ConsentRecord]
     total: int
+    masked: bool = _masked_flag()
 
 
 class ConsentResult(BaseModel):

@@ -75,9 +75,42 @@ async def insert_service(conn: Conn, ring: KeyRing, service_id: str, case_id: st
                 recorded_by) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)
             ON CONFLICT (service_id) DO NOTHING""",
         service_id, case_id, body.service_type.value, body.beneficiary.value, body.provider_agency.value,
-        body.provider_name, body.delivered_on, body.amount_vnd, entitled.value,
-        body.supervisor_approval_reason if entitled == Entitled.case_by_case else None, approved_by,
+        ring.encrypt_field(body.provider_name, "services_delivered.provider_name"), body.delivered_on,
+        body.amount_vnd, entitled.value,
+        ring.encrypt_field(body.supervisor_approval_reason if entitled == Entitled.case_by_case else None,
+                           "services_delivered.supervisor_approval_reason"), approved_by,
         ring.encrypt_field(body.note, "services_delivered.note"), user_id)
+
+
+def _service_text(ring: KeyRing, r: asyncpg.Record, column: str) -> str | None:
+    """The encrypted column, or a row's value from before it was encrypted (migration 002) until
+    encrypt_legacy_text has moved it."""
+    value = ring.decrypt_field(r[column], f"services_delivered.{column}")
+    return value if value is not None else r[f"legacy_{column}"]
+
+
+async def encrypt_legacy_text(pool: asyncpg.Pool, ring: KeyRing, batch: int = 500) -> int:
+    """Encrypt the plain-text values migration 002 moved aside, and clear them. Idempotent; returns rows done."""
+    done = 0
+    while True:
+        async with pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                f"""SELECT service_id, legacy_provider_name, legacy_supervisor_approval_reason
+                    FROM {S}.services_delivered
+                    WHERE legacy_provider_name IS NOT NULL OR legacy_supervisor_approval_reason IS NOT NULL
+                    LIMIT $1 FOR UPDATE SKIP LOCKED""", batch)
+            if not rows:
+                return done
+            await conn.executemany(
+                f"""UPDATE {S}.services_delivered SET
+                        provider_name = coalesce(provider_name, $2), legacy_provider_name = NULL,
+                        supervisor_approval_reason = coalesce(supervisor_approval_reason, $3),
+                        legacy_supervisor_approval_reason = NULL
+                    WHERE service_id = $1""",
+                [(r["service_id"], ring.encrypt_field(r["legacy_provider_name"], "services_delivered.provider_name"),
+                  ring.encrypt_field(r["legacy_supervisor_approval_reason"],
+                                     "services_delivered.supervisor_approval_reason")) for r in rows])
+            done += len(rows)
 
 
 SERVICE_SORTS = {"delivered_on": "delivered_on ASC", "-delivered_on": "delivered_on DESC",
@@ -97,8 +130,10 @@ async def list_services(conn: Conn, ring: KeyRing, case_id: str, limit: int, off
     items = [ServiceOut(
         service_id=r["service_id"], case_id=r["case_id"], service_type=r["service_type"],
         letter=LETTER[SupportType(r["service_type"])], beneficiary=r["beneficiary"],
-        provider_agency=r["provider_agency"], provider_name=r["provider_name"], delivered_on=r["delivered_on"],
-        amount_vnd=r["amount_vnd"], entitled=r["entitled"], supervisor_approval_reason=r["supervisor_approval_reason"],
+        provider_agency=r["provider_agency"],
+        provider_name=_service_text(ring, r, "provider_name"), delivered_on=r["delivered_on"],
+        amount_vnd=r["amount_vnd"], entitled=r["entitled"],
+        supervisor_approval_reason=_service_text(ring, r, "supervisor_approval_reason"),
         approved_by=r["approved_by"], note=ring.decrypt_field(r["note"], "services_delivered.note"),
         recorded_by=r["recorded_by"], recorded_at=r["recorded_at"]) for r in rows]
     total = int(rows[0]["total"]) if rows else 0
@@ -157,3 +192,35 @@ async def support_summary(conn: Conn, case_id: str) -> dict[str, object]:
     return {"services": int(r["services"]), "amount_vnd": int(r["amount_vnd"]),
             "service_types": list(r["service_types"] or []), "current_plan_id": r["current_plan_id"],
             "follow_ups_recorded": int(r["follow_ups_recorded"])}
+
+
+# ---- retention --------------------------------------------------------------------------------
+async def erase_case(pool: asyncpg.Pool, case_id: str) -> dict[str, int]:
+    """Erase every personal-data and free-text column of the case (NULL), including values from before
+    encryption (legacy_*); keep plan types and dates, service kinds, amounts, entitlement, approver,
+    follow-up outcomes and consent purposes. Idempotent. Returns the rows touched per table."""
+    async with pool.acquire() as conn, conn.transaction():
+        out = {
+            "support_plans": _rows(await conn.execute(
+                f"""UPDATE {S}.support_plans SET objectives = NULL, action_plan = NULL
+                    WHERE case_id = $1 AND (objectives IS NOT NULL OR action_plan IS NOT NULL)""", case_id)),
+            "services_delivered": _rows(await conn.execute(
+                f"""UPDATE {S}.services_delivered SET provider_name = NULL, supervisor_approval_reason = NULL,
+                        note = NULL, legacy_provider_name = NULL, legacy_supervisor_approval_reason = NULL
+                    WHERE case_id = $1 AND (provider_name IS NOT NULL OR supervisor_approval_reason IS NOT NULL
+                        OR note IS NOT NULL OR legacy_provider_name IS NOT NULL
+                        OR legacy_supervisor_approval_reason IS NOT NULL)""", case_id)),
+            "follow_up_notes": _rows(await conn.execute(
+                f"UPDATE {S}.follow_up_notes SET note = NULL WHERE case_id = $1 AND note IS NOT NULL", case_id)),
+            "consent_records": _rows(await conn.execute(
+                f"""UPDATE {S}.consent_records SET document_reference = NULL
+                    WHERE case_id = $1 AND document_reference IS NOT NULL""", case_id)),
+        }
+        await conn.execute(f"INSERT INTO {S}.erasures (case_id) VALUES ($1) ON CONFLICT (case_id) DO NOTHING",
+                           case_id)
+        return out
+
+
+def _rows(status: str) -> int:
+    """Rows affected, from asyncpg's command tag ('UPDATE 3')."""
+    return int(status.rsplit(" ", 1)[-1])

@@ -27,6 +27,13 @@ class VerificationSnapshot(BaseModel):
     linked_cases: int
 
 
+class VerificationErasure(BaseModel):
+    """What retention erased in the verification schema: rows touched per table (counts only)."""
+
+    case_id: str
+    rows: dict[str, int]
+
+
 class VerificationActivities:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -37,6 +44,16 @@ class VerificationActivities:
         counts = await repo.snapshot_counts(self.runtime.pool, case_id)
         return VerificationSnapshot(case_id=case_id, **counts)
 
+    @activity.defn(name="erase_verification_pii")
+    async def erase_verification_pii(self, case_id: str) -> VerificationErasure:
+        """Retention: erase the case's evidence sources, references and descriptions, rescue locations and
+        notes, refusal documents, perpetrators' names, aliases, phones, details and their blind indexes.
+        Kinds, dates, counts and roles stay. Idempotent (a retry erases nothing twice)."""
+        rows = await repo.erase_case(self.runtime.pool, case_id)
+        activity.logger.info("verification personal data erased for %s: %s", case_id, rows)
+        return VerificationErasure(case_id=case_id, rows=rows)
+
 
 def build_activities(runtime: Runtime) -> list[Callable[..., Any]]:
-    return [VerificationActivities(runtime).verification_snapshot]
+    acts = VerificationActivities(runtime)
+    return [acts.verification_snapshot, acts.erase_verification_pii]

@@ -41,6 +41,8 @@ from services.verification.models import (
     RescueStatus,
     VerificationRequest,
 )
+from shared.access import pii_masked_for
+from shared.access_log import AccessRead, record_read
 from shared.api import runtime_of
 from shared.auth import CurrentPrincipal, Principal, require_roles
 from shared.case_gateway import (
@@ -68,6 +70,7 @@ from shared.temporal import (
 from workflows.models import (
     AddNote,
     Assign,
+    CaseState,
     Claim,
     Decide,
     EvidenceKind,
@@ -87,6 +90,8 @@ coast guard, and social protection where Law 53/2024 Art. 27(2) has it lead).
 * Evidence metadata, rescue operations, refusal letters and suspected perpetrators are stored here,
   encrypted; the workflow only sees their ids.
 * `GET /inbox` lists the caller's agency's cases in its jurisdiction from Temporal visibility.
+* Reading personal data (evidence, rescue operations, perpetrators) writes a line to the one access log first.
+  Oversight roles (auditors) see it masked unless they pass `break_glass_reason` (10-500 characters, recorded).
 """
 
 router = APIRouter(tags=["verification"])
@@ -100,6 +105,23 @@ ERRORS: dict[int | str, dict[str, Any]] = {401: {"description": "no or invalid b
           404: {"description": "case not found"},
           409: {"description": "stale version or wrong stage"},
           422: {"description": "invalid input (the detail names the field)"}}
+BreakGlass = Annotated[str | None, Query(
+    min_length=10, max_length=500,
+    description="oversight roles: why personal data must be seen unmasked (stored, encrypted, in the access log)")]
+
+
+async def _log_read(request: Request, principal: Principal, state: CaseState, action: str, section: Section,
+                    break_glass_reason: str | None) -> bool:
+    """Decide masking and write the access-log line before any personal data leaves (a read whose line
+    cannot be written fails). Returns whether the values must be masked."""
+    masked = pii_masked_for(principal, bool(break_glass_reason), facts=state.access_facts())
+    runtime = runtime_of(request)
+    await record_read(runtime.pool, runtime.ring, AccessRead(
+        service="verification", user_id=principal.user_id, agency=principal.agency.value,
+        roles=[r.value for r in principal.roles], case_id=state.case_id, case_province=state.province,
+        action=action, sections=[section.value], masked=masked, break_glass_reason=break_glass_reason,
+        request_id=getattr(request.state, "request_id", None)))
+    return masked
 
 
 # ---- claim / assign ---------------------------------------------------------------------------
@@ -164,16 +186,21 @@ async def decide_identification(case_id: CaseId, body: IdentificationRequest, re
 
 @router.get("/cases/{case_id}/evidence", response_model=EvidencePage, responses=ERRORS,
             summary="List the evidence items of a case",
-            description="Readable by the verifying bodies only (Section.evidence). Sorted by evidence date.")
+            description="Readable by the verifying bodies only (Section.evidence). Sorted by evidence date. "
+                        "Access-logged; sources, references and descriptions are masked for oversight roles "
+                        "unless `break_glass_reason` is given.")
 async def list_evidence(case_id: CaseId, request: Request, principal: CurrentPrincipal, limit: Limit = 50,
                         offset: Offset = 0, kind: EvidenceKind | None = None,
-                        sort: Literal["date", "-date"] = "date") -> EvidencePage:
-    await readable_case(request, principal, case_id, Section.evidence)
+                        sort: Literal["date", "-date"] = "date",
+                        break_glass_reason: BreakGlass = None) -> EvidencePage:
+    state = await readable_case(request, principal, case_id, Section.evidence)
+    masked = await _log_read(request, principal, state, "read_evidence", Section.evidence, break_glass_reason)
     runtime = runtime_of(request)
     items, total = await repo.list_evidence(runtime.pool, runtime.ring, case_id, limit, offset,
                                             kind.value if kind else None,
                                             sort.startswith("-"))
-    return EvidencePage(items=items, total=total, limit=limit, offset=offset)
+    return EvidencePage(items=[i.masked() for i in items] if masked else items, total=total, limit=limit,
+                        offset=offset, masked=masked)
 
 
 # ---- rescue -----------------------------------------------------------------------------------
@@ -200,15 +227,20 @@ async def plan_rescue(case_id: CaseId, body: RescuePlanRequest, request: Request
 
 @router.get("/cases/{case_id}/rescue-operations", response_model=RescuePage, responses=ERRORS,
             summary="List a case's rescue operations",
-            description="Readable by the verifying bodies (Section.evidence); sorted by planned time.")
+            description="Readable by the verifying bodies (Section.evidence); sorted by planned time. "
+                        "Access-logged; locations and plan notes are masked for oversight roles unless "
+                        "`break_glass_reason` is given.")
 async def list_rescues(case_id: CaseId, request: Request, principal: CurrentPrincipal, limit: Limit = 50,
-                       offset: Offset = 0, status_: Annotated[RescueStatus | None, Query(alias="status")] = None
-                       ) -> RescuePage:
-    await readable_case(request, principal, case_id, Section.evidence)
+                       offset: Offset = 0, status_: Annotated[RescueStatus | None, Query(alias="status")] = None,
+                       break_glass_reason: BreakGlass = None) -> RescuePage:
+    state = await readable_case(request, principal, case_id, Section.evidence)
+    masked = await _log_read(request, principal, state, "read_rescue_operations", Section.evidence,
+                             break_glass_reason)
     runtime = runtime_of(request)
     items, total = await repo.list_rescue_operations(runtime.pool, runtime.ring, case_id, limit, offset,
                                                      status_.value if status_ else None)
-    return RescuePage(items=items, total=total, limit=limit, offset=offset)
+    return RescuePage(items=[i.masked() for i in items] if masked else items, total=total, limit=limit,
+                      offset=offset, masked=masked)
 
 
 @router.post("/cases/{case_id}/rescue-operations/{operation_id}/complete", response_model=RescueResult,
@@ -237,9 +269,11 @@ async def complete_rescue(case_id: CaseId, operation_id: Annotated[str, Path(max
 
     _, state = await write_with_update(runtime, case_id, complete,
                                        lambda _: update_case(request, case_id, "decide", cmd, key))
+    # the answer carries the operation's location, possibly written by someone else: a logged read
+    masked = await _log_read(request, principal, state, "read_rescue_operations", Section.evidence, None)
     op = await repo.get_rescue_operation(runtime.pool, runtime.ring, case_id, operation_id)
     assert op is not None
-    return RescueResult(operation=op, case=CaseView.of(state))
+    return RescueResult(operation=op.masked() if masked else op, case=CaseView.of(state))
 
 
 @router.post("/cases/{case_id}/rescue-operations/not-needed", response_model=CaseView, responses=ERRORS,
@@ -302,15 +336,21 @@ async def add_perpetrator(case_id: CaseId, body: PerpetratorIn, request: Request
 
 @router.get("/cases/{case_id}/perpetrators", response_model=PerpetratorPage, responses=ERRORS,
             summary="List a case's suspected perpetrators",
-            description="Police and prosecution roles only (Section.perpetrators).")
+            description="Police and prosecution roles only (Section.perpetrators), and oversight roles. "
+                        "Access-logged; names, aliases, phones, role details and recruitment channels are masked "
+                        "for oversight roles unless `break_glass_reason` is given.")
 async def list_perpetrators(case_id: CaseId, request: Request, principal: CurrentPrincipal, limit: Limit = 50,
                             offset: Offset = 0, role: PerpetratorRole | None = None,
-                            sort: Literal["recorded_at", "-recorded_at"] = "recorded_at") -> PerpetratorPage:
-    await readable_case(request, principal, case_id, Section.perpetrators)
+                            sort: Literal["recorded_at", "-recorded_at"] = "recorded_at",
+                            break_glass_reason: BreakGlass = None) -> PerpetratorPage:
+    state = await readable_case(request, principal, case_id, Section.perpetrators)
+    masked = await _log_read(request, principal, state, "read_perpetrators", Section.perpetrators,
+                             break_glass_reason)
     runtime = runtime_of(request)
     items, total = await repo.list_perpetrators(runtime.pool, runtime.ring, case_id, limit, offset,
                                                 role.value if role else None, sort.startswith("-"))
-    return PerpetratorPage(items=items, total=total, limit=limit, offset=offset)
+    return PerpetratorPage(items=[i.masked() for i in items] if masked else items, total=total, limit=limit,
+                           offset=offset, masked=masked)
 
 
 @router.get("/cases/{case_id}/linked-cases", response_model=LinkedCasesOut, responses=ERRORS,

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from shared.access import mask
 from shared.api_models import In, LongText, Reason, Ref, ShortText, Versioned
 from shared.domain import AgencyRole, CaseStatus, DecisionMakingOrg, Stage, TraffickingStatus
 from workflows.models import CaseState, EvidenceKind, VerifyResult
@@ -104,6 +105,11 @@ class EvidenceOut(BaseModel):
     recorded_by: str
     recorded_at: datetime
 
+    def masked(self) -> EvidenceOut:
+        """As an oversight role sees it without break glass: every free-text value masked."""
+        return self.model_copy(update={"source": mask(self.source) or "", "reference": mask(self.reference),
+                                       "description": mask(self.description)})
+
 
 class IdentificationResult(BaseModel):
     case: CaseView
@@ -170,6 +176,9 @@ class RescueOperationOut(BaseModel):
     persons: list[RescuedPerson]
     created_by: str
     created_at: datetime
+
+    def masked(self) -> RescueOperationOut:
+        return self.model_copy(update={"location": mask(self.location) or "", "plan_notes": mask(self.plan_notes)})
 
 
 class RescueResult(BaseModel):
@@ -296,12 +305,24 @@ class PerpetratorOut(BaseModel):
     recorded_agency: AgencyRole
     recorded_at: datetime
 
+    def masked(self) -> PerpetratorOut:
+        return self.model_copy(update={
+            "role_details": mask(self.role_details), "name": mask(self.name),
+            "aliases": [mask(a) or "" for a in self.aliases], "phones": [mask(p) or "" for p in self.phones],
+            "recruitment_channel": mask(self.recruitment_channel)})
+
+
+def _masked_flag() -> bool:
+    return Field(default=False, description="true: personal data is masked (oversight role without "
+                                            "break_glass_reason); every read is in the access log")
+
 
 class PerpetratorPage(BaseModel):
     items: list[PerpetratorOut]
     total: int
     limit: int
     offset: int
+    masked: bool = _masked_flag()
 
 
 class LinkKind(StrEnum):
@@ -365,6 +386,7 @@ class EvidencePage(BaseModel):
     total: int
     limit: int
     offset: int
+    masked: bool = _masked_flag()
 
 
 class RescuePage(BaseModel):
@@ -372,3 +394,4 @@ class RescuePage(BaseModel):
     total: int
     limit: int
     offset: int
+    masked: bool = _masked_flag()

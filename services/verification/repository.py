@@ -253,3 +253,38 @@ async def snapshot_counts(conn: Conn, case_id: str) -> dict[str, int]:
         case_id)
     assert r is not None
     return {k: int(v) for k, v in dict(r).items()}
+
+
+# ---- retention --------------------------------------------------------------------------------
+async def erase_case(pool: asyncpg.Pool, case_id: str) -> dict[str, int]:
+    """Erase every personal-data and free-text column of the case (NULL) and its perpetrators' blind
+    indexes (a keyed hash of a name still lets someone test a guess); keep kinds, dates, counts, roles,
+    agencies and outcomes. Idempotent: a second run changes nothing. Returns the rows touched per table."""
+    async with pool.acquire() as conn, conn.transaction():
+        out = {
+            "evidence_items": _rows(await conn.execute(
+                f"""UPDATE {S}.evidence_items SET source = NULL, reference = NULL, description = NULL
+                    WHERE case_id = $1 AND (source IS NOT NULL OR reference IS NOT NULL
+                                            OR description IS NOT NULL)""", case_id)),
+            "rescue_operations": _rows(await conn.execute(
+                f"""UPDATE {S}.rescue_operations SET location = NULL, plan_notes = NULL
+                    WHERE case_id = $1 AND (location IS NOT NULL OR plan_notes IS NOT NULL)""", case_id)),
+            "protection_refusals": _rows(await conn.execute(
+                f"""UPDATE {S}.protection_refusals SET reference = NULL, description = NULL
+                    WHERE case_id = $1 AND (reference IS NOT NULL OR description IS NOT NULL)""", case_id)),
+            "perpetrator_identifiers": _rows(await conn.execute(
+                f"DELETE FROM {S}.perpetrator_identifiers WHERE case_id = $1", case_id)),
+            "perpetrators": _rows(await conn.execute(
+                f"""UPDATE {S}.perpetrators SET role_details = NULL, full_name = NULL, aliases = NULL, phones = NULL,
+                        recruitment_channel = NULL
+                    WHERE case_id = $1 AND (role_details IS NOT NULL OR full_name IS NOT NULL OR aliases IS NOT NULL
+                                            OR phones IS NOT NULL OR recruitment_channel IS NOT NULL)""", case_id)),
+        }
+        await conn.execute(f"INSERT INTO {S}.erasures (case_id) VALUES ($1) ON CONFLICT (case_id) DO NOTHING",
+                           case_id)
+        return out
+
+
+def _rows(status: str) -> int:
+    """Rows affected, from asyncpg's command tag ('UPDATE 3', 'DELETE 0')."""
+    return int(status.rsplit(" ", 1)[-1])
