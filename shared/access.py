@@ -91,7 +91,10 @@ def can_read_case(p: Any, facts: CaseAccessFacts) -> bool:
 
 def can_act_on_case(p: Any, facts: CaseAccessFacts) -> bool:
     """Changing a case: auditors never; supervisors in their province; caseworkers of an agency that
-    owns or joined the case (or is invited, to accept/reject), in their province."""
+    owns or joined the case (an accepted handoff or referral), in their province.
+
+    An agency that was only asked (a pending handoff invitee) may read enough to decide and may answer
+    the handoff (`can_respond_to_handoff`), nothing else, until it accepts."""
     if p.has(Role.admin):
         return True
     if p.has(Role.auditor) and not (p.has(Role.caseworker) or p.has(Role.supervisor)):
@@ -100,9 +103,23 @@ def can_act_on_case(p: Any, facts: CaseAccessFacts) -> bool:
         return False
     if p.has(Role.supervisor):
         return True
-    return p.has(Role.caseworker) and bool(
-        p.agency == facts.owner_agency or p.agency in facts.participants or p.agency in facts.pending_invitees
-    )
+    return p.has(Role.caseworker) and bool(p.agency == facts.owner_agency or p.agency in facts.participants)
+
+
+def can_respond_to_handoff(p: Any, facts: CaseAccessFacts, to_agency: AgencyRole) -> bool:
+    """Accepting or rejecting a handoff: a caseworker or supervisor of the invited agency, in the case's
+    province (the invitee is not a participant yet, so `can_act_on_case` does not admit it)."""
+    if p.has(Role.admin):
+        return True
+    if not (p.has(Role.caseworker) or p.has(Role.supervisor)):
+        return False
+    return _in_jurisdiction(p, facts) and p.agency == to_agency
+
+
+def acts_as_stage_owner(p: Any, owner_agency: AgencyRole) -> bool:
+    """Who decides for a stage without an override: the owning agency's caseworkers and supervisors (and
+    admins). A supervisor of another agency needs an explicit, reasoned override."""
+    return bool(p.has(Role.admin) or p.agency == owner_agency)
 
 
 def readable_sections(p: Any) -> frozenset[Section]:

@@ -19,7 +19,13 @@ from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from shared.access import can_act_on_case, can_read_section
+    from shared.access import (
+        CaseAccessFacts,
+        acts_as_stage_owner,
+        can_act_on_case,
+        can_read_section,
+        can_respond_to_handoff,
+    )
     from shared.domain import AgencyRole, CaseStatus, Outcome, Role, Stage, TraffickingStatus
     from shared.temporal import (
         ASSIGNEE,
@@ -33,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
         PENDING_HANDOFF_TO,
     )
     from workflows.models import (
+        APPLIED_UPDATE_IDS_KEPT,
         AddNote,
         Assign,
         CaseEvent,
@@ -66,6 +73,7 @@ with workflow.unsafe.imports_passed_through():
         RescueDecision,
         RespondHandoff,
         RevokeHandoff,
+        StageOwnerCommand,
         StageRecord,
         VerifyDecision,
         VerifyResult,
@@ -73,6 +81,10 @@ with workflow.unsafe.imports_passed_through():
     from workflows.policy import CasePolicy, PolicyRequest, add_months, add_period
 
 SYSTEM_USER = "system"
+# Patch ids (workflow.patched): each guards a change in the commands this workflow issues, so histories
+# recorded by earlier code replay unchanged (tests/replay).
+TRUST_RULES = "trust-rules-issue-10"  # handlers re-check with the rules of issue 10 items 7 and 9
+CARRY_UPDATE_IDS = "carry-applied-update-ids"  # continue-as-new carries the ids of applied Updates
 CLOSED_STATUSES = (CaseStatus.Closed, CaseStatus.ClosedReferred)
 ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
                              maximum_interval=timedelta(minutes=2))  # unlimited attempts: the audit log must land
@@ -88,6 +100,13 @@ def _conflict(msg: str) -> ApplicationError:
 
 def _invalid(msg: str) -> ApplicationError:
     return ApplicationError(msg, type="invalid", non_retryable=True)
+
+
+def _could_act_before_issue_10(p: Any, facts: CaseAccessFacts) -> bool:
+    """The rule handlers applied before issue 10 item 7 (a pending invitee could act): kept only so that
+    histories recorded under it replay unchanged. New Updates never get this far (validators are strict)."""
+    return can_act_on_case(p, facts) or bool(
+        p.has(Role.caseworker) and p.covers_province(facts.province) and p.agency in facts.pending_invitees)
 
 
 @workflow.defn(name="CaseWorkflow")
@@ -128,6 +147,10 @@ class CaseWorkflow:
         self._pending_notifications: list[Notification] = []
         self._changed = False
         self._last_search_attributes: dict[str, Any] = {}
+        # Updates applied by earlier runs (carried) and by this one: Temporal deduplicates an Update id
+        # within a run only; a retry that reaches the next run must not apply twice.
+        self._applied_update_ids: list[str] = list(inp.applied_update_ids)
+        self._carried_update_ids: frozenset[str] = frozenset(inp.applied_update_ids)
 
     # ---- main loop ------------------------------------------------------------------------
     @workflow.run
@@ -153,10 +176,13 @@ class CaseWorkflow:
             if self._should_continue_as_new():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 await self._flush()
+                applied = (self._applied_update_ids[-APPLIED_UPDATE_IDS_KEPT:]
+                           if workflow.patched(CARRY_UPDATE_IDS) else [])
                 workflow.continue_as_new(CaseInput(facts=self.facts, carried=self._snapshot(), policy=self.policy,
                                                    oversight_task_queue=self.oversight_queue,
                                                    history_limit=self.history_limit,
-                                                   max_updates_per_run=self.max_updates_per_run))
+                                                   max_updates_per_run=self.max_updates_per_run,
+                                                   applied_update_ids=applied))
             wake = self._next_wake()
             self._changed = False
             timeout = max(wake - workflow.now(), timedelta(seconds=1)) if wake else None
@@ -328,8 +354,15 @@ class CaseWorkflow:
         ))
 
     def _record_action(self, kind: str, cmd: Command, *, reason: str | None = None,
-                       data: dict[str, Any] | None = None) -> None:
+                       data: dict[str, Any] | None = None, override: dict[str, str] | None = None) -> None:
         self._updates_this_run += 1
+        info = workflow.current_update_info()
+        if info is not None:
+            self._applied_update_ids.append(info.id)
+            if len(self._applied_update_ids) > 2 * APPLIED_UPDATE_IDS_KEPT:
+                del self._applied_update_ids[:-APPLIED_UPDATE_IDS_KEPT]
+        if override is not None:
+            data = {**(data or {}), "override": override}
         self._touch()
         self._record(kind, cmd.actor.user_id, cmd.actor.agency, reason=reason, request_id=cmd.actor.request_id,
                      data=data)
@@ -375,21 +408,56 @@ class CaseWorkflow:
         )
 
     # ---- validation shared by validators and handlers -------------------------------------
+    def _strict(self) -> bool:
+        """Whether the rules of issue 10 (items 7 and 9) apply. Always in a validator (validators are not
+        re-run on replay); in a handler only for Updates applied by this code (patched), so a history
+        recorded under the earlier rules replays unchanged."""
+        return workflow.unsafe.is_read_only() or workflow.patched(TRUST_RULES)
+
     def _check(self, cmd: Command, *, supervisor: bool = False, stage_owner: bool = False,
-               allow_closed: bool = False) -> None:
+               allow_closed: bool = False, answering: Handoff | None = None) -> None:
         a = cmd.actor
         if cmd.expected_version is not None and cmd.expected_version != self.version:
             raise ApplicationError(
                 f"stale: the case is at version {self.version}, the request expected {cmd.expected_version}",
                 type="stale", non_retryable=True)
-        if not can_act_on_case(a, self._snapshot().access_facts()):
+        strict = self._strict()
+        facts = self._snapshot().access_facts()
+        if answering is not None and strict:
+            # the invitee is not a participant yet: it may answer this handoff, and nothing else
+            if not can_respond_to_handoff(a, facts, answering.to_agency):
+                raise _forbidden(f"only {answering.to_agency.value} in province {self.province} answers handoff "
+                                 f"{answering.handoff_id}")
+        elif not (can_act_on_case(a, facts) if strict else _could_act_before_issue_10(a, facts)):
+            if strict and a.agency in facts.pending_invitees:
+                raise _forbidden(f"agency {a.agency.value} was asked to take part in this case but has not "
+                                 "accepted the handoff yet; it may only accept or reject it")
             raise _forbidden(f"agency {a.agency.value} in province {a.province} may not act on this case")
         if supervisor and not a.has(Role.supervisor):
             raise _forbidden("this action needs a supervisor")
         if not allow_closed and self.status in CLOSED_STATUSES:
             raise _conflict(f"the case is closed ({self.outcome.value if self.outcome else 'closed'})")
-        if stage_owner and not (a.agency == self.owner or a.has(Role.supervisor)):
-            raise _forbidden(f"stage {self.stage.value} is owned by {self.owner.value}, not {a.agency.value}")
+        if stage_owner and not acts_as_stage_owner(a, self.owner):
+            if not a.has(Role.supervisor):
+                raise _forbidden(f"stage {self.stage.value} is owned by {self.owner.value}, not {a.agency.value}")
+            if strict and not (isinstance(cmd, StageOwnerCommand) and cmd.override_reason):
+                raise _forbidden(f"stage {self.stage.value} is owned by {self.owner.value}: a supervisor of "
+                                 f"{a.agency.value} acts on it only as an override, with override_reason "
+                                 "(recorded in the audit log)")
+
+    def _override(self, cmd: StageOwnerCommand) -> dict[str, str] | None:
+        """The override a stage-owner command makes (a supervisor acting on another agency's stage), as the
+        audit event records it; call it after validation and before the state changes."""
+        if cmd.override_reason and not acts_as_stage_owner(cmd.actor, self.owner):
+            return {"by_agency": cmd.actor.agency.value, "owner_agency": self.owner.value,
+                    "stage": self.stage.value, "reason": cmd.override_reason}
+        return None
+
+    def _already_applied(self) -> bool:
+        """This Update's id was applied by an earlier run (a client retry after a continue-as-new): answer
+        with the current state and apply nothing. Within a run Temporal itself answers a known id."""
+        info = workflow.current_update_info()
+        return info is not None and info.id in self._carried_update_ids
 
     # ---- Updates ---------------------------------------------------------------------------
     async def _opened(self) -> None:
@@ -404,13 +472,18 @@ class CaseWorkflow:
     @workflow.update
     async def claim(self, cmd: Claim) -> CaseState:
         await self._opened()
+        if self._already_applied():
+            return self._snapshot()
         self._validate_claim(cmd)
+        override = self._override(cmd)
         self.assignee = cmd.actor.user_id
-        self._record_action("stage_claimed", cmd, data={"assignee": cmd.actor.user_id})
+        self._record_action("stage_claimed", cmd, data={"assignee": cmd.actor.user_id}, override=override)
         return self._snapshot()
 
     @claim.validator
     def _validate_claim(self, cmd: Claim) -> None:
+        if self._already_applied():
+            return
         self._check(cmd, stage_owner=True)
         if self.assignee and self.assignee != cmd.actor.user_id:
             raise _conflict(f"stage {self.stage.value} is already claimed; a supervisor can reassign it")
@@ -418,13 +491,18 @@ class CaseWorkflow:
     @workflow.update
     async def assign(self, cmd: Assign) -> CaseState:
         await self._opened()
+        if self._already_applied():
+            return self._snapshot()
         self._validate_assign(cmd)
+        override = self._override(cmd)
         self.assignee = cmd.assignee_user_id
-        self._record_action("stage_assigned", cmd, data={"assignee": cmd.assignee_user_id})
+        self._record_action("stage_assigned", cmd, data={"assignee": cmd.assignee_user_id}, override=override)
         return self._snapshot()
 
     @assign.validator
     def _validate_assign(self, cmd: Assign) -> None:
+        if self._already_applied():
+            return
         self._check(cmd, stage_owner=True)
         if not cmd.actor.has(Role.supervisor) and cmd.assignee_user_id != cmd.actor.user_id:
             raise _forbidden("only a supervisor assigns a stage to someone else")
@@ -432,7 +510,10 @@ class CaseWorkflow:
     @workflow.update
     async def decide(self, cmd: Decide) -> CaseState:
         await self._opened()
+        if self._already_applied():
+            return self._snapshot()
         self._validate_decide(cmd)
+        override = self._override(cmd)
         d = cmd.decision
         now = workflow.now()
         data: dict[str, Any] = {"decision": d.model_dump(mode="json")}
@@ -482,11 +563,13 @@ class CaseWorkflow:
         elif isinstance(d, ReintegrateDecision):
             self._finish_stage_record(cmd.actor.user_id, d)
             self._close(Outcome.reintegrated, d.cas_status)
-        self._record_action("stage_decided", cmd, reason=cmd.justification, data=data)
+        self._record_action("stage_decided", cmd, reason=cmd.justification, data=data, override=override)
         return self._snapshot()
 
     @decide.validator
     def _validate_decide(self, cmd: Decide) -> None:
+        if self._already_applied():
+            return
         self._check(cmd, stage_owner=True)
         d = cmd.decision
         if d.stage != self.stage:
@@ -512,12 +595,16 @@ class CaseWorkflow:
     @workflow.update
     async def add_note(self, cmd: AddNote) -> CaseState:
         await self._opened()
+        if self._already_applied():
+            return self._snapshot()
         self._validate_add_note(cmd)
         self._record_action("note_added", cmd, data={"section": cmd.section.value, "note_id": cmd.note_id})
         return self._snapshot()
 
     @add_note.validator
     def _validate_add_note(self, cmd: AddNote) -> None:
+        if self._already_applied():
+            return
         self._check(cmd, allow_closed=True)
         if not can_read_section(cmd.actor, cmd.section):
             raise _forbidden(f"agency {cmd.actor.agency.value} may not write to section {cmd.section.value}")
@@ -525,6 +612,8 @@ class CaseWorkflow:
     @workflow.update
     async def record_consent(self, cmd: RecordConsent) -> CaseState:
         await self._opened()
+        if self._already_applied():
+            return self._snapshot()
         self._validate_record_consent(cmd)
         key = cmd.purpose.value + (f":{cmd.agency.value}" if cmd.agency else "")
         self.consents[key] = cmd.granted
@@ -544,6 +633,8 @@ class CaseWorkflow:
 
     @record_consent.validator
     def _validate_record_consent(self, cmd: RecordConsent) -> None:
+        if self._already_applied():
+            return
         self._check(cmd)
         if cmd.purpose == ConsentPurpose.data_sharing and cmd.agency is None and cmd.granted:
             raise _invalid("data-sharing consent names the agency it covers")
@@ -555,7 +646,10 @@ class CaseWorkflow:
     @workflow.update
     async def request_handoff(self, cmd: RequestHandoff) -> CaseState:
         await self._opened()
+        if self._already_applied():
+            return self._snapshot()
         self._validate_request_handoff(cmd)
+        override = self._override(cmd)
         assert self.policy is not None
         now = workflow.now()
         hp = self.policy.handoff
@@ -570,11 +664,14 @@ class CaseWorkflow:
         self._notify("handoff_requested", 0, [cmd.to_agency.value], due_at=handoff.accept_by)
         self._record_action("handoff_requested", cmd, reason=cmd.reason, data={
             "handoff_id": handoff.handoff_id, "kind": cmd.kind.value, "to_agency": cmd.to_agency.value,
-            "accept_by": handoff.accept_by.isoformat(), "consent_override_reason": cmd.consent_override_reason})
+            "accept_by": handoff.accept_by.isoformat(), "consent_override_reason": cmd.consent_override_reason},
+            override=override)
         return self._snapshot()
 
     @request_handoff.validator
     def _validate_request_handoff(self, cmd: RequestHandoff) -> None:
+        if self._already_applied():
+            return
         self._check(cmd, stage_owner=True)
         if cmd.to_agency == self.owner:
             raise _invalid(f"the case is already owned by {cmd.to_agency.value}")
@@ -601,6 +698,8 @@ class CaseWorkflow:
     @workflow.update
     async def respond_handoff(self, cmd: RespondHandoff) -> CaseState:
         await self._opened()
+        if self._already_applied():
+            return self._snapshot()
         self._validate_respond_handoff(cmd)
         i, h = self._find_handoff(cmd.handoff_id)
         now = workflow.now()
@@ -626,8 +725,10 @@ class CaseWorkflow:
 
     @respond_handoff.validator
     def _validate_respond_handoff(self, cmd: RespondHandoff) -> None:
-        self._check(cmd)
+        if self._already_applied():
+            return
         _, h = self._find_handoff(cmd.handoff_id)
+        self._check(cmd, answering=h)
         if h.state != HandoffState.requested:
             raise _conflict(f"handoff {h.handoff_id} is {h.state.value}, not waiting for an answer")
         if cmd.actor.agency != h.to_agency:
@@ -638,6 +739,8 @@ class CaseWorkflow:
     @workflow.update
     async def revoke_handoff(self, cmd: RevokeHandoff) -> CaseState:
         await self._opened()
+        if self._already_applied():
+            return self._snapshot()
         self._validate_revoke_handoff(cmd)
         i, h = self._find_handoff(cmd.handoff_id)
         self.handoffs[i] = h.model_copy(update={"state": HandoffState.revoked, "responded_at": workflow.now(),
@@ -649,6 +752,8 @@ class CaseWorkflow:
 
     @revoke_handoff.validator
     def _validate_revoke_handoff(self, cmd: RevokeHandoff) -> None:
+        if self._already_applied():
+            return
         self._check(cmd)
         _, h = self._find_handoff(cmd.handoff_id)
         revocable = h.state == HandoffState.requested or (
@@ -661,6 +766,8 @@ class CaseWorkflow:
     @workflow.update
     async def extend_deadline(self, cmd: ExtendDeadline) -> CaseState:
         await self._opened()
+        if self._already_applied():
+            return self._snapshot()
         self._validate_extend_deadline(cmd)
         now = workflow.now()
         if cmd.handoff_id:
@@ -687,6 +794,8 @@ class CaseWorkflow:
 
     @extend_deadline.validator
     def _validate_extend_deadline(self, cmd: ExtendDeadline) -> None:
+        if self._already_applied():
+            return
         self._check(cmd, supervisor=True)
         if cmd.handoff_id:
             _, h = self._find_handoff(cmd.handoff_id)
@@ -698,6 +807,8 @@ class CaseWorkflow:
     @workflow.update
     async def escalate(self, cmd: Escalate) -> CaseState:
         await self._opened()
+        if self._already_applied():
+            return self._snapshot()
         self._validate_escalate(cmd)
         self.escalation_level += 1
         recipients = {1: ["assignee", "supervisor"], 2: ["agency_head"], 3: ["steering_committee"]}
@@ -708,6 +819,8 @@ class CaseWorkflow:
 
     @escalate.validator
     def _validate_escalate(self, cmd: Escalate) -> None:
+        if self._already_applied():
+            return
         self._check(cmd, supervisor=True)
         if self.escalation_level >= 3:
             raise _conflict("the case is already escalated to the steering committee (level 3)")
@@ -715,6 +828,8 @@ class CaseWorkflow:
     @workflow.update
     async def reopen(self, cmd: Reopen) -> CaseState:
         await self._opened()
+        if self._already_applied():
+            return self._snapshot()
         self._validate_reopen(cmd)
         previous = self.outcome
         self.status = CaseStatus.Active
@@ -727,6 +842,8 @@ class CaseWorkflow:
 
     @reopen.validator
     def _validate_reopen(self, cmd: Reopen) -> None:
+        if self._already_applied():
+            return
         self._check(cmd, supervisor=True, allow_closed=True)
         if self.status not in CLOSED_STATUSES:
             raise _conflict("only a closed case can be reopened")
@@ -736,7 +853,10 @@ class CaseWorkflow:
     @workflow.update
     async def end_case(self, cmd: EndCase) -> CaseState:
         await self._opened()
+        if self._already_applied():
+            return self._snapshot()
         self._validate_end_case(cmd)
+        override = self._override(cmd)
         self._finish_stage_record(cmd.actor.user_id, None)
         data: dict[str, Any] = {"outcome": cmd.outcome.value}
         if cmd.outcome == Outcome.transferred_jurisdiction:
@@ -744,11 +864,13 @@ class CaseWorkflow:
             self._close(cmd.outcome, CaseStatus.ClosedReferred)
         else:
             self._close(cmd.outcome, CaseStatus.Closed)
-        self._record_action("case_ended", cmd, reason=cmd.reason, data=data)
+        self._record_action("case_ended", cmd, reason=cmd.reason, data=data, override=override)
         return self._snapshot()
 
     @end_case.validator
     def _validate_end_case(self, cmd: EndCase) -> None:
+        if self._already_applied():
+            return
         self._check(cmd, stage_owner=True)
         if cmd.outcome == Outcome.lost_contact and self.reflection_until and workflow.now() < self.reflection_until:
             raise _conflict("no closure for non-cooperation during the reflection and recovery period "
@@ -762,16 +884,22 @@ class CaseWorkflow:
     @workflow.update
     async def record_follow_up(self, cmd: RecordFollowUp) -> CaseState:
         await self._opened()
+        if self._already_applied():
+            return self._snapshot()
         self._validate_record_follow_up(cmd)
+        override = self._override(cmd)
         for i, f in enumerate(self.follow_ups):
             if f.follow_up_id == cmd.follow_up_id:
                 self.follow_ups[i] = f.model_copy(update={"outcome": cmd.outcome, "recorded_at": workflow.now()})
         self._record_action("follow_up_recorded", cmd,
-                            data={"follow_up_id": cmd.follow_up_id, "outcome": cmd.outcome, "note_id": cmd.note_id})
+                            data={"follow_up_id": cmd.follow_up_id, "outcome": cmd.outcome, "note_id": cmd.note_id},
+                            override=override)
         return self._snapshot()
 
     @record_follow_up.validator
     def _validate_record_follow_up(self, cmd: RecordFollowUp) -> None:
+        if self._already_applied():
+            return
         self._check(cmd, stage_owner=True)
         if self.stage != Stage.reintegrate:
             raise _conflict(f"follow-ups belong to reintegration; the case is in {self.stage.value}")
@@ -784,6 +912,8 @@ class CaseWorkflow:
     @workflow.update
     async def record_service(self, cmd: RecordService) -> CaseState:
         await self._opened()
+        if self._already_applied():
+            return self._snapshot()
         self._validate_record_service(cmd)
         self.services_delivered += 1
         self._record_action("service_delivered", cmd,
@@ -792,6 +922,8 @@ class CaseWorkflow:
 
     @record_service.validator
     def _validate_record_service(self, cmd: RecordService) -> None:
+        if self._already_applied():
+            return
         self._check(cmd)
         if self.trafficking_status == TraffickingStatus.NotAVictimOfTrafficking:
             raise _conflict("the person was found not to be a victim; support services end")

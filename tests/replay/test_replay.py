@@ -30,7 +30,8 @@ def _load(path: Path) -> WorkflowHistory:
 
 def test_histories_were_recorded():
     assert {p.stem for p in HISTORIES} >= {"not_relevant_closed", "full_path", "overdue_running", "reopened", "handoffs",
-                                           "child_abroad_not_a_victim", "rescue_then_transferred", "continued_as_new"}
+                                           "child_abroad_not_a_victim", "rescue_then_transferred", "continued_as_new",
+                                           "trust_rules", "continued_as_new_retry", "continued_as_new_carrying_ids"}
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
@@ -43,13 +44,19 @@ async def test_final_state_is_readable_from_history(path: Path):
     origin, state = await final_state(_load(path), make_data_converter(RING))
     assert state is not None
     s = CaseState.model_validate(state)
-    if path.stem in ("overdue_running", "handoffs", "continued_as_new"):  # recorded while still running
+    if path.stem in ("overdue_running", "handoffs", "continued_as_new", "trust_rules", "continued_as_new_retry",
+                     "continued_as_new_carrying_ids"):  # recorded while still running
         assert origin == "last_record_case_events_input"
         if path.stem == "overdue_running":
             assert s.assignee == "sp-officer-2" and s.escalation_level == 1 and s.stage.value == "verify"
         elif path.stem == "handoffs":
             assert [h.state.value for h in s.handoffs] == ["rejected", "revoked", "requested", "accepted"]
             assert s.handoffs[2].escalation_level == 3 and s.owner_agency.value == "border_guard"
+        elif path.stem == "trust_rules":
+            assert s.stage.value == "protect" and "legal_aid" in s.participants and s.version == 8
+            assert s.trafficking_status.value == "ActualVictimOfTrafficking"
+        elif path.stem == "continued_as_new_retry":  # 1 classify + 12 notes, the retry of u-note-0 not applied
+            assert s.stage.value == "verify" and s.version == 14
         else:
             assert s.stage.value == "verify" and s.version > 0
     else:
