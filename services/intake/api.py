@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -14,13 +13,15 @@ from fastapi import APIRouter, Body, Depends, FastAPI, Header, HTTPException, Qu
 from pydantic import ValidationError
 
 from shared.access import can_act_on_case
+from shared.access_log import list_reads
 from shared.api import UPDATE_RPC_TIMEOUT, call_workflow, runtime_of
 from shared.auth import CurrentPrincipal, Principal, require_roles
 from shared.domain import Channel, Role
 from shared.runtime import Runtime
 from workflows.models import Actor, CaseState, Decide, ReceiveDecision
 
-from . import bulk, opening, reads, repository
+from . import bulk, idempotency, opening, reads, repository
+from .dedupe import candidate_view, flag_view
 from .models import (
     MAX_BULK_ROWS,
     OPEN_EXAMPLE,
@@ -31,7 +32,6 @@ from .models import (
     CaseListItem,
     CaseView,
     ClassifyRequest,
-    DuplicateFlag,
     DuplicateOut,
     HtcdsRecord,
     IntakeFacts,
@@ -92,7 +92,8 @@ Reader = Annotated[Principal, require_roles(Role.caseworker, Role.supervisor, Ro
 Overseer = Annotated[Principal, require_roles(Role.supervisor, Role.auditor)]
 IdempotencyKey = Annotated[str | None, Header(
     alias="Idempotency-Key", min_length=1, max_length=200,
-    description="retries with the same key return the same result; reusing it with another body is a 422")]
+    description="yours, per operation and case: your retries with the same key return the same result; reusing "
+                "it with another body is a 422. Without a key every request is new")]
 BreakGlass = Annotated[str | None, Query(
     min_length=10, max_length=500, description="auditors: why PII must be seen unmasked (recorded)")]
 Purpose = Annotated[str | None, Query(max_length=200, description="why this read (recorded in the access log)")]
@@ -119,14 +120,13 @@ def _request_id(request: Request) -> str | None:
     return getattr(request.state, "request_id", None)
 
 
-def _open_response(outcome: repository.OpenOutcome, started: bool) -> OpenCaseResponse:
+def _open_response(principal: Principal, outcome: repository.OpenOutcome, started: bool) -> OpenCaseResponse:
     case = outcome.case
     facts = opening.facts_from_row(case)
     return OpenCaseResponse(
         case_id=case["case_id"], person_ref=case["person_id"], created=outcome.created, workflow_started=started,
         age_band=facts.age_band, categories=facts.categories, opened_at=case["opened_at"],
-        duplicates=[DuplicateFlag(candidate_id=d["candidate_id"], match_kind=d["match_kind"],
-                                  other_case_id=d["other_case_id"]) for d in outcome.duplicates])
+        duplicates=[flag_view(principal, d) for d in outcome.duplicates])
 
 
 async def _open(request: Request, response: Response, principal: Principal, req: OpenCaseRequest,
@@ -149,16 +149,19 @@ async def _open(request: Request, response: Response, principal: Principal, req:
     response.status_code = status.HTTP_201_CREATED if outcome.created else status.HTTP_200_OK
     if not outcome.created:
         response.headers["Idempotent-Replayed"] = "true"
-    return _open_response(outcome, started)
+    return _open_response(principal, outcome, started)
 
 
 @router.post(
     "/cases", response_model=OpenCaseResponse, status_code=status.HTTP_201_CREATED, tags=["cases"],
     summary="Open a case for a person received through any channel",
     description="Writes the person (PII encrypted) and the intake case in one transaction, flags possible "
-                "duplicates, then starts the CaseWorkflow (workflow id = case id). With the same "
-                "`Idempotency-Key` (or, without one, an identical body) a retry returns the same case "
-                "(200, `Idempotent-Replayed: true`) and starts the workflow if an earlier attempt could not. "
+                "duplicates (never merges), then starts the CaseWorkflow (workflow id = case id). Without an "
+                "`Idempotency-Key` every request opens a new case, even with the same facts (two unnamed persons "
+                "rescued together are two people). Your retry with the same key returns the same case "
+                "(200, `Idempotent-Replayed: true`) and starts the workflow if an earlier attempt could not; "
+                "another user's key is theirs alone. A match in a province outside your jurisdiction is flagged "
+                "without its case id. "
                 "Picklist fields are checked against HTCDS: a wrong value is a 422 naming the field and the "
                 "allowed values.",
     responses={**AUTH_ERRORS, 200: {"description": "replay of an earlier identical request"},
@@ -179,7 +182,7 @@ async def open_case(request: Request, response: Response, principal: Caseworker,
                 "Each row is validated and opened on its own: valid rows are opened even when others fail. "
                 "Per row: `opened` (case_id), `duplicate_flagged` (opened, with possible duplicates), "
                 "`replayed` (same Idempotency-Key + row position), `invalid` (errors name the field). "
-                "Idempotency-Key applies per row position.",
+                "Idempotency-Key applies per row position; without one every row opens a new case.",
     responses={**AUTH_ERRORS, 415: {"description": "not JSON"}}, dependencies=[JSON_ONLY])
 async def open_bulk(request: Request, principal: Caseworker,
                     rows: Annotated[list[dict[str, Any]], Body(max_length=MAX_BULK_ROWS, min_length=1,
@@ -290,8 +293,9 @@ async def list_cases(request: Request, principal: Reader,
 async def get_case(request: Request, case_id: str, principal: Reader,
                    break_glass_reason: BreakGlass = None) -> CaseView:
     runtime = runtime_of(request)
-    case, _, state = await reads.readable_case(runtime, principal, case_id)
-    summary, masked = await reads.person_summary(runtime, principal, case, break_glass_reason=break_glass_reason,
+    case, facts, state = await reads.readable_case(runtime, principal, case_id)
+    summary, masked = await reads.person_summary(runtime, principal, case, facts,
+                                                 break_glass_reason=break_glass_reason,
                                                  request_id=_request_id(request))
     wf = None
     if state is not None:
@@ -323,8 +327,8 @@ async def get_person(request: Request, person_id: str, principal: Reader, purpos
     case = await repository.case_of_person(runtime.pool, person_id)
     if case is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"person {person_id} not found")
-    case, _, _ = await reads.readable_case(runtime, principal, case["case_id"])
-    return await reads.read_person(runtime, principal, case, purpose=purpose,
+    case, facts, _ = await reads.readable_case(runtime, principal, case["case_id"])
+    return await reads.read_person(runtime, principal, case, facts, purpose=purpose,
                                    break_glass_reason=break_glass_reason, request_id=_request_id(request))
 
 
@@ -334,8 +338,8 @@ async def get_person(request: Request, person_id: str, principal: Reader, purpos
 async def get_case_person(request: Request, case_id: str, principal: Reader, purpose: Purpose = None,
                           break_glass_reason: BreakGlass = None) -> PersonOut:
     runtime = runtime_of(request)
-    case, _, _ = await reads.readable_case(runtime, principal, case_id)
-    return await reads.read_person(runtime, principal, case, purpose=purpose,
+    case, facts, _ = await reads.readable_case(runtime, principal, case_id)
+    return await reads.read_person(runtime, principal, case, facts, purpose=purpose,
                                    break_glass_reason=break_glass_reason, request_id=_request_id(request))
 
 
@@ -348,65 +352,102 @@ async def get_case_person(request: Request, case_id: str, principal: Reader, pur
 async def get_htcds(request: Request, case_id: str, principal: Reader, purpose: Purpose = None,
                     break_glass_reason: BreakGlass = None) -> HtcdsRecord:
     runtime = runtime_of(request)
-    case, _, state = await reads.readable_case(runtime, principal, case_id)
-    return await reads.export_htcds(runtime, principal, case, state, purpose=purpose,
+    case, facts, state = await reads.readable_case(runtime, principal, case_id)
+    return await reads.export_htcds(runtime, principal, case, facts, state, purpose=purpose,
                                     break_glass_reason=break_glass_reason, request_id=_request_id(request))
 
 
 @router.get("/cases/{case_id}/duplicates", response_model=list[DuplicateOut], tags=["duplicates"],
             summary="Possible duplicates of a case (either side)",
             description="Candidates flagged at opening: same identity number, or same accent-insensitive name + "
-                        "birth year + province. Only ids and the match kind: read each person to compare.",
+                        "birth year + province. Only ids and the match kind: read each person to compare. The id of "
+                        "a case in a province outside your jurisdiction is withheld (`within_your_jurisdiction` "
+                        "false): you learn only that a match exists elsewhere.",
             responses={**AUTH_ERRORS, 404: {"description": "no such case"}})
 async def list_duplicates(request: Request, case_id: str, principal: Reader) -> list[DuplicateOut]:
     runtime = runtime_of(request)
     await reads.readable_case(runtime, principal, case_id)
-    return [DuplicateOut.model_validate(dict(r)) for r in await repository.duplicates_of_case(runtime.pool, case_id)]
+    return [candidate_view(principal, r) for r in await repository.duplicates_of_case(runtime.pool, case_id)]
+
+
+RESOLVE_DUPLICATE = "resolve_duplicate"
+CLASSIFY = "classify"
+
+
+async def _authorize_resolution(runtime: Runtime, principal: Principal, cand: repository.DuplicateRow) -> None:
+    """Within one province, whoever may act on the newer case decides. Across provinces (an identity
+    number matched elsewhere) neither side's caseworkers can see the other person: a national user or a
+    supervisor of either province decides, acting on a case of the pair they may act on."""
+    sides = [(cand["case_id"], cand["case_province"]), (cand["other_case_id"], cand["other_province"])]
+    if cand["case_province"] == cand["other_province"]:
+        sides = sides[:1]
+    elif not (principal.national or principal.has(Role.supervisor)):
+        raise HTTPException(status.HTTP_403_FORBIDDEN,
+                            f"duplicate candidate {cand['candidate_id']} spans two provinces: a national user or a "
+                            "supervisor of either province decides it")
+    for case_id, province in sides:
+        if principal.covers_province(province):
+            facts, _ = await reads.access_of(runtime, await reads.case_or_404(runtime, case_id))
+            if can_act_on_case(principal, facts):
+                return
+    raise HTTPException(status.HTTP_403_FORBIDDEN,
+                        f"you may not act on the cases of duplicate candidate {cand['candidate_id']}")
 
 
 @router.post("/duplicates/{candidate_id}/resolve", response_model=DuplicateOut, tags=["duplicates"],
              summary="Link two cases as the same person, or keep them apart",
-             description="A caseworker of an agency that may act on the newer case decides, with a reason. Nothing "
-                         "is merged: `link` records that both cases concern the same person. A decided candidate "
-                         "cannot be decided again (409).",
-             responses={**AUTH_ERRORS, 404: {"description": "no such candidate"}, 409: {"description": "decided"}},
+             description="A caseworker of an agency that may act on the newer case decides, with a reason; when "
+                         "the two cases are in different provinces, a national user or a supervisor of either "
+                         "province. Nothing is merged: `link` records that both cases concern the same person. A "
+                         "decided candidate cannot be decided again (409). Your retry with the same "
+                         "`Idempotency-Key` returns the decision (200, `Idempotent-Replayed: true`).",
+             responses={**AUTH_ERRORS, 404: {"description": "no such candidate"}, 409: {"description": "decided"},
+                        422: {"description": "invalid field, or key reused with another body"}},
              dependencies=[JSON_ONLY])
-async def resolve_duplicate(request: Request, candidate_id: str, body: ResolveDuplicate,
-                            principal: Caseworker) -> DuplicateOut:
+async def resolve_duplicate(request: Request, response: Response, candidate_id: str, body: ResolveDuplicate,
+                            principal: Caseworker, idem_key: IdempotencyKey = None) -> DuplicateOut:
     runtime = runtime_of(request)
     cand = await repository.get_duplicate(runtime.pool, candidate_id)
     if cand is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"duplicate candidate {candidate_id} not found")
-    case = await reads.case_or_404(runtime, cand["case_id"])
-    facts, _ = await reads.access_of(runtime, case)
-    if not can_act_on_case(principal, facts):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, f"you may not act on case {cand['case_id']}")
-    decided = await repository.resolve_duplicate(runtime.pool, candidate_id,
-                                                 "linked" if body.decision == "link" else "kept_apart",
-                                                 principal.user_id, body.reason)
-    if decided is None:
-        raise HTTPException(status.HTTP_409_CONFLICT,
-                            f"duplicate candidate {candidate_id} was already decided ({cand['status']})")
+    await _authorize_resolution(runtime, principal, cand)
+    # the key and the decision commit together: a refused decision (409) leaves no key behind
+    async with runtime.pool.acquire() as conn, conn.transaction():
+        if idem_key is not None and not await idempotency.claim(
+                conn, runtime.ring, principal, operation=RESOLVE_DUPLICATE, target_id=candidate_id, key=idem_key,
+                request=body):
+            response.headers["Idempotent-Replayed"] = "true"
+            replayed = await repository.get_duplicate(conn, candidate_id)
+            assert replayed is not None
+            return candidate_view(principal, replayed)
+        decided = await repository.resolve_duplicate(conn, candidate_id,
+                                                     "linked" if body.decision == "link" else "kept_apart",
+                                                     principal.user_id, body.reason)
+        if decided is None:
+            raise HTTPException(status.HTTP_409_CONFLICT,
+                                f"duplicate candidate {candidate_id} was already decided ({cand['status']})")
     log.info("duplicate_resolved", case_id=cand["case_id"], other_case_id=cand["other_case_id"],
              decision=body.decision)
-    return DuplicateOut.model_validate(dict(decided))
+    return candidate_view(principal, decided)
 
 
 @router.post("/cases/{case_id}/classify", response_model=CaseState, tags=["cases"],
              summary="Classify the report (the receive-stage decision)",
              description="Sends the `decide` Update with a ReceiveDecision to the case's workflow; the workflow "
                          "validates stage, version and agency (409 stale/conflict, 403 forbidden, 422 invalid). "
-                         "The Idempotency-Key is the update id: a retry is answered once.",
+                         "Access is checked first: a caller who may not act on the case starts and changes "
+                         "nothing. Your retry with the same `Idempotency-Key` is answered once; the key is yours "
+                         "and this operation's (another user's or another endpoint's same key is a new request); "
+                         "reused with another body it is a 422.",
              responses={**AUTH_ERRORS, 404: {"description": "no such case"}, 409: {"description": "stale"},
+                        422: {"description": "invalid field, or key reused with another body"},
                         503: {"description": "workflow unavailable"}},
              dependencies=[JSON_ONLY])
 async def classify(request: Request, case_id: str, body: ClassifyRequest, principal: Caseworker,
                    idem_key: IdempotencyKey = None) -> CaseState:
     runtime = runtime_of(request)
     case = await reads.case_or_404(runtime, case_id)
-    if case["workflow_started_at"] is None and not await opening.start_case_workflow(runtime, case):
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the case workflow could not be started")
-    case = await reads.case_or_404(runtime, case_id)
+    # before anything starts or is written (an unstarted case is checked against its opener's agency)
     facts, _ = await reads.access_of(runtime, case)
     if not can_act_on_case(principal, facts):
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"you may not act on case {case_id}")
@@ -414,25 +455,44 @@ async def classify(request: Request, case_id: str, body: ClassifyRequest, princi
     cmd = Decide(actor=actor, expected_version=body.expected_version, justification=body.justification,
                  decision=ReceiveDecision(classification=body.classification, channel=case["channel"]))
     handle = runtime.temporal.get_workflow_handle(case_id)
-    state: CaseState = await call_workflow(lambda: handle.execute_update(
-        "decide", cmd, id=idem_key or str(uuid.uuid4()), rpc_timeout=UPDATE_RPC_TIMEOUT, result_type=CaseState))
+    update_id = idempotency.update_id(runtime.ring, CLASSIFY, principal, idem_key)
+
+    async def send() -> CaseState:
+        if case["workflow_started_at"] is None and not await opening.start_case_workflow(runtime, case):
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the case workflow could not be started")
+        return await call_workflow(lambda: handle.execute_update(
+            "decide", cmd, id=update_id, rpc_timeout=UPDATE_RPC_TIMEOUT, result_type=CaseState))
+
+    if idem_key is None:
+        state = await send()
+    else:
+        # the key commits with the accepted Update; a refused Update leaves no key behind, and a
+        # concurrent request with the same key waits for this one
+        async with runtime.pool.acquire() as conn, conn.transaction():
+            await idempotency.claim(conn, runtime.ring, principal, operation=CLASSIFY, target_id=case_id,
+                                    key=idem_key, request=body)
+            state = await send()
     log.info("case_classified", case_id=case_id, classification=body.classification.value)
     return state
 
 
 @router.get("/access-log", response_model=AccessLogPage, tags=["persons"],
             summary="Who read which person's data, when and why",
-            description="For auditors and supervisors. Supervisors and provincial auditors see reads of cases "
-                        "in their province; national auditors all. Newest first; pass `next_cursor` as `cursor`.",
+            description="The one access log of every service (intake, verification, support, ...): each read of "
+                        "a case's personal data. For auditors and supervisors. Supervisors and provincial auditors "
+                        "see reads of cases in their province; national auditors all. Filter by case, user or "
+                        "service. Newest first; pass `next_cursor` as `cursor`.",
             responses=AUTH_ERRORS)
 async def access_log(request: Request, principal: Overseer, case_id: str | None = None,
                      user_id: Annotated[str | None, Query(max_length=128)] = None,
+                     service: Annotated[str | None, Query(max_length=32, description="e.g. intake, verification")
+                                        ] = None,
                      cursor: Annotated[int | None, Query(ge=1)] = None,
                      limit: Annotated[int, Query(ge=1, le=200)] = 50) -> AccessLogPage:
-    rows = await repository.list_access_log(runtime_of(request).pool, case_id=case_id, user_id=user_id,
-                                            province=None if principal.national else principal.province,
-                                            cursor=cursor, limit=limit)
-    items = [AccessLogEntry.model_validate({**dict(r), "roles": list(r["roles"]), "sections": list(r["sections"])})
-             for r in rows]
+    runtime = runtime_of(request)
+    rows = await list_reads(runtime.pool, runtime.ring, case_id=case_id, user_id=user_id,
+                            province=None if principal.national else principal.province, service=service,
+                            cursor=cursor, limit=limit)
+    items = [AccessLogEntry.model_validate(r) for r in rows]
     return AccessLogPage(items=items, next_cursor=items[-1].access_id if len(items) == limit else None)
 

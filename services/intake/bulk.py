@@ -22,11 +22,11 @@ from shared.auth import Principal
 from shared.runtime import Runtime
 
 from . import opening
+from .dedupe import flag_view
 from .models import (
     MAX_BULK_ROWS,
     BulkResponse,
     BulkRowResult,
-    DuplicateFlag,
     OpenCaseRequest,
     PersonIn,
     ReportIn,
@@ -131,6 +131,7 @@ async def open_rows(runtime: Runtime, principal: Principal, rows: list[Any], *, 
 
     async def one(i: int, req: OpenCaseRequest) -> None:
         async with sem:
+            # the batch key plus the row position; no batch key: every row is a new case
             key = f"{idem_key}#{i}" if idem_key else None
             try:
                 outcome, started = await opening.open_case(runtime, req, principal, idem_key=key,
@@ -145,8 +146,7 @@ async def open_rows(runtime: Runtime, principal: Principal, rows: list[Any], *, 
                     "loc": ["row"], "msg": f"could not be stored ({type(exc).__name__}); retry this row",
                     "type": "internal"}])
                 return
-            dups = [DuplicateFlag(candidate_id=d["candidate_id"], match_kind=d["match_kind"],
-                                  other_case_id=d["other_case_id"]) for d in outcome.duplicates]
+            dups = [flag_view(principal, d) for d in outcome.duplicates]
             state = "replayed" if not outcome.created else ("duplicate_flagged" if dups else "opened")
             results[i] = BulkRowResult(index=i, status=state, case_id=outcome.case["case_id"], duplicates=dups,
                                        workflow_started=started)

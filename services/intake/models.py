@@ -243,10 +243,16 @@ class OpenCaseRequest(Strict):
 
 
 # ---- responses ---------------------------------------------------------------------------
+OUTSIDE_JURISDICTION = ("a possible duplicate exists outside your jurisdiction; a national user or a supervisor "
+                        "of either province decides it")
+
+
 class DuplicateFlag(BaseModel):
     candidate_id: str
     match_kind: Literal["identity_number", "name_birth_year_province"]
-    other_case_id: str
+    other_case_id: str | None = Field(description="null when the other case is outside your jurisdiction")
+    within_your_jurisdiction: bool = True
+    note: str | None = None
 
 
 class OpenCaseResponse(BaseModel):
@@ -374,8 +380,11 @@ class CaseList(BaseModel):
 
 class DuplicateOut(BaseModel):
     candidate_id: str
-    case_id: str
-    other_case_id: str
+    case_id: str | None = Field(description="the newer case; null when outside your jurisdiction")
+    other_case_id: str | None = Field(description="the earlier case; null when outside your jurisdiction")
+    within_your_jurisdiction: bool = Field(default=True, description="false: one of the two cases is in a "
+                                                                     "province you do not cover (its id is withheld)")
+    note: str | None = None
     match_kind: Literal["identity_number", "name_birth_year_province"]
     status: Literal["open", "linked", "kept_apart"]
     flagged_at: AwareDatetime
@@ -405,13 +414,16 @@ class ClassifyRequest(Strict):
 class AccessLogEntry(BaseModel):
     access_id: int
     accessed_at: AwareDatetime
+    service: str = Field(description="the service that served the read (intake, verification, support, ...)")
     user_id: str
     agency: str
     roles: list[str]
     case_id: str
-    person_id: str
+    case_province: str
+    person_id: str | None = Field(description="the person read, when the read was of the registry")
     action: str
     purpose: str | None
+    break_glass: bool
     break_glass_reason: str | None
     masked: bool
     sections: list[str]

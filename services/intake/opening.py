@@ -65,7 +65,6 @@ def build_new_case(runtime: Runtime, req: OpenCaseRequest, principal: Principal,
     p = req.person
     today = (now or datetime.now(UTC)).date()
     band = age_band(birthdate=p.prs_Birthdate, birth_year=p.birth_year, estimated_age=p.estimated_age, on=today)
-    digest = request_hash(runtime, req)
     person: dict[str, Any] = {
         **encrypt_person(ring, req),
         "created_by": principal.user_id,
@@ -110,10 +109,11 @@ def build_new_case(runtime: Runtime, req: OpenCaseRequest, principal: Principal,
         "incoming_referral_date": report.cas_IncomingReferralDate if report else None,
         "incoming_referral_details": ring.encrypt_field(report.cas_IncomingReferralDetails if report else None,
                                                         "intake_cases.incoming_referral_details"),
+        # Without a key every request is a new case: two persons with the same facts (unnamed, same
+        # birth year, rescued together) are two people, flagged as possible duplicates, never merged.
         "idem_user": principal.user_id,
-        # no key given: the request itself is the key, so an identical resubmission is the same case
-        "idem_key": idem_key if idem_key else f"auto:{digest}",
-        "request_hash": digest,
+        "idem_key": idem_key or None,
+        "request_hash": request_hash(runtime, req) if idem_key else None,
     }
     name = full_name(p.prs_FirstName, p.prs_MiddleName, p.prs_SecondName)
     return repository.NewCase(

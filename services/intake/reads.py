@@ -12,6 +12,7 @@ from temporalio.client import WorkflowQueryFailedError, WorkflowQueryRejectedErr
 from temporalio.service import RPCError, RPCStatusCode
 
 from shared.access import CaseAccessFacts, can_read_case, pii_masked_for, readable_sections
+from shared.access_log import AccessRead, record_read
 from shared.auth import Principal
 from shared.domain import AgencyRole, Section
 from shared.runtime import Runtime
@@ -70,14 +71,18 @@ async def readable_case(runtime: Runtime, principal: Principal, case_id: str
     return case, facts, state
 
 
+SERVICE = "intake"
+
+
 async def log_read(runtime: Runtime, principal: Principal, case: asyncpg.Record, *, action: str,
                    purpose: str | None, break_glass_reason: str | None, masked: bool, sections: list[str],
                    request_id: str | None) -> int:
-    return await repository.log_access(
-        runtime.pool, user_id=principal.user_id, agency=principal.agency.value,
-        roles=sorted(r.value for r in principal.roles), case_id=case["case_id"], person_id=case["person_id"],
-        case_province=case["province"], action=action, purpose=purpose, break_glass_reason=break_glass_reason,
-        masked=masked, sections=sections, request_id=request_id)
+    """One line in the one access log (common.access_log), before any personal data leaves."""
+    return await record_read(runtime.pool, runtime.ring, AccessRead(
+        service=SERVICE, user_id=principal.user_id, agency=principal.agency.value,
+        roles=[r.value for r in principal.roles], case_id=case["case_id"], case_province=case["province"],
+        action=action, sections=sections, masked=masked, person_id=case["person_id"], purpose=purpose,
+        break_glass_reason=break_glass_reason, request_id=request_id))
 
 
 def _decrypt_case_text(runtime: Runtime, case: asyncpg.Record) -> tuple[str | None, str | None]:
@@ -86,12 +91,12 @@ def _decrypt_case_text(runtime: Runtime, case: asyncpg.Record) -> tuple[str | No
             ring.decrypt_field(case["incoming_referral_details"], "intake_cases.incoming_referral_details"))
 
 
-async def read_person(runtime: Runtime, principal: Principal, case: asyncpg.Record, *, purpose: str | None,
-                      break_glass_reason: str | None, request_id: str | None) -> PersonOut:
+async def read_person(runtime: Runtime, principal: Principal, case: asyncpg.Record, facts: CaseAccessFacts, *,
+                      purpose: str | None, break_glass_reason: str | None, request_id: str | None) -> PersonOut:
     person = await repository.get_person(runtime.pool, case["person_id"])
     if person is None:  # pragma: no cover (foreign key)
         raise HTTPException(status.HTTP_404_NOT_FOUND, "person not found")
-    masked = pii_masked_for(principal, break_glass=bool(break_glass_reason))
+    masked = pii_masked_for(principal, break_glass=bool(break_glass_reason), facts=facts)
     allowed = readable_sections(principal)
     shown = [s for s in (Section.person_identity, Section.report) if s in allowed]
     withheld = [s.value for s in (Section.person_identity, Section.report) if s not in allowed]
@@ -109,14 +114,14 @@ async def read_person(runtime: Runtime, principal: Principal, case: asyncpg.Reco
         withheld_sections=withheld, access_id=access_id)
 
 
-async def person_summary(runtime: Runtime, principal: Principal, case: asyncpg.Record, *,
+async def person_summary(runtime: Runtime, principal: Principal, case: asyncpg.Record, facts: CaseAccessFacts, *,
                          break_glass_reason: str | None, request_id: str | None) -> tuple[PersonSummary | None, bool]:
     if Section.person_identity not in readable_sections(principal):
         return None, False
     person = await repository.get_person(runtime.pool, case["person_id"])
     if person is None:  # pragma: no cover
         return None, False
-    masked = pii_masked_for(principal, break_glass=bool(break_glass_reason))
+    masked = pii_masked_for(principal, break_glass=bool(break_glass_reason), facts=facts)
     await log_read(runtime, principal, case, action="read_case", purpose=None,
                    break_glass_reason=break_glass_reason, masked=masked, sections=[Section.person_identity.value],
                    request_id=request_id)
@@ -129,10 +134,10 @@ async def person_summary(runtime: Runtime, principal: Principal, case: asyncpg.R
                          prs_Gender=person["gender"]), masked
 
 
-async def export_htcds(runtime: Runtime, principal: Principal, case: asyncpg.Record, state: CaseState | None, *,
-                       purpose: str | None, break_glass_reason: str | None, request_id: str | None
-                       ) -> HtcdsRecord:
-    if pii_masked_for(principal, break_glass=bool(break_glass_reason)):
+async def export_htcds(runtime: Runtime, principal: Principal, case: asyncpg.Record, facts: CaseAccessFacts,
+                       state: CaseState | None, *, purpose: str | None, break_glass_reason: str | None,
+                       request_id: str | None) -> HtcdsRecord:
+    if pii_masked_for(principal, break_glass=bool(break_glass_reason), facts=facts):
         raise HTTPException(status.HTTP_403_FORBIDDEN,
                             "an HTCDS export carries personal data: auditors need break_glass_reason")
     allowed = readable_sections(principal)

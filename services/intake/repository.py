@@ -10,6 +10,8 @@ from typing import Any
 
 import asyncpg
 
+from shared.db import Conn
+
 PERSON_COLUMNS = (
     "first_name", "middle_name", "second_name", "birthdate", "birth_year", "identity_number", "mobile_phone",
     "home_phone", "email", "mailing_street", "mailing_city", "mailing_state", "mailing_postal_code",
@@ -29,19 +31,23 @@ class NewCase:
     name_year_bidx: str | None
 
 
+# A duplicate candidate row with the provinces of both its cases (who may see which case id depends on them).
+DuplicateRow = dict[str, Any]
+
+
 @dataclass
 class OpenOutcome:
     case: asyncpg.Record
     created: bool
-    duplicates: list[asyncpg.Record] = field(default_factory=list)
+    duplicates: list[DuplicateRow] = field(default_factory=list)
 
 
 class IdempotencyConflict(Exception):
-    """The Idempotency-Key was used before with a different request."""
+    """The caller used this Idempotency-Key for this operation before, with a different request."""
 
-    def __init__(self, case_id: str) -> None:
-        super().__init__(case_id)
-        self.case_id = case_id
+    def __init__(self, target_id: str) -> None:
+        super().__init__(target_id)
+        self.case_id = target_id
 
 
 def new_id(prefix: str) -> str:
@@ -55,7 +61,8 @@ def _insert_sql(table: str, columns: Sequence[str]) -> str:
 
 
 async def open_case(pool: asyncpg.Pool, new: NewCase) -> OpenOutcome:
-    """Person + case + duplicate candidates in ONE transaction, exactly once per (caller, key).
+    """Person + case + duplicate candidates in ONE transaction, exactly once per (caller, opening
+    endpoint, key); without a key (idem_key NULL) always a new case.
 
     Concurrent requests with the same key: the second INSERT waits for the first to commit, then
     conflicts (ON CONFLICT DO NOTHING) and the transaction is rolled back, person row included."""
@@ -72,7 +79,7 @@ async def open_case(pool: asyncpg.Pool, new: NewCase) -> OpenOutcome:
             case = {**new.case, "case_id": new.case_id, "person_id": new.person_id}
             inserted = await conn.fetchrow(
                 _insert_sql("intake_cases", list(case))
-                + " ON CONFLICT (idem_user, idem_key) DO NOTHING RETURNING *", *case.values())
+                + " ON CONFLICT (idem_user, source, idem_key) DO NOTHING RETURNING *", *case.values())
             if inserted is not None:
                 duplicates = await _flag_duplicates(conn, new)
                 return OpenOutcome(inserted, True, duplicates)
@@ -90,18 +97,18 @@ async def open_case_once(pool: asyncpg.Pool, new: NewCase) -> OpenOutcome:
         return await open_case(pool, new)
     except _Replay:
         pass
-    existing = await case_by_idempotency_key(pool, new.case["idem_user"], new.case["idem_key"])
-    assert existing is not None
+    existing = await case_by_idempotency_key(pool, new.case["idem_user"], new.case["source"], new.case["idem_key"])
+    assert existing is not None  # only a key can conflict
     if existing["request_hash"] != new.case["request_hash"]:
         raise IdempotencyConflict(existing["case_id"])
     return OpenOutcome(existing, False, await duplicates_of_case(pool, existing["case_id"], only_new=True))
 
 
-async def _flag_duplicates(conn: Any, new: NewCase) -> list[asyncpg.Record]:
+async def _flag_duplicates(conn: Any, new: NewCase) -> list[DuplicateRow]:
     if not new.identity_bidx and not new.name_year_bidx:
         return []
     matches = await conn.fetch(
-        """SELECT p.person_id, c.case_id,
+        """SELECT p.person_id, c.case_id, c.province,
                   (p.identity_bidx IS NOT NULL AND p.identity_bidx = $2) AS by_identity,
                   (p.name_year_bidx IS NOT NULL AND p.name_year_bidx = $3) AS by_name
            FROM intake.persons p JOIN intake.intake_cases c ON c.person_id = p.person_id
@@ -109,7 +116,7 @@ async def _flag_duplicates(conn: Any, new: NewCase) -> list[asyncpg.Record]:
              AND (p.identity_bidx = $2 OR p.name_year_bidx = $3)
            ORDER BY c.opened_at""",
         new.person_id, new.identity_bidx, new.name_year_bidx)
-    rows: list[asyncpg.Record] = []
+    rows: list[DuplicateRow] = []
     for m in matches:
         for kind, hit in (("identity_number", m["by_identity"]), ("name_birth_year_province", m["by_name"])):
             if not hit:
@@ -121,13 +128,33 @@ async def _flag_duplicates(conn: Any, new: NewCase) -> list[asyncpg.Record]:
                    ON CONFLICT (person_id, other_person_id, match_kind) DO NOTHING RETURNING *""",
                 new_id("d"), new.case_id, new.person_id, m["case_id"], m["person_id"], kind)
             if row is not None:
-                rows.append(row)
+                rows.append({**dict(row), "case_province": new.case["province"], "other_province": m["province"]})
     return rows
 
 
-async def case_by_idempotency_key(pool: asyncpg.Pool, user: str, key: str) -> asyncpg.Record | None:
-    return await pool.fetchrow("SELECT * FROM intake.intake_cases WHERE idem_user = $1 AND idem_key = $2",
-                               user, key)
+async def case_by_idempotency_key(pool: asyncpg.Pool, user: str, source: str, key: str) -> asyncpg.Record | None:
+    return await pool.fetchrow(
+        "SELECT * FROM intake.intake_cases WHERE idem_user = $1 AND source = $2 AND idem_key = $3", user, source, key)
+
+
+async def claim_request_key(conn: Conn, *, user_id: str, operation: str, target_id: str, key: str,
+                            request_hash: str) -> bool:
+    """Record that this caller used `key` for `operation` on `target_id`. True: first use (go ahead);
+    False: a retry of the same request (replay). Raises IdempotencyConflict when the key came with
+    another request. Call it inside the transaction of the action it guards: a concurrent request
+    with the same key waits here until that transaction ends."""
+    inserted = await conn.fetchval(
+        """INSERT INTO intake.request_keys (user_id, operation, target_id, idem_key, request_hash)
+           VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING true""",
+        user_id, operation, target_id, key, request_hash)
+    if inserted:
+        return True
+    earlier = await conn.fetchval(
+        "SELECT request_hash FROM intake.request_keys WHERE user_id = $1 AND operation = $2 AND target_id = $3 "
+        "AND idem_key = $4", user_id, operation, target_id, key)
+    if earlier != request_hash:
+        raise IdempotencyConflict(target_id)
+    return False
 
 
 async def mark_workflows_started(pool: asyncpg.Pool, case_ids: Sequence[str]) -> None:
@@ -180,13 +207,19 @@ async def list_cases(pool: asyncpg.Pool, *, province: str | None, channel: str |
     return list(rows), int(total)
 
 
-async def duplicates_of_case(pool: asyncpg.Pool, case_id: str, only_new: bool = False) -> list[asyncpg.Record]:
+_WITH_PROVINCES = """SELECT d.*, c.province AS case_province, o.province AS other_province
+    FROM {source} d JOIN intake.intake_cases c ON c.case_id = d.case_id
+    JOIN intake.intake_cases o ON o.case_id = d.other_case_id"""
+_DUPLICATES = _WITH_PROVINCES.format(source="intake.duplicate_candidates")
+
+
+async def duplicates_of_case(pool: asyncpg.Pool, case_id: str, only_new: bool = False) -> list[DuplicateRow]:
     if only_new:
-        return list(await pool.fetch(
-            "SELECT * FROM intake.duplicate_candidates WHERE case_id = $1 ORDER BY flagged_at", case_id))
-    return list(await pool.fetch(
-        "SELECT * FROM intake.duplicate_candidates WHERE case_id = $1 OR other_case_id = $1 ORDER BY flagged_at",
-        case_id))
+        rows = await pool.fetch(f"{_DUPLICATES} WHERE d.case_id = $1 ORDER BY d.flagged_at", case_id)
+    else:
+        rows = await pool.fetch(
+            f"{_DUPLICATES} WHERE d.case_id = $1 OR d.other_case_id = $1 ORDER BY d.flagged_at", case_id)
+    return [dict(r) for r in rows]
 
 
 async def count_open_duplicates(pool: asyncpg.Pool, case_id: str) -> int:
@@ -195,43 +228,19 @@ async def count_open_duplicates(pool: asyncpg.Pool, case_id: str) -> int:
         "AND status = 'open'", case_id))
 
 
-async def get_duplicate(pool: asyncpg.Pool, candidate_id: str) -> asyncpg.Record | None:
-    return await pool.fetchrow("SELECT * FROM intake.duplicate_candidates WHERE candidate_id = $1", candidate_id)
+async def get_duplicate(db: asyncpg.Pool | Conn, candidate_id: str) -> DuplicateRow | None:
+    row = await db.fetchrow(f"{_DUPLICATES} WHERE d.candidate_id = $1", candidate_id)
+    return dict(row) if row is not None else None
 
 
-async def resolve_duplicate(pool: asyncpg.Pool, candidate_id: str, status: str, user_id: str,
-                            reason: str) -> asyncpg.Record | None:
+async def resolve_duplicate(db: asyncpg.Pool | Conn, candidate_id: str, status: str, user_id: str,
+                            reason: str) -> DuplicateRow | None:
     """Only an open candidate can be resolved (None otherwise: already decided)."""
-    return await pool.fetchrow(
-        "UPDATE intake.duplicate_candidates SET status = $2, decided_by = $3, decided_at = now(), reason = $4 "
-        "WHERE candidate_id = $1 AND status = 'open' RETURNING *", candidate_id, status, user_id, reason)
-
-
-async def log_access(pool: asyncpg.Pool, *, user_id: str, agency: str, roles: list[str], case_id: str,
-                     person_id: str, case_province: str, action: str, purpose: str | None,
-                     break_glass_reason: str | None, masked: bool, sections: list[str],
-                     request_id: str | None) -> int:
-    return int(await pool.fetchval(
-        """INSERT INTO intake.access_log (user_id, agency, roles, case_id, person_id, case_province, action,
-               purpose, break_glass_reason, masked, sections, request_id)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING access_id""",
-        user_id, agency, roles, case_id, person_id, case_province, action, purpose, break_glass_reason, masked,
-        sections, request_id))
-
-
-async def list_access_log(pool: asyncpg.Pool, *, case_id: str | None, user_id: str | None,
-                          province: str | None, cursor: int | None, limit: int) -> list[asyncpg.Record]:
-    where: list[str] = []
-    args: list[Any] = []
-    for cond, val in (("case_id = ${}", case_id), ("user_id = ${}", user_id), ("case_province = ${}", province),
-                      ("access_id < ${}", cursor)):
-        if val is not None:
-            args.append(val)
-            where.append(cond.format(len(args)))
-    clause = ("WHERE " + " AND ".join(where)) if where else ""
-    return list(await pool.fetch(
-        f"SELECT * FROM intake.access_log {clause} ORDER BY access_id DESC LIMIT ${len(args) + 1}",
-        *args, limit))
+    decided = ("(UPDATE intake.duplicate_candidates SET status = $2, decided_by = $3, decided_at = now(), reason = $4 "
+               "WHERE candidate_id = $1 AND status = 'open' RETURNING *)")
+    row = await db.fetchrow("WITH decided AS " + decided + " " + _WITH_PROVINCES.format(source="decided"),
+                            candidate_id, status, user_id, reason)
+    return dict(row) if row is not None else None
 
 
 async def erase_person(pool: asyncpg.Pool, person_id: str) -> str:
@@ -250,7 +259,8 @@ async def erase_person(pool: asyncpg.Pool, person_id: str) -> str:
             f"UPDATE intake.persons SET {sets}, identity_bidx = NULL, name_year_bidx = NULL, "
             "estimated_age = NULL, number_of_children = NULL, marital_status = NULL, erased_at = now() "
             "WHERE person_id = $1", person_id)
+        # the request hash is a keyed hash of the whole request, personal data included
         await conn.execute(
-            "UPDATE intake.intake_cases SET report_summary = NULL, incoming_referral_details = NULL "
-            "WHERE person_id = $1", person_id)
+            "UPDATE intake.intake_cases SET report_summary = NULL, incoming_referral_details = NULL, "
+            "request_hash = NULL WHERE person_id = $1", person_id)
         return "erased"

@@ -12,6 +12,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from services.intake.activities import TASK_QUEUE, build_activities
+from shared.access_log import list_reads
 from shared.crypto import KeyRing
 from shared.domain import Role
 from tests.integration.test_intake_harness import PROVINCE, A, intake_app, open_body
@@ -205,9 +206,9 @@ async def test_htcds_round_trip(ts_env: Any, db_pool: Any, db_url: str, ring: Ke
         r = await it.http.get(f"/cases/{case_id}/htcds", params={"break_glass_reason": "court order 12/2025"},
                               headers=aud)
         assert r.status_code == 200
-        exports = await db_pool.fetch("SELECT * FROM intake.access_log WHERE action = 'export_htcds' "
-                                      "AND case_id = $1 ORDER BY access_id", case_id)
-        assert [e["purpose"] for e in exports] == ["referral to NGO", None]
+        exports = [e for e in reversed(await list_reads(db_pool, ring, case_id=case_id))
+                   if e["action"] == "export_htcds"]
+        assert [(e["purpose"], e["break_glass"]) for e in exports] == [("referral to NGO", False), (None, True)]
 
 
 async def test_erase_person_pii_activity(ts_env: Any, db_pool: Any, db_url: str, ring: KeyRing,
