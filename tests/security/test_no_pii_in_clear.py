@@ -213,7 +213,7 @@ async def test_no_pii_in_clear(ts_env: Any, db_pool: Any, db_url: str, ring: Key
                         elif value is not None and col != "whole":
                             found += leaks(f"{name}.{col}", str(value))
             counts = {t: await db_pool.fetchval(f"SELECT count(*) FROM {t}") for t in (
-                "intake.persons", "intake.access_log", "intake.duplicate_candidates",
+                "intake.persons", "common.access_log", "intake.duplicate_candidates",
                 "verification.perpetrators", "verification.evidence_items", "verification.rescue_operations",
                 "support.support_plans", "support.services_delivered", "support.consent_records",
                 "oversight.case_events", "oversight.workflow_histories")}
