@@ -17,7 +17,7 @@ from services.oversight import kpi as kpis_mod
 from services.oversight import replay as replay_mod
 from services.oversight import reports as reports_mod
 from services.oversight import repository as repo
-from services.oversight.audit_log import verify_chain
+from services.oversight.audit_log import readable_event, verify_case
 from services.oversight.models import (
     AsOfState,
     Board,
@@ -378,9 +378,17 @@ async def case_history(request: Request, p: AuditReader, case_id: CaseId,
                        limit: Annotated[int, Query(ge=1, le=200)] = 50,
                        offset: Annotated[int, Query(ge=0)] = 0) -> HistoryPage:
     await _readable_state(request, p, case_id)
-    async with runtime_of(request).pool.acquire() as conn:
+    rt = runtime_of(request)
+    async with rt.pool.acquire() as conn:
         rows, total = await repo.history(conn, case_id, limit, offset)
-    items = [HistoryEvent(**dict(r)) for r in rows]
+    items = []
+    for r in rows:
+        view = readable_event(rt.ring, r)  # free text decrypted for this authorised reader, or "[erased]"
+        items.append(HistoryEvent(
+            seq=r["seq"], event_id=r["event_id"], kind=r["kind"], occurred_at=r["occurred_at"],
+            recorded_at=r["recorded_at"], actor_user_id=r["actor_user_id"], actor_agency=r["actor_agency"],
+            stage=r["stage"], reason=view["reason"], request_id=r["request_id"], policy_version=r["policy_version"],
+            data=view["data"], hash=r["hash"], free_text_erased=view["free_text_erased"]))
     return HistoryPage(case_id=case_id, items=items, limit=limit, offset=offset, total=total,
                        next_offset=offset + limit if offset + limit < total else None,
                        access_log=f"/access-log?case_id={case_id}")
@@ -395,18 +403,21 @@ async def case_as_of(request: Request, p: AuditReader, case_id: CaseId,
     if at.tzinfo is None:
         raise HTTPException(422, "at: needs a time zone (e.g. 2026-03-01T12:00:00+07:00)")
     await _readable_state(request, p, case_id)
-    async with runtime_of(request).pool.acquire() as conn:
+    rt = runtime_of(request)
+    async with rt.pool.acquire() as conn:
         row = await repo.state_as_of(conn, case_id, at)
     if row is None:
         raise HTTPException(404, f"at: the case had no events yet at {at.isoformat()}")
     return AsOfState(case_id=case_id, at=at, event_seq=row["seq"], event_kind=row["kind"], event_at=row["occurred_at"],
-                     state=dict(row["state"]))
+                     state=dict(readable_event(rt.ring, row)["state"]))
 
 
 @router.get("/audit/verify", response_model=VerifyResult, summary="Check the keyed hash chain",
             description="With `case_id`: that case. Without: every case of the jurisdiction (`province`, default "
                         "the caller's; national users all cases), `limit`/`offset` at a time. Each result names the "
-                        "first broken link (`first_broken_seq`) and why.",
+                        "first broken link (`first_broken_seq`) and why. A case fails too when its log holds fewer "
+                        "events than the workflow emitted (`expected_events`, from the projection, the live "
+                        "workflow or the history exported at closure): a deleted tail, or every event deleted.",
             responses={403: {"description": "not an auditor/supervisor of this jurisdiction"},
                        404: {"description": "case not found"}})
 async def audit_verify(request: Request, p: AuditReader,
@@ -423,7 +434,7 @@ async def audit_verify(request: Request, p: AuditReader,
     results = []
     async with rt.pool.acquire() as conn:
         for cid in ids:
-            results.append(ChainCheck(**(await verify_chain(conn, rt.ring, cid)).as_dict()))
+            results.append(ChainCheck(**(await verify_case(conn, rt.ring, cid, rt.temporal)).as_dict()))
     broken = [r for r in results if not r.ok]
     return VerifyResult(checked=len(results), ok=not broken, broken=broken, results=results, limit=limit, offset=offset,
                         next_offset=offset + limit if not case_id and len(ids) == limit else None)

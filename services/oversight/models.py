@@ -91,6 +91,9 @@ class Board(_Out):
 class ReassignRequest(_In):
     assignee_user_id: str = Field(min_length=1, max_length=128, examples=["police-officer-7"])
     expected_version: int | None = Field(default=None, ge=0)
+    override_reason: Reason | None = Field(
+        default=None, description="supervisors of another agency than the stage's owner: why (required then; "
+                                  "recorded in the audit log as an override). No personal data.")
 
 
 class ExtendDeadlineRequest(_In):
@@ -122,11 +125,13 @@ class HistoryEvent(_Out):
     actor_user_id: str
     actor_agency: str | None
     stage: str
-    reason: str | None
+    reason: str | None = Field(description="why, as typed (decrypted for you); \"[erased]\" after retention")
     request_id: str | None
     policy_version: str
-    data: dict[str, Any]
+    data: dict[str, Any] = Field(description="non-PII details; typed parts decrypted, \"[erased]\" after retention")
     hash: str
+    free_text_erased: bool = Field(default=False, description="retention removed this event's free text; "
+                                                                "its digest stays in the chain")
 
 
 class HistoryPage(_Out):
@@ -154,6 +159,9 @@ class ChainCheck(_Out):
     ok: bool
     first_broken_seq: int | None
     problem: str | None
+    expected_events: int | None = Field(default=None, description="how many events the workflow emitted")
+    expected_from: str | None = Field(default=None, description="which source said so: projection, workflow, "
+                                                                "workflow result, exported history")
 
 
 class VerifyResult(_Out):

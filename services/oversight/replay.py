@@ -21,17 +21,20 @@ from __future__ import annotations
 
 import gzip
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowHistory
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHistory
 from temporalio.converter import DataConverter
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Replayer
 
 from services.oversight import repository as repo
+from services.oversight.audit_log import readable_event, split_free_text
 from shared.crypto import KeyRing
 from shared.db import Conn
+from shared.logging import get_logger
 from shared.temporal import make_data_converter
 from workflows.case_workflow import CaseWorkflow
 from workflows.models import CaseState, RecordBatch
@@ -112,7 +115,9 @@ async def replay_history(history: WorkflowHistory, ring: KeyRing, workflows: lis
 async def replay_case(client: Client | None, conn: Conn, ring: KeyRing, case_id: str,
                       source: str = "auto", workflows: list[type] | None = None) -> list[ReplayReport]:
     histories = await load_histories(client, conn, ring, case_id, source)
-    audit_state = await repo.last_event_state(conn, case_id)
+    last = await repo.last_event(conn, case_id)
+    audit_view = readable_event(ring, last) if last is not None else None
+    audit_state = audit_view["state"] if audit_view else None
     converter = make_data_converter(ring)
     reports: list[ReplayReport] = []
     for i, (src, history) in enumerate(histories):
@@ -122,7 +127,9 @@ async def replay_case(client: Client | None, conn: Conn, ring: KeyRing, case_id:
         if i == len(histories) - 1:
             origin, state = await final_state(history, converter)
             report.final_state_from = origin
-            if state is not None and audit_state is not None:
+            if state is not None and audit_state is not None and audit_view is not None:
+                if audit_view["free_text_erased"]:  # retention erased the texts: compare everything else
+                    state, audit_state = split_free_text(None, {}, state)[2], split_free_text(None, {}, audit_state)[2]
                 report.differences = _diff(state, audit_state)
                 report.matches_audit_log = not report.differences
             else:
@@ -137,3 +144,39 @@ def _run_id(history: WorkflowHistory) -> str:
         if ev.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
             return ev.workflow_execution_started_event_attributes.original_execution_run_id or "?"
     return "?"
+
+
+QUERY_TIMEOUT = timedelta(seconds=5)
+log = get_logger("oversight.audit")
+
+
+async def independent_counts(client: Client | None, conn: Conn, ring: KeyRing, case_id: str) -> dict[str, int]:
+    """How many audit events the workflow emitted, from sources a database administrator cannot rewrite:
+    the history exported at closure (encrypted with the key ring) and, with a client, Temporal itself (the
+    live workflow's counter from its `state` query, or a completed run's result). A live count is left
+    out while a record_case_events activity is pending (those events are on their way), and when
+    Temporal cannot answer (no worker, unreachable); the projection's count still applies then."""
+    counts: dict[str, int] = {}
+    export = await repo.last_export(conn, case_id)
+    if export is not None:
+        history = decrypt_export(ring, case_id, export["run_id"], export["key_id"], export["history"])
+        _, st = await final_state(history, make_data_converter(ring))
+        if st is not None:
+            counts["exported history"] = int(st["last_event_seq"])
+    if client is None:
+        return counts
+    handle = client.get_workflow_handle(case_id, result_type=CaseState)
+    try:
+        desc = await handle.describe(rpc_timeout=QUERY_TIMEOUT)
+        if desc.status == WorkflowExecutionStatus.RUNNING:
+            if any(pa.activity_type.name == "record_case_events" for pa in desc.raw_description.pending_activities):
+                return counts
+            st = await handle.query("state", result_type=CaseState, rpc_timeout=QUERY_TIMEOUT)
+            counts["workflow"] = st.last_event_seq
+        elif desc.status == WorkflowExecutionStatus.COMPLETED:
+            result = await handle.result(rpc_timeout=QUERY_TIMEOUT)
+            counts["workflow result"] = result.last_event_seq
+    except Exception as exc:  # not found, no worker, timeout: the database sources still apply
+        if not (isinstance(exc, RPCError) and exc.status == RPCStatusCode.NOT_FOUND):
+            log.info("audit_live_count_unavailable", case_id=case_id, error=type(exc).__name__)
+    return counts

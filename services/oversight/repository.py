@@ -32,7 +32,8 @@ async def latest_state(conn: Conn, case_id: str) -> dict[str, Any] | None:
 async def history(conn: Conn, case_id: str, limit: int, offset: int) -> tuple[list[asyncpg.Record], int]:
     rows = await conn.fetch(
         """SELECT seq, event_id, kind, occurred_at, recorded_at, actor_user_id, actor_agency, stage, reason,
-                  request_id, policy_version, data, hash
+                  request_id, policy_version, data, hash, hash_version, free_text, free_text_digest,
+                  free_text_erased_at
            FROM oversight.case_events WHERE case_id = $1 ORDER BY seq LIMIT $2 OFFSET $3""",
         case_id, limit, offset)
     total = await conn.fetchval("SELECT count(*) FROM oversight.case_events WHERE case_id = $1", case_id)
@@ -41,15 +42,20 @@ async def history(conn: Conn, case_id: str, limit: int, offset: int) -> tuple[li
 
 async def state_as_of(conn: Conn, case_id: str, at: datetime) -> asyncpg.Record | None:
     return await conn.fetchrow(
-        """SELECT seq, kind, occurred_at, state FROM oversight.case_events
+        """SELECT seq, event_id, kind, occurred_at, reason, data, state, hash_version, free_text, free_text_digest,
+                  free_text_erased_at FROM oversight.case_events
            WHERE case_id = $1 AND occurred_at <= $2 ORDER BY seq DESC LIMIT 1""", case_id, at)
 
 
 async def case_ids(conn: Conn, province: str | None, limit: int, offset: int) -> list[str]:
-    """Cases with audit events, optionally limited to a province (by the case's current province)."""
+    """Every case the oversight schema knows: in the projection, with audit events, or with an exported
+    history (so a case whose events were all deleted is still checked). With a province: the projection's
+    cases of that province (the case's current province)."""
     if province is None:
         rows = await conn.fetch(
-            "SELECT DISTINCT case_id FROM oversight.case_events ORDER BY case_id LIMIT $1 OFFSET $2", limit, offset)
+            """SELECT case_id FROM oversight.case_summary UNION SELECT case_id FROM oversight.case_events
+               UNION SELECT case_id FROM oversight.workflow_histories ORDER BY case_id LIMIT $1 OFFSET $2""",
+            limit, offset)
     else:
         rows = await conn.fetch(
             "SELECT case_id FROM oversight.case_summary WHERE province = $1 ORDER BY case_id LIMIT $2 OFFSET $3",
@@ -63,10 +69,20 @@ async def exported_histories(conn: Conn, case_id: str) -> list[asyncpg.Record]:
         " ORDER BY exported_at", case_id))
 
 
-async def last_event_state(conn: Conn, case_id: str) -> dict[str, Any] | None:
-    v = await conn.fetchval(
-        "SELECT state FROM oversight.case_events WHERE case_id = $1 ORDER BY seq DESC LIMIT 1", case_id)
-    return dict(v) if v is not None else None
+async def last_event(conn: Conn, case_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT * FROM oversight.case_events WHERE case_id = $1 ORDER BY seq DESC LIMIT 1", case_id)
+
+
+async def last_export(conn: Conn, case_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT run_id, key_id, history FROM oversight.workflow_histories WHERE case_id = $1"
+        " ORDER BY exported_at DESC LIMIT 1", case_id)
+
+
+async def case_status(conn: Conn, case_id: str) -> str | None:
+    v = await conn.fetchval("SELECT status FROM oversight.case_summary WHERE case_id = $1", case_id)
+    return str(v) if v is not None else None
 
 
 # ---- supervisors --------------------------------------------------------------------------
