@@ -27,7 +27,7 @@ from shared.config import SERVICE_NAMES, ConfigError, Settings, load_settings
 from shared.crypto import load_keyring
 from shared.domain import AgencyRole, Role
 
-EXTENSION_MODULES = ("services.oversight.cli",)
+EXTENSION_MODULES = ("services.oversight.cli", "shared.backup")
 
 
 def _print(msg: str) -> None:
