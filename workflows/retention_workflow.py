@@ -1,6 +1,7 @@
-"""RetentionWorkflow: after the retention period that follows closure, erase a person's personal data
-in intake's registry and record the erasure in the case's audit chain. The statistics (age band,
-province, channel, stage history) and the chain itself stay valid. Started by RetentionSweepWorkflow
+"""RetentionWorkflow: after the retention period that follows closure, erase the case's personal data
+in every schema (intake's registry, verification's and support's records, oversight's free text) and
+record the erasure in the case's audit chain. The statistics (age band, province, channel, stage
+history, kinds, dates, counts) and the chain itself stay valid. Started by RetentionSweepWorkflow
 (daily, from the Temporal schedule `nrm-retention-sweep`) or by hand with `nrm retention run`; workflow
 id `retention-<case id>`, so a case is erased once however often the sweep runs."""
 
@@ -15,6 +16,8 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, ConfigDict, Field
 
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=5), maximum_interval=timedelta(minutes=10))
+# Runs started before this change erased intake only; replaying them must not issue the new activities.
+ERASE_EVERY_SCHEMA = "retention-erases-every-schema"
 
 
 class RetentionInput(BaseModel):
@@ -25,6 +28,8 @@ class RetentionInput(BaseModel):
     retention_days: int = Field(ge=1)
     intake_task_queue: str = "nrm-intake"
     oversight_task_queue: str = "nrm-oversight"
+    verification_task_queue: str = "nrm-verification"
+    support_task_queue: str = "nrm-support"
 
 
 @workflow.defn(name="RetentionWorkflow")
@@ -34,10 +39,22 @@ class RetentionWorkflow:
         await workflow.execute_activity(
             "erase_person_pii", inp.person_ref, task_queue=inp.intake_task_queue,
             start_to_close_timeout=timedelta(minutes=1), retry_policy=RETRY)
+        every_schema = workflow.patched(ERASE_EVERY_SCHEMA)
+        if every_schema:
+            for activity, queue in (("erase_verification_pii", inp.verification_task_queue),
+                                    ("erase_support_pii", inp.support_task_queue)):
+                await workflow.execute_activity(
+                    activity, inp.case_id, task_queue=queue,
+                    start_to_close_timeout=timedelta(minutes=1), retry_policy=RETRY)
         recorded: bool = await workflow.execute_activity(
             "record_personal_data_erased", args=[inp.case_id, inp.retention_days],
             task_queue=inp.oversight_task_queue, result_type=bool,
             start_to_close_timeout=timedelta(minutes=1), retry_policy=RETRY)
+        if every_schema:
+            # after the erasure event, so that the event and the projection it refreshed are covered too
+            await workflow.execute_activity(
+                "erase_oversight_free_text", inp.case_id, task_queue=inp.oversight_task_queue,
+                start_to_close_timeout=timedelta(minutes=1), retry_policy=RETRY)
         return recorded
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from temporalio import activity
 
 from services.oversight.audit_log import append_event, append_system_event, enqueue_notification
-from services.oversight.retention import due_for_erasure, start_erasures
+from services.oversight.retention import build_retention_activities, due_for_erasure, start_erasures
 from shared.runtime import Runtime
 from shared.temporal import OVERSIGHT_TASK_QUEUE
 from workflows.models import RecordBatch
@@ -84,4 +84,4 @@ class OversightActivities:
 def build_activities(runtime: Runtime) -> list[Callable[..., Any]]:
     acts = OversightActivities(runtime)
     return [acts.record_case_events, acts.export_case_history, acts.record_personal_data_erased,
-            acts.start_due_erasures]
+            acts.start_due_erasures, *build_retention_activities(runtime)]

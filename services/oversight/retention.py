@@ -4,9 +4,14 @@ RetentionWorkflow for each: daily through the Temporal schedule `nrm-retention-s
 
 from __future__ import annotations
 
+import importlib
+import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
+from temporalio import activity
 from temporalio.client import (
     Client,
     Schedule,
@@ -19,8 +24,10 @@ from temporalio.client import (
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
+from shared.crypto import KeyRing
 from shared.db import Conn
-from shared.temporal import WORKFLOW_TASK_QUEUE
+from shared.runtime import Runtime
+from shared.temporal import SUPPORT_TASK_QUEUE, VERIFICATION_TASK_QUEUE, WORKFLOW_TASK_QUEUE
 from workflows.retention_workflow import RetentionInput, RetentionSweepInput
 
 RETENTION_SCHEDULE_ID = "nrm-retention-sweep"
@@ -51,7 +58,9 @@ async def due_for_erasure(conn: Conn, now: datetime, retention_days: int, limit:
 
 async def start_erasures(client: Client, due: list[DueCase], retention_days: int, *,
                          workflow_task_queue: str = WORKFLOW_TASK_QUEUE, intake_task_queue: str = "nrm-intake",
-                         oversight_task_queue: str = "nrm-oversight") -> list[str]:
+                         oversight_task_queue: str = "nrm-oversight",
+                         verification_task_queue: str = VERIFICATION_TASK_QUEUE,
+                         support_task_queue: str = SUPPORT_TASK_QUEUE) -> list[str]:
     started = []
     for case in due:
         try:
@@ -59,7 +68,9 @@ async def start_erasures(client: Client, due: list[DueCase], retention_days: int
                 "RetentionWorkflow", RetentionInput(case_id=case.case_id, person_ref=case.person_ref,
                                                     retention_days=retention_days,
                                                     intake_task_queue=intake_task_queue,
-                                                    oversight_task_queue=oversight_task_queue),
+                                                    oversight_task_queue=oversight_task_queue,
+                                                    verification_task_queue=verification_task_queue,
+                                                    support_task_queue=support_task_queue),
                 id=f"retention-{case.case_id}", task_queue=workflow_task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY)
             started.append(case.case_id)
@@ -88,3 +99,71 @@ async def ensure_retention_schedule(client: Client, sweep: RetentionSweepInput |
     except ScheduleAlreadyRunningError:
         return False
     return True
+
+
+# ---- oversight's part of an erasure -------------------------------------------------------------
+# Free-text keys of the case state (CaseState: handoff reasons, a referral's destination, the closure
+# reason). The projection keeps the state's shape, so the value becomes a marker rather than null.
+FREE_TEXT_KEYS = frozenset({"reason", "justification", "referred_elsewhere", "consent_override_reason"})
+ERASED = "[erased]"
+
+
+def scrub_free_text(value: Any) -> Any:
+    """A copy of a JSON value with every free-text key's string replaced by the erased marker."""
+    if isinstance(value, dict):
+        return {k: (ERASED if k in FREE_TEXT_KEYS and isinstance(v, str) else scrub_free_text(v))
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub_free_text(v) for v in value]
+    return value
+
+
+def _audit_log_eraser() -> Callable[..., Awaitable[int]] | None:
+    """services.oversight.audit_log.erase_case_free_text (the audit chain's own erasure, which keeps the
+    chain verifiable), when that module provides it."""
+    fn = getattr(importlib.import_module("services.oversight.audit_log"), "erase_case_free_text", None)
+    return fn if callable(fn) else None
+
+
+@dataclass(frozen=True)
+class OversightErasure:
+    case_id: str
+    summary_scrubbed: bool
+    histories_deleted: int
+    audit_events_erased: int | None  # None: the audit log offers no erasure (yet)
+
+
+async def erase_oversight_free_text(conn: Conn, ring: KeyRing, case_id: str) -> OversightErasure:
+    """Oversight's share of a retention erasure, idempotent, in one transaction:
+    - the audit log's free text (reasons, decision data) through audit_log.erase_case_free_text;
+    - the case_summary projection's free text (handoff reasons, closure reason), kinds and dates kept;
+    - the exported workflow history: its payloads hold every justification and reason typed on the case,
+      under the data key, and no field can be erased inside it. Replay of an erased case is given up;
+      the audit chain remains the record."""
+    async with conn.transaction():
+        eraser = _audit_log_eraser()
+        audit = await eraser(conn, case_id, ring=ring) if eraser is not None else None
+        state = await conn.fetchval("SELECT state FROM oversight.case_summary WHERE case_id = $1 FOR UPDATE",
+                                    case_id)
+        scrubbed = False
+        if state is not None:
+            current = json.loads(state) if isinstance(state, str) else state
+            clean = scrub_free_text(current)
+            if clean != current:
+                await conn.execute("UPDATE oversight.case_summary SET state = $2 WHERE case_id = $1",
+                                   case_id, clean)
+                scrubbed = True
+        deleted = await conn.execute("DELETE FROM oversight.workflow_histories WHERE case_id = $1", case_id)
+        return OversightErasure(case_id, scrubbed, int(deleted.rsplit(" ", 1)[-1]), audit)
+
+
+def build_retention_activities(runtime: Runtime) -> list[Callable[..., Any]]:
+    @activity.defn(name="erase_oversight_free_text")
+    async def erase_oversight_free_text_activity(case_id: str) -> dict[str, Any]:
+        """Retention, after the erasure event is recorded (so that it is covered too)."""
+        async with runtime.pool.acquire() as conn:
+            result = await erase_oversight_free_text(conn, runtime.ring, case_id)
+        return {"case_id": result.case_id, "summary_scrubbed": result.summary_scrubbed,
+                "histories_deleted": result.histories_deleted, "audit_events_erased": result.audit_events_erased}
+
+    return [erase_oversight_free_text_activity]

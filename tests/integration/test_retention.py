@@ -6,8 +6,14 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from temporalio.worker import Worker
+
 from services.oversight.audit_log import verify_chain
 from services.oversight.retention import due_for_erasure, start_erasures
+from services.support.activities import TASK_QUEUE as SUPPORT_QUEUE
+from services.support.activities import build_activities as support_activities
+from services.verification.activities import TASK_QUEUE as VERIFICATION_QUEUE
+from services.verification.activities import build_activities as verification_activities
 from shared.crypto import KeyRing
 from shared.temporal import INTAKE_TASK_QUEUE
 from tests.integration.test_intake_harness import PROVINCE, intake_app, open_body
@@ -27,7 +33,9 @@ async def _wait(pool: Any, sql: str, *args: Any, tries: int = 300) -> Any:
 
 async def test_retention_erases_pii_of_long_closed_cases_once(ts_env: Any, db_pool: Any, db_url: str, ring: KeyRing,
                                                               task_queue: str) -> None:
-    async with intake_app(ts_env, db_pool, db_url, ring, task_queue) as it:
+    async with intake_app(ts_env, db_pool, db_url, ring, task_queue) as it, \
+            Worker(ts_env.client, task_queue=VERIFICATION_QUEUE, activities=verification_activities(it.runtime)), \
+            Worker(ts_env.client, task_queue=SUPPORT_QUEUE, activities=support_activities(it.runtime)):
         closed = (await it.open()).json()
         still_open = (await it.open(open_body(person={"prs_FirstName": "Mai", "prs_IdentityNumber": "001300099999"}))).json()
         r = await it.http.post(f"/cases/{closed['case_id']}/classify", headers={**it.auth(), "Idempotency-Key": "cl-r"},
