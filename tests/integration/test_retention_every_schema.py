@@ -6,18 +6,20 @@ canaries (bytea field ciphertexts decrypted with the ring). Statistics stay, and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import re
 from datetime import date, timedelta
 from typing import Any
 
 import asyncpg
+from cryptography.exceptions import InvalidTag
 
 from services.oversight.audit_log import verify_chain
 from services.oversight.retention import due_for_erasure, start_erasures
 from services.support import repository as support_repo
 from services.verification import repository as verification_repo
-from shared.crypto import KeyRing
+from shared.crypto import CryptoError, KeyRing
 from shared.domain import Role
 from shared.temporal import INTAKE_TASK_QUEUE
 from tests.integration.test_intake_harness import open_body
@@ -122,10 +124,9 @@ def _decrypt(ring: KeyRing, schema: str, table: str, column: str, value: bytes, 
         return None
     for name in (f"{table}.{column}", f"{schema}.{table}.{column}"):
         for row in [None, *row_ids]:
-            try:
+            # a wrong context (column name, row) fails authentication: try the next one
+            with contextlib.suppress(CryptoError, InvalidTag, ValueError, IndexError):
                 return ring.decrypt_field(value, name, row=row)
-            except Exception:  # noqa: BLE001 - wrong context, or not a field ciphertext after all
-                continue
     return None
 
 
