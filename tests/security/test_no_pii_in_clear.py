@@ -1,11 +1,15 @@
 """No personal data in the clear anywhere the system writes: Temporal histories (raw event bytes and their
-JSON), search attributes and memo, every table of every schema of PostgreSQL (raw rows), and the logs.
+JSON), search attributes and memo, every table of every schema of PostgreSQL (raw rows: intake, verification,
+support, oversight and the common access log), and the logs.
 
 A case is opened with known names, birth date, identity number, phones, e-mail, address and narrative,
 then driven through every stage over the four service APIs (classify, rescue plan, perpetrator, verify,
-identify with evidence, protect, consent, support plan, service, person reads, closure with its history
-export), with a second case flagged as a duplicate of it. Then everything is searched for those strings:
-exactly, lowercased and accent-stripped (as whole words), and the digit runs with or without separators."""
+identify with evidence, protection refused in writing, consent, legal-aid referral, support plan, service,
+person reads, reads of every service's personal data by caseworkers and by auditors with and without break
+glass, closure with its history export), with a second case flagged as a duplicate of it; people's names
+are typed into the reasons too, as happens. Everything is searched for those strings: exactly, lowercased
+and accent-stripped (as whole words), and the digit runs with or without separators. Then the retention
+job erases the case, and the database, the retention run's history and the logs are searched again."""
 
 from __future__ import annotations
 
@@ -18,10 +22,13 @@ import pytest
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
 
+from services.oversight.retention import due_for_erasure, start_erasures
 from shared.crypto import KeyRing, normalise_text
 from shared.domain import Role
+from shared.temporal import INTAKE_TASK_QUEUE
 from tests.integration.test_intake_harness import open_body
 from tests.security.stack import A, bearer, json_logs, service_stack
+from tests.workflow.harness import STARTED
 
 TODAY = date.today().isoformat()
 FIRST, MIDDLE, LAST = "Khuê", "Uyển", "Quách"
@@ -41,11 +48,13 @@ RESCUE_PLACE, RESCUE_NOTES = "Quán karaoke Hoa Hồng Đỏ", "Hai tổ công t
 PLAN_GOALS, PLAN_ACTIONS = "Học nghề may tại trung tâm Sao Mai", "Thăm hỏi hàng tuần tại nhà"
 CONSENT_REF, SERVICE_NOTE = "DY-0423/2026", "Đã cấp quần áo và thuốc men"
 FOLLOW_UP_NOTE = "Gia đình đón về, đi học lại lớp may"
+PROVIDER = "Phòng khám bác sĩ Lương Thị Nhàn"  # provider names were stored in clear before
+REFUSAL_REF, REFUSAL_TEXT = "CK-5521/2026", "Không muốn ở nhà tạm lánh Hướng Dương"
 
 TEXTS = [FIRST, MIDDLE, LAST, f"{LAST} {MIDDLE} {FIRST}", f"{FIRST} {LAST}", EMAIL, STREET, CITY, SUMMARY,
          VULNERABILITY, FOLLOW_UP_NOTE, EVENT_TEXT, EVENT_CITY, REFERRAL_DETAILS, PERPETRATOR, ALIAS, RECRUITMENT,
          EVIDENCE_SOURCE, EVIDENCE_REF, EVIDENCE_TEXT, RESCUE_PLACE, RESCUE_NOTES, PLAN_GOALS, PLAN_ACTIONS,
-         CONSENT_REF, SERVICE_NOTE, "xưởng may"]
+         CONSENT_REF, SERVICE_NOTE, "xưởng may", PROVIDER, REFUSAL_REF, REFUSAL_TEXT]
 DATES = [BIRTHDATE, "19/07/2001", "19-07-2001", "20010719", "19.07.2001"]
 DIGITS = [ID_NUMBER, MOBILE, HOME_PHONE, PERP_PHONE]
 
@@ -130,8 +139,9 @@ async def test_no_pii_in_clear(ts_env: Any, db_pool: Any, db_url: str, ring: Key
 
             i, v, s = st["intake"], st["verification"], st["support"]
             c = f"/cases/{case_id}"
+            # people type names into reasons: the audit log must not keep them in clear either
             await ok(i.post(f"{c}/classify", headers=police, json={
-                "classification": "trafficking_suspected", "justification": "signs of forced labour"}))
+                "classification": "trafficking_suspected", "justification": f"{FIRST} {LAST}: signs of forced labour"}))
             await ok(v.post(f"{c}/rescue-operations", headers=police, json={
                 "planned_for": "2030-01-01T22:00:00+07:00", "location": RESCUE_PLACE, "plan_notes": RESCUE_NOTES}),
                 201)
@@ -145,17 +155,21 @@ async def test_no_pii_in_clear(ts_env: Any, db_pool: Any, db_url: str, ring: Key
                 "evidence": [{"kind": "statement_of_person", "source": EVIDENCE_SOURCE, "date": TODAY,
                               "reference": EVIDENCE_REF, "description": EVIDENCE_TEXT}]}))
             state = await ok(v.post(f"{c}/protection", headers=sp, json={
-                "measures": ["safe_shelter", "confidential_location"], "justification": "shelter available"}))
+                "declined": True, "justification": "refused in writing",
+                "refusal_document": {"signed_on": TODAY, "reference": REFUSAL_REF, "description": REFUSAL_TEXT}}))
             assert state["case"]["stage"] == "reintegrate", state
             await ok(s.post(f"{c}/consents", headers=sp, json={
                 "purpose": "support", "granted": True,
                 "document": {"kind": "signed_form", "signed_on": TODAY, "reference": CONSENT_REF}}), 201)
+            await ok(s.post(f"{c}/legal-aid-referral", headers=bearer(ring, A.social_protection, Role.supervisor),
+                            json={"reason": f"{FIRST} {LAST} claims unpaid wages",
+                                  "consent_override_reason": "hearing next week, consent form on its way"}), 201)
             await ok(s.post(f"{c}/support-plan", headers=sp, json={
                 "spl_Objectives": PLAN_GOALS, "spl_ActionPlan": PLAN_ACTIONS, "spl_Type": ["SocialCare"],
                 "spl_PlannedEndDate": "2030-12-31"}), 201)
             await ok(s.post(f"{c}/services", headers=sp, json={
                 "service_type": "essential_needs", "provider_agency": "social_protection", "delivered_on": TODAY,
-                "note": SERVICE_NOTE}), 201)
+                "provider_name": PROVIDER, "note": SERVICE_NOTE}), 201)
             # reads of the person (access-logged), an auditor breaking glass, the HTCDS export
             person = await ok(i.get(f"/persons/{person_id}", headers=sp, params={"purpose": "case review"}))
             assert leaks("api", json.dumps(person, ensure_ascii=False)), "positive control: the API shows the name"
@@ -164,13 +178,22 @@ async def test_no_pii_in_clear(ts_env: Any, db_pool: Any, db_url: str, ring: Key
             await ok(i.get(f"{c}/htcds", headers=sp))
             await ok(v.get(f"{c}/perpetrators", headers=police))
             await ok(v.get(f"{c}/linked-cases", headers=police))
+            glass = {"break_glass_reason": f"complaint about {FIRST} {LAST}'s case"}  # a reason with a name in it
+            for service, path, who in (("verification", "perpetrators", police), ("verification", "evidence", police),
+                                       ("verification", "rescue-operations", police), ("support", "support-plan", sp),
+                                       ("support", "services", sp), ("support", "consents", sp),
+                                       ("support", "handoffs", sp)):
+                await ok(st[service].get(f"{c}/{path}", headers=who))
+                masked = await ok(st[service].get(f"{c}/{path}", headers=auditor))
+                assert masked["masked"] is True and not leaks("api", json.dumps(masked, ensure_ascii=False)), masked
+                await ok(st[service].get(f"{c}/{path}", headers=auditor, params=glass))
             follow_ups = await ok(s.get(f"{c}/follow-ups", headers=sp))
             assert follow_ups["items"], follow_ups
             for f in follow_ups["items"]:
                 await ok(s.post(f"{c}/follow-ups/{f['follow_up_id']}", headers=sp,
                                 json={"outcome": "done", "note": FOLLOW_UP_NOTE}))
             await ts_env.sleep(timedelta(days=31))  # past the reflection and recovery period
-            closed = await ok(s.post(f"{c}/closure", headers=sp, json={"reason": "reintegrated at home"}))
+            closed = await ok(s.post(f"{c}/closure", headers=sp, json={"reason": f"{FIRST} reintegrated at home"}))
             assert closed["case"]["status"] in ("Closed", "ClosedReferred"), closed
             await ts_env.sleep(timedelta(days=91))  # past the reopen window: the run ends and exports its history
             await ts_env.client.get_workflow_handle(case_id).result()
@@ -196,29 +219,36 @@ async def test_no_pii_in_clear(ts_env: Any, db_pool: Any, db_url: str, ring: Key
                 found += leaks(f"describe {cid}", desc.SerializeToString())
 
             # ---- PostgreSQL: every table of every schema, as text and as raw values ------------------
-            tables = await db_pool.fetch(
-                "SELECT table_schema, table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE' "
-                "AND table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2")
-            schemas = {t["table_schema"] for t in tables}
-            assert {"intake", "verification", "support", "oversight"} <= schemas, schemas
-            rows_seen = 0
-            for t in tables:
-                name = f'"{t["table_schema"]}"."{t["table_name"]}"'
-                for row in await db_pool.fetch(f"SELECT x::text AS whole, x.* FROM {name} x"):
-                    rows_seen += 1
-                    found += leaks(name, row["whole"])
-                    for col, value in row.items():
-                        if isinstance(value, bytes):
-                            found += leaks(f"{name}.{col}", value)
-                        elif value is not None and col != "whole":
-                            found += leaks(f"{name}.{col}", str(value))
+            tables_found, rows_seen = await scan_tables(db_pool)
+            found += tables_found
             counts = {t: await db_pool.fetchval(f"SELECT count(*) FROM {t}") for t in (
                 "intake.persons", "common.access_log", "intake.duplicate_candidates",
                 "verification.perpetrators", "verification.evidence_items", "verification.rescue_operations",
-                "support.support_plans", "support.services_delivered", "support.consent_records",
-                "oversight.case_events", "oversight.workflow_histories")}
+                "verification.protection_refusals", "support.support_plans", "support.services_delivered",
+                "support.consent_records", "support.follow_up_notes", "oversight.case_events",
+                "oversight.workflow_histories")}
             assert all(counts.values()), counts  # every kind of record was written, so was searched
             assert rows_seen > 30
+            assert await db_pool.fetchval("SELECT count(DISTINCT service) FROM common.access_log "
+                                          "WHERE case_id = $1", case_id) == 3  # intake, verification, support
+
+            # ---- a retention run: what it writes (its history, the erasure, the markers) is clean too ----
+            days = 5 * 365
+            async with db_pool.acquire() as conn:
+                due = await due_for_erasure(conn, await ts_env.get_current_time() + timedelta(days=days + 400), days)
+            assert case_id in [d.case_id for d in due]
+            first = len(STARTED.ids)
+            await start_erasures(ts_env.client, [d for d in due if d.case_id == case_id], days,
+                                 workflow_task_queue=task_queue, intake_task_queue=INTAKE_TASK_QUEUE,
+                                 oversight_task_queue=f"{task_queue}-oversight")
+            retention = ts_env.client.get_workflow_handle(STARTED.ids[first])
+            assert await retention.result() is True
+            for event in (await retention.fetch_history()).events:
+                found += leaks(f"retention history event {event.event_id}", event.SerializeToString())
+            tables_found, _ = await scan_tables(db_pool)
+            found += [f"after retention: {f}" for f in tables_found]
+            assert await db_pool.fetchval("SELECT count(*) FROM verification.erasures WHERE case_id = $1", case_id)
+            assert await db_pool.fetchval("SELECT count(*) FROM support.erasures WHERE case_id = $1", case_id)
 
     # ---- the logs: structured JSON of every service, the SDK, and anything printed -------------------
     out = capsys.readouterr()
@@ -228,6 +258,28 @@ async def test_no_pii_in_clear(ts_env: Any, db_pool: Any, db_url: str, ring: Key
     assert {"case_opened", "case_classified"} <= events, events  # the services did log through this set-up
     found += leaks("logs", log_text) + leaks("stdout", out.out) + leaks("stderr", out.err)
     assert not found, "personal data in the clear:\n" + "\n".join(sorted(set(found)))
+
+
+async def scan_tables(pool: Any) -> tuple[list[str], int]:
+    """Every table of every schema (intake, verification, support, oversight, common), as text and raw values."""
+    tables = await pool.fetch(
+        "SELECT table_schema, table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE' "
+        "AND table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2")
+    schemas = {t["table_schema"] for t in tables}
+    assert {"intake", "verification", "support", "oversight", "common"} <= schemas, schemas
+    found: list[str] = []
+    rows_seen = 0
+    for t in tables:
+        name = f'"{t["table_schema"]}"."{t["table_name"]}"'
+        for row in await pool.fetch(f"SELECT x::text AS whole, x.* FROM {name} x"):
+            rows_seen += 1
+            found += leaks(name, row["whole"])
+            for col, value in row.items():
+                if isinstance(value, bytes):
+                    found += leaks(f"{name}.{col}", value)
+                elif value is not None and col != "whole":
+                    found += leaks(f"{name}.{col}", str(value))
+    return found, rows_seen
 
 
 async def wait_for_export(pool: Any, case_id: str) -> None:
