@@ -143,9 +143,12 @@ async def _open(request: Request, response: Response, principal: Principal, req:
                             f"Idempotency-Key was already used for case {exc.case_id} with a different request "
                             "body; use a new key for a new case") from None
     if not started:
+        retry = ("retry with the same Idempotency-Key (it will be started, not duplicated)" if idem_key else
+                 "it will be started automatically; do not resend this request: without an Idempotency-Key a "
+                 "resend opens a second case")
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
                             f"case {outcome.case['case_id']} was recorded but its workflow could not be started; "
-                            "retry with the same Idempotency-Key (it will be started, not duplicated)")
+                            + retry)
     response.status_code = status.HTTP_201_CREATED if outcome.created else status.HTTP_200_OK
     if not outcome.created:
         response.headers["Idempotent-Replayed"] = "true"
