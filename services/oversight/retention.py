@@ -40,20 +40,32 @@ class DueCase:
     case_id: str
     person_ref: str
     closed_at: datetime
+    # erased before retention covered every schema (intake only): erased again, under another workflow id
+    completing: bool = False
+
+    @property
+    def workflow_id(self) -> str:
+        return f"retention-{self.case_id}" + ("-every-schema" if self.completing else "")
 
 
 async def due_for_erasure(conn: Conn, now: datetime, retention_days: int, limit: int = 500
                           ) -> list[DueCase]:
+    """Closed cases past the retention period that are not erased yet; then cases that an erasure from
+    before every schema was covered left half-done. Those are told apart by their exported workflow
+    history: a complete erasure deletes it, the intake-only one kept it."""
     rows = await conn.fetch(
-        """SELECT s.case_id, s.state->'facts'->>'person_ref' AS person_ref, s.closed_at
+        """SELECT s.case_id, s.state->'facts'->>'person_ref' AS person_ref, s.closed_at,
+                  EXISTS (SELECT 1 FROM oversight.case_events e
+                           WHERE e.case_id = s.case_id AND e.kind = 'personal_data_erased') AS completing
              FROM oversight.case_summary s
             WHERE s.status IN ('Closed', 'ClosedReferred') AND s.closed_at < $1
               AND s.state->'facts'->>'person_ref' IS NOT NULL  -- no person, nothing to erase (and no retry loop)
-              AND NOT EXISTS (SELECT 1 FROM oversight.case_events e
-                               WHERE e.case_id = s.case_id AND e.kind = 'personal_data_erased')
-            ORDER BY s.closed_at LIMIT $2""",
+              AND (NOT EXISTS (SELECT 1 FROM oversight.case_events e
+                                WHERE e.case_id = s.case_id AND e.kind = 'personal_data_erased')
+                   OR EXISTS (SELECT 1 FROM oversight.workflow_histories h WHERE h.case_id = s.case_id))
+            ORDER BY 4, s.closed_at LIMIT $2""",
         now - timedelta(days=retention_days), limit)
-    return [DueCase(r["case_id"], r["person_ref"], r["closed_at"]) for r in rows]
+    return [DueCase(r["case_id"], r["person_ref"], r["closed_at"], r["completing"]) for r in rows]
 
 
 async def start_erasures(client: Client, due: list[DueCase], retention_days: int, *,
@@ -71,7 +83,7 @@ async def start_erasures(client: Client, due: list[DueCase], retention_days: int
                                                     oversight_task_queue=oversight_task_queue,
                                                     verification_task_queue=verification_task_queue,
                                                     support_task_queue=support_task_queue),
-                id=f"retention-{case.case_id}", task_queue=workflow_task_queue,
+                id=case.workflow_id, task_queue=workflow_task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY)
             started.append(case.case_id)
         except WorkflowAlreadyStartedError:

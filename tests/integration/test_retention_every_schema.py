@@ -15,12 +15,16 @@ from typing import Any
 import asyncpg
 from cryptography.exceptions import InvalidTag
 
+from services.intake import repository as intake_repo
+from services.oversight.activities import OversightActivities
 from services.oversight.audit_log import verify_chain
 from services.oversight.retention import due_for_erasure, start_erasures
 from services.support import repository as support_repo
 from services.verification import repository as verification_repo
+from shared.config import Settings
 from shared.crypto import CryptoError, KeyRing
 from shared.domain import Role
+from shared.runtime import Runtime
 from shared.temporal import INTAKE_TASK_QUEUE
 from tests.integration.test_intake_harness import open_body
 from tests.security.stack import A, bearer, service_stack
@@ -251,6 +255,41 @@ async def test_retention_leaves_no_personal_data_in_any_schema(ts_env: Any, db_p
         # erasing again changes nothing
         assert set((await verification_repo.erase_case(db_pool, case_id)).values()) == {0}
         assert set((await support_repo.erase_case(db_pool, case_id)).values()) == {0}
+
+
+async def test_cases_erased_before_retention_covered_every_schema_are_completed(
+        ts_env: Any, db_pool: Any, db_url: str, ring: KeyRing, task_queue: str) -> None:
+    """A case erased by the RetentionWorkflow of before (intake's registry and the audit event only) still
+    holds verification's and support's data: the next sweep finds it and completes the erasure."""
+    async with service_stack(ts_env, db_pool, db_url, ring, task_queue) as st:
+        case_id, person_ref = await drive_case_with_canaries(st, ts_env)
+        await _wait_export(db_pool, case_id)
+        days = 5 * 365
+        # what the old workflow did: the registry, then the audit event
+        assert await intake_repo.erase_person(db_pool, person_ref) == "erased"
+        runtime = Runtime(Settings(), ring, db_pool, ts_env.client)
+        assert await OversightActivities(runtime).record_personal_data_erased(case_id, days) is True
+        left, _ = await find_canaries(db_pool, ring)
+        assert "verification.perpetrators.full_name (decrypted)" in left  # the defect: half-erased
+
+        later = await ts_env.get_current_time() + timedelta(days=days + 400)
+        async with db_pool.acquire() as conn:
+            due = await due_for_erasure(conn, later, days)
+        assert [(d.case_id, d.completing, d.workflow_id) for d in due] == [
+            (case_id, True, f"retention-{case_id}-every-schema")]
+        first = len(STARTED.ids)
+        assert await start_erasures(ts_env.client, due, days, workflow_task_queue=task_queue,
+                                    intake_task_queue=INTAKE_TASK_QUEUE,
+                                    oversight_task_queue=f"{task_queue}-oversight") == [case_id]
+        assert await ts_env.client.get_workflow_handle(STARTED.ids[first]).result() is False  # event already there
+        after, _ = await find_canaries(db_pool, ring)
+        assert after == [], after
+        async with db_pool.acquire() as conn:
+            assert await due_for_erasure(conn, later, days) == []  # done: not picked again
+            assert (await verify_chain(conn, ring, case_id)).ok
+        kinds = [r["kind"] for r in await db_pool.fetch(
+            "SELECT kind FROM oversight.case_events WHERE case_id = $1 ORDER BY seq", case_id)]
+        assert kinds.count("personal_data_erased") == 1
 
 
 async def test_support_text_written_before_encryption_is_encrypted_and_erasable(db_pool: Any, ring: KeyRing
