@@ -26,4 +26,15 @@ class Versioned(In):
         default=None, ge=0, description="the case version you read; 409 if the case moved on since")
 
 
-__all__ = ["In", "LongText", "Reason", "Ref", "ShortText", "Versioned"]
+class StageOwnerAction(Versioned):
+    """A request that acts for the agency owning the case's current stage (claim, assign, decide, hand off,
+    follow up, close). A supervisor of another agency may send it only as an explicit override."""
+
+    override_reason: Reason | None = Field(
+        default=None, description="supervisors of another agency than the stage's owner: why you act on its "
+                                  "stage (required then, 403 without it; recorded in the audit log as an "
+                                  "override). No personal data.",
+        examples=["police unit unreachable for 10 days; provincial steering committee instruction 12/2026"])
+
+
+__all__ = ["In", "LongText", "Reason", "Ref", "ShortText", "StageOwnerAction", "Versioned"]

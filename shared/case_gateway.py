@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from datetime import timedelta
 from typing import Annotated, Any, TypeVar
 
 import asyncpg
@@ -14,12 +16,13 @@ from asyncpg.pool import PoolConnectionProxy
 from fastapi import Header, HTTPException, Path, Request, status
 from pydantic import BaseModel
 
-from shared.access import can_act_on_case, can_read_case, can_read_section
+from shared import idempotency
+from shared.access import can_act_on_case, can_read_case, can_read_section, can_respond_to_handoff
 from shared.api import UPDATE_RPC_TIMEOUT, call_workflow, runtime_of
 from shared.auth import Principal
 from shared.domain import Section, Stage
 from shared.runtime import Runtime
-from workflows.models import Actor, CaseState
+from workflows.models import Actor, CaseState, HandoffState
 
 log = structlog.get_logger("case-gateway")
 W = TypeVar("W")
@@ -28,23 +31,42 @@ _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
 CaseId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$",
                              description="the case id (= the CaseWorkflow id)", examples=["case-3f9a0c1d2e4b5a69"])]
+IDEMPOTENCY_KEY_MAX = 200
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]+$"  # visible ASCII, no spaces (the key is only ever hashed)
 IdempotencyKey = Annotated[str | None, Header(
-    alias="Idempotency-Key", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$",
-    description="retry-safe key: the same key returns the first result and writes nothing twice")]
+    alias="Idempotency-Key", min_length=1, max_length=IDEMPOTENCY_KEY_MAX, pattern=IDEMPOTENCY_KEY_PATTERN,
+    description="yours, per operation and case: your retries with the same key and the same request return "
+                "the first result and apply nothing twice; reusing it with a different request is a 422; "
+                "another user's key, or yours on another endpoint or case, is another request. Without a key "
+                "every request is new. After a 503 whose outcome is unknown, retry with the same key.")]
 _ID_NAMESPACE = uuid.UUID("6f1c2d8e-4b1a-4c7e-9a55-3d0f1e2a7b90")
+# the caller of the request being served, once the gateway has seen its principal (row ids are scoped to it)
+_caller: ContextVar[str | None] = ContextVar("nrm_case_gateway_caller", default=None)
+OUTCOME_UNKNOWN = ("the case workflow did not confirm this action in time, so its outcome is unknown (it may "
+                   "still be applied). Retry with the same Idempotency-Key: the action is applied at most once "
+                   "and the retry completes it and returns its result")
+OUTCOME_UNKNOWN_NO_KEY = ("the case workflow did not confirm this action in time, so its outcome is unknown (it "
+                          "may still be applied). Read the case before sending it again; send an Idempotency-Key "
+                          "to make retries safe")
 
 
 def actor_of(principal: Principal, request: Request) -> Actor:
     """The acting user, from the verified token only (never from the body)."""
+    _caller.set(principal.user_id)
     return Actor(user_id=principal.user_id, agency=principal.agency, roles=principal.roles,
                  province=principal.province, commune=principal.commune,
                  request_id=getattr(request.state, "request_id", None))
 
 
-def new_id(prefix: str, case_id: str, key: str | None, purpose: str) -> str:
-    """A row id; derived from the Idempotency-Key when there is one so that a retry writes nothing twice."""
+def new_id(prefix: str, case_id: str, key: str | None, purpose: str, caller: str | None = None) -> str:
+    """A row id; derived from the Idempotency-Key when there is one so that a retry writes nothing twice.
+
+    Keys are the caller's: the id is scoped to the caller too (`caller`, else the user whose principal the
+    gateway saw for this request: actionable_case / readable_case / actor_of), so another user's same key
+    writes its own rows."""
     if key:
-        return f"{prefix}-{uuid.uuid5(_ID_NAMESPACE, f'{case_id}|{purpose}|{key}').hex[:20]}"
+        who = caller or _caller.get() or ""
+        return f"{prefix}-{uuid.uuid5(_ID_NAMESPACE, f'{case_id}|{purpose}|{who}|{key}').hex[:20]}"
     return f"{prefix}-{uuid.uuid4().hex[:20]}"
 
 
@@ -55,6 +77,7 @@ async def case_state(request: Request, case_id: str) -> CaseState:
 
 async def readable_case(request: Request, principal: Principal, case_id: str,
                         section: Section | None = None) -> CaseState:
+    _caller.set(principal.user_id)
     state = await case_state(request, case_id)
     if not can_read_case(principal, state.access_facts()):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "no access to this case (agency or jurisdiction)")
@@ -65,9 +88,25 @@ async def readable_case(request: Request, principal: Principal, case_id: str,
 
 
 async def actionable_case(request: Request, principal: Principal, case_id: str,
-                          stages: tuple[Stage, ...] | None = None) -> CaseState:
+                          stages: tuple[Stage, ...] | None = None, *, handoff_id: str | None = None) -> CaseState:
+    """The case, if the caller may change it (403 otherwise). With `handoff_id`: if the caller may answer that
+    handoff (the invited agency, before it accepts: a pending invitee may do that and nothing else)."""
+    _caller.set(principal.user_id)
     state = await case_state(request, case_id)
-    if not can_act_on_case(principal, state.access_facts()):
+    facts = state.access_facts()
+    if handoff_id is not None:
+        handoff = next((h for h in state.handoffs if h.handoff_id == handoff_id), None)
+        if handoff is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no handoff {handoff_id} on this case")
+        if not (can_respond_to_handoff(principal, facts, handoff.to_agency)
+                or (handoff.state != HandoffState.requested and can_act_on_case(principal, facts))):
+            raise HTTPException(status.HTTP_403_FORBIDDEN,
+                                f"only {handoff.to_agency.value} in the case's province answers this handoff")
+    elif not can_act_on_case(principal, facts):
+        if principal.agency in facts.pending_invitees and can_read_case(principal, facts):
+            raise HTTPException(status.HTTP_403_FORBIDDEN,
+                                f"agency {principal.agency.value} was asked to take part in this case but has not "
+                                "accepted the handoff yet; it may only accept or reject it")
         raise HTTPException(status.HTTP_403_FORBIDDEN, "you may not act on this case (agency or jurisdiction)")
     if stages is not None and state.stage not in stages:
         raise HTTPException(status.HTTP_409_CONFLICT,
@@ -76,30 +115,93 @@ async def actionable_case(request: Request, principal: Principal, case_id: str,
     return state
 
 
+async def _request_body(request: Request) -> bytes:
+    try:
+        return await request.body()  # FastAPI already read (and cached) a JSON body
+    except RuntimeError:  # a streamed body (CSV upload) was consumed: the command alone identifies it
+        return b""
+
+
 async def update_case(request: Request, case_id: str, name: str, command: BaseModel,
                       idempotency_key: str | None) -> CaseState:
-    """Send an Update to the case's workflow; a rejection becomes 403/409/422 (shared.api.call_workflow)."""
-    handle = runtime_of(request).temporal.get_workflow_handle(case_id)
-    update_id = idempotency_key or str(uuid.uuid4())
+    """Send an Update to the case's workflow; a rejection becomes 403/409/422 (shared.api.call_workflow).
+
+    With an Idempotency-Key the request is scoped to (caller = command.actor.user_id, operation = method +
+    path + Update name, case) in common.idempotency_keys, and the Update id is derived from that scope (no
+    raw user id reaches Temporal). The same caller reusing the key with a different request gets 422; the
+    same request re-sends the same Update id, which Temporal answers with the first outcome (and which the
+    workflow answers from its carried ids after a continue-as-new), so nothing is applied twice.
+
+    Outcome of each send, in the store: accepted -> 'applied'; rejected -> the pending scope is deleted (a
+    corrected request may use the key); no answer (RPC timeout, lost connection) -> it stays 'pending' and
+    the caller gets 503 saying the outcome is unknown and to retry with the same key."""
+    runtime = runtime_of(request)
+    handle = runtime.temporal.get_workflow_handle(case_id)
+    timeout: timedelta = runtime.extras.get("update_rpc_timeout") or UPDATE_RPC_TIMEOUT
+    scope: idempotency.Scope | None = None
+    if idempotency_key:
+        actor = getattr(command, "actor", None)
+        if not isinstance(actor, Actor):
+            raise TypeError(f"{type(command).__name__} has no actor: cannot scope its Idempotency-Key")
+        scope = idempotency.scope_of(
+            runtime.ring, user_id=actor.user_id, operation=f"{request.method} {request.url.path} {name}",
+            case_id=case_id, key=idempotency_key, command=command.model_dump(mode="json"),
+            body=await _request_body(request))
+        try:
+            previous = await idempotency.begin(runtime.pool, scope)
+        except idempotency.KeyReusedError:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY,
+                                "Idempotency-Key: you already used this key for this action on this case with a "
+                                "different request; send a new key for a new request") from None
+        if previous is not None:
+            log.info("idempotent_retry", case_id=case_id, update=name, previous=previous.value)
+    update_id = scope.update_id if scope else str(uuid.uuid4())
 
     async def run() -> Any:
-        return await handle.execute_update(name, command, id=f"{name}:{update_id}",
-                                           rpc_timeout=UPDATE_RPC_TIMEOUT, result_type=CaseState)
+        return await handle.execute_update(name, command, id=update_id, rpc_timeout=timeout, result_type=CaseState)
 
-    result: CaseState = await call_workflow(run)
+    try:
+        result: CaseState = await call_workflow(run)
+    except HTTPException as exc:
+        if exc.status_code >= 500:  # sent, but no answer: the workflow may still apply it
+            log.warning("update_outcome_unknown", case_id=case_id, update=name, keyed=scope is not None)
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                                OUTCOME_UNKNOWN if scope else OUTCOME_UNKNOWN_NO_KEY,
+                                headers={"Retry-After": "5"}) from None
+        if scope is not None:
+            await _settle(runtime, scope, accepted=False)
+        raise
+    if scope is not None:
+        await _settle(runtime, scope, accepted=True)
     return result
+
+
+async def _settle(runtime: Runtime, scope: idempotency.Scope, *, accepted: bool) -> None:
+    """Record the Update's outcome; if the store is away, the scope stays pending and a retry settles it."""
+    try:
+        await (idempotency.applied if accepted else idempotency.rejected)(runtime.pool, scope)
+    except _DB_ERRORS as exc:
+        log.warning("idempotency_state_not_saved", case_id=scope.case_id, error=type(exc).__name__)
 
 
 async def write_with_update(runtime: Runtime, case_id: str, write: Callable[[PoolConnectionProxy], Awaitable[W]],
                             update: Callable[[W], Awaitable[CaseState]]) -> tuple[W, CaseState]:
     """A service's rows and the workflow Update that refers to them, as one unit for the caller.
 
-    The rows are written in a transaction that stays open while the Update runs, so a rejected Update
-    (403/409/422) rolls them back. If the commit then fails (connection lost, server restarting), the
-    workflow already holds the Update: the same writes, which must be idempotent (ids fixed before the
-    call, ON CONFLICT DO NOTHING), are made again in new transactions. Only if those fail too does the
-    caller get a 503 asking to retry with the same Idempotency-Key, which re-sends the same Update id
-    (Temporal answers it from the first time) and writes the rows."""
+    The rows are written in a transaction that stays open while the Update runs, so readers never see rows
+    of an Update that was not accepted, and a rejected Update (403/409/422) rolls them back. If the commit
+    then fails (connection lost, server restarting), the workflow already holds the Update: the same
+    writes, which must be idempotent (ids fixed before the call, ON CONFLICT DO NOTHING), are made again in
+    new transactions. Only if those fail too does the caller get a 503 asking to retry with the same
+    Idempotency-Key, which re-sends the same Update id (Temporal answers it from the first time) and writes
+    the rows.
+
+    An Update that gets no answer in time (update_case: 503, outcome unknown) rolls the rows back too, but
+    its outcome stays knowable: its scope is 'pending' in common.idempotency_keys until the client retries
+    with the same key. The retry writes the same rows (same ids) and re-sends the same Update id: Temporal
+    answers with the outcome if the workflow applied it meanwhile, or applies it now; either way the rows
+    are committed once, with exactly one event. Until that retry, a workflow that applied the Update late
+    refers to rows not written yet (listed by shared.idempotency.pending); nothing half-done is shown."""
     accepted: CaseState | None = None
     try:
         async with runtime.pool.acquire() as conn, conn.transaction():

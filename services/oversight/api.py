@@ -4,12 +4,11 @@ auditors (history, state as of a time, chain check, replay)."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -42,8 +41,9 @@ from services.oversight.models import (
     VerifyResult,
 )
 from shared.access import CaseAccessFacts, can_act_on_case, can_read_case
-from shared.api import UPDATE_RPC_TIMEOUT, call_workflow, runtime_of
+from shared.api import runtime_of
 from shared.auth import Principal, require_roles
+from shared.case_gateway import IdempotencyKey, update_case
 from shared.domain import AgencyRole, Role, Stage
 from workflows.models import Actor, Assign, CaseState, Escalate, ExtendDeadline, Reopen
 
@@ -75,8 +75,6 @@ AUDIT_READER = require_roles(Role.auditor, Role.supervisor)
 Supervisor = Annotated[Principal, SUPERVISOR]
 AuditReader = Annotated[Principal, AUDIT_READER]
 CaseId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$", examples=["case-0123abcd"])]
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=128,
-                                              description="retrying with the same key does not apply the action twice")]
 ProvinceQ = Annotated[str | None, Query(min_length=1, max_length=8, description="province code; default the caller's")]
 TEMPORAL_CHECK_TIMEOUT = 3.0
 
@@ -248,6 +246,8 @@ def actor_of(request: Request, p: Principal) -> Actor:
 
 
 async def _act(request: Request, p: Principal, case_id: str, update: str, cmd: Any, key: str | None) -> CaseState:
+    """A supervisor's Update: access checked on the projection, then sent through the one gateway (the
+    Update id and the Idempotency-Key rules are the same for every service)."""
     rt = runtime_of(request)
     async with rt.pool.acquire() as conn:
         state = await repo.latest_state(conn, case_id)
@@ -255,10 +255,7 @@ async def _act(request: Request, p: Principal, case_id: str, update: str, cmd: A
         raise HTTPException(404, "case not found")
     if not can_act_on_case(p, _facts(state)):
         raise HTTPException(403, "case: outside your jurisdiction")
-    handle = rt.temporal.get_workflow_handle(case_id)
-    result: CaseState = await call_workflow(lambda: handle.execute_update(
-        update, cmd, id=key or str(uuid.uuid4()), rpc_timeout=UPDATE_RPC_TIMEOUT, result_type=CaseState))
-    return result
+    return await update_case(request, case_id, update, cmd, key)
 
 
 _ACTION_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -272,7 +269,7 @@ _ACTION_ERRORS: dict[int | str, dict[str, Any]] = {
 async def reassign(request: Request, p: Supervisor, case_id: CaseId, body: ReassignRequest,
                    idempotency_key: IdempotencyKey = None) -> CaseState:
     cmd = Assign(actor=actor_of(request, p), assignee_user_id=body.assignee_user_id,
-                 expected_version=body.expected_version)
+                 expected_version=body.expected_version, override_reason=body.override_reason)
     return await _act(request, p, case_id, "assign", cmd, idempotency_key)
 
 

@@ -262,7 +262,8 @@ async def refer_legal_aid(case_id: CaseId, body: LegalAidReferralIn, request: Re
     await actionable_case(request, principal, case_id)
     cmd = RequestHandoff(actor=actor_of(principal, request), expected_version=body.expected_version,
                          kind=HandoffKind.referral, to_agency=AgencyRole.legal_aid, reason=body.reason,
-                         consent_override_reason=body.consent_override_reason)
+                         consent_override_reason=body.consent_override_reason,
+                         override_reason=body.override_reason)
     state = await update_case(request, case_id, "request_handoff", cmd, key)
     handoff = [h for h in state.handoffs if h.to_agency == AgencyRole.legal_aid and h.kind == HandoffKind.referral][-1]
     return HandoffResult(case=CaseView.of(state), handoff=HandoffView.of(handoff))
@@ -288,7 +289,7 @@ async def list_handoffs(case_id: CaseId, request: Request, principal: CurrentPri
              description="Only the invited agency answers; rejecting needs a reason.")
 async def respond_handoff(case_id: CaseId, handoff_id: RefPath, body: RespondIn, request: Request,
                           key: IdempotencyKey = None, principal: Principal = Actor_) -> HandoffResult:
-    await actionable_case(request, principal, case_id)
+    await actionable_case(request, principal, case_id, handoff_id=handoff_id)
     cmd = RespondHandoff(actor=actor_of(principal, request), expected_version=body.expected_version,
                          handoff_id=handoff_id, accept=body.accept, reason=body.reason)
     state = await update_case(request, case_id, "respond_handoff", cmd, key)
@@ -319,7 +320,8 @@ async def record_follow_up(case_id: CaseId, follow_up_id: RefPath, body: FollowU
     runtime = runtime_of(request)
     note_id = new_id("fun", case_id, key, f"follow-up:{follow_up_id}")
     cmd = RecordFollowUp(actor=actor_of(principal, request), expected_version=body.expected_version,
-                         follow_up_id=follow_up_id, outcome=body.outcome, note_id=note_id if body.note else None)
+                         follow_up_id=follow_up_id, outcome=body.outcome, note_id=note_id if body.note else None,
+                         override_reason=body.override_reason)
     _, state = await write_with_update(
         runtime, case_id,
         lambda conn: repo.insert_follow_up_note(conn, runtime.ring, note_id, case_id, follow_up_id, body.outcome,
@@ -350,7 +352,7 @@ async def close_case(case_id: CaseId, body: ClosureIn, request: Request, key: Id
 
     def close(plan_id: str) -> Awaitable[CaseState]:
         cmd = Decide(actor=actor_of(principal, request), expected_version=body.expected_version,
-                     justification=body.reason,
+                     justification=body.reason, override_reason=body.override_reason,
                      decision=ReintegrateDecision(support_plan_ref=plan_id, cas_status=body.cas_Status,
                                                   reason=body.reason))
         return update_case(request, case_id, "decide", cmd, key)

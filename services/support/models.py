@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.support.entitlements import Beneficiary, Entitled, StatusColumn, SupportType
 from shared.access import mask
-from shared.api_models import In, LongText, Reason, Ref, ShortText, Versioned
+from shared.api_models import In, LongText, Reason, Ref, ShortText, StageOwnerAction, Versioned
 from shared.domain import AgencyRole, CaseStatus, Stage, TraffickingStatus
 from workflows.models import CaseState, ConsentPurpose, Handoff, HandoffKind, HandoffState
 
@@ -177,7 +177,7 @@ class SupportPlanPage(BaseModel):
 
 
 # ---- legal aid referral and handoffs ----------------------------------------------------------
-class LegalAidReferralIn(Versioned):
+class LegalAidReferralIn(StageOwnerAction):
     reason: Reason
     consent_override_reason: Reason | None = Field(
         default=None, description="supervisor only: refer without the person's data-sharing consent")
@@ -228,7 +228,7 @@ class RespondIn(Versioned):
 
 
 # ---- follow-ups and closure -------------------------------------------------------------------
-class FollowUpIn(Versioned):
+class FollowUpIn(StageOwnerAction):
     outcome: Literal["done", "missed", "not_reachable"]
     note: LongText | None = Field(default=None, description="encrypted at rest")
 
@@ -246,7 +246,7 @@ class FollowUpPage(BaseModel):
     total: int
 
 
-class ClosureIn(Versioned):
+class ClosureIn(StageOwnerAction):
     cas_Status: Literal[CaseStatus.Closed, CaseStatus.ClosedReferred] = Field(
         default=CaseStatus.Closed, description="HTCDS cas_Status at closure")
     reason: Reason

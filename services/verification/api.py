@@ -131,7 +131,8 @@ async def _log_read(request: Request, principal: Principal, state: CaseState, ac
 async def claim(case_id: CaseId, body: ClaimRequest, request: Request, key: IdempotencyKey = None,
                 principal: Principal = Actor_) -> CaseView:
     await actionable_case(request, principal, case_id)
-    cmd = Claim(actor=actor_of(principal, request), expected_version=body.expected_version)
+    cmd = Claim(actor=actor_of(principal, request), expected_version=body.expected_version,
+                override_reason=body.override_reason)
     return CaseView.of(await update_case(request, case_id, "claim", cmd, key))
 
 
@@ -143,7 +144,7 @@ async def assign(case_id: CaseId, body: AssignRequest, request: Request, key: Id
                  principal: Principal = Actor_) -> CaseView:
     await actionable_case(request, principal, case_id)
     cmd = Assign(actor=actor_of(principal, request), expected_version=body.expected_version,
-                 assignee_user_id=body.assignee_user_id)
+                 assignee_user_id=body.assignee_user_id, override_reason=body.override_reason)
     return CaseView.of(await update_case(request, case_id, "assign", cmd, key))
 
 
@@ -156,7 +157,8 @@ async def decide_verification(case_id: CaseId, body: VerificationRequest, reques
                               key: IdempotencyKey = None, principal: Principal = Actor_) -> CaseView:
     await actionable_case(request, principal, case_id)
     cmd = Decide(actor=actor_of(principal, request), expected_version=body.expected_version,
-                 decision=VerifyDecision(result=body.result), justification=body.justification)
+                 decision=VerifyDecision(result=body.result), justification=body.justification,
+                 override_reason=body.override_reason)
     return CaseView.of(await update_case(request, case_id, "decide", cmd, key))
 
 
@@ -172,7 +174,7 @@ async def decide_identification(case_id: CaseId, body: IdentificationRequest, re
     runtime = runtime_of(request)
     items = [(new_id("ev", case_id, key, f"evidence:{i}"), e) for i, e in enumerate(body.evidence)]
     cmd = Decide(actor=actor_of(principal, request), expected_version=body.expected_version,
-                 justification=body.justification,
+                 justification=body.justification, override_reason=body.override_reason,
                  decision=IdentifyDecision(status=body.status, deciding_org=body.deciding_org,
                                            referred_elsewhere=body.referred_elsewhere,
                                            evidence=[EvidenceRef(evidence_id=eid, kind=e.kind) for eid, e in items]))
@@ -257,7 +259,7 @@ async def complete_rescue(case_id: CaseId, operation_id: Annotated[str, Path(max
         raise HTTPException(422, "persons: list the other persons found; this case's person is implied")
     runtime = runtime_of(request)
     cmd = Decide(actor=actor_of(principal, request), expected_version=body.expected_version,
-                 justification=body.justification,
+                 justification=body.justification, override_reason=body.override_reason,
                  decision=RescueDecision(needed=True, operation_ref=operation_id, outcome=body.outcome.value))
     async def complete(conn: PoolConnectionProxy) -> None:
         row = await repo.lock_rescue_operation(conn, case_id, operation_id)
@@ -283,7 +285,8 @@ async def rescue_not_needed(case_id: CaseId, body: RescueNotNeededRequest, reque
                             key: IdempotencyKey = None, principal: Principal = Actor_) -> CaseView:
     await actionable_case(request, principal, case_id)
     cmd = Decide(actor=actor_of(principal, request), expected_version=body.expected_version,
-                 justification=body.justification, decision=RescueDecision(needed=False))
+                 justification=body.justification, decision=RescueDecision(needed=False),
+                 override_reason=body.override_reason)
     return CaseView.of(await update_case(request, case_id, "decide", cmd, key))
 
 
@@ -299,7 +302,7 @@ async def decide_protection(case_id: CaseId, body: ProtectionRequest, request: R
     runtime = runtime_of(request)
     doc_id = new_id("refusal", case_id, key, "refusal") if body.declined else None
     cmd = Decide(actor=actor_of(principal, request), expected_version=body.expected_version,
-                 justification=body.justification,
+                 justification=body.justification, override_reason=body.override_reason,
                  decision=ProtectDecision(measures=[m.value for m in body.measures], declined=body.declined,
                                           refusal_document_ref=doc_id))
     async def refusal(conn: PoolConnectionProxy) -> None:

@@ -10,17 +10,17 @@ from typing import Annotated, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from shared.access import mask
-from shared.api_models import In, LongText, Reason, Ref, ShortText, Versioned
+from shared.api_models import In, LongText, Reason, Ref, ShortText, StageOwnerAction
 from shared.domain import AgencyRole, CaseStatus, DecisionMakingOrg, Stage, TraffickingStatus
 from workflows.models import CaseState, EvidenceKind, VerifyResult
 
 
 # ---- claim / assign ---------------------------------------------------------------------------
-class ClaimRequest(Versioned):
+class ClaimRequest(StageOwnerAction):
     model_config = ConfigDict(json_schema_extra={"examples": [{"expected_version": 3}]})
 
 
-class AssignRequest(Versioned):
+class AssignRequest(StageOwnerAction):
     assignee_user_id: str = Field(min_length=1, max_length=128, description="staff user id (not a person)")
     model_config = ConfigDict(json_schema_extra={"examples": [{"assignee_user_id": "police-hn-042",
                                                                 "expected_version": 3}]})
@@ -48,7 +48,7 @@ class CaseView(BaseModel):
 
 
 # ---- verification -----------------------------------------------------------------------------
-class VerificationRequest(Versioned):
+class VerificationRequest(StageOwnerAction):
     result: VerifyResult = Field(description="confirmed: grounds to continue; unfounded: the report ends here")
     justification: Reason
     model_config = ConfigDict(json_schema_extra={"examples": [{
@@ -73,7 +73,7 @@ class EvidenceIn(In):
         return self
 
 
-class IdentificationRequest(Versioned):
+class IdentificationRequest(StageOwnerAction):
     status: TraffickingStatus = Field(description="HTCDS vic_TraffickingStatus")
     deciding_org: DecisionMakingOrg = Field(description="HTCDS vic_TraffickingStatusDecisionMakingOrg")
     evidence: list[EvidenceIn] = Field(default_factory=list, max_length=50)
@@ -144,7 +144,7 @@ class RescuedPerson(In):
         description="existing: a case that already existed; new: opened by intake for this operation")
 
 
-class RescueCompleteRequest(Versioned):
+class RescueCompleteRequest(StageOwnerAction):
     outcome: RescueOutcome
     persons: list[RescuedPerson] = Field(default_factory=list, max_length=200,
                                          description="everyone found, linked to their case ids")
@@ -159,7 +159,7 @@ class RescueCompleteRequest(Versioned):
         return self
 
 
-class RescueNotNeededRequest(Versioned):
+class RescueNotNeededRequest(StageOwnerAction):
     justification: Reason
 
 
@@ -210,7 +210,7 @@ class RefusalDocument(In):
     description: LongText | None = Field(default=None, description="encrypted at rest")
 
 
-class ProtectionRequest(Versioned):
+class ProtectionRequest(StageOwnerAction):
     measures: list[ProtectionMeasure] = Field(default_factory=list, max_length=9)
     declined: bool = False
     refusal_document: RefusalDocument | None = None
