@@ -4,9 +4,8 @@ RetentionWorkflow for each: daily through the Temporal schedule `nrm-retention-s
 
 from __future__ import annotations
 
-import importlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,6 +23,7 @@ from temporalio.client import (
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
+from services.oversight.audit_log import erase_case_free_text
 from shared.crypto import KeyRing
 from shared.db import Conn
 from shared.runtime import Runtime
@@ -130,31 +130,25 @@ def scrub_free_text(value: Any) -> Any:
     return value
 
 
-def _audit_log_eraser() -> Callable[..., Awaitable[int]] | None:
-    """services.oversight.audit_log.erase_case_free_text (the audit chain's own erasure, which keeps the
-    chain verifiable), when that module provides it."""
-    fn = getattr(importlib.import_module("services.oversight.audit_log"), "erase_case_free_text", None)
-    return fn if callable(fn) else None
-
-
 @dataclass(frozen=True)
 class OversightErasure:
     case_id: str
     summary_scrubbed: bool
     histories_deleted: int
-    audit_events_erased: int | None  # None: the audit log offers no erasure (yet)
+    audit_events_erased: int
 
 
 async def erase_oversight_free_text(conn: Conn, ring: KeyRing, case_id: str) -> OversightErasure:
     """Oversight's share of a retention erasure, idempotent, in one transaction:
-    - the audit log's free text (reasons, decision data) through audit_log.erase_case_free_text;
-    - the case_summary projection's free text (handoff reasons, closure reason), kinds and dates kept;
+    - the audit log's free text (reasons, decision data) through audit_log.erase_case_free_text, which
+      keeps the chain verifiable;
+    - the case_summary projection's free text (handoff reasons, closure reason), kinds and dates kept
+      (erase_case_free_text does it too; kept here for projections written before it existed);
     - the exported workflow history: its payloads hold every justification and reason typed on the case,
-      under the data key, and no field can be erased inside it. Replay of an erased case is given up;
-      the audit chain remains the record."""
+      under the data key, and no field can be erased inside it. Replay of an erased case is given up, and
+      chain verification of it counts on the projection's last sequence (no longer on the export)."""
     async with conn.transaction():
-        eraser = _audit_log_eraser()
-        audit = await eraser(conn, case_id, ring=ring) if eraser is not None else None
+        audit = await erase_case_free_text(conn, case_id, ring=ring)
         state = await conn.fetchval("SELECT state FROM oversight.case_summary WHERE case_id = $1 FOR UPDATE",
                                     case_id)
         scrubbed = False
