@@ -417,10 +417,6 @@ class CaseWorkflow:
     def _check(self, cmd: Command, *, supervisor: bool = False, stage_owner: bool = False,
                allow_closed: bool = False, answering: Handoff | None = None) -> None:
         a = cmd.actor
-        if cmd.expected_version is not None and cmd.expected_version != self.version:
-            raise ApplicationError(
-                f"stale: the case is at version {self.version}, the request expected {cmd.expected_version}",
-                type="stale", non_retryable=True)
         strict = self._strict()
         facts = self._snapshot().access_facts()
         if answering is not None and strict:
@@ -444,6 +440,11 @@ class CaseWorkflow:
                 raise _forbidden(f"stage {self.stage.value} is owned by {self.owner.value}: a supervisor of "
                                  f"{a.agency.value} acts on it only as an override, with override_reason "
                                  "(recorded in the audit log)")
+        # last: who may act is decided before anything about the case (its version) is told
+        if cmd.expected_version is not None and cmd.expected_version != self.version:
+            raise ApplicationError(
+                f"stale: the case is at version {self.version}, the request expected {cmd.expected_version}",
+                type="stale", non_retryable=True)
 
     def _override(self, cmd: StageOwnerCommand) -> dict[str, str] | None:
         """The override a stage-owner command makes (a supervisor acting on another agency's stage), as the
