@@ -7,6 +7,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 from services.oversight import cli
+from services.oversight.audit_log import readable_event
 from shared.domain import AgeBand, AgencyRole, Channel, Role
 from shared.temporal import OVERSIGHT_TASK_QUEUE
 from tests.conftest import new_case_id
@@ -187,7 +188,7 @@ async def test_stuck_board_and_actions(ts_env, db_pool, db_url, ring, task_queue
         assert datetime.fromisoformat(r.json()["deadline"]["due_at"]) == before + timedelta(days=2)
         assert r.json()["escalation_level"] == 0
         ev = (await h.events(a, 6))[-1]
-        assert ev["kind"] == "deadline_extended" and ev["reason"] == "waiting for police reply"
+        assert ev["kind"] == "deadline_extended" and readable_event(ring, ev)["reason"] == "waiting for police reply"
         r = await api.post(f"/cases/{a}/extend-deadline", json={"extend_by": "P2D"}, headers=sup)
         assert r.status_code == 422
 
