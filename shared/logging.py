@@ -21,8 +21,16 @@ PII_KEYS = frozenset(
     }
 )
 REDACTED = "[redacted]"
-# Vietnamese citizen id (12 digits), old id (9 digits), phone numbers (+84 / 0 followed by 9-10 digits).
-_PII_PATTERNS = (re.compile(r"(?<!\d)(?:\+?84|0)\d{9,10}(?!\d)"), re.compile(r"(?<!\d)\d{9}(?:\d{3})?(?!\d)"))
+# Vietnamese citizen id (12 digits), old id (9 digits), phone numbers (+84 / 84 / 0 then 9-10 digits, also
+# written in groups: "0912 345 678", "+84 91-234-5678"). Only where the number stands on its own: a digit run
+# inside an id token (case-9f3a..., c-06d8230951..., a request id) is preceded or followed by a letter, digit,
+# "_" or "-" and is left alone (before this, ~8% of case ids in the logs were mangled).
+_NOT_ID = r"(?<![A-Za-z0-9_\-+])"
+_END = r"(?![A-Za-z0-9_\-])"
+_PII_PATTERNS = (
+    re.compile(_NOT_ID + r"(?:\+?84|0)(?:[ .\-]?\d){9,10}" + _END),
+    re.compile(_NOT_ID + r"\d{9}(?:\d{3})?" + _END),
+)
 
 
 def _scrub(value: Any) -> Any:

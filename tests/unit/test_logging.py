@@ -123,3 +123,30 @@ def test_redact_pii_processor_directly() -> None:
     out = redact_pii(None, "info", {"event": "e", "email": "a@b.c", "timestamp": "2025", "level": "info",
                                     "tags": ("ok", "0912345678")})
     assert out == {"event": "e", "email": REDACTED, "timestamp": "2025", "level": "info", "tags": ["ok", REDACTED]}
+
+
+# ---- issue 10: the redactor mangled digit runs inside case ids ----------------------------------
+def test_generated_case_ids_are_never_mangled() -> None:
+    import uuid
+
+    ids = [f"case-{uuid.uuid4().hex[:16]}" for _ in range(3000)] + [f"c-{uuid.uuid4().hex}" for _ in range(3000)]
+    ids += ["case-123456789012abcd", "c-0912345678", "c-001190012345", "req_123456789", "p-84912345678"]
+    for cid in ids:
+        out = redact_pii(None, "info", {"event": f"case {cid} moved", "case_id": cid, "ids": [cid],
+                                        "detail": f"see {cid}: done"})
+        assert out == {"event": f"case {cid} moved", "case_id": cid, "ids": [cid], "detail": f"see {cid}: done"}, cid
+
+
+@pytest.mark.parametrize("text, kept", [
+    ("Chị Lan gọi từ số 0912345678 lúc 9h", ["Chị Lan gọi từ số ", " lúc 9h"]),
+    ("SĐT: 0912 345 678, nhà ở Lào Cai", ["SĐT: ", ", nhà ở Lào Cai"]),
+    ("call +84 91-234-5678 or 84912345678.", ["call ", " or ", "."]),
+    ("CCCD số 001190012345 cấp tại Hà Nội", ["CCCD số ", " cấp tại Hà Nội"]),
+    ("CMND 123456789; passport none", ["CMND ", "; passport none"]),
+    ("(0987654321) in case-9f3a2b1c0912345678", ["(", ") in case-9f3a2b1c0912345678"]),
+])
+def test_phone_and_vietnamese_id_numbers_in_free_text_are_redacted(text: str, kept: list[str]) -> None:
+    out = redact_pii(None, "info", {"event": "free_text", "detail": text})["detail"]
+    assert REDACTED in out and all(k in out for k in kept), out
+    assert not any(n in out for n in ("0912345678", "345 678", "5678", "001190012345", "123456789", "0987654321")
+                   if n not in "".join(kept)), out
