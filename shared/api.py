@@ -21,6 +21,8 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from shared.auth import AuthError, TokenVerifier
 from shared.db import ping
+from shared.metrics import METRICS_PATH, install_metrics
+from shared.offline_docs import STATIC_URL, install_offline_docs
 from shared.runtime import Runtime
 from shared.temporal import temporal_reachable
 
@@ -47,7 +49,8 @@ def _too_large(limit: int, request_id: str) -> JSONResponse:
                         status_code=413, headers={"X-Request-ID": request_id})
 
 
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"})
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc", METRICS_PATH})
+PUBLIC_PREFIXES = (f"{STATIC_URL}/",)  # the docs pages' own scripts and styles
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
@@ -82,7 +85,8 @@ class RequestGuardMiddleware:
             if length is not None and (not length.isdigit() or int(length) > limit):
                 await _too_large(limit, request_id)(scope, receive, send)
                 return
-            if scope["path"] not in PUBLIC_PATHS and scope["method"] != "OPTIONS":
+            if scope["path"] not in PUBLIC_PATHS and not scope["path"].startswith(PUBLIC_PREFIXES) \
+                    and scope["method"] != "OPTIONS":
                 refusal = await self._authenticate(scope, headers, state)
                 if refusal is not None:
                     refusal.headers["X-Request-ID"] = request_id
@@ -162,8 +166,11 @@ def create_app(service: str, routers: list[APIRouter], *, description: str,
                 await on_stop(app)
             await runtime.close()
 
-    app = FastAPI(title=f"NRM {service}", description=description, version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title=f"NRM {service}", description=description, version="0.1.0", lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
+    install_offline_docs(app)  # /docs and /redoc with their assets served from the installed package
     app.add_middleware(RequestGuardMiddleware, max_body_bytes=max_body_bytes)
+    install_metrics(app, service)  # outermost: counts the guard's refusals too
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
     app.add_exception_handler(BodyTooLarge, _body_too_large_handler)
 

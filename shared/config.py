@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     support_port: int = Field(default=8103, ge=1024, le=65535)
     oversight_port: int = Field(default=8104, ge=1024, le=65535)
     codec_port: int = Field(default=8105, ge=1024, le=65535)
+    metrics_port: int = Field(default=9100, ge=1024, le=65530,
+                              description="Temporal SDK metrics: workflow worker here, the four services +1..+4")
+    otlp_endpoint: str | None = Field(default=None, description="OTLP/gRPC collector for traces; unset = no tracing")
 
     keyring_file: Path | None = Field(default=None, description="JSON key ring; default <data_dir>/keyring.json")
     jwt_issuer: str = "nrm-dev"

@@ -19,6 +19,7 @@ from temporalio.worker import Worker
 from shared.api import create_app
 from shared.config import SERVICE_NAMES, ConfigError, Settings, get_settings
 from shared.logging import configure_logging
+from shared.metrics import init_sdk_telemetry
 from shared.runtime import Runtime
 
 log = structlog.get_logger("service")
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     configure_logging(service, settings.log_level)
+    init_sdk_telemetry(service, settings)  # before any Temporal client: the SDK's metrics on their own port
     app = build_app(service, settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.service_ports[service], log_config=None,
                             access_log=False, lifespan="on")

@@ -14,6 +14,7 @@ from temporalio.worker import PollerBehaviorAutoscaling, Worker
 from shared.config import get_settings
 from shared.crypto import load_keyring
 from shared.logging import configure_logging
+from shared.metrics import init_sdk_telemetry
 from shared.temporal import WORKFLOW_TASK_QUEUE, connect
 from workflows.case_workflow import CaseWorkflow
 from workflows.policy_activity import resolve_case_policy
@@ -49,6 +50,7 @@ def build_worker(client: object, task_queue: str = WORKFLOW_TASK_QUEUE, max_cach
 async def run() -> None:
     settings = get_settings()
     configure_logging("workflow-worker", settings.log_level)
+    init_sdk_telemetry("workflow-worker", settings)  # before the client: SDK metrics on NRM_METRICS_PORT
     ring = load_keyring(settings.resolved_keyring_file)
     client = await connect(settings.resolved_temporal_address, settings.temporal_namespace, ring)
     worker = build_worker(client)
