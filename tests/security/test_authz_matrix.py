@@ -14,6 +14,7 @@ changes; routes without a version (rescue plan, perpetrators) really write."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -31,6 +32,7 @@ from shared.crypto import KeyRing
 from shared.domain import Role
 from shared.service import build_app
 from tests.security.stack import OTHER_PROVINCE, PROVINCE, SERVICES, A, bearer, service_stack
+from workflows.models import CaseState as CaseStateModel
 
 SKIP_PATHS = {"/healthz", "/readyz", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"}
 
@@ -38,40 +40,56 @@ SKIP_PATHS = {"/healthz", "/readyz", "/docs", "/openapi.json", "/docs/oauth2-red
 # ---- the principals ------------------------------------------------------------------------------
 class K(StrEnum):
     """Kinds of caller, relative to the matrix case: opened by police in province 01, classified (so the
-    verify stage moved it to social protection, police stays a participant), then referred to legal aid
-    with the person's data-sharing consent, and accepted by legal aid."""
+    verify stage moved it to social protection, police stays a participant), referred to legal aid with the
+    person's data-sharing consent and accepted by legal aid, then referred to the commune (not answered)."""
 
     own = "own"                          # social_protection caseworker, 01: the owning agency
     handed_off = "handed_off"            # legal_aid caseworker, 01: accepted the referral
+    invitee = "invitee"                  # commune caseworker, 01: asked (referral pending), not accepted yet
     opener = "opener"                    # police caseworker, 01: opened it, participant since it moved on
     other_agency = "other_agency"        # womens_union caseworker, 01: never involved
     other_province = "other_province"    # social_protection caseworker, 79
-    supervisor = "supervisor"            # social_protection supervisor, 01
+    supervisor = "supervisor"            # social_protection supervisor, 01: the owning agency's
+    supervisor_other_agency = "supervisor_other_agency"  # womens_union supervisor, 01: not the stage's owner
     supervisor_other = "supervisor_other"  # social_protection supervisor, 79
     auditor = "auditor"                  # national auditor (steering committee, *)
+    auditor_break_glass = "auditor_break_glass"  # the same auditor, giving a break_glass_reason on reads
+    combined = "combined"                # womens_union caseworker + national auditor in one token
 
 
 PRINCIPALS: dict[K, tuple[Any, tuple[Role, ...], str]] = {
     K.own: (A.social_protection, (Role.caseworker,), PROVINCE),
     K.handed_off: (A.legal_aid, (Role.caseworker,), PROVINCE),
+    K.invitee: (A.commune, (Role.caseworker,), PROVINCE),
     K.opener: (A.police, (Role.caseworker,), PROVINCE),
     K.other_agency: (A.womens_union, (Role.caseworker,), PROVINCE),
     K.other_province: (A.social_protection, (Role.caseworker,), OTHER_PROVINCE),
     K.supervisor: (A.social_protection, (Role.supervisor,), PROVINCE),
+    K.supervisor_other_agency: (A.womens_union, (Role.supervisor,), PROVINCE),
     K.supervisor_other: (A.social_protection, (Role.supervisor,), OTHER_PROVINCE),
     K.auditor: (A.steering_committee, (Role.auditor,), "*"),
+    K.auditor_break_glass: (A.steering_committee, (Role.auditor,), "*"),
+    K.combined: (A.womens_union, (Role.caseworker, Role.auditor), "*"),
 }
+BREAK_GLASS = {K.auditor_break_glass: {"break_glass_reason": "court order 12/2026, case review"}}
 
 ALL = frozenset(K)
-CASEWORKERS_AND_SUPERVISORS = ALL - {K.auditor}
-READ = frozenset({K.own, K.handed_off, K.opener, K.supervisor, K.auditor})     # can_read_case
-ACT = frozenset({K.own, K.handed_off, K.opener, K.supervisor})                 # can_act_on_case
-SUPERVISORS = frozenset({K.supervisor, K.supervisor_other})
-OVERSEERS = SUPERVISORS | {K.auditor}
+AUDITORS = frozenset({K.auditor, K.auditor_break_glass, K.combined})
+CASEWORKERS_AND_SUPERVISORS = ALL - {K.auditor, K.auditor_break_glass}
+# can_read_case: the agencies of the case (owner, participants, pending invitees) in the province,
+# supervisors of the province, auditors
+READ = frozenset({K.own, K.handed_off, K.invitee, K.opener, K.supervisor, K.supervisor_other_agency}) | AUDITORS
+# can_act_on_case: owner and participants (not a pending invitee), supervisors of the province
+ACT = frozenset({K.own, K.handed_off, K.opener, K.supervisor, K.supervisor_other_agency})
+# the workflow's stage-owner rule: the owning agency (social protection owns verify); a supervisor of another
+# agency only with override_reason (these requests give none)
+STAGE_OWNER = frozenset({K.own, K.supervisor})
+SUPERVISORS = frozenset({K.supervisor, K.supervisor_other_agency, K.supervisor_other})
+OVERSEERS = SUPERVISORS | AUDITORS
 # section readers among the kinds (shared/access.py SECTION_READERS; auditors read every section)
-EVIDENCE = frozenset({K.own, K.opener, K.supervisor, K.auditor})
-PERPETRATORS = frozenset({K.opener, K.auditor})
-SUPPORT_PLAN = frozenset({K.own, K.handed_off, K.supervisor, K.auditor})
+EVIDENCE = frozenset({K.own, K.opener, K.supervisor}) | AUDITORS
+PERPETRATORS = frozenset({K.opener}) | AUDITORS
+SUPPORT_PLAN = frozenset({K.own, K.handed_off, K.invitee, K.supervisor, K.supervisor_other_agency}) | AUDITORS
 SUPPORT_AGENCY_ACT = ACT & SUPPORT_PLAN
 POLICE_ACT = frozenset({K.opener})
 
@@ -109,16 +127,16 @@ RULES: dict[tuple[str, str, str], Rule] = {
     ("intake", "GET", "/cases/{case_id}/htcds"): Rule(READ, params={"break_glass_reason": "audit sample of HTCDS"}),
     ("intake", "GET", "/cases/{case_id}/duplicates"): Rule(READ),
     ("intake", "POST", "/duplicates/{candidate_id}/resolve"): Rule(ACT, exercise=False),  # needs a duplicate pair
-    ("intake", "POST", "/cases/{case_id}/classify"): Rule(ACT, json={
+    ("intake", "POST", "/cases/{case_id}/classify"): Rule(STAGE_OWNER, json={
         "classification": "trafficking_suspected", "justification": REASON, "expected_version": STALE}),
     ("intake", "GET", "/access-log"): Rule(OVERSEERS),
     # verification
-    ("verification", "POST", "/cases/{case_id}/claim"): Rule(ACT, json={"expected_version": STALE}),
-    ("verification", "POST", "/cases/{case_id}/assign"): Rule(ACT, json={"assignee_user_id": "someone",
+    ("verification", "POST", "/cases/{case_id}/claim"): Rule(STAGE_OWNER, json={"expected_version": STALE}),
+    ("verification", "POST", "/cases/{case_id}/assign"): Rule(STAGE_OWNER, json={"assignee_user_id": "someone",
                                                                          "expected_version": STALE}),
-    ("verification", "POST", "/cases/{case_id}/verification"): Rule(ACT, json={
+    ("verification", "POST", "/cases/{case_id}/verification"): Rule(STAGE_OWNER, json={
         "result": "confirmed", "justification": REASON, "expected_version": STALE}),
-    ("verification", "POST", "/cases/{case_id}/identification"): Rule(ACT, json={
+    ("verification", "POST", "/cases/{case_id}/identification"): Rule(STAGE_OWNER, json={
         "status": "ActualVictimOfTrafficking", "deciding_org": "Police", "justification": REASON,
         "expected_version": STALE,
         "evidence": [{"kind": "statement_of_person", "source": "interview", "date": TODAY}]}),
@@ -129,9 +147,9 @@ RULES: dict[tuple[str, str, str], Rule] = {
     ("verification", "POST", "/cases/{case_id}/rescue-operations/{operation_id}/complete"): Rule(POLICE_ACT, json={
         "outcome": "not_found", "justification": REASON, "expected_version": STALE},
         status=404),  # no such operation: found only after the access check
-    ("verification", "POST", "/cases/{case_id}/rescue-operations/not-needed"): Rule(ACT, json={
+    ("verification", "POST", "/cases/{case_id}/rescue-operations/not-needed"): Rule(STAGE_OWNER, json={
         "justification": REASON, "expected_version": STALE}),
-    ("verification", "POST", "/cases/{case_id}/protection"): Rule(ACT, json={
+    ("verification", "POST", "/cases/{case_id}/protection"): Rule(STAGE_OWNER, json={
         "measures": ["safe_shelter"], "justification": REASON, "expected_version": STALE}),
     ("verification", "POST", "/cases/{case_id}/perpetrators"): Rule(POLICE_ACT, json={
         "roles": ["RecruiterOrIntermediary"], "name": "Matrix Suspect"}, status=201),
@@ -148,13 +166,13 @@ RULES: dict[tuple[str, str, str], Rule] = {
         "spl_Objectives": "safe housing", "spl_Type": ["SocialCare"], "spl_PlannedEndDate": "2030-01-01",
         "expected_version": STALE}),
     ("support", "GET", "/cases/{case_id}/support-plan"): Rule(READ & SUPPORT_PLAN),
-    ("support", "POST", "/cases/{case_id}/legal-aid-referral"): Rule(ACT, json={"reason": REASON,
+    ("support", "POST", "/cases/{case_id}/legal-aid-referral"): Rule(STAGE_OWNER, json={"reason": REASON,
                                                                                 "expected_version": STALE}),
     ("support", "GET", "/cases/{case_id}/handoffs"): Rule(READ),
-    ("support", "POST", "/handoffs/{case_id}/{handoff_id}/respond"): Rule(ACT, json={"accept": True,
+    ("support", "POST", "/handoffs/{case_id}/{handoff_id}/respond"): Rule(frozenset({K.handed_off}), json={"accept": True,
                                                                                      "expected_version": STALE}),
     ("support", "GET", "/cases/{case_id}/follow-ups"): Rule(READ),
-    ("support", "POST", "/cases/{case_id}/follow-ups/{follow_up_id}"): Rule(SUPPORT_AGENCY_ACT, json={
+    ("support", "POST", "/cases/{case_id}/follow-ups/{follow_up_id}"): Rule(SUPPORT_AGENCY_ACT & STAGE_OWNER, json={
         "outcome": "done", "expected_version": STALE}),
     ("support", "POST", "/cases/{case_id}/closure"): Rule(SUPPORT_AGENCY_ACT, json={"reason": REASON}),  # 409: stage
     ("support", "POST", "/cases/{case_id}/consents"): Rule(ACT, json={
@@ -163,7 +181,7 @@ RULES: dict[tuple[str, str, str], Rule] = {
     # oversight
     ("oversight", "GET", "/stuck"): Rule(SUPERVISORS),
     ("oversight", "GET", "/board"): Rule(SUPERVISORS),
-    ("oversight", "POST", "/cases/{case_id}/reassign"): Rule(ACT & SUPERVISORS, json={
+    ("oversight", "POST", "/cases/{case_id}/reassign"): Rule(STAGE_OWNER & SUPERVISORS, json={
         "assignee_user_id": "someone", "expected_version": STALE}),
     ("oversight", "POST", "/cases/{case_id}/extend-deadline"): Rule(ACT & SUPERVISORS, json={
         "extend_by": "P2D", "reason": REASON, "expected_version": STALE}),
@@ -335,7 +353,23 @@ async def test_rules_hold_on_a_real_case(ts_env: Any, db_pool: Any, db_url: str,
         assert r.status_code == 200, r.text
         state = r.json()["case"]
         assert state["owner_agency"] == "social_protection", state
-        await st.wait_event(db_pool, case_id, "handoff_accepted")  # oversight reads the audit log's state
+        r = await st["support"].post(f"/cases/{case_id}/consents", headers=sp, json={
+            "purpose": "data_sharing", "granted": True, "agency": "commune",
+            "document": {"kind": "signed_form", "signed_on": TODAY}})
+        assert r.status_code == 201, r.text
+        from tests.workflow.harness import actor
+        from workflows.models import HandoffKind, RequestHandoff
+        invited = await st.client.get_workflow_handle(case_id).execute_update(
+            "request_handoff", RequestHandoff(actor=actor(A.social_protection), kind=HandoffKind.referral,
+                                              to_agency=A.commune, reason="commune support at home"),
+            result_type=CaseStateModel)
+        assert A.commune in invited.access_facts().pending_invitees
+        await st.wait_event(db_pool, case_id, "handoff_requested")  # oversight reads the audit log's state
+        for _ in range(300):  # the projection holds the last event (the pending commune referral)
+            if await db_pool.fetchval("SELECT count(*) FROM oversight.case_events WHERE case_id = $1",
+                                      case_id) >= invited.last_event_seq:
+                break
+            await asyncio.sleep(0.05)
 
         tokens = {k: bearer(ring, agency, *roles, province=prov) for k, (agency, roles, prov) in PRINCIPALS.items()}
         values = {**DUMMY, "case_id": case_id, "person_id": person_id, "handoff_id": handoff_id}
@@ -349,7 +383,8 @@ async def test_rules_hold_on_a_real_case(ts_env: Any, db_pool: Any, db_url: str,
             url = fill(path, values)
             params = {k: fill(v, values) for k, v in (rule.params or {}).items()}
             for kind, headers in tokens.items():
-                r = await st[service].request(method, url, headers=headers, params=params,
+                extra = BREAK_GLASS.get(kind, {}) if method == "GET" else {}
+                r = await st[service].request(method, url, headers=headers, params={**params, **extra},
                                               json=rule.json if method == "POST" else None)
                 admitted = r.status_code not in (401, 403)
                 if r.status_code == 422 and isinstance(r.json().get("detail"), list):
