@@ -82,9 +82,17 @@ class TokenVerifier:
 
     CACHE_SIZE = 4096
     CACHE_SECONDS = 300.0
+    # Clock skew allowed on exp, nbf and iat: an identity provider whose clock runs a little ahead issues
+    # tokens "from the future" (iat/nbf a few seconds past our now), which without a leeway were 401s.
+    # One minute is the usual allowance (Keycloak, Spring, Microsoft.IdentityModel default to 1-5 min).
+    LEEWAY_SECONDS = 60.0
 
-    def __init__(self, ring: KeyRing | None, issuer: str, audience: str, jwks_url: str | None = None) -> None:
+    def __init__(self, ring: KeyRing | None, issuer: str, audience: str, jwks_url: str | None = None, *,
+                 leeway_seconds: float | None = None) -> None:
         self._issuer, self._audience = issuer, audience
+        self._leeway = self.LEEWAY_SECONDS if leeway_seconds is None else leeway_seconds
+        if not 0 <= self._leeway <= 300:
+            raise ValueError("leeway_seconds: between 0 and 300")
         self._jwks = jwt.PyJWKClient(jwks_url, cache_keys=True) if jwks_url else None
         self._dev_key = ring.signing_private_key().public_key() if ring and not jwks_url else None
         self._verified: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
@@ -119,7 +127,7 @@ class TokenVerifier:
             else:
                 key, algorithms = self._dev_key, [DEV_ALGORITHM]
             claims = jwt.decode(token, key, algorithms=algorithms, audience=self._audience, issuer=self._issuer,
-                                options={"require": ["exp", "iat", "sub", "iss", "aud"]})
+                                leeway=self._leeway, options={"require": ["exp", "iat", "sub", "iss", "aud"]})
         except jwt.ExpiredSignatureError:
             raise AuthError("token expired") from None
         except jwt.PyJWTError as exc:

@@ -143,7 +143,7 @@ def test_dev_issuer() -> None:
 
 def test_a_remembered_token_still_expires_and_a_failure_is_not_remembered() -> None:
     ring = KeyRing.generate()
-    verifier = TokenVerifier(ring, "nrm-dev", "nrm")
+    verifier = TokenVerifier(ring, "nrm-dev", "nrm", leeway_seconds=0)  # no clock-skew allowance: expiry is exact
     kw: dict[str, Any] = dict(user_id="u1", roles=[Role.caseworker], agency=AgencyRole.police, province="01")
     # exp is whole seconds: this token expires 1-2 s from now
     short = mint_token(ring, **kw, ttl=timedelta(seconds=2), now=datetime.now(UTC) - timedelta(seconds=0.5))
@@ -162,3 +162,39 @@ def test_a_remembered_token_still_expires_and_a_failure_is_not_remembered() -> N
     tokens = [mint_token(ring, **{**kw, "user_id": f"u{i}"}) for i in range(5)]
     assert [verifier.verify(t).user_id for t in tokens] == [f"u{i}" for i in range(5)]
     assert len(verifier._verified) == 3
+
+
+# ---- issue 10: no clock skew was allowed ---------------------------------------------------------
+def test_token_from_a_provider_whose_clock_runs_30s_ahead_is_accepted(jwks_url: str) -> None:
+    verifier = TokenVerifier(None, ISSUER, AUDIENCE, jwks_url=jwks_url)
+    ahead = int(time.time()) + 30
+    p = verifier.verify(sign(PROVIDER_KEY, iat=ahead, nbf=ahead, exp=ahead + 600))
+    assert p.user_id == "officer-17"
+    # and on the development issuer too
+    ring = KeyRing.generate()
+    dev = TokenVerifier(ring, "nrm-dev", "nrm")
+    token = mint_token(ring, user_id="u1", roles=[Role.caseworker], agency=AgencyRole.police, province="01",
+                       now=datetime.now(UTC) + timedelta(seconds=30))
+    assert dev.verify(token).user_id == "u1"
+
+
+def test_token_issued_10_minutes_in_the_future_is_rejected(jwks_url: str) -> None:
+    verifier = TokenVerifier(None, ISSUER, AUDIENCE, jwks_url=jwks_url)
+    ahead = int(time.time()) + 600
+    with pytest.raises(AuthError, match="not yet valid"):
+        verifier.verify(sign(PROVIDER_KEY, iat=ahead, exp=ahead + 600))
+    with pytest.raises(AuthError, match="not yet valid"):
+        verifier.verify(sign(PROVIDER_KEY, nbf=ahead, exp=ahead + 600))
+
+
+def test_token_expired_within_the_leeway_is_accepted_beyond_it_rejected(jwks_url: str) -> None:
+    verifier = TokenVerifier(None, ISSUER, AUDIENCE, jwks_url=jwks_url)
+    now = int(time.time())
+    assert verifier.verify(sign(PROVIDER_KEY, iat=now - 600, exp=now - 20)).user_id == "officer-17"
+    with pytest.raises(AuthError, match="token expired"):
+        verifier.verify(sign(PROVIDER_KEY, iat=now - 900, exp=now - 300))
+    strict = TokenVerifier(None, ISSUER, AUDIENCE, jwks_url=jwks_url, leeway_seconds=0)
+    with pytest.raises(AuthError, match="token expired"):
+        strict.verify(sign(PROVIDER_KEY, iat=now - 600, exp=now - 20))
+    with pytest.raises(ValueError, match="leeway_seconds"):
+        TokenVerifier(None, ISSUER, AUDIENCE, jwks_url=jwks_url, leeway_seconds=3600)
