@@ -86,3 +86,16 @@ async def test_503_names_the_retry_when_the_rows_cannot_be_written(probe: Runtim
         await write_with_update(probe, "c-probe", write, accept)
     assert err.value.status_code == 503 and "same Idempotency-Key" in str(err.value.detail)
     assert await rows(db_pool) == []  # nothing half-written
+
+
+def test_row_ids_from_the_same_key_are_the_callers_own() -> None:
+    """Idempotency keys are scoped to the caller: another user's same key must not reuse (and so silently
+    drop, ON CONFLICT DO NOTHING) the first user's rows."""
+    from shared.case_gateway import new_id
+
+    mine = new_id("svc", "c-1", "k-1", "service", caller="sp-anh")
+    assert new_id("svc", "c-1", "k-1", "service", caller="sp-anh") == mine  # a retry writes the same row
+    assert new_id("svc", "c-1", "k-1", "service", caller="sp-binh") != mine
+    assert new_id("svc", "c-1", "k-1", "consent", caller="sp-anh") != mine
+    assert new_id("svc", "c-2", "k-1", "service", caller="sp-anh") != mine
+    assert new_id("svc", "c-1", None, "service") != new_id("svc", "c-1", None, "service")
