@@ -60,7 +60,8 @@ Supervisors (their province; national users any province):
   by the workflow; the actor is the caller's token. `Idempotency-Key` makes a retry safe.
 - `GET /kpis`, `GET /reports/{six_monthly|annual|ad_hoc}`: DOMAIN.md §5 KPIs (formulas and targets in
   `services/oversight/kpis.yaml`) and the reports to the steering committee (Ban Chỉ đạo 138) in JSON,
-  CSV or printable HTML (Vietnamese, or English). Counts below 5 show as "<5" outside the jurisdiction.
+  CSV or printable HTML (Vietnamese, or English).
+  Outside the jurisdiction: whole months only, counts below 5 show as "<5", others rounded to 5.
 
 Auditors (national or their province):
 - `GET /cases/{id}/history`, `GET /cases/{id}/as-of?at=`: the audit log and the state at any past time.
@@ -342,9 +343,12 @@ async def get_kpis(
 @router.get("/reports/{kind}", summary="Report to the steering committee (Ban Chỉ đạo 138)",
             description="`six_monthly` and `annual` default to the current half-year / year (or start at `from`); "
                         "`ad_hoc` (đột xuất) needs `from` and `to`. `format=html` is printable (Vietnamese by default, "
-                        "`lang=en` for English). Small-cell suppression: when the report leaves the jurisdiction "
-                        "(the caller's province differs from the report's, or `external=true`) every count below 5 "
-                        "shows as \"<5\" and rates built on such counts are withheld.",
+                        "`lang=en` for English). Disclosure control when the report leaves the jurisdiction (the "
+                        "caller's province differs from the report's, or `external=true`): whole calendar months "
+                        "only (from/to on the 1st at 00:00+07:00, at least one month), counts 1-4 show as \"<5\", "
+                        "larger counts are rounded to a multiple of 5, rates on such counts are withheld and others "
+                        "computed from the rounded counts, so two overlapping reports cannot be subtracted to "
+                        "reveal a single arrival.",
             responses={200: {"content": {"application/json": {}, "text/csv": {}, "text/html": {}}},
                        403: {"description": "not a supervisor/auditor"}, 422: {"description": "bad period"}})
 async def get_report(
@@ -360,6 +364,11 @@ async def get_report(
     now = now_of(request)
     start, end = _period(start, end, kind, now)
     suppress = external or p.province != (prov or "*")
+    if suppress:  # whole months only, so overlapping periods cannot be subtracted (see reports.py)
+        try:
+            reports_mod.check_disclosure_window(start, end)
+        except reports_mod.DisclosureError as exc:
+            raise HTTPException(422, str(exc)) from None
     async with runtime_of(request).pool.acquire() as conn:
         report = await reports_mod.build(conn, kind, prov, start, end, lang.value, now)
     return reports_mod.render(report, format, lang.value, suppress)

@@ -30,13 +30,15 @@ class KpiConfig:
     version: str
     in_time: timedelta
     ratios: dict[str, dict[str, Any]]
+    disclosure: dict[str, Any]  # reports leaving their jurisdiction: see reports.py
 
 
 @lru_cache(maxsize=4)
 def load_config(path: Path = KPI_FILE) -> KpiConfig:
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     in_time = TypeAdapter(timedelta).validate_python(raw["returnee_support_in_time"])
-    return KpiConfig(version=raw["version"], in_time=in_time, ratios={r["id"]: r for r in raw["ratios"]})
+    return KpiConfig(version=raw["version"], in_time=in_time, ratios={r["id"]: r for r in raw["ratios"]},
+                     disclosure=dict(raw.get("disclosure") or {}))
 
 
 def percentile(values: list[float], p: float) -> float | None:

@@ -1,8 +1,22 @@
 """Reports to the steering committee (Ban Chỉ đạo 138): 6-monthly, annual and ad hoc (đột xuất), for a
 jurisdiction and any period, as JSON, CSV or printable HTML in Vietnamese (English available).
 
-Small-cell suppression: a report that leaves its jurisdiction shows every count below 5 as "<5", and a
-rate is withheld when its numerator or denominator is such a count (it would reveal the count)."""
+Disclosure control for a report that leaves its jurisdiction (the caller's province differs from the
+report's, a national export of a province, or `external=true`). Suppressing cells below 5 is not enough on
+its own: two overlapping periods (1 Jan-1 Mar and 2 Jan-1 Mar) can be subtracted to isolate one arrival.
+So, consistently, for every such report:
+
+1. Whole calendar months only (Vietnam time), at least `min_window_months` (kpis.yaml, default 1): two
+   periods then differ by whole months, and a month is itself the smallest period anyone can ask for.
+2. Every count is published as a function of the true count alone: 0 stays 0, 1-4 show as "<5", 5 and more
+   are rounded to the nearest multiple of 5 (`rounding_base`). A cell shows the same value in every report
+   and the difference of two published counts is off by up to 4 either way, so subtracting reports
+   (overlapping periods, a total minus its other cells, national minus the other provinces) does not pin a
+   count below 5. Totals are rounded on their own, so they need not equal the sum of their rounded cells.
+3. A rate is withheld ("<5") when its numerator or denominator is below 5, and otherwise computed from the
+   rounded counts (a precise rate over an exact denominator would give the numerator back); percentiles of
+   fewer than 5 stage completions are withheld.
+Inside the jurisdiction (the province's own staff, a national user on the national report) figures are exact."""
 
 from __future__ import annotations
 
@@ -25,6 +39,31 @@ SMALL_CELL = 5
 SUPPRESSED = "<5"
 VN = timezone(timedelta(hours=7))
 
+
+class DisclosureError(ValueError):
+    """A report period that a report leaving its jurisdiction may not cover (the message names the field)."""
+
+
+def disclosure_config() -> tuple[int, int]:
+    """(min_window_months, rounding_base) from kpis.yaml's `disclosure` section."""
+    raw = kpi_mod.load_config().disclosure
+    return int(raw.get("min_window_months", 1)), int(raw.get("rounding_base", SMALL_CELL))
+
+
+def check_disclosure_window(start: datetime, end: datetime) -> None:
+    """Whole calendar months (00:00 on the 1st, Vietnam time), at least min_window_months long."""
+    min_months, _ = disclosure_config()
+    for name, t in (("from", start), ("to", end)):
+        local = t.astimezone(VN)
+        if (local.day, local.hour, local.minute, local.second, local.microsecond) != (1, 0, 0, 0, 0):
+            raise DisclosureError(
+                f"{name}: a report outside your jurisdiction covers whole calendar months, from and to on the 1st "
+                f"of a month at 00:00+07:00 (got {local.isoformat()})")
+    s, e = start.astimezone(VN), end.astimezone(VN)
+    months = (e.year - s.year) * 12 + e.month - s.month
+    if months < min_months:
+        raise DisclosureError(f"to: a report outside your jurisdiction covers at least {min_months} month(s)")
+
 LABELS: dict[str, dict[str, str]] = {
     "vi": {
         "title.six_monthly": "Báo cáo 6 tháng công tác phòng, chống mua bán người",
@@ -32,7 +71,7 @@ LABELS: dict[str, dict[str, str]] = {
         "title.ad_hoc": "Báo cáo đột xuất công tác phòng, chống mua bán người",
         "to": "Kính gửi: Ban Chỉ đạo 138", "province": "Địa bàn", "period": "Kỳ báo cáo",
         "generated": "Ngày lập", "national": "Toàn quốc", "suppressed_note":
-            "Số liệu dưới 5 được hiển thị là \"<5\" để bảo vệ danh tính nạn nhân.",
+            "Số liệu dưới 5 được hiển thị là \"<5\", các số khác được làm tròn đến bội số của 5, để bảo vệ danh tính nạn nhân.",
         "kpis": "Chỉ tiêu", "kpi": "Chỉ tiêu", "numerator": "Tử số", "denominator": "Mẫu số", "value": "Tỷ lệ",
         "target": "Mục tiêu", "met": "Đạt", "yes": "Đạt", "no": "Chưa đạt", "na": "—",
         "received": "Tiếp nhận trong kỳ", "by_channel": "Theo kênh tiếp nhận", "by_category": "Theo nhóm",
@@ -51,7 +90,7 @@ LABELS: dict[str, dict[str, str]] = {
         "title.ad_hoc": "Ad hoc report on counter-trafficking work",
         "to": "To: Steering Committee 138", "province": "Jurisdiction", "period": "Period",
         "generated": "Generated", "national": "National", "suppressed_note":
-            "Counts below 5 are shown as \"<5\" to protect victims' identity.",
+            "Counts below 5 are shown as \"<5\" and other counts rounded to a multiple of 5, to protect victims' identity.",
         "kpis": "Key indicators", "kpi": "Indicator", "numerator": "Numerator", "denominator": "Denominator",
         "value": "Rate", "target": "Target", "met": "Met", "yes": "met", "no": "not met", "na": "—",
         "received": "Received in the period", "by_channel": "By channel", "by_category": "By category",
@@ -115,13 +154,23 @@ async def build(conn: Conn, kind: ReportKind, province: str | None, start: datet
 
 
 def _count(n: int, suppress: bool) -> int | str:
-    return SUPPRESSED if suppress and n < SMALL_CELL else n
+    """What a count publishes as: exact inside the jurisdiction; outside, 0, "<5", or rounded to the base."""
+    if not suppress or n == 0:
+        return n
+    if n < SMALL_CELL:
+        return SUPPRESSED
+    base = disclosure_config()[1]
+    return (n + base // 2) // base * base
 
 
 def _rate(v: float | None, num: int, den: int, suppress: bool) -> float | str | None:
-    if suppress and (num < SMALL_CELL or den < SMALL_CELL):
+    if not suppress:
+        return None if v is None else round(v, 4)
+    if num < SMALL_CELL or den < SMALL_CELL:
         return SUPPRESSED
-    return None if v is None else round(v, 4)
+    rn, rd = _count(num, True), _count(den, True)
+    assert isinstance(rn, int) and isinstance(rd, int)
+    return round(rn / rd, 2) if rd else None
 
 
 def suppressed(report: dict[str, Any], suppress: bool) -> dict[str, Any]:
@@ -139,8 +188,10 @@ def suppressed(report: dict[str, Any], suppress: bool) -> dict[str, Any]:
         row["count"] = _count(row["count"], True)
     for k in r["kpis"]:
         k["value"] = _rate(k["value"], k["numerator"], k["denominator"], True)
-        if k["value"] == SUPPRESSED:
+        if not isinstance(k["value"], float):
             k["met"] = None
+        else:  # judged on the published value, so "met" says nothing the value does not
+            k["met"] = k["value"] >= k["target"] if k["comparison"] == ">=" else k["value"] > k["target"]
         k["numerator"], k["denominator"] = _count(k["numerator"], True), _count(k["denominator"], True)
     for t in r["time_in_stage"]:
         if t["completed"] < SMALL_CELL:  # percentiles of fewer than 5 cases describe individuals

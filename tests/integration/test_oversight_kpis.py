@@ -9,6 +9,8 @@ from datetime import timedelta
 
 import pytest
 
+from services.oversight.models import ReportKind
+from services.oversight.reports import VN, period_end
 from shared.domain import AgencyRole, Channel, DecisionMakingOrg, Role, TraffickingStatus
 from tests.conftest import new_case_id
 from tests.integration.test_oversight_common import auth, oversight_api
@@ -79,6 +81,9 @@ async def test_kpis_and_reports(ts_env, db_pool, ring, task_queue):
         end = await ts_env.get_current_time()
         period = {"province": "01", "from": (t0 - timedelta(hours=1)).isoformat(),
                   "to": (end + timedelta(hours=1)).isoformat()}
+        # a report leaving the province covers whole calendar months (Vietnam time)
+        m0 = (t0 - timedelta(hours=1)).astimezone(VN).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        months = {"province": "01", "from": m0.isoformat(), "to": period_end(ReportKind.six_monthly, m0).isoformat()}
         sup = auth(ring, Role.supervisor)
 
         r = await api.get("/kpis", params=period, headers=sup)
@@ -141,14 +146,16 @@ async def test_kpis_and_reports(ts_env, db_pool, ring, task_queue):
                                    "unfounded": 1}
         # inside the province nothing is suppressed; outside (external=true, or another province) small cells are
         r = await api.get("/reports/ad_hoc", params={**period, "external": "true"}, headers=sup)
+        assert r.status_code == 422 and r.json()["detail"].startswith("from: a report outside your jurisdiction")
+        r = await api.get("/reports/ad_hoc", params={**months, "external": "true"}, headers=sup)
         ext = r.json()
         assert ext["suppressed"] is True and ext["received"] == 5
         assert ext["by_category"] == {"abroad": "<5", "adult": 5, "domestic": "<5"}
         classified = next(x for x in ext["kpis"] if x["id"] == "reports_classified")
         assert classified["numerator"] == "<5" and classified["denominator"] == 5 and classified["value"] == "<5"
-        other = await api.get("/reports/ad_hoc", params=period, headers=auth(ring, Role.supervisor, province="79"))
+        other = await api.get("/reports/ad_hoc", params=months, headers=auth(ring, Role.supervisor, province="79"))
         assert other.status_code == 200 and other.json()["suppressed"] is True
-        national = await api.get("/reports/ad_hoc", params=period, headers=auth(ring, Role.auditor, province="*"))
+        national = await api.get("/reports/ad_hoc", params=months, headers=auth(ring, Role.auditor, province="*"))
         assert national.json()["suppressed"] is True  # a national export of a province's report leaves it
 
         r = await api.get("/reports/ad_hoc", params={**period, "format": "csv"}, headers=sup)
@@ -157,13 +164,13 @@ async def test_kpis_and_reports(ts_env, db_pool, ring, task_queue):
         assert rows[0] == ["section", "key", "column", "value"]
         assert ["kpis", "reports_classified", "numerator", "4"] in rows
         assert ["received", "total", "count", "5"] in rows
-        r = await api.get("/reports/ad_hoc", params={**period, "format": "csv", "external": "true"}, headers=sup)
+        r = await api.get("/reports/ad_hoc", params={**months, "format": "csv", "external": "true"}, headers=sup)
         assert ["kpis", "reports_classified", "numerator", "<5"] in list(csv.reader(io.StringIO(r.text)))
 
         r = await api.get("/reports/ad_hoc", params={**period, "format": "html"}, headers=sup)
         assert r.headers["content-type"].startswith("text/html")
         assert "Ban Chỉ đạo 138" in r.text and "Báo cáo đột xuất" in r.text and '<html lang="vi">' in r.text
-        r = await api.get("/reports/ad_hoc", params={**period, "format": "html", "lang": "en", "external": "true"},
+        r = await api.get("/reports/ad_hoc", params={**months, "format": "html", "lang": "en", "external": "true"},
                           headers=sup)
         assert "Ad hoc report" in r.text and "Steering Committee 138" in r.text and "&lt;5" in r.text
 
