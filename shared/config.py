@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     support_port: int = Field(default=8103, ge=1024, le=65535)
     oversight_port: int = Field(default=8104, ge=1024, le=65535)
     codec_port: int = Field(default=8105, ge=1024, le=65535)
+    console_port: int = Field(default=8100, ge=1024, le=65535, description="the web console (services/console)")
     metrics_port: int = Field(default=9100, ge=1024, le=65530,
                               description="Temporal SDK metrics: workflow worker here, the four services +1..+4")
     otlp_endpoint: str | None = Field(default=None, description="OTLP/gRPC collector for traces; unset = no tracing")
@@ -71,7 +72,8 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _distinct_ports(self) -> Settings:
         # Name the NRM_ variables involved: a model-level error has no field location of its own.
-        names = ["temporal_port", "temporal_ui_port", *(f"{n}_port" for n in SERVICE_NAMES), "codec_port"]
+        names = ["temporal_port", "temporal_ui_port", *(f"{n}_port" for n in SERVICE_NAMES), "codec_port",
+                 "console_port"]
         by_port: dict[int, list[str]] = {}
         for name in names:
             by_port.setdefault(getattr(self, name), []).append(f"NRM_{name.upper()}")
