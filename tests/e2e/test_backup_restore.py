@@ -34,7 +34,7 @@ pytestmark = pytest.mark.e2e
 
 A = AgencyRole
 PASSPHRASE = "correct horse battery staple"
-DEADLINE = "PT60S"  # the hotline receive deadline in this stack's policy: escalates a minute after opening
+DEADLINE = "PT120S"  # the hotline receive deadline in this stack's policy: escalates two minutes after opening
 WAIT = 300.0  # upper bound for things that happen by themselves (timer, projection)
 
 
@@ -204,9 +204,12 @@ def test_backup_while_moving_then_restore_on_an_empty_data_dir(stack: RunningSta
             for name, cid in cids.items():
                 now = case_state(stack, cid)
                 for key in ("stage", "owner_agency", "assignee", "version", "last_event_seq"):
+                    if name == "t" and key in ("version", "last_event_seq"):
+                        # t's own timers (the reminder at 75% of the deadline) may have moved it before the backup
+                        assert before[name][key] <= now[key] <= t_after_backup[key], f"{name}.{key}"
+                        continue
                     assert now[key] == before[name][key], f"{name}.{key}: {now[key]} != {before[name][key]}"
-                if name != "t":
-                    assert now["deadline"] == before[name]["deadline"]
+                assert now["deadline"]["due_at"] == before[name]["deadline"]["due_at"]
             # the deadline timer of t, set before the backup, fires on the restored system
             deadline = time.monotonic() + WAIT
             while (t := case_state(stack, cids["t"]))["escalation_level"] < 1:
