@@ -140,7 +140,10 @@ def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
                             log_file=logs / "workflow-worker.log", ready_marker=b"workflow_worker_started"))
         sup.add(ProcessPart("codec-server", command=[sys.executable, "-m", "shared.codec_server"], env=env,
                             log_file=logs / "codec-server.log", probe=lambda: _http_ok(f"{codec_url}/healthz")))
-        workers = [*SERVICE_NAMES, "workflow-worker", "codec-server"]
+        console_url = f"http://{settings.host}:{settings.console_port}"  # the web console: API calls only, no schema
+        sup.add(ProcessPart("console", command=[sys.executable, "-m", "services.console"], env=env,
+                            log_file=logs / "console.log", probe=functools.partial(_http_ok, f"{console_url}/healthz")))
+        workers = [*SERVICE_NAMES, "workflow-worker", "codec-server", "console"]
         sup.start_all(workers)
         sup.wait_ready(workers, READY_TIMEOUT)
         _print("[6/6] ready\n")
@@ -170,7 +173,7 @@ def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def _summary(settings: Settings, database_url: str, temporal_address: str) -> str:
-    rows = [("service", "url")]
+    rows = [("service", "url"), ("console", f"http://{settings.host}:{settings.console_port}  <- open this")]
     for name, port in settings.service_ports.items():
         rows.append((name, f"http://{settings.host}:{port}/docs"))
     rows.append(("codec server", f"http://127.0.0.1:{settings.codec_port}"))
@@ -300,6 +303,8 @@ def _status_report(settings: Settings) -> dict[str, Any]:
     worker = recorded.get("workflow-worker", {})
     add("workflow-worker", bool(worker.get("pid")) and _pid_alive(int(worker["pid"])), f"task queue {WORKFLOW_TASK_QUEUE}")
     add("codec-server", port_open("127.0.0.1", settings.codec_port), f"http://127.0.0.1:{settings.codec_port}")
+    add("console", _http_ok(f"http://{settings.host}:{settings.console_port}/healthz"),
+        f"http://{settings.host}:{settings.console_port}")
     return {"ok": supervisor_up and all(p["up"] for p in parts.values()),
             "supervisor": {"running": supervisor_up, "pid": supervisor_pid if supervisor_up else None,
                            "data_dir": str(settings.data_dir.resolve())},
