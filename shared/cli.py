@@ -60,7 +60,7 @@ def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
     for what happens when a part dies."""
     from shared import embedded
     from shared.db import migrate
-    from shared.supervisor import PostgresPart, ProcessPart, Supervisor
+    from shared.supervisor import PostgresPart, ProcessPart, Supervisor, Zygote
     from shared.temporal import connect, ensure_search_attributes
 
     data_dir = settings.data_dir.resolve()
@@ -80,6 +80,7 @@ def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
                              "children": {}, "temporal_pid": None}
     sup = Supervisor([], state, settings.state_file, logs / "supervisor.log", _print)
     servers: list[str] = []  # the embedded servers, stopped last
+    zygote: Zygote | None = None
 
     def shutdown(*_: Any) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup short
@@ -130,16 +131,23 @@ def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
         asyncio.run(register())
         env = _child_env(settings, database_url, temporal_address)
         _print("[5/6] services and workers ...")
+        try:  # a warm parent to fork the Python parts from: a restart skips their imports
+            zygote = Zygote(env, logs / "zygote.log", READY_TIMEOUT)
+            state["zygote_pid"] = zygote.pid
+        except (RuntimeError, OSError) as exc:
+            _print(f"      (no zygote: {exc}; parts start as plain processes)")
+            zygote = None
         for name in SERVICE_NAMES:
             ready_url = f"http://{settings.host}:{settings.service_ports[name]}/readyz"
             sup.add(ProcessPart(name, depends_on=tuple(servers), command=[sys.executable, "-m", "shared.service", name],
-                                env=env, log_file=logs / f"{name}.log",
+                                env=env, log_file=logs / f"{name}.log", zygote=zygote,
                                 probe=functools.partial(_http_ok, ready_url)))
         sup.add(ProcessPart("workflow-worker", depends_on=tuple(s for s in servers if s == "temporal"),
-                            command=[sys.executable, "-m", "workflows.worker"], env=env,
+                            command=[sys.executable, "-m", "workflows.worker"], env=env, zygote=zygote,
                             log_file=logs / "workflow-worker.log", ready_marker=b"workflow_worker_started"))
         sup.add(ProcessPart("codec-server", command=[sys.executable, "-m", "shared.codec_server"], env=env,
-                            log_file=logs / "codec-server.log", probe=lambda: _http_ok(f"{codec_url}/healthz")))
+                            log_file=logs / "codec-server.log", zygote=zygote,
+                            probe=functools.partial(_http_ok, f"{codec_url}/healthz")))
         console_url = f"http://{settings.host}:{settings.console_port}"  # the web console: API calls only, no schema
         sup.add(ProcessPart("console", command=[sys.executable, "-m", "services.console"], env=env,
                             log_file=logs / "console.log", probe=functools.partial(_http_ok, f"{console_url}/healthz")))
@@ -161,6 +169,8 @@ def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         # services and workers drain together; then Temporal; then PostgreSQL
         stuck = sup.stop_group([n for n in sup.parts if n not in servers])
+        if zygote is not None:
+            zygote.close()
         stuck += sup.stop([n for n in ("temporal",) if n in servers])
         if settings.embedded_database and not embedded.stop_postgres(data_dir):
             stuck.append("postgres")
@@ -215,6 +225,8 @@ def _cleanup_stale(settings: Settings, state: dict[str, Any]) -> None:
     from shared.embedded import stop_postgres, terminate
 
     pids = [int(p) for p in state.get("children", {}).values()]
+    if state.get("zygote_pid"):
+        pids.append(int(state["zygote_pid"]))
     if state.get("temporal_pid"):
         pids.append(int(state["temporal_pid"]))  # last: the workers drain first
     for pid in pids[:-1] if state.get("temporal_pid") else pids:
@@ -247,7 +259,7 @@ def cmd_down(settings: Settings, _: argparse.Namespace) -> int:
     return 0 if not _pid_alive(pid) else 1
 
 
-def _status_report(settings: Settings) -> dict[str, Any]:
+def status_report(settings: Settings) -> dict[str, Any]:
     """Each part as the supervisor last recorded it (state, pid, restarts, last exit) and as probed now.
     A part is up only if the supervisor runs, has it up, and the live probe agrees."""
     import httpx
@@ -327,7 +339,7 @@ def _external_postgres_up(settings: Settings) -> bool:
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     """Exit 0 only when the supervisor runs and every part is up; 1 otherwise (naming what is not)."""
-    report = _status_report(settings)
+    report = status_report(settings)
     if getattr(args, "json", False):
         _print(json.dumps(report, indent=2))
         return 0 if report["ok"] else 1

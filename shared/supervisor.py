@@ -2,7 +2,7 @@
 
 A part is the embedded PostgreSQL, the embedded Temporal dev server, a service, the workflow worker or
 the codec server. When one exits (whatever its exit code: none of them ever ends by itself) it is started
-again on the same data directory and ports after a backoff of 0.5 s, doubling up to 10 s while it keeps
+again on the same data directory and ports after a backoff of 0.2 s, doubling up to 10 s while it keeps
 crashing. A part that crashes CRASH_LIMIT times within CRASH_WINDOW seconds while its dependencies were up
 is given up on: it is marked `failed`, the supervisor says so loudly (stdout and logs/supervisor.log) and
 keeps the other parts serving, as systemd does with a unit past its StartLimitBurst. Crashes while a
@@ -18,8 +18,10 @@ import contextlib
 import ctypes
 import json
 import os
+import select
 import signal
 import subprocess
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -32,10 +34,28 @@ from shared.embedded import pid_alive, postgres_pid, start_postgres
 
 CRASH_LIMIT = 5  # crashes ...
 CRASH_WINDOW = 60.0  # ... within this many seconds, and the part is given up on
-BACKOFF_FIRST = 0.5
+BACKOFF_FIRST = 0.2  # as systemd's RestartSec default (100 ms), give or take
 BACKOFF_MAX = 10.0
 STABLE_AFTER = 30.0  # up this long after a restart: the next crash starts the backoff from the beginning
 PR_SET_CHILD_SUBREAPER = 36
+# A (re)starting part runs at this niceness until it is ready, then back at 0: on a busy machine the
+# import and connect of a restarted service otherwise queue behind the load it is meant to serve (what
+# systemd's StartupCPUWeight does for boot). Needs CAP_SYS_NICE; without it parts start at normal priority.
+STARTUP_NICE = -10
+
+
+def set_niceness(pid: int, nice: int) -> bool:
+    """Every thread of `pid` (Linux niceness is per thread; threads inherit their creator's)."""
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return False
+    done = False
+    for tid in tids:
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, tid, nice)
+            done = True
+    return done
 
 
 def describe_status(status: int) -> str:
@@ -85,6 +105,58 @@ def reap_strays(keep: set[int]) -> int:
                 os.waitpid(int(entry.name), os.WNOHANG)
                 reaped += 1
     return reaped
+
+
+def child_exit_status(pid: int) -> str | None:
+    """For a process this one waits for (a Popen child or an adopted orphan): None while it runs, then its
+    exit status. A pid that is not our child is judged by whether it is still alive."""
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # not ours (e.g. a server left running by an earlier nrm up), or reaped
+        return None if pid_alive(pid) else "exit status unknown (not a child of nrm up)"
+    return describe_status(status) if done else None
+
+
+class Zygote:
+    """The client side of shared/zygote.py: a warm process that forks ready-imported parts."""
+
+    def __init__(self, env: dict[str, str], log_file: Path, timeout: float) -> None:
+        with open(log_file, "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "shared.zygote"], env=env,
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                         start_new_session=True)
+        if self._line(timeout) != "ready":
+            self.close()
+            raise RuntimeError(f"the zygote did not start; see {log_file}")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def _line(self, timeout: float) -> str:
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        return self.proc.stdout.readline().decode().strip() if ready else ""
+
+    def spawn(self, part: str, log_file: Path) -> int:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"{part} {log_file}\n".encode())
+        self.proc.stdin.flush()
+        answer = self._line(30)
+        if not answer.isdigit():
+            raise RuntimeError(f"zygote could not fork {part}: {answer or 'no answer'}")
+        return int(answer)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
 
 
 @dataclass
@@ -144,12 +216,18 @@ class ProcessPart(Part):
     # "workflow_worker_started" comes after it connected to Temporal)
     ready_marker: bytes | None = None
     spawner: Callable[[], subprocess.Popen[bytes]] | None = None  # instead of command + env + log_file
+    zygote: Zygote | None = None  # fork it from here when it is alive (command is the fallback)
     proc: subprocess.Popen[bytes] | None = None
     _log_offset: int = 0
 
     def spawn(self) -> None:
         if self.log_file is not None:
             self._log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
+        if self.zygote is not None and self.zygote.alive():
+            assert self.log_file is not None
+            self.proc = None
+            self.pid = self.zygote.spawn(self.name, self.log_file)
+            return
         if self.spawner is not None:
             self.proc = self.spawner()
         else:
@@ -160,8 +238,8 @@ class ProcessPart(Part):
         self.pid = self.proc.pid
 
     def exit_status(self) -> str | None:
-        if self.proc is None:
-            return "never started"
+        if self.proc is None:  # forked by the zygote and adopted by this process
+            return "never started" if self.pid is None else child_exit_status(self.pid)
         code = self.proc.poll()
         return None if code is None else describe_returncode(code)
 
@@ -173,11 +251,20 @@ class ProcessPart(Part):
         return self.probe() if self.probe is not None else True
 
     def terminate(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        if self.proc is None:
+            if self.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGTERM)
+        elif self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
 
     def wait(self, timeout: float) -> bool:
         if self.proc is None:
+            deadline = time.monotonic() + timeout
+            while self.pid is not None and self.exit_status() is None:
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.1)
             return True
         try:
             self.proc.wait(timeout=timeout)
@@ -199,13 +286,7 @@ class PostgresPart(Part):
         self.pid = postgres_pid(self.data_dir)
 
     def exit_status(self) -> str | None:
-        if self.pid is None:
-            return "never started"
-        try:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-        except ChildProcessError:  # not adopted (e.g. a server left running by an earlier nrm up)
-            return None if pid_alive(self.pid) else "exit status unknown (not a child of nrm up)"
-        return describe_status(status) if pid else None
+        return "never started" if self.pid is None else child_exit_status(self.pid)
 
     def ready(self) -> bool:
         return postgres_pid(self.data_dir) is not None
@@ -276,10 +357,17 @@ class Supervisor:
             part.pid = None
             self._exited(part, f"failed to start: {type(exc).__name__}: {exc}")
             return
+        if part.pid is not None:
+            set_niceness(part.pid, STARTUP_NICE)
         if part.restarts:
             self.log("restarted", part, f"{part.name} restarted (pid {part.pid}, restart {part.restarts})",
                      restarts=part.restarts)
         self.write_state()
+
+    def _became_ready(self, part: Part) -> None:
+        part.state = "up"
+        if part.pid is not None:
+            set_niceness(part.pid, 0)
 
     def start_all(self, names: Iterable[str]) -> None:
         for name in names:
@@ -296,7 +384,7 @@ class Supervisor:
                 if part.state != "starting" or status is not None:
                     raise RuntimeError(f"{name} exited ({status}) during start; see its log in logs/")
                 if part.ready():
-                    part.state = "up"
+                    self._became_ready(part)
                     pending.remove(name)
             if pending and time.monotonic() > deadline:
                 raise TimeoutError(f"not ready within {timeout:.0f}s: {', '.join(pending)}; see logs/")
@@ -347,7 +435,7 @@ class Supervisor:
             if part.state == "backoff" and now >= part.next_start_at:
                 self.start(part)
             if part.state == "starting" and part.ready():
-                part.state = "up"
+                self._became_ready(part)
                 if part.exited_at is not None:
                     down = time.monotonic() - part.exited_at  # not `now`: starting PostgreSQL blocks this round
                     self.log("ready_again", part, f"{part.name} is ready again, {down:.1f}s after it exited",

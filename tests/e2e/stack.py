@@ -30,7 +30,8 @@ import httpx
 import yaml
 
 from shared.auth import mint_token
-from shared.config import REPO_ROOT, SERVICE_NAMES
+from shared.cli import status_report
+from shared.config import REPO_ROOT, SERVICE_NAMES, Settings
 from shared.crypto import KeyRing, load_keyring
 from shared.domain import AgencyRole, Role
 from shared.embedded import pid_alive, port_open, postgres_pid
@@ -103,6 +104,20 @@ class RunningStack:
 
     def state(self) -> dict[str, Any]:
         return dict(json.loads((self.data_dir / "state.json").read_text()))
+
+    def settings(self) -> Settings:
+        """This stack's settings, as its `nrm` commands see them (data dir and ports from its environment)."""
+        return Settings.model_validate({"data_dir": self.data_dir, **{var.removeprefix("NRM_").lower(): port
+                                                                      for var, port in self.ports.items()}})
+
+    def status(self) -> dict[str, Any]:
+        """What `nrm status --json` reports, computed in this process (no interpreter start per poll)."""
+        return status_report(self.settings())
+
+    def nrm(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """An `nrm` command against this stack."""
+        return subprocess.run([sys.executable, "-m", "shared.cli", *args], cwd=REPO_ROOT, env=self.env,  # noqa: S603
+                              capture_output=True, text=True, timeout=timeout, check=False)
 
     def diagnostics(self) -> str:
         """The supervisor's output and the tail of every log, for a failing assertion's message."""
