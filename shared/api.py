@@ -26,6 +26,7 @@ from shared.metrics import METRICS_PATH, install_metrics
 from shared.offline_docs import STATIC_URL, install_offline_docs
 from shared.runtime import Runtime
 from shared.temporal import temporal_reachable
+from shared.tracing import install_tracing
 
 log = structlog.get_logger("api")
 T = TypeVar("T")
@@ -172,6 +173,7 @@ def create_app(service: str, routers: list[APIRouter], *, description: str,
     install_offline_docs(app)  # /docs and /redoc with their assets served from the installed package
     app.add_middleware(RequestGuardMiddleware, max_body_bytes=max_body_bytes)
     install_metrics(app, service)  # outermost: counts the guard's refusals too
+    install_tracing(app)  # around that, when NRM_OTLP_ENDPOINT is set: one span per request (shared/tracing.py)
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
     app.add_exception_handler(BodyTooLarge, _body_too_large_handler)
 

@@ -60,12 +60,15 @@ _configured = False
 def configure_logging(service: str, level: str = "INFO") -> None:
     """JSON lines on stderr: timestamp, level, service, plus request_id / case_id from contextvars."""
     global _configured
+    from shared.tracing import add_trace_context
+
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
         redact_pii,
+        add_trace_context,  # trace_id / span_id of the active span (none unless tracing is on)
     ]
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],

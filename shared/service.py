@@ -21,6 +21,7 @@ from shared.config import SERVICE_NAMES, ConfigError, Settings, get_settings
 from shared.logging import configure_logging
 from shared.metrics import init_sdk_telemetry
 from shared.runtime import Runtime, open_when_reachable
+from shared.tracing import init_tracing, shutdown_tracing
 
 log = structlog.get_logger("service")
 
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(service, settings.log_level)
     init_sdk_telemetry(service, settings)  # before any Temporal client: the SDK's metrics on their own port
+    init_tracing(service, settings)  # before the app and the client: spans over OTLP if NRM_OTLP_ENDPOINT is set
     app = build_app(service, settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.service_ports[service], log_config=None,
                             access_log=False, lifespan="on")
@@ -87,7 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     loop = asyncio.new_event_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, app.state.stop_server)
-    loop.run_until_complete(server.serve())
+    try:
+        loop.run_until_complete(server.serve())
+    finally:
+        shutdown_tracing()  # the last spans (a forked part exits without atexit)
     if not server.started:  # the lifespan failed (a dependency stayed away) or the port was taken
         log.error("service_start_failed", service=service)
         return 3

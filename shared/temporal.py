@@ -23,6 +23,7 @@ from temporalio.converter import (
 from temporalio.service import RPCError, TLSConfig
 
 from shared.crypto import CryptoError, KeyRing
+from shared.tracing import tracing_interceptors
 
 # One task queue for the workflow worker, one per service for the activities on its data.
 WORKFLOW_TASK_QUEUE = "nrm-workflows"
@@ -215,7 +216,8 @@ def temporal_transport(env: dict[str, str] | None = None) -> tuple[TLSConfig | N
 async def connect(address: str, namespace: str, ring: KeyRing) -> Client:
     tls, api_key = temporal_transport()
     return await Client.connect(address, namespace=namespace, data_converter=make_data_converter(ring),
-                                tls=tls, api_key=api_key)  # tls None: plain, or TLS when an api key is set
+                                tls=tls, api_key=api_key,  # tls None: plain, or TLS when an api key is set
+                                interceptors=tracing_interceptors())  # none unless NRM_OTLP_ENDPOINT is set
 
 
 async def ensure_search_attributes(client: Client) -> list[str]:

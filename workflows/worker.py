@@ -16,6 +16,7 @@ from shared.crypto import load_keyring
 from shared.logging import configure_logging
 from shared.metrics import init_sdk_telemetry
 from shared.temporal import WORKFLOW_TASK_QUEUE, connect
+from shared.tracing import init_tracing, shutdown_tracing
 from workflows.case_workflow import CaseWorkflow
 from workflows.policy_activity import resolve_case_policy
 from workflows.retention_workflow import RetentionSweepWorkflow, RetentionWorkflow
@@ -51,6 +52,7 @@ async def run() -> None:
     settings = get_settings()
     configure_logging("workflow-worker", settings.log_level)
     init_sdk_telemetry("workflow-worker", settings)  # before the client: SDK metrics on NRM_METRICS_PORT
+    init_tracing("workflow-worker", settings)  # before the client: its interceptors trace the workflows
     ring = load_keyring(settings.resolved_keyring_file)
     client = await connect(settings.resolved_temporal_address, settings.temporal_namespace, ring)
     worker = build_worker(client)
@@ -58,9 +60,12 @@ async def run() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with worker:
-        log.info("workflow_worker_started", task_queue=WORKFLOW_TASK_QUEUE)
-        await stop.wait()
+    try:
+        async with worker:
+            log.info("workflow_worker_started", task_queue=WORKFLOW_TASK_QUEUE)
+            await stop.wait()
+    finally:
+        shutdown_tracing()
 
 
 if __name__ == "__main__":
