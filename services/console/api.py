@@ -152,15 +152,15 @@ async def set_lang(request: Request) -> Response:
     return response
 
 
-PERSONAS: tuple[dict[str, str], ...] = (
+PERSONAS: tuple[dict[str, str], ...] = (  # "label" is translated; "name" is the (made-up) person's name
     {"id": "bg", "role": "caseworker", "agency": "border_guard", "province": "20", "user_id": "bp-langson-01",
-     "name": "Border-guard officer, Lạng Sơn crossing"},
+     "label": "Border-guard officer, Lạng Sơn crossing", "name": "Hoàng Văn Nam"},
     {"id": "sp", "role": "caseworker", "agency": "social_protection", "province": "20", "user_id": "btxh-langson-01",
-     "name": "Social-protection officer, provincial centre"},
+     "label": "Social-protection officer, provincial centre", "name": "Lương Thị Hạnh"},
     {"id": "sup", "role": "supervisor", "agency": "police", "province": "20", "user_id": "ca-langson-gs-01",
-     "name": "Supervisor, provincial police"},
+     "label": "Supervisor, provincial police", "name": "Vi Đức Thắng"},
     {"id": "aud", "role": "auditor", "agency": "steering_committee", "province": "*", "user_id": "bcd138-kt-01",
-     "name": "Auditor, Steering Committee 138"},
+     "label": "Auditor, Steering Committee 138", "name": "Đỗ Minh Châu"},
 )
 
 
@@ -233,6 +233,20 @@ async def signout(request: Request) -> Response:
 
 
 # ---- caseworker: inbox --------------------------------------------------------------------------
+async def _inbox_view(api: Api, view: str, mine: bool, limit: int) -> dict[str, Any]:
+    """The inbox API's views cover the verify..protect stages unless a stage is named; the console's "in
+    progress" is every stage the agency owns, so the receive and reintegrate stages are asked for too and
+    the three answers merged (sorted by deadline, as the API sorts)."""
+    if view == "waiting_acceptance":
+        return await api.inbox(view=view, assigned_to_me=mine or None, limit=limit)
+    parts = await asyncio.gather(*(api.inbox(view=view, stage=stage, assigned_to_me=mine or None, limit=limit)
+                                   for stage in (None, "receive", "reintegrate")))
+    items = sorted((i for p in parts for i in p["items"]), key=lambda i: (i["deadline_at"] is None,
+                                                                         i["deadline_at"] or "", i["case_id"]))
+    return {"view": view, "items": items[:limit], "total": sum(p["total"] for p in parts),
+            "complete": all(p["complete"] for p in parts)}
+
+
 @router.get("/inbox")
 async def inbox(request: Request, view: str = "in_progress", mine: bool = False) -> Response:
     c = Ctx(request)
@@ -241,9 +255,8 @@ async def inbox(request: Request, view: str = "in_progress", mine: bool = False)
     counts: dict[str, Any] = {}
     page: dict[str, Any] | ApiError
     try:
-        page = await c.api.inbox(view=view, assigned_to_me=mine or None, limit=100)
-        totals = await gather_sections({v: c.api.inbox(view=v, assigned_to_me=mine or None, limit=1)
-                                        for v in INBOX_VIEWS if v != view})
+        page = await _inbox_view(c.api, view, mine, 100)
+        totals = await gather_sections({v: _inbox_view(c.api, v, mine, 1) for v in INBOX_VIEWS if v != view})
         counts = {v: (r["total"] if isinstance(r, dict) else None) for v, r in totals.items()}
         counts[view] = page["total"]
     except ApiError as exc:

@@ -7,6 +7,7 @@ mint persona tokens) and calls the four services over HTTP.
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     configure_logging("console", settings.log_level)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API call is noise; errors still show
     app = create_app(settings)
     uvicorn.run(app, host=settings.host, port=settings.console_port, log_config=None, access_log=False)
     return 0

@@ -72,6 +72,7 @@ class FormErrors:
     by_field: dict[str, str] = field(default_factory=dict)
     general: list[str] = field(default_factory=list)
     prefix: str = ""  # field ids are f-<prefix><name>: several forms on one page have a "reason"
+    detail: str | None = None  # the API's own words (English) for a refusal that names no field
 
     def __bool__(self) -> bool:
         return bool(self.by_field or self.general)
@@ -117,6 +118,7 @@ def errors_from(t: Lang, exc: ApiError, names: list[str], prefix: str = "") -> F
             out.by_field[name] = text
     if not exc.field_errors:
         out.general.append(refusal_message(t, exc))
+        out.detail = api_detail(exc)
     ordered = {n: out.by_field[n] for n in names if n in out.by_field}
     out.by_field = ordered
     return out
