@@ -178,6 +178,8 @@ class StartedMarks:
         self._pool = pool
         self._pending: set[str] = set()
         self._flusher: asyncio.Task[None] | None = None
+        # a flush returns once every mark added before it is written, also those a concurrent flush took
+        self._writing = asyncio.Lock()
 
     def add(self, case_id: str) -> None:
         self._pending.add(case_id)
@@ -189,13 +191,14 @@ class StartedMarks:
         await self.flush()
 
     async def flush(self) -> None:
-        ids, self._pending = sorted(self._pending), set()
-        if not ids:
-            return
-        try:
-            await repository.mark_workflows_started(self._pool, ids)
-        except (asyncpg.PostgresError, OSError) as exc:
-            log.warning("started_marks_lost", count=len(ids), error=type(exc).__name__)  # reconcile redoes them
+        async with self._writing:
+            ids, self._pending = sorted(self._pending), set()
+            if not ids:
+                return
+            try:
+                await repository.mark_workflows_started(self._pool, ids)
+            except (asyncpg.PostgresError, OSError) as exc:
+                log.warning("started_marks_lost", count=len(ids), error=type(exc).__name__)  # reconcile redoes them
 
     async def close(self) -> None:
         if self._flusher is not None and not self._flusher.done():
