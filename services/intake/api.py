@@ -14,8 +14,10 @@ from pydantic import ValidationError
 
 from shared.access import can_act_on_case
 from shared.access_log import list_reads
-from shared.api import UPDATE_RPC_TIMEOUT, call_workflow, runtime_of
+from shared.api import runtime_of
 from shared.auth import CurrentPrincipal, Principal, require_roles
+from shared.case_gateway import IdempotencyKey as UpdateIdempotencyKey
+from shared.case_gateway import update_case
 from shared.domain import Channel, Role
 from shared.runtime import Runtime
 from workflows.models import Actor, CaseState, Decide, ReceiveDecision
@@ -374,7 +376,6 @@ async def list_duplicates(request: Request, case_id: str, principal: Reader) -> 
 
 
 RESOLVE_DUPLICATE = "resolve_duplicate"
-CLASSIFY = "classify"
 
 
 async def _authorize_resolution(runtime: Runtime, principal: Principal, cand: repository.DuplicateRow) -> None:
@@ -447,7 +448,7 @@ async def resolve_duplicate(request: Request, response: Response, candidate_id: 
                         503: {"description": "workflow unavailable"}},
              dependencies=[JSON_ONLY])
 async def classify(request: Request, case_id: str, body: ClassifyRequest, principal: Caseworker,
-                   idem_key: IdempotencyKey = None) -> CaseState:
+                   idem_key: UpdateIdempotencyKey = None) -> CaseState:
     runtime = runtime_of(request)
     case = await reads.case_or_404(runtime, case_id)
     # before anything starts or is written (an unstarted case is checked against its opener's agency)
@@ -457,24 +458,10 @@ async def classify(request: Request, case_id: str, body: ClassifyRequest, princi
     actor = Actor(**principal.actor(), commune=principal.commune, request_id=_request_id(request))
     cmd = Decide(actor=actor, expected_version=body.expected_version, justification=body.justification,
                  decision=ReceiveDecision(classification=body.classification, channel=case["channel"]))
-    handle = runtime.temporal.get_workflow_handle(case_id)
-    update_id = idempotency.update_id(runtime.ring, CLASSIFY, principal, idem_key)
-
-    async def send() -> CaseState:
-        if case["workflow_started_at"] is None and not await opening.start_case_workflow(runtime, case):
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the case workflow could not be started")
-        return await call_workflow(lambda: handle.execute_update(
-            "decide", cmd, id=update_id, rpc_timeout=UPDATE_RPC_TIMEOUT, result_type=CaseState))
-
-    if idem_key is None:
-        state = await send()
-    else:
-        # the key commits with the accepted Update; a refused Update leaves no key behind, and a
-        # concurrent request with the same key waits for this one
-        async with runtime.pool.acquire() as conn, conn.transaction():
-            await idempotency.claim(conn, runtime.ring, principal, operation=CLASSIFY, target_id=case_id,
-                                    key=idem_key, request=body)
-            state = await send()
+    if case["workflow_started_at"] is None and not await opening.start_case_workflow(runtime, case):
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the case workflow could not be started")
+    # the key is scoped to (caller, operation, case) in the one store (common.idempotency_keys)
+    state = await update_case(request, case_id, "decide", cmd, idem_key)
     log.info("case_classified", case_id=case_id, classification=body.classification.value)
     return state
 

@@ -2,20 +2,15 @@
 
 - No key: a new request, every time. Nothing is deduplicated by content.
 - Opening a case keeps its key on the case row (repository.open_case): per caller and opening endpoint.
-- The other writes (classify, duplicate resolution) record their key in intake.request_keys, in the
-  transaction of the action it guards (a refused action leaves no key behind), with a keyed hash of the
-  request: the same key with the same request replays, with another request it is a 422.
-- A workflow Update's id is built from the operation, a keyed hash of the caller and the key, so two
-  callers or two operations never receive each other's result, and Temporal's history (where update ids
-  are not encrypted) holds no raw user id.
-
-Temporal answers a repeated update id from the run that accepted it; after a continue-as-new a retried
-Update is validated afresh (typically a 409 stale), never applied twice."""
+- Workflow Updates (classify) go through shared.case_gateway.update_case and its one store,
+  common.idempotency_keys (the Update id is derived from the keyed scope: no raw user id in Temporal).
+- Writes of intake's own rows (duplicate resolution) record their key here, in intake.request_keys, in
+  the transaction of the write it guards (a refused write leaves no key behind), with a keyed hash of
+  the request: the same key with the same request replays, with another request it is a 422."""
 
 from __future__ import annotations
 
 import json
-import uuid
 
 from fastapi import HTTPException, status
 from pydantic import BaseModel
@@ -26,7 +21,6 @@ from shared.db import Conn
 
 from . import repository
 
-CALLER_PURPOSE = "intake.update_caller"
 REQUEST_PURPOSE = "intake.request"
 
 
@@ -34,12 +28,6 @@ def request_hash(ring: KeyRing, operation: str, request: BaseModel) -> str:
     """Keyed hash of the canonical request (a plain hash of free text could be brute-forced)."""
     canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
     return ring.blind_index(f"{operation}\x00{canonical}", REQUEST_PURPOSE)
-
-
-def update_id(ring: KeyRing, operation: str, principal: Principal, key: str | None) -> str:
-    if key is None:
-        return f"{operation}:{uuid.uuid4().hex}"
-    return f"{operation}:{ring.blind_index(principal.user_id, CALLER_PURPOSE)}:{key}"
 
 
 async def claim(conn: Conn, ring: KeyRing, principal: Principal, *, operation: str, target_id: str,
