@@ -150,7 +150,7 @@ async def update_case(request: Request, case_id: str, name: str, command: BaseMo
         try:
             previous = await idempotency.begin(runtime.pool, scope)
         except idempotency.KeyReusedError:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY,
+            raise HTTPException(422,
                                 "Idempotency-Key: you already used this key for this action on this case with a "
                                 "different request; send a new key for a new request") from None
         if previous is not None:
