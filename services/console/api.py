@@ -435,7 +435,7 @@ async def case_page(c: Ctx, case_id: str, *, break_glass: str | None = None, fai
         else None
     return c.render("case.html", status=status, case=view, wf=wf, sec=sections, live=live, timeline=timeline,
                     offers=offers(c.session, wf, sections), failed=failed, errors=errors or FormErrors(),
-                    values=values or {}, done=done, break_glass=break_glass, lists=LISTS,
+                    values=values or {}, done=done, break_glass=break_glass, lists=LISTS, open_all=False,
                     today=datetime.now(TZ).date().isoformat())
 
 
@@ -681,11 +681,9 @@ async def stuck(request: Request) -> Response:
 
 
 def _month_start(d: datetime, back: int = 0) -> datetime:
-    y, m = d.year, d.month - back
-    while m <= 0:
-        m += 12
-        y -= 1
-    return datetime(y, m, 1, tzinfo=TZ)
+    """The first day of the month `back` months before d's (negative: after), Vietnam time."""
+    index = d.year * 12 + d.month - 1 - back
+    return datetime(index // 12, index % 12 + 1, 1, tzinfo=TZ)
 
 
 @router.get("/kpis")
