@@ -498,7 +498,8 @@ async def unmask(request: Request, case_id: str) -> Response:
     form = await c.form()
     reason = text(form, "break_glass_reason")
     if not reason or len(reason) < 10:
-        errs = FormErrors(by_field={"break_glass_reason": c.t._("Too short: at least {n} characters", n=10)})
+        errs = FormErrors(by_field={"break_glass_reason": c.t._("Too short: at least {n} characters", n=10)},
+                          prefix="unmask-")
         return await case_page(c, case_id, failed="unmask", errors=errs, values=forms.values_of(form), status=422)
     return await case_page(c, case_id, break_glass=reason)
 

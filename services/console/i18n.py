@@ -79,8 +79,9 @@ class Lang:
         if key is None or key == "":
             return "—"
         k = str(getattr(key, "value", key))
-        out = str(self.tr.pgettext(context, k))
-        return out if out != k else self._("(unlabelled value)")
+        if f"{context}\x04{k}" not in self.tr._catalog:  # gettext keys a context's message as "ctx\x04id"
+            return self._("(unlabelled value)")
+        return str(self.tr.pgettext(context, k))
 
     def province(self, code: str | None) -> str:
         if not code:
@@ -118,10 +119,10 @@ class Lang:
         hours = int(span.total_seconds() // 3600)
         if hours < 48:
             if late:
-                return self._("{n} hours overdue", n=max(hours, 1)) if hours >= 1 else self._("overdue by under 1 hour")
-            return self._("due in {n} hours", n=hours) if hours >= 1 else self._("due in under 1 hour")
+                return self._("{n} hours overdue", n=max(hours, 1)) if hours >= 1 else self._("Under 1 hour overdue")
+            return self._("Due in {n} hours", n=hours) if hours >= 1 else self._("Due in under 1 hour")
         days = hours // 24
-        return self._("{n} days overdue", n=days) if late else self._("due in {n} days", n=days)
+        return self._("{n} days overdue", n=days) if late else self._("Due in {n} days", n=days)
 
     def overdue(self, value: dt.datetime | str | None, now: dt.datetime | None = None) -> bool:
         d = _as_local(value)
