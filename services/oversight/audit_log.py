@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from shared import case_index
 from shared.crypto import CryptoError, KeyRing
 from shared.db import Conn
 from workflows.models import CaseEvent, CaseState, Notification
@@ -140,8 +141,10 @@ def readable_event(ring: KeyRing, row: Any) -> dict[str, Any]:
 
 
 async def append_event(conn: Conn, ring: KeyRing, event: CaseEvent) -> bool:
-    """Insert one event (idempotent on event_id) and refresh the case_summary row. Returns False when
-    the event was already recorded (a retried activity)."""
+    """Insert one event (idempotent on event_id) and refresh the case_summary row (oversight's audit
+    projection: the count the workflow emitted, the state for as-of and retention) and the floor's
+    common.case_index row (the people's screens, shared/case_index.py). Returns False when the event was
+    already recorded (a retried activity)."""
     async with conn.transaction():
         # one writer per case at a time, so the chain has no forks
         await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", event.case_id)
@@ -175,6 +178,9 @@ async def append_event(conn: Conn, ring: KeyRing, event: CaseEvent) -> bool:
             fields["actor_agency"], event.stage.value, reason, event.request_id, event.policy_version,
             data, state, prev_hash, chain, HASH_V2, sealed, digest)
         await upsert_summary(conn, event.state, event.occurred_at, seq=event.seq, stored_state=state)
+        # the floor's read model (people's screens), in the same transaction: only a newer state wins, so
+        # an API that already wrote this Update's state (or a newer one) is left as it is
+        await case_index.upsert(conn, event.state, "audit")
         return True
 
 
@@ -272,9 +278,11 @@ async def verify_chain(conn: Conn, ring: KeyRing, case_id: str,
     events fails too."""
     rows = await conn.fetch("SELECT * FROM oversight.case_events WHERE case_id = $1 ORDER BY seq", case_id)
     sources = dict(expected or {})
-    projected = await conn.fetchval("SELECT last_event_seq FROM oversight.case_summary WHERE case_id = $1", case_id)
-    if projected is not None:
-        sources["projection"] = int(projected)
+    summary = await conn.fetchrow("SELECT last_event_seq, status FROM oversight.case_summary WHERE case_id = $1",
+                                  case_id)
+    if summary is not None:
+        sources["projection"] = int(summary["last_event_seq"])
+    case_open = summary is not None and summary["status"] in OPEN_STATUSES
     want_from: str | None = None
     want: int | None = None
     if sources:
@@ -290,6 +298,8 @@ async def verify_chain(conn: Conn, ring: KeyRing, case_id: str,
         if r["prev_hash"] != prev_hash:
             return broken(r["seq"], "prev_hash does not match the previous event")
         problem = _event_problem(ring, r, prev_hash)
+        if problem is None and case_open and r["free_text_erased_at"] is not None:
+            problem = "free text erased while the case is open (retention erases only closed cases)"
         if problem:
             return broken(r["seq"], problem)
         prev_hash = r["hash"]

@@ -232,6 +232,18 @@ async def test_free_text_ciphertext_moved_to_another_event_is_detected(ts_env, d
         await handle.terminate()
 
 
+async def test_free_text_removed_from_an_open_case_is_reported(ts_env, db_pool, ring, task_queue):
+    async with running_workers(ts_env.client, db_pool, ring, task_queue) as h:
+        cid, handle = await _three_events(h, reason=f"{CANARY} must not vanish quietly")
+        async with db_pool.acquire() as conn:
+            await _as_dba(conn, ("UPDATE oversight.case_events SET free_text = NULL, free_text_erased_at = now() "
+                                 "WHERE case_id = $1 AND seq = 2", cid))
+            report = await verify_chain(conn, ring, cid)
+        assert not report.ok and report.first_broken_seq == 2
+        assert report.problem is not None and "erased while the case is open" in report.problem
+        await handle.terminate()
+
+
 async def _insert_legacy_chain(conn: asyncpg.Connection, ring: KeyRing, case_id: str) -> None:
     """Two events exactly as the code before hash format 2 wrote them (free text hashed in clear)."""
     prev = GENESIS
