@@ -168,6 +168,8 @@ class CaseWorkflow:
                          reason=None, request_id=self.facts.opened_by.request_id,
                          data={"channel": self.facts.channel.value, "categories": self.facts.categories,
                                "owner_agency": self.owner.value})
+            if inp.initial_decision is not None:
+                await self._apply_initial_decision(inp.initial_decision)
         while True:
             self._fire_due_timers()
             await self._flush()
@@ -200,6 +202,19 @@ class CaseWorkflow:
             task_queue=self.oversight_queue, start_to_close_timeout=timedelta(minutes=2), retry_policy=ACTIVITY_RETRY,
         )
         return self._snapshot()
+
+    async def _apply_initial_decision(self, cmd: Decide) -> None:
+        """The receive decision taken at handover (CaseInput.initial_decision), applied in the first workflow
+        task through the `decide` handler itself (same validation, same state change, same `stage_decided`
+        event by the same actor), so a bulk-opened case reaches verification without an Update. Only runs
+        started with a decision take this path: histories of earlier runs replay unchanged. A refused
+        decision leaves the case in receive and is recorded."""
+        decide: Any = self.decide  # the @workflow.update method is the plain coroutine function
+        try:
+            await decide(cmd)
+        except ApplicationError as exc:
+            self._record("initial_decision_refused", cmd.actor.user_id, cmd.actor.agency, reason=exc.message,
+                         request_id=cmd.actor.request_id, data={"error_type": exc.type or "invalid"})
 
     def _finished(self) -> bool:
         assert self.policy is not None

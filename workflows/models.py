@@ -377,6 +377,11 @@ class CaseInput(Frozen):
                                      description="continue-as-new after this many Updates (server cap: 2000 per run)")
     oversight_task_queue: str = Field(default="nrm-oversight", description="where the audit activity runs; "
                                       "only tests change it, to isolate one test's cases from another's")
+    initial_decision: Decide | None = Field(
+        default=None, description="the receive-stage decision taken at handover (bulk intake's entry decision, "
+                                  "by the opener): applied in the first workflow task exactly as the `decide` "
+                                  "Update would be (same checks; `stage_decided` recorded after `case_opened`); "
+                                  "never carried over by continue-as-new")
     applied_update_ids: list[str] = Field(
         default_factory=list, max_length=APPLIED_UPDATE_IDS_KEPT,
         description="ids of the latest Updates applied by earlier runs: Temporal deduplicates an Update id "
