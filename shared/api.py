@@ -26,7 +26,7 @@ from shared.metrics import METRICS_PATH, install_metrics
 from shared.offline_docs import STATIC_URL, install_offline_docs
 from shared.runtime import Runtime
 from shared.temporal import temporal_reachable
-from shared.tracing import install_tracing
+from shared.tracing import fastapi_options, install_tracing
 
 log = structlog.get_logger("api")
 T = TypeVar("T")
@@ -169,7 +169,7 @@ def create_app(service: str, routers: list[APIRouter], *, description: str,
             await runtime.close()
 
     app = FastAPI(title=f"NRM {service}", description=description, version="0.1.0", lifespan=lifespan,
-                  docs_url=None, redoc_url=None)
+                  docs_url=None, redoc_url=None, **fastapi_options())  # FastAPI's own tracing off
     install_offline_docs(app)  # /docs and /redoc with their assets served from the installed package
     app.add_middleware(RequestGuardMiddleware, max_body_bytes=max_body_bytes)
     install_metrics(app, service)  # outermost: counts the guard's refusals too

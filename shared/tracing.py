@@ -27,10 +27,12 @@ attributes pass through the log redactor's patterns."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import fastapi
 import opentelemetry.context
 import opentelemetry.trace
 import temporalio.api.common.v1
@@ -152,6 +154,17 @@ class TracingMiddleware:
                 span.set_attribute("http.response.status_code", status)
                 if status >= 500:
                     span.set_status(Status(StatusCode.ERROR))
+
+
+def fastapi_options() -> dict[str, Any]:
+    """FastAPI's own telemetry off (`FastAPI(**fastapi_options(), ...)`): since 0.16x FastAPI traces every
+    request by itself as soon as a global tracer provider exists, with the concrete path (`url.path`, case ids)
+    and the query string (`url.query`: a break-glass reason, a purpose) and exception messages in logs.
+    TracingMiddleware records what NRM decides instead. Older FastAPI has no such option: nothing to pass."""
+    if "telemetry" not in inspect.signature(fastapi.FastAPI.__init__).parameters:
+        return {}
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False, "operation_spans": False,
+                          "auto_configure": False}}
 
 
 def install_tracing(app: FastAPI, provider: TracerProvider | None = None) -> bool:

@@ -21,7 +21,7 @@ import logging
 import threading
 import zlib
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
@@ -102,8 +102,9 @@ class OtlpReceiver:
             return [s for s in self.spans if s.trace_id == trace_id]
 
 
-@pytest.fixture
-def receiver() -> Iterator[OtlpReceiver]:
+@contextmanager
+def otlp_receiver() -> Iterator[OtlpReceiver]:
+    """An OTLP/HTTP receiver on a free loopback port: POST /v1/traces, protobuf, gzip or not."""
     holder: dict[str, OtlpReceiver] = {}
 
     class Handler(BaseHTTPRequestHandler):
@@ -139,6 +140,12 @@ def receiver() -> Iterator[OtlpReceiver]:
         server.server_close()
 
 
+@pytest.fixture
+def receiver() -> Iterator[OtlpReceiver]:
+    with otlp_receiver() as r:
+        yield r
+
+
 # ---- logs onto captured stderr --------------------------------------------------------------------------------
 @pytest.fixture
 def logs(capsys: pytest.CaptureFixture[str]) -> Iterator[Any]:
@@ -158,6 +165,20 @@ def logs(capsys: pytest.CaptureFixture[str]) -> Iterator[Any]:
     yield start
     root.handlers, root.level = saved_handlers, saved_level
     structlog.contextvars.clear_contextvars()
+
+
+@pytest.fixture
+def global_provider() -> Iterator[None]:
+    """Lets the test install the global tracer provider as a real process does (FastAPI and any library
+    writing to the global provider then trace too, and must not leak), and puts the unset one back after:
+    OpenTelemetry allows setting it once per process, and the later tests of this session expect none."""
+    import opentelemetry.trace as api
+    from opentelemetry.util._once import Once
+
+    saved = api._TRACER_PROVIDER, api._TRACER_PROVIDER_SET_ONCE
+    yield
+    api._TRACER_PROVIDER, api._TRACER_PROVIDER_SET_ONCE = saved
+    api._TRACER_PROVIDER_SET_ONCE = Once() if saved[0] is None else saved[1]
 
 
 @asynccontextmanager
@@ -210,9 +231,10 @@ def one(spans: list[Span], name: str) -> Span:
 
 async def test_one_update_request_is_one_trace_without_personal_data(
         ts_env: Any, db_pool: asyncpg.Pool, db_url: str, ring: KeyRing, task_queue: str, receiver: OtlpReceiver,
-        logs: Any) -> None:
+        logs: Any, global_provider: None) -> None:
     lines = logs()
-    assert init_tracing("intake", Settings(otlp_endpoint=receiver.url), set_global=False) is not None
+    provider = init_tracing("intake", Settings(otlp_endpoint=receiver.url))
+    assert provider is not None and trace.get_tracer_provider() is provider
     try:
         async with traced_intake(ts_env, db_pool, db_url, ring, task_queue) as it:
             assert any(m.cls is TracingMiddleware for m in it.app.user_middleware)
@@ -220,7 +242,6 @@ async def test_one_update_request_is_one_trace_without_personal_data(
             await audit_landed(db_pool, case_id, "stage_decided")  # the classification's audit activity ran
     finally:
         shutdown_tracing()  # flushes every buffered span to the receiver
-    assert trace.get_tracer_provider().__class__.__name__ == "ProxyTracerProvider"  # set_global=False kept it off
 
     # (1) the classify request: one trace from the HTTP span to the audit activity
     [http] = [s for s in receiver.spans if s.name == "POST /cases/{case_id}/classify"]
