@@ -39,7 +39,8 @@ class Settings(BaseSettings):
     console_port: int = Field(default=8100, ge=1024, le=65535, description="the web console (services/console)")
     metrics_port: int = Field(default=9100, ge=1024, le=65530,
                               description="Temporal SDK metrics: workflow worker here, the four services +1..+4")
-    otlp_endpoint: str | None = Field(default=None, description="OTLP/gRPC collector for traces; unset = no tracing")
+    otlp_endpoint: str | None = Field(default=None,
+                                      description="OTLP/HTTP collector for traces (<it>/v1/traces); unset = no tracing")
 
     keyring_file: Path | None = Field(default=None, description="JSON key ring; default <data_dir>/keyring.json")
     jwt_issuer: str = "nrm-dev"
