@@ -6,6 +6,7 @@ validators apply the very same rules as the HTTP layer."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -39,6 +40,17 @@ class Access(StrEnum):
     deny = "deny"
 
 
+class FormerJurisdiction(BaseModel):
+    """A province that held the case before a transfer to another province (issue 18)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    province: str
+    # the owner and participants while the case was there: their caseworkers keep reading it
+    agencies: frozenset[AgencyRole] = Field(default_factory=frozenset)
+    until: datetime  # when the receiving province accepted: what they may read ends here
+
+
 class CaseAccessFacts(BaseModel):
     """What access decisions need to know about a case; carried by the workflow, no PII."""
 
@@ -49,8 +61,12 @@ class CaseAccessFacts(BaseModel):
     owner_agency: AgencyRole
     # agencies with an accepted handoff / referral (they keep read access after the case moves on)
     participants: frozenset[AgencyRole] = Field(default_factory=frozenset)
-    # agencies asked to accept a handoff: they may read enough to decide
+    # agencies (of the case's province) asked to accept a handoff: they may read enough to decide
     pending_invitees: frozenset[AgencyRole] = Field(default_factory=frozenset)
+    # (province, agency) asked to accept a transfer into another province: read enough to decide, answer it
+    invited_elsewhere: frozenset[tuple[str, AgencyRole]] = Field(default_factory=frozenset)
+    # provinces that held the case before (oldest first): they read it up to the transfer, never act
+    former: tuple[FormerJurisdiction, ...] = ()
 
 
 class PrincipalLike(BaseModel):
@@ -76,17 +92,52 @@ def _in_jurisdiction(p: Any, facts: CaseAccessFacts) -> bool:
     return bool(p.covers_province(facts.province))
 
 
+def _invited_elsewhere(p: Any, facts: CaseAccessFacts) -> bool:
+    """A caseworker or supervisor of the agency of another province asked to accept a transfer there."""
+    return bool((p.has(Role.caseworker) or p.has(Role.supervisor))
+                and any(p.agency == agency and p.covers_province(province)
+                        for province, agency in facts.invited_elsewhere))
+
+
+def _former_holding(p: Any, facts: CaseAccessFacts) -> FormerJurisdiction | None:
+    """The latest earlier holding of the case by the caller's province that lets the caller read it: its
+    supervisors and auditors, and caseworkers of an agency that took part there. National users (`*`) read
+    the case as it is now, so they never come through here."""
+    for f in reversed(facts.former):
+        if p.province != f.province:
+            continue
+        if p.has(Role.supervisor) or p.has(Role.auditor) or (p.has(Role.caseworker) and p.agency in f.agencies):
+            return f
+    return None
+
+
 def can_read_case(p: Any, facts: CaseAccessFacts) -> bool:
     """Caseworkers: their agency owns, joined, or is invited to the case, in their province.
-    Supervisors: any case in their province. Auditors: any case (PII masked unless break-glass)."""
+    Supervisors: any case in their province. Auditors: any case (PII masked unless break-glass).
+
+    A case transferred to another province (issue 18): the receiving agency reads it while the transfer
+    waits for its answer; after acceptance, the province that sent it keeps reading it (its supervisors
+    and auditors, the caseworkers of its agencies that took part) up to the transfer (`read_until`)."""
     if p.has(Role.admin) or (p.has(Role.auditor) and p.province == "*"):
         return True
     if not _in_jurisdiction(p, facts):
-        return False
+        return _invited_elsewhere(p, facts) or _former_holding(p, facts) is not None
     if p.has(Role.supervisor) or p.has(Role.auditor):
         return True
     return bool(p.agency == facts.owner_agency or p.agency in facts.participants
                 or p.agency in facts.pending_invitees)
+
+
+def read_until(p: Any, facts: CaseAccessFacts) -> datetime | None:
+    """Up to when the caller may read the case's history: None (all of it) for the case's current
+    jurisdiction, national users and a receiving agency deciding on a transfer; for a province that
+    held the case before, the moment it left. Call after `can_read_case` admitted the caller."""
+    if p.has(Role.admin) or (p.has(Role.auditor) and p.province == "*") or _in_jurisdiction(p, facts):
+        return None
+    if _invited_elsewhere(p, facts):
+        return None
+    f = _former_holding(p, facts)
+    return f.until if f is not None else None
 
 
 def can_act_on_case(p: Any, facts: CaseAccessFacts) -> bool:
@@ -106,14 +157,22 @@ def can_act_on_case(p: Any, facts: CaseAccessFacts) -> bool:
     return p.has(Role.caseworker) and bool(p.agency == facts.owner_agency or p.agency in facts.participants)
 
 
-def can_respond_to_handoff(p: Any, facts: CaseAccessFacts, to_agency: AgencyRole) -> bool:
+def can_respond_to_handoff(p: Any, facts: CaseAccessFacts, to_agency: AgencyRole,
+                           to_province: str | None = None) -> bool:
     """Accepting or rejecting a handoff: a caseworker or supervisor of the invited agency, in the case's
-    province (the invitee is not a participant yet, so `can_act_on_case` does not admit it)."""
+    province (the invitee is not a participant yet, so `can_act_on_case` does not admit it), or, for a
+    transfer to another province, in that province (`to_province`). Without `to_province` (a caller that
+    does not know which handoff) an agency invited to a transfer elsewhere is admitted too: the workflow
+    then checks the handoff's own province."""
     if p.has(Role.admin):
         return True
-    if not (p.has(Role.caseworker) or p.has(Role.supervisor)):
+    if not (p.has(Role.caseworker) or p.has(Role.supervisor)) or p.agency != to_agency:
         return False
-    return _in_jurisdiction(p, facts) and p.agency == to_agency
+    if to_province is not None and to_province != facts.province:
+        return bool(p.covers_province(to_province))
+    if to_province is None and (p.province, to_agency) in facts.invited_elsewhere:
+        return True
+    return _in_jurisdiction(p, facts)
 
 
 def acts_as_stage_owner(p: Any, owner_agency: AgencyRole) -> bool:

@@ -188,6 +188,10 @@ def create_app(service: str, routers: list[APIRouter], *, description: str,
         # No reconnect here: the pool replaces a dead connection on its next acquire and the Temporal
         # client redials by itself, so readiness turns 503 while a dependency is away and 200 once it is back.
         database, temporal = await asyncio.gather(ping(runtime.pool), _within(temporal_reachable(runtime.temporal)))
+        if not database:
+            # after a database restart every pooled connection is dead: have them all replaced on their next
+            # acquire, rather than each found out by one more failed request
+            await runtime.pool.expire_connections()
         checks = {"database": database, "temporal": temporal}
         ok = all(checks.values())
         return JSONResponse({"status": "ready" if ok else "not_ready", "service": service, "checks": checks},

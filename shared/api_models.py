@@ -1,29 +1,109 @@
-"""Building blocks of every service's request models: strict input, the optimistic version, bounded text.
+"""Building blocks of every service's request models and parameters: strict input, the optimistic version,
+bounded text, bounded integers and ids, and the one check for characters PostgreSQL cannot store.
 
 `Reason` and `Ref` are the workflow contract's own types (workflows/models.py), re-exported here so a
-service's models.py imports its boundary types from one place."""
+service's models.py imports its boundary types from one place. Declare a new endpoint's parameters with the
+types below (`Limit`, `Offset`, `IdPath`, `IdQuery`, `Version`, ...) and it is bounded like every other one:
+out-of-range values and empty ids are a 422 naming the field, never a 500 from the database."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import re
+from collections.abc import Iterator
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import Path, Query
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from workflows.models import Reason, Ref
 
-ShortText = Annotated[str, Field(min_length=1, max_length=200)]
-LongText = Annotated[str, Field(min_length=1, max_length=4000)]
+# ---- characters PostgreSQL cannot store ------------------------------------------------------------
+# U+0000 is refused by PostgreSQL in text/jsonb; a lone surrogate (U+D800..U+DFFF, which JSON's "\ud800" can
+# carry) is not valid Unicode and cannot be encoded as UTF-8 by asyncpg (nor rendered in a JSON response).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+UNSTORABLE_TYPE = "unstorable_character"
 
 
-class In(BaseModel):
-    """A request body: unknown fields are errors, surrounding whitespace is dropped."""
+def unstorable_reason(text: str) -> str | None:
+    """Why `text` cannot be stored, or None when it can."""
+    found = _UNSTORABLE.search(text)
+    if found is None:
+        return None
+    if found.group() == "\x00":
+        return "contains a NUL character (U+0000), which cannot be stored"
+    return f"contains a lone surrogate (U+{ord(found.group()):04X}), which is not valid Unicode text"
+
+
+def find_unstorable(value: Any, loc: tuple[int | str, ...] = ()) -> Iterator[tuple[tuple[int | str, ...], str]]:
+    """(loc, reason) of every string in `value` (JSON-like: dicts, lists, strings), keys included, that
+    cannot be stored."""
+    if isinstance(value, str):
+        reason = unstorable_reason(value)
+        if reason is not None:
+            yield loc, reason
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            key_loc = (*loc, safe_text(key) if isinstance(key, str) else str(key))
+            if isinstance(key, str) and (reason := unstorable_reason(key)) is not None:
+                yield key_loc, f"field name {reason}"
+            yield from find_unstorable(item, key_loc)
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from find_unstorable(item, (*loc, index))
+
+
+def safe_text(text: str) -> str:
+    """`text` with lone surrogates written as \\udXXX escapes, so that an error message can carry it."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8") if _UNSTORABLE.search(text) else text
+
+
+def unstorable_error(loc: tuple[int | str, ...], reason: str) -> InitErrorDetails:
+    return InitErrorDetails(type=PydanticCustomError(UNSTORABLE_TYPE, reason), loc=loc, input="")
+
+
+class StorableText(BaseModel):
+    """A request body model whose every string, at any depth (nested models, lists, free-form dicts, keys),
+    can be stored: a NUL or a lone surrogate is a 422 whose `loc` names the field. Checked once on the raw
+    input before the fields are validated (the outermost model sees the whole body, so the `loc` is full)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable_text(cls, data: Any) -> Any:
+        errors = [unstorable_error(loc, reason) for loc, reason in find_unstorable(data)]
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        return data
+
+
+class In(StorableText):
+    """A request body: unknown fields are errors, surrounding whitespace is dropped, text is storable."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
+# ---- bounded values -----------------------------------------------------------------------------
+INT32_MAX = 2**31 - 1  # PostgreSQL integer
+BIGINT_MAX = 2**63 - 1  # PostgreSQL bigint
+MAX_OFFSET = 1_000_000
+
+ShortText = Annotated[str, Field(min_length=1, max_length=200)]
+LongText = Annotated[str, Field(min_length=1, max_length=4000)]
+ID_PATTERN = r"^[A-Za-z0-9_.:\-]+$"
+Id = Annotated[str, Field(min_length=1, max_length=64, pattern=ID_PATTERN)]  # = Ref: an opaque row or case id
+Version = Annotated[int, Field(ge=0, le=INT32_MAX)]
+Amount = Annotated[int, Field(ge=0, le=BIGINT_MAX)]
+
+# query and path parameters (FastAPI): one definition each, imported by every service
+Limit = Annotated[int, Query(ge=1, le=200, description="page size")]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="rows to skip")]
+IdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)]
+IdQuery = Annotated[str | None, Query(min_length=1, max_length=64, pattern=ID_PATTERN)]
+
+
 class Versioned(In):
-    expected_version: int | None = Field(
-        default=None, ge=0, description="the case version you read; 409 if the case moved on since")
+    expected_version: Version | None = Field(
+        default=None, description="the case version you read; 409 if the case moved on since")
 
 
 class StageOwnerAction(Versioned):
@@ -37,4 +117,7 @@ class StageOwnerAction(Versioned):
         examples=["police unit unreachable for 10 days; provincial steering committee instruction 12/2026"])
 
 
-__all__ = ["In", "LongText", "Reason", "Ref", "ShortText", "StageOwnerAction", "Versioned"]
+__all__ = ["BIGINT_MAX", "ID_PATTERN", "INT32_MAX", "MAX_OFFSET", "UNSTORABLE_TYPE", "Amount",
+           "Id", "IdPath", "IdQuery", "In", "Limit", "LongText", "Offset", "Reason", "Ref", "ShortText",
+           "StageOwnerAction", "StorableText", "Version", "Versioned", "find_unstorable", "safe_text",
+           "unstorable_error", "unstorable_reason"]

@@ -40,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.models import (
         APPLIED_UPDATE_IDS_KEPT,
+        VN_PROVINCE_CODES,
         AddNote,
         Assign,
         CaseEvent,
@@ -60,6 +61,7 @@ with workflow.unsafe.imports_passed_through():
         HandoffKind,
         HandoffState,
         IdentifyDecision,
+        JurisdictionSpell,
         Notification,
         ProtectDecision,
         ReceiveDecision,
@@ -77,6 +79,7 @@ with workflow.unsafe.imports_passed_through():
         StageRecord,
         VerifyDecision,
         VerifyResult,
+        consent_key,
     )
     from workflows.policy import CasePolicy, PolicyRequest, add_months, add_period
 
@@ -85,6 +88,9 @@ SYSTEM_USER = "system"
 # recorded by earlier code replay unchanged (tests/replay).
 TRUST_RULES = "trust-rules-issue-10"  # handlers re-check with the rules of issue 10 items 7 and 9
 CARRY_UPDATE_IDS = "carry-applied-update-ids"  # continue-as-new carries the ids of applied Updates
+# issue 18: a transfer to another province resolves the receiving province's policy (local activity) at
+# acceptance; transferred_jurisdiction (end_case) is for a case leaving the country's system only
+PROVINCE_TRANSFER = "province-transfer-issue-18"
 CLOSED_STATUSES = (CaseStatus.Closed, CaseStatus.ClosedReferred)
 ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
                              maximum_interval=timedelta(minutes=2))  # unlimited attempts: the audit log must land
@@ -107,6 +113,26 @@ def _could_act_before_issue_10(p: Any, facts: CaseAccessFacts) -> bool:
     histories recorded under it replay unchanged. New Updates never get this far (validators are strict)."""
     return can_act_on_case(p, facts) or bool(
         p.has(Role.caseworker) and p.covers_province(facts.province) and p.agency in facts.pending_invitees)
+
+
+def _province_pair(h: Handoff) -> dict[str, Any]:
+    """A handoff's provinces for its audit events (a transfer to another province only)."""
+    return {"from_province": h.from_province, "to_province": h.to_province} if h.crosses_province else {}
+
+
+def _handoff_escalation_recipients(h: Handoff, level: int) -> list[str]:
+    """Who hears that a handoff is still unanswered. Within a province: the invited agency and the
+    supervisor, then the agency head, then the steering committee. A transfer to another province escalates
+    on both sides: the receiving province's invited agency and supervisor with the sending supervisor, then
+    both provinces' agency heads, then both provinces' steering committees."""
+    if not h.crosses_province:
+        return [h.to_agency.value, "supervisor"] if level == 1 else ["agency_head"] if level == 2 \
+            else ["steering_committee"]
+    to, frm = h.to_province, h.from_province
+    if level == 1:
+        return [f"{h.to_agency.value}@{to}", f"supervisor@{to}", f"supervisor@{frm}"]
+    role = "agency_head" if level == 2 else "steering_committee"
+    return [f"{role}@{to}", f"{role}@{frm}"]
 
 
 @workflow.defn(name="CaseWorkflow")
@@ -138,6 +164,10 @@ class CaseWorkflow:
         self.follow_ups: list[FollowUp] = list(c.follow_ups) if c else []
         self.services_delivered = c.services_delivered if c else 0
         self.reflection_until: datetime | None = c.reflection_until if c else None
+        # provinces that held the case (issue 18); a state carried from earlier code starts the list here
+        self.jurisdictions: list[JurisdictionSpell] = (
+            list(c.jurisdictions) if c and c.jurisdictions else
+            [JurisdictionSpell(province=self.province, since=(c.opened_at or now) if c else inp.facts.opened_at)])
         self.seq = c.last_event_seq if c else 0
         self.opened_at: datetime = (c.opened_at or now) if c else inp.facts.opened_at
         self.closed_at: datetime | None = c.closed_at if c else None
@@ -283,11 +313,10 @@ class CaseWorkflow:
             while h.state == HandoffState.requested and level < 3 and now >= self._escalation_instants(h.accept_by)[level]:
                 level += 1
                 self.handoffs[i] = h = h.model_copy(update={"escalation_level": level})
-                self._notify("handoff_escalation", level,
-                             [h.to_agency.value, "supervisor"] if level == 1 else
-                             ["agency_head"] if level == 2 else ["steering_committee"], due_at=h.accept_by)
+                self._notify("handoff_escalation", level, _handoff_escalation_recipients(h, level), due_at=h.accept_by)
                 self._record_system("handoff_escalated", {"handoff_id": h.handoff_id, "level": level,
-                                                          "to_agency": h.to_agency.value})
+                                                          "to_agency": h.to_agency.value,
+                                                          **_province_pair(h)})
         for i, f in enumerate(self.follow_ups):
             if not f.notified and f.outcome is None and now >= f.due_at and self.status not in CLOSED_STATUSES:
                 self.follow_ups[i] = f.model_copy(update={"notified": True})
@@ -418,7 +447,8 @@ class CaseWorkflow:
             escalation_level=self.escalation_level, trafficking_status=self.trafficking_status,
             handoffs=list(self.handoffs), consents=dict(self.consents), stages=list(self.stages),
             follow_ups=list(self.follow_ups), services_delivered=self.services_delivered,
-            reflection_until=self.reflection_until, policy_version=self.policy.version if self.policy else "pending",
+            reflection_until=self.reflection_until, jurisdictions=list(self.jurisdictions),
+            policy_version=self.policy.version if self.policy else "pending",
             last_event_seq=self.seq, opened_at=self.opened_at, closed_at=self.closed_at, updated_at=self.updated_at,
         )
 
@@ -436,13 +466,17 @@ class CaseWorkflow:
         facts = self._snapshot().access_facts()
         if answering is not None and strict:
             # the invitee is not a participant yet: it may answer this handoff, and nothing else
-            if not can_respond_to_handoff(a, facts, answering.to_agency):
-                raise _forbidden(f"only {answering.to_agency.value} in province {self.province} answers handoff "
-                                 f"{answering.handoff_id}")
+            if not can_respond_to_handoff(a, facts, answering.to_agency, answering.to_province or self.province):
+                raise _forbidden(f"only {answering.to_agency.value} in province "
+                                 f"{answering.to_province or self.province} answers handoff {answering.handoff_id}")
         elif not (can_act_on_case(a, facts) if strict else _could_act_before_issue_10(a, facts)):
-            if strict and a.agency in facts.pending_invitees:
+            if strict and (a.agency in facts.pending_invitees
+                           or any(a.agency == ag and a.covers_province(pr) for pr, ag in facts.invited_elsewhere)):
                 raise _forbidden(f"agency {a.agency.value} was asked to take part in this case but has not "
                                  "accepted the handoff yet; it may only accept or reject it")
+            if strict and any(a.province == f.province for f in facts.former):
+                raise _forbidden(f"the case was transferred from province {a.province} to province "
+                                 f"{self.province}: province {a.province} reads what it did, and no longer acts")
             raise _forbidden(f"agency {a.agency.value} in province {a.province} may not act on this case")
         if supervisor and not a.has(Role.supervisor):
             raise _forbidden("this action needs a supervisor")
@@ -460,6 +494,11 @@ class CaseWorkflow:
             raise ApplicationError(
                 f"stale: the case is at version {self.version}, the request expected {cmd.expected_version}",
                 type="stale", non_retryable=True)
+
+    def _leaving_rules(self) -> bool:
+        """Whether transferred_jurisdiction follows issue 18 (a destination country, no Vietnamese province):
+        always in a validator; in a handler only for Updates applied by this code (patched)."""
+        return workflow.unsafe.is_read_only() or workflow.patched(PROVINCE_TRANSFER)
 
     def _override(self, cmd: StageOwnerCommand) -> dict[str, str] | None:
         """The override a stage-owner command makes (a supervisor acting on another agency's stage), as the
@@ -631,14 +670,15 @@ class CaseWorkflow:
         if self._already_applied():
             return self._snapshot()
         self._validate_record_consent(cmd)
-        key = cmd.purpose.value + (f":{cmd.agency.value}" if cmd.agency else "")
+        key = consent_key(cmd.purpose.value, cmd.agency, cmd.province)
         self.consents[key] = cmd.granted
         data: dict[str, Any] = {"purpose": key, "granted": cmd.granted}
         if not cmd.granted and cmd.purpose == ConsentPurpose.data_sharing:
             stopped = []
             for i, h in enumerate(self.handoffs):
                 if h.state == HandoffState.requested and not h.consent_overridden and (
-                        cmd.agency is None or h.to_agency == cmd.agency):
+                        cmd.agency is None or h.to_agency == cmd.agency) and (
+                        cmd.province is None or h.to_province == cmd.province):
                     self.handoffs[i] = h.model_copy(update={"state": HandoffState.revoked,
                                                             "responded_at": workflow.now(),
                                                             "reason": "data-sharing consent withdrawn"})
@@ -654,9 +694,16 @@ class CaseWorkflow:
         self._check(cmd)
         if cmd.purpose == ConsentPurpose.data_sharing and cmd.agency is None and cmd.granted:
             raise _invalid("data-sharing consent names the agency it covers")
+        if cmd.province is not None and (cmd.purpose != ConsentPurpose.data_sharing or cmd.agency is None):
+            raise _invalid("province: only a data-sharing consent naming an agency names its province")
+        if cmd.province is not None and cmd.province not in VN_PROVINCE_CODES:
+            raise _invalid(f"province: {cmd.province} is not one of the 34 province codes")
 
-    def _consent_for(self, agency: AgencyRole) -> bool:
-        specific = self.consents.get(f"data_sharing:{agency.value}")
+    def _consent_for(self, agency: AgencyRole, province: str | None = None) -> bool:
+        """Data-sharing consent for the agency; for an agency of another province (a transfer there), the
+        consent must name that province: the person agreed to their local agency, not to every province's."""
+        specific = self.consents.get(consent_key(ConsentPurpose.data_sharing.value, agency,
+                                                 province if province not in (None, self.province) else None))
         return bool(specific) if specific is not None else False
 
     @workflow.update
@@ -669,18 +716,26 @@ class CaseWorkflow:
         assert self.policy is not None
         now = workflow.now()
         hp = self.policy.handoff
+        elsewhere = cmd.to_province is not None and cmd.to_province != self.province
         handoff = Handoff(
             handoff_id=f"h{len(self.handoffs) + 1}", kind=cmd.kind, from_agency=self.owner, to_agency=cmd.to_agency,
             state=HandoffState.requested, requested_at=now, requested_by=cmd.actor.user_id,
             accept_by=add_period(now, hp.accept_within, hp.days, self.policy.holidays,
                                  self.policy.timezone_offset_hours),
             reason=cmd.reason, consent_overridden=cmd.consent_override_reason is not None,
+            **({"from_province": self.province, "to_province": cmd.to_province} if elsewhere else {}),
         )
         self.handoffs.append(handoff)
-        self._notify("handoff_requested", 0, [cmd.to_agency.value], due_at=handoff.accept_by)
+        if elsewhere:  # both provinces: the receiving agency and its supervisor, the sending agency's supervisor
+            recipients = [f"{cmd.to_agency.value}@{cmd.to_province}", f"supervisor@{cmd.to_province}",
+                          f"supervisor@{self.province}"]
+        else:
+            recipients = [cmd.to_agency.value]
+        self._notify("handoff_requested", 0, recipients, due_at=handoff.accept_by)
         self._record_action("handoff_requested", cmd, reason=cmd.reason, data={
             "handoff_id": handoff.handoff_id, "kind": cmd.kind.value, "to_agency": cmd.to_agency.value,
-            "accept_by": handoff.accept_by.isoformat(), "consent_override_reason": cmd.consent_override_reason},
+            "accept_by": handoff.accept_by.isoformat(), "consent_override_reason": cmd.consent_override_reason,
+            **({"from_agency": self.owner.value, **_province_pair(handoff)} if elsewhere else {})},
             override=override)
         return self._snapshot()
 
@@ -689,18 +744,30 @@ class CaseWorkflow:
         if self._already_applied():
             return
         self._check(cmd, stage_owner=True)
-        if cmd.to_agency == self.owner:
+        elsewhere = cmd.to_province is not None and cmd.to_province != self.province
+        if cmd.to_province is not None:
+            if cmd.to_province not in VN_PROVINCE_CODES:
+                raise _invalid(f"to_province: {cmd.to_province} is not one of the 34 province codes")
+            if not elsewhere:
+                raise _invalid(f"to_province: the case is already in province {self.province}; leave it out for "
+                               "a handoff within the province")
+            if cmd.kind != HandoffKind.transfer:
+                raise _invalid("to_province: only a transfer goes to another province (a referral adds an agency "
+                               "of the case's own province)")
+        if cmd.to_agency == self.owner and not elsewhere:
             raise _invalid(f"the case is already owned by {cmd.to_agency.value}")
-        if any(h.to_agency == cmd.to_agency and h.state == HandoffState.requested for h in self.handoffs):
+        if any(h.to_agency == cmd.to_agency and (h.to_province or self.province) == (cmd.to_province or self.province)
+               and h.state == HandoffState.requested for h in self.handoffs):
             raise _conflict(f"a handoff to {cmd.to_agency.value} is already waiting for acceptance")
         if cmd.kind == HandoffKind.transfer and any(
                 h.kind == HandoffKind.transfer and h.state == HandoffState.requested for h in self.handoffs):
             raise _conflict("a transfer is already waiting for acceptance")
         if cmd.kind == HandoffKind.referral and cmd.to_agency in self.participants:
             raise _conflict(f"{cmd.to_agency.value} already takes part in this case")
-        if not self._consent_for(cmd.to_agency):
+        if not self._consent_for(cmd.to_agency, cmd.to_province):
             if cmd.consent_override_reason is None:
-                raise _forbidden(f"no data-sharing consent for {cmd.to_agency.value}; record consent, or a "
+                where = f" of province {cmd.to_province}" if elsewhere else ""
+                raise _forbidden(f"no data-sharing consent for {cmd.to_agency.value}{where}; record consent, or a "
                                  "supervisor overrides with a reason")
             if not cmd.actor.has(Role.supervisor):
                 raise _forbidden("only a supervisor may override missing consent")
@@ -718,7 +785,19 @@ class CaseWorkflow:
             return self._snapshot()
         self._validate_respond_handoff(cmd)
         i, h = self._find_handoff(cmd.handoff_id)
+        if cmd.accept and h.crosses_province:
+            await self._accept_transfer(cmd)
+            return self._snapshot()
         now = workflow.now()
+        if h.crosses_province:
+            self.handoffs[i] = h.model_copy(update={"state": HandoffState.rejected, "responded_at": now,
+                                                    "reason": cmd.reason, "responded_by": cmd.actor.user_id})
+            self._notify("handoff_rejected", 0, [f"{h.from_agency.value}@{h.from_province}",
+                                                 f"supervisor@{h.from_province}"])
+            self._record_action("handoff_rejected", cmd, reason=cmd.reason, data={
+                "handoff_id": h.handoff_id, "kind": h.kind.value, "to_agency": h.to_agency.value,
+                "from_agency": h.from_agency.value, **_province_pair(h)})
+            return self._snapshot()
         if cmd.accept:
             self.handoffs[i] = h.model_copy(update={"state": HandoffState.accepted, "responded_at": now})
             if h.kind == HandoffKind.transfer:
@@ -738,6 +817,71 @@ class CaseWorkflow:
         self._record_action(kind, cmd, reason=cmd.reason, data={"handoff_id": h.handoff_id,
                                                                 "kind": h.kind.value, "to_agency": h.to_agency.value})
         return self._snapshot()
+
+    async def _accept_transfer(self, cmd: RespondHandoff) -> None:
+        """A transfer to another province accepted (issue 18): the same case continues there. Jurisdiction,
+        owner (the accepting agency) and policy move to the receiving province; the assignee is cleared; the
+        current stage's deadline is recomputed under the receiving province's policy from this moment (its
+        escalation starts again at 0). The sending province's agencies leave the participants and keep reading
+        what they did up to now (`jurisdictions`, CaseAccessFacts.former); the other handoffs still waiting
+        in the sending province are withdrawn."""
+        assert self.policy is not None
+        _, h = self._find_handoff(cmd.handoff_id)
+        to_province = h.to_province
+        assert to_province is not None and h.from_province is not None
+        if workflow.patched(PROVINCE_TRANSFER):
+            policy = await workflow.execute_local_activity(
+                "resolve_case_policy",
+                PolicyRequest(province=to_province, categories=self.facts.categories, channel=self.facts.channel,
+                              opener=self.facts.opened_by.agency),
+                result_type=CasePolicy, start_to_close_timeout=timedelta(seconds=10))
+        else:  # unreachable for recorded histories (no transfer between provinces before this code)
+            policy = self.policy
+        # the policy was read while other Updates could run: answer only a transfer still waiting
+        i, h = self._find_handoff(cmd.handoff_id)
+        if h.state != HandoffState.requested or self.province != h.from_province:
+            raise _conflict(f"handoff {h.handoff_id} is {h.state.value}, not waiting for an answer")
+        now = workflow.now()
+        previous = {"from_policy_version": self.policy.version, "previous_owner": self.owner.value,
+                    "previous_assignee": self.assignee,
+                    "previous_due_at": self.deadline.due_at.isoformat() if self.deadline else None,
+                    "previous_escalation_level": self.escalation_level,
+                    "was_overdue": bool(self.deadline and now > self.deadline.due_at)}
+        took_part = sorted({self.owner, *self.participants}, key=lambda a: a.value)
+        self.jurisdictions[-1] = self.jurisdictions[-1].model_copy(update={"until": now, "agencies": took_part})
+        self.jurisdictions.append(JurisdictionSpell(province=to_province, since=now, arrived_by=h.handoff_id))
+        self.handoffs[i] = h.model_copy(update={"state": HandoffState.accepted, "responded_at": now,
+                                                "responded_by": cmd.actor.user_id})
+        withdrawn = []
+        for j, other in enumerate(self.handoffs):
+            if other.state == HandoffState.requested:
+                self.handoffs[j] = other.model_copy(update={
+                    "state": HandoffState.revoked, "responded_at": now,
+                    "reason": f"case transferred to province {to_province}"})
+                withdrawn.append(other.handoff_id)
+            elif other.state == HandoffState.accepted and other.kind == HandoffKind.referral:
+                self.handoffs[j] = other.model_copy(update={"state": HandoffState.done})
+        self.province = to_province
+        self.owner = h.to_agency
+        self.participants = []
+        self.assignee = None
+        self.policy = policy
+        if self.stages and self.stage != Stage.closed:
+            self.stages[-1] = self.stages[-1].model_copy(update={"owner_agency": h.to_agency})
+        if self.deadline is not None and self.stage != Stage.closed:
+            self.deadline = self._deadline_for(self.stage, now)
+            self.escalation_level = 0
+        self._notify("handoff_accepted", 0, [f"{h.from_agency.value}@{h.from_province}",
+                                             f"supervisor@{h.from_province}", f"supervisor@{to_province}"],
+                     due_at=self.deadline.due_at if self.deadline else None)
+        self._record_action("handoff_accepted", cmd, reason=cmd.reason, data={
+            "handoff_id": h.handoff_id, "kind": h.kind.value, "jurisdiction_transfer": True,
+            "from_agency": h.from_agency.value, "to_agency": h.to_agency.value, **_province_pair(h),
+            "requested_by": h.requested_by, "requested_at": h.requested_at.isoformat(),
+            "accepted_by": cmd.actor.user_id, "policy_version": policy.version,
+            "due_at": self.deadline.due_at.isoformat() if self.deadline else None,
+            "deadline_source": self.deadline.source if self.deadline else None,
+            "handoffs_withdrawn": withdrawn, **previous})
 
     @respond_handoff.validator
     def _validate_respond_handoff(self, cmd: RespondHandoff) -> None:
@@ -763,7 +907,8 @@ class CaseWorkflow:
                                                 "reason": cmd.reason})
         if h.state == HandoffState.accepted and h.kind == HandoffKind.referral and h.to_agency in self.participants:
             self.participants.remove(h.to_agency)
-        self._record_action("handoff_revoked", cmd, reason=cmd.reason, data={"handoff_id": h.handoff_id})
+        self._record_action("handoff_revoked", cmd, reason=cmd.reason, data={"handoff_id": h.handoff_id,
+                                                                             **_province_pair(h)})
         return self._snapshot()
 
     @revoke_handoff.validator
@@ -877,6 +1022,8 @@ class CaseWorkflow:
         data: dict[str, Any] = {"outcome": cmd.outcome.value}
         if cmd.outcome == Outcome.transferred_jurisdiction:
             data["to_province"] = cmd.to_province
+            if cmd.to_country is not None:
+                data["to_country"] = cmd.to_country
             self._close(cmd.outcome, CaseStatus.ClosedReferred)
         else:
             self._close(cmd.outcome, CaseStatus.Closed)
@@ -892,8 +1039,16 @@ class CaseWorkflow:
             raise _conflict("no closure for non-cooperation during the reflection and recovery period "
                             f"(until {self.reflection_until.isoformat()})")
         if cmd.outcome == Outcome.transferred_jurisdiction:
-            if not cmd.to_province or cmd.to_province == self.province:
-                raise _invalid("transferred_jurisdiction needs to_province, another province")
+            if not self._leaving_rules():  # histories recorded before issue 18 replay under the earlier rule
+                if not cmd.to_province or cmd.to_province == self.province:
+                    raise _invalid("transferred_jurisdiction needs to_province, another province")
+            elif cmd.to_country is None or cmd.to_country == "VN":
+                raise _invalid("to_country: transferred_jurisdiction is for a case leaving Viet Nam's system (the "
+                               "destination country, ISO 3166-1 alpha-2, not VN); to move the case to another "
+                               "province, request a transfer handoff with to_province")
+            elif cmd.to_province is not None and cmd.to_province in VN_PROVINCE_CODES:
+                raise _invalid(f"to_province: {cmd.to_province} is a Vietnamese province code; a case moving to "
+                               "another province is a transfer handoff with to_province, not an end of the case")
             if not cmd.actor.has(Role.supervisor):
                 raise _forbidden("a transfer to another jurisdiction needs a supervisor")
 

@@ -11,8 +11,9 @@ from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from vietnam_provinces import ProvinceCode
 
-from shared.access import CaseAccessFacts
+from shared.access import CaseAccessFacts, FormerJurisdiction
 from shared.domain import (
     AgeBand,
     AgencyRole,
@@ -30,6 +31,10 @@ from workflows.policy import CasePolicy
 Reason = Annotated[str, Field(min_length=3, max_length=500, description="why; recorded in the audit log. "
                                                                         "No personal data.")]
 Ref = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+# the 34 official province codes after the 1 July 2025 reform (the `vietnam-provinces` package), two digits
+VN_PROVINCE_CODES: frozenset[str] = frozenset(f"{int(c.value):02d}" for c in ProvinceCode)
+ProvinceRef = Annotated[str, Field(min_length=2, max_length=2, pattern=r"^[0-9]{2}$",
+                                   description="a Vietnamese province code (2025 reform), e.g. 40 Nghệ An")]
 
 
 class Frozen(BaseModel):
@@ -207,7 +212,16 @@ class RecordConsent(Command):
     purpose: ConsentPurpose
     granted: bool
     agency: AgencyRole | None = Field(default=None, description="for data_sharing: with which agency")
+    province: ProvinceRef | None = Field(
+        default=None, description="for data_sharing with an agency of another province (a transfer there): "
+                                  "which province; the consent then covers that province's agency only")
     document_ref: Ref | None = None
+
+
+def consent_key(purpose: ConsentPurpose | str, agency: AgencyRole | None, province: str | None = None) -> str:
+    """The key of a consent in CaseState.consents: purpose[:agency[@province]]."""
+    key = str(purpose) + (f":{agency.value}" if agency else "")
+    return key + (f"@{province}" if agency and province else "")
 
 
 class HandoffKind(StrEnum):
@@ -226,6 +240,10 @@ class HandoffState(StrEnum):
 class RequestHandoff(StageOwnerCommand):
     kind: HandoffKind
     to_agency: AgencyRole
+    to_province: ProvinceRef | None = Field(
+        default=None, description="transfer only: the province of the receiving agency when it is not the case's "
+                                  "(the case travels with the person); on acceptance the jurisdiction, the "
+                                  "owner and the deadlines follow that province")
     reason: Reason
     consent_override_reason: Reason | None = Field(
         default=None, description="supervisor only: share without the person's data-sharing consent")
@@ -269,7 +287,13 @@ class EndCase(StageOwnerCommand):
     outcome: Literal[Outcome.consent_withdrawn, Outcome.transferred_jurisdiction, Outcome.lost_contact,
                      Outcome.deceased]
     reason: Reason
-    to_province: str | None = Field(default=None, max_length=8, description="for transferred_jurisdiction")
+    to_country: str | None = Field(
+        default=None, min_length=2, max_length=2, pattern=r"^[A-Z]{2}$",
+        description="transferred_jurisdiction: the country (ISO 3166-1 alpha-2, not VN) whose system takes the "
+                    "case over; a case moving to another Vietnamese province is a transfer handoff instead")
+    to_province: str | None = Field(default=None, max_length=8,
+                                    description="transferred_jurisdiction: the destination's region in that "
+                                                "country, if any (never a Vietnamese province code)")
 
 
 class RecordFollowUp(StageOwnerCommand):
@@ -308,6 +332,26 @@ class Handoff(Frozen):
     reason: str | None = None
     escalation_level: int = 0
     consent_overridden: bool = False
+    from_province: str | None = Field(default=None, description="the case's province when requested")
+    to_province: str | None = Field(default=None, description="a transfer to another province: the receiving "
+                                                              "agency's province (None: the case's own)")
+    responded_by: str | None = None
+
+    @property
+    def crosses_province(self) -> bool:
+        return self.to_province is not None and self.to_province != self.from_province
+
+
+class JurisdictionSpell(Frozen):
+    """A province that held the case, from when until when (None: it holds it now)."""
+
+    province: str
+    since: AwareDatetime
+    until: AwareDatetime | None = None
+    arrived_by: str | None = Field(default=None, description="the transfer handoff that brought the case here")
+    agencies: list[AgencyRole] = Field(default_factory=list,
+                                       description="on leaving: the owner and participants while the case was here "
+                                                   "(they keep reading what they did up to `until`)")
 
 
 class StageRecord(Frozen):
@@ -350,6 +394,9 @@ class CaseState(Frozen):
     follow_ups: list[FollowUp] = Field(default_factory=list)
     services_delivered: int = 0
     reflection_until: AwareDatetime | None = None
+    jurisdictions: list[JurisdictionSpell] = Field(
+        default_factory=list, description="the provinces that held the case, in order (the last holds it now); "
+                                          "empty in states recorded before transfers between provinces")
     policy_version: str
     last_event_seq: int = 0
     opened_at: AwareDatetime | None = None
@@ -357,11 +404,22 @@ class CaseState(Frozen):
     updated_at: AwareDatetime
 
     def access_facts(self) -> CaseAccessFacts:
+        pending = [h for h in self.handoffs if h.state == HandoffState.requested]
+        here = [h for h in pending if h.to_province is None or h.to_province == self.province]
         return CaseAccessFacts(
-            province=self.province, commune=self.facts.commune, owner_agency=self.owner_agency,
-            participants=frozenset(self.participants),
-            pending_invitees=frozenset(h.to_agency for h in self.handoffs if h.state == HandoffState.requested),
+            province=self.province, commune=self.facts.commune,
+            owner_agency=self.owner_agency, participants=frozenset(self.participants),
+            pending_invitees=frozenset(h.to_agency for h in here),
+            invited_elsewhere=frozenset((h.to_province, h.to_agency) for h in pending
+                                        if h.to_province is not None and h.to_province != self.province),
+            former=tuple(FormerJurisdiction(province=j.province, agencies=frozenset(j.agencies), until=j.until)
+                         for j in self.jurisdictions if j.until is not None),
         )
+
+    def pending_transfer(self) -> Handoff | None:
+        """The transfer to another province waiting for an answer, if any (at most one transfer waits)."""
+        return next((h for h in self.handoffs if h.state == HandoffState.requested and h.kind == HandoffKind.transfer
+                     and h.to_province is not None and h.to_province != self.province), None)
 
 
 APPLIED_UPDATE_IDS_KEPT = 256
@@ -411,9 +469,12 @@ class CaseEvent(Frozen):
 class Notification(Frozen):
     notification_id: str
     case_id: str
-    kind: Literal["reminder", "escalation", "handoff_requested", "handoff_escalation", "follow_up_due"]
+    kind: Literal["reminder", "escalation", "handoff_requested", "handoff_escalation", "follow_up_due",
+                  "handoff_accepted", "handoff_rejected"]
     level: int = 0
-    recipients: list[str] = Field(description="agency roles / 'supervisor' / 'agency_head' / 'steering_committee'")
+    recipients: list[str] = Field(description="agency roles / 'supervisor' / 'agency_head' / 'steering_committee'; "
+                                              "'<recipient>@<province>' when a handoff crosses provinces (both "
+                                              "the sending and the receiving province are addressed)")
     stage: Stage
     due_at: AwareDatetime | None = None
     created_at: AwareDatetime

@@ -15,9 +15,10 @@ from pydantic import ValidationError
 from shared.access import can_act_on_case
 from shared.access_log import list_reads
 from shared.api import runtime_of
+from shared.api_models import BIGINT_MAX, IdPath, IdQuery
 from shared.auth import CurrentPrincipal, Principal, require_roles
+from shared.case_gateway import IDEMPOTENCY_KEY_MAX, IDEMPOTENCY_KEY_PATTERN, CaseId, update_case
 from shared.case_gateway import IdempotencyKey as UpdateIdempotencyKey
-from shared.case_gateway import update_case
 from shared.domain import Channel, Role
 from shared.runtime import Runtime
 from workflows.models import Actor, CaseState, Decide, ReceiveDecision
@@ -93,7 +94,7 @@ Caseworker = Annotated[Principal, require_roles(Role.caseworker, Role.supervisor
 Reader = Annotated[Principal, require_roles(Role.caseworker, Role.supervisor, Role.auditor)]
 Overseer = Annotated[Principal, require_roles(Role.supervisor, Role.auditor)]
 IdempotencyKey = Annotated[str | None, Header(
-    alias="Idempotency-Key", min_length=1, max_length=200,
+    alias="Idempotency-Key", min_length=1, max_length=IDEMPOTENCY_KEY_MAX, pattern=IDEMPOTENCY_KEY_PATTERN,
     description="yours, per operation and case: your retries with the same key return the same result; reusing "
                 "it with another body is a 422. Without a key every request is new")]
 BreakGlass = Annotated[str | None, Query(
@@ -295,7 +296,7 @@ async def list_cases(request: Request, principal: Reader,
                 "person summary (name) is personal data: it is access-logged and masked for auditors "
                 "unless `break_glass_reason` is given.",
     responses={**AUTH_ERRORS, 404: {"description": "no such case"}})
-async def get_case(request: Request, case_id: str, principal: Reader,
+async def get_case(request: Request, case_id: CaseId, principal: Reader,
                    break_glass_reason: BreakGlass = None) -> CaseView:
     runtime = runtime_of(request)
     case, facts, state = await reads.readable_case(runtime, principal, case_id)
@@ -326,7 +327,7 @@ PERSON_DESCRIPTION = ("Returns the sections the caller's agency may read (shared
 @router.get("/persons/{person_id}", response_model=PersonOut, tags=["persons"],
             summary="Read a person from the registry (access-logged)", description=PERSON_DESCRIPTION,
             responses={**AUTH_ERRORS, 404: {"description": "no such person"}})
-async def get_person(request: Request, person_id: str, principal: Reader, purpose: Purpose = None,
+async def get_person(request: Request, person_id: IdPath, principal: Reader, purpose: Purpose = None,
                      break_glass_reason: BreakGlass = None) -> PersonOut:
     runtime = runtime_of(request)
     case = await repository.case_of_person(runtime.pool, person_id)
@@ -340,7 +341,7 @@ async def get_person(request: Request, person_id: str, principal: Reader, purpos
 @router.get("/cases/{case_id}/person", response_model=PersonOut, tags=["persons"],
             summary="Read the person of a case (access-logged)", description=PERSON_DESCRIPTION,
             responses={**AUTH_ERRORS, 404: {"description": "no such case"}})
-async def get_case_person(request: Request, case_id: str, principal: Reader, purpose: Purpose = None,
+async def get_case_person(request: Request, case_id: CaseId, principal: Reader, purpose: Purpose = None,
                           break_glass_reason: BreakGlass = None) -> PersonOut:
     runtime = runtime_of(request)
     case, facts, _ = await reads.readable_case(runtime, principal, case_id)
@@ -354,7 +355,7 @@ async def get_case_person(request: Request, case_id: str, principal: Reader, pur
                         "hte_* records, `x_nrm` the NRM facts HTCDS has no field for. Carries personal data: "
                         "access-logged; auditors need `break_glass_reason`.",
             responses={**AUTH_ERRORS, 404: {"description": "no such case"}})
-async def get_htcds(request: Request, case_id: str, principal: Reader, purpose: Purpose = None,
+async def get_htcds(request: Request, case_id: CaseId, principal: Reader, purpose: Purpose = None,
                     break_glass_reason: BreakGlass = None) -> HtcdsRecord:
     runtime = runtime_of(request)
     case, facts, state = await reads.readable_case(runtime, principal, case_id)
@@ -369,7 +370,7 @@ async def get_htcds(request: Request, case_id: str, principal: Reader, purpose: 
                         "a case in a province outside your jurisdiction is withheld (`within_your_jurisdiction` "
                         "false): you learn only that a match exists elsewhere.",
             responses={**AUTH_ERRORS, 404: {"description": "no such case"}})
-async def list_duplicates(request: Request, case_id: str, principal: Reader) -> list[DuplicateOut]:
+async def list_duplicates(request: Request, case_id: CaseId, principal: Reader) -> list[DuplicateOut]:
     runtime = runtime_of(request)
     await reads.readable_case(runtime, principal, case_id)
     return [candidate_view(principal, r) for r in await repository.duplicates_of_case(runtime.pool, case_id)]
@@ -408,7 +409,7 @@ async def _authorize_resolution(runtime: Runtime, principal: Principal, cand: re
              responses={**AUTH_ERRORS, 404: {"description": "no such candidate"}, 409: {"description": "decided"},
                         422: {"description": "invalid field, or key reused with another body"}},
              dependencies=[JSON_ONLY])
-async def resolve_duplicate(request: Request, response: Response, candidate_id: str, body: ResolveDuplicate,
+async def resolve_duplicate(request: Request, response: Response, candidate_id: IdPath, body: ResolveDuplicate,
                             principal: Caseworker, idem_key: IdempotencyKey = None) -> DuplicateOut:
     runtime = runtime_of(request)
     cand = await repository.get_duplicate(runtime.pool, candidate_id)
@@ -447,7 +448,7 @@ async def resolve_duplicate(request: Request, response: Response, candidate_id: 
                         422: {"description": "invalid field, or key reused with another body"},
                         503: {"description": "workflow unavailable"}},
              dependencies=[JSON_ONLY])
-async def classify(request: Request, case_id: str, body: ClassifyRequest, principal: Caseworker,
+async def classify(request: Request, case_id: CaseId, body: ClassifyRequest, principal: Caseworker,
                    idem_key: UpdateIdempotencyKey = None) -> CaseState:
     runtime = runtime_of(request)
     case = await reads.case_or_404(runtime, case_id)
@@ -473,11 +474,11 @@ async def classify(request: Request, case_id: str, body: ClassifyRequest, princi
                         "see reads of cases in their province; national auditors all. Filter by case, user or "
                         "service. Newest first; pass `next_cursor` as `cursor`.",
             responses=AUTH_ERRORS)
-async def access_log(request: Request, principal: Overseer, case_id: str | None = None,
+async def access_log(request: Request, principal: Overseer, case_id: IdQuery = None,
                      user_id: Annotated[str | None, Query(max_length=128)] = None,
                      service: Annotated[str | None, Query(max_length=32, description="e.g. intake, verification")
                                         ] = None,
-                     cursor: Annotated[int | None, Query(ge=1)] = None,
+                     cursor: Annotated[int | None, Query(ge=1, le=BIGINT_MAX)] = None,
                      limit: Annotated[int, Query(ge=1, le=200)] = 50) -> AccessLogPage:
     runtime = runtime_of(request)
     rows = await list_reads(runtime.pool, runtime.ring, case_id=case_id, user_id=user_id,

@@ -14,6 +14,7 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 from vietnam_provinces import ProvinceCode, Ward, WardCode
 
 from shared import htcds
+from shared.api_models import StorableText, Version
 from shared.domain import AgeBand, AgencyRole, CaseStatus, Channel, Stage, TraffickingStatus
 from workflows.models import Classification
 
@@ -80,7 +81,7 @@ CommuneCodeStr = Annotated[str, AfterValidator(normalise_commune),
                            Field(description="commune/ward code (2025 reform), e.g. 00070")]
 
 
-class Strict(BaseModel):
+class Strict(StorableText):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
@@ -408,7 +409,7 @@ class ClassifyRequest(Strict):
 
     classification: Classification
     justification: Reason
-    expected_version: int | None = Field(default=None, ge=0)
+    expected_version: Version | None = Field(default=None)
 
 
 class AccessLogEntry(BaseModel):

@@ -40,9 +40,9 @@ from services.oversight.models import (
     TechnicalProblem,
     VerifyResult,
 )
-from shared import case_index
 from shared.access import CaseAccessFacts, can_act_on_case, can_read_case
 from shared.api import runtime_of
+from shared.api_models import ID_PATTERN, IdQuery, Offset
 from shared.auth import Principal, require_roles
 from shared.case_gateway import IdempotencyKey, update_case
 from shared.domain import AgencyRole, Role, Stage
@@ -178,8 +178,7 @@ def _reasons(r: Any, f: repo.StuckFilter) -> list[StuckReason]:
                 "null on the last page.\n\nTemporal is asked only about the cases of the page "
                 "(`check_temporal=true`, default): each gets its `technical` problems. When `technical` is "
                 "among the requested reasons, every open case is a candidate and the page keeps those with a "
-                "requested reason, so a page can hold fewer than `limit` items before the last page.\n\n"
-                + case_index.STALENESS),
+                "requested reason, so a page can hold fewer than `limit` items before the last page."),
             responses={403: {"description": "not a supervisor, or another province"}})
 async def stuck_cases(
     request: Request, p: Supervisor, province: ProvinceQ = None,
@@ -191,7 +190,7 @@ async def stuck_cases(
     category: Annotated[list[Category], Query(description="repeatable: child, adult, abroad, domestic")] = [],  # noqa: B006
     assignee: Annotated[str | None, Query(max_length=128)] = None,
     check_temporal: bool = True,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50, offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50, offset: Offset = 0,
 ) -> StuckPage:
     rt = runtime_of(request)
     f = repo.StuckFilter(now=now_of(request), province=jurisdiction(p, province), reasons={r.value for r in reason},
@@ -229,7 +228,7 @@ async def stuck_cases(
 
 @router.get("/board", response_model=Board, summary="Open cases by stage × agency, with overdue counts",
             description="One cell per (stage, owning agency) that has open cases in the province; `overdue` counts "
-                        "the cell's cases whose stage deadline has passed.\n\n" + case_index.STALENESS,
+                        "the cell's cases whose stage deadline has passed.",
             responses={403: {"description": "not a supervisor, or another province"}})
 async def board(request: Request, p: Supervisor, province: ProvinceQ = None) -> Board:
     prov = jurisdiction(p, province)
@@ -384,7 +383,7 @@ async def get_report(
                        404: {"description": "case not found"}})
 async def case_history(request: Request, p: AuditReader, case_id: CaseId,
                        limit: Annotated[int, Query(ge=1, le=200)] = 50,
-                       offset: Annotated[int, Query(ge=0)] = 0) -> HistoryPage:
+                       offset: Offset = 0) -> HistoryPage:
     await _readable_state(request, p, case_id)
     rt = runtime_of(request)
     async with rt.pool.acquire() as conn:
@@ -429,9 +428,9 @@ async def case_as_of(request: Request, p: AuditReader, case_id: CaseId,
             responses={403: {"description": "not an auditor/supervisor of this jurisdiction"},
                        404: {"description": "case not found"}})
 async def audit_verify(request: Request, p: AuditReader,
-                       case_id: Annotated[str | None, Query(max_length=64)] = None, province: ProvinceQ = None,
+                       case_id: IdQuery = None, province: ProvinceQ = None,
                        limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-                       offset: Annotated[int, Query(ge=0)] = 0) -> VerifyResult:
+                       offset: Offset = 0) -> VerifyResult:
     rt = runtime_of(request)
     if case_id:
         await _readable_state(request, p, case_id)
@@ -454,7 +453,8 @@ async def audit_verify(request: Request, p: AuditReader,
             responses={403: {"description": "not an auditor/supervisor of this jurisdiction"},
                        404: {"description": "no history for this case"}})
 async def audit_replay(request: Request, p: AuditReader,
-                       case_id: Annotated[str, Query(min_length=1, max_length=64)]) -> list[ReplayOutcome]:
+                       case_id: Annotated[str, Query(min_length=1, max_length=64, pattern=ID_PATTERN)]
+                       ) -> list[ReplayOutcome]:
     await _readable_state(request, p, case_id)
     rt = runtime_of(request)
     async with rt.pool.acquire() as conn:

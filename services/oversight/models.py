@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from shared.api_models import Id, StorableText, Version
 from shared.domain import AgencyRole, Stage
 from workflows.models import Reason
 
@@ -17,7 +18,7 @@ class _Out(BaseModel):
     model_config = ConfigDict(frozen=True)
 
 
-class _In(BaseModel):
+class _In(StorableText):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
@@ -90,7 +91,7 @@ class Board(_Out):
 # ---- supervisor actions ---------------------------------------------------------------------
 class ReassignRequest(_In):
     assignee_user_id: str = Field(min_length=1, max_length=128, examples=["police-officer-7"])
-    expected_version: int | None = Field(default=None, ge=0)
+    expected_version: Version | None = Field(default=None)
     override_reason: Reason | None = Field(
         default=None, description="supervisors of another agency than the stage's owner: why (required then; "
                                   "recorded in the audit log as an override). No personal data.")
@@ -100,19 +101,19 @@ class ExtendDeadlineRequest(_In):
     extend_by: timedelta = Field(gt=timedelta(0), le=timedelta(days=365),
                                  description="ISO 8601 duration, e.g. P2D", examples=["P2D"])
     reason: Reason
-    handoff_id: str | None = Field(default=None, max_length=64, description="extend a waiting handoff instead")
-    expected_version: int | None = Field(default=None, ge=0)
+    handoff_id: Id | None = Field(default=None, description="extend a waiting handoff instead")
+    expected_version: Version | None = Field(default=None)
 
 
 class EscalateRequest(_In):
     reason: Reason
-    expected_version: int | None = Field(default=None, ge=0)
+    expected_version: Version | None = Field(default=None)
 
 
 class ReopenRequest(_In):
     to_stage: Stage
     reason: Reason
-    expected_version: int | None = Field(default=None, ge=0)
+    expected_version: Version | None = Field(default=None)
 
 
 # ---- auditors -------------------------------------------------------------------------------

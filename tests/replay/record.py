@@ -17,6 +17,7 @@ import tempfile
 import uuid
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from temporalio.client import WorkflowUpdateFailedError
@@ -310,12 +311,85 @@ async def continued_as_new_carrying_ids(h: Harness, env: WorkflowEnvironment) ->
     return cid
 
 
+SP_40 = actor(AgencyRole.social_protection, province="40", user="sp-40")
+
+
+async def _transfer_case(h: Harness, env: WorkflowEnvironment, name: str, *, consent: bool = True
+                         ) -> tuple[str, Any]:
+    """Issue 18: a case in verification at social protection of 01, a transfer to social protection of
+    Nghệ An (40) requested (patch province-transfer-issue-18 at acceptance)."""
+    cid = f"rp-{name}-{uuid.uuid4().hex[:8]}"
+    handle = await h.open(facts(cid, now=await env.get_current_time()))
+    await handle.execute_update(CaseWorkflow.decide, _receive())
+    if consent:
+        await handle.execute_update(CaseWorkflow.record_consent, RecordConsent(
+            actor=SP, purpose=ConsentPurpose.data_sharing, granted=True, agency=AgencyRole.social_protection,
+            province="40"))
+    await handle.execute_update(CaseWorkflow.request_handoff, RequestHandoff(
+        actor=SP if consent else SUP, kind=HandoffKind.transfer, to_agency=AgencyRole.social_protection,
+        to_province="40", reason="the person lives in Nghe An",
+        consent_override_reason=None if consent else "child protection: legal basis"))
+    return cid, handle
+
+
+async def transfer_accepted(h: Harness, env: WorkflowEnvironment) -> str:
+    cid, handle = await _transfer_case(h, env, "transfer-accepted")
+    await handle.execute_update(CaseWorkflow.claim, Claim(actor=SP))
+    await handle.execute_update(CaseWorkflow.respond_handoff, RespondHandoff(actor=SP_40, handoff_id="h1", accept=True))
+    await handle.execute_update(CaseWorkflow.claim, Claim(actor=SP_40))
+    await env.sleep(timedelta(hours=1))
+    return cid  # still running, in province 40
+
+
+async def transfer_rejected(h: Harness, env: WorkflowEnvironment) -> str:
+    cid, handle = await _transfer_case(h, env, "transfer-rejected", consent=False)
+    await handle.execute_update(CaseWorkflow.respond_handoff, RespondHandoff(
+        actor=SP_40, handoff_id="h1", accept=False, reason="the family moved on"))
+    await env.sleep(timedelta(hours=1))
+    return cid
+
+
+async def transfer_revoked(h: Harness, env: WorkflowEnvironment) -> str:
+    cid, handle = await _transfer_case(h, env, "transfer-revoked")
+    await handle.execute_update(CaseWorkflow.revoke_handoff, RevokeHandoff(
+        actor=SP, handoff_id="h1", reason="the person stays for the trial"))
+    await env.sleep(timedelta(hours=1))
+    return cid
+
+
+async def transfer_unanswered(h: Harness, env: WorkflowEnvironment) -> str:
+    cid, _ = await _transfer_case(h, env, "transfer-unanswered")
+    await env.sleep(timedelta(days=9))  # handoff escalation levels 1-3 on both sides (and the stage's own)
+    return cid
+
+
+async def transfer_while_overdue(h: Harness, env: WorkflowEnvironment) -> str:
+    cid, handle = await _transfer_case(h, env, "transfer-overdue")
+    await env.sleep(timedelta(days=5))  # verification overdue (3 days): levels 1, 2; the transfer escalates too
+    await handle.execute_update(CaseWorkflow.respond_handoff, RespondHandoff(actor=SP_40, handoff_id="h1", accept=True))
+    await env.sleep(timedelta(days=4))  # the new deadline (from acceptance, under 40's policy) breached again
+    return cid
+
+
+async def left_the_country(h: Harness, env: WorkflowEnvironment) -> str:
+    """transferred_jurisdiction after issue 18: a destination country, never a Vietnamese province."""
+    cid = f"rp-left-{uuid.uuid4().hex[:8]}"
+    handle = await h.open(facts(cid, now=await env.get_current_time()))
+    await handle.execute_update(CaseWorkflow.decide, _receive())
+    await handle.execute_update(CaseWorkflow.end_case, EndCase(
+        actor=SUP, outcome=Outcome.transferred_jurisdiction, to_country="KH", reason="returned under the SOP"))
+    await handle.result()
+    return cid
+
+
 FIRST_RUN: dict[str, str] = {}  # case id -> the run to record, for a case that continued as new
 PATHS = [not_relevant_closed, full_path, overdue_running, reopened, handoffs, child_abroad_not_a_victim,
          rescue_then_transferred, continued_as_new, trust_rules, continued_as_new_retry,
-         continued_as_new_carrying_ids]
+         continued_as_new_carrying_ids, transfer_accepted, transfer_rejected, transfer_revoked, transfer_unanswered,
+         transfer_while_overdue, left_the_country]
 STILL_RUNNING = (overdue_running, handoffs, continued_as_new, trust_rules, continued_as_new_retry,
-                 continued_as_new_carrying_ids)
+                 continued_as_new_carrying_ids, transfer_accepted, transfer_rejected, transfer_revoked,
+                 transfer_unanswered, transfer_while_overdue)
 
 
 async def main(only: list[str]) -> None:

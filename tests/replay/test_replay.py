@@ -31,7 +31,9 @@ def _load(path: Path) -> WorkflowHistory:
 def test_histories_were_recorded():
     assert {p.stem for p in HISTORIES} >= {"not_relevant_closed", "full_path", "overdue_running", "reopened", "handoffs",
                                            "child_abroad_not_a_victim", "rescue_then_transferred", "continued_as_new",
-                                           "trust_rules", "continued_as_new_retry", "continued_as_new_carrying_ids"}
+                                           "trust_rules", "continued_as_new_retry", "continued_as_new_carrying_ids",
+                                           "transfer_accepted", "transfer_rejected", "transfer_revoked",
+                                           "transfer_unanswered", "transfer_while_overdue", "left_the_country"}
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
@@ -45,7 +47,7 @@ async def test_final_state_is_readable_from_history(path: Path):
     assert state is not None
     s = CaseState.model_validate(state)
     if path.stem in ("overdue_running", "handoffs", "continued_as_new", "trust_rules", "continued_as_new_retry",
-                     "continued_as_new_carrying_ids"):  # recorded while still running
+                     "continued_as_new_carrying_ids") or path.stem.startswith("transfer_"):  # still running
         assert origin == "last_record_case_events_input"
         if path.stem == "overdue_running":
             assert s.assignee == "sp-officer-2" and s.escalation_level == 1 and s.stage.value == "verify"
@@ -55,12 +57,24 @@ async def test_final_state_is_readable_from_history(path: Path):
         elif path.stem == "trust_rules":
             assert s.stage.value == "protect" and "legal_aid" in s.participants and s.version == 8
             assert s.trafficking_status.value == "ActualVictimOfTrafficking"
+        elif path.stem.startswith("transfer_"):  # issue 18: a transfer to social protection of Nghe An (40)
+            moved = path.stem in ("transfer_accepted", "transfer_while_overdue")
+            assert s.province == ("40" if moved else "01") and len(s.jurisdictions) == (2 if moved else 1)
+            assert s.handoffs[0].to_province == "40" and s.handoffs[0].state.value == {
+                "transfer_accepted": "accepted", "transfer_while_overdue": "accepted", "transfer_rejected": "rejected",
+                "transfer_revoked": "revoked", "transfer_unanswered": "requested"}[path.stem]
+            if path.stem == "transfer_unanswered":
+                assert s.handoffs[0].escalation_level == 3
+            if path.stem == "transfer_while_overdue":
+                assert s.escalation_level >= 1 and s.deadline is not None and s.jurisdictions[1].since < s.deadline.due_at
         elif path.stem == "continued_as_new_retry":  # 1 classify + 12 notes, the retry of u-note-0 not applied
             assert s.stage.value == "verify" and s.version == 14
         else:
             assert s.stage.value == "verify" and s.version > 0
     else:
         assert origin == "completion_result" and s.status.value in ("Closed", "ClosedReferred")
+    if path.stem == "left_the_country":
+        assert s.outcome is not None and s.outcome.value == "transferred_jurisdiction" and s.province == "01"
     if path.stem == "full_path":
         assert s.outcome is not None and s.outcome.value == "reintegrated" and s.services_delivered == 1
 

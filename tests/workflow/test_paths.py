@@ -148,7 +148,7 @@ async def test_early_outcomes(ts_env, db_pool, ring, task_queue, outcome_path, e
                 else actor(AgencyRole.police)
             s = await handle.execute_update(CaseWorkflow.end_case, EndCase(
                 actor=who, outcome=outcome[outcome_path], reason="recorded by the police unit",
-                to_province="79" if outcome_path == "transferred" else None))
+                to_country="KH" if outcome_path == "transferred" else None))
         assert (s.outcome, s.status) == expected and s.stage == Stage.closed
         events = await h.events(cid, s.last_event_seq)
         assert events[-1]["kind"] in ("stage_decided", "case_ended")
