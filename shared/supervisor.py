@@ -458,7 +458,8 @@ class Supervisor:
         stuck = []
         for name in order:
             part = self.parts[name]
-            if part.pid is None or part.exit_status() is not None:
+            # only running parts: the pid of one that exited (and was reaped) may belong to a stranger now
+            if part.state not in ("starting", "up") or part.pid is None or part.exit_status() is not None:
                 continue
             part.state = "stopping"
             part.terminate()
@@ -470,15 +471,18 @@ class Supervisor:
 
     def stop_group(self, names: list[str], timeout: float = 20) -> list[str]:
         """SIGTERM to all the named parts at once (they drain in parallel), then wait for each."""
+        stopping = []
         for name in names:
             part = self.parts[name]
-            if part.pid is not None and part.exit_status() is None:
+            # only running parts: the pid of one that exited (and was reaped) may belong to a stranger now
+            if part.state in ("starting", "up") and part.pid is not None and part.exit_status() is None:
                 part.state = "stopping"
                 part.terminate()
+                stopping.append(part)
         stuck = []
         deadline = time.monotonic() + timeout
-        for name in names:
-            part = self.parts[name]
+        for part in stopping:
+            name = part.name
             if not part.wait(max(deadline - time.monotonic(), 0.1)):
                 part.kill()
                 if not part.wait(5):
