@@ -190,7 +190,7 @@ async def signin_dev(request: Request) -> Response:
         return redirect("/signin?error=persona")
     user_id = values["user_id"] or f"{agency.value}-{province.replace('*', 'vn')}-{role.value}"
     token = c.sessions.dev_token(role, agency, province, user_id, values["name"] or user_id)
-    session = c.sessions.signed_in_as(c.session, token, "dev")
+    session = await c.sessions.signed_in_as(c.session, token, "dev")
     response = redirect(session.home)
     c.sessions.save(response, session)
     log.info("console_signed_in", via="dev", user_id=user_id, agency=agency.value, role=role.value)
@@ -212,7 +212,7 @@ async def signin_callback(request: Request) -> Response:
         raise HTTPException(404)
     try:
         access, id_token = await c.sessions.oidc_finish(request, request.app.state.http)
-        session = c.sessions.signed_in_as(c.session, access, "oidc", id_token)
+        session = await c.sessions.signed_in_as(c.session, access, "oidc", id_token)
     except AuthError as exc:
         log.warning("console_oidc_refused", reason=str(exc))
         return redirect("/signin?error=oidc")

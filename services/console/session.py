@@ -13,6 +13,7 @@ Two ways in:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -118,9 +119,9 @@ class Sessions:
     def csrf_ok(session: Session, sent: str | None) -> bool:
         return bool(sent) and hmac.compare_digest(session.csrf, str(sent))
 
-    def signed_in_as(self, session: Session, token: str, via: str, id_token: str | None = None) -> Session:
-        """A fresh session (new CSRF token: no fixation) for a verified bearer token."""
-        principal = self.verifier.verify(token)
+    async def signed_in_as(self, session: Session, token: str, via: str, id_token: str | None = None) -> Session:
+        """A fresh session (new CSRF token: no fixation) for a bearer token verified as the APIs verify it."""
+        principal = await self.verifier.verify_async(token)
         claims = jwt.decode(token, options={"verify_signature": False})  # verified just above
         return Session(token=token, expires_at=float(claims["exp"]), user_id=principal.user_id,
                        display_name=principal.display_name, roles=sorted(r.value for r in principal.roles),
@@ -181,16 +182,19 @@ class Sessions:
         if not access:
             raise AuthError("no access token in the token response")
         if id_token:
-            jwks_url = self.config.shared.oidc_jwks_url
-            try:
-                key = jwt.PyJWKClient(str(jwks_url)).get_signing_key_from_jwt(id_token).key
-                claims = jwt.decode(id_token, key, algorithms=["RS256", "ES256", "EdDSA"], audience=o.oidc_client_id,
-                                    leeway=60)
-            except jwt.PyJWTError as exc:
-                raise AuthError(f"ID token invalid: {exc}") from None
+            claims = await asyncio.to_thread(self._id_token_claims, str(id_token))
             if not hmac.compare_digest(str(claims.get("nonce", "")), str(flow["nonce"])):
                 raise AuthError("nonce mismatch")
         return str(access), id_token
+
+    def _id_token_claims(self, id_token: str) -> dict[str, Any]:
+        """The ID token verified against the provider's JWKS (a blocking fetch: run in a thread)."""
+        try:
+            key = jwt.PyJWKClient(str(self.config.shared.oidc_jwks_url)).get_signing_key_from_jwt(id_token).key
+            return dict(jwt.decode(id_token, key, algorithms=["RS256", "ES256", "EdDSA"],
+                                   audience=self.config.own.oidc_client_id, leeway=60))
+        except jwt.PyJWTError as exc:
+            raise AuthError(f"ID token invalid: {exc}") from None
 
 
 def principal_of(session: Session) -> Principal | None:
