@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import structlog
-from fastapi import APIRouter, Body, Depends, FastAPI, Header, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Body, Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response, status
 from pydantic import ValidationError
 
 from shared.access import can_act_on_case
@@ -26,16 +27,25 @@ from workflows.models import Actor, CaseState, Decide, ReceiveDecision
 from . import bulk, idempotency, opening, reads, repository
 from .dedupe import candidate_view, flag_view
 from .models import (
+    MAX_BATCH_ROWS,
     MAX_BULK_ROWS,
     OPEN_EXAMPLE,
     AccessLogEntry,
     AccessLogPage,
+    BatchCreate,
+    BatchRowsIn,
+    BatchRowStatus,
+    BatchView,
+    BulkOpenRequest,
     BulkResponse,
+    BulkRowResult,
+    BulkRows,
     CaseList,
     CaseListItem,
     CaseView,
     ClassifyRequest,
     DuplicateOut,
+    EntryDecision,
     HtcdsRecord,
     IntakeFacts,
     OpenCaseRequest,
@@ -69,13 +79,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     older = timedelta(seconds=float(runtime.extras.get("reconcile_older_than", RECONCILE_OLDER_THAN)))
     task = (asyncio.create_task(_reconcile_loop(runtime, float(interval), older), name="intake-reconcile")
             if interval else None)
+    # background bulk batches: take over those whose process died (this one's own, after a restart)
+    resume_every = runtime.extras.get("bulk_resume_interval", bulk.RESUME_INTERVAL)
+    resumer = (asyncio.create_task(bulk.resume_loop(runtime, float(resume_every)), name="intake-bulk-resume")
+               if resume_every else None)
     try:
         yield
     finally:
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for t in (task, resumer):
+            if t is not None:
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+        await bulk.stop_batches(runtime)
         await opening.started_marks(runtime).close()
 
 
@@ -184,18 +200,153 @@ async def open_case(request: Request, response: Response, principal: Caseworker,
 @router.post(
     "/cases/bulk", response_model=BulkResponse, tags=["cases"],
     summary="Open many cases at once (mass arrivals), one result per row",
-    description=f"A JSON list of up to {MAX_BULK_ROWS} case-opening requests (the body of POST /cases). "
+    description=f"A JSON list of up to {MAX_BULK_ROWS} case-opening requests (the body of POST /cases), or "
+                "`{\"rows\": [...], \"entry_decision\": {...}}` to classify every valid row at handover (each case "
+                "opens straight into its next stage, as POST /cases/{case_id}/classify by you would; a row you may "
+                "not classify is `invalid` with `entry_decision` named). "
                 "Each row is validated and opened on its own: valid rows are opened even when others fail. "
                 "Per row: `opened` (case_id), `duplicate_flagged` (opened, with possible duplicates), "
                 "`replayed` (same Idempotency-Key + row position), `invalid` (errors name the field). "
-                "Idempotency-Key applies per row position; without one every row opens a new case.",
+                "Rows open concurrently; duplicate flags are those of opening in row order (a later row is "
+                "flagged against an earlier one). "
+                "Idempotency-Key applies per row position; without one every row opens a new case. "
+                "For thousands of rows use POST /cases/bulk/batches (answered at once, progress pollable).",
     responses={**AUTH_ERRORS, 415: {"description": "not JSON"}}, dependencies=[JSON_ONLY])
 async def open_bulk(request: Request, principal: Caseworker,
-                    rows: Annotated[list[dict[str, Any]], Body(max_length=MAX_BULK_ROWS, min_length=1,
-                                                               examples=[[OPEN_EXAMPLE]])],
+                    body: Annotated[BulkRows | BulkOpenRequest, Body(examples=[[OPEN_EXAMPLE]])],
                     idem_key: IdempotencyKey = None) -> BulkResponse:
+    rows, entry = (body.rows, body.entry_decision) if isinstance(body, BulkOpenRequest) else (body, None)
     return await bulk.open_rows(runtime_of(request), principal, rows, idem_key=idem_key,
-                                request_id=_request_id(request), source="bulk")
+                                request_id=_request_id(request), source="bulk", entry=entry)
+
+
+BATCH_DESCRIPTION = f"""For a mass arrival: up to {MAX_BATCH_ROWS} rows, answered at once (202) with the batch id,
+then opened in the background; poll GET /cases/bulk/batches/{{batch_id}} for `done / total` and the per-row
+results. Rows are the body of POST /cases; send `total`, an optional `entry_decision` (every valid row opens
+straight into its next stage, classified by you at handover, as POST /cases/{{case_id}}/classify would) and the
+first rows; send the rest in order with POST /cases/bulk/batches/{{batch_id}}/rows (a body is limited in size).
+Rows open concurrently; duplicate flags are those of opening in row order. The batch is durable: if the intake
+service restarts, the batch resumes where it stopped, and no row is opened twice (rows are keyed by the batch's
+Idempotency-Key, or the batch id, plus the row position). Your retry with the same Idempotency-Key returns the
+same batch (200, `Idempotent-Replayed: true`); with another body, 422."""
+
+
+async def _batch_view(runtime: Runtime, principal: Principal, batch: Any, *, offset: int = 0, limit: int = 0,
+                      status_filter: str | None = None) -> BatchView:
+    counts = await repository.batch_progress(runtime.pool, batch["batch_id"])
+    results = []
+    rows = (await repository.batch_rows(runtime.pool, batch["batch_id"], status=status_filter, offset=offset,
+                                        limit=limit + 1)) if limit else []
+    for r in rows[:limit]:
+        results.append(BulkRowResult(
+            index=r["row_index"], status=r["status"], case_id=r["case_id"],
+            duplicates=[flag_view(principal, d) for d in r["duplicates"]], errors=r["errors"],
+            workflow_started=(r["workflow_started_at"] is not None) if r["case_id"] else None))
+    entry = (EntryDecision(classification=batch["entry_classification"], justification=batch["entry_justification"])
+             if batch["entry_classification"] else None)
+    return BatchView(
+        batch_id=batch["batch_id"], created_at=batch["created_at"], finished_at=batch["finished_at"],
+        total=batch["total"], received=sum(counts.values()), done=sum(n for s, n in counts.items() if s != "pending"),
+        entry_decision=entry, results=results,
+        next_offset=rows[limit]["row_index"] if len(rows) > limit and limit else None,
+        **{s: counts.get(s, 0) for s in ("opened", "duplicate_flagged", "replayed", "invalid", "failed")})
+
+
+async def _own_batch(runtime: Runtime, principal: Principal, batch_id: str) -> Any:
+    batch = await repository.get_batch(runtime.pool, batch_id)
+    if batch is None or batch["user_id"] != principal.user_id:  # another user's batch is not theirs to see
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"batch {batch_id} not found")
+    return batch
+
+
+@router.post(
+    "/cases/bulk/batches", response_model=BatchView, status_code=status.HTTP_202_ACCEPTED, tags=["cases"],
+    summary="Open thousands of cases in the background (mass arrival), progress pollable",
+    description=BATCH_DESCRIPTION,
+    responses={**AUTH_ERRORS, 200: {"description": "replay of an earlier identical request"},
+               415: {"description": "not JSON"}, 422: {"description": "invalid field, or key reused"}},
+    dependencies=[JSON_ONLY])
+async def create_batch(request: Request, response: Response, principal: Caseworker, body: BatchCreate,
+                       idem_key: IdempotencyKey = None) -> BatchView:
+    runtime = runtime_of(request)
+    if len(body.rows) > body.total:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            [{"loc": ["body", "rows"], "msg": f"{len(body.rows)} rows but total is {body.total}",
+                              "type": "value_error"}])
+    batch_id = bulk.new_batch_id()
+    sealed = bulk.sealed_rows(runtime, batch_id, 0, body.rows)
+    header = {"total": body.total, "entry": body.entry_decision.model_dump(mode="json") if body.entry_decision
+              else None, "rows": [h for _, _, h in sealed]}
+    request_hash = runtime.ring.blind_index(json.dumps(header, sort_keys=True), "intake.bulk_batch")
+    lease = bulk.lease_seconds(runtime)
+    batch, created = await repository.create_batch(runtime.pool, {
+        "batch_id": batch_id, "user_id": principal.user_id, "source": "bulk", "idem_key": idem_key,
+        "principal": principal.model_dump(mode="json", exclude={"display_name"}), "request_hash": request_hash,
+        "request_id": _request_id(request), "total": body.total,
+        "entry_classification": body.entry_decision.classification.value if body.entry_decision else None,
+        "entry_justification": body.entry_decision.justification if body.entry_decision else None,
+        "lease_until": datetime.now(UTC) + timedelta(seconds=lease)}, sealed)
+    if not created:
+        if batch["request_hash"] != request_hash:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                                f"Idempotency-Key was already used for batch {batch['batch_id']} with a different "
+                                "request body; use a new key for a new batch")
+        response.status_code = status.HTTP_200_OK
+        response.headers["Idempotent-Replayed"] = "true"
+    else:
+        log.info("bulk_batch_created", batch_id=batch_id, total=body.total, rows=len(body.rows))
+    response.headers["Location"] = f"/cases/bulk/batches/{batch['batch_id']}"
+    if batch["finished_at"] is None:
+        bulk.spawn(runtime, batch["batch_id"])
+    return await _batch_view(runtime, principal, batch)
+
+
+@router.post(
+    "/cases/bulk/batches/{batch_id}/rows", response_model=BatchView, status_code=status.HTTP_202_ACCEPTED,
+    tags=["cases"], summary="Send more rows of a background batch, in order",
+    description="Rows at positions `offset`.. of the batch. Chunks arrive in order: `offset` is at most the "
+                "number of rows received so far (409 names the next offset); a chunk sent again is accepted once "
+                "(the same rows at the same positions), a different row at a received position is a 422.",
+    responses={**AUTH_ERRORS, 404: {"description": "no such batch (of yours)"},
+               409: {"description": "offset beyond the rows received"}, 415: {"description": "not JSON"},
+               422: {"description": "invalid field, beyond total, or a different row at a received position"}},
+    dependencies=[JSON_ONLY])
+async def append_batch_rows(request: Request, batch_id: Annotated[str, Path(max_length=64)], principal: Caseworker,
+                            body: BatchRowsIn) -> BatchView:
+    runtime = runtime_of(request)
+    batch = await _own_batch(runtime, principal, batch_id)
+    end = body.offset + len(body.rows)
+    if end > batch["total"]:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [{
+            "loc": ["body", "rows"], "msg": f"rows {body.offset}..{end - 1} go beyond the batch's total "
+                                            f"({batch['total']} rows)", "type": "value_error"}])
+    received = sum((await repository.batch_progress(runtime.pool, batch_id)).values())
+    if body.offset > received:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"rows arrive in order: the next offset is {received}")
+    _, differ = await repository.append_rows(runtime.pool, batch_id, body.offset,
+                                             bulk.sealed_rows(runtime, batch_id, body.offset, body.rows))
+    if differ:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [{
+            "loc": ["body", "rows", i - body.offset], "msg": f"row {i} was received before with other content",
+            "type": "conflict"} for i in differ[:20]])
+    bulk.rows_arrived(runtime, batch_id)
+    return await _batch_view(runtime, principal, batch)
+
+
+@router.get(
+    "/cases/bulk/batches/{batch_id}", response_model=BatchView, tags=["cases"],
+    summary="Progress and per-row results of a background batch",
+    description="`done / total` rows have their result; `finished_at` is set when all have. Results in row order, "
+                "`limit` per page from row index `offset` (pass `next_offset`), optionally only rows of one status "
+                "(e.g. `invalid`, to correct and send them again in a new batch). Only the batch's sender sees it.",
+    responses={**AUTH_ERRORS, 404: {"description": "no such batch (of yours)"}})
+async def get_batch(request: Request, batch_id: Annotated[str, Path(max_length=64)], principal: Caseworker,
+                    offset: Annotated[int, Query(ge=0, le=MAX_BATCH_ROWS)] = 0,
+                    limit: Annotated[int, Query(ge=0, le=200)] = 50,
+                    status_filter: Annotated[BatchRowStatus | None, Query(alias="status")] = None) -> BatchView:
+    runtime = runtime_of(request)
+    batch = await _own_batch(runtime, principal, batch_id)
+    return await _batch_view(runtime, principal, batch, offset=offset, limit=limit, status_filter=status_filter)
 
 
 @router.post(

@@ -436,9 +436,13 @@ class AccessLogPage(BaseModel):
     next_cursor: int | None = Field(description="pass as cursor for the next (older) page")
 
 
+BatchRowStatus = Literal["pending", "opened", "duplicate_flagged", "replayed", "invalid", "failed"]
+BulkRows = Annotated[list[dict[str, Any]], Field(min_length=1, max_length=MAX_BULK_ROWS)]
+
+
 class BulkRowResult(BaseModel):
     index: int = Field(description="0-based position of the row in the request (CSV: data row number - 1)")
-    status: Literal["opened", "duplicate_flagged", "replayed", "invalid", "failed"]
+    status: BatchRowStatus = Field(description="`pending` only in a background batch, until the row is done")
     case_id: str | None = None
     duplicates: list[DuplicateFlag] = Field(default_factory=list)
     workflow_started: bool | None = None
@@ -453,6 +457,68 @@ class BulkResponse(BaseModel):
     invalid: int
     failed: int
     results: list[BulkRowResult]
+
+
+MAX_BATCH_ROWS = 20_000  # one background batch (sent in chunks of at most MAX_BULK_ROWS)
+
+
+class EntryDecision(Strict):
+    """The receive-stage decision the receiving agency takes at handover, applied to every valid row of a
+    batch: each case opens straight into its next stage (trafficking_suspected: verification, with its
+    deadline). The same rules as POST /cases/{case_id}/classify: the caller must be allowed to classify
+    the case (the receive stage's owner, in its jurisdiction); recorded as the caller's `stage_decided`."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, json_schema_extra={"examples": [
+        {"classification": "trafficking_suspected", "justification": "group handover by the Chinese police: "
+                                                                     "signs of forced labour"}]})
+
+    classification: Classification
+    justification: Reason
+
+
+class BulkOpenRequest(Strict):
+    """Rows with an entry decision (a plain JSON list of rows is accepted too, without one)."""
+
+    rows: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_BULK_ROWS)
+    entry_decision: EntryDecision | None = None
+
+
+class BatchCreate(Strict):
+    """A background batch: its size, its entry decision and its first rows (more with POST .../rows)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, json_schema_extra={"examples": [
+        {"total": 2, "entry_decision": {"classification": "trafficking_suspected",
+                                        "justification": "group handover: forced labour at a scam compound"},
+         "rows": [OPEN_EXAMPLE, OPEN_EXAMPLE]}]})
+
+    total: int = Field(ge=1, le=MAX_BATCH_ROWS, description="rows the batch will have; processing ends when all "
+                                                            "are received and opened")
+    entry_decision: EntryDecision | None = None
+    rows: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_BULK_ROWS,
+                                       description="rows 0.. (a body is limited in size: send the rest in chunks)")
+
+
+class BatchRowsIn(Strict):
+    offset: int = Field(ge=0, lt=MAX_BATCH_ROWS, description="position of the first row of this chunk; chunks "
+                                                              "may be re-sent (identical rows are kept once)")
+    rows: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_BULK_ROWS)
+
+
+class BatchView(BaseModel):
+    batch_id: str
+    created_at: AwareDatetime
+    finished_at: AwareDatetime | None = Field(description="set when every row has its result")
+    total: int
+    received: int = Field(description="rows stored so far")
+    done: int = Field(description="rows with their result (progress: done / total)")
+    opened: int
+    duplicate_flagged: int
+    replayed: int
+    invalid: int
+    failed: int
+    entry_decision: EntryDecision | None = None
+    results: list[BulkRowResult] = Field(description="the requested page of row results, in row order")
+    next_offset: int | None = Field(description="row index to pass as offset for the next page")
 
 
 # ---- HTCDS exchange --------------------------------------------------------------------------

@@ -21,8 +21,9 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
+from shared.access import CaseAccessFacts, acts_as_stage_owner, can_act_on_case
 from shared.auth import Principal
-from shared.domain import AgeBand, CaseStatus, Channel, Stage
+from shared.domain import AgeBand, AgencyRole, CaseStatus, Channel, Stage
 from shared.runtime import Runtime
 from shared.temporal import (
     CASE_CATEGORY,
@@ -33,11 +34,12 @@ from shared.temporal import (
     OWNER_AGENCY,
     WORKFLOW_TASK_QUEUE,
 )
-from workflows.models import Actor, CaseFacts, CaseInput
+from workflows.models import Actor, CaseFacts, CaseInput, Classification, Decide, ReceiveDecision
+from workflows.policy_activity import current_policy
 
 from . import repository
 from .dedupe import full_name, identity_key, name_year_key
-from .models import OpenCaseRequest
+from .models import EntryDecision, OpenCaseRequest
 from .person import age_band, birth_year_of, encrypt_person
 
 log = structlog.get_logger("intake")
@@ -60,7 +62,8 @@ def request_hash(runtime: Runtime, req: OpenCaseRequest) -> str:
 
 
 def build_new_case(runtime: Runtime, req: OpenCaseRequest, principal: Principal, *, idem_key: str | None,
-                   request_id: str | None, source: str, now: datetime | None = None) -> repository.NewCase:
+                   request_id: str | None, source: str, now: datetime | None = None,
+                   entry: EntryDecision | None = None) -> repository.NewCase:
     ring = runtime.ring
     p = req.person
     today = (now or datetime.now(UTC)).date()
@@ -114,6 +117,9 @@ def build_new_case(runtime: Runtime, req: OpenCaseRequest, principal: Principal,
         "idem_user": principal.user_id,
         "idem_key": idem_key or None,
         "request_hash": request_hash(runtime, req) if idem_key else None,
+        # the receive decision taken at handover: the workflow applies it when it starts
+        "entry_classification": entry.classification.value if entry else None,
+        "entry_justification": entry.justification if entry else None,
     }
     name = full_name(p.prs_FirstName, p.prs_MiddleName, p.prs_SecondName)
     return repository.NewCase(
@@ -146,12 +152,37 @@ def search_attributes(facts: CaseFacts) -> TypedSearchAttributes:
     ])
 
 
+def initial_decision(row: asyncpg.Record, facts: CaseFacts) -> Decide | None:
+    """The entry decision stored with the case, as the opener's `decide` (same actor, same request id)."""
+    if row["entry_classification"] is None:
+        return None
+    return Decide(actor=facts.opened_by, justification=row["entry_justification"],
+                  decision=ReceiveDecision(classification=Classification(row["entry_classification"]),
+                                           channel=facts.channel))
+
+
+def may_take_entry_decision(principal: Principal, req: OpenCaseRequest) -> str | None:
+    """Why the opener may not classify this case at handover (None: they may). The checks classify makes:
+    the caller may act on the case (an unstarted case belongs to its opener's agency, in its province),
+    and acts as the receive stage's owner (policy file: the opener, unless the channel names another)."""
+    facts = CaseAccessFacts(province=req.province, commune=req.commune, owner_agency=principal.agency)
+    if not can_act_on_case(principal, facts):
+        return f"agency {principal.agency.value} in province {principal.province} may not act on this case"
+    table = current_policy().stage_owners[Stage.receive]
+    owner = table.get(req.channel.value, table["default"])
+    if owner != "opener" and not acts_as_stage_owner(principal, AgencyRole(owner)):
+        return (f"the receive stage of a {req.channel.value} case is owned by {owner}, not "
+                f"{principal.agency.value}: open it without an entry decision and let {owner} classify it")
+    return None
+
+
 async def start_case_workflow(runtime: Runtime, row: asyncpg.Record) -> bool:
     """Start (or find already started) the case's workflow and record it. False when Temporal failed."""
     facts = facts_from_row(row)
     try:
         await runtime.temporal.start_workflow(
-            "CaseWorkflow", CaseInput(facts=facts, oversight_task_queue=oversight_task_queue(runtime)),
+            "CaseWorkflow", CaseInput(facts=facts, oversight_task_queue=oversight_task_queue(runtime),
+                                      initial_decision=initial_decision(row, facts)),
             id=facts.case_id, task_queue=workflow_task_queue(runtime),
             search_attributes=search_attributes(facts),
             # a case id never runs twice, even after its workflow closed
@@ -217,10 +248,19 @@ def started_marks(runtime: Runtime) -> StartedMarks:
 
 
 async def open_case(runtime: Runtime, req: OpenCaseRequest, principal: Principal, *, idem_key: str | None,
-                    request_id: str | None, source: str) -> tuple[repository.OpenOutcome, bool]:
-    """Returns the outcome and whether the workflow is started. Raises IdempotencyConflict."""
-    new = build_new_case(runtime, req, principal, idem_key=idem_key, request_id=request_id, source=source)
-    outcome = await repository.open_case_once(runtime.pool, new)
+                    request_id: str | None, source: str, entry: EntryDecision | None = None,
+                    also: repository.AlsoWrite | None = None) -> tuple[repository.OpenOutcome, bool]:
+    """Returns the outcome and whether the workflow is started. Raises IdempotencyConflict. `also` writes
+    in the opening transaction (only when this call creates the case)."""
+    new = build_new_case(runtime, req, principal, idem_key=idem_key, request_id=request_id, source=source,
+                         entry=entry)
+    return await open_new_case(runtime, new, source=source, also=also)
+
+
+async def open_new_case(runtime: Runtime, new: repository.NewCase, *, source: str,
+                        also: repository.AlsoWrite | None = None) -> tuple[repository.OpenOutcome, bool]:
+    """`open_case` for a case already built (bulk intake builds rows ahead, to order their duplicates)."""
+    outcome = await repository.open_case_once(runtime.pool, new, also)
     case_id = outcome.case["case_id"]
     if outcome.created:
         log.info("case_opened", case_id=case_id, duplicates=len(outcome.duplicates), source=source)

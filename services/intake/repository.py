@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -60,7 +60,11 @@ def _insert_sql(table: str, columns: Sequence[str]) -> str:
     return f"INSERT INTO intake.{table} ({cols}) VALUES ({params})"
 
 
-async def open_case(pool: asyncpg.Pool, new: NewCase) -> OpenOutcome:
+# Written in the transaction that opens the case (a bulk batch's row result), so both commit or neither.
+AlsoWrite = Callable[[Conn, OpenOutcome], Awaitable[None]]
+
+
+async def open_case(pool: asyncpg.Pool, new: NewCase, also: AlsoWrite | None = None) -> OpenOutcome:
     """Person + case + duplicate candidates in ONE transaction, exactly once per (caller, opening
     endpoint, key); without a key (idem_key NULL) always a new case.
 
@@ -81,8 +85,10 @@ async def open_case(pool: asyncpg.Pool, new: NewCase) -> OpenOutcome:
                 _insert_sql("intake_cases", list(case))
                 + " ON CONFLICT (idem_user, source, idem_key) DO NOTHING RETURNING *", *case.values())
             if inserted is not None:
-                duplicates = await _flag_duplicates(conn, new)
-                return OpenOutcome(inserted, True, duplicates)
+                outcome = OpenOutcome(inserted, True, await _flag_duplicates(conn, new))
+                if also is not None:
+                    await also(conn, outcome)
+                return outcome
             # fall through: roll this transaction back (the person row goes with it)
             raise _Replay()
     raise AssertionError("unreachable")  # pragma: no cover
@@ -92,9 +98,10 @@ class _Replay(Exception):
     pass
 
 
-async def open_case_once(pool: asyncpg.Pool, new: NewCase) -> OpenOutcome:
+async def open_case_once(pool: asyncpg.Pool, new: NewCase, also: AlsoWrite | None = None) -> OpenOutcome:
+    """`also` runs in the opening transaction only when this call creates the case."""
     try:
-        return await open_case(pool, new)
+        return await open_case(pool, new, also)
     except _Replay:
         pass
     existing = await case_by_idempotency_key(pool, new.case["idem_user"], new.case["source"], new.case["idem_key"])
@@ -264,3 +271,105 @@ async def erase_person(pool: asyncpg.Pool, person_id: str) -> str:
             "UPDATE intake.intake_cases SET report_summary = NULL, incoming_referral_details = NULL, "
             "request_hash = NULL WHERE person_id = $1", person_id)
         return "erased"
+
+
+# ---- bulk batches (processed in the background, resumable) ------------------------------------------
+async def create_batch(pool: asyncpg.Pool, batch: dict[str, Any], rows: Sequence[tuple[int, bytes, str]]
+                       ) -> tuple[asyncpg.Record, bool]:
+    """The batch and its first rows in one transaction. Returns (batch, created); with a key the caller
+    used before for this operation, the earlier batch and False (nothing written)."""
+    async with pool.acquire() as conn, conn.transaction():
+        inserted = await conn.fetchrow(
+            _insert_sql("bulk_batches", list(batch)) + " ON CONFLICT (user_id, source, idem_key) DO NOTHING "
+            "RETURNING *", *batch.values())
+        if inserted is None:
+            earlier = await conn.fetchrow("SELECT * FROM intake.bulk_batches WHERE user_id = $1 AND source = $2 "
+                                          "AND idem_key = $3", batch["user_id"], batch["source"], batch["idem_key"])
+            assert earlier is not None
+            return earlier, False
+        await _insert_rows(conn, batch["batch_id"], rows)
+        return inserted, True
+
+
+async def _insert_rows(conn: Conn, batch_id: str, rows: Sequence[tuple[int, bytes, str]]) -> None:
+    await conn.executemany(
+        "INSERT INTO intake.bulk_rows (batch_id, row_index, payload, row_hash) VALUES ($1, $2, $3, $4) "
+        "ON CONFLICT (batch_id, row_index) DO NOTHING", [(batch_id, i, payload, h) for i, payload, h in rows])
+
+
+async def append_rows(pool: asyncpg.Pool, batch_id: str, offset: int, rows: Sequence[tuple[int, bytes, str]]
+                      ) -> tuple[int, list[int]]:
+    """Rows at positions offset.. of a batch. Positions already stored are kept (a re-sent chunk); returns
+    the number of rows stored after the call and the positions re-sent with a different row."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT 1 FROM intake.bulk_batches WHERE batch_id = $1 FOR UPDATE", batch_id)
+        stored = await conn.fetch("SELECT row_index, row_hash FROM intake.bulk_rows WHERE batch_id = $1 "
+                                  "AND row_index >= $2 AND row_index < $3", batch_id, offset, offset + len(rows))
+        known = {r["row_index"]: r["row_hash"] for r in stored}
+        differ = [i for i, _, h in rows if i in known and known[i] != h]
+        if not differ:
+            await _insert_rows(conn, batch_id, [r for r in rows if r[0] not in known])
+        return int(await conn.fetchval("SELECT count(*) FROM intake.bulk_rows WHERE batch_id = $1", batch_id)), differ
+
+
+async def get_batch(pool: asyncpg.Pool, batch_id: str) -> asyncpg.Record | None:
+    return await pool.fetchrow("SELECT * FROM intake.bulk_batches WHERE batch_id = $1", batch_id)
+
+
+async def batch_progress(pool: asyncpg.Pool, batch_id: str) -> dict[str, int]:
+    rows = await pool.fetch("SELECT status, count(*) AS n FROM intake.bulk_rows WHERE batch_id = $1 GROUP BY status",
+                            batch_id)
+    return {r["status"]: int(r["n"]) for r in rows}
+
+
+async def batch_rows(pool: asyncpg.Pool, batch_id: str, *, status: str | None, offset: int, limit: int
+                     ) -> list[asyncpg.Record]:
+    """Results in row order, without the payload; with the started mark of each row's case."""
+    return list(await pool.fetch(
+        "SELECT r.row_index, r.status, r.case_id, r.duplicates, r.errors, c.workflow_started_at "
+        "FROM intake.bulk_rows r LEFT JOIN intake.intake_cases c ON c.case_id = r.case_id "
+        "WHERE r.batch_id = $1 AND ($2::text IS NULL OR r.status = $2) AND r.row_index >= $3 "
+        "ORDER BY r.row_index LIMIT $4", batch_id, status, offset, limit))
+
+
+async def pending_rows(pool: asyncpg.Pool, batch_id: str, after: int, limit: int) -> list[asyncpg.Record]:
+    return list(await pool.fetch(
+        "SELECT row_index, payload FROM intake.bulk_rows WHERE batch_id = $1 AND status = 'pending' "
+        "AND row_index > $2 ORDER BY row_index LIMIT $3", batch_id, after, limit))
+
+
+async def record_row(db: asyncpg.Pool | Conn, batch_id: str, index: int, status: str, case_id: str | None,
+                     duplicates: list[dict[str, Any]], errors: list[dict[str, Any]]) -> None:
+    """A row's result, once (a row already done keeps its first result); its personal data is dropped."""
+    await db.execute(
+        "UPDATE intake.bulk_rows SET status = $3, case_id = $4, duplicates = $5, errors = $6, payload = NULL, "
+        "done_at = now() WHERE batch_id = $1 AND row_index = $2 AND status = 'pending'",
+        batch_id, index, status, case_id, duplicates, errors)
+
+
+async def lease_batch(pool: asyncpg.Pool, batch_id: str, seconds: float) -> bool:
+    """Take or renew the lease of an unfinished batch whose lease is free, expired or ours to renew."""
+    return bool(await pool.fetchval(
+        "UPDATE intake.bulk_batches SET lease_until = now() + make_interval(secs => $2) "
+        "WHERE batch_id = $1 AND finished_at IS NULL RETURNING true", batch_id, seconds))
+
+
+async def claim_abandoned_batches(pool: asyncpg.Pool, seconds: float, limit: int = 10) -> list[str]:
+    """Unfinished batches whose lease expired (their process died): leased to the caller."""
+    rows = await pool.fetch(
+        """UPDATE intake.bulk_batches SET lease_until = now() + make_interval(secs => $1)
+           WHERE batch_id IN (SELECT batch_id FROM intake.bulk_batches
+                              WHERE finished_at IS NULL AND (lease_until IS NULL OR lease_until < now())
+                              ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+           RETURNING batch_id""", seconds, limit)
+    return [r["batch_id"] for r in rows]
+
+
+async def finish_batch_if_done(pool: asyncpg.Pool, batch_id: str) -> bool:
+    """Mark the batch finished when every one of its `total` rows is stored and has a result."""
+    return bool(await pool.fetchval(
+        """UPDATE intake.bulk_batches b SET finished_at = now(), lease_until = NULL
+           WHERE b.batch_id = $1 AND b.finished_at IS NULL
+             AND (SELECT count(*) FROM intake.bulk_rows r WHERE r.batch_id = b.batch_id AND r.status <> 'pending')
+                 = b.total
+           RETURNING true""", batch_id))
