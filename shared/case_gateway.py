@@ -16,7 +16,7 @@ from asyncpg.pool import PoolConnectionProxy
 from fastapi import Header, HTTPException, Path, Request, status
 from pydantic import BaseModel
 
-from shared import idempotency
+from shared import case_index, idempotency
 from shared.access import can_act_on_case, can_read_case, can_read_section, can_respond_to_handoff
 from shared.api import UPDATE_RPC_TIMEOUT, call_workflow, runtime_of
 from shared.auth import Principal
@@ -134,7 +134,10 @@ async def update_case(request: Request, case_id: str, name: str, command: BaseMo
 
     Outcome of each send, in the store: accepted -> 'applied'; rejected -> the pending scope is deleted (a
     corrected request may use the key); no answer (RPC timeout, lost connection) -> it stays 'pending' and
-    the caller gets 503 saying the outcome is unknown and to retry with the same key."""
+    the caller gets 503 saying the outcome is unknown and to retry with the same key.
+
+    An accepted Update's resulting state is written to common.case_index (shared.case_index.record_update)
+    before this returns, so the screens that read the index show the caller's action at once."""
     runtime = runtime_of(request)
     handle = runtime.temporal.get_workflow_handle(case_id)
     timeout: timedelta = runtime.extras.get("update_rpc_timeout") or UPDATE_RPC_TIMEOUT
@@ -171,6 +174,9 @@ async def update_case(request: Request, case_id: str, name: str, command: BaseMo
         if scope is not None:
             await _settle(runtime, scope, accepted=False)
         raise
+    # read-your-writes: the accepted state is in common.case_index before the caller gets its answer (the
+    # audit activity writes it too, in its event's transaction; only the newer version wins)
+    await case_index.record_update(runtime.pool, result)
     if scope is not None:
         await _settle(runtime, scope, accepted=True)
     return result

@@ -21,6 +21,7 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
+from shared import case_index
 from shared.access import CaseAccessFacts, acts_as_stage_owner, can_act_on_case
 from shared.auth import Principal
 from shared.domain import AgeBand, AgencyRole, CaseStatus, Channel, Stage
@@ -267,6 +268,8 @@ async def open_new_case(runtime: Runtime, new: repository.NewCase, *, source: st
     else:
         log.info("case_open_replayed", case_id=case_id)
     started = outcome.case["workflow_started_at"] is not None or await start_case_workflow(runtime, outcome.case)
+    if started:  # listed on the screens at once (shared/case_index.py; version 0 never overwrites a newer state)
+        await case_index.record_opened(runtime.pool, facts_from_row(outcome.case))
     return outcome, started
 
 

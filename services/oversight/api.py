@@ -40,6 +40,7 @@ from services.oversight.models import (
     TechnicalProblem,
     VerifyResult,
 )
+from shared import case_index
 from shared.access import CaseAccessFacts, can_act_on_case, can_read_case
 from shared.api import runtime_of
 from shared.api_models import ID_PATTERN, IdQuery, Offset
@@ -178,7 +179,8 @@ def _reasons(r: Any, f: repo.StuckFilter) -> list[StuckReason]:
                 "null on the last page.\n\nTemporal is asked only about the cases of the page "
                 "(`check_temporal=true`, default): each gets its `technical` problems. When `technical` is "
                 "among the requested reasons, every open case is a candidate and the page keeps those with a "
-                "requested reason, so a page can hold fewer than `limit` items before the last page."),
+                "requested reason, so a page can hold fewer than `limit` items before the last page.\n\n"
+                + case_index.STALENESS),
             responses={403: {"description": "not a supervisor, or another province"}})
 async def stuck_cases(
     request: Request, p: Supervisor, province: ProvinceQ = None,
@@ -228,7 +230,7 @@ async def stuck_cases(
 
 @router.get("/board", response_model=Board, summary="Open cases by stage × agency, with overdue counts",
             description="One cell per (stage, owning agency) that has open cases in the province; `overdue` counts "
-                        "the cell's cases whose stage deadline has passed.",
+                        "the cell's cases whose stage deadline has passed.\n\n" + case_index.STALENESS,
             responses={403: {"description": "not a supervisor, or another province"}})
 async def board(request: Request, p: Supervisor, province: ProvinceQ = None) -> Board:
     prov = jurisdiction(p, province)

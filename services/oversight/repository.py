@@ -1,7 +1,10 @@
 """Read queries of the oversight service (asyncpg SQL only). The write side lives in audit_log.py.
 
-Open case = status not Closed / ClosedReferred, written exactly as in the partial indexes of
-migrations 001/002 so the planner uses them."""
+The supervisors' screens (stuck list, board) read the floor's case index, common.case_index
+(shared/case_index.py: an accepted action is there before its HTTP call returns, a timer's escalation
+within the audit activity's latency); the auditors' reads and the KPIs read this schema's audit log and
+its case_summary projection. Open case = status not Closed / ClosedReferred, written exactly as in the
+partial indexes (shared/migrations/003_case_index.sql, migrations 001/002 here) so the planner uses them."""
 
 from __future__ import annotations
 
@@ -123,8 +126,8 @@ def _stuck_sql(f: StuckFilter) -> tuple[str, list[Any]]:
     conditions: dict[str, Callable[[], str]] = {
         "overdue": lambda: "deadline_at < $1",
         "due_soon": lambda: f"(deadline_at >= $1 AND deadline_at < $1 + {arg(f.due_within)}::interval)",
-        "handoff_waiting": lambda: "open_handoffs > 0",
-        "idle": lambda: f"last_event_at < $1 - {arg(f.idle_for)}::interval",
+        "handoff_waiting": lambda: "pending_to <> '{}'",
+        "idle": lambda: f"updated_at < $1 - {arg(f.idle_for)}::interval",
         "escalated": lambda: f"escalation_level = {arg(f.level)}" if f.level is not None else "escalation_level > 0",
     }
     wanted = f.reasons or set(conditions)
@@ -135,9 +138,9 @@ def _stuck_sql(f: StuckFilter) -> tuple[str, list[Any]]:
     if f.level is not None and "escalated" not in wanted:
         where.append(f"escalation_level = {arg(f.level)}")
     sql = f"""SELECT case_id, province, stage, owner_agency, assignee, is_child, is_abroad, deadline_at,
-                     $1::timestamptz AS as_of, escalation_level, open_handoffs, oldest_handoff_accept_by, last_event_at,
-                     {DUE} AS due
-              FROM oversight.case_summary
+                     $1::timestamptz AS as_of, escalation_level, jsonb_array_length(pending_handoffs) AS open_handoffs,
+                     oldest_handoff_accept_by, updated_at AS last_event_at, {DUE} AS due
+              FROM common.case_index
               WHERE {' AND '.join(where)}
               ORDER BY {DUE} ASC NULLS LAST, case_id
               LIMIT {arg(f.limit)} OFFSET {arg(f.offset)}"""
@@ -153,11 +156,11 @@ async def board(conn: Conn, province: str | None, now: datetime) -> list[asyncpg
     if province is None:
         return list(await conn.fetch(
             f"""SELECT stage, owner_agency, count(*) AS open, count(*) FILTER (WHERE deadline_at < $1) AS overdue
-                FROM oversight.case_summary WHERE {OPEN} GROUP BY stage, owner_agency ORDER BY stage, owner_agency""",
+                FROM common.case_index WHERE {OPEN} GROUP BY stage, owner_agency ORDER BY stage, owner_agency""",
             now))
     return list(await conn.fetch(
         f"""SELECT stage, owner_agency, count(*) AS open, count(*) FILTER (WHERE deadline_at < $1) AS overdue
-            FROM oversight.case_summary WHERE province = $2 AND {OPEN}
+            FROM common.case_index WHERE province = $2 AND {OPEN}
             GROUP BY stage, owner_agency ORDER BY stage, owner_agency""", now, province))
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-import structlog
 from asyncpg.pool import PoolConnectionProxy
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 
@@ -41,6 +40,7 @@ from services.verification.models import (
     RescueStatus,
     VerificationRequest,
 )
+from shared import case_index
 from shared.access import pii_masked_for
 from shared.access_log import AccessRead, record_read
 from shared.api import runtime_of
@@ -56,17 +56,6 @@ from shared.case_gateway import (
     write_with_update,
 )
 from shared.domain import AgencyRole, Role, Section, Stage
-from shared.temporal import (
-    ASSIGNEE,
-    CASE_CATEGORY,
-    CASE_STAGE,
-    CASE_STATUS,
-    DEADLINE_AT,
-    ESCALATION_LEVEL,
-    JURISDICTION,
-    OWNER_AGENCY,
-    PENDING_HANDOFF_TO,
-)
 from workflows.models import (
     AddNote,
     Assign,
@@ -89,7 +78,8 @@ coast guard, and social protection where Law 53/2024 Art. 27(2) has it lead).
   agency or jurisdiction **403**, an invalid decision **422**. Send `Idempotency-Key` to retry safely.
 * Evidence metadata, rescue operations, refusal letters and suspected perpetrators are stored here,
   encrypted; the workflow only sees their ids.
-* `GET /inbox` lists the caller's agency's cases in its jurisdiction from Temporal visibility.
+* `GET /inbox` lists the caller's agency's cases in its jurisdiction from the case index in PostgreSQL
+  (an accepted action shows at once; a timer's escalation within the audit activity's latency, < 1 s).
 * Reading personal data (evidence, rescue operations, perpetrators) writes a line to the one access log first.
   Oversight roles (auditors) see it masked unless they pass `break_glass_reason` (10-500 characters, recorded).
 """
@@ -375,49 +365,29 @@ async def linked_cases(case_id: CaseId, request: Request, principal: CurrentPrin
 
 
 # ---- inbox ------------------------------------------------------------------------------------
-log = structlog.get_logger("verification")
-INBOX_SCAN_LIMIT = 5000  # visibility rows read per inbox request (SQL visibility has no ORDER BY)
-
-
-def _quote(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
+# People's screens read PostgreSQL, operators read Temporal (DESIGN.md "Data flow"): the inbox reads the
+# floor's case index (shared/case_index.py), written by this service's own Updates before they return and
+# by the audit activity for every change; visibility stays for operators (`temporal workflow list`).
 def inbox_query(principal: Principal, view: InboxView, now: datetime, due_within: timedelta,
-                stage: Stage | None, category: str | None, assigned_to_me: bool) -> str:
-    """The visibility query (SQL visibility: no ORDER BY, no now(); the time is formatted here)."""
-    clauses = ['ExecutionStatus = "Running"']
-    if not principal.national:
-        clauses.append(f"Jurisdiction = {_quote(principal.province)}")
-    if view == InboxView.waiting_acceptance:
-        clauses.append(f"PendingHandoffTo = {_quote(principal.agency.value)}")
-    else:
-        clauses.append(f"OwnerAgency = {_quote(principal.agency.value)}")
-        clauses.append('CaseStatus = "Active"')
+                stage: Stage | None, category: str | None, assigned_to_me: bool, descending: bool = False,
+                limit: int = 50, offset: int = 0) -> case_index.InboxQuery:
     if stage is not None:
-        clauses.append(f"CaseStage = {_quote(stage.value)}")
-    elif view != InboxView.waiting_acceptance:
-        clauses.append("CaseStage IN (" + ", ".join(_quote(s.value) for s in DECIDING) + ")")
-    if category:
-        clauses.append(f"CaseCategory = {_quote(category)}")
-    if assigned_to_me:
-        clauses.append(f"Assignee = {_quote(principal.user_id)}")
-    iso = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    if view == InboxView.overdue:
-        clauses.append(f'DeadlineAt < "{iso}"')
-    elif view == InboxView.due_soon:
-        until = (now + due_within).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        clauses.append(f'DeadlineAt BETWEEN "{iso}" AND "{until}"')
-    return " AND ".join(clauses)
+        stages: tuple[str, ...] = (stage.value,)
+    else:
+        stages = () if view == InboxView.waiting_acceptance else tuple(s.value for s in DECIDING)
+    return case_index.InboxQuery(
+        view=view.value, agency=principal.agency.value, province=None if principal.national else principal.province,
+        now=now, due_within=due_within, stages=stages, category=category,
+        assignee=principal.user_id if assigned_to_me else None, descending=descending, limit=limit, offset=offset)
 
 
 @router.get("/inbox", response_model=InboxPage, responses={401: ERRORS[401], 422: ERRORS[422]},
             summary="The caller's agency's cases in its jurisdiction",
             description="Views: `waiting_acceptance` (handoffs to your agency not yet accepted), `in_progress` "
                         "(stages your agency owns), `due_soon` (deadline within `due_within_hours`), `overdue`. "
-                        "Read from Temporal visibility (search attributes only, no personal data); sorted by "
-                        "deadline, earliest first (`sort=-deadline` for latest first). Reads at most 5,000 "
-                        "matching cases; beyond that `complete` is false and `total` still counts them all.")
+                        "No personal data. Sorted by deadline, earliest first, cases without a deadline last "
+                        "(`sort=-deadline` reverses the order); `total` counts every matching case and "
+                        "`complete` is always true.\n\n" + case_index.STALENESS)
 async def inbox(request: Request, principal: CurrentPrincipal,
                 view: InboxView = InboxView.in_progress,
                 stage: Stage | None = None,
@@ -427,26 +397,15 @@ async def inbox(request: Request, principal: CurrentPrincipal,
                 due_within_hours: Annotated[int, Query(ge=1, le=24 * 30)] = 48,
                 sort: Literal["deadline", "-deadline"] = "deadline",
                 limit: Limit = 50, offset: Offset = 0) -> InboxPage:
-    now = datetime.now(UTC)
-    query = inbox_query(principal, view, now, timedelta(hours=due_within_hours), stage, category, assigned_to_me)
-    client = runtime_of(request).temporal
-    items: list[InboxItem] = []
-    async for wf in client.list_workflows(query, limit=INBOX_SCAN_LIMIT):
-        sa = wf.typed_search_attributes
-        items.append(InboxItem(
-            case_id=wf.id, stage=sa.get(CASE_STAGE), owner_agency=sa.get(OWNER_AGENCY),
-            jurisdiction=sa.get(JURISDICTION), status=sa.get(CASE_STATUS), deadline_at=sa.get(DEADLINE_AT),
-            assignee=sa.get(ASSIGNEE), categories=list(sa.get(CASE_CATEGORY) or []),
-            pending_handoff_to=list(sa.get(PENDING_HANDOFF_TO) or []), escalation_level=sa.get(ESCALATION_LEVEL)))
-    far = datetime.max.replace(tzinfo=UTC)
-    items.sort(key=lambda i: (i.deadline_at or far, i.case_id), reverse=sort.startswith("-"))
-    total = len(items)
-    if total >= INBOX_SCAN_LIMIT:  # there may be more: say so rather than hide a deadline
-        total = max(total, (await client.count_workflows(query)).count)
-        if total > len(items):
-            log.warning("inbox_incomplete", read=len(items), matching=total, view=view.value)
-    return InboxPage(view=view, items=items[offset:offset + limit], total=total, limit=limit, offset=offset,
-                     complete=total <= len(items))
+    q = inbox_query(principal, view, datetime.now(UTC), timedelta(hours=due_within_hours), stage, category,
+                    assigned_to_me, sort.startswith("-"), limit, offset)
+    rows, total = await case_index.inbox(runtime_of(request).pool, q)
+    items = [InboxItem(case_id=r["case_id"], stage=r["stage"], owner_agency=r["owner_agency"],
+                       jurisdiction=r["province"], status=r["status"], deadline_at=r["deadline_at"],
+                       assignee=r["assignee"], categories=list(r["categories"]),
+                       pending_handoff_to=list(r["pending_to"]), escalation_level=r["escalation_level"])
+             for r in rows]
+    return InboxPage(view=view, items=items, total=total, limit=limit, offset=offset, complete=True)
 
 
 def _require_agency(principal: Principal, agencies: frozenset[AgencyRole], what: str) -> None:

@@ -372,13 +372,12 @@ class InboxItem(BaseModel):
 class InboxPage(BaseModel):
     view: InboxView
     items: list[InboxItem]
-    total: int = Field(description="all matching cases (counted by Temporal, even when not all were read)")
+    total: int = Field(description="every matching case (exact: counted in the case index)")
     limit: int
     offset: int
     complete: bool = Field(default=True, description=(
-        "false when more cases match than the inbox reads at once (the visibility store cannot sort by "
-        "deadline, so they are sorted here): the order then covers only the cases read. Narrow the view "
-        "(view=overdue, stage, category) until it is true"))
+        "always true since the inbox reads the case index in PostgreSQL, which sorts and counts every "
+        "matching case (kept for clients written when the inbox read Temporal visibility and could cut)"))
 
 
 class EvidencePage(BaseModel):
