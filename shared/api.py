@@ -4,12 +4,15 @@ one error format, and the mapping of workflow Update outcomes to HTTP status cod
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl
 
+import asyncpg
 import structlog
 from fastapi import APIRouter, FastAPI, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
@@ -20,6 +23,7 @@ from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeou
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from shared.api_models import UNSTORABLE_TYPE, safe_text, unstorable_reason
 from shared.auth import AuthError, TokenVerifier
 from shared.db import ping
 from shared.metrics import METRICS_PATH, install_metrics
@@ -54,6 +58,42 @@ def _too_large(limit: int, request_id: str) -> JSONResponse:
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc", METRICS_PATH})
 PUBLIC_PREFIXES = (f"{STATIC_URL}/",)  # the docs pages' own scripts and styles
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
+_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")  # visible ASCII: it is logged, stored and echoed in a header
+READ_HEADERS = ("idempotency-key", "content-type")  # the request headers an endpoint reads as text
+
+
+def _unstorable_input(scope: Scope, headers: Headers) -> JSONResponse | None:
+    """422 naming every query parameter, path parameter and read header holding a character PostgreSQL
+    cannot store (NUL; a lone surrogate), in FastAPI's validation-error shape. Bodies are checked by the
+    request models (shared.api_models.StorableText), which know the field's full `loc`."""
+    errors: list[dict[str, Any]] = []
+    query: bytes = scope.get("query_string", b"")
+    if b"%00" in query or b"\x00" in query:  # the only way a NUL reaches a query (surrogates decode to U+FFFD)
+        for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+            for where, text in (("name", name), ("value", value)):
+                if (reason := unstorable_reason(text)) is not None:
+                    errors.append({"loc": ["query", safe_text(name)], "msg": f"{where} {reason}",
+                                   "type": UNSTORABLE_TYPE})
+    if (reason := unstorable_reason(scope["path"])) is not None:
+        errors.extend({"loc": loc, "msg": reason, "type": UNSTORABLE_TYPE} for loc in _path_locs(scope))
+    for header in READ_HEADERS:
+        if (reason := unstorable_reason(headers.get(header, ""))) is not None:
+            errors.append({"loc": ["header", header], "msg": reason, "type": UNSTORABLE_TYPE})
+    return JSONResponse({"detail": errors}, status_code=422) if errors else None
+
+
+def _path_locs(scope: Scope) -> list[list[str]]:
+    """The path parameters holding an unstorable character, by the documented path templates (["path"] if
+    no template matches). Only on that refusal: the OpenAPI document is built once and cached by FastAPI."""
+    path = scope["path"]
+    for template in scope["app"].openapi().get("paths", {}):
+        pattern = "^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(template)) + "$"
+        found = re.match(pattern, path)
+        if found is not None:
+            names = [n for n, v in found.groupdict().items() if unstorable_reason(v) is not None]
+            if names:
+                return [["path", n] for n in names]
+    return [["path"]]
 
 
 class RequestGuardMiddleware:
@@ -75,8 +115,8 @@ class RequestGuardMiddleware:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        request_id = headers.get("x-request-id") or str(uuid.uuid4())
-        if len(request_id) > 128:
+        request_id = headers.get("x-request-id") or ""
+        if not _REQUEST_ID.fullmatch(request_id):
             request_id = str(uuid.uuid4())
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
@@ -90,6 +130,8 @@ class RequestGuardMiddleware:
             if scope["path"] not in PUBLIC_PATHS and not scope["path"].startswith(PUBLIC_PREFIXES) \
                     and scope["method"] != "OPTIONS":
                 refusal = await self._authenticate(scope, headers, state)
+                if refusal is None:
+                    refusal = _unstorable_input(scope, headers)
                 if refusal is not None:
                     refusal.headers["X-Request-ID"] = request_id
                     await refusal(scope, receive, send)
@@ -142,9 +184,30 @@ def _body_too_large_handler(request: Request, exc: Exception) -> JSONResponse:
 
 def _validation_error_handler(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+    detail = [{"loc": [safe_text(p) if isinstance(p, str) else p for p in e.get("loc", ())],
+               "msg": safe_text(str(e.get("msg", ""))), "type": e.get("type", "")}
               for e in exc.errors()]
     return JSONResponse({"detail": detail}, status_code=422)
+
+
+# A dependency that is away or overloaded (Temporal, PostgreSQL) is a 503 the client may retry, never a 500.
+_DB_UNAVAILABLE: tuple[type[Exception], ...] = (
+    asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.TooManyConnectionsError,
+    asyncpg.exceptions.OperatorInterventionError, asyncpg.exceptions.InsufficientResourcesError,
+    ConnectionError, TimeoutError)
+
+
+def _temporal_error_handler(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RPCError)
+    log.warning("temporal_unavailable", status=exc.status.name if exc.status else None)
+    return JSONResponse({"detail": f"Temporal did not answer ({exc.status.name if exc.status else 'unknown'}); "
+                                   "retry in a moment"}, status_code=503, headers={"Retry-After": "2"})
+
+
+def _database_error_handler(_: Request, exc: Exception) -> JSONResponse:
+    log.warning("dependency_unavailable", error=type(exc).__name__)
+    return JSONResponse({"detail": "the database or Temporal did not answer in time; retry in a moment"},
+                        status_code=503, headers={"Retry-After": "2"})
 
 
 def create_app(service: str, routers: list[APIRouter], *, description: str,
@@ -176,6 +239,9 @@ def create_app(service: str, routers: list[APIRouter], *, description: str,
     install_tracing(app)  # around that, when NRM_OTLP_ENDPOINT is set: one span per request (shared/tracing.py)
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
     app.add_exception_handler(BodyTooLarge, _body_too_large_handler)
+    app.add_exception_handler(RPCError, _temporal_error_handler)
+    for unavailable in _DB_UNAVAILABLE:
+        app.add_exception_handler(unavailable, _database_error_handler)
 
     @app.get("/healthz", tags=["health"], summary="Liveness: the process is up")
     async def healthz() -> dict[str, str]:
@@ -199,7 +265,25 @@ def create_app(service: str, routers: list[APIRouter], *, description: str,
 
     for router in routers:
         app.include_router(router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            _document_error_detail(FastAPI.openapi(app))  # FastAPI caches it in app.openapi_schema
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def _document_error_detail(schema: dict[str, Any]) -> None:
+    """A 422's `detail` is FastAPI's list of field errors, or one message naming the field and why (an
+    HTTPException raised by an endpoint's own check, e.g. "province: '99' is not one of the 34 province
+    codes"): say so in every service's OpenAPI document, so that clients and the fuzz test expect both."""
+    error = schema.get("components", {}).get("schemas", {}).get("HTTPValidationError")
+    if error is not None and "detail" in error.get("properties", {}):
+        listed = error["properties"]["detail"]
+        error["properties"]["detail"] = {"anyOf": [listed, {"type": "string", "description": "one message naming "
+                                                            "the field and why"}], "title": "Detail"}
 
 
 async def _within(check: Awaitable[bool], seconds: float = 3.0) -> bool:
