@@ -131,12 +131,14 @@ def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
         asyncio.run(register())
         env = _child_env(settings, database_url, temporal_address)
         _print("[5/6] services and workers ...")
-        try:  # a warm parent to fork the Python parts from: a restart skips their imports
-            zygote = Zygote(env, logs / "zygote.log", READY_TIMEOUT)
-            state["zygote_pid"] = zygote.pid
+        # a warm parent to fork the Python parts from, so a restart skips their imports; only as a child
+        # subreaper, since only then are the forked parts adopted by (and their exit statuses seen by) nrm up
+        try:
+            zygote = Zygote(env, logs / "zygote.log", READY_TIMEOUT) if sup.subreaper else None
         except (RuntimeError, OSError) as exc:
             _print(f"      (no zygote: {exc}; parts start as plain processes)")
-            zygote = None
+        if zygote is not None:
+            state["zygote_pid"] = zygote.pid
         for name in SERVICE_NAMES:
             ready_url = f"http://{settings.host}:{settings.service_ports[name]}/readyz"
             sup.add(ProcessPart(name, depends_on=tuple(servers), command=[sys.executable, "-m", "shared.service", name],
