@@ -49,8 +49,9 @@ from services.support.models import (
     SupportPlanIn,
     SupportPlanOut,
     SupportPlanPage,
+    TransferIn,
 )
-from shared.access import can_read_section, pii_masked_for
+from shared.access import can_read_section, pii_masked_for, read_until
 from shared.access_log import AccessRead, record_read
 from shared.api import runtime_of
 from shared.auth import CurrentPrincipal, Principal, require_roles
@@ -89,6 +90,9 @@ NRM support service: social protection, legal aid, the Women's Union and commune
   entitlements (foreign victims) need a supervisor's approval reason.
 * Support plan (HTCDS `spl_*`), legal-aid referral and its acceptance, consent per purpose
   (withdrawing data-sharing consent stops handoffs that need it), reintegration follow-ups, closure.
+* Transfers (`POST /cases/{id}/transfers`): ownership moves to another agency once it accepts; with
+  `to_province`, to an agency of another province, where the same case continues (a case travels with the
+  person); the sending province then reads what it did up to the transfer and no longer acts.
 * Reading personal data or free text (services, support plans, consents, handoff reasons) writes a line to
   the one access log first. Oversight roles (auditors) see it masked unless they pass `break_glass_reason`
   (10-500 characters, recorded).
@@ -269,6 +273,30 @@ async def refer_legal_aid(case_id: CaseId, body: LegalAidReferralIn, request: Re
     return HandoffResult(case=CaseView.of(state), handoff=HandoffView.of(handoff))
 
 
+@router.post("/cases/{case_id}/transfers", response_model=HandoffResult, responses=ERRORS,
+             status_code=status.HTTP_201_CREATED, summary="Transfer the case to another agency, here or in another "
+                                                          "province",
+             description="A transfer: ownership moves to `to_agency` once it accepts. With `to_province` the agency is "
+                         "another province's and the case travels with the person: on acceptance the same case "
+                         "(same id, history and audit chain) continues there, its deadline recomputed under that "
+                         "province's policy, and this province keeps reading what it did but no longer acts. Needs "
+                         "the person's data-sharing consent for that agency (naming `province` for another "
+                         "province), or a supervisor's `consent_override_reason` (audited). Only the stage owner "
+                         "(or a supervisor with `override_reason`) transfers. The receiving agency answers with "
+                         "`POST /handoffs/{case_id}/{handoff_id}/respond` within the policy's acceptance deadline; "
+                         "unanswered, it escalates in both provinces.")
+async def request_transfer(case_id: CaseId, body: TransferIn, request: Request, key: IdempotencyKey = None,
+                           principal: Principal = Actor_) -> HandoffResult:
+    await actionable_case(request, principal, case_id)
+    cmd = RequestHandoff(actor=actor_of(principal, request), expected_version=body.expected_version,
+                         kind=HandoffKind.transfer, to_agency=body.to_agency, to_province=body.to_province,
+                         reason=body.reason, consent_override_reason=body.consent_override_reason,
+                         override_reason=body.override_reason)
+    state = await update_case(request, case_id, "request_handoff", cmd, key)
+    handoff = [h for h in state.handoffs if h.kind == HandoffKind.transfer and h.to_agency == body.to_agency][-1]
+    return HandoffResult(case=CaseView.of(state), handoff=HandoffView.of(handoff))
+
+
 @router.get("/cases/{case_id}/handoffs", response_model=HandoffPage, responses=ERRORS,
             summary="The case's handoffs and referrals, and their state",
             description="requested → accepted / rejected / revoked → done. Filter by `to_agency` or `state`. "
@@ -279,8 +307,10 @@ async def list_handoffs(case_id: CaseId, request: Request, principal: CurrentPri
                         break_glass_reason: BreakGlass = None) -> HandoffPage:
     case = await readable_case(request, principal, case_id)
     masked = await _log_read(request, principal, case, "read_handoffs", Section.case_notes, break_glass_reason)
+    until = read_until(principal, case.access_facts())  # a province the case left reads up to its transfer
     items = [HandoffView.of(h) for h in case.handoffs
-             if (to_agency is None or h.to_agency == to_agency) and (state is None or h.state == state)]
+             if (to_agency is None or h.to_agency == to_agency) and (state is None or h.state == state)
+             and (until is None or h.requested_at < until)]
     return HandoffPage(items=[i.masked() for i in items] if masked else items, total=len(items), masked=masked)
 
 
@@ -374,7 +404,7 @@ async def record_consent(case_id: CaseId, body: ConsentIn, request: Request, key
     runtime = runtime_of(request)
     consent_id = new_id("con", case_id, key, "consent")
     cmd = RecordConsent(actor=actor_of(principal, request), expected_version=body.expected_version,
-                        purpose=body.purpose, granted=body.granted, agency=body.agency,
+                        purpose=body.purpose, granted=body.granted, agency=body.agency, province=body.province,
                         document_ref=consent_id if body.document else None)
     _, state = await write_with_update(
         runtime, case_id,

@@ -12,7 +12,7 @@ from services.support.entitlements import Beneficiary, Entitled, StatusColumn, S
 from shared.access import mask
 from shared.api_models import In, LongText, Reason, Ref, ShortText, StageOwnerAction, Versioned
 from shared.domain import AgencyRole, CaseStatus, Stage, TraffickingStatus
-from workflows.models import CaseState, ConsentPurpose, Handoff, HandoffKind, HandoffState
+from workflows.models import CaseState, ConsentPurpose, Handoff, HandoffKind, HandoffState, ProvinceRef
 
 
 def _masked_flag() -> bool:
@@ -33,11 +33,13 @@ class CaseView(BaseModel):
     owner_agency: AgencyRole
     trafficking_status: TraffickingStatus
     services_delivered: int
+    province: str | None = Field(default=None, description="the province that holds the case now (jurisdiction)")
 
     @classmethod
     def of(cls, s: CaseState) -> CaseView:
         return cls(case_id=s.case_id, version=s.version, stage=s.stage, status=s.status, owner_agency=s.owner_agency,
-                   trafficking_status=s.trafficking_status, services_delivered=s.services_delivered)
+                   trafficking_status=s.trafficking_status, services_delivered=s.services_delivered,
+                   province=s.province)
 
 
 # ---- entitlements -----------------------------------------------------------------------------
@@ -184,6 +186,23 @@ class LegalAidReferralIn(StageOwnerAction):
     model_config = ConfigDict(json_schema_extra={"examples": [{"reason": "victim wants to claim unpaid wages"}]})
 
 
+class TransferIn(StageOwnerAction):
+    """A transfer: ownership of the case moves to `to_agency`, of the case's province or (with `to_province`)
+    of another province, where the case then continues (issue 18)."""
+
+    to_agency: AgencyRole
+    to_province: ProvinceRef | None = Field(
+        default=None, description="the receiving agency's province when it is not the case's: on acceptance the "
+                                  "jurisdiction, the stage owner and the deadlines follow that province")
+    reason: Reason
+    consent_override_reason: Reason | None = Field(
+        default=None, description="supervisor only: transfer without the person's data-sharing consent for the "
+                                  "receiving agency (of that province); the legal basis, audited")
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"to_agency": "social_protection", "to_province": "40",
+         "reason": "the person lives in Nghe An; support and reintegration at home"}]})
+
+
 class HandoffView(BaseModel):
     handoff_id: str
     kind: HandoffKind
@@ -196,6 +215,8 @@ class HandoffView(BaseModel):
     reason: str | None
     escalation_level: int
     consent_overridden: bool
+    from_province: str | None = Field(default=None, description="a transfer to another province: the sending one")
+    to_province: str | None = Field(default=None, description="a transfer to another province: the receiving one")
 
     @classmethod
     def of(cls, h: Handoff) -> HandoffView:
@@ -275,6 +296,10 @@ class ConsentIn(Versioned):
     purpose: ConsentPurpose
     granted: bool = Field(description="false withdraws an earlier consent")
     agency: AgencyRole | None = Field(default=None, description="data_sharing only: the agency it covers")
+    province: ProvinceRef | None = Field(
+        default=None, description="data_sharing only: the province of that agency, when the case is to be "
+                                  "transferred there (a consent to the local agency does not cover another "
+                                  "province's)")
     document: ConsentDocument | None = None
 
     @model_validator(mode="after")
@@ -283,6 +308,8 @@ class ConsentIn(Versioned):
             raise ValueError("agency: data_sharing consent names the agency it covers")
         if self.purpose != ConsentPurpose.data_sharing and self.agency is not None:
             raise ValueError("agency: only data_sharing consent names an agency")
+        if self.province is not None and self.agency is None:
+            raise ValueError("province: only a data_sharing consent naming an agency names its province")
         if self.granted and self.document is None:
             raise ValueError("document: a granted consent needs its document metadata")
         return self
@@ -297,6 +324,7 @@ class ConsentRecord(BaseModel):
     consent_id: str
     purpose: ConsentPurpose
     agency: AgencyRole | None
+    province: str | None = None
     granted: bool
     document_kind: str | None
     document_signed_on: date | None

@@ -156,12 +156,12 @@ async def insert_consent(conn: Conn, ring: KeyRing, consent_id: str, case_id: st
     doc = body.document
     await conn.execute(
         f"""INSERT INTO {S}.consent_records (consent_id, case_id, purpose, agency, granted, document_kind,
-                document_signed_on, document_reference, document_language, recorded_by)
-            VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) ON CONFLICT (consent_id) DO NOTHING""",
+                document_signed_on, document_reference, document_language, recorded_by, province)
+            VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) ON CONFLICT (consent_id) DO NOTHING""",
         consent_id, case_id, body.purpose.value, body.agency.value if body.agency else None, body.granted,
         doc.kind if doc else None, doc.signed_on if doc else None,
         ring.encrypt_field(doc.reference if doc else None, "consent_records.document_reference"),
-        doc.language if doc else None, user_id)
+        doc.language if doc else None, user_id, body.province)
 
 
 async def list_consents(conn: Conn, ring: KeyRing, case_id: str, limit: int, offset: int, purpose: str | None
@@ -171,7 +171,8 @@ async def list_consents(conn: Conn, ring: KeyRing, case_id: str, limit: int, off
             WHERE case_id = $1 AND ($2::text IS NULL OR purpose = $2)
             ORDER BY recorded_at DESC, consent_id LIMIT $3 OFFSET $4""", case_id, purpose, limit, offset)
     return [ConsentRecord(
-        consent_id=r["consent_id"], purpose=r["purpose"], agency=r["agency"], granted=r["granted"],
+        consent_id=r["consent_id"], purpose=r["purpose"], agency=r["agency"], province=r["province"],
+        granted=r["granted"],
         document_kind=r["document_kind"], document_signed_on=r["document_signed_on"],
         document_reference=ring.decrypt_field(r["document_reference"], "consent_records.document_reference"),
         document_language=r["document_language"], recorded_by=r["recorded_by"], recorded_at=r["recorded_at"])

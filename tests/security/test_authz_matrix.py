@@ -168,6 +168,8 @@ RULES: dict[tuple[str, str, str], Rule] = {
     ("support", "GET", "/cases/{case_id}/support-plan"): Rule(READ & SUPPORT_PLAN),
     ("support", "POST", "/cases/{case_id}/legal-aid-referral"): Rule(STAGE_OWNER, json={"reason": REASON,
                                                                                 "expected_version": STALE}),
+    ("support", "POST", "/cases/{case_id}/transfers"): Rule(STAGE_OWNER, json={
+        "to_agency": "police", "reason": REASON, "expected_version": STALE}),
     ("support", "GET", "/cases/{case_id}/handoffs"): Rule(READ),
     ("support", "POST", "/handoffs/{case_id}/{handoff_id}/respond"): Rule(frozenset({K.handed_off}), json={"accept": True,
                                                                                      "expected_version": STALE}),
@@ -399,3 +401,156 @@ async def test_rules_hold_on_a_real_case(ts_env: Any, db_pool: Any, db_url: str,
                     failures.append(f"{service} {method} {path} as {kind}: a valid token got {r.status_code}")
         assert not failures, "\n".join(failures)
         assert exercised >= 40, exercised
+
+
+# ---- (c) a case transferred to another province (issue 18), route by route ------------------------------
+class T(StrEnum):
+    """Kinds of caller relative to a case opened by police in 01, classified there (social protection owns
+    verification, police takes part), then transferred to social protection of 79, which accepted."""
+
+    receiving_owner = "receiving_owner"            # social_protection caseworker, 79: owns the case now
+    receiving_supervisor = "receiving_supervisor"  # social_protection supervisor, 79
+    receiving_other = "receiving_other"            # police caseworker, 79: never involved
+    sending_owner = "sending_owner"                # social_protection caseworker, 01: owned it until the transfer
+    sending_opener = "sending_opener"              # police caseworker, 01: opened it, took part
+    sending_supervisor = "sending_supervisor"      # social_protection supervisor, 01
+    sending_never = "sending_never"                # womens_union caseworker, 01: never involved
+    auditor = "auditor"                            # national auditor
+
+
+TRANSFER_PRINCIPALS: dict[T, tuple[Any, tuple[Role, ...], str]] = {
+    T.receiving_owner: (A.social_protection, (Role.caseworker,), OTHER_PROVINCE),
+    T.receiving_supervisor: (A.social_protection, (Role.supervisor,), OTHER_PROVINCE),
+    T.receiving_other: (A.police, (Role.caseworker,), OTHER_PROVINCE),
+    T.sending_owner: (A.social_protection, (Role.caseworker,), PROVINCE),
+    T.sending_opener: (A.police, (Role.caseworker,), PROVINCE),
+    T.sending_supervisor: (A.social_protection, (Role.supervisor,), PROVINCE),
+    T.sending_never: (A.womens_union, (Role.caseworker,), PROVINCE),
+    T.auditor: (A.steering_committee, (Role.auditor,), "*"),
+}
+# For the transferred case each kind stands where a kind of the matrix case stands, with one difference:
+# the sending province's kinds read as before (up to the transfer) and may act on nothing.
+AS_MATRIX_KIND: dict[T, K] = {
+    T.receiving_owner: K.own, T.receiving_supervisor: K.supervisor, T.receiving_other: K.other_agency,
+    T.sending_owner: K.own, T.sending_opener: K.opener, T.sending_supervisor: K.supervisor,
+    T.sending_never: K.other_province, T.auditor: K.auditor,
+}
+SENDING = frozenset({T.sending_owner, T.sending_opener, T.sending_supervisor, T.sending_never})
+CASE_SCOPED_LISTS = {("intake", "GET", "/cases"), ("oversight", "GET", "/stuck"), ("oversight", "GET", "/board"),
+                     ("oversight", "GET", "/kpis"), ("oversight", "GET", "/reports/{kind}"),
+                     ("intake", "GET", "/access-log")}
+RESPOND = ("support", "POST", "/handoffs/{case_id}/{handoff_id}/respond")
+
+
+def transferred_allowed(route: tuple[str, str, str], kind: T) -> bool:
+    """Who passes a route's gate on the transferred case: the matrix rule of the equivalent kind, except that
+    the province the case left never acts, and only the receiving agency answers its (accepted) transfer."""
+    _, method, _ = route
+    if route == RESPOND:  # the invited agency in the receiving province (it gets 409: already accepted)
+        return kind in (T.receiving_owner, T.receiving_supervisor)
+    if method != "GET" and kind in SENDING and route not in CASE_SCOPED_LISTS:
+        return False
+    return AS_MATRIX_KIND[kind] in RULES[route].allowed
+
+
+async def test_rules_hold_on_a_case_transferred_to_another_province(ts_env: Any, db_pool: Any, db_url: str,
+                                                                   ring: KeyRing, task_queue: str) -> None:
+    from tests.integration.test_intake_harness import open_body
+
+    async with service_stack(ts_env, db_pool, db_url, ring, task_queue) as st:
+        police = bearer(ring, A.police)
+        sp = bearer(ring, A.social_protection)
+        sp_79 = bearer(ring, A.social_protection, province=OTHER_PROVINCE)
+        police_79 = bearer(ring, A.police, province=OTHER_PROVINCE)
+        r = await st["intake"].post("/cases", json=open_body(channel="walk_in"), headers=police)
+        assert r.status_code == 201, r.text
+        case_id, person_id = r.json()["case_id"], r.json()["person_ref"]
+        r = await st["intake"].post(f"/cases/{case_id}/classify", headers=police, json={
+            "classification": "trafficking_suspected", "justification": "signs of trafficking"})
+        assert r.status_code == 200, r.text
+        # consent to the local social protection does not cover 79's; consent naming 79 does
+        r = await st["support"].post(f"/cases/{case_id}/transfers", headers=sp, json={
+            "to_agency": "social_protection", "to_province": OTHER_PROVINCE, "reason": "the person lives there"})
+        assert r.status_code == 403 and "consent" in r.text, r.text
+        r = await st["support"].post(f"/cases/{case_id}/consents", headers=sp, json={
+            "purpose": "data_sharing", "granted": True, "agency": "social_protection", "province": OTHER_PROVINCE,
+            "document": {"kind": "signed_form", "signed_on": TODAY}})
+        assert r.status_code == 201 and r.json()["current"] == {
+            f"data_sharing:social_protection@{OTHER_PROVINCE}": True}, r.text
+        r = await st["support"].post(f"/cases/{case_id}/transfers", headers=police, json={
+            "to_agency": "social_protection", "to_province": OTHER_PROVINCE, "reason": "the person lives there"})
+        assert r.status_code == 403, r.text  # police does not own verification
+        r = await st["support"].post(f"/cases/{case_id}/transfers", headers=sp, json={
+            "to_agency": "social_protection", "to_province": OTHER_PROVINCE, "reason": "the person lives there"})
+        assert r.status_code == 201, r.text
+        handoff = r.json()["handoff"]
+        assert (handoff["from_province"], handoff["to_province"], handoff["state"]) == (
+            PROVINCE, OTHER_PROVINCE, "requested")
+        handoff_id = handoff["handoff_id"]
+        # pending: the receiving agency reads enough to decide and answers; nothing else; others of 79 nothing
+        for service, path in (("intake", f"/cases/{case_id}"), ("support", f"/cases/{case_id}/handoffs"),
+                              ("support", f"/cases/{case_id}/consents")):
+            assert (await st[service].get(path, headers=sp_79)).status_code == 200, path
+            assert (await st[service].get(path, headers=police_79)).status_code == 403, path
+        for path, body in ((f"/cases/{case_id}/consents", {"purpose": "research", "granted": False}),
+                           (f"/cases/{case_id}/transfers", {"to_agency": "police", "reason": REASON}),
+                           (f"/cases/{case_id}/follow-ups/fu-3m", {"outcome": "done"})):
+            r = await st["support"].post(path, headers=sp_79, json=body)
+            assert r.status_code == 403, (path, r.text)
+        r = await st["support"].post(f"/handoffs/{case_id}/{handoff_id}/respond", headers=police_79,
+                                     json={"accept": True})
+        assert r.status_code == 403, r.text
+        r = await st["support"].post(f"/handoffs/{case_id}/{handoff_id}/respond", headers=sp, json={"accept": True})
+        assert r.status_code == 403, r.text  # the sending province's own agency does not answer for 79
+        r = await st["support"].post(f"/handoffs/{case_id}/{handoff_id}/respond", headers=sp_79,
+                                     json={"accept": True})
+        assert r.status_code == 200, r.text
+        case = r.json()["case"]
+        assert (case["province"], case["owner_agency"], case["case_id"]) == (OTHER_PROVINCE, "social_protection",
+                                                                             case_id)
+        version = case["version"]
+        for _ in range(300):  # oversight reads the projection: wait until it holds the accepted transfer
+            if await db_pool.fetchval("SELECT max(seq) FROM oversight.case_events WHERE case_id = $1",
+                                      case_id) == version:
+                break
+            await asyncio.sleep(0.05)
+        await st.wait_event(db_pool, case_id, "handoff_accepted")
+
+        tokens = {k: bearer(ring, agency, *roles, province=prov) for k, (agency, roles, prov)
+                  in TRANSFER_PRINCIPALS.items()}
+        values = {**DUMMY, "case_id": case_id, "person_id": person_id, "handoff_id": handoff_id}
+        failures = []
+        exercised = 0
+        for service, method, path, _ in ROUTES:
+            route = (service, method, path)
+            rule = RULES.get(route)  # a route without a rule fails test_every_route_has_a_rule_...
+            if rule is None or not rule.exercise:
+                continue
+            exercised += 1
+            url = fill(path, values)
+            params = {k: fill(v, values) for k, v in (rule.params or {}).items()}
+            for kind, headers in tokens.items():
+                r = await st[service].request(method, url, headers=headers, params=params,
+                                              json=rule.json if method == "POST" else None)
+                admitted = r.status_code not in (401, 403)
+                allowed = transferred_allowed(route, kind)
+                if r.status_code == 422 and isinstance(r.json().get("detail"), list):
+                    failures.append(f"{service} {method} {path} as {kind}: invalid request {r.text[:200]}")
+                elif admitted != allowed:
+                    failures.append(f"{service} {method} {path} as {kind}: {r.status_code} {r.text[:160]}")
+                elif admitted and r.status_code >= 500:
+                    failures.append(f"{service} {method} {path} as {kind}: {r.status_code} {r.text[:160]}")
+        assert not failures, "\n".join(failures)
+        assert exercised >= 40, exercised
+        # what the province the case left reads ends at the transfer: no later handoff shows there
+        r = await st["support"].post(f"/cases/{case_id}/consents", headers=sp_79, json={
+            "purpose": "data_sharing", "granted": True, "agency": "legal_aid",
+            "document": {"kind": "signed_form", "signed_on": TODAY}})
+        assert r.status_code == 201, r.text
+        r = await st["support"].post(f"/cases/{case_id}/legal-aid-referral", headers=sp_79,
+                                     json={"reason": "unpaid wages claim at home"})
+        assert r.status_code == 201, r.text
+        seen_79 = (await st["support"].get(f"/cases/{case_id}/handoffs", headers=sp_79)).json()["items"]
+        seen_01 = (await st["support"].get(f"/cases/{case_id}/handoffs", headers=sp)).json()["items"]
+        assert [h["handoff_id"] for h in seen_79] == [handoff_id, "h2"]
+        assert [h["handoff_id"] for h in seen_01] == [handoff_id]
