@@ -194,7 +194,7 @@ def _validation_error_handler(_: Request, exc: Exception) -> JSONResponse:
 _DB_UNAVAILABLE: tuple[type[Exception], ...] = (
     asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.TooManyConnectionsError,
     asyncpg.exceptions.OperatorInterventionError, asyncpg.exceptions.InsufficientResourcesError,
-    ConnectionError, TimeoutError)
+    OSError)  # refused, reset, timed out, or the embedded server's unix socket gone (FileNotFoundError)
 
 
 def _temporal_error_handler(_: Request, exc: Exception) -> JSONResponse:
