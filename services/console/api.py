@@ -316,6 +316,60 @@ async def open_case(request: Request) -> Response:
     return redirect(f"/cases/{quote(out['case_id'])}?done={note}")
 
 
+# ---- caseworker: bulk upload (mass arrivals) ---------------------------------------------------
+BULK_MAX_BYTES = 1_500_000  # under the services' request limit (NRM_MAX_BODY_BYTES, 2 MB by default)
+
+
+@router.get("/cases/bulk")
+async def bulk_page(request: Request) -> Response:
+    c = Ctx(request)
+    c.require("caseworker", "supervisor")
+    return c.render("bulk.html", result=None, error=None)
+
+
+@router.post("/cases/bulk")
+async def bulk_upload(request: Request) -> Response:
+    """The CSV goes to intake as it is; intake validates and opens each row and answers per row."""
+    c = Ctx(request)
+    c.require("caseworker", "supervisor")
+    form = await c.form()
+    upload = form.get("file")
+    data = await upload.read(BULK_MAX_BYTES + 1) if upload is not None and not isinstance(upload, str) else b""
+    if not data:
+        return c.render("bulk.html", status=422, result=None, error=c.t._("Choose a CSV file"))
+    if len(data) > BULK_MAX_BYTES:
+        return c.render("bulk.html", status=422, result=None, error=c.t._("The file is too large: split it"))
+    try:
+        result = await c.api.open_bulk_csv(data, text(form, "idem") or uuid.uuid4().hex)
+    except ApiError as exc:
+        if exc.status == 401:
+            raise SignInNeeded from None
+        return c.render("bulk.html", status=422, result=None, error=forms.refusal_message(c.t, exc),
+                        detail=forms.api_detail(exc) or (exc.detail if isinstance(exc.detail, str) else None))
+    rows = [{**r, "messages": [(".".join(str(p) for p in e.get("loc", [])[-1:]), forms.translate_error(c.t, e))
+                               for e in r.get("errors", [])]} for r in result["results"]]
+    return c.render("bulk.html", result=result, rows=rows, error=None)
+
+
+# ---- duplicates, side by side ----------------------------------------------------------------------
+@router.get("/duplicates/{candidate_id}")
+async def duplicate(request: Request, candidate_id: str, case_id: str) -> Response:
+    """Both persons of a possible duplicate, each read through intake (each read access-logged)."""
+    c = Ctx(request)
+    c.require("caseworker", "supervisor")
+    try:
+        found = [d for d in await c.api.duplicates(case_id) if d["candidate_id"] == candidate_id]
+    except ApiError as exc:
+        return c.render("error.html", status=exc.status if exc.status in (403, 404) else 502,
+                        message=forms.refusal_message(c.t, exc), detail=forms.api_detail(exc))
+    if not found or not found[0]["case_id"] or not found[0]["other_case_id"]:
+        raise HTTPException(404)
+    cand = found[0]
+    people = await gather_sections({side: c.api.person(cand[side], "duplicate comparison")
+                                    for side in ("case_id", "other_case_id")})
+    return c.render("duplicate.html", cand=cand, people=people, case_id=case_id, errors=FormErrors(), values={})
+
+
 # ---- the case page ------------------------------------------------------------------------------
 async def _find_in_inbox(api: Api, case_id: str, stage: str, view: str) -> dict[str, Any] | None:
     """A caseworker's API for the deadline, assignee and escalation of a case is the inbox (no per-case

@@ -266,6 +266,45 @@ def test_case_from_border_to_closure(base: str, stack: RunningStack) -> None:
 _CASES: dict[str, str] = {}
 
 
+# ---- caseworker: mass arrival by CSV, duplicates side by side -----------------------------------
+ARRIVALS = ("channel,province,prs_FirstName,prs_SecondName,birth_year,prs_Gender\n"
+            "rescue_operation,20,Hương,Đinh,2007,Feminine\n"
+            "rescue_operation,20,Hương,Đinh,2007,Feminine\n"
+            "rescue_operation,20,Ngọc,Đinh,3000,Feminine\n")
+
+
+def test_bulk_upload_and_duplicates_side_by_side(base: str) -> None:
+    def journey(browser: Browser) -> None:
+        with console(browser, base) as c:
+            c.sign_in("bg")
+            c.go("/cases/bulk")
+            check_page(c, "21-bulk")
+            c.submit("main form")  # no file chosen
+            assert "Hãy chọn tệp CSV" in c.text(".error-summary")
+            c.page.set_input_files("#f-file", files=[{"name": "arrivals.csv", "mimeType": "text/csv",
+                                                      "buffer": ARRIVALS.encode()}])
+            c.submit("main form")
+            table = c.text("table.list")
+            assert "Có lỗi" in table and "birth_year: Không được quá 2100" in table
+            assert "Đã lập, có thể trùng" in table
+            c.page.screenshot(path=str(shots_dir() / "22-bulk-result.vi.desktop.png"), full_page=True)
+            check_page(c, "22-bulk-result", shots=False)
+            c.page.locator("table.list tr", has_text="Đã lập, có thể trùng").locator("a").first.click()
+            c.page.wait_for_load_state("load")
+            assert "Có thể trùng hồ sơ" in c.text("aside")
+            c.page.locator("a", has_text="So sánh song song").first.click()
+            c.page.wait_for_load_state("load")
+            compare = c.text("table.compare")
+            assert compare.count("Hương") == 2 and "=" in compare
+            check_page(c, "23-duplicate-compare")
+            c.page.locator("label[for=f-decision-2]").click()  # different people: keep apart
+            c.page.fill("#f-reason", "khác ngày sinh trên giấy tờ")
+            c.submit("main form")
+            assert "Đã ghi nhận quyết định về hồ sơ trùng." in c.text("#done")
+            assert "Giữ riêng" in c.text("aside")
+    in_browser(journey)
+
+
 # ---- supervisor ------------------------------------------------------------------------------------
 def test_supervisor_board_stuck_actions_kpis_reports(base: str) -> None:
     def journey(browser: Browser) -> None:
