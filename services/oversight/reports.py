@@ -82,7 +82,8 @@ LABELS: dict[str, dict[str, str]] = {
         "compliance": "Tuân thủ thời hạn theo giai đoạn và cơ quan", "agency": "Cơ quan", "on_time": "Đúng hạn",
         "rate": "Tỷ lệ", "metric": "Chỉ số", "section": "Mục", "formula": "Cách tính",
         "child": "Trẻ em", "adult": "Người lớn", "abroad": "Từ nước ngoài", "domestic": "Trong nước",
-        "total": "Tổng",
+        "total": "Tổng", "transfers": "Chuyển tỉnh trong kỳ (vụ việc theo người được hỗ trợ)",
+        "transferred_in": "Nhận từ tỉnh khác", "transferred_out": "Chuyển sang tỉnh khác",
     },
     "en": {
         "title.six_monthly": "Six-monthly report on counter-trafficking work",
@@ -101,6 +102,8 @@ LABELS: dict[str, dict[str, str]] = {
         "compliance": "Deadline compliance by stage and agency", "agency": "Agency", "on_time": "On time",
         "rate": "Rate", "metric": "Metric", "section": "Section", "formula": "Formula",
         "child": "Child", "adult": "Adult", "abroad": "Abroad", "domestic": "Domestic", "total": "Total",
+        "transfers": "Transfers between provinces in the period (the case travels with the person)",
+        "transferred_in": "Received from another province", "transferred_out": "Transferred to another province",
     },
 }
 
@@ -136,6 +139,7 @@ async def build(conn: Conn, kind: ReportKind, province: str | None, start: datet
         outcomes[st.get("outcome") or f"open:{st.get('stage', '?')}"] += 1
     open_rows = await repo.open_counts(conn, province, end)
     esc = await repo.escalations(conn, province, start, end)
+    moved = await repo.transfers(conn, province, start, end)
     return {
         "kind": kind.value, "province": province or "*", "period_from": start.isoformat(),
         "period_to": end.isoformat(), "generated_at": now.astimezone(UTC).isoformat(),
@@ -144,6 +148,7 @@ async def build(conn: Conn, kind: ReportKind, province: str | None, start: datet
         "outcomes": dict(sorted(outcomes.items())),
         "open_by_stage": [{"stage": r["stage"], "count": r["n"], "overdue": r["overdue"]} for r in open_rows],
         "escalations": [{"level": r["level"], "count": r["n"]} for r in esc],
+        "transfers": moved,
         "kpis": [{"id": k.id, "title": k.title, "numerator": k.numerator, "denominator": k.denominator,
                   "value": k.value, "target": k.target, "comparison": k.comparison, "met": k.met,
                   "formula": k.formula} for k in kpis.ratios],
@@ -186,6 +191,7 @@ def suppressed(report: dict[str, Any], suppress: bool) -> dict[str, Any]:
         row["count"], row["overdue"] = _count(row["count"], True), _count(row["overdue"], True)
     for row in r["escalations"]:
         row["count"] = _count(row["count"], True)
+    r["transfers"] = {k: _count(v, True) for k, v in r.get("transfers", {}).items()}
     for k in r["kpis"]:
         k["value"] = _rate(k["value"], k["numerator"], k["denominator"], True)
         if not isinstance(k["value"], float):
@@ -220,6 +226,7 @@ def rows(report: dict[str, Any], lang: str) -> list[tuple[str, str, str, Any]]:
         out += [("open_by_stage", row["stage"], "count", row["count"]),
                 ("open_by_stage", row["stage"], "overdue", row["overdue"])]
     out += [("escalations", f"level_{row['level']}", "count", row["count"]) for row in report["escalations"]]
+    out += [("transfers", k, "count", v) for k, v in report.get("transfers", {}).items()]
     for t in report["time_in_stage"]:
         out += [("time_in_stage", t["stage"], c, t[c]) for c in ("completed", "p50_hours", "p90_hours")]
     for c in report["deadline_compliance"]:
@@ -290,6 +297,8 @@ def to_html(r: dict[str, Any], lang: str) -> str:
         lang))
     parts.append(f"<h2>5. {L['escalations']}</h2>" + _table(
         [L["level"], L["count"]], [[x["level"], x["count"]] for x in r["escalations"]], lang))
+    parts.append(f"<p>{L['transfers']}</p>" + _table(
+        [L["metric"], L["count"]], [[L.get(k, k), v] for k, v in r.get("transfers", {}).items()], lang))
     parts.append(f"<h2>6. {L['time_in_stage']}</h2>" + _table(
         [L["stage"], L["completed"], "p50", "p90"],
         [[t["stage"], t["completed"], t["p50_hours"], t["p90_hours"]] for t in r["time_in_stage"]], lang))

@@ -170,10 +170,24 @@ async def summary_facts(conn: Conn, case_id: str) -> asyncpg.Record | None:
 
 
 # ---- KPIs ---------------------------------------------------------------------------------
+# A case travels with the person (issue 18): each figure belongs to the province that held the case when the
+# work was done. Received = the province where the case was opened (CaseFacts.province, fixed); a stage
+# completion, an escalation, an open case at a date = the province in the state of that event; transfers
+# between provinces count out of the sending province and into the receiving one. So no case is counted
+# twice or lost between two provinces' reports, and the provinces' figures add up to the national ones.
+HELD = """(s.province = {p} OR s.state->'facts'->>'province' = {p}
+           OR s.state->'jurisdictions' @> jsonb_build_array(jsonb_build_object('province', {p}::text)))"""
+
+
+def _held(p: str) -> str:
+    """The cases that the province held at some time (a cheap filter before the per-event province test)."""
+    return HELD.format(p=p)
+
+
 async def received_cases(conn: Conn, province: str | None, start: datetime, end: datetime
                          ) -> list[asyncpg.Record]:
-    """Cases opened in [start, end) in the province, each with the facts KPIs need as of `end`:
-    classification, stage decisions, first service, and the state at `end`."""
+    """Cases opened in [start, end) in the province (where they were opened, wherever they are now), each with
+    the facts KPIs need as of `end`: classification, stage decisions, first service, and the state at `end`."""
     return list(await conn.fetch(
         """SELECT s.case_id, s.channel, s.is_child, s.is_abroad, s.opened_at,
                   (SELECT e.state FROM oversight.case_events e
@@ -188,49 +202,68 @@ async def received_cases(conn: Conn, province: str | None, start: datetime, end:
                     WHERE e.case_id = s.case_id AND e.kind = 'service_delivered' AND e.occurred_at < $3)
                     AS first_service_at
            FROM oversight.case_summary s
-           WHERE ($1::text IS NULL OR s.province = $1) AND s.opened_at >= $2 AND s.opened_at < $3
+           WHERE ($1::text IS NULL OR coalesce(s.state->'facts'->>'province', s.province) = $1)
+             AND s.opened_at >= $2 AND s.opened_at < $3
            ORDER BY s.opened_at""", province, start, end))
 
 
 async def stage_completions(conn: Conn, province: str | None, start: datetime, end: datetime
                             ) -> list[asyncpg.Record]:
-    """Every stage completed (a non-interim stage decision) in [start, end), with what the state said
-    just before it: the owning agency, the (possibly extended) deadline and when the stage began."""
+    """Every stage completed (a non-interim stage decision) in [start, end) by the province holding the case
+    then, with what the state said just before it: the owning agency, the (possibly extended) deadline and
+    when the stage began."""
     return list(await conn.fetch(
-        """WITH ev AS (
-               SELECT e.case_id, e.seq, e.kind, e.occurred_at, e.data,
+        f"""WITH ev AS (
+               SELECT e.case_id, e.seq, e.kind, e.occurred_at, e.data, e.state->>'province' AS held_by,
                       lag(e.state) OVER (PARTITION BY e.case_id ORDER BY e.seq) AS prev
                FROM oversight.case_events e
-               WHERE e.case_id IN (SELECT case_id FROM oversight.case_summary WHERE $1::text IS NULL OR province = $1)
+               WHERE e.case_id IN (SELECT case_id FROM oversight.case_summary s WHERE $1::text IS NULL OR {_held("$1")})
                  AND e.occurred_at < $3)
            SELECT case_id, occurred_at, data->'decision'->>'stage' AS stage,
                   prev->>'owner_agency' AS agency,
                   (prev->'deadline'->>'due_at')::timestamptz AS due_at,
                   (prev->'stages'->-1->>'entered_at')::timestamptz AS entered_at
            FROM ev
-           WHERE kind = 'stage_decided' AND occurred_at >= $2
+           WHERE kind = 'stage_decided' AND occurred_at >= $2 AND ($1::text IS NULL OR held_by = $1)
              AND coalesce((data->>'interim')::boolean, false) = false
            ORDER BY occurred_at""", province, start, end))
 
 
 async def open_counts(conn: Conn, province: str | None, at: datetime) -> list[asyncpg.Record]:
-    """Open cases at `at` by stage (the state of each case's last event before `at`)."""
+    """Open cases at `at` by stage (the state of each case's last event before `at`), in the province that
+    held each case at `at`."""
     return list(await conn.fetch(
-        """SELECT st->>'stage' AS stage, count(*) AS n,
+        f"""SELECT st->>'stage' AS stage, count(*) AS n,
                   count(*) FILTER (WHERE (st->'deadline'->>'due_at')::timestamptz < $2) AS overdue
            FROM (SELECT (SELECT e.state FROM oversight.case_events e WHERE e.case_id = s.case_id
                           AND e.occurred_at < $2 ORDER BY e.seq DESC LIMIT 1) AS st
-                 FROM oversight.case_summary s WHERE ($1::text IS NULL OR s.province = $1)) x
+                 FROM oversight.case_summary s WHERE ($1::text IS NULL OR {_held("$1")})) x
            WHERE st IS NOT NULL AND st->>'status' IN ('Active', 'FollowUp')
+             AND ($1::text IS NULL OR st->>'province' = $1)
            GROUP BY 1 ORDER BY 1""", province, at))
 
 
 async def escalations(conn: Conn, province: str | None, start: datetime, end: datetime
                       ) -> list[asyncpg.Record]:
+    """Escalations in [start, end), in the province holding the case when each was raised."""
     return list(await conn.fetch(
-        """SELECT coalesce((e.data->>'level')::int, 0) AS level, count(*) AS n
+        f"""SELECT coalesce((e.data->>'level')::int, 0) AS level, count(*) AS n
            FROM oversight.case_events e
            WHERE e.kind IN ('deadline_escalated', 'escalated_by_supervisor', 'handoff_escalated')
              AND e.occurred_at >= $2 AND e.occurred_at < $3
-             AND e.case_id IN (SELECT case_id FROM oversight.case_summary WHERE $1::text IS NULL OR province = $1)
+             AND ($1::text IS NULL OR e.state->>'province' = $1)
+             AND e.case_id IN (SELECT case_id FROM oversight.case_summary s WHERE $1::text IS NULL OR {_held("$1")})
            GROUP BY 1 ORDER BY 1""", province, start, end))
+
+
+async def transfers(conn: Conn, province: str | None, start: datetime, end: datetime) -> dict[str, int]:
+    """Cases transferred between provinces in [start, end) (accepted transfers): out of the province and into
+    it. Nationally both count every transfer once."""
+    row = await conn.fetchrow(
+        """SELECT count(*) FILTER (WHERE $1::text IS NULL OR e.data->>'from_province' = $1) AS transferred_out,
+                  count(*) FILTER (WHERE $1::text IS NULL OR e.data->>'to_province' = $1) AS transferred_in
+           FROM oversight.case_events e
+           WHERE e.kind = 'handoff_accepted' AND e.data ? 'to_province'
+             AND e.occurred_at >= $2 AND e.occurred_at < $3""", province, start, end)
+    assert row is not None  # an aggregate always returns a row
+    return {"transferred_out": int(row["transferred_out"]), "transferred_in": int(row["transferred_in"])}
