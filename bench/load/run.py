@@ -122,9 +122,13 @@ async def prepare_cases(stack: Any, users: int, per_user: int) -> list[str]:
                 if r.status_code not in (200, 201):
                     raise RuntimeError(f"open {i}: {r.status_code} {r.text[:200]}")
                 cid = r.json()["case_id"]
-                r = await intake.post(f"/cases/{cid}/classify", headers={**guard, "Idempotency-Key": f"cls-{cid}"},
-                                      json={"classification": "trafficking_suspected",
-                                            "justification": "group handover: load bench"})
+                for _ in range(10):  # 503 = outcome unknown (busy machine): retry with the same key, as the API says
+                    r = await intake.post(f"/cases/{cid}/classify", headers={**guard, "Idempotency-Key": f"cls-{cid}"},
+                                          json={"classification": "trafficking_suspected",
+                                                "justification": "group handover: load bench"})
+                    if r.status_code != 503:
+                        break
+                    await asyncio.sleep(1)
                 if r.status_code != 200:
                     raise RuntimeError(f"classify {cid}: {r.status_code} {r.text[:200]}")
                 ids.append(cid)
