@@ -78,7 +78,8 @@ AUDIT_READER = require_roles(Role.auditor, Role.supervisor)
 Supervisor = Annotated[Principal, SUPERVISOR]
 AuditReader = Annotated[Principal, AUDIT_READER]
 CaseId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$", examples=["case-0123abcd"])]
-ProvinceQ = Annotated[str | None, Query(min_length=1, max_length=8, description="province code; default the caller's")]
+ProvinceQ = Annotated[str | None, Query(min_length=1, max_length=8, pattern=r"^(\*|[0-9]{1,8})$",
+                                        description="province code; default the caller's")]
 TEMPORAL_CHECK_TIMEOUT = 3.0
 
 
