@@ -14,8 +14,8 @@ span and adds nothing. What is traced:
   `HandleUpdate`, `StartActivity`, `RunActivity` …; workflow spans have zero duration), with one change in the
   workflow: an Update's `ValidateUpdate`/`HandleUpdate` spans are children of the caller's
   `StartWorkflowUpdate` (the SDK's put them in the trace of whoever started the workflow, months earlier for a
-  case, and only link the caller), and the activity the workflow starts next in the same workflow task (the
-  audit batch the Update queued, sent by CaseWorkflow's main loop) is a child of that `HandleUpdate`. So one
+  case, and only link the caller), and the first activity the workflow starts after the Update's handler
+  finished (the audit batch it queued, sent by CaseWorkflow's main loop) is a child of that `HandleUpdate`. So one
   request is one trace: HTTP span, StartWorkflowUpdate, HandleUpdate, StartActivity, RunActivity in the
   oversight worker. Span attributes there are Temporal ids (workflow id = case id, run, activity, update id).
 - log lines: `add_trace_context` (a structlog processor, shared/logging.py) adds `trace_id` and `span_id` to
@@ -197,6 +197,7 @@ class NrmTracingInterceptor(TracingInterceptor):
 
 
 _IN_UPDATE = opentelemetry.context.create_key("nrm-in-update-handler")
+CAUSE_WINDOW_NS = 60 * 10**9  # an Update's audit batch starts within this much workflow time of its handler
 
 
 @dataclass
@@ -210,13 +211,14 @@ class _CausalWorkflowInterceptor(TracingWorkflowInboundInterceptor):
     - ValidateUpdate/HandleUpdate: children of the caller's span carried in the Update's header; the handler
       runs with its HandleUpdate span current, so an activity it starts itself is its child.
     - CaseWorkflow's handlers queue audit events that its main loop sends with `record_case_events`; the
-      first activity started in the same workflow task after a handler finished is made a child of that
-      handler's HandleUpdate span (its cause). A later task's activities (a timer's escalation) are not.
-      Two Updates in one workflow task: the batch goes with the last one."""
+      first activity started after a handler finished (in the same workflow task, or once the batch then in
+      flight is done) is made a child of that handler's HandleUpdate span, its cause. The cause is used once
+      and only within CAUSE_WINDOW_NS of workflow time, so a timer's escalation days later is not pinned to
+      the last Update. Two Updates whose events leave in one batch: the batch goes with the last one."""
 
     def __init__(self, next: temporalio.worker.WorkflowInboundInterceptor) -> None:
         super().__init__(next)
-        self._cause: tuple[dict[str, Any], int] | None = None  # (span carrier, history length of its task)
+        self._cause: tuple[dict[str, Any], int] | None = None  # (span carrier, workflow time it was set, ns)
 
     def _carrier(self, headers: Mapping[str, temporalio.api.common.v1.Payload]) -> dict[str, Any] | None:
         payload = headers.get(self.header_key)
@@ -257,14 +259,14 @@ class _CausalWorkflowInterceptor(TracingWorkflowInboundInterceptor):
             return await temporalio.worker.WorkflowInboundInterceptor.handle_update_handler(self, input)
         finally:
             opentelemetry.context.detach(token)
-            self._cause = (span, temporalio.workflow.info().get_current_history_length())
+            self._cause = (span, temporalio.workflow.time_ns())
 
     def _completed_span(self, span_name: str, **kwargs: Any) -> None:
         cause = self._cause
         if (cause is not None and span_name.startswith("StartActivity:")
                 and not opentelemetry.context.get_value(_IN_UPDATE)):
             self._cause = None
-            if cause[1] == temporalio.workflow.info().get_current_history_length():
+            if temporalio.workflow.time_ns() - cause[1] <= CAUSE_WINDOW_NS:
                 token = opentelemetry.context.attach(self._context(cause[0]))
                 try:
                     super()._completed_span(span_name, **kwargs)

@@ -215,7 +215,7 @@ async def classify_with_canaries(it: Intake) -> tuple[str, str]:
 
 
 async def audit_landed(pool: asyncpg.Pool, case_id: str, kind: str) -> None:
-    for _ in range(600):
+    for _ in range(1200):  # up to a minute on a loaded machine
         if await pool.fetchval("SELECT count(*) FROM oversight.case_events WHERE case_id = $1 AND kind = $2",
                                case_id, kind):
             return
