@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -88,6 +89,9 @@ SYSTEM_USER = "system"
 # recorded by earlier code replay unchanged (tests/replay).
 TRUST_RULES = "trust-rules-issue-10"  # handlers re-check with the rules of issue 10 items 7 and 9
 CARRY_UPDATE_IDS = "carry-applied-update-ids"  # continue-as-new carries the ids of applied Updates
+# the wake-up timer is kept while the next wake instant is unchanged (it was cancelled and started again
+# on every pass of the main loop: 2 history events per Update)
+KEEP_WAKE_TIMER = "keep-wake-timer-issue-13"
 # issue 18: a transfer to another province resolves the receiving province's policy (local activity) at
 # acceptance; transferred_jurisdiction (end_case) is for a case leaving the country's system only
 PROVINCE_TRANSFER = "province-transfer-issue-18"
@@ -177,6 +181,9 @@ class CaseWorkflow:
         self._pending_notifications: list[Notification] = []
         self._changed = False
         self._last_search_attributes: dict[str, Any] = {}
+        self._wake_timer: asyncio.TimerHandle | None = None  # the durable timer of the next wake instant
+        self._wake_at: datetime | None = None
+        self._wake_fired = False
         # Updates applied by earlier runs (carried) and by this one: Temporal deduplicates an Update id
         # within a run only; a retry that reaches the next run must not apply twice.
         self._applied_update_ids: list[str] = list(inp.applied_update_ids)
@@ -215,16 +222,7 @@ class CaseWorkflow:
                                                    history_limit=self.history_limit,
                                                    max_updates_per_run=self.max_updates_per_run,
                                                    applied_update_ids=applied))
-            wake = self._next_wake()
-            self._changed = False
-            timeout = max(wake - workflow.now(), timedelta(seconds=1)) if wake else None
-            try:
-                await workflow.wait_condition(
-                    lambda: self._changed or bool(self._pending_events) or self._should_continue_as_new(),
-                    timeout=timeout,
-                )
-            except TimeoutError:
-                pass
+            await self._sleep_until(self._next_wake())
         await workflow.wait_condition(workflow.all_handlers_finished)
         await self._flush()
         await workflow.execute_activity(
@@ -271,6 +269,32 @@ class CaseWorkflow:
                                            if n.notification_id not in sent_notes]
 
     # ---- timers ---------------------------------------------------------------------------
+    async def _sleep_until(self, wake: datetime | None) -> None:
+        """Wait until an Update changes state, events are queued, continue-as-new is due, or the wake
+        instant passes. One durable timer per wake instant: it is kept across passes while the instant is
+        unchanged and cancelled only when the instant moves (patch keep-wake-timer-issue-13). Runs recorded
+        before the patch cancelled it on every wake-up and started it again on the next pass (the
+        `wait_condition(timeout=...)` they used); the commands here are the same as that code's."""
+        self._changed = False
+        if self._wake_timer is not None and wake != self._wake_at:
+            self._wake_timer.cancel()
+            self._wake_timer = None
+        if self._wake_timer is None and wake is not None:
+            delay = max(wake - workflow.now(), timedelta(seconds=1))
+            self._wake_at, self._wake_fired = wake, False
+            self._wake_timer = asyncio.get_running_loop().call_later(delay.total_seconds(), self._woken)
+        await workflow.wait_condition(
+            lambda: self._changed or bool(self._pending_events) or self._should_continue_as_new()
+            or self._wake_fired)
+        if self._wake_fired:
+            self._wake_timer, self._wake_fired = None, False
+        elif self._wake_timer is not None and not workflow.patched(KEEP_WAKE_TIMER):
+            self._wake_timer.cancel()  # as the code before the patch did on every wake-up
+            self._wake_timer = None
+
+    def _woken(self) -> None:
+        self._wake_fired = True
+
     def _escalation_instants(self, due: datetime) -> list[datetime]:
         assert self.policy is not None
         return [due + off for off in self.policy.escalation.level_offsets()]

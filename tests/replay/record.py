@@ -382,14 +382,60 @@ async def left_the_country(h: Harness, env: WorkflowEnvironment) -> str:
     return cid
 
 
+async def _waiting_on_timer(h: Harness, case_id: str) -> None:
+    """Until the case is idle on its wake-up timer: its history ends with the timer started, or with the
+    workflow task that took the audit activity's result and kept the timer (nothing else pending)."""
+    from temporalio.api.enums.v1 import EventType
+
+    handle = h.client.get_workflow_handle(case_id)
+    for _ in range(500):
+        events = (await handle.fetch_history()).events
+        last = [e.event_type for e in events[-4:]]
+        if last[-1:] == [EventType.EVENT_TYPE_TIMER_STARTED] or (
+                last[0] == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
+                and last[-1] == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{case_id} never waited on its timer")
+
+
+async def kept_wake_timer(h: Harness, env: WorkflowEnvironment) -> str:
+    """Patch keep-wake-timer-issue-13: Updates to an idle case that leave the next wake instant where it was
+    keep its durable timer (claim, assign); a decision that moves the deadline replaces it; the reminder and
+    the escalations fire from it, and Updates after them keep the next one."""
+    cid = f"rp-timer-{uuid.uuid4().hex[:8]}"
+    handle = await h.open(facts(cid, now=await env.get_current_time()))
+    for update, cmd in [
+        (CaseWorkflow.claim, Claim(actor=HOTLINE)),
+        (CaseWorkflow.assign, Assign(actor=actor(AgencyRole.hotline, Role.supervisor, user="hl-supervisor"),
+                                     assignee_user_id="hotline-officer-2")),
+        (CaseWorkflow.decide, _receive()),
+    ]:
+        await _waiting_on_timer(h, cid)
+        await handle.execute_update(update, cmd)
+    await _waiting_on_timer(h, cid)
+    await env.sleep(timedelta(days=4))  # verify is due in 3 days: the reminder, then escalation level 1
+    for update, cmd in [
+        (CaseWorkflow.assign, Assign(actor=SUP, assignee_user_id="sp-officer-2")),
+        (CaseWorkflow.claim, Claim(actor=actor(AgencyRole.social_protection, user="sp-officer-2"))),
+    ]:
+        await _waiting_on_timer(h, cid)
+        await handle.execute_update(update, cmd)
+    await _waiting_on_timer(h, cid)
+    await env.sleep(timedelta(hours=1))
+    return cid  # still running
+
+
 FIRST_RUN: dict[str, str] = {}  # case id -> the run to record, for a case that continued as new
 PATHS = [not_relevant_closed, full_path, overdue_running, reopened, handoffs, child_abroad_not_a_victim,
          rescue_then_transferred, continued_as_new, trust_rules, continued_as_new_retry,
          continued_as_new_carrying_ids, transfer_accepted, transfer_rejected, transfer_revoked, transfer_unanswered,
-         transfer_while_overdue, left_the_country]
+         transfer_while_overdue, left_the_country,
+         kept_wake_timer]
 STILL_RUNNING = (overdue_running, handoffs, continued_as_new, trust_rules, continued_as_new_retry,
                  continued_as_new_carrying_ids, transfer_accepted, transfer_rejected, transfer_revoked,
-                 transfer_unanswered, transfer_while_overdue)
+                 transfer_unanswered, transfer_while_overdue,
+                 kept_wake_timer)
 
 
 async def main(only: list[str]) -> None:

@@ -33,7 +33,8 @@ def test_histories_were_recorded():
                                            "child_abroad_not_a_victim", "rescue_then_transferred", "continued_as_new",
                                            "trust_rules", "continued_as_new_retry", "continued_as_new_carrying_ids",
                                            "transfer_accepted", "transfer_rejected", "transfer_revoked",
-                                           "transfer_unanswered", "transfer_while_overdue", "left_the_country"}
+                                           "transfer_unanswered", "transfer_while_overdue", "left_the_country",
+                                           "kept_wake_timer"}
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
@@ -47,7 +48,7 @@ async def test_final_state_is_readable_from_history(path: Path):
     assert state is not None
     s = CaseState.model_validate(state)
     if path.stem in ("overdue_running", "handoffs", "continued_as_new", "trust_rules", "continued_as_new_retry",
-                     "continued_as_new_carrying_ids") or path.stem.startswith("transfer_"):  # still running
+                     "continued_as_new_carrying_ids", "kept_wake_timer") or path.stem.startswith("transfer_"):  # still running
         assert origin == "last_record_case_events_input"
         if path.stem == "overdue_running":
             assert s.assignee == "sp-officer-2" and s.escalation_level == 1 and s.stage.value == "verify"
@@ -67,6 +68,8 @@ async def test_final_state_is_readable_from_history(path: Path):
                 assert s.handoffs[0].escalation_level == 3
             if path.stem == "transfer_while_overdue":
                 assert s.escalation_level >= 1 and s.deadline is not None and s.jurisdictions[1].since < s.deadline.due_at
+        elif path.stem == "kept_wake_timer":
+            assert s.stage.value == "verify" and s.assignee == "sp-officer-2" and s.escalation_level >= 1
         elif path.stem == "continued_as_new_retry":  # 1 classify + 12 notes, the retry of u-note-0 not applied
             assert s.stage.value == "verify" and s.version == 14
         else:
@@ -77,6 +80,20 @@ async def test_final_state_is_readable_from_history(path: Path):
         assert s.outcome is not None and s.outcome.value == "transferred_jurisdiction" and s.province == "01"
     if path.stem == "full_path":
         assert s.outcome is not None and s.outcome.value == "reintegrated" and s.services_delivered == 1
+
+
+def test_kept_wake_timer_history_keeps_one_timer_per_instant():
+    """Recorded under patch keep-wake-timer-issue-13: claim and assign (same wake instant) neither cancel nor
+    start a timer; the receive decision (a new deadline) replaces it once; timers that fire are followed by
+    the next instant's timer only."""
+    from temporalio.api.enums.v1 import EventType
+
+    events = _load(HERE / "kept_wake_timer.json").events
+    kinds = [e.event_type for e in events]
+    assert kinds.count(EventType.EVENT_TYPE_TIMER_CANCELED) == 1
+    fired = kinds.count(EventType.EVENT_TYPE_TIMER_FIRED)
+    assert fired >= 2 and kinds.count(EventType.EVENT_TYPE_TIMER_STARTED) == 1 + 1 + fired
+    assert kinds.count(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED) == 5
 
 
 @workflow.defn(name="CaseWorkflow", sandboxed=False)  # defined in a test module: no sandbox re-import
