@@ -34,7 +34,8 @@ HASH_V2 = 2  # free text encrypted in `free_text`; the chain hashes its keyed di
 FREE_TEXT_COLUMN = "oversight.case_events.free_text"
 ERASED = "[erased]"
 # keys whose string values (or lists of strings) are typed by people, wherever they sit in data/state
-TEXT_KEYS = frozenset({"reason", "referred_elsewhere", "measures", "justification"})
+TEXT_KEYS = frozenset({"reason", "referred_elsewhere", "measures", "justification", "consent_override_reason",
+                       "override_reason"})
 _MARKER = re.compile(r"^\u27e6text (\d+)\u27e7$")
 
 
