@@ -160,11 +160,14 @@ def actor(agency: Any, *roles: Any, user: str | None = None) -> Any:
 
 
 async def start_case(client: Any, case_id: str, task_queue: str) -> Any:
-    """Start as intake does: the input from the committed row, the search attributes known at opening."""
+    """Start as intake does: the input from the committed row with the policy resolved (services/intake/
+    opening.py), the search attributes known at opening."""
     from services.intake.opening import search_attributes
     from workflows.case_workflow import CaseWorkflow
+    from workflows.policy_activity import case_policy_for
 
     inp = case_input(case_id)
+    inp = inp.model_copy(update={"policy": case_policy_for(inp.facts)})
     return await client.start_workflow(CaseWorkflow.run, inp, id=case_id, task_queue=task_queue,
                                        search_attributes=search_attributes(inp.facts))
 

@@ -36,7 +36,7 @@ from shared.temporal import (
     WORKFLOW_TASK_QUEUE,
 )
 from workflows.models import Actor, CaseFacts, CaseInput, Classification, Decide, ReceiveDecision
-from workflows.policy_activity import current_policy
+from workflows.policy_activity import case_policy_for, current_policy
 
 from . import repository
 from .dedupe import full_name, identity_key, name_year_key
@@ -183,7 +183,9 @@ async def start_case_workflow(runtime: Runtime, row: asyncpg.Record) -> bool:
     try:
         await runtime.temporal.start_workflow(
             "CaseWorkflow", CaseInput(facts=facts, oversight_task_queue=oversight_task_queue(runtime),
-                                      initial_decision=initial_decision(row, facts)),
+                                      initial_decision=initial_decision(row, facts),
+                                      # resolved here: the case's first workflow task needs no local activity
+                                      policy=case_policy_for(facts)),
             id=facts.case_id, task_queue=workflow_task_queue(runtime),
             search_attributes=search_attributes(facts),
             # a case id never runs twice, even after its workflow closed

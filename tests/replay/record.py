@@ -426,16 +426,40 @@ async def kept_wake_timer(h: Harness, env: WorkflowEnvironment) -> str:
     return cid  # still running
 
 
+async def opened_with_policy(h: Harness, env: WorkflowEnvironment) -> str:
+    """Issue 13 item 2: intake resolves the policy and passes it in CaseInput.policy; the first workflow task
+    runs no local activity (no marker), and the case behaves as one that resolved it itself."""
+    from workflows.models import CaseInput
+    from workflows.policy_activity import case_policy_for
+
+    cid = f"rp-policy-{uuid.uuid4().hex[:8]}"
+    f = facts(cid, now=await env.get_current_time())
+    await h.client.start_workflow(CaseWorkflow.run, CaseInput(facts=f, policy=case_policy_for(f),
+                                                              oversight_task_queue=h.oversight_task_queue),
+                                  id=cid, task_queue=h.task_queue)
+    h.adopt(cid)
+    handle = h.client.get_workflow_handle(cid)
+    await _waiting_on_timer(h, cid)
+    await handle.execute_update(CaseWorkflow.claim, Claim(actor=HOTLINE))
+    await _waiting_on_timer(h, cid)
+    await handle.execute_update(CaseWorkflow.decide, _receive())
+    await _waiting_on_timer(h, cid)
+    await env.sleep(timedelta(hours=1))
+    return cid  # still running
+
+
 FIRST_RUN: dict[str, str] = {}  # case id -> the run to record, for a case that continued as new
 PATHS = [not_relevant_closed, full_path, overdue_running, reopened, handoffs, child_abroad_not_a_victim,
          rescue_then_transferred, continued_as_new, trust_rules, continued_as_new_retry,
          continued_as_new_carrying_ids, transfer_accepted, transfer_rejected, transfer_revoked, transfer_unanswered,
          transfer_while_overdue, left_the_country,
-         kept_wake_timer]
+         kept_wake_timer,
+         opened_with_policy]
 STILL_RUNNING = (overdue_running, handoffs, continued_as_new, trust_rules, continued_as_new_retry,
                  continued_as_new_carrying_ids, transfer_accepted, transfer_rejected, transfer_revoked,
                  transfer_unanswered, transfer_while_overdue,
-                 kept_wake_timer)
+                 kept_wake_timer,
+                 opened_with_policy)
 
 
 async def main(only: list[str]) -> None:

@@ -34,7 +34,8 @@ def test_histories_were_recorded():
                                            "trust_rules", "continued_as_new_retry", "continued_as_new_carrying_ids",
                                            "transfer_accepted", "transfer_rejected", "transfer_revoked",
                                            "transfer_unanswered", "transfer_while_overdue", "left_the_country",
-                                           "kept_wake_timer"}
+                                           "kept_wake_timer",
+                                           "opened_with_policy"}
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
@@ -48,7 +49,8 @@ async def test_final_state_is_readable_from_history(path: Path):
     assert state is not None
     s = CaseState.model_validate(state)
     if path.stem in ("overdue_running", "handoffs", "continued_as_new", "trust_rules", "continued_as_new_retry",
-                     "continued_as_new_carrying_ids", "kept_wake_timer") or path.stem.startswith("transfer_"):  # still running
+                     "continued_as_new_carrying_ids", "kept_wake_timer",
+                     "opened_with_policy") or path.stem.startswith("transfer_"):  # still running
         assert origin == "last_record_case_events_input"
         if path.stem == "overdue_running":
             assert s.assignee == "sp-officer-2" and s.escalation_level == 1 and s.stage.value == "verify"
@@ -68,6 +70,8 @@ async def test_final_state_is_readable_from_history(path: Path):
                 assert s.handoffs[0].escalation_level == 3
             if path.stem == "transfer_while_overdue":
                 assert s.escalation_level >= 1 and s.deadline is not None and s.jurisdictions[1].since < s.deadline.due_at
+        elif path.stem == "opened_with_policy":
+            assert s.stage.value == "verify" and s.policy_version != "pending" and s.version == 2
         elif path.stem == "kept_wake_timer":
             assert s.stage.value == "verify" and s.assignee == "sp-officer-2" and s.escalation_level >= 1
         elif path.stem == "continued_as_new_retry":  # 1 classify + 12 notes, the retry of u-note-0 not applied
@@ -94,6 +98,15 @@ def test_kept_wake_timer_history_keeps_one_timer_per_instant():
     fired = kinds.count(EventType.EVENT_TYPE_TIMER_FIRED)
     assert fired >= 2 and kinds.count(EventType.EVENT_TYPE_TIMER_STARTED) == 1 + 1 + fired
     assert kinds.count(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED) == 5
+
+
+def test_a_case_opened_with_its_policy_runs_no_local_activity():
+    """Intake passes the resolved policy in CaseInput.policy (issue 13 item 2): no policy marker at all."""
+    from temporalio.api.enums.v1 import EventType
+
+    events = _load(HERE / "opened_with_policy.json").events
+    assert not [e for e in events if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+                and e.marker_recorded_event_attributes.marker_name == "core_local_activity"]
 
 
 @workflow.defn(name="CaseWorkflow", sandboxed=False)  # defined in a test module: no sandbox re-import
