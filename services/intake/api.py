@@ -609,6 +609,7 @@ async def classify(request: Request, case_id: CaseId, body: ClassifyRequest, pri
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"you may not act on case {case_id}")
     actor = Actor(**principal.actor(), commune=principal.commune, request_id=_request_id(request))
     cmd = Decide(actor=actor, expected_version=body.expected_version, justification=body.justification,
+                 override_reason=body.override_reason,
                  decision=ReceiveDecision(classification=body.classification, channel=case["channel"]))
     if case["workflow_started_at"] is None and not await opening.start_case_workflow(runtime, case):
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the case workflow could not be started")

@@ -410,6 +410,10 @@ class ClassifyRequest(Strict):
     classification: Classification
     justification: Reason
     expected_version: Version | None = Field(default=None)
+    override_reason: Reason | None = Field(
+        default=None, description="supervisors of another agency than the receiving one: why you classify its "
+                                  "case (required then, 403 without it; recorded in the audit log as an override). "
+                                  "No personal data.")
 
 
 class AccessLogEntry(BaseModel):

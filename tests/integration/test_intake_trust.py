@@ -352,3 +352,30 @@ async def test_classify_without_access_starts_nothing_and_writes_nothing(ts_env:
         # the opener's agency may: the workflow is started and decides
         ok = await it.http.post(f"/cases/{case_id}/classify", json=CLASSIFY, headers=it.auth())
         assert ok.status_code == 200, ok.text
+
+
+async def test_supervisor_of_another_agency_classifies_only_with_an_override_reason(
+        ts_env: Any, db_pool: Any, db_url: str, ring: KeyRing, task_queue: str) -> None:
+    import asyncio
+
+    from services.oversight.audit_log import readable_event
+
+    async with intake_app(ts_env, db_pool, db_url, ring, task_queue) as it:
+        case_id = (await it.open()).json()["case_id"]  # opened by the police: the receive stage is theirs
+        commune_supervisor = it.auth(A.commune, Role.supervisor, user="commune-sup-1")
+        refused = await it.http.post(f"/cases/{case_id}/classify", json=CLASSIFY, headers=commune_supervisor)
+        assert refused.status_code == 403 and "override" in refused.json()["detail"], refused.text
+        done = await it.http.post(f"/cases/{case_id}/classify", headers=commune_supervisor,
+                                  json={**CLASSIFY, "override_reason": "police post unreachable for a week"})
+        assert done.status_code == 200 and done.json()["stage"] == "verify", done.text
+        row = None
+        for _ in range(200):  # the audit activity writes the event after the Update returned
+            row = await db_pool.fetchrow("SELECT * FROM oversight.case_events WHERE case_id = $1 "
+                                         "AND kind = 'stage_decided'", case_id)
+            if row is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert row is not None
+        override = readable_event(ring, row)["data"]["override"]
+        assert override["by_agency"] == "commune" and override["owner_agency"] == "police"
+        assert override["reason"] == "police post unreachable for a week"
