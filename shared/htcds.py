@@ -5,7 +5,12 @@ Usable by every service: `fields()` maps each HTCDS field name (`prs_Gender`, `v
 
 Where the CSV comes from, first found wins: `NRM_HTCDS_FIELDS`, the copy shipped with the intake
 package (`services/intake/htcds_fields.csv`), then `../shared/standards/htcds/fields.csv` beside the
-repository. Multi-line picklist cells are parsed with the csv module."""
+repository. Multi-line picklist cells are parsed with the csv module.
+
+National extensions (`NATIONAL`): values Vietnam needs that the standard's picklists lack, accepted beside the
+standard's values. Each names the standard value it exports as (`nearest`) and the details it may carry; an
+HTCDS export holds the nearest value and keeps the national value and its details in the NRM extension
+(`x_nrm`), so a round trip through HTCDS restores them (`to_standard` / `from_standard`)."""
 
 from __future__ import annotations
 
@@ -115,9 +120,82 @@ def parse(path: Path) -> dict[str, FieldSpec]:
     return out
 
 
+@dataclass(frozen=True)
+class NationalValue:
+    """A value added to a standard picklist for Vietnam, exported to HTCDS as `nearest`."""
+
+    field: str
+    value: str
+    nearest: str
+    details: tuple[str, ...]
+    label_vi: str
+    label_en: str
+    why: str
+
+
+NATIONAL: tuple[NationalValue, ...] = (
+    NationalValue(
+        field="vic_TypeOfExploitation", value="ForcedCriminality", nearest="ForcedLabour",
+        details=("online_scam_compound", "drug_production_or_trafficking", "other"),
+        label_vi="Bị ép buộc thực hiện hành vi phạm tội", label_en="Forced criminality",
+        why="people held in online-scam compounds (Cambodia, Myanmar, Laos) and forced to defraud others; HTCDS has "
+            "no value for it; the ILO counts forced criminal activity as forced labour, so it exports as "
+            "ForcedLabour with the national value and its detail kept in x_nrm"),
+)
+DETAIL_LABELS: dict[str, tuple[str, str]] = {
+    "online_scam_compound": ("Cơ sở lừa đảo trực tuyến", "Online-scam compound"),
+    "drug_production_or_trafficking": ("Sản xuất, vận chuyển ma túy", "Drug production or trafficking"),
+    "other": ("Khác", "Other"),
+}
+
+
+def national(name: str) -> dict[str, NationalValue]:
+    """The national extension values of a field, by value."""
+    return {n.value: n for n in NATIONAL if n.field == name}
+
+
+def _with_national(specs: dict[str, FieldSpec]) -> dict[str, FieldSpec]:
+    out = dict(specs)
+    for n in NATIONAL:
+        spec = out.get(n.field)
+        if spec is None or n.nearest not in spec.values:
+            raise ValueError(f"national value {n.value}: {n.field} has no standard value {n.nearest}")
+        if n.value not in spec.values:
+            out[n.field] = FieldSpec(spec.name, spec.section, spec.field_type, spec.core, (*spec.values, n.value),
+                                     spec.code_standard, spec.description)
+    return out
+
+
+def standard_values(name: str) -> tuple[str, ...]:
+    """The field's picklist as the standard has it (without national extensions)."""
+    ext = national(name)
+    return tuple(v for v in field(name).values if v not in ext)
+
+
+def to_standard(name: str, values: list[str]) -> tuple[list[str], list[str]]:
+    """(the values as HTCDS has them, the full national list to keep in the extension: empty when it holds no
+    national value). Order kept, no repeats."""
+    ext = national(name)
+    std: list[str] = []
+    for v in values:
+        s = ext[v].nearest if v in ext else v
+        if s not in std:
+            std.append(s)
+    return std, (list(values) if any(v in ext for v in values) else [])
+
+
+def from_standard(name: str, values: list[str], kept: list[str]) -> list[str]:
+    """Undo `to_standard`: the national list kept in the extension, when it still exports to exactly these
+    standard values (a record edited outside NRM keeps its standard values)."""
+    if kept and sorted(to_standard(name, kept)[0]) == sorted(values):
+        return list(kept)
+    return list(values)
+
+
 @lru_cache(maxsize=1)
 def fields() -> dict[str, FieldSpec]:
-    return parse(csv_path())
+    """The standard's fields, national extension values added to their picklists."""
+    return _with_national(parse(csv_path()))
 
 
 def field(name: str) -> FieldSpec:

@@ -165,6 +165,18 @@ class VictimContextIn(Strict):
         default_factory=list)
     vic_Vulnerabilities: MultiPick("vic_Vulnerabilities") = Field(default_factory=list)  # type: ignore[valid-type]
     vic_DetailsOfVulnerabilities: LongText | None = None
+    nrm_ExploitationDetail: list[Literal[tuple(htcds.DETAIL_LABELS)]] = Field(  # type: ignore[valid-type]
+        default_factory=list, max_length=3,
+        description="national extension (shared/htcds.py NATIONAL): what a vic_TypeOfExploitation ForcedCriminality "
+                    "was, e.g. online_scam_compound (scam compounds in Cambodia, Myanmar, Laos). An HTCDS export "
+                    "carries it in x_nrm")
+
+    @model_validator(mode="after")
+    def _detail_needs_forced_criminality(self) -> VictimContextIn:
+        if self.nrm_ExploitationDetail and "ForcedCriminality" not in self.vic_TypeOfExploitation:
+            raise ValueError("nrm_ExploitationDetail: a detail of forced criminality needs vic_TypeOfExploitation "
+                             "ForcedCriminality")
+        return self
 
 
 class TraffickingEventIn(Strict):
@@ -542,6 +554,12 @@ class NrmExtension(Strict):
     report_summary: LongText | None = None
     case_id: str | None = Field(default=None, description="export only: the NRM case id")
     age_band: AgeBand | None = Field(default=None, description="export only")
+    vic_TypeOfExploitation: list[str] = Field(
+        default_factory=list, max_length=30,
+        description="the types of exploitation as NRM has them when a national value (ForcedCriminality) was exported "
+                    "as its nearest HTCDS value; restored on import")
+    exploitation_detail: list[str] = Field(default_factory=list, max_length=3,
+                                           description="nrm_ExploitationDetail (national extension)")
 
 
 class HtcdsRecord(PersonHtcds, VictimContextIn):
@@ -551,6 +569,9 @@ class HtcdsRecord(PersonHtcds, VictimContextIn):
     On import, vic_TraffickingStatus, vic_TraffickingStatusDecisionMakingOrg and cas_Status are
     checked but not taken over: the new case starts as a possible victim and its workflow decides."""
 
+    nrm_ExploitationDetail: list[Literal[tuple(htcds.DETAIL_LABELS)]] = Field(  # type: ignore[valid-type]
+        default_factory=list, max_length=3, exclude=True,
+        description="not part of an HTCDS record: carried in x_nrm.exploitation_detail")
     vic_TraffickingStatus: Pick("vic_TraffickingStatus") | None = None  # type: ignore[valid-type]
     vic_TraffickingStatusDecisionMakingOrg: Pick("vic_TraffickingStatusDecisionMakingOrg") | None = None  # type: ignore[valid-type]
     cas_Status: Pick("cas_Status") | None = None  # type: ignore[valid-type]
@@ -570,6 +591,10 @@ class HtcdsRecord(PersonHtcds, VictimContextIn):
         person.update({"birth_year": self.x_nrm.birth_year, "estimated_age": self.x_nrm.estimated_age,
                        "no_documents": self.x_nrm.no_documents})
         victim = {k: v for k, v in data.items() if k in victim_fields}
+        if self.x_nrm.vic_TypeOfExploitation or self.x_nrm.exploitation_detail:  # national values (shared/htcds.py)
+            victim["vic_TypeOfExploitation"] = htcds.from_standard(
+                "vic_TypeOfExploitation", self.vic_TypeOfExploitation, self.x_nrm.vic_TypeOfExploitation)
+            victim["nrm_ExploitationDetail"] = self.x_nrm.exploitation_detail
         report: dict[str, Any] = {k: getattr(self, k) for k in (
             "cas_ReferringOrganisation", "cas_IncomingReferralDate", "cas_ReasonForIncomingReferral",
             "cas_IncomingReferralDetails") if getattr(self, k) is not None}

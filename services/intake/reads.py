@@ -11,6 +11,7 @@ from fastapi import HTTPException, status
 from temporalio.client import WorkflowQueryFailedError, WorkflowQueryRejectedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from shared import htcds
 from shared.access import CaseAccessFacts, can_read_case, pii_masked_for, readable_sections
 from shared.access_log import AccessRead, record_read
 from shared.auth import Principal
@@ -157,8 +158,13 @@ async def export_htcds(runtime: Runtime, principal: Principal, case: asyncpg.Rec
         ident.pop(k, None)
     if not ident.get("prs_Citizenship"):
         ident.pop("prs_Citizenship", None)
+    victim = dict(clear["victim"])  # national extension values export as their nearest HTCDS value (shared/htcds.py)
+    exploitation, kept = htcds.to_standard("vic_TypeOfExploitation", list(victim.get("vic_TypeOfExploitation") or []))
+    if "vic_TypeOfExploitation" in victim:
+        victim["vic_TypeOfExploitation"] = exploitation
+    detail = victim.pop("nrm_ExploitationDetail", None) or []
     record: dict[str, Any] = {
-        **ident, **clear["victim"],
+        **ident, **victim,
         "historic_trafficking_events": [TraffickingEventIn.model_validate(e) for e in clear["events"]],
         "cas_ReferringOrganisation": case["referring_organisation"],
         "cas_IncomingReferralDate": case["incoming_referral_date"],
@@ -171,7 +177,8 @@ async def export_htcds(runtime: Runtime, principal: Principal, case: asyncpg.Rec
             birth_year=int(birth_year) if birth_year and not ident.get("prs_Birthdate") else None,
             estimated_age=person["estimated_age"],
             no_documents=person["no_documents"], report_received_at=case["received_at"],
-            report_summary=summary, case_id=case["case_id"], age_band=person["age_band"]),
+            report_summary=summary, case_id=case["case_id"], age_band=person["age_band"],
+            vic_TypeOfExploitation=kept, exploitation_detail=detail),
     }
     if state is not None:
         record["vic_TraffickingStatus"] = state.trafficking_status.value
