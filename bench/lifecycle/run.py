@@ -133,6 +133,31 @@ async def sequential(n: int, op: Callable[[int], Awaitable[Any]]) -> list[float]
     return out
 
 
+def cpu_seconds(temporal_pid: int, work: Path) -> dict[str, float]:
+    """CPU seconds so far of this process (client, workflow worker, oversight activities, baseline worker),
+    the Temporal dev server and the embedded PostgreSQL (postmaster and its backends)."""
+    import psutil
+
+    from shared.embedded import postgres_pid
+
+    def total(p: Any) -> float:
+        t = p.cpu_times()
+        return float(t.user + t.system)
+
+    out = {"bench process (client + workers)": time.process_time(), "Temporal dev server": total(
+        psutil.Process(temporal_pid))}
+    pg = postgres_pid(work)
+    if pg:
+        root = psutil.Process(pg)
+        procs = [root, *root.children(recursive=True)]
+        out["PostgreSQL"] = sum(total(p) for p in procs if p.is_running())
+    return out
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: after[k] - before.get(k, 0.0) for k in after}
+
+
 # ---- the benchmark ----------------------------------------------------------------------------------
 async def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     # Heavy imports here, not at module top: the workflow sandbox re-imports this module for the baseline.
@@ -144,6 +169,8 @@ async def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from temporalio.service import RPCError
     from temporalio.worker import PollerBehaviorAutoscaling, Worker
 
+    from bench.costs.run import Cost
+    from services.intake.opening import search_attributes
     from services.oversight.activities import build_activities as oversight_activities
     from shared.config import Settings
     from shared.crypto import KeyRing
@@ -172,6 +199,7 @@ async def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         VerifyDecision,
         VerifyResult,
     )
+    from workflows.policy_activity import case_policy_for
     from workflows.worker import build_worker
 
     # this file under its importable name (not __main__), so the sandbox can load the baseline workflow
@@ -183,9 +211,16 @@ async def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                      roles=frozenset(roles or (Role.caseworker,)), province=PROVINCE)
 
     def case_input(case_id: str) -> CaseInput:
-        return CaseInput(facts=CaseFacts(
+        """As intake builds it (services/intake/opening.py): facts from the committed row, policy resolved."""
+        facts = CaseFacts(
             case_id=case_id, person_ref=f"p-{uuid.uuid4().hex[:12]}", province=PROVINCE, channel=Channel.hotline_111,
-            opened_by=actor(AgencyRole.hotline), opened_at=datetime.now(UTC)))
+            opened_by=actor(AgencyRole.hotline), opened_at=datetime.now(UTC))
+        return CaseInput(facts=facts, policy=case_policy_for(facts))
+
+    async def start_case(cid: str) -> Any:
+        inp = case_input(cid)
+        return await client.start_workflow(CaseWorkflow.run, inp, id=cid, task_queue=WORKFLOW_QUEUE,
+                                           search_attributes=search_attributes(inp.facts))
 
     async def settled(handle: Any) -> CaseState:
         """The case has resolved its policy and recorded its opening (Updates are accepted)."""
@@ -235,9 +270,7 @@ async def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             print(f"(a) opening {n_open} cases at concurrency {args.concurrency} ...", flush=True)
 
             async def open_case(i: int) -> Any:
-                cid = f"bench-a-{run_id}-{i}"
-                return await client.start_workflow(CaseWorkflow.run, case_input(cid), id=cid,
-                                                   task_queue=WORKFLOW_QUEUE)
+                return await start_case(f"bench-a-{run_id}-{i}")
 
             wall, handles = await bounded(n_open, args.concurrency, open_case)
             results["case_starts_per_s"] = n_open / wall
@@ -272,9 +305,7 @@ async def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
             async def lifecycle(i: int) -> tuple[float, int, CaseState]:
                 t0 = time.perf_counter()
-                cid = f"bench-b-{run_id}-{i}"
-                handle = await client.start_workflow(CaseWorkflow.run, case_input(cid), id=cid,
-                                                     task_queue=WORKFLOW_QUEUE)
+                handle = await start_case(f"bench-b-{run_id}-{i}")
                 updates = 0
 
                 async def decide(state: CaseState, decision: Any) -> CaseState:
@@ -303,6 +334,7 @@ async def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                                                                 reason="reintegrated at home"))
                 return (time.perf_counter() - t0) * 1000, updates, state
 
+            cpu0 = cpu_seconds(temporal.pid, work)
             wall, done = await bounded(args.cases, args.concurrency, lifecycle)
             closed = [s for _, _, s in done if s.stage == Stage.closed]
             assert len(closed) == args.cases, f"{len(closed)} of {args.cases} cases closed"
@@ -324,6 +356,9 @@ async def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     break
                 await asyncio.sleep(0.1)
             life["audit_events"], life["audit_expected"] = landed, expected
+            life["cpu_ms"] = {k: v * 1000 / args.cases for k, v in cpu_delta(cpu0, cpu_seconds(temporal.pid, work)).items()}
+            life["cost"] = Cost.mean([Cost.of((await client.get_workflow_handle(f"bench-b-{run_id}-{i}")
+                                               .fetch_history()).events) for i in range(args.cases)])
 
             # ---- (c) raw Temporal baseline ------------------------------------------------------------------
             n_base = 100
@@ -357,9 +392,15 @@ async def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     await h.execute_update(baseline.bump, 1, rpc_timeout=rpc_timeout)
                 return (time.perf_counter() - t0) * 1000
 
+            cpu0 = cpu_seconds(temporal.pid, work)
             wall, base_per = await bounded(args.cases, args.concurrency, base_life)
             results["base_life"] = {"per_s": args.cases / wall, "p50_ms": pct(base_per, 50),
                                     "p99_ms": pct(base_per, 99), "updates": per_wf}
+            results["base_life"]["cpu_ms"] = {k: v * 1000 / args.cases for k, v in
+                                              cpu_delta(cpu0, cpu_seconds(temporal.pid, work)).items()}
+            results["base_life"]["cost"] = Cost.mean([
+                Cost.of((await client.get_workflow_handle(f"bench-c2-{run_id}-{i}").fetch_history()).events)
+                for i in range(args.cases)])
     finally:
         await pool.close()
         terminate(temporal.pid)
@@ -385,6 +426,13 @@ def report(args: argparse.Namespace, r: dict[str, Any], mach: dict[str, str]) ->
     ]
     lines = ["| measure | CaseWorkflow | raw Temporal baseline | ratio |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    from bench.costs.run import table
+
+    counts = table([("CaseWorkflow, per case", life["cost"]), ("baseline, per workflow", base_life["cost"])])
+    cpu_rows = ["| process | CaseWorkflow lifecycle | baseline lifecycle |", "|---|---|---|"]
+    for proc in life["cpu_ms"]:
+        cpu_rows.append(f"| {proc} | {life['cpu_ms'][proc]:.1f} | {base_life['cpu_ms'].get(proc, 0.0):.1f} |")
+    cpu_rows.append(f"| total | {sum(life['cpu_ms'].values()):.1f} | {sum(base_life['cpu_ms'].values()):.1f} |")
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return "\n".join([
         "## Lifecycle",
@@ -400,6 +448,15 @@ def report(args: argparse.Namespace, r: dict[str, Any], mach: dict[str, str]) ->
         "case 30 days).",
         "",
         *lines,
+        "",
+        f"History of one full lifecycle (mean over the {args.cases} cases of the run, from their histories on the "
+        "dev server; at concurrency an Update that arrives while the audit activity runs shares its batch):",
+        "",
+        counts,
+        "",
+        "CPU per lifecycle (ms per case, from the phase's start until its audit rows had landed):",
+        "",
+        *cpu_rows,
         "",
         "- Update round trip: sequential, round robin over 50 open cases (`claim` by the owner, `assign` by a "
         "supervisor; both validated, state changed, one audit event queued). Baseline: an empty sandboxed workflow "
