@@ -385,7 +385,9 @@ def test_auditor_history_chain_replay_break_glass_access_log(base: str) -> None:
             assert ("Phạm Thu" in aud.text("aside")) or ("Trần Mai" in aud.text("aside"))
             aud.go(f"/access-log?case_id={case_id}")
             log = aud.text("main")
-            assert "bcd138-kt-01" in log and "kiểm tra khiếu nại số 12/2026" in log and "bp-langson-01" in log
+            assert "bcd138-kt-01" in log and "kiểm tra khiếu nại số 12/2026" in log  # newest first: the break glass
+            aud.go(f"/access-log?case_id={case_id}&user_id=bp-langson-01")
+            assert "bp-langson-01" in aud.text("table.list")  # the officer who opened it read the person too
             check_page(aud, "20-access-log")
             aud.go("/audit/verify")
             assert "toàn vẹn" in aud.text("main")
