@@ -117,6 +117,11 @@ RULES: dict[tuple[str, str, str], Rule] = {
                                        exercise=False),  # province 01 in the body: others are out of jurisdiction
     ("intake", "POST", "/cases/bulk"): Rule(CASEWORKERS_AND_SUPERVISORS, exercise=False),  # per-row province check
     ("intake", "POST", "/cases/bulk.csv"): Rule(CASEWORKERS_AND_SUPERVISORS, exercise=False),
+    # background batches: the role gate here; a batch is visible to its sender only (404 to anyone else,
+    # tested in tests/integration/test_intake_bulk.py); per-row province and entry-decision checks as bulk
+    ("intake", "POST", "/cases/bulk/batches"): Rule(CASEWORKERS_AND_SUPERVISORS, exercise=False),
+    ("intake", "POST", "/cases/bulk/batches/{batch_id}/rows"): Rule(CASEWORKERS_AND_SUPERVISORS, exercise=False),
+    ("intake", "GET", "/cases/bulk/batches/{batch_id}"): Rule(CASEWORKERS_AND_SUPERVISORS, exercise=False),
     ("intake", "POST", "/cases/import/htcds"): Rule(CASEWORKERS_AND_SUPERVISORS - {K.other_province,
                                                                                    K.supervisor_other},
                                                     exercise=False),
@@ -243,7 +248,8 @@ RING = KeyRing.generate()  # the verifier's key for part (a); part (b) uses the 
 APPS = _apps()
 ROUTES = route_table(APPS)
 DUMMY = {"case_id": f"c-{uuid.uuid4().hex}", "person_id": f"p-{uuid.uuid4().hex}", "candidate_id": "dup-x1",
-         "handoff_id": "h1", "follow_up_id": "fu-3m", "operation_id": "op-x1", "kind": "annual"}
+         "handoff_id": "h1", "follow_up_id": "fu-3m", "operation_id": "op-x1", "kind": "annual",
+         "batch_id": "b-x1"}
 
 
 def fill(path: str, values: dict[str, str]) -> str:
