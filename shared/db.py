@@ -68,7 +68,7 @@ async def create_pool(dsn: str, min_size: int = 1, max_size: int = 10) -> asyncp
 COMMON_SCHEMA = "common"
 
 
-def discover_migrations(services_dir: Path | None = None, schemas: tuple[str, ...] = SERVICE_NAMES
+def discover_migrations(services_dir: Path | None = None, schemas: tuple[str, ...] = (*SERVICE_NAMES, "notifications")
                         ) -> list[Migration]:
     """`shared/migrations/` (schema common, when discovering the real tree) then each service's
     `migrations/NNN_name.sql`, ordered by schema then version."""

@@ -30,6 +30,9 @@ from shared.embedded import quiet_runtime_dir, with_database
 from shared.temporal import SEARCH_ATTRIBUTES, ensure_search_attributes, make_data_converter
 
 BIN = Path(sysconfig.get_path("scripts"))
+# oversight hands notifications to services/notifications only in tests that run its worker (they say so
+# with runtime.extras["notifications_task_queue"]); elsewhere no delivery workflow is started
+os.environ.setdefault("NRM_NOTIFICATIONS_HANDOVER", "false")
 TEMPLATE_DB = "nrm_test_template"
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from temporalio import activity
 
+from services.notifications.handover import hand_over, handover_queue
 from services.oversight.audit_log import append_event, append_system_event, enqueue_notification
 from services.oversight.retention import build_retention_activities, due_for_erasure, start_erasures
 from shared.runtime import Runtime
@@ -34,6 +35,9 @@ class OversightActivities:
                 inserted += await append_event(conn, self.runtime.ring, event)
             for note in batch.notifications:
                 await enqueue_notification(conn, note)
+        queue = handover_queue(self.runtime.extras)  # after the commit: delivery by services/notifications
+        if queue and batch.notifications:
+            await hand_over(self.runtime.temporal, batch.notifications, queue)
         return inserted
 
     @activity.defn(name="export_case_history")
