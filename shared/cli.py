@@ -219,7 +219,7 @@ def _ours(pid: int) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return any(marker in cmdline for marker in (b"shared.", b"workflows.", b"temporal"))
+    return any(marker in cmdline for marker in (b"shared.", b"workflows.", b"services.", b"temporal"))
 
 
 def _cleanup_stale(settings: Settings, state: dict[str, Any]) -> None:

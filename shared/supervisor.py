@@ -88,6 +88,19 @@ def become_subreaper() -> bool:
         return False
 
 
+def children_of(parent: int) -> list[int]:
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if fields[1] == str(parent):
+                found.append(int(entry.name))
+    return found
+
+
 def reap_strays(keep: set[int]) -> int:
     """Collect the exit status of adopted orphans that are not parts (backends of a killed postmaster):
     without this they stay zombies. Parts' pids are left to their own wait, which reports their status."""
@@ -282,8 +295,23 @@ class PostgresPart(Part):
     database_url: str | None = None
 
     def spawn(self) -> None:
-        self.database_url = start_postgres(self.data_dir)  # returns once the server accepts connections
+        # pg_ctl forks the server from this thread: at startup priority, the server (and its crash recovery)
+        # inherits it; this thread goes back to normal at once and the server once it is ready
+        own = os.getpriority(os.PRIO_PROCESS, 0)
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, 0, STARTUP_NICE)
+        try:
+            self.database_url = start_postgres(self.data_dir)  # returns once the server accepts connections
+        finally:
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, 0, own)
         self.pid = postgres_pid(self.data_dir)
+
+    def family(self) -> list[int]:
+        """The postmaster and the processes it forked during startup (checkpointer, WAL writer ...)."""
+        if self.pid is None:
+            return []
+        return [self.pid, *children_of(self.pid)]
 
     def exit_status(self) -> str | None:
         return "never started" if self.pid is None else child_exit_status(self.pid)
@@ -366,8 +394,9 @@ class Supervisor:
 
     def _became_ready(self, part: Part) -> None:
         part.state = "up"
-        if part.pid is not None:
-            set_niceness(part.pid, 0)
+        pids = part.family() if isinstance(part, PostgresPart) else [part.pid] if part.pid is not None else []
+        for pid in pids:
+            set_niceness(pid, 0)
 
     def start_all(self, names: Iterable[str]) -> None:
         for name in names:
