@@ -242,7 +242,9 @@ async def _batch_view(runtime: Runtime, principal: Principal, batch: Any, *, off
             index=r["row_index"], status=r["status"], case_id=r["case_id"],
             duplicates=[flag_view(principal, d) for d in r["duplicates"]], errors=r["errors"],
             workflow_started=(r["workflow_started_at"] is not None) if r["case_id"] else None))
-    entry = (EntryDecision(classification=batch["entry_classification"], justification=batch["entry_justification"])
+    entry = (EntryDecision(classification=batch["entry_classification"],
+                           justification=opening.open_justification(runtime.ring, batch["entry_justification"],
+                                                                    "bulk_batches", batch["batch_id"]))
              if batch["entry_classification"] else None)
     return BatchView(
         batch_id=batch["batch_id"], created_at=batch["created_at"], finished_at=batch["finished_at"],
@@ -284,7 +286,9 @@ async def create_batch(request: Request, response: Response, principal: Casework
         "principal": principal.model_dump(mode="json", exclude={"display_name"}), "request_hash": request_hash,
         "request_id": _request_id(request), "total": body.total,
         "entry_classification": body.entry_decision.classification.value if body.entry_decision else None,
-        "entry_justification": body.entry_decision.justification if body.entry_decision else None,
+        "entry_justification": opening.seal_justification(
+            runtime.ring, body.entry_decision.justification if body.entry_decision else None, "bulk_batches",
+            batch_id),
         "lease_until": datetime.now(UTC) + timedelta(seconds=lease)}, sealed)
     if not created:
         if batch["request_hash"] != request_hash:

@@ -394,7 +394,8 @@ async def run_batch(runtime: Runtime, batch_id: str) -> None:
         return
     principal = Principal.model_validate(batch["principal"])
     entry = (EntryDecision(classification=batch["entry_classification"],
-                           justification=batch["entry_justification"])
+                           justification=opening.open_justification(runtime.ring, batch["entry_justification"],
+                                                                    "bulk_batches", batch_id))
              if batch["entry_classification"] else None)
     log.info("bulk_batch_running", batch_id=batch_id, total=batch["total"])
 

@@ -24,6 +24,7 @@ from temporalio.service import RPCError
 from shared import case_index
 from shared.access import CaseAccessFacts, acts_as_stage_owner, can_act_on_case
 from shared.auth import Principal
+from shared.crypto import CryptoError, KeyRing
 from shared.domain import AgeBand, AgencyRole, CaseStatus, Channel, Stage
 from shared.runtime import Runtime
 from shared.temporal import (
@@ -120,11 +121,13 @@ def build_new_case(runtime: Runtime, req: OpenCaseRequest, principal: Principal,
         "request_hash": request_hash(runtime, req) if idem_key else None,
         # the receive decision taken at handover: the workflow applies it when it starts
         "entry_classification": entry.classification.value if entry else None,
-        "entry_justification": entry.justification if entry else None,
     }
+    case_id = repository.new_id("c")
+    case["entry_justification"] = seal_justification(ring, entry.justification if entry else None,
+                                                     "intake_cases", case_id)
     name = full_name(p.prs_FirstName, p.prs_MiddleName, p.prs_SecondName)
     return repository.NewCase(
-        case_id=repository.new_id("c"), person_id=repository.new_id("p"), person=person, case=case,
+        case_id=case_id, person_id=repository.new_id("p"), person=person, case=case,
         identity_bidx=identity_key(ring, p.prs_IdentityNumber),
         name_year_bidx=name_year_key(ring, name, birth_year_of(req), req.province),
     )
@@ -153,11 +156,27 @@ def search_attributes(facts: CaseFacts) -> TypedSearchAttributes:
     ])
 
 
-def initial_decision(row: asyncpg.Record, facts: CaseFacts) -> Decide | None:
+def seal_justification(ring: KeyRing, text: str | None, table: str, row: str) -> bytes | None:
+    """An entry decision's justification at rest: encrypted and bound to its row, like every reason."""
+    return ring.encrypt_field(text, f"{table}.entry_justification", row=row)
+
+
+def open_justification(ring: KeyRing, blob: bytes | None, table: str, row: str) -> str | None:
+    if blob is None:
+        return None
+    try:
+        return ring.decrypt_field(blob, f"{table}.entry_justification", row=row)
+    except CryptoError:  # written before migration 005: plain UTF-8
+        return bytes(blob).decode()
+
+
+def initial_decision(ring: KeyRing, row: asyncpg.Record, facts: CaseFacts) -> Decide | None:
     """The entry decision stored with the case, as the opener's `decide` (same actor, same request id)."""
     if row["entry_classification"] is None:
         return None
-    return Decide(actor=facts.opened_by, justification=row["entry_justification"],
+    justification = open_justification(ring, row["entry_justification"], "intake_cases", row["case_id"])
+    assert justification is not None
+    return Decide(actor=facts.opened_by, justification=justification,
                   decision=ReceiveDecision(classification=Classification(row["entry_classification"]),
                                            channel=facts.channel))
 
@@ -183,7 +202,7 @@ async def start_case_workflow(runtime: Runtime, row: asyncpg.Record) -> bool:
     try:
         await runtime.temporal.start_workflow(
             "CaseWorkflow", CaseInput(facts=facts, oversight_task_queue=oversight_task_queue(runtime),
-                                      initial_decision=initial_decision(row, facts),
+                                      initial_decision=initial_decision(runtime.ring, row, facts),
                                       # resolved here: the case's first workflow task needs no local activity
                                       policy=case_policy_for(facts)),
             id=facts.case_id, task_queue=workflow_task_queue(runtime),

@@ -269,7 +269,7 @@ async def erase_person(pool: asyncpg.Pool, person_id: str) -> str:
         # the request hash is a keyed hash of the whole request, personal data included
         await conn.execute(
             "UPDATE intake.intake_cases SET report_summary = NULL, incoming_referral_details = NULL, "
-            "request_hash = NULL WHERE person_id = $1", person_id)
+            "request_hash = NULL, entry_justification = NULL WHERE person_id = $1", person_id)
         return "erased"
 
 
