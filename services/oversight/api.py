@@ -346,14 +346,17 @@ async def get_kpis(
 
 @router.get("/reports/{kind}", summary="Report to the steering committee (Ban Chỉ đạo 138)",
             description="`six_monthly` and `annual` default to the current half-year / year (or start at `from`); "
-                        "`ad_hoc` (đột xuất) needs `from` and `to`. `format=html` is printable (Vietnamese by default, "
-                        "`lang=en` for English). Disclosure control when the report leaves the jurisdiction (the "
+                        "`ad_hoc` (đột xuất) needs `from` and `to`. `format=html` is printable and `format=pdf` is the "
+                        "document to sign and file (Vietnamese by default, `lang=en` for English; every key shown with "
+                        "its GLOSSARY.md label, province and commune names, dates dd/mm/yyyy, the period's last day "
+                        "included). Disclosure control when the report leaves the jurisdiction (the "
                         "caller's province differs from the report's, or `external=true`): whole calendar months "
                         "only (from/to on the 1st at 00:00+07:00, at least one month), counts 1-4 show as \"<5\", "
                         "larger counts are rounded to a multiple of 5, rates on such counts are withheld and others "
                         "computed from the rounded counts, so two overlapping reports cannot be subtracted to "
                         "reveal a single arrival.",
-            responses={200: {"content": {"application/json": {}, "text/csv": {}, "text/html": {}}},
+            responses={200: {"content": {"application/json": {}, "text/csv": {}, "text/html": {},
+                                         "application/pdf": {}}},
                        403: {"description": "not a supervisor/auditor"}, 422: {"description": "bad period"}})
 async def get_report(
     request: Request, p: AuditReader, kind: ReportKind, province: ProvinceQ = None,

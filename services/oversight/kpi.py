@@ -57,7 +57,8 @@ def _ratio(cfg: KpiConfig, kpi_id: str, num: int, den: int, lang: str = "en", **
     target = float(r["target"])
     met = None if value is None else (value >= target if r["comparison"] == ">=" else value > target)
     return Ratio(id=kpi_id, title=r[f"title_{lang}"], numerator=num, denominator=den, value=value, target=target,
-                 comparison=r["comparison"], met=met, formula=" ".join(str(r["formula"]).split()), detail=detail)
+                 comparison=r["comparison"], met=met,
+                 formula=" ".join(str(r.get(f"formula_{lang}", r["formula"])).split()), detail=detail)
 
 
 async def compute(conn: Conn, province: str | None, start: datetime, end: datetime,

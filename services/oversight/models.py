@@ -224,6 +224,7 @@ class ReportFormat(StrEnum):
     json = "json"
     csv = "csv"
     html = "html"
+    pdf = "pdf"
 
 
 class Lang(StrEnum):

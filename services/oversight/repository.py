@@ -267,3 +267,28 @@ async def transfers(conn: Conn, province: str | None, start: datetime, end: date
              AND e.occurred_at >= $2 AND e.occurred_at < $3""", province, start, end)
     assert row is not None  # an aggregate always returns a row
     return {"transferred_out": int(row["transferred_out"]), "transferred_in": int(row["transferred_in"])}
+
+
+async def identified_victims(conn: Conn, province: str | None, start: datetime, end: datetime) -> int:
+    """Persons identified as victims in [start, end) (identification decisions ActualVictimOfTrafficking), in the
+    province holding the case when the decision was taken."""
+    return int(await conn.fetchval(
+        """SELECT count(DISTINCT e.case_id) FROM oversight.case_events e
+           WHERE e.kind = 'stage_decided' AND e.data->'decision'->>'stage' = 'identify'
+             AND e.data->'decision'->>'status' = 'ActualVictimOfTrafficking'
+             AND coalesce((e.data->>'interim')::boolean, false) = false
+             AND e.occurred_at >= $2 AND e.occurred_at < $3
+             AND ($1::text IS NULL OR e.state->>'province' = $1)""", province, start, end))
+
+
+async def services_by_type(conn: Conn, province: str | None, start: datetime, end: datetime
+                           ) -> list[asyncpg.Record]:
+    """Support services delivered in [start, end) by type (service_delivered events), with the number of
+    persons (cases) served, in the province holding the case when each was delivered."""
+    return list(await conn.fetch(
+        """SELECT coalesce(e.data->>'service_type', 'other') AS service_type, count(*) AS n,
+                  count(DISTINCT e.case_id) AS persons
+           FROM oversight.case_events e
+           WHERE e.kind = 'service_delivered' AND e.occurred_at >= $2 AND e.occurred_at < $3
+             AND ($1::text IS NULL OR e.state->>'province' = $1)
+           GROUP BY 1 ORDER BY 1""", province, start, end))

@@ -160,12 +160,12 @@ async def test_kpis_and_reports(ts_env, db_pool, ring, task_queue):
 
         r = await api.get("/reports/ad_hoc", params={**period, "format": "csv"}, headers=sup)
         assert r.headers["content-type"].startswith("text/csv")
-        rows = list(csv.reader(io.StringIO(r.text)))
+        rows = [row[:4] for row in csv.reader(io.StringIO(r.text))]  # then the labels (test_reports_committee.py)
         assert rows[0] == ["section", "key", "column", "value"]
         assert ["kpis", "reports_classified", "numerator", "4"] in rows
         assert ["received", "total", "count", "5"] in rows
         r = await api.get("/reports/ad_hoc", params={**months, "format": "csv", "external": "true"}, headers=sup)
-        assert ["kpis", "reports_classified", "numerator", "<5"] in list(csv.reader(io.StringIO(r.text)))
+        assert ["kpis", "reports_classified", "numerator", "<5"] in [row[:4] for row in csv.reader(io.StringIO(r.text))]
 
         r = await api.get("/reports/ad_hoc", params={**period, "format": "html"}, headers=sup)
         assert r.headers["content-type"].startswith("text/html")
