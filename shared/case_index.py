@@ -51,13 +51,19 @@ _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 _COLUMNS = ("case_id", "province", "commune", "stage", "status", "outcome", "owner_agency", "participants",
             "pending_to", "pending_handoffs", "oldest_handoff_accept_by", "assignee", "deadline_at", "reminder_at",
             "escalation_level", "categories", "is_child", "is_abroad", "channel", "age_band", "trafficking_status",
-            "version", "last_event_seq", "stage_entered_at", "opened_at", "updated_at", "closed_at", "written_by")
+            "version", "last_event_seq", "stage_entered_at", "opened_at", "updated_at", "closed_at", "written_by",
+            "pending_at")
 _UPSERT = f"""
     INSERT INTO {T} AS ci ({", ".join(_COLUMNS)})
     VALUES ({", ".join(f"${i}" for i in range(1, len(_COLUMNS) + 1))})
     ON CONFLICT (case_id) DO UPDATE SET
         {", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS[1:])}, indexed_at = now()
     WHERE (ci.version, ci.last_event_seq) < (EXCLUDED.version, EXCLUDED.last_event_seq)"""
+
+
+def pending_at(s: CaseState, pending: Sequence[Any]) -> list[str]:
+    """Where each waiting invitee is: "agency@province" (a transfer's receiving province, else the case's)."""
+    return sorted({f"{h.to_agency.value}@{h.to_province or s.province}" for h in pending})
 
 
 def row_of(s: CaseState, written_by: str) -> tuple[Any, ...]:
@@ -72,13 +78,16 @@ def row_of(s: CaseState, written_by: str) -> tuple[Any, ...]:
         s.outcome.value if s.outcome else None, s.owner_agency.value, sorted(a.value for a in s.participants),
         sorted({h.to_agency.value for h in pending}),
         [{"handoff_id": h.handoff_id, "to_agency": h.to_agency.value, "kind": h.kind.value,
+          "to_province": h.to_province or s.province,
           "accept_by": h.accept_by.isoformat(), "escalation_level": h.escalation_level}
          for h in pending],  # jsonb: the pool's codec (shared.db) encodes it
         pending[0].accept_by if pending else None, s.assignee,
         deadline.due_at if deadline else None, deadline.reminder_at if deadline else None,
         s.escalation_level, list(s.facts.categories), s.facts.child, s.facts.abroad, s.facts.channel.value,
         s.facts.age_band.value, s.trafficking_status.value, s.version, s.last_event_seq, stage_entered,
-        s.opened_at or s.facts.opened_at, s.updated_at, s.closed_at, written_by)
+        s.opened_at or s.facts.opened_at, s.updated_at, s.closed_at, written_by,
+        pending_at(s, pending),
+    )
 
 
 async def upsert(conn: Conn | asyncpg.Pool, state: CaseState, written_by: str) -> bool:
@@ -156,11 +165,15 @@ def _inbox_where(q: InboxQuery) -> tuple[str, list[Any]]:
         args.append(v)
         return f"${len(args)}"
 
-    if q.view == "waiting_acceptance":
+    if q.view == "waiting_acceptance" and q.province is not None:
+        # invitations to the caller's agency in the caller's province, wherever the case is now (a transfer
+        # from another province waits here before the case moves)
+        where = ["pending_at <> '{}'", f"pending_at @> ARRAY[{arg(f'{q.agency}@{q.province}')}]::text[]"]
+    elif q.view == "waiting_acceptance":
         where = ["pending_to <> '{}'", f"pending_to @> ARRAY[{arg(q.agency)}]::text[]"]
     else:
         where = ["status = 'Active'", f"owner_agency = {arg(q.agency)}"]
-    if q.province is not None:
+    if q.province is not None and q.view != "waiting_acceptance":
         where.append(f"province = {arg(q.province)}")
     if len(q.stages) == 1:
         where.append(f"stage = {arg(q.stages[0])}")

@@ -114,7 +114,10 @@ def _stuck_sql(f: StuckFilter) -> tuple[str, list[Any]]:
         return f"${len(args)}"
 
     if f.province is not None:
-        where.append(f"province = {arg(f.province)}")
+        # the province's cases, and transfers from elsewhere waiting for one of its agencies (issue 18)
+        p = arg(f.province)
+        where.append(f"(province = {p} OR (pending_at <> '{{}}' AND EXISTS "
+                     f"(SELECT 1 FROM unnest(pending_at) AS w WHERE split_part(w, '@', 2) = {p})))")
     if f.agency:
         where.append(f"owner_agency = {arg(f.agency)}")
     if f.stage:

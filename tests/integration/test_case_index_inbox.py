@@ -187,3 +187,46 @@ async def test_each_screen_uses_its_index_on_10000_rows(db_pool):
     # read in index order, no sort of the matches ("mine" sorts the caller's own few cases after its index)
     for name in ("inbox in_progress", "inbox national", "inbox overdue", "stuck", "stuck national"):
         assert "Sort" not in plans[name], (name, plans[name])
+
+
+async def test_a_transfer_from_another_province_waits_in_the_receiving_provinces_inbox_and_stuck_list(db_pool):
+    def case(i: int, province: str, handoff: Handoff) -> CaseState:
+        opener = Actor(user_id="bg-1", agency=AgencyRole.border_guard, roles=frozenset({Role.caseworker}),
+                       province=province)
+        f = CaseFacts(case_id=f"case-t{i}", person_ref=f"p-t{i}", province=province,
+                      channel=Channel.border_guard_handover, age_band=AgeBand.adult, abroad=True,
+                      foreign_national=False, opened_by=opener, opened_at=NOW - timedelta(days=3))
+        return CaseState(case_id=f.case_id, version=4, stage=Stage.protect, status=CaseStatus.Active, facts=f,
+                         owner_agency=AgencyRole.border_guard, province=province, handoffs=[handoff],
+                         policy_version="p", last_event_seq=4, opened_at=f.opened_at, updated_at=NOW)
+
+    def handoff(kind: HandoffKind, from_province: str, to_province: str | None) -> Handoff:
+        return Handoff(handoff_id="h1", kind=kind, from_agency=AgencyRole.border_guard,
+                       to_agency=AgencyRole.social_protection, state=HandoffState.requested,
+                       requested_at=NOW - timedelta(hours=2), requested_by="bg-1",
+                       accept_by=NOW + timedelta(days=1), from_province=from_province, to_province=to_province)
+
+    transfer = case(1, "20", handoff(HandoffKind.transfer, "20", "40"))  # Lạng Sơn → Nghệ An
+    local = case(2, "40", handoff(HandoffKind.referral, "40", None))     # within Nghệ An
+    await case_index.upsert_many(db_pool, [transfer, local], "audit")
+
+    async def waiting(province: str | None) -> list[str]:
+        q = case_index.InboxQuery(view="waiting_acceptance", agency="social_protection", province=province,
+                                  now=NOW, due_within=timedelta(hours=48), stages=())
+        rows, total = await case_index.inbox(db_pool, q)
+        assert total == len(rows)
+        return sorted(r["case_id"] for r in rows)
+
+    assert await waiting("40") == ["case-t1", "case-t2"]  # the receiving province sees the transfer
+    assert await waiting("20") == []                      # the sending province's social protection is not asked
+    assert await waiting(None) == ["case-t1", "case-t2"]  # national
+
+    async def stuck(province: str) -> list[str]:
+        f = oversight_repo.StuckFilter(now=NOW, province=province, reasons={"handoff_waiting"})
+        return sorted(r["case_id"] for r in await oversight_repo.stuck(db_pool, f))
+
+    assert await stuck("40") == ["case-t1", "case-t2"]
+    assert await stuck("20") == ["case-t1"]  # the sending supervisor sees it waiting too
+    row = await case_index.get(db_pool, "case-t1")
+    assert row is not None and row["pending_at"] == ["social_protection@40"]
+    assert row["pending_handoffs"][0]["to_province"] == "40"
