@@ -154,6 +154,8 @@ def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
         sup.add(ProcessPart("console", command=[sys.executable, "-m", "services.console"], env=env,
                             log_file=logs / "console.log", probe=functools.partial(_http_ok, f"{console_url}/healthz")))
         workers = [*SERVICE_NAMES, "workflow-worker", "codec-server", "console"]
+        from services.notifications.launch import notification_parts  # delivery, and the dev mail sink (.nrm/mail)
+        workers += [sup.add(part).name for part in notification_parts(settings, env, logs)]
         sup.start_all(workers)
         sup.wait_ready(workers, READY_TIMEOUT)
         _print("[6/6] ready\n")

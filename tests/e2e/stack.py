@@ -39,7 +39,8 @@ from shared.embedded import pid_alive, port_open, postgres_pid
 READY_TIMEOUT = 150.0
 STOP_TIMEOUT = 120.0
 PORT_VARS = ("NRM_TEMPORAL_PORT", "NRM_TEMPORAL_UI_PORT", "NRM_INTAKE_PORT", "NRM_VERIFICATION_PORT",
-             "NRM_SUPPORT_PORT", "NRM_OVERSIGHT_PORT", "NRM_CODEC_PORT", "NRM_CONSOLE_PORT")
+             "NRM_SUPPORT_PORT", "NRM_OVERSIGHT_PORT", "NRM_CODEC_PORT", "NRM_CONSOLE_PORT",
+             "NRM_NOTIFICATIONS_PORT", "NRM_MAIL_SINK_PORT")
 PROVINCE = "01"  # Hà Nội: every token and case of these tests is in this province
 
 

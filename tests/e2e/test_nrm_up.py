@@ -73,7 +73,8 @@ async def test_nrm_up_survives_kill_and_restart(stack: RunningStack) -> None:
     supervisor = await start(stack)
     first_state = stack.state()
     assert first_state["supervisor_pid"] == supervisor.pid
-    assert set(first_state["children"]) == {*SERVICE_NAMES, "workflow-worker", "codec-server", "console"}
+    assert set(first_state["children"]) == {*SERVICE_NAMES, "workflow-worker", "codec-server", "console",
+                                             "notifications", "mail-sink"}
 
     case_id = f"case-e2e-{uuid.uuid4().hex[:12]}"
     async with temporal_client(stack) as client:
