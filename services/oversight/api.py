@@ -41,7 +41,7 @@ from services.oversight.models import (
     VerifyResult,
 )
 from shared import case_index
-from shared.access import CaseAccessFacts, can_act_on_case, can_read_case
+from shared.access import CaseAccessFacts, can_act_on_case, can_read_case, read_until
 from shared.api import runtime_of
 from shared.api_models import ID_PATTERN, IdQuery, Offset
 from shared.auth import Principal, require_roles
@@ -390,10 +390,11 @@ async def get_report(
 async def case_history(request: Request, p: AuditReader, case_id: CaseId,
                        limit: Annotated[int, Query(ge=1, le=200)] = 50,
                        offset: Offset = 0) -> HistoryPage:
-    await _readable_state(request, p, case_id)
+    # a province the case was transferred away from reads its history up to the transfer only
+    until = read_until(p, _facts(await _readable_state(request, p, case_id)))
     rt = runtime_of(request)
     async with rt.pool.acquire() as conn:
-        rows, total = await repo.history(conn, case_id, limit, offset)
+        rows, total = await repo.history(conn, case_id, limit, offset, until)
     items = []
     for r in rows:
         view = readable_event(rt.ring, r)  # free text decrypted for this authorised reader, or "[erased]"
@@ -415,10 +416,10 @@ async def case_as_of(request: Request, p: AuditReader, case_id: CaseId,
                      at: Annotated[datetime, Query(examples=["2026-03-01T12:00:00+07:00"])]) -> AsOfState:
     if at.tzinfo is None:
         raise HTTPException(422, "at: needs a time zone (e.g. 2026-03-01T12:00:00+07:00)")
-    await _readable_state(request, p, case_id)
+    until = read_until(p, _facts(await _readable_state(request, p, case_id)))
     rt = runtime_of(request)
-    async with rt.pool.acquire() as conn:
-        row = await repo.state_as_of(conn, case_id, at)
+    async with rt.pool.acquire() as conn:  # a province the case left sees it as it was when it left, at most
+        row = await repo.state_as_of(conn, case_id, min(at, until) if until is not None else at)
     if row is None:
         raise HTTPException(404, f"at: the case had no events yet at {at.isoformat()}")
     return AsOfState(case_id=case_id, at=at, event_seq=row["seq"], event_kind=row["kind"], event_at=row["occurred_at"],

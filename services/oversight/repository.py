@@ -32,14 +32,18 @@ async def latest_state(conn: Conn, case_id: str) -> dict[str, Any] | None:
     return dict(row) if row is not None else None
 
 
-async def history(conn: Conn, case_id: str, limit: int, offset: int) -> tuple[list[asyncpg.Record], int]:
+async def history(conn: Conn, case_id: str, limit: int, offset: int, until: datetime | None = None
+                  ) -> tuple[list[asyncpg.Record], int]:
+    """The case's events in order; `until`: only those up to that moment (a province the case left)."""
     rows = await conn.fetch(
         """SELECT seq, event_id, kind, occurred_at, recorded_at, actor_user_id, actor_agency, stage, reason,
                   request_id, policy_version, data, hash, hash_version, free_text, free_text_digest,
                   free_text_erased_at
-           FROM oversight.case_events WHERE case_id = $1 ORDER BY seq LIMIT $2 OFFSET $3""",
-        case_id, limit, offset)
-    total = await conn.fetchval("SELECT count(*) FROM oversight.case_events WHERE case_id = $1", case_id)
+           FROM oversight.case_events WHERE case_id = $1 AND ($4::timestamptz IS NULL OR occurred_at <= $4)
+           ORDER BY seq LIMIT $2 OFFSET $3""",
+        case_id, limit, offset, until)
+    total = await conn.fetchval("SELECT count(*) FROM oversight.case_events WHERE case_id = $1 "
+                                "AND ($2::timestamptz IS NULL OR occurred_at <= $2)", case_id, until)
     return list(rows), int(total)
 
 

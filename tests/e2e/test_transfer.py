@@ -193,7 +193,11 @@ def test_border_handover_transferred_home_and_closed_there(stack: RunningStack, 
         LANG_SON, "border_guard", NGHE_AN, "social_protection", "bg-huu-nghi-1")
     chain = ok(ovs.get("/audit/verify", params={"case_id": cid}, headers=auditor))
     assert chain["ok"] and chain["broken"] == []
-    ok(ovs.get(f"/cases/{cid}/history", headers=bg_sup))  # the sending supervisor still reads its part
+    # the sending supervisor still reads its part: the history up to the transfer, not what Nghệ An did after
+    theirs = ok(ovs.get(f"/cases/{cid}/history", params={"limit": 200}, headers=bg_sup))["items"]
+    assert theirs and theirs[-1]["seq"] == transfer["seq"] and len(theirs) < len(events)
+    as_of_now = ok(ovs.get(f"/cases/{cid}/as-of", params={"at": datetime.now(UTC).isoformat()}, headers=bg_sup))
+    assert as_of_now["event_seq"] == transfer["seq"] and as_of_now["state"]["status"] != "Closed"
     refused(ovs.get(f"/cases/{cid}/history", headers=stack.auth(A.police, Role.supervisor, province="79")))
     # reports: received in Lạng Sơn, transferred out of it and into Nghệ An, not received twice
     start = (datetime.now(UTC) - timedelta(days=1)).isoformat()
