@@ -266,6 +266,8 @@ def cmd_down(settings: Settings, _: argparse.Namespace) -> int:
 def status_report(settings: Settings) -> dict[str, Any]:
     """Each part as the supervisor last recorded it (state, pid, restarts, last exit) and as probed now.
     A part is up only if the supervisor runs, has it up, and the live probe agrees."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import httpx
 
     from shared.embedded import port_open, postgres_pid
@@ -307,20 +309,24 @@ def status_report(settings: Settings) -> dict[str, Any]:
         rec = recorded.get("temporal", {})
         parts["temporal-ui"] = {"up": ui_up and rec.get("state") == "up", "state": "up" if ui_up else "down",
                                 "detail": f"http://127.0.0.1:{settings.temporal_ui_port}", "pid": rec.get("pid")}
-    for name, svc_port in settings.service_ports.items():
-        checks: dict[str, Any] | None = None
+    def readyz(svc_port: int) -> tuple[bool, dict[str, Any] | None]:
         try:
             r = httpx.get(f"http://{settings.host}:{svc_port}/readyz", timeout=3)
-            live = r.status_code == 200
-            checks = r.json().get("checks")
+            return r.status_code == 200, r.json().get("checks")
         except (httpx.HTTPError, ValueError):
-            live = False
+            return False, None
+
+    # the HTTP probes at once: on a busy machine one after the other they made `nrm status` take seconds
+    with ThreadPoolExecutor(max_workers=len(settings.service_ports) + 1) as pool:
+        answers = dict(zip(settings.service_ports, pool.map(readyz, settings.service_ports.values()), strict=True))
+        console_up = pool.submit(_http_ok, f"http://{settings.host}:{settings.console_port}/healthz")
+    for name, svc_port in settings.service_ports.items():
+        live, checks = answers[name]
         add(name, live, f"http://{settings.host}:{svc_port}", checks=checks)
     worker = recorded.get("workflow-worker", {})
     add("workflow-worker", bool(worker.get("pid")) and _pid_alive(int(worker["pid"])), f"task queue {WORKFLOW_TASK_QUEUE}")
     add("codec-server", port_open("127.0.0.1", settings.codec_port), f"http://127.0.0.1:{settings.codec_port}")
-    add("console", _http_ok(f"http://{settings.host}:{settings.console_port}/healthz"),
-        f"http://{settings.host}:{settings.console_port}")
+    add("console", console_up.result(), f"http://{settings.host}:{settings.console_port}")
     return {"ok": supervisor_up and all(p["up"] for p in parts.values()),
             "supervisor": {"running": supervisor_up, "pid": supervisor_pid if supervisor_up else None,
                            "data_dir": str(settings.data_dir.resolve())},
