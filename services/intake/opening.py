@@ -70,8 +70,9 @@ def build_new_case(runtime: Runtime, req: OpenCaseRequest, principal: Principal,
     p = req.person
     today = (now or datetime.now(UTC)).date()
     band = age_band(birthdate=p.prs_Birthdate, birth_year=p.birth_year, estimated_age=p.estimated_age, on=today)
+    person_id, case_id = repository.new_id("p"), repository.new_id("c")  # ciphertexts are bound to their rows
     person: dict[str, Any] = {
-        **encrypt_person(ring, req),
+        **encrypt_person(ring, req, person_id),
         "created_by": principal.user_id,
         "age_band": band.value,
         "age_estimated": p.prs_Birthdate is None and p.birth_year is None and p.estimated_age is not None,
@@ -108,12 +109,13 @@ def build_new_case(runtime: Runtime, req: OpenCaseRequest, principal: Principal,
         "request_id": request_id,
         "source": source,
         "received_at": report.received_at if report else None,
-        "report_summary": ring.encrypt_field(report.summary if report else None, "intake_cases.report_summary"),
+        "report_summary": ring.encrypt_field(report.summary if report else None, "intake_cases.report_summary",
+                                             row=case_id),
         "referring_organisation": report.cas_ReferringOrganisation if report else None,
         "incoming_referral_reason": report.cas_ReasonForIncomingReferral if report else None,
         "incoming_referral_date": report.cas_IncomingReferralDate if report else None,
         "incoming_referral_details": ring.encrypt_field(report.cas_IncomingReferralDetails if report else None,
-                                                        "intake_cases.incoming_referral_details"),
+                                                        "intake_cases.incoming_referral_details", row=case_id),
         # Without a key every request is a new case: two persons with the same facts (unnamed, same
         # birth year, rescued together) are two people, flagged as possible duplicates, never merged.
         "idem_user": principal.user_id,
@@ -122,12 +124,11 @@ def build_new_case(runtime: Runtime, req: OpenCaseRequest, principal: Principal,
         # the receive decision taken at handover: the workflow applies it when it starts
         "entry_classification": entry.classification.value if entry else None,
     }
-    case_id = repository.new_id("c")
     case["entry_justification"] = seal_justification(ring, entry.justification if entry else None,
                                                      "intake_cases", case_id)
     name = full_name(p.prs_FirstName, p.prs_MiddleName, p.prs_SecondName)
     return repository.NewCase(
-        case_id=case_id, person_id=repository.new_id("p"), person=person, case=case,
+        case_id=case_id, person_id=person_id, person=person, case=case,
         identity_bidx=identity_key(ring, p.prs_IdentityNumber),
         name_year_bidx=name_year_key(ring, name, birth_year_of(req), req.province),
     )

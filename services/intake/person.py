@@ -66,23 +66,26 @@ def birth_year_of(req: OpenCaseRequest) -> int | None:
     return p.birth_year
 
 
-def encrypt_person(ring: KeyRing, req: OpenCaseRequest) -> dict[str, Any]:
-    """The encrypted column values of intake.persons for this request."""
+def encrypt_person(ring: KeyRing, req: OpenCaseRequest, person_id: str) -> dict[str, Any]:
+    """The encrypted column values of intake.persons for this request, each bound to its column and to the
+    person's row (a ciphertext copied into another person's row does not decrypt)."""
     p = req.person
     out: dict[str, Any] = {}
     for field, column in PII_COLUMNS.items():
-        out[column] = ring.encrypt_field(getattr(p, field), f"persons.{column}")
+        out[column] = ring.encrypt_field(getattr(p, field), f"persons.{column}", row=person_id)
     out["birthdate"] = ring.encrypt_field(p.prs_Birthdate.isoformat() if p.prs_Birthdate else None,
-                                          "persons.birthdate")
+                                          "persons.birthdate", row=person_id)
     year = birth_year_of(req)
-    out["birth_year"] = ring.encrypt_field(str(year) if year is not None else None, "persons.birth_year")
+    out["birth_year"] = ring.encrypt_field(str(year) if year is not None else None, "persons.birth_year",
+                                           row=person_id)
     victim = req.victim.model_dump(mode="json", exclude_none=True, exclude_defaults=True) if req.victim else {}
     if p.prs_Salutation:
         victim[_SALUTATION_KEY] = p.prs_Salutation
-    out["victim_context"] = ring.encrypt_field(json.dumps(victim, ensure_ascii=False), "persons.victim_context")
+    out["victim_context"] = ring.encrypt_field(json.dumps(victim, ensure_ascii=False), "persons.victim_context",
+                                               row=person_id)
     events = [e.model_dump(mode="json", exclude_none=True) for e in req.events]
     out["trafficking_events"] = ring.encrypt_field(json.dumps(events, ensure_ascii=False),
-                                                   "persons.trafficking_events")
+                                                   "persons.trafficking_events", row=person_id)
     return out
 
 
@@ -90,14 +93,15 @@ def decrypt_person(ring: KeyRing, row: Any) -> dict[str, Any]:
     """All PII of a persons row in clear, keyed by HTCDS names (None when erased/unknown)."""
     out: dict[str, Any] = {}
     for field, column in PII_COLUMNS.items():
-        out[field] = ring.decrypt_field(row[column], f"persons.{column}")
-    out["prs_Birthdate"] = ring.decrypt_field(row["birthdate"], "persons.birthdate")
-    out["birth_year"] = ring.decrypt_field(row["birth_year"], "persons.birth_year")
-    victim_json = ring.decrypt_field(row["victim_context"], "persons.victim_context")
+        out[field] = ring.decrypt_field(row[column], f"persons.{column}", row=row["person_id"])
+    out["prs_Birthdate"] = ring.decrypt_field(row["birthdate"], "persons.birthdate", row=row["person_id"])
+    out["birth_year"] = ring.decrypt_field(row["birth_year"], "persons.birth_year", row=row["person_id"])
+    victim_json = ring.decrypt_field(row["victim_context"], "persons.victim_context", row=row["person_id"])
     victim: dict[str, Any] = json.loads(victim_json) if victim_json else {}
     out["prs_Salutation"] = victim.pop(_SALUTATION_KEY, None)
     out["victim"] = victim
-    events_json = ring.decrypt_field(row["trafficking_events"], "persons.trafficking_events")
+    events_json = ring.decrypt_field(row["trafficking_events"], "persons.trafficking_events",
+                                     row=row["person_id"])
     out["events"] = json.loads(events_json) if events_json else []
     return out
 

@@ -88,8 +88,9 @@ async def log_read(runtime: Runtime, principal: Principal, case: asyncpg.Record,
 
 def _decrypt_case_text(runtime: Runtime, case: asyncpg.Record) -> tuple[str | None, str | None]:
     ring = runtime.ring
-    return (ring.decrypt_field(case["report_summary"], "intake_cases.report_summary"),
-            ring.decrypt_field(case["incoming_referral_details"], "intake_cases.incoming_referral_details"))
+    return (ring.decrypt_field(case["report_summary"], "intake_cases.report_summary", row=case["case_id"]),
+            ring.decrypt_field(case["incoming_referral_details"], "intake_cases.incoming_referral_details",
+                               row=case["case_id"]))
 
 
 async def read_person(runtime: Runtime, principal: Principal, case: asyncpg.Record, facts: CaseAccessFacts, *,
@@ -127,7 +128,7 @@ async def person_summary(runtime: Runtime, principal: Principal, case: asyncpg.R
                    break_glass_reason=break_glass_reason, masked=masked, sections=[Section.person_identity.value],
                    request_id=request_id)
     ring = runtime.ring
-    name = full_name(*(ring.decrypt_field(person[c], f"persons.{c}")
+    name = full_name(*(ring.decrypt_field(person[c], f"persons.{c}", row=person["person_id"])
                        for c in ("first_name", "middle_name", "second_name")))
     if masked and name:
         name = " ".join(p[:1] + "•" * max(len(p) - 1, 2) for p in name.split())

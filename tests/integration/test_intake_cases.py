@@ -31,8 +31,10 @@ async def test_open_case_encrypts_and_starts_workflow(ts_env: Any, db_pool: Any,
         raw = " ".join(repr(v) for v in dict(row).values())
         for secret in ("Lan", "Nguy", "001300012345", "0912345678", "Phố Huế", "Handed over", "Nam Ninh"):
             assert secret not in raw
-        assert row["first_name"] is not None and bytes(row["first_name"])[:1] == b"\x01"
-        assert ring.decrypt_field(row["identity_number"], "persons.identity_number") == "001300012345"
+        # format 02: bound to the column and to the person's row
+        assert row["first_name"] is not None and bytes(row["first_name"])[:1] == b"\x02"
+        assert ring.decrypt_field(row["identity_number"], "persons.identity_number",
+                                  row=row["person_id"]) == "001300012345"
         assert row["age_band"] == "adult"
         # the started mark is written a moment later, in a batch
         await opening.started_marks(it.runtime).flush()

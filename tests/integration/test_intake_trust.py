@@ -379,3 +379,22 @@ async def test_supervisor_of_another_agency_classifies_only_with_an_override_rea
         override = readable_event(ring, row)["data"]["override"]
         assert override["by_agency"] == "commune" and override["owner_agency"] == "police"
         assert override["reason"] == "police post unreachable for a week"
+
+
+async def test_a_persons_ciphertext_copied_into_another_persons_row_does_not_decrypt(
+        ts_env: Any, db_pool: Any, db_url: str, ring: KeyRing, task_queue: str) -> None:
+    from shared.crypto import CryptoError
+
+    async with intake_app(ts_env, db_pool, db_url, ring, task_queue) as it:
+        first = (await it.open()).json()
+        second = (await it.open(open_body(channel="walk_in"))).json()
+        rows = {r["person_id"]: r for r in await db_pool.fetch("SELECT * FROM intake.persons")}
+        a, b = rows[first["person_ref"]], rows[second["person_ref"]]
+        assert ring.decrypt_field(a["first_name"], "persons.first_name", row=a["person_id"])
+        # the same column of another person: bound to its row, it does not decrypt there
+        with pytest.raises(CryptoError):
+            ring.decrypt_field(a["first_name"], "persons.first_name", row=b["person_id"])
+        case = await db_pool.fetchrow("SELECT * FROM intake.intake_cases WHERE case_id = $1", first["case_id"])
+        if case["report_summary"] is not None:
+            with pytest.raises(CryptoError):
+                ring.decrypt_field(case["report_summary"], "intake_cases.report_summary", row=second["case_id"])

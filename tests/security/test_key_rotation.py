@@ -30,7 +30,7 @@ def client_with(env: Any, ring: KeyRing) -> Client:
 
 
 def field_key_id(ciphertext: bytes) -> str:
-    assert ciphertext[:1] == b"\x01"
+    assert ciphertext[:1] in (b"\x01", b"\x02")  # column-bound, or column- and row-bound
     return ciphertext[2:2 + ciphertext[1]].decode()
 
 
@@ -75,8 +75,8 @@ async def test_rotation_keeps_old_cases_readable(ts_env: Any, db_pool: Any, db_u
         r = await st["intake"].post(f"/cases/{case_id}/classify", headers=police, json={
             "classification": "trafficking_suspected", "justification": "signs of forced marriage"})
         assert r.status_code == 200 and r.json()["stage"] == "verify", r.text
-    row = await db_pool.fetchrow("SELECT first_name, identity_number FROM intake.persons WHERE person_id = $1",
-                                 person_id)
+    row = await db_pool.fetchrow("SELECT person_id, first_name, identity_number FROM intake.persons "
+                                 "WHERE person_id = $1", person_id)
     assert field_key_id(bytes(row["first_name"])) == "k1"
     assert await payload_key_ids(client_a, case_id) == {"k1"}
 
@@ -100,17 +100,18 @@ async def test_rotation_keeps_old_cases_readable(ts_env: Any, db_pool: Any, db_u
                                     headers=police)
         assert r.status_code == 201, r.text
         new_case, new_person = r.json()["case_id"], r.json()["person_ref"]
-        new_row = await db_pool.fetchrow("SELECT first_name FROM intake.persons WHERE person_id = $1", new_person)
+        new_row = await db_pool.fetchrow("SELECT person_id, first_name FROM intake.persons WHERE person_id = $1",
+                                          new_person)
         assert field_key_id(bytes(new_row["first_name"])) == "k2"
         assert await payload_key_ids(client_b, new_case) == {"k2"}
 
         # ---- a ring without B: a clear error naming the key, never garbage -------------------------
         with pytest.raises(CryptoError, match="unknown key id 'k2'"):
-            ring_a.decrypt_field(bytes(new_row["first_name"]), "persons.first_name")
+            ring_a.decrypt_field(bytes(new_row["first_name"]), "persons.first_name", row=new_row["person_id"])
         with pytest.raises(CryptoError, match="unknown key id 'k2'"):
             await client_a.get_workflow_handle(case_id).query("state", result_type=CaseState)
         # and the old ring still reads what it wrote
-        assert ring_a.decrypt_field(bytes(row["first_name"]), "persons.first_name") == "Lan"
+        assert ring_a.decrypt_field(bytes(row["first_name"]), "persons.first_name", row=row["person_id"]) == "Lan"
 
 
 async def test_unknown_or_tampered_key_is_a_clear_error() -> None:
