@@ -27,8 +27,8 @@ async def insert_plan(conn: Conn, ring: KeyRing, plan_id: str, case_id: str, bod
         f"""INSERT INTO {S}.support_plans (plan_id, case_id, objectives, action_plan, plan_types, planned_end_date,
                 actual_end_date, created_by, created_agency) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)
             ON CONFLICT (plan_id) DO NOTHING""",
-        plan_id, case_id, ring.encrypt_field(body.spl_Objectives, "support_plans.objectives"),
-        ring.encrypt_field(body.spl_ActionPlan, "support_plans.action_plan"), [t.value for t in body.spl_Type],
+        plan_id, case_id, ring.encrypt_field(body.spl_Objectives, "support_plans.objectives", row=plan_id),
+        ring.encrypt_field(body.spl_ActionPlan, "support_plans.action_plan", row=plan_id), [t.value for t in body.spl_Type],
         body.spl_PlannedEndDate, body.spl_ActualEndDate, user_id, agency)
 
 
@@ -41,8 +41,8 @@ async def list_plans(conn: Conn, ring: KeyRing, case_id: str, limit: int, offset
             ORDER BY created_at DESC, plan_id DESC LIMIT $2 OFFSET $3""", case_id, limit, offset)
     return [SupportPlanOut(
         plan_id=r["plan_id"], case_id=r["case_id"],
-        spl_Objectives=ring.decrypt_field(r["objectives"], "support_plans.objectives") or "",
-        spl_ActionPlan=ring.decrypt_field(r["action_plan"], "support_plans.action_plan"),
+        spl_Objectives=ring.decrypt_field(r["objectives"], "support_plans.objectives", row=r["plan_id"]) or "",
+        spl_ActionPlan=ring.decrypt_field(r["action_plan"], "support_plans.action_plan", row=r["plan_id"]),
         spl_Type=list(r["plan_types"]), spl_PlannedEndDate=r["planned_end_date"],
         spl_ActualEndDate=r["actual_end_date"], current=r["current"], created_by=r["created_by"],
         created_at=r["created_at"]) for r in rows], int(rows[0]["total"]) if rows else 0
@@ -75,17 +75,17 @@ async def insert_service(conn: Conn, ring: KeyRing, service_id: str, case_id: st
                 recorded_by) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)
             ON CONFLICT (service_id) DO NOTHING""",
         service_id, case_id, body.service_type.value, body.beneficiary.value, body.provider_agency.value,
-        ring.encrypt_field(body.provider_name, "services_delivered.provider_name"), body.delivered_on,
+        ring.encrypt_field(body.provider_name, "services_delivered.provider_name", row=service_id), body.delivered_on,
         body.amount_vnd, entitled.value,
         ring.encrypt_field(body.supervisor_approval_reason if entitled == Entitled.case_by_case else None,
-                           "services_delivered.supervisor_approval_reason"), approved_by,
-        ring.encrypt_field(body.note, "services_delivered.note"), user_id)
+                           "services_delivered.supervisor_approval_reason", row=service_id), approved_by,
+        ring.encrypt_field(body.note, "services_delivered.note", row=service_id), user_id)
 
 
 def _service_text(ring: KeyRing, r: asyncpg.Record, column: str) -> str | None:
     """The encrypted column, or a row's value from before it was encrypted (migration 002) until
     encrypt_legacy_text has moved it."""
-    value = ring.decrypt_field(r[column], f"services_delivered.{column}")
+    value = ring.decrypt_field(r[column], f"services_delivered.{column}", row=r["service_id"])
     return value if value is not None else r[f"legacy_{column}"]
 
 
@@ -107,9 +107,11 @@ async def encrypt_legacy_text(pool: asyncpg.Pool, ring: KeyRing, batch: int = 50
                         supervisor_approval_reason = coalesce(supervisor_approval_reason, $3),
                         legacy_supervisor_approval_reason = NULL
                     WHERE service_id = $1""",
-                [(r["service_id"], ring.encrypt_field(r["legacy_provider_name"], "services_delivered.provider_name"),
+                [(r["service_id"], ring.encrypt_field(r["legacy_provider_name"], "services_delivered.provider_name",
+                                                     row=r["service_id"]),
                   ring.encrypt_field(r["legacy_supervisor_approval_reason"],
-                                     "services_delivered.supervisor_approval_reason")) for r in rows])
+                                     "services_delivered.supervisor_approval_reason", row=r["service_id"]))
+                 for r in rows])
             done += len(rows)
 
 
@@ -134,7 +136,7 @@ async def list_services(conn: Conn, ring: KeyRing, case_id: str, limit: int, off
         provider_name=_service_text(ring, r, "provider_name"), delivered_on=r["delivered_on"],
         amount_vnd=r["amount_vnd"], entitled=r["entitled"],
         supervisor_approval_reason=_service_text(ring, r, "supervisor_approval_reason"),
-        approved_by=r["approved_by"], note=ring.decrypt_field(r["note"], "services_delivered.note"),
+        approved_by=r["approved_by"], note=ring.decrypt_field(r["note"], "services_delivered.note", row=r["service_id"]),
         recorded_by=r["recorded_by"], recorded_at=r["recorded_at"]) for r in rows]
     total = int(rows[0]["total"]) if rows else 0
     amount = int(rows[0]["total_amount"]) if rows else 0
@@ -147,7 +149,7 @@ async def insert_follow_up_note(conn: Conn, ring: KeyRing, note_id: str, case_id
     await conn.execute(
         f"""INSERT INTO {S}.follow_up_notes (note_id, case_id, follow_up_id, outcome, note, recorded_by)
             VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (note_id) DO NOTHING""",
-        note_id, case_id, follow_up_id, outcome, ring.encrypt_field(note, "follow_up_notes.note"), user_id)
+        note_id, case_id, follow_up_id, outcome, ring.encrypt_field(note, "follow_up_notes.note", row=note_id), user_id)
 
 
 # ---- consents ---------------------------------------------------------------------------------
@@ -160,7 +162,8 @@ async def insert_consent(conn: Conn, ring: KeyRing, consent_id: str, case_id: st
             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) ON CONFLICT (consent_id) DO NOTHING""",
         consent_id, case_id, body.purpose.value, body.agency.value if body.agency else None, body.granted,
         doc.kind if doc else None, doc.signed_on if doc else None,
-        ring.encrypt_field(doc.reference if doc else None, "consent_records.document_reference"),
+        ring.encrypt_field(doc.reference if doc else None, "consent_records.document_reference",
+                           row=consent_id),
         doc.language if doc else None, user_id, body.province)
 
 
@@ -174,7 +177,8 @@ async def list_consents(conn: Conn, ring: KeyRing, case_id: str, limit: int, off
         consent_id=r["consent_id"], purpose=r["purpose"], agency=r["agency"], province=r["province"],
         granted=r["granted"],
         document_kind=r["document_kind"], document_signed_on=r["document_signed_on"],
-        document_reference=ring.decrypt_field(r["document_reference"], "consent_records.document_reference"),
+        document_reference=ring.decrypt_field(r["document_reference"], "consent_records.document_reference",
+                                              row=r["consent_id"]),
         document_language=r["document_language"], recorded_by=r["recorded_by"], recorded_at=r["recorded_at"])
         for r in rows], int(rows[0]["total"]) if rows else 0
 

@@ -29,12 +29,13 @@ S = "verification"
 Conn = asyncpg.Connection | asyncpg.Pool | PoolConnectionProxy
 
 
-def _enc(ring: KeyRing, value: str | None, column: str) -> bytes | None:
-    return ring.encrypt_field(value, f"{column}")
+def _enc(ring: KeyRing, value: str | None, column: str, row: str) -> bytes | None:
+    """Bound to the column and to the row (its primary key): a value copied elsewhere does not decrypt."""
+    return ring.encrypt_field(value, column, row=row)
 
 
-def _dec(ring: KeyRing, value: bytes | None, column: str) -> str | None:
-    return ring.decrypt_field(value, column)
+def _dec(ring: KeyRing, value: bytes | None, column: str, row: str) -> str | None:
+    return ring.decrypt_field(value, column, row=row)
 
 
 # ---- evidence ---------------------------------------------------------------------------------
@@ -44,9 +45,9 @@ async def insert_evidence(conn: Conn, ring: KeyRing, case_id: str, items: Sequen
         f"""INSERT INTO {S}.evidence_items (evidence_id, case_id, kind, source, evidence_date, reference,
                 description, recorded_by, recorded_agency) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)
             ON CONFLICT (evidence_id) DO NOTHING""",
-        [(eid, case_id, e.kind.value, _enc(ring, e.source, "evidence_items.source"), e.date,
-          _enc(ring, e.reference, "evidence_items.reference"),
-          _enc(ring, e.description, "evidence_items.description"), user_id, agency) for eid, e in items])
+        [(eid, case_id, e.kind.value, _enc(ring, e.source, "evidence_items.source", eid), e.date,
+          _enc(ring, e.reference, "evidence_items.reference", eid),
+          _enc(ring, e.description, "evidence_items.description", eid), user_id, agency) for eid, e in items])
 
 
 async def list_evidence(conn: Conn, ring: KeyRing, case_id: str, limit: int, offset: int,
@@ -62,9 +63,9 @@ async def list_evidence(conn: Conn, ring: KeyRing, case_id: str, limit: int, off
         case_id, kind)
     return [EvidenceOut(
         evidence_id=r["evidence_id"], case_id=r["case_id"], kind=r["kind"],
-        source=_dec(ring, r["source"], "evidence_items.source") or "", date=r["evidence_date"],
-        reference=_dec(ring, r["reference"], "evidence_items.reference"),
-        description=_dec(ring, r["description"], "evidence_items.description"),
+        source=_dec(ring, r["source"], "evidence_items.source", r["evidence_id"]) or "", date=r["evidence_date"],
+        reference=_dec(ring, r["reference"], "evidence_items.reference", r["evidence_id"]),
+        description=_dec(ring, r["description"], "evidence_items.description", r["evidence_id"]),
         recorded_by=r["recorded_by"], recorded_at=r["recorded_at"]) for r in rows], int(total)
 
 
@@ -76,8 +77,8 @@ async def insert_rescue_operation(conn: Conn, ring: KeyRing, operation_id: str, 
                 plan_notes, created_by) VALUES ($1,$2,'planned',$3,$4,$5,$6,$7)
             ON CONFLICT (operation_id) DO NOTHING""",
         operation_id, case_id, body.planned_for, body.lead_agency.value,
-        _enc(ring, body.location, "rescue_operations.location"),
-        _enc(ring, body.plan_notes, "rescue_operations.plan_notes"), user_id)
+        _enc(ring, body.location, "rescue_operations.location", operation_id),
+        _enc(ring, body.plan_notes, "rescue_operations.plan_notes", operation_id), user_id)
 
 
 async def lock_rescue_operation(conn: Conn, case_id: str, operation_id: str
@@ -118,8 +119,10 @@ async def list_rescue_operations(conn: Conn, ring: KeyRing, case_id: str, limit:
         case_id, status, operation_id, limit, offset)
     out = [RescueOperationOut(
         operation_id=r["operation_id"], case_id=r["case_id"], status=r["status"], planned_for=r["planned_for"],
-        lead_agency=r["lead_agency"], location=_dec(ring, r["location"], "rescue_operations.location") or "",
-        plan_notes=_dec(ring, r["plan_notes"], "rescue_operations.plan_notes"), outcome=r["outcome"],
+        lead_agency=r["lead_agency"],
+        location=_dec(ring, r["location"], "rescue_operations.location", r["operation_id"]) or "",
+        plan_notes=_dec(ring, r["plan_notes"], "rescue_operations.plan_notes", r["operation_id"]),
+        outcome=r["outcome"],
         completed_at=r["completed_at"], persons=[RescuedPerson(**p) for p in r["persons"]],
         created_by=r["created_by"], created_at=r["created_at"]) for r in rows]
     return out, int(rows[0]["total"]) if rows else 0
@@ -132,8 +135,8 @@ async def insert_refusal(conn: Conn, ring: KeyRing, document_id: str, case_id: s
         f"""INSERT INTO {S}.protection_refusals (document_id, case_id, signed_on, signed_by, reference, description,
                 recorded_by) VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT (document_id) DO NOTHING""",
         document_id, case_id, doc.signed_on, doc.signed_by,
-        _enc(ring, doc.reference, "protection_refusals.reference"),
-        _enc(ring, doc.description, "protection_refusals.description"), user_id)
+        _enc(ring, doc.reference, "protection_refusals.reference", document_id),
+        _enc(ring, doc.description, "protection_refusals.description", document_id), user_id)
 
 
 async def count_refusals(conn: Conn, case_id: str) -> int:
@@ -178,10 +181,12 @@ async def insert_perpetrator(conn: Conn, ring: KeyRing, perpetrator_id: str, cas
             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12) ON CONFLICT (perpetrator_id) DO NOTHING
             RETURNING perpetrator_id""",
         perpetrator_id, case_id, province, [r.value for r in p.roles],
-        _enc(ring, p.role_details, "perpetrators.role_details"), _enc(ring, p.name, "perpetrators.full_name"),
-        _enc(ring, json.dumps(p.aliases, ensure_ascii=False), "perpetrators.aliases"),
-        _enc(ring, json.dumps(p.phones), "perpetrators.phones"),
-        _enc(ring, p.recruitment_channel, "perpetrators.recruitment_channel"), p.nationality, user_id, agency)
+        _enc(ring, p.role_details, "perpetrators.role_details", perpetrator_id),
+        _enc(ring, p.name, "perpetrators.full_name", perpetrator_id),
+        _enc(ring, json.dumps(p.aliases, ensure_ascii=False), "perpetrators.aliases", perpetrator_id),
+        _enc(ring, json.dumps(p.phones), "perpetrators.phones", perpetrator_id),
+        _enc(ring, p.recruitment_channel, "perpetrators.recruitment_channel", perpetrator_id), p.nationality,
+        user_id, agency)
     if inserted is None:
         return
     await conn.executemany(
@@ -192,11 +197,12 @@ async def insert_perpetrator(conn: Conn, ring: KeyRing, perpetrator_id: str, cas
 def _perpetrator(ring: KeyRing, r: asyncpg.Record) -> PerpetratorOut:
     return PerpetratorOut(
         perpetrator_id=r["perpetrator_id"], case_id=r["case_id"], roles=list(r["roles"]),
-        role_details=_dec(ring, r["role_details"], "perpetrators.role_details"),
-        name=_dec(ring, r["full_name"], "perpetrators.full_name"),
-        aliases=json.loads(_dec(ring, r["aliases"], "perpetrators.aliases") or "[]"),
-        phones=json.loads(_dec(ring, r["phones"], "perpetrators.phones") or "[]"),
-        recruitment_channel=_dec(ring, r["recruitment_channel"], "perpetrators.recruitment_channel"),
+        role_details=_dec(ring, r["role_details"], "perpetrators.role_details", r["perpetrator_id"]),
+        name=_dec(ring, r["full_name"], "perpetrators.full_name", r["perpetrator_id"]),
+        aliases=json.loads(_dec(ring, r["aliases"], "perpetrators.aliases", r["perpetrator_id"]) or "[]"),
+        phones=json.loads(_dec(ring, r["phones"], "perpetrators.phones", r["perpetrator_id"]) or "[]"),
+        recruitment_channel=_dec(ring, r["recruitment_channel"], "perpetrators.recruitment_channel",
+                                 r["perpetrator_id"]),
         nationality=r["nationality"], recorded_by=r["recorded_by"], recorded_agency=r["recorded_agency"],
         recorded_at=r["recorded_at"])
 

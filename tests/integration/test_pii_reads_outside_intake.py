@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from shared.access_log import list_reads
-from shared.crypto import KeyRing
+from shared.crypto import CryptoError, KeyRing
 from shared.domain import AgencyRole, Role, Stage
 from tests.integration.test_verification_harness import auth, stack
 
@@ -189,10 +191,14 @@ async def test_support_plans_services_and_consents_are_masked_for_auditors_and_e
         assert r.json()["history"][0]["document_reference"] == "DY-LAN-0423"
 
         # free text of services is encrypted at rest (provider name and note were plain text before)
-        raw = await db_pool.fetchrow("SELECT provider_name, note FROM support.services_delivered WHERE case_id = $1",
-                                     cid)
+        raw = await db_pool.fetchrow("SELECT service_id, provider_name, note FROM support.services_delivered "
+                                     "WHERE case_id = $1", cid)
         assert isinstance(raw["provider_name"], bytes) and "Hòa".encode() not in raw["provider_name"]
-        assert ring.decrypt_field(raw["provider_name"], "services_delivered.provider_name") == "Bác sĩ Trịnh Văn Hòa"
+        assert ring.decrypt_field(raw["provider_name"], "services_delivered.provider_name",
+                                  row=raw["service_id"]) == "Bác sĩ Trịnh Văn Hòa"
+        # bound to its row: the same ciphertext read as another service's does not decrypt
+        with pytest.raises(CryptoError):
+            ring.decrypt_field(raw["provider_name"], "services_delivered.provider_name", row="svc-other")
 
 
 async def test_handoff_reasons_are_masked_for_auditors_and_logged(ts_env, db_pool, db_url, ring, task_queue):
