@@ -398,6 +398,10 @@ async def run_batch(runtime: Runtime, batch_id: str) -> None:
                                                                     "bulk_batches", batch_id))
              if batch["entry_classification"] else None)
     log.info("bulk_batch_running", batch_id=batch_id, total=batch["total"])
+    # a batch taken over after its process died: cases committed just before the crash may never have had
+    # their workflow started (the reconcile loop would, but only after a minute); start them now
+    for case in await repository.unstarted_batch_cases(pool, batch_id):
+        await opening.start_case_workflow(runtime, case)
 
     async def record(row: RowDone, conn: Conn | None) -> None:
         r = row.result

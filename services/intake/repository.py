@@ -180,6 +180,13 @@ async def unstarted_cases(pool: asyncpg.Pool, older_than: timedelta, limit: int 
         "AND opened_at < now() - $1::interval ORDER BY opened_at LIMIT $2", older_than, limit))
 
 
+async def unstarted_batch_cases(pool: asyncpg.Pool, batch_id: str) -> list[asyncpg.Record]:
+    """The batch's committed cases whose workflow start a crash may have cut off (no started mark yet)."""
+    return list(await pool.fetch(
+        "SELECT c.* FROM intake.bulk_rows r JOIN intake.intake_cases c USING (case_id) "
+        "WHERE r.batch_id = $1 AND c.workflow_started_at IS NULL ORDER BY r.row_index", batch_id))
+
+
 async def get_case(pool: asyncpg.Pool, case_id: str) -> asyncpg.Record | None:
     return await pool.fetchrow("SELECT * FROM intake.intake_cases WHERE case_id = $1", case_id)
 
