@@ -224,6 +224,8 @@ def test_case_from_border_to_closure(base: str, stack: RunningStack) -> None:
 
             # legal aid sees it waiting for acceptance; a rejection needs a reason
             la.sign_in_as("caseworker", "legal_aid", "20", "tgpl-langson-01")
+            la.go("/inbox")  # the "in progress" tab open: the waiting tab still counts the invitation
+            assert la.text("a[href='/inbox?view=waiting_acceptance'] .count") == "1"
             la.go("/inbox?view=waiting_acceptance")
             assert case_id in la.text("main")
             check_page(la, "09-inbox-waiting-acceptance")
