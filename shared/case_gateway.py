@@ -13,11 +13,18 @@ from typing import Annotated, Any, TypeVar
 import asyncpg
 import structlog
 from asyncpg.pool import PoolConnectionProxy
-from fastapi import Header, HTTPException, Path, Request, status
+from fastapi import Header, HTTPException, Path, Query, Request, status
 from pydantic import BaseModel
 
 from shared import case_index, idempotency
-from shared.access import can_act_on_case, can_read_case, can_read_section, can_respond_to_handoff
+from shared.access import (
+    can_act_on_case,
+    can_read_case,
+    can_read_section,
+    can_respond_to_handoff,
+    pii_masked_for,
+)
+from shared.access_log import AccessRead, record_read
 from shared.api import UPDATE_RPC_TIMEOUT, call_workflow, runtime_of
 from shared.auth import Principal
 from shared.domain import Section, Stage
@@ -231,3 +238,22 @@ async def write_with_update(runtime: Runtime, case_id: str, write: Callable[[Poo
     raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
                         "the case workflow accepted this action but its details could not be saved; retry with the "
                         "same Idempotency-Key to save them (the workflow will not record the action twice)")
+
+
+BreakGlass = Annotated[str | None, Query(
+    min_length=10, max_length=500,
+    description="oversight roles: why personal data must be seen unmasked (stored, encrypted, in the access log)")]
+
+
+async def log_case_read(request: Request, principal: Principal, state: CaseState, *, service: str, action: str,
+                        section: Section, break_glass_reason: str | None) -> bool:
+    """Decide masking and write the access-log line before any personal data leaves (a read whose line
+    cannot be written fails). Returns whether the values must be masked."""
+    masked = pii_masked_for(principal, bool(break_glass_reason), facts=state.access_facts())
+    runtime = runtime_of(request)
+    await record_read(runtime.pool, runtime.ring, AccessRead(
+        service=service, user_id=principal.user_id, agency=principal.agency.value,
+        roles=[r.value for r in principal.roles], case_id=state.case_id, case_province=state.province,
+        action=action, sections=[section.value], masked=masked, break_glass_reason=break_glass_reason,
+        request_id=getattr(request.state, "request_id", None)))
+    return masked

@@ -51,15 +51,16 @@ from services.support.models import (
     SupportPlanPage,
     TransferIn,
 )
-from shared.access import can_read_section, pii_masked_for, read_until
-from shared.access_log import AccessRead, record_read
+from shared.access import can_read_section, read_until
 from shared.api import runtime_of
 from shared.auth import CurrentPrincipal, Principal, require_roles
 from shared.case_gateway import (
+    BreakGlass,
     CaseId,
     IdempotencyKey,
     actionable_case,
     actor_of,
+    log_case_read,
     new_id,
     readable_case,
     update_case,
@@ -110,23 +111,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {401: {"description": "no or invalid b
           404: {"description": "case (or handoff / follow-up) not found"},
           409: {"description": "stale version or wrong stage"},
           422: {"description": "invalid input, or not entitled (the detail names the field and why)"}}
-BreakGlass = Annotated[str | None, Query(
-    min_length=10, max_length=500,
-    description="oversight roles: why personal data must be seen unmasked (stored, encrypted, in the access log)")]
 
 
 async def _log_read(request: Request, principal: Principal, state: CaseState, action: str, section: Section,
                     break_glass_reason: str | None) -> bool:
-    """Decide masking and write the access-log line before any personal data leaves (a read whose line
-    cannot be written fails). Returns whether the values must be masked."""
-    masked = pii_masked_for(principal, bool(break_glass_reason), facts=state.access_facts())
-    runtime = runtime_of(request)
-    await record_read(runtime.pool, runtime.ring, AccessRead(
-        service="support", user_id=principal.user_id, agency=principal.agency.value,
-        roles=[r.value for r in principal.roles], case_id=state.case_id, case_province=state.province,
-        action=action, sections=[section.value], masked=masked, break_glass_reason=break_glass_reason,
-        request_id=getattr(request.state, "request_id", None)))
-    return masked
+    return await log_case_read(request, principal, state, service="support", action=action, section=section,
+                               break_glass_reason=break_glass_reason)
 
 
 def _require_support_agency(principal: Principal) -> None:
