@@ -22,19 +22,19 @@ wait_ready() {  # $1 = supervisor pid
 }
 
 echo "data dir: $NRM_DATA_DIR"
-$PY -m shared.cli up >"$NRM_DATA_DIR/up.out" 2>&1 & sup=$!
+$PY -m nrm.cli up >"$NRM_DATA_DIR/up.out" 2>&1 & sup=$!
 wait_ready $sup
-$PY -m shared.cli status
+$PY -m nrm.cli status
 echo "--- kill -9 supervisor $sup"
 kill -9 $sup; wait $sup 2>/dev/null || true
-$PY -m shared.cli down
+$PY -m nrm.cli down
 leftover=$(pgrep -f "$NRM_DATA_DIR" || true)
 [ -z "$leftover" ] || { echo "FAIL: processes left on the data dir: $leftover"; exit 1; }
 echo "--- up again on the same data dir"
 : >"$NRM_DATA_DIR/up.out"
-$PY -m shared.cli up >"$NRM_DATA_DIR/up.out" 2>&1 & sup=$!
+$PY -m nrm.cli up >"$NRM_DATA_DIR/up.out" 2>&1 & sup=$!
 wait_ready $sup
-$PY -m shared.cli status
-$PY -m shared.cli down
+$PY -m nrm.cli status
+$PY -m nrm.cli down
 wait $sup
 echo "OK (data kept in $NRM_DATA_DIR)"

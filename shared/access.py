@@ -94,9 +94,13 @@ def _in_jurisdiction(p: Any, facts: CaseAccessFacts) -> bool:
 
 def _invited_elsewhere(p: Any, facts: CaseAccessFacts) -> bool:
     """A caseworker or supervisor of the agency of another province asked to accept a transfer there."""
-    return bool((p.has(Role.caseworker) or p.has(Role.supervisor))
-                and any(p.agency == agency and p.covers_province(province)
-                        for province, agency in facts.invited_elsewhere))
+    return bool(
+        (p.has(Role.caseworker) or p.has(Role.supervisor))
+        and any(
+            p.agency == agency and p.covers_province(province)
+            for province, agency in facts.invited_elsewhere
+        )
+    )
 
 
 def _former_holding(p: Any, facts: CaseAccessFacts) -> FormerJurisdiction | None:
@@ -106,7 +110,11 @@ def _former_holding(p: Any, facts: CaseAccessFacts) -> FormerJurisdiction | None
     for f in reversed(facts.former):
         if p.province != f.province:
             continue
-        if p.has(Role.supervisor) or p.has(Role.auditor) or (p.has(Role.caseworker) and p.agency in f.agencies):
+        if (
+            p.has(Role.supervisor)
+            or p.has(Role.auditor)
+            or (p.has(Role.caseworker) and p.agency in f.agencies)
+        ):
             return f
     return None
 
@@ -124,15 +132,22 @@ def can_read_case(p: Any, facts: CaseAccessFacts) -> bool:
         return _invited_elsewhere(p, facts) or _former_holding(p, facts) is not None
     if p.has(Role.supervisor) or p.has(Role.auditor):
         return True
-    return bool(p.agency == facts.owner_agency or p.agency in facts.participants
-                or p.agency in facts.pending_invitees)
+    return bool(
+        p.agency == facts.owner_agency
+        or p.agency in facts.participants
+        or p.agency in facts.pending_invitees
+    )
 
 
 def read_until(p: Any, facts: CaseAccessFacts) -> datetime | None:
     """Up to when the caller may read the case's history: None (all of it) for the case's current
     jurisdiction, national users and a receiving agency deciding on a transfer; for a province that
     held the case before, the moment it left. Call after `can_read_case` admitted the caller."""
-    if p.has(Role.admin) or (p.has(Role.auditor) and p.province == "*") or _in_jurisdiction(p, facts):
+    if (
+        p.has(Role.admin)
+        or (p.has(Role.auditor) and p.province == "*")
+        or _in_jurisdiction(p, facts)
+    ):
         return None
     if _invited_elsewhere(p, facts):
         return None
@@ -154,11 +169,14 @@ def can_act_on_case(p: Any, facts: CaseAccessFacts) -> bool:
         return False
     if p.has(Role.supervisor):
         return True
-    return p.has(Role.caseworker) and bool(p.agency == facts.owner_agency or p.agency in facts.participants)
+    return p.has(Role.caseworker) and bool(
+        p.agency == facts.owner_agency or p.agency in facts.participants
+    )
 
 
-def can_respond_to_handoff(p: Any, facts: CaseAccessFacts, to_agency: AgencyRole,
-                           to_province: str | None = None) -> bool:
+def can_respond_to_handoff(
+    p: Any, facts: CaseAccessFacts, to_agency: AgencyRole, to_province: str | None = None
+) -> bool:
     """Accepting or rejecting a handoff: a caseworker or supervisor of the invited agency, in the case's
     province (the invitee is not a participant yet, so `can_act_on_case` does not admit it), or, for a
     transfer to another province, in that province (`to_province`). Without `to_province` (a caller that
@@ -203,8 +221,13 @@ def filter_sections(p: Any, sections: Mapping[Section, Any]) -> dict[str, Any]:
 
 def operational_view(p: Any) -> PrincipalLike:
     """The caller without the auditor role: what they could do as a caseworker or supervisor alone."""
-    return PrincipalLike(user_id=p.user_id, roles=frozenset(r for r in p.roles if r != Role.auditor),
-                         agency=p.agency, province=p.province, commune=p.commune)
+    return PrincipalLike(
+        user_id=p.user_id,
+        roles=frozenset(r for r in p.roles if r != Role.auditor),
+        agency=p.agency,
+        province=p.province,
+        commune=p.commune,
+    )
 
 
 def pii_masked_for(p: Any, break_glass: bool, facts: CaseAccessFacts | None = None) -> bool:

@@ -41,31 +41,60 @@ class AccessRead:
 async def record_read(db: asyncpg.Pool | Conn, ring: KeyRing, read: AccessRead) -> int:
     """Append one line; returns its access_id. Call it before returning the data, so that a read whose
     log line could not be written fails instead of going unrecorded."""
-    return int(await db.fetchval(
-        """INSERT INTO common.access_log (service, user_id, agency, roles, case_id, case_province, person_id,
+    return int(
+        await db.fetchval(
+            """INSERT INTO common.access_log (service, user_id, agency, roles, case_id, case_province, person_id,
                action, sections, purpose, break_glass, break_glass_reason, masked, request_id)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING access_id""",
-        read.service, read.user_id, read.agency, sorted(str(r) for r in read.roles), read.case_id,
-        read.case_province, read.person_id, read.action, sorted(str(s) for s in read.sections),
-        ring.encrypt_field(read.purpose, PURPOSE_COLUMN), read.break_glass_reason is not None,
-        ring.encrypt_field(read.break_glass_reason, REASON_COLUMN), read.masked, read.request_id))
+            read.service,
+            read.user_id,
+            read.agency,
+            sorted(str(r) for r in read.roles),
+            read.case_id,
+            read.case_province,
+            read.person_id,
+            read.action,
+            sorted(str(s) for s in read.sections),
+            ring.encrypt_field(read.purpose, PURPOSE_COLUMN),
+            read.break_glass_reason is not None,
+            ring.encrypt_field(read.break_glass_reason, REASON_COLUMN),
+            read.masked,
+            read.request_id,
+        )
+    )
 
 
-async def list_reads(db: asyncpg.Pool | Conn, ring: KeyRing, *, case_id: str | None = None,
-                     user_id: str | None = None, province: str | None = None, service: str | None = None,
-                     cursor: int | None = None, limit: int = 50) -> list[dict[str, Any]]:
+async def list_reads(
+    db: asyncpg.Pool | Conn,
+    ring: KeyRing,
+    *,
+    case_id: str | None = None,
+    user_id: str | None = None,
+    province: str | None = None,
+    service: str | None = None,
+    cursor: int | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
     """Newest first; `province` limits to cases of that province (None: every province);
     `cursor` is the last access_id of the previous page."""
     where: list[str] = []
     args: list[Any] = []
-    for cond, val in (("case_id = ${}", case_id), ("user_id = ${}", user_id), ("case_province = ${}", province),
-                      ("service = ${}", service), ("access_id < ${}", cursor)):
+    for cond, val in (
+        ("case_id = ${}", case_id),
+        ("user_id = ${}", user_id),
+        ("case_province = ${}", province),
+        ("service = ${}", service),
+        ("access_id < ${}", cursor),
+    ):
         if val is not None:
             args.append(val)
             where.append(cond.format(len(args)))
     clause = ("WHERE " + " AND ".join(where)) if where else ""
     rows = await db.fetch(
-        f"SELECT * FROM common.access_log {clause} ORDER BY access_id DESC LIMIT ${len(args) + 1}", *args, limit)
+        f"SELECT * FROM common.access_log {clause} ORDER BY access_id DESC LIMIT ${len(args) + 1}",
+        *args,
+        limit,
+    )
     out = []
     for r in rows:
         row = dict(r)

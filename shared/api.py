@@ -50,15 +50,37 @@ class BodyTooLarge(HTTPException):
 
 
 def _too_large(limit: int, request_id: str) -> JSONResponse:
-    return JSONResponse({"detail": [{"loc": ["body"], "msg": f"body larger than {limit} bytes",
-                                     "type": "payload_too_large"}]},
-                        status_code=413, headers={"X-Request-ID": request_id})
+    return JSONResponse(
+        {
+            "detail": [
+                {
+                    "loc": ["body"],
+                    "msg": f"body larger than {limit} bytes",
+                    "type": "payload_too_large",
+                }
+            ]
+        },
+        status_code=413,
+        headers={"X-Request-ID": request_id},
+    )
 
 
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc", METRICS_PATH})
+PUBLIC_PATHS = frozenset(
+    {
+        "/healthz",
+        "/readyz",
+        "/docs",
+        "/docs/oauth2-redirect",
+        "/openapi.json",
+        "/redoc",
+        METRICS_PATH,
+    }
+)
 PUBLIC_PREFIXES = (f"{STATIC_URL}/",)  # the docs pages' own scripts and styles
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
-_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")  # visible ASCII: it is logged, stored and echoed in a header
+_REQUEST_ID = re.compile(
+    r"[\x21-\x7e]{1,128}"
+)  # visible ASCII: it is logged, stored and echoed in a header
 READ_HEADERS = ("idempotency-key", "content-type")  # the request headers an endpoint reads as text
 
 
@@ -68,14 +90,23 @@ def _unstorable_input(scope: Scope, headers: Headers) -> JSONResponse | None:
     request models (shared.api_models.StorableText), which know the field's full `loc`."""
     errors: list[dict[str, Any]] = []
     query: bytes = scope.get("query_string", b"")
-    if b"%00" in query or b"\x00" in query:  # the only way a NUL reaches a query (surrogates decode to U+FFFD)
+    if (
+        b"%00" in query or b"\x00" in query
+    ):  # the only way a NUL reaches a query (surrogates decode to U+FFFD)
         for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
             for where, text in (("name", name), ("value", value)):
                 if (reason := unstorable_reason(text)) is not None:
-                    errors.append({"loc": ["query", safe_text(name)], "msg": f"{where} {reason}",
-                                   "type": UNSTORABLE_TYPE})
+                    errors.append(
+                        {
+                            "loc": ["query", safe_text(name)],
+                            "msg": f"{where} {reason}",
+                            "type": UNSTORABLE_TYPE,
+                        }
+                    )
     if (reason := unstorable_reason(scope["path"])) is not None:
-        errors.extend({"loc": loc, "msg": reason, "type": UNSTORABLE_TYPE} for loc in _path_locs(scope))
+        errors.extend(
+            {"loc": loc, "msg": reason, "type": UNSTORABLE_TYPE} for loc in _path_locs(scope)
+        )
     for header in READ_HEADERS:
         if (reason := unstorable_reason(headers.get(header, ""))) is not None:
             errors.append({"loc": ["header", header], "msg": reason, "type": UNSTORABLE_TYPE})
@@ -127,8 +158,11 @@ class RequestGuardMiddleware:
             if length is not None and (not length.isdigit() or int(length) > limit):
                 await _too_large(limit, request_id)(scope, receive, send)
                 return
-            if scope["path"] not in PUBLIC_PATHS and not scope["path"].startswith(PUBLIC_PREFIXES) \
-                    and scope["method"] != "OPTIONS":
+            if (
+                scope["path"] not in PUBLIC_PATHS
+                and not scope["path"].startswith(PUBLIC_PREFIXES)
+                and scope["method"] != "OPTIONS"
+            ):
                 refusal = await self._authenticate(scope, headers, state)
                 if refusal is None:
                     refusal = _unstorable_input(scope, headers)
@@ -165,10 +199,14 @@ class RequestGuardMiddleware:
             structlog.contextvars.unbind_contextvars("request_id", "case_id")
 
     @staticmethod
-    async def _authenticate(scope: Scope, headers: Headers, state: dict[str, Any]) -> JSONResponse | None:
+    async def _authenticate(
+        scope: Scope, headers: Headers, state: dict[str, Any]
+    ) -> JSONResponse | None:
         scheme, _, token = headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            return JSONResponse({"detail": "missing bearer token"}, status_code=401, headers=dict(_CHALLENGE))
+            return JSONResponse(
+                {"detail": "missing bearer token"}, status_code=401, headers=dict(_CHALLENGE)
+            )
         verifier: TokenVerifier = scope["app"].state.token_verifier
         try:
             state["principal"] = await verifier.verify_async(token.strip())
@@ -184,43 +222,70 @@ def _body_too_large_handler(request: Request, exc: Exception) -> JSONResponse:
 
 def _validation_error_handler(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    detail = [{"loc": [safe_text(p) if isinstance(p, str) else p for p in e.get("loc", ())],
-               "msg": safe_text(str(e.get("msg", ""))), "type": e.get("type", "")}
-              for e in exc.errors()]
+    detail = [
+        {
+            "loc": [safe_text(p) if isinstance(p, str) else p for p in e.get("loc", ())],
+            "msg": safe_text(str(e.get("msg", ""))),
+            "type": e.get("type", ""),
+        }
+        for e in exc.errors()
+    ]
     return JSONResponse({"detail": detail}, status_code=422)
 
 
 # A dependency that is away or overloaded (Temporal, PostgreSQL) is a 503 the client may retry, never a 500.
 _DB_UNAVAILABLE: tuple[type[Exception], ...] = (
-    asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.TooManyConnectionsError,
-    asyncpg.exceptions.OperatorInterventionError, asyncpg.exceptions.InsufficientResourcesError,
-    OSError)  # refused, reset, timed out, or the embedded server's unix socket gone (FileNotFoundError)
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    OSError,
+)  # refused, reset, timed out, or the embedded server's unix socket gone (FileNotFoundError)
 
 
 def _temporal_error_handler(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RPCError)
     log.warning("temporal_unavailable", status=exc.status.name if exc.status else None)
-    return JSONResponse({"detail": f"Temporal did not answer ({exc.status.name if exc.status else 'unknown'}); "
-                                   "retry in a moment"}, status_code=503, headers={"Retry-After": "2"})
+    return JSONResponse(
+        {
+            "detail": f"Temporal did not answer ({exc.status.name if exc.status else 'unknown'}); "
+            "retry in a moment"
+        },
+        status_code=503,
+        headers={"Retry-After": "2"},
+    )
 
 
 def _database_error_handler(_: Request, exc: Exception) -> JSONResponse:
     log.warning("dependency_unavailable", error=type(exc).__name__)
-    return JSONResponse({"detail": "the database or Temporal did not answer in time; retry in a moment"},
-                        status_code=503, headers={"Retry-After": "2"})
+    return JSONResponse(
+        {"detail": "the database or Temporal did not answer in time; retry in a moment"},
+        status_code=503,
+        headers={"Retry-After": "2"},
+    )
 
 
-def create_app(service: str, routers: list[APIRouter], *, description: str,
-               runtime_factory: Callable[[], Awaitable[Runtime]],
-               on_start: Callable[[FastAPI], Awaitable[None]] | None = None,
-               on_stop: Callable[[FastAPI], Awaitable[None]] | None = None,
-               max_body_bytes: int = 2_000_000) -> FastAPI:
+def create_app(
+    service: str,
+    routers: list[APIRouter],
+    *,
+    description: str,
+    runtime_factory: Callable[[], Awaitable[Runtime]],
+    on_start: Callable[[FastAPI], Awaitable[None]] | None = None,
+    on_stop: Callable[[FastAPI], Awaitable[None]] | None = None,
+    max_body_bytes: int = 2_000_000,
+) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = await runtime_factory()
         app.state.runtime = runtime
-        app.state.token_verifier = TokenVerifier(runtime.ring, runtime.settings.jwt_issuer,
-                                                 runtime.settings.jwt_audience, runtime.settings.oidc_jwks_url)
+        app.state.token_verifier = TokenVerifier(
+            runtime.ring,
+            runtime.settings.jwt_issuer,
+            runtime.settings.jwt_audience,
+            runtime.settings.oidc_jwks_url,
+        )
         if on_start:
             await on_start(app)
         log.info("service_started", service=service)
@@ -231,12 +296,23 @@ def create_app(service: str, routers: list[APIRouter], *, description: str,
                 await on_stop(app)
             await runtime.close()
 
-    app = FastAPI(title=f"NRM {service}", description=description, version="0.1.0", lifespan=lifespan,
-                  docs_url=None, redoc_url=None, **fastapi_options())  # FastAPI's own tracing off
-    install_offline_docs(app)  # /docs and /redoc with their assets served from the installed package
+    app = FastAPI(
+        title=f"NRM {service}",
+        description=description,
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        **fastapi_options(),
+    )  # FastAPI's own tracing off
+    install_offline_docs(
+        app
+    )  # /docs and /redoc with their assets served from the installed package
     app.add_middleware(RequestGuardMiddleware, max_body_bytes=max_body_bytes)
     install_metrics(app, service)  # outermost: counts the guard's refusals too
-    install_tracing(app)  # around that, when NRM_OTLP_ENDPOINT is set: one span per request (shared/tracing.py)
+    install_tracing(
+        app
+    )  # around that, when NRM_OTLP_ENDPOINT is set: one span per request (shared/tracing.py)
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
     app.add_exception_handler(BodyTooLarge, _body_too_large_handler)
     app.add_exception_handler(RPCError, _temporal_error_handler)
@@ -247,21 +323,29 @@ def create_app(service: str, routers: list[APIRouter], *, description: str,
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "service": service}
 
-    @app.get("/readyz", tags=["health"], summary="Readiness: database and Temporal reachable",
-             responses={503: {"description": "a dependency is down"}})
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        summary="Readiness: database and Temporal reachable",
+        responses={503: {"description": "a dependency is down"}},
+    )
     async def readyz(request: Request) -> JSONResponse:
         runtime: Runtime = request.app.state.runtime
         # No reconnect here: the pool replaces a dead connection on its next acquire and the Temporal
         # client redials by itself, so readiness turns 503 while a dependency is away and 200 once it is back.
-        database, temporal = await asyncio.gather(ping(runtime.pool), _within(temporal_reachable(runtime.temporal)))
+        database, temporal = await asyncio.gather(
+            ping(runtime.pool), _within(temporal_reachable(runtime.temporal))
+        )
         if not database:
             # after a database restart every pooled connection is dead: have them all replaced on their next
             # acquire, rather than each found out by one more failed request
             await runtime.pool.expire_connections()
         checks = {"database": database, "temporal": temporal}
         ok = all(checks.values())
-        return JSONResponse({"status": "ready" if ok else "not_ready", "service": service, "checks": checks},
-                            status_code=200 if ok else 503)
+        return JSONResponse(
+            {"status": "ready" if ok else "not_ready", "service": service, "checks": checks},
+            status_code=200 if ok else 503,
+        )
 
     for router in routers:
         app.include_router(router)
@@ -282,8 +366,13 @@ def _document_error_detail(schema: dict[str, Any]) -> None:
     error = schema.get("components", {}).get("schemas", {}).get("HTTPValidationError")
     if error is not None and "detail" in error.get("properties", {}):
         listed = error["properties"]["detail"]
-        error["properties"]["detail"] = {"anyOf": [listed, {"type": "string", "description": "one message naming "
-                                                            "the field and why"}], "title": "Detail"}
+        error["properties"]["detail"] = {
+            "anyOf": [
+                listed,
+                {"type": "string", "description": "one message naming the field and why"},
+            ],
+            "title": "Detail",
+        }
 
 
 async def _within(check: Awaitable[bool], seconds: float = 3.0) -> bool:
@@ -310,12 +399,15 @@ async def call_workflow(action: Callable[[], Awaitable[T]]) -> T:
             raise HTTPException(code, cause.message) from None
         raise HTTPException(409, str(cause or exc)) from None
     except WorkflowUpdateRPCTimeoutOrCancelledError:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
-                            "the case workflow did not answer in time (is the workflow worker running?)") from None
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "the case workflow did not answer in time (is the workflow worker running?)",
+        ) from None
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise HTTPException(404, "case not found") from None
         if exc.status == RPCStatusCode.FAILED_PRECONDITION and "closed" in exc.message.lower():
             raise HTTPException(409, "case workflow is closed") from None
-        raise HTTPException(503, f"workflow service error: {exc.status.name if exc.status else 'unknown'}"
-                            ) from None
+        raise HTTPException(
+            503, f"workflow service error: {exc.status.name if exc.status else 'unknown'}"
+        ) from None

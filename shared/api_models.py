@@ -1,7 +1,7 @@
 """Building blocks of every service's request models and parameters: strict input, the optimistic version,
 bounded text, bounded integers and ids, and the one check for characters PostgreSQL cannot store.
 
-`Reason` and `Ref` are the workflow contract's own types (workflows/models.py), re-exported here so a
+`Reason` and `Ref` are the workflow contract's own types (shared/contract.py), re-exported here so a
 service's models.py imports its boundary types from one place. Declare a new endpoint's parameters with the
 types below (`Limit`, `Offset`, `IdPath`, `IdQuery`, `Version`, ...) and it is bounded like every other one:
 out-of-range values and empty ids are a 422 naming the field, never a 500 from the database."""
@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Path, Query
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from workflows.models import Reason, Ref
+from shared.contract import Reason, Ref
 
 # ---- characters PostgreSQL cannot store ------------------------------------------------------------
 # U+0000 is refused by PostgreSQL in text/jsonb; a lone surrogate (U+D800..U+DFFF, which JSON's "\ud800" can
@@ -32,10 +32,14 @@ def unstorable_reason(text: str) -> str | None:
         return None
     if found.group() == "\x00":
         return "contains a NUL character (U+0000), which cannot be stored"
-    return f"contains a lone surrogate (U+{ord(found.group()):04X}), which is not valid Unicode text"
+    return (
+        f"contains a lone surrogate (U+{ord(found.group()):04X}), which is not valid Unicode text"
+    )
 
 
-def find_unstorable(value: Any, loc: tuple[int | str, ...] = ()) -> Iterator[tuple[tuple[int | str, ...], str]]:
+def find_unstorable(
+    value: Any, loc: tuple[int | str, ...] = ()
+) -> Iterator[tuple[tuple[int | str, ...], str]]:
     """(loc, reason) of every string in `value` (JSON-like: dicts, lists, strings), keys included, that
     cannot be stored."""
     if isinstance(value, str):
@@ -55,7 +59,11 @@ def find_unstorable(value: Any, loc: tuple[int | str, ...] = ()) -> Iterator[tup
 
 def safe_text(text: str) -> str:
     """`text` with lone surrogates written as \\udXXX escapes, so that an error message can carry it."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8") if _UNSTORABLE.search(text) else text
+    return (
+        text.encode("utf-8", "backslashreplace").decode("utf-8")
+        if _UNSTORABLE.search(text)
+        else text
+    )
 
 
 def unstorable_error(loc: tuple[int | str, ...], reason: str) -> InitErrorDetails:
@@ -90,7 +98,9 @@ MAX_OFFSET = 1_000_000
 ShortText = Annotated[str, Field(min_length=1, max_length=200)]
 LongText = Annotated[str, Field(min_length=1, max_length=4000)]
 ID_PATTERN = r"^[A-Za-z0-9_.:\-]+$"
-Id = Annotated[str, Field(min_length=1, max_length=64, pattern=ID_PATTERN)]  # = Ref: an opaque row or case id
+Id = Annotated[
+    str, Field(min_length=1, max_length=64, pattern=ID_PATTERN)
+]  # = Ref: an opaque row or case id
 Version = Annotated[int, Field(ge=0, le=INT32_MAX)]
 Amount = Annotated[int, Field(ge=0, le=BIGINT_MAX)]
 
@@ -103,7 +113,8 @@ IdQuery = Annotated[str | None, Query(min_length=1, max_length=64, pattern=ID_PA
 
 class Versioned(In):
     expected_version: Version | None = Field(
-        default=None, description="the case version you read; 409 if the case moved on since")
+        default=None, description="the case version you read; 409 if the case moved on since"
+    )
 
 
 class StageOwnerAction(Versioned):
@@ -111,13 +122,66 @@ class StageOwnerAction(Versioned):
     follow up, close). A supervisor of another agency may send it only as an explicit override."""
 
     override_reason: Reason | None = Field(
-        default=None, description="supervisors of another agency than the stage's owner: why you act on its "
-                                  "stage (required then, 403 without it; recorded in the audit log as an "
-                                  "override). No personal data.",
-        examples=["police unit unreachable for 10 days; provincial steering committee instruction 12/2026"])
+        default=None,
+        description="supervisors of another agency than the stage's owner: why you act on its "
+        "stage (required then, 403 without it; recorded in the audit log as an "
+        "override). No personal data.",
+        examples=[
+            "police unit unreachable for 10 days; provincial steering committee instruction 12/2026"
+        ],
+    )
 
 
-__all__ = ["BIGINT_MAX", "ID_PATTERN", "INT32_MAX", "MAX_OFFSET", "UNSTORABLE_TYPE", "Amount",
-           "Id", "IdPath", "IdQuery", "In", "Limit", "LongText", "Offset", "Reason", "Ref", "ShortText",
-           "StageOwnerAction", "StorableText", "Version", "Versioned", "find_unstorable", "safe_text",
-           "unstorable_error", "unstorable_reason"]
+# ---- responses --------------------------------------------------------------------------------------
+ItemT = TypeVar("ItemT")
+
+
+class Page(BaseModel, Generic[ItemT]):
+    """One page of a list: every list endpoint answers with a subclass of this, named for its items
+    (`class EvidencePage(MaskedPage[EvidenceOut])`), so the OpenAPI schema keeps a readable name and the
+    page fields are declared once."""
+
+    items: list[ItemT]
+    total: int
+    limit: int
+    offset: int
+
+
+class MaskedPage(Page[ItemT], Generic[ItemT]):
+    """A page of personal or sensitive records: `masked` says whether they came back masked."""
+
+    masked: bool = Field(
+        default=False,
+        description="true: personal data is masked (oversight role without "
+        "break_glass_reason); every read is in the access log",
+    )
+
+
+__all__ = [
+    "BIGINT_MAX",
+    "ID_PATTERN",
+    "INT32_MAX",
+    "MAX_OFFSET",
+    "UNSTORABLE_TYPE",
+    "Amount",
+    "Id",
+    "IdPath",
+    "IdQuery",
+    "In",
+    "Limit",
+    "LongText",
+    "MaskedPage",
+    "Offset",
+    "Page",
+    "Reason",
+    "Ref",
+    "ShortText",
+    "StageOwnerAction",
+    "StorableText",
+    "Version",
+    "Versioned",
+    "find_unstorable",
+    "safe_text",
+    "unstorable_error",
+    "unstorable_reason",
+]

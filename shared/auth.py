@@ -34,7 +34,9 @@ class Principal(BaseModel):
     display_name: str = Field(default="", max_length=200)
     roles: frozenset[Role]
     agency: AgencyRole
-    province: str = Field(min_length=1, max_length=8, description="province code, or * for national")
+    province: str = Field(
+        min_length=1, max_length=8, description="province code, or * for national"
+    )
     commune: str | None = Field(default=None, max_length=8)
 
     @field_validator("roles")
@@ -56,19 +58,40 @@ class Principal(BaseModel):
 
     def actor(self) -> dict[str, Any]:
         """Non-PII actor facts for the workflow and the audit log."""
-        return {"user_id": self.user_id, "agency": self.agency.value, "roles": sorted(r.value for r in self.roles),
-                "province": self.province}
+        return {
+            "user_id": self.user_id,
+            "agency": self.agency.value,
+            "roles": sorted(r.value for r in self.roles),
+            "province": self.province,
+        }
 
 
-def mint_token(ring: KeyRing, *, user_id: str, roles: list[Role], agency: AgencyRole, province: str,
-               commune: str | None = None, display_name: str = "", issuer: str = "nrm-dev",
-               audience: str = "nrm", ttl: timedelta = timedelta(hours=8),
-               now: datetime | None = None) -> str:
+def mint_token(
+    ring: KeyRing,
+    *,
+    user_id: str,
+    roles: list[Role],
+    agency: AgencyRole,
+    province: str,
+    commune: str | None = None,
+    display_name: str = "",
+    issuer: str = "nrm-dev",
+    audience: str = "nrm",
+    ttl: timedelta = timedelta(hours=8),
+    now: datetime | None = None,
+) -> str:
     issued = now or datetime.now(UTC)
     claims: dict[str, Any] = {
-        "sub": user_id, "name": display_name, "roles": [r.value for r in roles], "agency": agency.value,
-        "province": province, "iss": issuer, "aud": audience, "iat": int(issued.timestamp()),
-        "exp": int((issued + ttl).timestamp()), "jti": str(uuid.uuid4()),
+        "sub": user_id,
+        "name": display_name,
+        "roles": [r.value for r in roles],
+        "agency": agency.value,
+        "province": province,
+        "iss": issuer,
+        "aud": audience,
+        "iat": int(issued.timestamp()),
+        "exp": int((issued + ttl).timestamp()),
+        "jti": str(uuid.uuid4()),
     }
     if commune:
         claims["commune"] = commune
@@ -87,8 +110,15 @@ class TokenVerifier:
     # One minute is the usual allowance (Keycloak, Spring, Microsoft.IdentityModel default to 1-5 min).
     LEEWAY_SECONDS = 60.0
 
-    def __init__(self, ring: KeyRing | None, issuer: str, audience: str, jwks_url: str | None = None, *,
-                 leeway_seconds: float | None = None) -> None:
+    def __init__(
+        self,
+        ring: KeyRing | None,
+        issuer: str,
+        audience: str,
+        jwks_url: str | None = None,
+        *,
+        leeway_seconds: float | None = None,
+    ) -> None:
         self._issuer, self._audience = issuer, audience
         self._leeway = self.LEEWAY_SECONDS if leeway_seconds is None else leeway_seconds
         if not 0 <= self._leeway <= 300:
@@ -126,16 +156,28 @@ class TokenVerifier:
                 algorithms = ["RS256", "ES256", "EdDSA"]
             else:
                 key, algorithms = self._dev_key, [DEV_ALGORITHM]
-            claims = jwt.decode(token, key, algorithms=algorithms, audience=self._audience, issuer=self._issuer,
-                                leeway=self._leeway, options={"require": ["exp", "iat", "sub", "iss", "aud"]})
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=algorithms,
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+            )
         except jwt.ExpiredSignatureError:
             raise AuthError("token expired") from None
         except jwt.PyJWTError as exc:
             raise AuthError(f"invalid token: {exc}") from None
         try:
-            principal = Principal(user_id=claims["sub"], display_name=claims.get("name", ""),
-                                  roles=frozenset(claims.get("roles", [])), agency=claims.get("agency"),
-                                  province=claims.get("province"), commune=claims.get("commune"))
+            principal = Principal(
+                user_id=claims["sub"],
+                display_name=claims.get("name", ""),
+                roles=frozenset(claims.get("roles", [])),
+                agency=claims.get("agency"),
+                province=claims.get("province"),
+                commune=claims.get("commune"),
+            )
             return principal, float(claims["exp"])
         except ValidationError as exc:
             fields = ", ".join(str(e["loc"][0]) for e in exc.errors())
@@ -146,7 +188,9 @@ class AuthError(Exception):
     pass
 
 
-_bearer = HTTPBearer(auto_error=False, description="JWT from `nrm token` (dev) or the OIDC provider")
+_bearer = HTTPBearer(
+    auto_error=False, description="JWT from `nrm token` (dev) or the OIDC provider"
+)
 
 
 # Dependencies are coroutines on purpose: FastAPI runs a plain `def` dependency in a worker thread,
@@ -158,14 +202,18 @@ async def current_principal(
     if isinstance(already, Principal):
         return already
     if credentials is None or credentials.scheme.lower() != "bearer":
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing bearer token",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "missing bearer token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     verifier: TokenVerifier = request.app.state.token_verifier
     try:
         principal = await verifier.verify_async(credentials.credentials)
     except AuthError as exc:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(exc),
-                            headers={"WWW-Authenticate": "Bearer"}) from None
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, str(exc), headers={"WWW-Authenticate": "Bearer"}
+        ) from None
     request.state.principal = principal
     return principal
 
@@ -178,8 +226,9 @@ def require_roles(*roles: Role) -> Any:
 
     async def check(principal: CurrentPrincipal) -> Principal:
         if not any(principal.has(r) for r in roles):
-            raise HTTPException(status.HTTP_403_FORBIDDEN,
-                                f"requires role {' or '.join(r.value for r in roles)}")
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN, f"requires role {' or '.join(r.value for r in roles)}"
+            )
         return principal
 
     check.required_roles = roles  # type: ignore[attr-defined]  # read by the authorization matrix test

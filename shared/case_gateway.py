@@ -26,46 +26,79 @@ from shared.access import (
 )
 from shared.access_log import AccessRead, record_read
 from shared.api import UPDATE_RPC_TIMEOUT, call_workflow, runtime_of
+from shared.api_models import ID_PATTERN
 from shared.auth import Principal
+from shared.contract import Actor, CaseState, HandoffState
 from shared.domain import Section, Stage
 from shared.runtime import Runtime
-from workflows.models import Actor, CaseState, HandoffState
 
 log = structlog.get_logger("case-gateway")
 W = TypeVar("W")
-REWRITE_DELAYS = (0.1, 0.5, 2.0)  # seconds before each new attempt at rows whose Update was already accepted
+REWRITE_DELAYS = (
+    0.1,
+    0.5,
+    2.0,
+)  # seconds before each new attempt at rows whose Update was already accepted
 _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
-CaseId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$",
-                             description="the case id (= the CaseWorkflow id)", examples=["case-3f9a0c1d2e4b5a69"])]
+CaseId = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=64,
+        pattern=ID_PATTERN,
+        description="the case id (= the CaseWorkflow id)",
+        examples=["case-3f9a0c1d2e4b5a69"],
+    ),
+]
 IDEMPOTENCY_KEY_MAX = 200
-IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]+$"  # visible ASCII, no spaces (the key is only ever hashed)
-IdempotencyKey = Annotated[str | None, Header(
-    alias="Idempotency-Key", min_length=1, max_length=IDEMPOTENCY_KEY_MAX, pattern=IDEMPOTENCY_KEY_PATTERN,
-    description="yours, per operation and case: your retries with the same key and the same request return "
-                "the first result and apply nothing twice; reusing it with a different request is a 422; "
-                "another user's key, or yours on another endpoint or case, is another request. Without a key "
-                "every request is new. After a 503 whose outcome is unknown, retry with the same key.")]
+IDEMPOTENCY_KEY_PATTERN = (
+    r"^[\x21-\x7e]+$"  # visible ASCII, no spaces (the key is only ever hashed)
+)
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=IDEMPOTENCY_KEY_MAX,
+        pattern=IDEMPOTENCY_KEY_PATTERN,
+        description="yours, per operation and case: your retries with the same key and the same request return "
+        "the first result and apply nothing twice; reusing it with a different request is a 422; "
+        "another user's key, or yours on another endpoint or case, is another request. Without a key "
+        "every request is new. After a 503 whose outcome is unknown, retry with the same key.",
+    ),
+]
 _ID_NAMESPACE = uuid.UUID("6f1c2d8e-4b1a-4c7e-9a55-3d0f1e2a7b90")
 # the caller of the request being served, once the gateway has seen its principal (row ids are scoped to it)
 _caller: ContextVar[str | None] = ContextVar("nrm_case_gateway_caller", default=None)
-OUTCOME_UNKNOWN = ("the case workflow did not confirm this action in time, so its outcome is unknown (it may "
-                   "still be applied). Retry with the same Idempotency-Key: the action is applied at most once "
-                   "and the retry completes it and returns its result")
-OUTCOME_UNKNOWN_NO_KEY = ("the case workflow did not confirm this action in time, so its outcome is unknown (it "
-                          "may still be applied). Read the case before sending it again; send an Idempotency-Key "
-                          "to make retries safe")
+OUTCOME_UNKNOWN = (
+    "the case workflow did not confirm this action in time, so its outcome is unknown (it may "
+    "still be applied). Retry with the same Idempotency-Key: the action is applied at most once "
+    "and the retry completes it and returns its result"
+)
+OUTCOME_UNKNOWN_NO_KEY = (
+    "the case workflow did not confirm this action in time, so its outcome is unknown (it "
+    "may still be applied). Read the case before sending it again; send an Idempotency-Key "
+    "to make retries safe"
+)
 
 
 def actor_of(principal: Principal, request: Request) -> Actor:
     """The acting user, from the verified token only (never from the body)."""
     _caller.set(principal.user_id)
-    return Actor(user_id=principal.user_id, agency=principal.agency, roles=principal.roles,
-                 province=principal.province, commune=principal.commune,
-                 request_id=getattr(request.state, "request_id", None))
+    return Actor(
+        user_id=principal.user_id,
+        agency=principal.agency,
+        roles=principal.roles,
+        province=principal.province,
+        commune=principal.commune,
+        request_id=getattr(request.state, "request_id", None),
+    )
 
 
-def new_id(prefix: str, case_id: str, key: str | None, purpose: str, caller: str | None = None) -> str:
+def new_id(
+    prefix: str, case_id: str, key: str | None, purpose: str, caller: str | None = None
+) -> str:
     """A row id; derived from the Idempotency-Key when there is one so that a retry writes nothing twice.
 
     Keys are the caller's: the id is scoped to the caller too (`caller`, else the user whose principal the
@@ -82,20 +115,31 @@ async def case_state(request: Request, case_id: str) -> CaseState:
     return await call_workflow(lambda: handle.query("state", result_type=CaseState))
 
 
-async def readable_case(request: Request, principal: Principal, case_id: str,
-                        section: Section | None = None) -> CaseState:
+async def readable_case(
+    request: Request, principal: Principal, case_id: str, section: Section | None = None
+) -> CaseState:
     _caller.set(principal.user_id)
     state = await case_state(request, case_id)
     if not can_read_case(principal, state.access_facts()):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "no access to this case (agency or jurisdiction)")
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, "no access to this case (agency or jurisdiction)"
+        )
     if section is not None and not can_read_section(principal, section):
-        raise HTTPException(status.HTTP_403_FORBIDDEN,
-                            f"agency {principal.agency.value} may not read the {section.value} section")
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"agency {principal.agency.value} may not read the {section.value} section",
+        )
     return state
 
 
-async def actionable_case(request: Request, principal: Principal, case_id: str,
-                          stages: tuple[Stage, ...] | None = None, *, handoff_id: str | None = None) -> CaseState:
+async def actionable_case(
+    request: Request,
+    principal: Principal,
+    case_id: str,
+    stages: tuple[Stage, ...] | None = None,
+    *,
+    handoff_id: str | None = None,
+) -> CaseState:
     """The case, if the caller may change it (403 otherwise). With `handoff_id`: if the caller may answer that
     handoff (the invited agency, before it accepts: a pending invitee may do that and nothing else)."""
     _caller.set(principal.user_id)
@@ -105,32 +149,78 @@ async def actionable_case(request: Request, principal: Principal, case_id: str,
         handoff = next((h for h in state.handoffs if h.handoff_id == handoff_id), None)
         if handoff is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no handoff {handoff_id} on this case")
-        if not (can_respond_to_handoff(principal, facts, handoff.to_agency)
-                or (handoff.state != HandoffState.requested and can_act_on_case(principal, facts))):
-            raise HTTPException(status.HTTP_403_FORBIDDEN,
-                                f"only {handoff.to_agency.value} in the case's province answers this handoff")
+        if not (
+            can_respond_to_handoff(principal, facts, handoff.to_agency)
+            or (handoff.state != HandoffState.requested and can_act_on_case(principal, facts))
+        ):
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                f"only {handoff.to_agency.value} in the case's province answers this handoff",
+            )
     elif not can_act_on_case(principal, facts):
         if principal.agency in facts.pending_invitees and can_read_case(principal, facts):
-            raise HTTPException(status.HTTP_403_FORBIDDEN,
-                                f"agency {principal.agency.value} was asked to take part in this case but has not "
-                                "accepted the handoff yet; it may only accept or reject it")
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "you may not act on this case (agency or jurisdiction)")
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                f"agency {principal.agency.value} was asked to take part in this case but has not "
+                "accepted the handoff yet; it may only accept or reject it",
+            )
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, "you may not act on this case (agency or jurisdiction)"
+        )
     if stages is not None and state.stage not in stages:
-        raise HTTPException(status.HTTP_409_CONFLICT,
-                            f"case is in stage {state.stage.value}; this needs stage "
-                            f"{' or '.join(s.value for s in stages)}")
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"case is in stage {state.stage.value}; this needs stage "
+            f"{' or '.join(s.value for s in stages)}",
+        )
     return state
 
 
 async def _request_body(request: Request) -> bytes:
     try:
         return await request.body()  # FastAPI already read (and cached) a JSON body
-    except RuntimeError:  # a streamed body (CSV upload) was consumed: the command alone identifies it
+    except (
+        RuntimeError
+    ):  # a streamed body (CSV upload) was consumed: the command alone identifies it
         return b""
 
 
-async def update_case(request: Request, case_id: str, name: str, command: BaseModel,
-                      idempotency_key: str | None) -> CaseState:
+# An Update, named by the workflow's own handler (`CaseWorkflow.decide`, so a typo is a type error in the
+# service) or, for callers that cannot import the workflow, by its name. Temporal's default Update name is
+# the handler's name, so both send the same Update.
+UpdateRef = str | Callable[..., Awaitable[Any]]
+
+
+def update_name(update: UpdateRef) -> str:
+    return update if isinstance(update, str) else update.__name__
+
+
+async def act(
+    request: Request,
+    principal: Principal,
+    case_id: str,
+    update: UpdateRef,
+    command: Callable[[Actor], BaseModel],
+    idempotency_key: str | None,
+    *,
+    stages: tuple[Stage, ...] | None = None,
+) -> CaseState:
+    """The common shape of an action endpoint: the case if the caller may act on it (403/404/409), the
+    command built around the caller's Actor (from the token, never the body), the Update sent through
+    `update_case`. Returns the state the workflow answered with."""
+    await actionable_case(request, principal, case_id, stages)
+    return await update_case(
+        request, case_id, update, command(actor_of(principal, request)), idempotency_key
+    )
+
+
+async def update_case(
+    request: Request,
+    case_id: str,
+    update: UpdateRef,
+    command: BaseModel,
+    idempotency_key: str | None,
+) -> CaseState:
     """Send an Update to the case's workflow; a rejection becomes 403/409/422 (shared.api.call_workflow).
 
     With an Idempotency-Key the request is scoped to (caller = command.actor.user_id, operation = method +
@@ -145,6 +235,7 @@ async def update_case(request: Request, case_id: str, name: str, command: BaseMo
 
     An accepted Update's resulting state is written to common.case_index (shared.case_index.record_update)
     before this returns, so the screens that read the index show the caller's action at once."""
+    name = update_name(update)
     runtime = runtime_of(request)
     handle = runtime.temporal.get_workflow_handle(case_id)
     timeout: timedelta = runtime.extras.get("update_rpc_timeout") or UPDATE_RPC_TIMEOUT
@@ -152,32 +243,47 @@ async def update_case(request: Request, case_id: str, name: str, command: BaseMo
     if idempotency_key:
         actor = getattr(command, "actor", None)
         if not isinstance(actor, Actor):
-            raise TypeError(f"{type(command).__name__} has no actor: cannot scope its Idempotency-Key")
+            raise TypeError(
+                f"{type(command).__name__} has no actor: cannot scope its Idempotency-Key"
+            )
         scope = idempotency.scope_of(
-            runtime.ring, user_id=actor.user_id, operation=f"{request.method} {request.url.path} {name}",
-            case_id=case_id, key=idempotency_key, command=command.model_dump(mode="json"),
-            body=await _request_body(request))
+            runtime.ring,
+            user_id=actor.user_id,
+            operation=f"{request.method} {request.url.path} {name}",
+            case_id=case_id,
+            key=idempotency_key,
+            command=command.model_dump(mode="json"),
+            body=await _request_body(request),
+        )
         try:
             previous = await idempotency.begin(runtime.pool, scope)
         except idempotency.KeyReusedError:
-            raise HTTPException(422,
-                                "Idempotency-Key: you already used this key for this action on this case with a "
-                                "different request; send a new key for a new request") from None
+            raise HTTPException(
+                422,
+                "Idempotency-Key: you already used this key for this action on this case with a "
+                "different request; send a new key for a new request",
+            ) from None
         if previous is not None:
             log.info("idempotent_retry", case_id=case_id, update=name, previous=previous.value)
     update_id = scope.update_id if scope else str(uuid.uuid4())
 
     async def run() -> Any:
-        return await handle.execute_update(name, command, id=update_id, rpc_timeout=timeout, result_type=CaseState)
+        return await handle.execute_update(
+            name, command, id=update_id, rpc_timeout=timeout, result_type=CaseState
+        )
 
     try:
         result: CaseState = await call_workflow(run)
     except HTTPException as exc:
         if exc.status_code >= 500:  # sent, but no answer: the workflow may still apply it
-            log.warning("update_outcome_unknown", case_id=case_id, update=name, keyed=scope is not None)
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
-                                OUTCOME_UNKNOWN if scope else OUTCOME_UNKNOWN_NO_KEY,
-                                headers={"Retry-After": "5"}) from None
+            log.warning(
+                "update_outcome_unknown", case_id=case_id, update=name, keyed=scope is not None
+            )
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                OUTCOME_UNKNOWN if scope else OUTCOME_UNKNOWN_NO_KEY,
+                headers={"Retry-After": "5"},
+            ) from None
         if scope is not None:
             await _settle(runtime, scope, accepted=False)
         raise
@@ -197,8 +303,12 @@ async def _settle(runtime: Runtime, scope: idempotency.Scope, *, accepted: bool)
         log.warning("idempotency_state_not_saved", case_id=scope.case_id, error=type(exc).__name__)
 
 
-async def write_with_update(runtime: Runtime, case_id: str, write: Callable[[PoolConnectionProxy], Awaitable[W]],
-                            update: Callable[[W], Awaitable[CaseState]]) -> tuple[W, CaseState]:
+async def write_with_update(
+    runtime: Runtime,
+    case_id: str,
+    write: Callable[[PoolConnectionProxy], Awaitable[W]],
+    update: Callable[[W], Awaitable[CaseState]],
+) -> tuple[W, CaseState]:
     """A service's rows and the workflow Update that refers to them, as one unit for the caller.
 
     The rows are written in a transaction that stays open while the Update runs, so readers never see rows
@@ -230,30 +340,59 @@ async def write_with_update(runtime: Runtime, case_id: str, write: Callable[[Poo
         try:
             async with runtime.pool.acquire() as conn, conn.transaction():
                 written = await write(conn)
-            log.warning("rows_rewritten_after_update", case_id=case_id, first_error=type(error).__name__)
+            log.warning(
+                "rows_rewritten_after_update", case_id=case_id, first_error=type(error).__name__
+            )
             return written, accepted
         except _DB_ERRORS as exc:
             error = exc
     log.error("rows_lost_after_update", case_id=case_id, error=type(error).__name__)
-    raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
-                        "the case workflow accepted this action but its details could not be saved; retry with the "
-                        "same Idempotency-Key to save them (the workflow will not record the action twice)")
+    raise HTTPException(
+        status.HTTP_503_SERVICE_UNAVAILABLE,
+        "the case workflow accepted this action but its details could not be saved; retry with the "
+        "same Idempotency-Key to save them (the workflow will not record the action twice)",
+    )
 
 
-BreakGlass = Annotated[str | None, Query(
-    min_length=10, max_length=500,
-    description="oversight roles: why personal data must be seen unmasked (stored, encrypted, in the access log)")]
+BreakGlass = Annotated[
+    str | None,
+    Query(
+        min_length=10,
+        max_length=500,
+        description="oversight roles: why personal data must be seen unmasked (stored, encrypted, in the access log)",
+    ),
+]
 
 
-async def log_case_read(request: Request, principal: Principal, state: CaseState, *, service: str, action: str,
-                        section: Section, break_glass_reason: str | None) -> bool:
+async def log_case_read(
+    request: Request,
+    principal: Principal,
+    state: CaseState,
+    *,
+    service: str,
+    action: str,
+    section: Section,
+    break_glass_reason: str | None,
+) -> bool:
     """Decide masking and write the access-log line before any personal data leaves (a read whose line
     cannot be written fails). Returns whether the values must be masked."""
     masked = pii_masked_for(principal, bool(break_glass_reason), facts=state.access_facts())
     runtime = runtime_of(request)
-    await record_read(runtime.pool, runtime.ring, AccessRead(
-        service=service, user_id=principal.user_id, agency=principal.agency.value,
-        roles=[r.value for r in principal.roles], case_id=state.case_id, case_province=state.province,
-        action=action, sections=[section.value], masked=masked, break_glass_reason=break_glass_reason,
-        request_id=getattr(request.state, "request_id", None)))
+    await record_read(
+        runtime.pool,
+        runtime.ring,
+        AccessRead(
+            service=service,
+            user_id=principal.user_id,
+            agency=principal.agency.value,
+            roles=[r.value for r in principal.roles],
+            case_id=state.case_id,
+            case_province=state.province,
+            action=action,
+            sections=[section.value],
+            masked=masked,
+            break_glass_reason=break_glass_reason,
+            request_id=getattr(request.state, "request_id", None),
+        ),
+    )
     return masked

@@ -32,27 +32,55 @@ from typing import Any
 import asyncpg
 import structlog
 
+from shared.contract import CaseFacts, CaseState, HandoffState
 from shared.db import Conn
 from shared.domain import CaseStatus, Stage
-from workflows.models import CaseFacts, CaseState, HandoffState
 
 log = structlog.get_logger("case-index")
 T = "common.case_index"
 OPEN_STATUSES = (CaseStatus.Active.value, CaseStatus.FollowUp.value)
 # open = not closed, written exactly as in the partial indexes of shared/migrations/003_case_index.sql
 OPEN = "status <> 'Closed' AND status <> 'ClosedReferred'"
-STALENESS = ("This list is read from the case index in PostgreSQL (not from Temporal): it reflects every "
-             "accepted action at once (the action's own HTTP call writes it before returning); a change the "
-             "workflow makes by itself (deadline reminder or escalation fired by its timer) appears within "
-             "the audit activity's latency, typically under 1 s (longer only while the oversight worker or "
-             "PostgreSQL is down: the activity is retried until it lands).")
+STALENESS = (
+    "This list is read from the case index in PostgreSQL (not from Temporal): it reflects every "
+    "accepted action at once (the action's own HTTP call writes it before returning); a change the "
+    "workflow makes by itself (deadline reminder or escalation fired by its timer) appears within "
+    "the audit activity's latency, typically under 1 s (longer only while the oversight worker or "
+    "PostgreSQL is down: the activity is retried until it lands)."
+)
 _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
-_COLUMNS = ("case_id", "province", "commune", "stage", "status", "outcome", "owner_agency", "participants",
-            "pending_to", "pending_handoffs", "oldest_handoff_accept_by", "assignee", "deadline_at", "reminder_at",
-            "escalation_level", "categories", "is_child", "is_abroad", "channel", "age_band", "trafficking_status",
-            "version", "last_event_seq", "stage_entered_at", "opened_at", "updated_at", "closed_at", "written_by",
-            "pending_at")
+_COLUMNS = (
+    "case_id",
+    "province",
+    "commune",
+    "stage",
+    "status",
+    "outcome",
+    "owner_agency",
+    "participants",
+    "pending_to",
+    "pending_handoffs",
+    "oldest_handoff_accept_by",
+    "assignee",
+    "deadline_at",
+    "reminder_at",
+    "escalation_level",
+    "categories",
+    "is_child",
+    "is_abroad",
+    "channel",
+    "age_band",
+    "trafficking_status",
+    "version",
+    "last_event_seq",
+    "stage_entered_at",
+    "opened_at",
+    "updated_at",
+    "closed_at",
+    "written_by",
+    "pending_at",
+)
 _UPSERT = f"""
     INSERT INTO {T} AS ci ({", ".join(_COLUMNS)})
     VALUES ({", ".join(f"${i}" for i in range(1, len(_COLUMNS) + 1))})
@@ -68,24 +96,55 @@ def pending_at(s: CaseState, pending: Sequence[Any]) -> list[str]:
 
 def row_of(s: CaseState, written_by: str) -> tuple[Any, ...]:
     """The index row of a case state (column order of _COLUMNS)."""
-    pending = sorted((h for h in s.handoffs if h.state == HandoffState.requested), key=lambda h: h.accept_by)
+    pending = sorted(
+        (h for h in s.handoffs if h.state == HandoffState.requested), key=lambda h: h.accept_by
+    )
     open_ = s.status.value in OPEN_STATUSES
     deadline = s.deadline if open_ else None
-    stage_entered = (s.stages[-1].entered_at if s.stages and s.stage != Stage.closed
-                     else s.closed_at or s.updated_at)
+    stage_entered = (
+        s.stages[-1].entered_at
+        if s.stages and s.stage != Stage.closed
+        else s.closed_at or s.updated_at
+    )
     return (
-        s.case_id, s.province, s.facts.commune, s.stage.value, s.status.value,
-        s.outcome.value if s.outcome else None, s.owner_agency.value, sorted(a.value for a in s.participants),
+        s.case_id,
+        s.province,
+        s.facts.commune,
+        s.stage.value,
+        s.status.value,
+        s.outcome.value if s.outcome else None,
+        s.owner_agency.value,
+        sorted(a.value for a in s.participants),
         sorted({h.to_agency.value for h in pending}),
-        [{"handoff_id": h.handoff_id, "to_agency": h.to_agency.value, "kind": h.kind.value,
-          "to_province": h.to_province or s.province,
-          "accept_by": h.accept_by.isoformat(), "escalation_level": h.escalation_level}
-         for h in pending],  # jsonb: the pool's codec (shared.db) encodes it
-        pending[0].accept_by if pending else None, s.assignee,
-        deadline.due_at if deadline else None, deadline.reminder_at if deadline else None,
-        s.escalation_level, list(s.facts.categories), s.facts.child, s.facts.abroad, s.facts.channel.value,
-        s.facts.age_band.value, s.trafficking_status.value, s.version, s.last_event_seq, stage_entered,
-        s.opened_at or s.facts.opened_at, s.updated_at, s.closed_at, written_by,
+        [
+            {
+                "handoff_id": h.handoff_id,
+                "to_agency": h.to_agency.value,
+                "kind": h.kind.value,
+                "to_province": h.to_province or s.province,
+                "accept_by": h.accept_by.isoformat(),
+                "escalation_level": h.escalation_level,
+            }
+            for h in pending
+        ],  # jsonb: the pool's codec (shared.db) encodes it
+        pending[0].accept_by if pending else None,
+        s.assignee,
+        deadline.due_at if deadline else None,
+        deadline.reminder_at if deadline else None,
+        s.escalation_level,
+        list(s.facts.categories),
+        s.facts.child,
+        s.facts.abroad,
+        s.facts.channel.value,
+        s.facts.age_band.value,
+        s.trafficking_status.value,
+        s.version,
+        s.last_event_seq,
+        stage_entered,
+        s.opened_at or s.facts.opened_at,
+        s.updated_at,
+        s.closed_at,
+        written_by,
         pending_at(s, pending),
     )
 
@@ -96,7 +155,9 @@ async def upsert(conn: Conn | asyncpg.Pool, state: CaseState, written_by: str) -
     return status.endswith(" 1")
 
 
-async def upsert_many(conn: Conn | asyncpg.Pool, states: Sequence[CaseState], written_by: str) -> None:
+async def upsert_many(
+    conn: Conn | asyncpg.Pool, states: Sequence[CaseState], written_by: str
+) -> None:
     """The newest state of each case in one round trip (older ones would lose anyway)."""
     newest: dict[str, CaseState] = {}
     for s in states:
@@ -111,9 +172,19 @@ def opened_state(facts: CaseFacts) -> CaseState:
     """What the index knows of a case whose workflow was just started: receive stage, owned by the
     opener's agency (policy: `stage_owners.receive: opener`), version 0, no deadline yet (the workflow
     resolves its policy; the receive deadline arrives with the first audit event)."""
-    return CaseState(case_id=facts.case_id, version=0, stage=Stage.receive, status=CaseStatus.Active, facts=facts,
-                     owner_agency=facts.opened_by.agency, province=facts.province, policy_version="pending",
-                     last_event_seq=0, opened_at=facts.opened_at, updated_at=facts.opened_at)
+    return CaseState(
+        case_id=facts.case_id,
+        version=0,
+        stage=Stage.receive,
+        status=CaseStatus.Active,
+        facts=facts,
+        owner_agency=facts.opened_by.agency,
+        province=facts.province,
+        policy_version="pending",
+        last_event_seq=0,
+        opened_at=facts.opened_at,
+        updated_at=facts.opened_at,
+    )
 
 
 async def record_opened(pool: asyncpg.Pool, facts: CaseFacts) -> None:
@@ -132,8 +203,12 @@ async def record_update(pool: asyncpg.Pool, state: CaseState) -> None:
     try:
         await upsert(pool, state, "update")
     except _DB_ERRORS as exc:
-        log.warning("case_index_update_not_written", case_id=state.case_id, version=state.version,
-                    error=type(exc).__name__)
+        log.warning(
+            "case_index_update_not_written",
+            case_id=state.case_id,
+            version=state.version,
+            error=type(exc).__name__,
+        )
 
 
 async def get(conn: Conn | asyncpg.Pool, case_id: str) -> asyncpg.Record | None:
@@ -150,7 +225,9 @@ class InboxQuery:
     province: str | None
     now: datetime
     due_within: timedelta
-    stages: tuple[str, ...]  # stages the view covers (one when the caller filtered by stage; () = any)
+    stages: tuple[
+        str, ...
+    ]  # stages the view covers (one when the caller filtered by stage; () = any)
     category: str | None = None
     assignee: str | None = None
     descending: bool = False
@@ -168,7 +245,10 @@ def _inbox_where(q: InboxQuery) -> tuple[str, list[Any]]:
     if q.view == "waiting_acceptance" and q.province is not None:
         # invitations to the caller's agency in the caller's province, wherever the case is now (a transfer
         # from another province waits here before the case moves)
-        where = ["pending_at <> '{}'", f"pending_at @> ARRAY[{arg(f'{q.agency}@{q.province}')}]::text[]"]
+        where = [
+            "pending_at <> '{}'",
+            f"pending_at @> ARRAY[{arg(f'{q.agency}@{q.province}')}]::text[]",
+        ]
     elif q.view == "waiting_acceptance":
         where = ["pending_to <> '{}'", f"pending_to @> ARRAY[{arg(q.agency)}]::text[]"]
     else:
@@ -194,7 +274,11 @@ def inbox_sql(q: InboxQuery) -> tuple[str, str, list[Any]]:
     """(page query, count query, args): the page in deadline order (cases without a deadline last, then
     case id; `descending` reverses the whole order), the count of every matching case."""
     where, args = _inbox_where(q)
-    order = "deadline_at DESC NULLS FIRST, case_id DESC" if q.descending else "deadline_at ASC NULLS LAST, case_id"
+    order = (
+        "deadline_at DESC NULLS FIRST, case_id DESC"
+        if q.descending
+        else "deadline_at ASC NULLS LAST, case_id"
+    )
     n = len(args)
     page = f"""SELECT case_id, stage, owner_agency, province, status, deadline_at, assignee, categories, pending_to,
                       escalation_level

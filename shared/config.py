@@ -20,8 +20,12 @@ class ConfigError(Exception):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NRM_", extra="ignore", frozen=True)
 
-    data_dir: Path = Field(default=Path(".nrm"), description="embedded PostgreSQL, Temporal SQLite, keys")
-    database_url: str | None = Field(default=None, description="external PostgreSQL; unset = embedded")
+    data_dir: Path = Field(
+        default=Path(".nrm"), description="embedded PostgreSQL, Temporal SQLite, keys"
+    )
+    database_url: str | None = Field(
+        default=None, description="external PostgreSQL; unset = embedded"
+    )
     db_pool_min: int = Field(default=1, ge=0, le=100)
     db_pool_max: int = Field(default=10, ge=1, le=500)
 
@@ -36,19 +40,36 @@ class Settings(BaseSettings):
     support_port: int = Field(default=8103, ge=1024, le=65535)
     oversight_port: int = Field(default=8104, ge=1024, le=65535)
     codec_port: int = Field(default=8105, ge=1024, le=65535)
-    console_port: int = Field(default=8100, ge=1024, le=65535, description="the web console (services/console)")
-    metrics_port: int = Field(default=9100, ge=1024, le=65530,
-                              description="Temporal SDK metrics: workflow worker here, the four services +1..+4")
-    otlp_endpoint: str | None = Field(default=None,
-                                      description="OTLP/HTTP collector for traces (<it>/v1/traces); unset = no tracing")
+    console_port: int = Field(
+        default=8100, ge=1024, le=65535, description="the web console (services/console)"
+    )
+    metrics_port: int = Field(
+        default=9100,
+        ge=1024,
+        le=65530,
+        description="Temporal SDK metrics: workflow worker here, the four services +1..+4",
+    )
+    otlp_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP collector for traces (<it>/v1/traces); unset = no tracing",
+    )
+    notifications_handover: bool = Field(
+        default=True,
+        description="oversight hands every queued notification to the notifications service (a "
+        "delivery workflow per notification); off only in tests that run no notifications worker",
+    )
 
-    keyring_file: Path | None = Field(default=None, description="JSON key ring; default <data_dir>/keyring.json")
+    keyring_file: Path | None = Field(
+        default=None, description="JSON key ring; default <data_dir>/keyring.json"
+    )
     jwt_issuer: str = "nrm-dev"
     jwt_audience: str = "nrm"
-    oidc_jwks_url: str | None = Field(default=None, description="production: verify tokens via this JWKS")
+    oidc_jwks_url: str | None = Field(
+        default=None, description="production: verify tokens via this JWKS"
+    )
     token_ttl_minutes: int = Field(default=480, ge=1, le=7 * 24 * 60)
 
-    policy_file: Path = Field(default=REPO_ROOT / "workflows" / "policy.yaml")
+    policy_file: Path = Field(default=REPO_ROOT / "shared" / "policy.yaml")
     retention_days_after_closure: int = Field(default=5 * 365, ge=30)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
@@ -57,7 +78,9 @@ class Settings(BaseSettings):
     @classmethod
     def _postgres_url(cls, v: str | None) -> str | None:
         if v is not None and not v.startswith(("postgresql://", "postgres://")):
-            raise ValueError("must start with postgresql:// (for example postgresql://user:pw@host:5432/nrm)")
+            raise ValueError(
+                "must start with postgresql:// (for example postgresql://user:pw@host:5432/nrm)"
+            )
         return v
 
     @field_validator("temporal_address")
@@ -73,15 +96,25 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _distinct_ports(self) -> Settings:
         # Name the NRM_ variables involved: a model-level error has no field location of its own.
-        names = ["temporal_port", "temporal_ui_port", *(f"{n}_port" for n in SERVICE_NAMES), "codec_port",
-                 "console_port"]
+        names = [
+            "temporal_port",
+            "temporal_ui_port",
+            *(f"{n}_port" for n in SERVICE_NAMES),
+            "codec_port",
+            "console_port",
+        ]
         by_port: dict[int, list[str]] = {}
         for name in names:
             by_port.setdefault(getattr(self, name), []).append(f"NRM_{name.upper()}")
-        problems = [f"{' and '.join(clash)} share port {port}; each port must be distinct"
-                    for port, clash in by_port.items() if len(clash) > 1]
+        problems = [
+            f"{' and '.join(clash)} share port {port}; each port must be distinct"
+            for port, clash in by_port.items()
+            if len(clash) > 1
+        ]
         if self.db_pool_min > self.db_pool_max:
-            problems.append(f"NRM_DB_POOL_MIN ({self.db_pool_min}) must not exceed NRM_DB_POOL_MAX ({self.db_pool_max})")
+            problems.append(
+                f"NRM_DB_POOL_MIN ({self.db_pool_min}) must not exceed NRM_DB_POOL_MAX ({self.db_pool_max})"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self

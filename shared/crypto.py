@@ -70,10 +70,17 @@ class KeyRing:
     @classmethod
     def generate(cls) -> KeyRing:
         signing = Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
         )
-        return cls({"k1": AESGCM.generate_key(256)}, "k1", secrets.token_bytes(32), secrets.token_bytes(32),
-                   signing)
+        return cls(
+            {"k1": AESGCM.generate_key(256)},
+            "k1",
+            secrets.token_bytes(32),
+            secrets.token_bytes(32),
+            signing,
+        )
 
     @classmethod
     def from_json(cls, text: str) -> KeyRing:
@@ -128,14 +135,17 @@ class KeyRing:
         try:
             return aes.decrypt(blob[:12], blob[12:], kid.encode() + context)
         except InvalidTag:
-            raise CryptoError(f"ciphertext under key {kid!r} failed authentication (tampered or wrong context)"
-                              ) from None
+            raise CryptoError(
+                f"ciphertext under key {kid!r} failed authentication (tampered or wrong context)"
+            ) from None
 
     @staticmethod
     def _field_context(column: str, row: str | None) -> bytes:
         return column.encode() if row is None else column.encode() + b"\x00row\x00" + row.encode()
 
-    def encrypt_field(self, value: str | None, column: str, *, row: str | None = None) -> bytes | None:
+    def encrypt_field(
+        self, value: str | None, column: str, *, row: str | None = None
+    ) -> bytes | None:
         """For a PII column: self-describing bytes, bound to the column name and, with `row` (the row's
         primary key, e.g. a person id), to that row: decrypting it in another row fails."""
         if value is None:
@@ -144,7 +154,9 @@ class KeyRing:
         k = kid.encode()
         return (_FORMAT if row is None else _FORMAT_ROW) + bytes([len(k)]) + k + blob
 
-    def decrypt_field(self, data: bytes | None, column: str, *, row: str | None = None) -> str | None:
+    def decrypt_field(
+        self, data: bytes | None, column: str, *, row: str | None = None
+    ) -> str | None:
         """Decrypt what encrypt_field wrote. A row-bound ciphertext (02) needs the same `row`; a column-only
         one (01, written before row binding) decrypts whatever `row` is given, so existing data stays
         readable."""
@@ -163,7 +175,9 @@ class KeyRing:
     # ---- keyed hashes ------------------------------------------------------------------
     def blind_index(self, value: str, purpose: str) -> str:
         """Keyed hash for equality search on an encrypted column (never the plain text)."""
-        return hmac.new(self.blind_index_key, f"{purpose}\x00{value}".encode(), hashlib.sha256).hexdigest()[:40]
+        return hmac.new(
+            self.blind_index_key, f"{purpose}\x00{value}".encode(), hashlib.sha256
+        ).hexdigest()[:40]
 
     def audit_mac(self, message: bytes) -> str:
         return hmac.new(self.audit_key, message, hashlib.sha256).hexdigest()

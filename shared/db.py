@@ -14,7 +14,9 @@ from asyncpg.pool import PoolConnectionProxy
 
 from shared.config import REPO_ROOT, SERVICE_NAMES, Settings
 
-Conn = asyncpg.Connection | PoolConnectionProxy  # what `pool.acquire()` hands out, or a plain connection
+Conn = (
+    asyncpg.Connection | PoolConnectionProxy
+)  # what `pool.acquire()` hands out, or a plain connection
 MIGRATION_LOCK_ID = 7_310_053  # arbitrary, constant: serialises concurrent `nrm migrate` runs
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 
@@ -68,8 +70,9 @@ async def create_pool(dsn: str, min_size: int = 1, max_size: int = 10) -> asyncp
 COMMON_SCHEMA = "common"
 
 
-def discover_migrations(services_dir: Path | None = None, schemas: tuple[str, ...] = (*SERVICE_NAMES, "notifications")
-                        ) -> list[Migration]:
+def discover_migrations(
+    services_dir: Path | None = None, schemas: tuple[str, ...] = (*SERVICE_NAMES, "notifications")
+) -> list[Migration]:
     """`shared/migrations/` (schema common, when discovering the real tree) then each service's
     `migrations/NNN_name.sql`, ordered by schema then version."""
     base = services_dir or (REPO_ROOT / "services")
@@ -91,7 +94,9 @@ def discover_migrations(services_dir: Path | None = None, schemas: tuple[str, ..
     return found
 
 
-async def apply_migrations(conn: asyncpg.Connection, migrations: list[Migration]) -> list[Migration]:
+async def apply_migrations(
+    conn: asyncpg.Connection, migrations: list[Migration]
+) -> list[Migration]:
     """Apply what is missing, in order, each in its own transaction, under an advisory lock.
 
     Re-running is a no-op; an edited migration that was already applied is refused (checksum)."""
@@ -104,7 +109,9 @@ async def apply_migrations(conn: asyncpg.Connection, migrations: list[Migration]
                    checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now(),
                    PRIMARY KEY (schema_name, version))"""
         )
-        rows = await conn.fetch("SELECT schema_name, version, checksum FROM public.schema_migrations")
+        rows = await conn.fetch(
+            "SELECT schema_name, version, checksum FROM public.schema_migrations"
+        )
         done = {(r["schema_name"], r["version"]): r["checksum"] for r in rows}
         for mig in migrations:
             key = (mig.schema, mig.version)
@@ -122,10 +129,15 @@ async def apply_migrations(conn: asyncpg.Connection, migrations: list[Migration]
                     await conn.execute(
                         "INSERT INTO public.schema_migrations (schema_name, version, name, checksum)"
                         " VALUES ($1, $2, $3, $4)",
-                        mig.schema, mig.version, mig.name, mig.checksum,
+                        mig.schema,
+                        mig.version,
+                        mig.name,
+                        mig.checksum,
                     )
             except asyncpg.PostgresError as exc:
-                raise MigrationError(f"{mig.schema}/{mig.name} failed and was rolled back: {exc}") from exc
+                raise MigrationError(
+                    f"{mig.schema}/{mig.name} failed and was rolled back: {exc}"
+                ) from exc
             applied.append(mig)
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_ID)
@@ -135,7 +147,9 @@ async def apply_migrations(conn: asyncpg.Connection, migrations: list[Migration]
 async def migrate(dsn: str, migrations: list[Migration] | None = None) -> list[Migration]:
     conn = await asyncpg.connect(dsn)
     try:
-        return await apply_migrations(conn, migrations if migrations is not None else discover_migrations())
+        return await apply_migrations(
+            conn, migrations if migrations is not None else discover_migrations()
+        )
     finally:
         await conn.close()
 
@@ -144,7 +158,9 @@ async def ping(pool: asyncpg.Pool) -> bool:
     try:
         async with pool.acquire(timeout=2) as conn:
             return bool(await conn.fetchval("SELECT 1", timeout=2) == 1)
-    except Exception:  # readiness: any failure to answer means not ready (asyncpg raises many kinds)
+    except (
+        Exception
+    ):  # readiness: any failure to answer means not ready (asyncpg raises many kinds)
         return False
 
 

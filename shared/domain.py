@@ -41,7 +41,13 @@ class Stage(StrEnum):
 
 
 STAGE_ORDER: tuple[Stage, ...] = (
-    Stage.receive, Stage.verify, Stage.identify, Stage.rescue, Stage.protect, Stage.reintegrate, Stage.closed,
+    Stage.receive,
+    Stage.verify,
+    Stage.identify,
+    Stage.rescue,
+    Stage.protect,
+    Stage.reintegrate,
+    Stage.closed,
 )
 
 

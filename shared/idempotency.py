@@ -23,7 +23,9 @@ from shared.crypto import KeyRing
 SCOPE_PURPOSE = "idempotency.scope"
 REQUEST_PURPOSE = "idempotency.request"
 # fields of a command that differ between two sends of the same request: left out of the request hash
-PER_REQUEST_FIELDS = frozenset({"actor"})  # the actor is the scope's caller; its request_id changes per send
+PER_REQUEST_FIELDS = frozenset(
+    {"actor"}
+)  # the actor is the scope's caller; its request_id changes per send
 
 
 class KeyState(StrEnum):
@@ -63,10 +65,23 @@ def request_hash(ring: KeyRing, command: dict[str, Any], body: bytes = b"") -> s
     return ring.blind_index(_canonical({"command": cmd, "body": body_text}), REQUEST_PURPOSE)
 
 
-def scope_of(ring: KeyRing, *, user_id: str, operation: str, case_id: str, key: str, command: dict[str, Any],
-             body: bytes = b"") -> Scope:
+def scope_of(
+    ring: KeyRing,
+    *,
+    user_id: str,
+    operation: str,
+    case_id: str,
+    key: str,
+    command: dict[str, Any],
+    body: bytes = b"",
+) -> Scope:
     scope = ring.blind_index(_canonical([user_id, operation, case_id, key]), SCOPE_PURPOSE)
-    return Scope(scope=scope, request_hash=request_hash(ring, command, body), operation=operation, case_id=case_id)
+    return Scope(
+        scope=scope,
+        request_hash=request_hash(ring, command, body),
+        operation=operation,
+        case_id=case_id,
+    )
 
 
 async def begin(pool: asyncpg.Pool, s: Scope) -> KeyState | None:
@@ -78,7 +93,11 @@ async def begin(pool: asyncpg.Pool, s: Scope) -> KeyState | None:
            VALUES ($1, $2, $3, $4)
            ON CONFLICT (scope) DO UPDATE SET scope = EXCLUDED.scope
            RETURNING request_hash, state, (xmax = 0) AS inserted""",
-        s.scope, s.request_hash, s.operation, s.case_id)
+        s.scope,
+        s.request_hash,
+        s.operation,
+        s.case_id,
+    )
     assert row is not None
     if row["request_hash"] != s.request_hash:
         raise KeyReusedError(s.operation)
@@ -87,25 +106,36 @@ async def begin(pool: asyncpg.Pool, s: Scope) -> KeyState | None:
 
 async def applied(pool: asyncpg.Pool, s: Scope) -> None:
     """The workflow accepted the Update."""
-    await pool.execute("UPDATE common.idempotency_keys SET state = 'applied', completed_at = now() "
-                       "WHERE scope = $1 AND state = 'pending'", s.scope)
+    await pool.execute(
+        "UPDATE common.idempotency_keys SET state = 'applied', completed_at = now() "
+        "WHERE scope = $1 AND state = 'pending'",
+        s.scope,
+    )
 
 
 async def rejected(pool: asyncpg.Pool, s: Scope) -> None:
     """The workflow refused the Update: nothing was applied, so the key may be used again (a corrected
     request is not a reuse). A scope already applied stays."""
-    await pool.execute("DELETE FROM common.idempotency_keys WHERE scope = $1 AND state = 'pending'", s.scope)
+    await pool.execute(
+        "DELETE FROM common.idempotency_keys WHERE scope = $1 AND state = 'pending'", s.scope
+    )
 
 
 async def state_of(pool: asyncpg.Pool, s: Scope) -> KeyState | None:
-    value = await pool.fetchval("SELECT state FROM common.idempotency_keys WHERE scope = $1", s.scope)
+    value = await pool.fetchval(
+        "SELECT state FROM common.idempotency_keys WHERE scope = $1", s.scope
+    )
     return KeyState(value) if value else None
 
 
-async def pending(pool: asyncpg.Pool, case_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+async def pending(
+    pool: asyncpg.Pool, case_id: str | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
     """Requests whose Update outcome is still unknown (sent, never confirmed), oldest first."""
     rows = await pool.fetch(
         """SELECT operation, case_id, created_at FROM common.idempotency_keys
            WHERE state = 'pending' AND ($1::text IS NULL OR case_id = $1) ORDER BY created_at LIMIT $2""",
-        case_id, limit)
+        case_id,
+        limit,
+    )
     return [dict(r) for r in rows]

@@ -13,11 +13,40 @@ import structlog
 # Keys whose values are personal data. "Never log PII" is the rule; this is the net behind it.
 PII_KEYS = frozenset(
     {
-        "name", "full_name", "given_name", "family_name", "first_name", "last_name", "alias", "aliases",
-        "birth_date", "date_of_birth", "dob", "identity_number", "id_number", "passport_number",
-        "phone", "phones", "phone_number", "address", "addresses", "email", "narrative", "notes",
-        "note", "text", "description", "counselling_notes", "contact", "guardian_name",
-        "prs_firstname", "prs_lastname", "prs_birthdate", "prs_phone", "prs_email", "prs_address",
+        "name",
+        "full_name",
+        "given_name",
+        "family_name",
+        "first_name",
+        "last_name",
+        "alias",
+        "aliases",
+        "birth_date",
+        "date_of_birth",
+        "dob",
+        "identity_number",
+        "id_number",
+        "passport_number",
+        "phone",
+        "phones",
+        "phone_number",
+        "address",
+        "addresses",
+        "email",
+        "narrative",
+        "notes",
+        "note",
+        "text",
+        "description",
+        "counselling_notes",
+        "contact",
+        "guardian_name",
+        "prs_firstname",
+        "prs_lastname",
+        "prs_birthdate",
+        "prs_phone",
+        "prs_email",
+        "prs_address",
     }
 )
 REDACTED = "[redacted]"
@@ -39,7 +68,9 @@ def _scrub(value: Any) -> Any:
             value = pattern.sub(REDACTED, value)
         return value
     if isinstance(value, dict):
-        return {k: (REDACTED if str(k).lower() in PII_KEYS else _scrub(v)) for k, v in value.items()}
+        return {
+            k: (REDACTED if str(k).lower() in PII_KEYS else _scrub(v)) for k, v in value.items()
+        }
     if isinstance(value, list | tuple):
         return [_scrub(v) for v in value]
     return value

@@ -22,7 +22,14 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.routing import compile_path
@@ -51,10 +58,17 @@ def init_sdk_telemetry(process: str, settings: Settings) -> str | None:
 
     address = f"{settings.host}:{sdk_metrics_port(process, settings)}"
     try:
-        runtime = Runtime(telemetry=TelemetryConfig(
-            metrics=PrometheusConfig(bind_address=address, counters_total_suffix=True, unit_suffix=True,
-                                     durations_as_seconds=True),
-            global_tags={"nrm_process": process}))
+        runtime = Runtime(
+            telemetry=TelemetryConfig(
+                metrics=PrometheusConfig(
+                    bind_address=address,
+                    counters_total_suffix=True,
+                    unit_suffix=True,
+                    durations_as_seconds=True,
+                ),
+                global_tags={"nrm_process": process},
+            )
+        )
     except ValueError as exc:
         log.warning("sdk_metrics_unavailable", process=process, address=address, error=str(exc))
         return None
@@ -67,12 +81,25 @@ def init_sdk_telemetry(process: str, settings: Settings) -> str | None:
 class HttpMetrics:
     def __init__(self, service: str, registry: CollectorRegistry) -> None:
         self.service = service
-        self.requests = Counter("nrm_http_requests", "HTTP requests answered, by route template, method and status",
-                                ["service", "route", "method", "status"], registry=registry)
-        self.duration = Histogram("nrm_http_request_duration_seconds", "HTTP request latency, by route template",
-                                  ["service", "route", "method"], buckets=LATENCY_BUCKETS, registry=registry)
-        self.in_progress = Gauge("nrm_http_requests_in_progress", "HTTP requests being answered now", ["service"],
-                                 registry=registry)
+        self.requests = Counter(
+            "nrm_http_requests",
+            "HTTP requests answered, by route template, method and status",
+            ["service", "route", "method", "status"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "nrm_http_request_duration_seconds",
+            "HTTP request latency, by route template",
+            ["service", "route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.in_progress = Gauge(
+            "nrm_http_requests_in_progress",
+            "HTTP requests being answered now",
+            ["service"],
+            registry=registry,
+        )
 
 
 class MetricsMiddleware:
@@ -103,7 +130,9 @@ class MetricsMiddleware:
             m.in_progress.labels(m.service).dec()
             route = _route_template(scope)
             m.requests.labels(m.service, route, scope["method"], str(status)).inc()
-            m.duration.labels(m.service, route, scope["method"]).observe(time.perf_counter() - started)
+            m.duration.labels(m.service, route, scope["method"]).observe(
+                time.perf_counter() - started
+            )
 
 
 def _route_template(scope: Scope) -> str:
@@ -118,7 +147,9 @@ def _route_template(scope: Scope) -> str:
     templates = getattr(getattr(app, "state", None), "metrics_templates", None)
     if templates is None and app is not None:
         paths = app.openapi().get("paths", {})
-        templates = [(compile_path(p)[0], p) for p in sorted(paths, key=lambda p: (p.count("{"), p))]
+        templates = [
+            (compile_path(p)[0], p) for p in sorted(paths, key=lambda p: (p.count("{"), p))
+        ]
         app.state.metrics_templates = templates
     for regex, template in templates or ():
         if regex.match(scope["path"]):
@@ -137,13 +168,21 @@ class PoolCollector(Collector):
         pool = getattr(runtime, "pool", None)
         if pool is None:
             return
-        conns = GaugeMetricFamily("nrm_db_pool_connections", "Database pool connections open, by state",
-                                  labels=["service", "state"])
+        conns = GaugeMetricFamily(
+            "nrm_db_pool_connections",
+            "Database pool connections open, by state",
+            labels=["service", "state"],
+        )
         size, idle = pool.get_size(), pool.get_idle_size()
         conns.add_metric([self.service, "in_use"], size - idle)
         conns.add_metric([self.service, "idle"], idle)
         yield conns
-        yield _one("nrm_db_pool_max_connections", "Database pool size limit", self.service, pool.get_max_size())
+        yield _one(
+            "nrm_db_pool_max_connections",
+            "Database pool size limit",
+            self.service,
+            pool.get_max_size(),
+        )
 
 
 def _one(name: str, doc: str, service: str, value: float) -> GaugeMetricFamily:
@@ -162,20 +201,30 @@ class DomainCollector(Collector):
         async with pool.acquire() as conn:
             by_stage = await conn.fetch(
                 "SELECT stage, count(*) AS n FROM oversight.case_summary WHERE status = ANY($1::text[]) GROUP BY stage",
-                list(OPEN_STATUSES))
+                list(OPEN_STATUSES),
+            )
             row = await conn.fetchrow(
                 """SELECT count(*) FILTER (WHERE deadline_at < now()) AS overdue,
                           coalesce(sum(open_handoffs), 0) AS handoffs
-                     FROM oversight.case_summary WHERE status = ANY($1::text[])""", list(OPEN_STATUSES))
+                     FROM oversight.case_summary WHERE status = ANY($1::text[])""",
+                list(OPEN_STATUSES),
+            )
             by_level = await conn.fetch(
                 """SELECT escalation_level AS level, count(*) AS n FROM oversight.case_summary
                     WHERE status = ANY($1::text[]) AND escalation_level > 0 GROUP BY escalation_level""",
-                list(OPEN_STATUSES))
-            raised = await conn.fetchval("SELECT count(*) FROM oversight.case_events WHERE kind = ANY($1::text[])",
-                                         list(ESCALATION_KINDS))
-        self.values = {"by_stage": {r["stage"]: r["n"] for r in by_stage}, "overdue": row["overdue"],
-                       "handoffs": row["handoffs"], "by_level": {r["level"]: r["n"] for r in by_level},
-                       "raised": raised}
+                list(OPEN_STATUSES),
+            )
+            raised = await conn.fetchval(
+                "SELECT count(*) FROM oversight.case_events WHERE kind = ANY($1::text[])",
+                list(ESCALATION_KINDS),
+            )
+        self.values = {
+            "by_stage": {r["stage"]: r["n"] for r in by_stage},
+            "overdue": row["overdue"],
+            "handoffs": row["handoffs"],
+            "by_level": {r["level"]: r["n"] for r in by_level},
+            "raised": raised,
+        }
 
     def collect(self) -> Iterable[Metric]:
         from shared.domain import Stage
@@ -187,15 +236,23 @@ class DomainCollector(Collector):
         for stage in Stage:
             open_.add_metric([stage.value], v["by_stage"].get(stage.value, 0))
         yield open_
-        yield GaugeMetricFamily("nrm_cases_overdue", "Open cases past their stage deadline", value=v["overdue"])
-        escalated = GaugeMetricFamily("nrm_cases_escalated", "Open cases escalated, by escalation level",
-                                      labels=["level"])
+        yield GaugeMetricFamily(
+            "nrm_cases_overdue", "Open cases past their stage deadline", value=v["overdue"]
+        )
+        escalated = GaugeMetricFamily(
+            "nrm_cases_escalated", "Open cases escalated, by escalation level", labels=["level"]
+        )
         for level in (1, 2, 3):
             escalated.add_metric([str(level)], v["by_level"].get(level, 0))
         yield escalated
-        yield GaugeMetricFamily("nrm_handoffs_waiting", "Handoffs requested and not yet answered", value=v["handoffs"])
-        yield CounterMetricFamily("nrm_escalations_raised", "Escalations recorded in the audit log (deadline, "
-                                  "supervisor and handoff)", value=v["raised"])
+        yield GaugeMetricFamily(
+            "nrm_handoffs_waiting", "Handoffs requested and not yet answered", value=v["handoffs"]
+        )
+        yield CounterMetricFamily(
+            "nrm_escalations_raised",
+            "Escalations recorded in the audit log (deadline, supervisor and handoff)",
+            value=v["raised"],
+        )
 
 
 def install_metrics(app: FastAPI, service: str) -> None:

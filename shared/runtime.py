@@ -30,13 +30,24 @@ class Runtime:
     extras: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    async def open(cls, settings: Settings, *, ring: KeyRing | None = None, database_url: str | None = None,
-                   temporal: Client | None = None) -> Runtime:
+    async def open(
+        cls,
+        settings: Settings,
+        *,
+        ring: KeyRing | None = None,
+        database_url: str | None = None,
+        temporal: Client | None = None,
+    ) -> Runtime:
         ring = ring or load_keyring(settings.resolved_keyring_file)
-        pool = await create_pool(database_url or resolve_database_url(settings),
-                                 settings.db_pool_min, settings.db_pool_max)
+        pool = await create_pool(
+            database_url or resolve_database_url(settings),
+            settings.db_pool_min,
+            settings.db_pool_max,
+        )
         try:
-            client = temporal or await connect(settings.resolved_temporal_address, settings.temporal_namespace, ring)
+            client = temporal or await connect(
+                settings.resolved_temporal_address, settings.temporal_namespace, ring
+            )
         except Exception:
             await pool.close()
             raise
@@ -46,7 +57,9 @@ class Runtime:
         await self.pool.close()
 
 
-async def open_when_reachable(settings: Settings, *, wait: float = 60.0, ring: KeyRing | None = None) -> Runtime:
+async def open_when_reachable(
+    settings: Settings, *, wait: float = 60.0, ring: KeyRing | None = None
+) -> Runtime:
     """Runtime.open, tried again while PostgreSQL or Temporal is away: a process (re)started while a
     dependency restarts waits for it instead of exiting at once and being counted as a crash. After `wait`
     seconds the last error is raised (the process exits and its supervisor decides)."""
@@ -56,7 +69,9 @@ async def open_when_reachable(settings: Settings, *, wait: float = 60.0, ring: K
     while True:
         try:
             return await Runtime.open(settings, ring=ring)
-        except Exception as exc:  # asyncpg and the Temporal client raise many kinds for "not reachable"
+        except (
+            Exception
+        ) as exc:  # asyncpg and the Temporal client raise many kinds for "not reachable"
             if time.monotonic() + delay > deadline:
                 raise
             log.warning("dependency_unavailable", error=type(exc).__name__, retry_in_s=delay)

@@ -10,7 +10,10 @@ from typing import Any
 
 from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import PydanticPayloadConverter, pydantic_data_converter
@@ -40,12 +43,21 @@ DEADLINE_AT = SearchAttributeKey.for_datetime("DeadlineAt")
 ESCALATION_LEVEL = SearchAttributeKey.for_int("EscalationLevel")
 CASE_CATEGORY = SearchAttributeKey.for_keyword_list("CaseCategory")
 CASE_STATUS = SearchAttributeKey.for_keyword("CaseStatus")
-PENDING_HANDOFF_TO = SearchAttributeKey.for_keyword_list("PendingHandoffTo")  # agency roles asked to accept
+PENDING_HANDOFF_TO = SearchAttributeKey.for_keyword_list(
+    "PendingHandoffTo"
+)  # agency roles asked to accept
 ASSIGNEE = SearchAttributeKey.for_keyword("Assignee")  # staff user id, not a person in the case
 
 SEARCH_ATTRIBUTES: tuple[SearchAttributeKey, ...] = (  # type: ignore[type-arg]
-    CASE_STAGE, OWNER_AGENCY, JURISDICTION, DEADLINE_AT, ESCALATION_LEVEL, CASE_CATEGORY, CASE_STATUS,
-    PENDING_HANDOFF_TO, ASSIGNEE,
+    CASE_STAGE,
+    OWNER_AGENCY,
+    JURISDICTION,
+    DEADLINE_AT,
+    ESCALATION_LEVEL,
+    CASE_CATEGORY,
+    CASE_STATUS,
+    PENDING_HANDOFF_TO,
+    ASSIGNEE,
 )
 _INDEXED_TYPE = {
     "Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
@@ -64,9 +76,15 @@ def search_attribute_cli_flags() -> list[str]:
 
 
 def _type_name(key: SearchAttributeKey) -> str:  # type: ignore[type-arg]
-    return {1: "Text", 2: "Keyword", 3: "Int", 4: "Double", 5: "Bool", 6: "Datetime", 7: "KeywordList"}[
-        int(key.indexed_value_type)
-    ]
+    return {
+        1: "Text",
+        2: "Keyword",
+        3: "Int",
+        4: "Double",
+        5: "Bool",
+        6: "Datetime",
+        7: "KeywordList",
+    }[int(key.indexed_value_type)]
 
 
 class UnencryptedPayloadError(CryptoError):
@@ -110,7 +128,12 @@ class KeyRingCodec(PayloadCodec):
         out = []
         for p in payloads:
             kid, blob = self._ring.encrypt_bytes(p.SerializeToString(), b"temporal-payload")
-            out.append(Payload(metadata={"encoding": self.ENCODING, "encryption-key-id": kid.encode()}, data=blob))
+            out.append(
+                Payload(
+                    metadata={"encoding": self.ENCODING, "encryption-key-id": kid.encode()},
+                    data=blob,
+                )
+            )
         return out
 
     async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
@@ -121,15 +144,19 @@ class KeyRingCodec(PayloadCodec):
                     out.append(p)
                     continue
                 encoding = p.metadata.get("encoding", b"").decode(errors="replace")[:40]
-                why = (f"refused an unencrypted Temporal payload (encoding {encoding!r}): it was not sent by an "
-                       "NRM client holding the data key")
+                why = (
+                    f"refused an unencrypted Temporal payload (encoding {encoding!r}): it was not sent by an "
+                    "NRM client holding the data key"
+                )
                 if self._refuse == "raise":
                     raise UnencryptedPayloadError(why)
                 out.append(self._refused(why))
                 continue
             kid = p.metadata.get("encryption-key-id", b"").decode(errors="replace")
             try:
-                out.append(Payload.FromString(self._ring.decrypt_bytes(kid, p.data, b"temporal-payload")))
+                out.append(
+                    Payload.FromString(self._ring.decrypt_bytes(kid, p.data, b"temporal-payload"))
+                )
             except CryptoError as exc:
                 if self._refuse == "raise":
                     raise CryptoError(f"cannot decrypt Temporal payload: {exc}") from None
@@ -201,13 +228,23 @@ def temporal_transport(env: dict[str, str] | None = None) -> tuple[TLSConfig | N
         except OSError as exc:
             raise TemporalTLSError(f"{name}: cannot read {path}: {exc.strerror}") from None
 
-    ca, cert, key = read("NRM_TEMPORAL_TLS_CA_FILE"), read("NRM_TEMPORAL_TLS_CERT_FILE"), read("NRM_TEMPORAL_TLS_KEY_FILE")
+    ca, cert, key = (
+        read("NRM_TEMPORAL_TLS_CA_FILE"),
+        read("NRM_TEMPORAL_TLS_CERT_FILE"),
+        read("NRM_TEMPORAL_TLS_KEY_FILE"),
+    )
     if (cert is None) != (key is None):
-        raise TemporalTLSError("NRM_TEMPORAL_TLS_CERT_FILE and NRM_TEMPORAL_TLS_KEY_FILE: set both or neither")
+        raise TemporalTLSError(
+            "NRM_TEMPORAL_TLS_CERT_FILE and NRM_TEMPORAL_TLS_KEY_FILE: set both or neither"
+        )
     tls = None
     if ca or cert or env.get("NRM_TEMPORAL_TLS_SERVER_NAME"):
-        tls = TLSConfig(server_root_ca_cert=ca, client_cert=cert, client_private_key=key,
-                        domain=env.get("NRM_TEMPORAL_TLS_SERVER_NAME") or None)
+        tls = TLSConfig(
+            server_root_ca_cert=ca,
+            client_cert=cert,
+            client_private_key=key,
+            domain=env.get("NRM_TEMPORAL_TLS_SERVER_NAME") or None,
+        )
     token = read("NRM_TEMPORAL_API_KEY_FILE")
     api_key = token.decode().strip() if token else (env.get("NRM_TEMPORAL_API_KEY") or None)
     return tls, api_key
@@ -215,9 +252,14 @@ def temporal_transport(env: dict[str, str] | None = None) -> tuple[TLSConfig | N
 
 async def connect(address: str, namespace: str, ring: KeyRing) -> Client:
     tls, api_key = temporal_transport()
-    return await Client.connect(address, namespace=namespace, data_converter=make_data_converter(ring),
-                                tls=tls, api_key=api_key,  # tls None: plain, or TLS when an api key is set
-                                interceptors=tracing_interceptors())  # none unless NRM_OTLP_ENDPOINT is set
+    return await Client.connect(
+        address,
+        namespace=namespace,
+        data_converter=make_data_converter(ring),
+        tls=tls,
+        api_key=api_key,  # tls None: plain, or TLS when an api key is set
+        interceptors=tracing_interceptors(),
+    )  # none unless NRM_OTLP_ENDPOINT is set
 
 
 async def ensure_search_attributes(client: Client) -> list[str]:
@@ -229,7 +271,9 @@ async def ensure_search_attributes(client: Client) -> list[str]:
         present = set(existing.custom_attributes)
     except RPCError:  # the time-skipping test server does not implement listing; adding still works
         present = set()
-    missing = {k.name: _INDEXED_TYPE[_type_name(k)] for k in SEARCH_ATTRIBUTES if k.name not in present}
+    missing = {
+        k.name: _INDEXED_TYPE[_type_name(k)] for k in SEARCH_ATTRIBUTES if k.name not in present
+    }
     if missing:
         try:
             await client.operator_service.add_search_attributes(

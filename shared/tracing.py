@@ -65,7 +65,9 @@ def traces_url(endpoint: str) -> str:
     return endpoint if endpoint.endswith(TRACES_PATH) else endpoint + TRACES_PATH
 
 
-def init_tracing(service_name: str, settings: Settings, *, set_global: bool = True) -> TracerProvider | None:
+def init_tracing(
+    service_name: str, settings: Settings, *, set_global: bool = True
+) -> TracerProvider | None:
     """Once per process, before the app and any Temporal client: with NRM_OTLP_ENDPOINT set, a tracer provider
     (resource `service.name` = `nrm-<service>`) exporting in batches over OTLP/HTTP, installed as the global
     one; unset, nothing at all (returns None). `set_global=False` keeps it to NRM's own spans (tests)."""
@@ -79,9 +81,12 @@ def init_tracing(service_name: str, settings: Settings, *, set_global: bool = Tr
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    provider = TracerProvider(resource=Resource.create({"service.name": f"nrm-{service_name}",
-                                                        "service.namespace": "nrm"}),
-                              shutdown_on_exit=set_global)
+    provider = TracerProvider(
+        resource=Resource.create(
+            {"service.name": f"nrm-{service_name}", "service.namespace": "nrm"}
+        ),
+        shutdown_on_exit=set_global,
+    )
     exporter = OTLPSpanExporter(endpoint=traces_url(settings.otlp_endpoint), timeout=10)
     provider.add_span_processor(BatchSpanProcessor(_redacting_exporter(exporter)))
     if set_global:
@@ -139,9 +144,16 @@ class TracingMiddleware:
             await send(message)
 
         with self.tracer.start_as_current_span(
-                f"HTTP {method}", context=parent, kind=SpanKind.SERVER, record_exception=False,
-                set_status_on_exception=False,
-                attributes={"http.request.method": method, "url.scheme": str(scope.get("scheme", "http"))}) as span:
+            f"HTTP {method}",
+            context=parent,
+            kind=SpanKind.SERVER,
+            record_exception=False,
+            set_status_on_exception=False,
+            attributes={
+                "http.request.method": method,
+                "url.scheme": str(scope.get("scheme", "http")),
+            },
+        ) as span:
             try:
                 await self.app(scope, receive, send_status)
             except BaseException as exc:
@@ -163,8 +175,15 @@ def fastapi_options() -> dict[str, Any]:
     TracingMiddleware records what NRM decides instead. Older FastAPI has no such option: nothing to pass."""
     if "telemetry" not in inspect.signature(fastapi.FastAPI.__init__).parameters:
         return {}
-    return {"telemetry": {"tracing": False, "metrics": False, "logs": False, "operation_spans": False,
-                          "auto_configure": False}}
+    return {
+        "telemetry": {
+            "tracing": False,
+            "metrics": False,
+            "logs": False,
+            "operation_spans": False,
+            "auto_configure": False,
+        }
+    }
 
 
 def install_tracing(app: FastAPI, provider: TracerProvider | None = None) -> bool:
@@ -191,13 +210,16 @@ class NrmTracingInterceptor(TracingInterceptor):
     """The SDK's tracing interceptor with Update spans in the caller's trace (see _CausalWorkflowInterceptor)."""
 
     def workflow_interceptor_class(
-            self, input: temporalio.worker.WorkflowInterceptorClassInput) -> type[TracingWorkflowInboundInterceptor]:
+        self, input: temporalio.worker.WorkflowInterceptorClassInput
+    ) -> type[TracingWorkflowInboundInterceptor]:
         super().workflow_interceptor_class(input)  # registers the extern that emits workflow spans
         return _CausalWorkflowInterceptor
 
 
 _IN_UPDATE = opentelemetry.context.create_key("nrm-in-update-handler")
-CAUSE_WINDOW_NS = 60 * 10**9  # an Update's audit batch starts within this much workflow time of its handler
+CAUSE_WINDOW_NS = (
+    60 * 10**9
+)  # an Update's audit batch starts within this much workflow time of its handler
 
 
 @dataclass
@@ -218,16 +240,22 @@ class _CausalWorkflowInterceptor(TracingWorkflowInboundInterceptor):
 
     def __init__(self, next: temporalio.worker.WorkflowInboundInterceptor) -> None:
         super().__init__(next)
-        self._cause: tuple[dict[str, Any], int] | None = None  # (span carrier, workflow time it was set, ns)
+        self._cause: tuple[dict[str, Any], int] | None = (
+            None  # (span carrier, workflow time it was set, ns)
+        )
 
-    def _carrier(self, headers: Mapping[str, temporalio.api.common.v1.Payload]) -> dict[str, Any] | None:
+    def _carrier(
+        self, headers: Mapping[str, temporalio.api.common.v1.Payload]
+    ) -> dict[str, Any] | None:
         payload = headers.get(self.header_key)
         if not payload:
             return None
         carrier = self.payload_converter.from_payloads([payload])[0]
         return dict(carrier) if carrier else None
 
-    def _context(self, carrier: dict[str, Any], in_update: bool = False) -> opentelemetry.context.Context:
+    def _context(
+        self, carrier: dict[str, Any], in_update: bool = False
+    ) -> opentelemetry.context.Context:
         ctx = self._set_on_context(self.text_map_propagator.extract(carrier))
         return opentelemetry.context.set_value(_IN_UPDATE, True, ctx) if in_update else ctx
 
@@ -250,21 +278,28 @@ class _CausalWorkflowInterceptor(TracingWorkflowInboundInterceptor):
         holder = _HeaderHolder()
         token = opentelemetry.context.attach(self._context(caller))
         try:  # on replay no span is made and the holder stays empty: the caller's context stands in
-            self._completed_span(f"HandleUpdate:{input.update}", add_to_outbound=holder, kind=SpanKind.SERVER)
+            self._completed_span(
+                f"HandleUpdate:{input.update}", add_to_outbound=holder, kind=SpanKind.SERVER
+            )
         finally:
             opentelemetry.context.detach(token)
         span = self._carrier(holder.headers) or caller
         token = opentelemetry.context.attach(self._context(span, in_update=True))
         try:
-            return await temporalio.worker.WorkflowInboundInterceptor.handle_update_handler(self, input)
+            return await temporalio.worker.WorkflowInboundInterceptor.handle_update_handler(
+                self, input
+            )
         finally:
             opentelemetry.context.detach(token)
             self._cause = (span, temporalio.workflow.time_ns())
 
     def _completed_span(self, span_name: str, **kwargs: Any) -> None:
         cause = self._cause
-        if (cause is not None and span_name.startswith("StartActivity:")
-                and not opentelemetry.context.get_value(_IN_UPDATE)):
+        if (
+            cause is not None
+            and span_name.startswith("StartActivity:")
+            and not opentelemetry.context.get_value(_IN_UPDATE)
+        ):
             self._cause = None
             if temporalio.workflow.time_ns() - cause[1] <= CAUSE_WINDOW_NS:
                 token = opentelemetry.context.attach(self._context(cause[0]))
@@ -311,7 +346,16 @@ def _redacted(span: ReadableSpan) -> ReadableSpan:
     if status.description:  # "ApplicationError: <message>" -> "ApplicationError"
         status = Status(status.status_code, status.description.split(":", 1)[0][:100])
     return ReadableSpan(
-        name=span.name, context=span.context, parent=span.parent, resource=span.resource,
-        attributes=clean(span.attributes), kind=span.kind, status=status, start_time=span.start_time,
-        end_time=span.end_time, links=span.links, instrumentation_scope=span.instrumentation_scope,
-        events=[Event(e.name, clean(e.attributes), e.timestamp) for e in span.events])
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=clean(span.attributes),
+        kind=span.kind,
+        status=status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        links=span.links,
+        instrumentation_scope=span.instrumentation_scope,
+        events=[Event(e.name, clean(e.attributes), e.timestamp) for e in span.events],
+    )

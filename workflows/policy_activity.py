@@ -9,8 +9,8 @@ from pathlib import Path
 from temporalio import activity
 
 from shared.config import get_settings
-from workflows.models import CaseFacts
-from workflows.policy import CasePolicy, Policy, PolicyRequest, load_policy, resolve_policy
+from shared.contract import CaseFacts
+from shared.policy import CasePolicy, Policy, PolicyRequest, load_policy, resolve_policy
 
 
 @lru_cache(maxsize=4)
@@ -32,5 +32,12 @@ def case_policy_for(facts: CaseFacts, path: Path | None = None) -> CasePolicy:
     """The policy of a new case, resolved by whoever starts it (intake, from the committed row) exactly as
     the `resolve_case_policy` local activity would: passed in CaseInput.policy, the case's first workflow
     task runs no local activity and records no marker. Pure given the policy file (read once per change)."""
-    return resolve_policy(current_policy(path), PolicyRequest(
-        province=facts.province, categories=facts.categories, channel=facts.channel, opener=facts.opened_by.agency))
+    return resolve_policy(
+        current_policy(path),
+        PolicyRequest(
+            province=facts.province,
+            categories=facts.categories,
+            channel=facts.channel,
+            opener=facts.opened_by.agency,
+        ),
+    )

@@ -37,31 +37,54 @@ class RetentionWorkflow:
     @workflow.run
     async def run(self, inp: RetentionInput) -> bool:
         await workflow.execute_activity(
-            "erase_person_pii", inp.person_ref, task_queue=inp.intake_task_queue,
-            start_to_close_timeout=timedelta(minutes=1), retry_policy=RETRY)
+            "erase_person_pii",
+            inp.person_ref,
+            task_queue=inp.intake_task_queue,
+            start_to_close_timeout=timedelta(minutes=1),
+            retry_policy=RETRY,
+        )
         every_schema = workflow.patched(ERASE_EVERY_SCHEMA)
         if every_schema:
-            for activity, queue in (("erase_verification_pii", inp.verification_task_queue),
-                                    ("erase_support_pii", inp.support_task_queue)):
+            for activity, queue in (
+                ("erase_verification_pii", inp.verification_task_queue),
+                ("erase_support_pii", inp.support_task_queue),
+            ):
                 await workflow.execute_activity(
-                    activity, inp.case_id, task_queue=queue,
-                    start_to_close_timeout=timedelta(minutes=1), retry_policy=RETRY)
+                    activity,
+                    inp.case_id,
+                    task_queue=queue,
+                    start_to_close_timeout=timedelta(minutes=1),
+                    retry_policy=RETRY,
+                )
         recorded: bool = await workflow.execute_activity(
-            "record_personal_data_erased", args=[inp.case_id, inp.retention_days],
-            task_queue=inp.oversight_task_queue, result_type=bool,
-            start_to_close_timeout=timedelta(minutes=1), retry_policy=RETRY)
+            "record_personal_data_erased",
+            args=[inp.case_id, inp.retention_days],
+            task_queue=inp.oversight_task_queue,
+            result_type=bool,
+            start_to_close_timeout=timedelta(minutes=1),
+            retry_policy=RETRY,
+        )
         if every_schema:
             # after the erasure event, so that the event and the projection it refreshed are covered too
             await workflow.execute_activity(
-                "erase_oversight_free_text", inp.case_id, task_queue=inp.oversight_task_queue,
-                start_to_close_timeout=timedelta(minutes=1), retry_policy=RETRY)
+                "erase_oversight_free_text",
+                inp.case_id,
+                task_queue=inp.oversight_task_queue,
+                start_to_close_timeout=timedelta(minutes=1),
+                retry_policy=RETRY,
+            )
         return recorded
 
 
 class RetentionSweepInput(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    limit: int = Field(default=500, ge=1, le=5000, description="cases started per sweep; the next sweep takes the rest")
+    limit: int = Field(
+        default=500,
+        ge=1,
+        le=5000,
+        description="cases started per sweep; the next sweep takes the rest",
+    )
     workflow_task_queue: str = "nrm-workflows"
     intake_task_queue: str = "nrm-intake"
     oversight_task_queue: str = "nrm-oversight"
@@ -75,6 +98,11 @@ class RetentionSweepWorkflow:
     @workflow.run
     async def run(self, inp: RetentionSweepInput) -> int:
         started: int = await workflow.execute_activity(
-            "start_due_erasures", inp, task_queue=inp.oversight_task_queue, result_type=int,
-            start_to_close_timeout=timedelta(minutes=10), retry_policy=RETRY)
+            "start_due_erasures",
+            inp,
+            task_queue=inp.oversight_task_queue,
+            result_type=int,
+            start_to_close_timeout=timedelta(minutes=10),
+            retry_policy=RETRY,
+        )
         return started

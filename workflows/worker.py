@@ -23,7 +23,9 @@ from workflows.retention_workflow import RetentionSweepWorkflow, RetentionWorkfl
 
 log = structlog.get_logger("workflow-worker")
 WORKFLOWS = [CaseWorkflow, RetentionWorkflow, RetentionSweepWorkflow]
-_executor = ThreadPoolExecutor(max_workers=4)  # the policy local activity is a sync (file-reading) function
+_executor = ThreadPoolExecutor(
+    max_workers=4
+)  # the policy local activity is a sync (file-reading) function
 
 
 def compile_workflow_sources() -> bool:
@@ -34,7 +36,9 @@ def compile_workflow_sources() -> bool:
     return bool(compileall.compile_dir(Path(__file__).parent, maxlevels=0, quiet=2))
 
 
-def build_worker(client: object, task_queue: str = WORKFLOW_TASK_QUEUE, max_cached_workflows: int = 1000) -> Worker:
+def build_worker(
+    client: object, task_queue: str = WORKFLOW_TASK_QUEUE, max_cached_workflows: int = 1000
+) -> Worker:
     compile_workflow_sources()
     return Worker(
         client,  # type: ignore[arg-type]
@@ -51,8 +55,12 @@ def build_worker(client: object, task_queue: str = WORKFLOW_TASK_QUEUE, max_cach
 async def run() -> None:
     settings = get_settings()
     configure_logging("workflow-worker", settings.log_level)
-    init_sdk_telemetry("workflow-worker", settings)  # before the client: SDK metrics on NRM_METRICS_PORT
-    init_tracing("workflow-worker", settings)  # before the client: its interceptors trace the workflows
+    init_sdk_telemetry(
+        "workflow-worker", settings
+    )  # before the client: SDK metrics on NRM_METRICS_PORT
+    init_tracing(
+        "workflow-worker", settings
+    )  # before the client: its interceptors trace the workflows
     ring = load_keyring(settings.resolved_keyring_file)
     client = await connect(settings.resolved_temporal_address, settings.temporal_namespace, ring)
     worker = build_worker(client)

@@ -1,7 +1,7 @@
 """Benchmark: the console's server time per page at N concurrent signed-in users, beside the API calls the
 page makes (what the console adds on top of the APIs).
 
-    .venv/bin/python bench/console/run.py                 # starts `nrm up` on free ports (tests/e2e/stack.py)
+    .venv/bin/python bench/console/run.py    # starts `nrm up` on free ports (tests/helpers/process_stack.py)
     .venv/bin/python bench/console/run.py --users 50 --rounds 10
 
 Each user signs in through the console's development persona form (one session cookie each). Pages: the
@@ -26,9 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from shared.auth import mint_token
 from shared.domain import AgencyRole, Role
-from tests.e2e.stack import RunningStack, running_stack
+from tests.helpers.process_stack import RunningStack, running_stack
 
-CASE_BODY = {"channel": "border_guard_handover", "province": "20", "person": {"prs_FirstName": "Lan", "birth_year": 2008}}
+CASE_BODY = {
+    "channel": "border_guard_handover",
+    "province": "20",
+    "person": {"prs_FirstName": "Lan", "birth_year": 2008},
+}
 
 
 def p(values: list[float], q: float) -> float:
@@ -45,63 +49,101 @@ async def signed_in(stack: RunningStack, persona: str) -> httpx.AsyncClient:
     return http
 
 
-async def timed(n: int, rounds: int, call: Callable[[int], Awaitable[httpx.Response]]) -> list[float]:
+async def timed(
+    n: int, rounds: int, call: Callable[[int], Awaitable[httpx.Response]]
+) -> list[float]:
     out: list[float] = []
     for _ in range(rounds):
+
         async def one(i: int) -> float:
             t = time.perf_counter()
             r = await call(i)
             assert r.status_code == 200, r.status_code
             return (time.perf_counter() - t) * 1000
+
         out.extend(await asyncio.gather(*(one(i) for i in range(n))))
     return out
 
 
 async def bench(stack: RunningStack, users: int, rounds: int) -> None:
-    token = mint_token(stack.ring, user_id="bp-langson-01", roles=[Role.caseworker], agency=AgencyRole.border_guard,
-                       province="20")
-    sup_token = mint_token(stack.ring, user_id="ca-langson-gs-01", roles=[Role.supervisor], agency=AgencyRole.police,
-                           province="20")
+    token = mint_token(
+        stack.ring,
+        user_id="bp-langson-01",
+        roles=[Role.caseworker],
+        agency=AgencyRole.border_guard,
+        province="20",
+    )
+    sup_token = mint_token(
+        stack.ring,
+        user_id="ca-langson-gs-01",
+        roles=[Role.supervisor],
+        agency=AgencyRole.police,
+        province="20",
+    )
     auth = {"Authorization": f"Bearer {token}"}
     sup_auth = {"Authorization": f"Bearer {sup_token}"}
     async with stack.async_client("intake") as intake:
         case_id = (await intake.post("/cases", json=CASE_BODY, headers=auth)).json()["case_id"]
     cw = [await signed_in(stack, "bg") for _ in range(users)]
     sv = [await signed_in(stack, "sup") for _ in range(users)]
-    apis = {s: stack.async_client(s, timeout=120) for s in ("intake", "verification", "support", "oversight")}
+    apis = {
+        s: stack.async_client(s, timeout=120)
+        for s in ("intake", "verification", "support", "oversight")
+    }
 
-    async def inbox_apis(_: int) -> httpx.Response:  # what /inbox calls: the view for 3 stage groups
-        calls = [apis["verification"].get("/inbox", params={"view": "in_progress", **({"stage": s} if s else {}),
-                                                            "limit": 100}, headers=auth)
-                 for s in (None, "receive", "reintegrate")]
+    async def inbox_apis(
+        _: int,
+    ) -> httpx.Response:  # what /inbox calls: the view for 3 stage groups
+        calls = [
+            apis["verification"].get(
+                "/inbox",
+                params={"view": "in_progress", **({"stage": s} if s else {}), "limit": 100},
+                headers=auth,
+            )
+            for s in (None, "receive", "reintegrate")
+        ]
         return (await asyncio.gather(*calls))[0]
 
     async def case_apis(_: int) -> httpx.Response:  # what /cases/{id} calls for a caseworker
-        calls = [apis["intake"].get(f"/cases/{case_id}", headers=auth),
-                 apis["intake"].get(f"/cases/{case_id}/person", params={"purpose": "bench"}, headers=auth),
-                 *(apis["support"].get(f"/cases/{case_id}/{w}", headers=auth)
-                   for w in ("handoffs", "consents", "follow-ups", "support-plan", "services")),
-                 apis["intake"].get(f"/cases/{case_id}/duplicates", headers=auth),
-                 apis["verification"].get(f"/cases/{case_id}/perpetrators", headers=auth),
-                 apis["verification"].get(f"/cases/{case_id}/linked-cases", headers=auth)]
+        calls = [
+            apis["intake"].get(f"/cases/{case_id}", headers=auth),
+            apis["intake"].get(
+                f"/cases/{case_id}/person", params={"purpose": "bench"}, headers=auth
+            ),
+            *(
+                apis["support"].get(f"/cases/{case_id}/{w}", headers=auth)
+                for w in ("handoffs", "consents", "follow-ups", "support-plan", "services")
+            ),
+            apis["intake"].get(f"/cases/{case_id}/duplicates", headers=auth),
+            apis["verification"].get(f"/cases/{case_id}/perpetrators", headers=auth),
+            apis["verification"].get(f"/cases/{case_id}/linked-cases", headers=auth),
+        ]
         results = await asyncio.gather(*calls)
-        await apis["verification"].get("/inbox", params={"stage": "receive", "limit": 200}, headers=auth)
+        await apis["verification"].get(
+            "/inbox", params={"stage": "receive", "limit": 200}, headers=auth
+        )
         return results[0]
 
     async def board_apis(_: int) -> httpx.Response:
         return await apis["oversight"].get("/board", headers=sup_auth)
 
-    rows = [("inbox", lambda i: cw[i].get("/inbox"), inbox_apis),
-            ("case page", lambda i: cw[i].get(f"/cases/{case_id}"), case_apis),
-            ("board", lambda i: sv[i].get("/board"), board_apis)]
+    rows = [
+        ("inbox", lambda i: cw[i].get("/inbox"), inbox_apis),
+        ("case page", lambda i: cw[i].get(f"/cases/{case_id}"), case_apis),
+        ("board", lambda i: sv[i].get("/board"), board_apis),
+    ]
     print(f"{users} concurrent users, {rounds} rounds; milliseconds")
-    print(f"{'page':<10} {'console p50':>12} {'console p95':>12} {'APIs p50':>10} {'APIs p95':>10} {'overhead p95':>13}")
+    print(
+        f"{'page':<10} {'console p50':>12} {'console p95':>12} {'APIs p50':>10} {'APIs p95':>10} {'overhead p95':>13}"
+    )
     for name, page, api in rows:
         await timed(users, 1, page)  # warm-up
         c = await timed(users, rounds, page)
         a = await timed(users, rounds, api)
         over = (p(c, 95) - p(a, 95)) / p(a, 95) * 100
-        print(f"{name:<10} {p(c, 50):>12.0f} {p(c, 95):>12.0f} {p(a, 50):>10.0f} {p(a, 95):>10.0f} {over:>12.0f}%")
+        print(
+            f"{name:<10} {p(c, 50):>12.0f} {p(c, 95):>12.0f} {p(a, 50):>10.0f} {p(a, 95):>10.0f} {over:>12.0f}%"
+        )
     for h in [*cw, *sv, *apis.values()]:
         await h.aclose()
 

@@ -40,8 +40,18 @@ if str(ROOT) not in sys.path:
 WORKFLOW_QUEUE = "bench-costs-workflows"
 BASELINE_QUEUE = "bench-costs-baseline"
 PROVINCE = "01"
-COLUMNS = ("events", "workflow tasks", "activities", "local activities", "other markers", "timers started",
-           "timers fired", "timers cancelled", "SA upserts", "Updates")
+COLUMNS = (
+    "events",
+    "workflow tasks",
+    "activities",
+    "local activities",
+    "other markers",
+    "timers started",
+    "timers fired",
+    "timers cancelled",
+    "SA upserts",
+    "Updates",
+)
 
 
 @dataclass
@@ -111,8 +121,9 @@ async def idle(client: Any, workflow_id: str) -> int:
     from temporalio.api.common.v1 import WorkflowExecution
     from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
 
-    req = DescribeWorkflowExecutionRequest(namespace=client.namespace,
-                                           execution=WorkflowExecution(workflow_id=workflow_id))
+    req = DescribeWorkflowExecutionRequest(
+        namespace=client.namespace, execution=WorkflowExecution(workflow_id=workflow_id)
+    )
     last, stable = -1, 0
     for _ in range(2000):
         desc = await client.workflow_service.describe_workflow_execution(req)
@@ -126,7 +137,9 @@ async def idle(client: Any, workflow_id: str) -> int:
     raise RuntimeError(f"{workflow_id} never became idle")
 
 
-async def measured(client: Any, workflow_id: str, action: Callable[[], Awaitable[Any]], fresh: bool = False) -> Cost:
+async def measured(
+    client: Any, workflow_id: str, action: Callable[[], Awaitable[Any]], fresh: bool = False
+) -> Cost:
     """The history events that `action` adds to the workflow (from idle to idle)."""
     before = 0 if fresh else await idle(client, workflow_id)
     await action()
@@ -142,21 +155,31 @@ async def history_cost(client: Any, workflow_id: str) -> Cost:
 # ---- what a caseworker does, shared with bench/lifecycle ------------------------------------------------
 def case_input(case_id: str, *, oversight_task_queue: str | None = None) -> Any:
     """The CaseInput that intake builds for a new case (services/intake/opening.py), hotline channel."""
+    from shared.contract import CaseFacts, CaseInput
     from shared.domain import AgencyRole, Channel
-    from workflows.models import CaseFacts, CaseInput
 
-    facts = CaseFacts(case_id=case_id, person_ref=f"p-{uuid.uuid4().hex[:12]}", province=PROVINCE,
-                      channel=Channel.hotline_111, opened_by=actor(AgencyRole.hotline), opened_at=datetime.now(UTC))
+    facts = CaseFacts(
+        case_id=case_id,
+        person_ref=f"p-{uuid.uuid4().hex[:12]}",
+        province=PROVINCE,
+        channel=Channel.hotline_111,
+        opened_by=actor(AgencyRole.hotline),
+        opened_at=datetime.now(UTC),
+    )
     extra = {"oversight_task_queue": oversight_task_queue} if oversight_task_queue else {}
     return CaseInput(facts=facts, **extra)
 
 
 def actor(agency: Any, *roles: Any, user: str | None = None) -> Any:
+    from shared.contract import Actor
     from shared.domain import Role
-    from workflows.models import Actor
 
-    return Actor(user_id=user or f"{agency.value}-officer", agency=agency,
-                 roles=frozenset(roles or (Role.caseworker,)), province=PROVINCE)
+    return Actor(
+        user_id=user or f"{agency.value}-officer",
+        agency=agency,
+        roles=frozenset(roles or (Role.caseworker,)),
+        province=PROVINCE,
+    )
 
 
 async def start_case(client: Any, case_id: str, task_queue: str) -> Any:
@@ -168,16 +191,19 @@ async def start_case(client: Any, case_id: str, task_queue: str) -> Any:
 
     inp = case_input(case_id)
     inp = inp.model_copy(update={"policy": case_policy_for(inp.facts)})
-    return await client.start_workflow(CaseWorkflow.run, inp, id=case_id, task_queue=task_queue,
-                                       search_attributes=search_attributes(inp.facts))
+    return await client.start_workflow(
+        CaseWorkflow.run,
+        inp,
+        id=case_id,
+        task_queue=task_queue,
+        search_attributes=search_attributes(inp.facts),
+    )
 
 
 async def lifecycle_updates(handle: Any, rpc_timeout: timedelta) -> tuple[int, Any]:
     """claim, receive -> verify -> identify (actual victim, already safe: rescue skipped) -> protect ->
     the follow-ups -> reintegrate -> closed. Returns (Updates sent, final state)."""
-    from shared.domain import AgencyRole, Channel, DecisionMakingOrg, TraffickingStatus
-    from workflows.case_workflow import CaseWorkflow
-    from workflows.models import (
+    from shared.contract import (
         Claim,
         Classification,
         Decide,
@@ -191,6 +217,8 @@ async def lifecycle_updates(handle: Any, rpc_timeout: timedelta) -> tuple[int, A
         VerifyDecision,
         VerifyResult,
     )
+    from shared.domain import AgencyRole, Channel, DecisionMakingOrg, TraffickingStatus
+    from workflows.case_workflow import CaseWorkflow
 
     updates = 0
 
@@ -200,29 +228,52 @@ async def lifecycle_updates(handle: Any, rpc_timeout: timedelta) -> tuple[int, A
         return await handle.execute_update(method, cmd, rpc_timeout=rpc_timeout)
 
     async def decide(state: Any, decision: Any) -> Any:
-        return await send(CaseWorkflow.decide, Decide(actor=actor(state.owner_agency), decision=decision,
-                                                      justification="recorded by the owning agency"))
+        return await send(
+            CaseWorkflow.decide,
+            Decide(
+                actor=actor(state.owner_agency),
+                decision=decision,
+                justification="recorded by the owning agency",
+            ),
+        )
 
     state = await send(CaseWorkflow.claim, Claim(actor=actor(AgencyRole.hotline)))
-    state = await decide(state, ReceiveDecision(classification=Classification.trafficking_suspected,
-                                                channel=Channel.hotline_111))
+    state = await decide(
+        state,
+        ReceiveDecision(
+            classification=Classification.trafficking_suspected, channel=Channel.hotline_111
+        ),
+    )
     state = await decide(state, VerifyDecision(result=VerifyResult.confirmed))
-    state = await decide(state, IdentifyDecision(
-        status=TraffickingStatus.ActualVictimOfTrafficking, deciding_org=DecisionMakingOrg.Police,
-        evidence=[EvidenceRef(evidence_id="ev-1", kind=EvidenceKind.statement_of_person)]))
+    state = await decide(
+        state,
+        IdentifyDecision(
+            status=TraffickingStatus.ActualVictimOfTrafficking,
+            deciding_org=DecisionMakingOrg.Police,
+            evidence=[EvidenceRef(evidence_id="ev-1", kind=EvidenceKind.statement_of_person)],
+        ),
+    )
     state = await decide(state, ProtectDecision(measures=["safe_shelter"]))
     for f in state.follow_ups:
-        state = await send(CaseWorkflow.record_follow_up, RecordFollowUp(
-            actor=actor(state.owner_agency), follow_up_id=f.follow_up_id, outcome="done"))
-    state = await decide(state, ReintegrateDecision(support_plan_ref="plan-1", reason="reintegrated at home"))
+        state = await send(
+            CaseWorkflow.record_follow_up,
+            RecordFollowUp(
+                actor=actor(state.owner_agency), follow_up_id=f.follow_up_id, outcome="done"
+            ),
+        )
+    state = await decide(
+        state, ReintegrateDecision(support_plan_ref="plan-1", reason="reintegrated at home")
+    )
     return updates, state
 
 
 def policy_without_reflection(work: Path) -> Path:
     """A copy of policy.yaml without the 30-day reflection period (it would hold every case in identify)."""
-    policy = (ROOT / "workflows" / "policy.yaml").read_text()
+    policy = (ROOT / "shared" / "policy.yaml").read_text()
     policy = re.sub(r"(reflection_period:\n\s+enabled:) true", r"\1 false", policy)
-    assert "enabled: false" in policy, "policy.yaml changed shape: reflection_period.enabled not found"
+    assert "enabled: false" in policy, (
+        "policy.yaml changed shape: reflection_period.enabled not found"
+    )
     (work / "policy.yaml").write_text(policy)
     return work / "policy.yaml"
 
@@ -235,16 +286,16 @@ async def bench(work: Path) -> list[tuple[str, Cost]]:
     from temporalio.worker import PollerBehaviorAutoscaling, Worker
 
     from bench.lifecycle.run import free_port
+    from nrm.embedded import start_postgres, start_temporal, stop_postgres, terminate
     from services.oversight.activities import build_activities as oversight_activities
     from shared.config import Settings
+    from shared.contract import Assign, Claim
     from shared.crypto import KeyRing
     from shared.db import create_pool, migrate
     from shared.domain import AgencyRole, Role, Stage
-    from shared.embedded import start_postgres, start_temporal, stop_postgres, terminate
     from shared.runtime import Runtime
     from shared.temporal import OVERSIGHT_TASK_QUEUE, ensure_search_attributes, make_data_converter
     from workflows.case_workflow import CaseWorkflow
-    from workflows.models import Assign, Claim
     from workflows.worker import build_worker
 
     baseline: Any = importlib.import_module("bench.lifecycle.run").BenchEmptyWorkflow
@@ -261,10 +312,18 @@ async def bench(work: Path) -> list[tuple[str, Cost]]:
         client = await Client.connect(f"127.0.0.1:{port}", data_converter=make_data_converter(ring))
         await ensure_search_attributes(client)
         runtime = Runtime(Settings(), ring, pool, client)
-        async with build_worker(client, WORKFLOW_QUEUE), \
-                Worker(client, task_queue=OVERSIGHT_TASK_QUEUE, activities=oversight_activities(runtime)), \
-                Worker(client, task_queue=BASELINE_QUEUE, workflows=[baseline],
-                       workflow_task_poller_behavior=PollerBehaviorAutoscaling()):
+        async with (
+            build_worker(client, WORKFLOW_QUEUE),
+            Worker(
+                client, task_queue=OVERSIGHT_TASK_QUEUE, activities=oversight_activities(runtime)
+            ),
+            Worker(
+                client,
+                task_queue=BASELINE_QUEUE,
+                workflows=[baseline],
+                workflow_task_poller_behavior=PollerBehaviorAutoscaling(),
+            ),
+        ):
             tag = uuid.uuid4().hex[:6]
             cid = f"costs-{tag}-1"
             handle: Any = None
@@ -274,11 +333,39 @@ async def bench(work: Path) -> list[tuple[str, Cost]]:
                 handle = await start_case(client, cid, WORKFLOW_QUEUE)
 
             rows.append(("open", await measured(client, cid, open_case, fresh=True)))
-            rows.append(("claim", await measured(client, cid, lambda: handle.execute_update(
-                CaseWorkflow.claim, Claim(actor=actor(AgencyRole.hotline)), rpc_timeout=rpc_timeout))))
-            rows.append(("assign", await measured(client, cid, lambda: handle.execute_update(
-                CaseWorkflow.assign, Assign(actor=actor(AgencyRole.hotline, Role.supervisor, user="hl-supervisor"),
-                                            assignee_user_id="hl-officer-2"), rpc_timeout=rpc_timeout))))
+            rows.append(
+                (
+                    "claim",
+                    await measured(
+                        client,
+                        cid,
+                        lambda: handle.execute_update(
+                            CaseWorkflow.claim,
+                            Claim(actor=actor(AgencyRole.hotline)),
+                            rpc_timeout=rpc_timeout,
+                        ),
+                    ),
+                )
+            )
+            rows.append(
+                (
+                    "assign",
+                    await measured(
+                        client,
+                        cid,
+                        lambda: handle.execute_update(
+                            CaseWorkflow.assign,
+                            Assign(
+                                actor=actor(
+                                    AgencyRole.hotline, Role.supervisor, user="hl-supervisor"
+                                ),
+                                assignee_user_id="hl-officer-2",
+                            ),
+                            rpc_timeout=rpc_timeout,
+                        ),
+                    ),
+                )
+            )
 
             lid = f"costs-{tag}-2"
             life = await start_case(client, lid, WORKFLOW_QUEUE)
@@ -292,12 +379,24 @@ async def bench(work: Path) -> list[tuple[str, Cost]]:
 
             async def start_empty() -> None:
                 nonlocal bhandle
-                bhandle = await client.start_workflow(baseline.run, id=bid, task_queue=BASELINE_QUEUE)
+                bhandle = await client.start_workflow(
+                    baseline.run, id=bid, task_queue=BASELINE_QUEUE
+                )
 
             rows.append(("baseline: start", await measured(client, bid, start_empty, fresh=True)))
-            rows.append(("baseline: Update", await measured(client, bid, lambda: bhandle.execute_update(
-                baseline.bump, 1, rpc_timeout=rpc_timeout))))
-            b2 = await client.start_workflow(baseline.run, id=f"costs-{tag}-b2", task_queue=BASELINE_QUEUE)
+            rows.append(
+                (
+                    "baseline: Update",
+                    await measured(
+                        client,
+                        bid,
+                        lambda: bhandle.execute_update(baseline.bump, 1, rpc_timeout=rpc_timeout),
+                    ),
+                )
+            )
+            b2 = await client.start_workflow(
+                baseline.run, id=f"costs-{tag}-b2", task_queue=BASELINE_QUEUE
+            )
             for _ in range(n):
                 await b2.execute_update(baseline.bump, 1, rpc_timeout=rpc_timeout)
             await idle(client, b2.id)

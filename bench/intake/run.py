@@ -36,10 +36,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from shared.contract import Actor, CaseFacts, CaseInput
 from shared.domain import AgeBand, AgencyRole, Channel, Role
 from shared.temporal import WORKFLOW_TASK_QUEUE, connect
-from tests.e2e.stack import RunningStack, running_stack
-from workflows.models import Actor, CaseFacts, CaseInput
+from tests.helpers.process_stack import RunningStack, running_stack
 
 FAMILY = ["Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Vũ", "Đặng", "Bùi", "Đỗ", "Hồ"]
 MIDDLE = ["Thị", "Văn", "Ngọc", "Minh", "Thu", "Đức"]
@@ -51,24 +51,46 @@ QUIET_CPU = 0.10  # the stack counts as settled when all its processes together 
 def person_payload(i: int) -> dict[str, Any]:
     rnd = random.Random(i)
     return {
-        "channel": rnd.choice(["border_guard_handover", "rescue_operation", "hotline_111", "embassy_repatriation"]),
-        "province": PROVINCE, "abroad": False, "already_safe": True,
+        "channel": rnd.choice(
+            ["border_guard_handover", "rescue_operation", "hotline_111", "embassy_repatriation"]
+        ),
+        "province": PROVINCE,
+        "abroad": False,
+        "already_safe": True,
         "person": {
-            "prs_FirstName": rnd.choice(GIVEN), "prs_MiddleName": rnd.choice(MIDDLE),
-            "prs_SecondName": rnd.choice(FAMILY), "birth_year": rnd.randint(1985, 2012),
-            "prs_Gender": rnd.choice(["Feminine", "Masculine"]), "prs_Citizenship": ["VN"],
-            "prs_PrimaryLanguage": "vie", "prs_IdentityNumber": f"020{rnd.randint(10**8, 10**9 - 1)}",
-            "prs_MobilePhone": f"09{rnd.randint(10**7, 10**8 - 1)}", "prs_MailingStreet": "Thôn 3",
-            "prs_MailingCity": "Lạng Sơn", "prs_MailingCountry": "VN",
+            "prs_FirstName": rnd.choice(GIVEN),
+            "prs_MiddleName": rnd.choice(MIDDLE),
+            "prs_SecondName": rnd.choice(FAMILY),
+            "birth_year": rnd.randint(1985, 2012),
+            "prs_Gender": rnd.choice(["Feminine", "Masculine"]),
+            "prs_Citizenship": ["VN"],
+            "prs_PrimaryLanguage": "vie",
+            "prs_IdentityNumber": f"020{rnd.randint(10**8, 10**9 - 1)}",
+            "prs_MobilePhone": f"09{rnd.randint(10**7, 10**8 - 1)}",
+            "prs_MailingStreet": "Thôn 3",
+            "prs_MailingCity": "Lạng Sơn",
+            "prs_MailingCountry": "VN",
         },
-        "victim": {"vic_TypeOfExploitation": [rnd.choice(["ForcedMarriage", "ForcedLabour", "SexualExploitation"])],
-                   "vic_MethodOfRecruitment": ["ThroughFriendsOrSocialEvents"],
-                   "vic_MethodsOfControl": ["WithholdsDocuments", "DebtBondage"],
-                   "vic_DetailsOfVulnerabilities": "Left school early; family debt."},
-        "events": [{"hte_Type": "Exploitation", "hte_Country": "CN", "hte_City": "Bằng Tường",
-                    "hte_Description": "Kept in a house and made to work without pay."}],
-        "report": {"summary": "Handed over by the Chinese police at the Hữu Nghị border gate.",
-                   "cas_ReferringOrganisation": "Border guard post Hữu Nghị"},
+        "victim": {
+            "vic_TypeOfExploitation": [
+                rnd.choice(["ForcedMarriage", "ForcedLabour", "SexualExploitation"])
+            ],
+            "vic_MethodOfRecruitment": ["ThroughFriendsOrSocialEvents"],
+            "vic_MethodsOfControl": ["WithholdsDocuments", "DebtBondage"],
+            "vic_DetailsOfVulnerabilities": "Left school early; family debt.",
+        },
+        "events": [
+            {
+                "hte_Type": "Exploitation",
+                "hte_Country": "CN",
+                "hte_City": "Bằng Tường",
+                "hte_Description": "Kept in a house and made to work without pay.",
+            }
+        ],
+        "report": {
+            "summary": "Handed over by the Chinese police at the Hữu Nghị border gate.",
+            "cas_ReferringOrganisation": "Border guard post Hữu Nghị",
+        },
         "con_Consent": True,
     }
 
@@ -79,8 +101,9 @@ def pct(values: list[float], p: float) -> float:
     return ordered[k]
 
 
-async def run_bounded(n: int, concurrency: int, op: Callable[[int], Awaitable[None]],
-                      first: int = 0) -> tuple[float, list[float], int]:
+async def run_bounded(
+    n: int, concurrency: int, op: Callable[[int], Awaitable[None]], first: int = 0
+) -> tuple[float, list[float], int]:
     latencies: list[float] = []
     errors = 0
     queue = list(range(first, first + n))
@@ -118,7 +141,10 @@ def stack_cpu_seconds(stack: RunningStack) -> dict[str, float]:
             raw = Path(f"/proc/{entry}/stat").read_text()
         except OSError:
             continue
-        command, fields = raw[raw.index("(") + 1 : raw.rindex(")")], raw[raw.rindex(")") + 2 :].split()
+        command, fields = (
+            raw[raw.index("(") + 1 : raw.rindex(")")],
+            raw[raw.rindex(")") + 2 :].split(),
+        )
         name = names.get(int(entry)) or ("postgres" if command == "postgres" else None)
         if name is not None:
             ticks[name] = ticks.get(name, 0) + int(fields[11]) + int(fields[12])  # utime + stime
@@ -152,15 +178,23 @@ class LeanHttp:
         self.host, self.port = host, port
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
-    async def post_json(self, path: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, bytes]:
+    async def post_json(
+        self, path: str, body: dict[str, Any], headers: dict[str, str]
+    ) -> tuple[int, bytes]:
         payload = json.dumps(body, ensure_ascii=False).encode()
         head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        request = (f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
-                   f"Content-Length: {len(payload)}\r\n{head}\r\n").encode() + payload
+        request = (
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\n{head}\r\n"
+        ).encode() + payload
         status_line = b""
-        while not status_line:  # an idle connection the server has closed answers nothing: use a new one
+        while (
+            not status_line
+        ):  # an idle connection the server has closed answers nothing: use a new one
             reused = bool(self._idle)
-            reader, writer = self._idle.pop() if reused else await asyncio.open_connection(self.host, self.port)
+            reader, writer = (
+                self._idle.pop() if reused else await asyncio.open_connection(self.host, self.port)
+            )
             try:
                 writer.write(request)
                 status_line = await reader.readline()
@@ -197,7 +231,9 @@ class Side:
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
-    stack_cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per process, phase start to quiet
+    stack_cpu: dict[str, float] = field(
+        default_factory=dict
+    )  # CPU seconds per process, phase start to quiet
     generator_cpu: float = 0.0  # CPU seconds of this load generator during the phase
 
     def add(self, result: tuple[float, list[float], int]) -> None:
@@ -211,39 +247,61 @@ class Side:
 
     def line(self) -> str:
         lat = self.latencies
-        return (f"{self.name:<34} {self.rate:8.1f}/s   p50 {pct(lat, 50) * 1000:7.1f} ms   "
-                f"p99 {pct(lat, 99) * 1000:7.1f} ms   mean {statistics.fmean(lat) * 1000:7.1f} ms   "
-                f"ok {len(lat)}  errors {self.errors}")
+        return (
+            f"{self.name:<34} {self.rate:8.1f}/s   p50 {pct(lat, 50) * 1000:7.1f} ms   "
+            f"p99 {pct(lat, 99) * 1000:7.1f} ms   mean {statistics.fmean(lat) * 1000:7.1f} ms   "
+            f"ok {len(lat)}  errors {self.errors}"
+        )
 
     def cpu_line(self) -> str:
         n = max(1, len(self.latencies))
-        parts = "  ".join(f"{name} {secs / n * 1000:.1f}" for name, secs in sorted(self.stack_cpu.items())
-                          if secs / n >= 0.00005)
-        return (f"{self.name:<34} stack CPU {sum(self.stack_cpu.values()) / n * 1000:6.1f} ms per case "
-                f"({parts}; load generator {self.generator_cpu / n * 1000:.1f})")
+        parts = "  ".join(
+            f"{name} {secs / n * 1000:.1f}"
+            for name, secs in sorted(self.stack_cpu.items())
+            if secs / n >= 0.00005
+        )
+        return (
+            f"{self.name:<34} stack CPU {sum(self.stack_cpu.values()) / n * 1000:6.1f} ms per case "
+            f"({parts}; load generator {self.generator_cpu / n * 1000:.1f})"
+        )
 
 
 async def bench(stack: RunningStack, n: int, concurrency: int, rounds: int) -> None:
     client = await connect(stack.temporal_address, "default", stack.ring)
-    headers = stack.auth(AgencyRole.border_guard, Role.caseworker, user="bench-officer", province=PROVINCE)
-    actor = Actor(user_id="bench-officer", agency=AgencyRole.border_guard, roles=frozenset({Role.caseworker}),
-                  province=PROVINCE)
+    headers = stack.auth(
+        AgencyRole.border_guard, Role.caseworker, user="bench-officer", province=PROVINCE
+    )
+    actor = Actor(
+        user_id="bench-officer",
+        agency=AgencyRole.border_guard,
+        roles=frozenset({Role.caseworker}),
+        province=PROVINCE,
+    )
     http_side, raw_side = Side("intake POST /cases (HTTP)"), Side("raw Temporal start_workflow")
     http = LeanHttp("127.0.0.1", stack.ports["NRM_INTAKE_PORT"])
     try:
 
         async def open_one(i: int) -> None:
-            code, content = await http.post_json("/cases", person_payload(i),
-                                                 {**headers, "Idempotency-Key": f"bench-{i}"})
+            code, content = await http.post_json(
+                "/cases", person_payload(i), {**headers, "Idempotency-Key": f"bench-{i}"}
+            )
             if code != 201:
                 raise RuntimeError(f"{code}: {content[:200]!r}")
 
         async def start_one(i: int) -> None:
             cid = f"c-{uuid.uuid4().hex}"
-            facts = CaseFacts(case_id=cid, person_ref=f"p-{uuid.uuid4().hex}", province=PROVINCE,
-                              channel=Channel.border_guard_handover, age_band=AgeBand.adult, opened_by=actor,
-                              opened_at=datetime.now(UTC))
-            await client.start_workflow("CaseWorkflow", CaseInput(facts=facts), id=cid, task_queue=WORKFLOW_TASK_QUEUE)
+            facts = CaseFacts(
+                case_id=cid,
+                person_ref=f"p-{uuid.uuid4().hex}",
+                province=PROVINCE,
+                channel=Channel.border_guard_handover,
+                age_band=AgeBand.adult,
+                opened_by=actor,
+                opened_at=datetime.now(UTC),
+            )
+            await client.start_workflow(
+                "CaseWorkflow", CaseInput(facts=facts), id=cid, task_queue=WORKFLOW_TASK_QUEUE
+            )
 
         # warm-up: connections, the workers' caches, PostgreSQL's plans
         await run_bounded(10, 5, open_one, first=10_000_000)
@@ -251,7 +309,7 @@ async def bench(stack: RunningStack, n: int, concurrency: int, rounds: int) -> N
         await settle(stack)
         phases = {"http": (open_one, http_side), "raw": (start_one, raw_side)}
         for r in range(rounds):
-            for name in (("http", "raw") if r % 2 == 0 else ("raw", "http")):
+            for name in ("http", "raw") if r % 2 == 0 else ("raw", "http"):
                 op, side = phases[name]
                 cpu0, gen0 = stack_cpu_seconds(stack), time.process_time()
                 side.add(await run_bounded(n, concurrency, op, first=r * n))
@@ -259,24 +317,38 @@ async def bench(stack: RunningStack, n: int, concurrency: int, rounds: int) -> N
                 drained = await settle(stack)
                 for proc, secs in cpu_used(cpu0, stack_cpu_seconds(stack)).items():
                     side.stack_cpu[proc] = side.stack_cpu.get(proc, 0.0) + secs
-                print(f"  round {r + 1} {name:<4} done (stack quiet {drained:.0f} s later): {side.line()}", flush=True)
+                print(
+                    f"  round {r + 1} {name:<4} done (stack quiet {drained:.0f} s later): {side.line()}",
+                    flush=True,
+                )
     finally:
         await http.close()
 
-    print(f"\nN={n} x {rounds} rounds, concurrency={concurrency} (nrm up topology, same Temporal server; "
-          f"{os.cpu_count()} CPUs, {platform.machine()}, load {os.getloadavg()[0]:.2f})")
+    print(
+        f"\nN={n} x {rounds} rounds, concurrency={concurrency} (nrm up topology, same Temporal server; "
+        f"{os.cpu_count()} CPUs, {platform.machine()}, load {os.getloadavg()[0]:.2f})"
+    )
     print(http_side.line())
     print(raw_side.line())
     print(http_side.cpu_line())
     print(raw_side.cpu_line())
     if raw_side.rate:
-        print(f"ratio: intake opens at {http_side.rate / raw_side.rate:.2f}x the raw workflow-start rate")
+        print(
+            f"ratio: intake opens at {http_side.rate / raw_side.rate:.2f}x the raw workflow-start rate"
+        )
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=1000, help="cases per phase (enough for a steady state: a short burst "
-                    "mostly measures how much workflow work the server can defer past the phase)")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--n",
+        type=int,
+        default=1000,
+        help="cases per phase (enough for a steady state: a short burst "
+        "mostly measures how much workflow work the server can defer past the phase)",
+    )
     ap.add_argument("--concurrency", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()

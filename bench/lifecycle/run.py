@@ -106,11 +106,19 @@ def machine() -> dict[str, str]:
         mem = f"{kb / 1024 / 1024:.1f} GiB"
     except (OSError, AttributeError):
         pass
-    return {"cpus": str(os.cpu_count()), "model": model, "memory": mem, "os": f"{platform.system()} {platform.release()}",
-            "python": platform.python_version(), "load": " ".join(f"{x:.2f}" for x in os.getloadavg())}
+    return {
+        "cpus": str(os.cpu_count()),
+        "model": model,
+        "memory": mem,
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
 
 
-async def bounded(n: int, concurrency: int, job: Callable[[int], Awaitable[Any]]) -> tuple[float, list[Any]]:
+async def bounded(
+    n: int, concurrency: int, job: Callable[[int], Awaitable[Any]]
+) -> tuple[float, list[Any]]:
     """Run job(0..n-1) with at most `concurrency` in flight; returns (wall seconds, results)."""
     sem = asyncio.Semaphore(concurrency)
 
@@ -138,14 +146,16 @@ def cpu_seconds(temporal_pid: int, work: Path) -> dict[str, float]:
     the Temporal dev server and the embedded PostgreSQL (postmaster and its backends)."""
     import psutil
 
-    from shared.embedded import postgres_pid
+    from nrm.embedded import postgres_pid
 
     def total(p: Any) -> float:
         t = p.cpu_times()
         return float(t.user + t.system)
 
-    out = {"bench process (client + workers)": time.process_time(), "Temporal dev server": total(
-        psutil.Process(temporal_pid))}
+    out = {
+        "bench process (client + workers)": time.process_time(),
+        "Temporal dev server": total(psutil.Process(temporal_pid)),
+    }
     pg = postgres_pid(work)
     if pg:
         root = psutil.Process(pg)
@@ -170,17 +180,11 @@ async def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from temporalio.worker import PollerBehaviorAutoscaling, Worker
 
     from bench.costs.run import Cost
+    from nrm.embedded import start_postgres, start_temporal, stop_postgres, terminate
     from services.intake.opening import search_attributes
     from services.oversight.activities import build_activities as oversight_activities
     from shared.config import Settings
-    from shared.crypto import KeyRing
-    from shared.db import create_pool, migrate
-    from shared.domain import AgencyRole, Channel, DecisionMakingOrg, Role, Stage, TraffickingStatus
-    from shared.embedded import start_postgres, start_temporal, stop_postgres, terminate
-    from shared.runtime import Runtime
-    from shared.temporal import OVERSIGHT_TASK_QUEUE, ensure_search_attributes, make_data_converter
-    from workflows.case_workflow import CaseWorkflow
-    from workflows.models import (
+    from shared.contract import (
         Actor,
         Assign,
         CaseFacts,
@@ -199,6 +203,12 @@ async def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         VerifyDecision,
         VerifyResult,
     )
+    from shared.crypto import KeyRing
+    from shared.db import create_pool, migrate
+    from shared.domain import AgencyRole, Channel, DecisionMakingOrg, Role, Stage, TraffickingStatus
+    from shared.runtime import Runtime
+    from shared.temporal import OVERSIGHT_TASK_QUEUE, ensure_search_attributes, make_data_converter
+    from workflows.case_workflow import CaseWorkflow
     from workflows.policy_activity import case_policy_for
     from workflows.worker import build_worker
 
@@ -207,20 +217,34 @@ async def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     rpc_timeout = timedelta(seconds=30)
 
     def actor(agency: AgencyRole, *roles: Role, user: str | None = None) -> Actor:
-        return Actor(user_id=user or f"{agency.value}-officer", agency=agency,
-                     roles=frozenset(roles or (Role.caseworker,)), province=PROVINCE)
+        return Actor(
+            user_id=user or f"{agency.value}-officer",
+            agency=agency,
+            roles=frozenset(roles or (Role.caseworker,)),
+            province=PROVINCE,
+        )
 
     def case_input(case_id: str) -> CaseInput:
         """As intake builds it (services/intake/opening.py): facts from the committed row, policy resolved."""
         facts = CaseFacts(
-            case_id=case_id, person_ref=f"p-{uuid.uuid4().hex[:12]}", province=PROVINCE, channel=Channel.hotline_111,
-            opened_by=actor(AgencyRole.hotline), opened_at=datetime.now(UTC))
+            case_id=case_id,
+            person_ref=f"p-{uuid.uuid4().hex[:12]}",
+            province=PROVINCE,
+            channel=Channel.hotline_111,
+            opened_by=actor(AgencyRole.hotline),
+            opened_at=datetime.now(UTC),
+        )
         return CaseInput(facts=facts, policy=case_policy_for(facts))
 
     async def start_case(cid: str) -> Any:
         inp = case_input(cid)
-        return await client.start_workflow(CaseWorkflow.run, inp, id=cid, task_queue=WORKFLOW_QUEUE,
-                                           search_attributes=search_attributes(inp.facts))
+        return await client.start_workflow(
+            CaseWorkflow.run,
+            inp,
+            id=cid,
+            task_queue=WORKFLOW_QUEUE,
+            search_attributes=search_attributes(inp.facts),
+        )
 
     async def settled(handle: Any) -> CaseState:
         """The case has resolved its policy and recorded its opening (Updates are accepted)."""
@@ -238,7 +262,9 @@ async def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         """execute_update, retrying only the "still opening" conflict of a case started a moment ago."""
         while True:
             try:
-                result: CaseState = await handle.execute_update(method, cmd, rpc_timeout=rpc_timeout)
+                result: CaseState = await handle.execute_update(
+                    method, cmd, rpc_timeout=rpc_timeout
+                )
                 return result
             except WorkflowUpdateFailedError as exc:
                 if isinstance(exc.cause, ApplicationError) and "still opening" in exc.cause.message:
@@ -255,14 +281,26 @@ async def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     results: dict[str, Any] = {}
     try:
         ring = KeyRing.generate()
-        client = await Client.connect(f"127.0.0.1:{temporal_port}", data_converter=make_data_converter(ring))
+        client = await Client.connect(
+            f"127.0.0.1:{temporal_port}", data_converter=make_data_converter(ring)
+        )
         await ensure_search_attributes(client)
         runtime = Runtime(Settings(), ring, pool, client)
-        async with build_worker(client, WORKFLOW_QUEUE), \
-                Worker(client, task_queue=OVERSIGHT_TASK_QUEUE, activities=oversight_activities(runtime),
-                       max_concurrent_activities=50), \
-                Worker(client, task_queue=BASELINE_QUEUE, workflows=[baseline],
-                       workflow_task_poller_behavior=PollerBehaviorAutoscaling()):
+        async with (
+            build_worker(client, WORKFLOW_QUEUE),
+            Worker(
+                client,
+                task_queue=OVERSIGHT_TASK_QUEUE,
+                activities=oversight_activities(runtime),
+                max_concurrent_activities=50,
+            ),
+            Worker(
+                client,
+                task_queue=BASELINE_QUEUE,
+                workflows=[baseline],
+                workflow_task_poller_behavior=PollerBehaviorAutoscaling(),
+            ),
+        ):
             run_id = uuid.uuid4().hex[:6]
 
             # ---- CaseWorkflow starts (opening the cases used by (a)) ------------------------------
@@ -283,15 +321,25 @@ async def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             targets = handles[:50]
 
             async def claim(i: int) -> Any:
-                return await update(targets[i % len(targets)], CaseWorkflow.claim, Claim(actor=officer))
+                return await update(
+                    targets[i % len(targets)], CaseWorkflow.claim, Claim(actor=officer)
+                )
 
             async def assign(i: int) -> Any:
-                return await update(targets[i % len(targets)], CaseWorkflow.assign,
-                                    Assign(actor=supervisor, assignee_user_id="hl-officer"))
+                return await update(
+                    targets[i % len(targets)],
+                    CaseWorkflow.assign,
+                    Assign(actor=supervisor, assignee_user_id="hl-officer"),
+                )
 
-            await sequential(len(targets), claim)  # warm-up; every target is now claimed by hl-officer
+            await sequential(
+                len(targets), claim
+            )  # warm-up; every target is now claimed by hl-officer
             half = args.updates // 2
-            print(f"(a) {half} claim + {args.updates - half} assign Updates, sequential ...", flush=True)
+            print(
+                f"(a) {half} claim + {args.updates - half} assign Updates, sequential ...",
+                flush=True,
+            )
             claims = await sequential(half, claim)
             assigns = await sequential(args.updates - half, assign)
             both = claims + assigns
@@ -300,8 +348,10 @@ async def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             results["case_update"] = (pct(both, 50), pct(both, 99), len(both))
 
             # ---- (b) full lifecycle ----------------------------------------------------------------------
-            print(f"(b) {args.cases} cases through the whole lifecycle at concurrency {args.concurrency} ...",
-                  flush=True)
+            print(
+                f"(b) {args.cases} cases through the whole lifecycle at concurrency {args.concurrency} ...",
+                flush=True,
+            )
 
             async def lifecycle(i: int) -> tuple[float, int, CaseState]:
                 t0 = time.perf_counter()
@@ -311,27 +361,59 @@ async def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 async def decide(state: CaseState, decision: Any) -> CaseState:
                     nonlocal updates
                     updates += 1
-                    return await update(handle, CaseWorkflow.decide, Decide(
-                        actor=actor(state.owner_agency), decision=decision,
-                        justification="recorded by the owning agency"))
+                    return await update(
+                        handle,
+                        CaseWorkflow.decide,
+                        Decide(
+                            actor=actor(state.owner_agency),
+                            decision=decision,
+                            justification="recorded by the owning agency",
+                        ),
+                    )
 
-                state = await update(handle, CaseWorkflow.claim, Claim(actor=actor(AgencyRole.hotline)))
+                state = await update(
+                    handle, CaseWorkflow.claim, Claim(actor=actor(AgencyRole.hotline))
+                )
                 updates += 1
-                state = await decide(state, ReceiveDecision(classification=Classification.trafficking_suspected,
-                                                            channel=Channel.hotline_111))
+                state = await decide(
+                    state,
+                    ReceiveDecision(
+                        classification=Classification.trafficking_suspected,
+                        channel=Channel.hotline_111,
+                    ),
+                )
                 state = await decide(state, VerifyDecision(result=VerifyResult.confirmed))
-                state = await decide(state, IdentifyDecision(
-                    status=TraffickingStatus.ActualVictimOfTrafficking, deciding_org=DecisionMakingOrg.Police,
-                    evidence=[EvidenceRef(evidence_id="ev-1", kind=EvidenceKind.statement_of_person)]))
+                state = await decide(
+                    state,
+                    IdentifyDecision(
+                        status=TraffickingStatus.ActualVictimOfTrafficking,
+                        deciding_org=DecisionMakingOrg.Police,
+                        evidence=[
+                            EvidenceRef(evidence_id="ev-1", kind=EvidenceKind.statement_of_person)
+                        ],
+                    ),
+                )
                 assert state.stage == Stage.protect, state.stage
                 state = await decide(state, ProtectDecision(measures=["safe_shelter"]))
-                assert state.stage == Stage.reintegrate and state.follow_ups, (state.stage, state.follow_ups)
+                assert state.stage == Stage.reintegrate and state.follow_ups, (
+                    state.stage,
+                    state.follow_ups,
+                )
                 for f in state.follow_ups:
-                    state = await update(handle, CaseWorkflow.record_follow_up, RecordFollowUp(
-                        actor=actor(state.owner_agency), follow_up_id=f.follow_up_id, outcome="done"))
+                    state = await update(
+                        handle,
+                        CaseWorkflow.record_follow_up,
+                        RecordFollowUp(
+                            actor=actor(state.owner_agency),
+                            follow_up_id=f.follow_up_id,
+                            outcome="done",
+                        ),
+                    )
                     updates += 1
-                state = await decide(state, ReintegrateDecision(support_plan_ref="plan-1",
-                                                                reason="reintegrated at home"))
+                state = await decide(
+                    state,
+                    ReintegrateDecision(support_plan_ref="plan-1", reason="reintegrated at home"),
+                )
                 return (time.perf_counter() - t0) * 1000, updates, state
 
             cpu0 = cpu_seconds(temporal.pid, work)
@@ -341,40 +423,64 @@ async def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             per_case = [ms for ms, _, _ in done]
             n_updates = sum(u for _, u, _ in done)
             life: dict[str, Any] = {
-                "cases_per_s": args.cases / wall, "wall_s": wall, "p50_ms": pct(per_case, 50),
-                "p99_ms": pct(per_case, 99), "updates_per_case": n_updates / args.cases,
-                "updates_per_s": n_updates / wall}
+                "cases_per_s": args.cases / wall,
+                "wall_s": wall,
+                "p50_ms": pct(per_case, 50),
+                "p99_ms": pct(per_case, 99),
+                "updates_per_case": n_updates / args.cases,
+                "updates_per_s": n_updates / wall,
+            }
             results["lifecycle"] = life
 
             # the audit rows land after the Updates return (the workflow flushes them to PostgreSQL)
             expected = args.cases + n_updates  # case_opened + one event per Update
             landed = 0
             for _ in range(600):
-                landed = await pool.fetchval("SELECT count(*) FROM oversight.case_events WHERE case_id LIKE $1",
-                                             f"bench-b-{run_id}-%")
+                landed = await pool.fetchval(
+                    "SELECT count(*) FROM oversight.case_events WHERE case_id LIKE $1",
+                    f"bench-b-{run_id}-%",
+                )
                 if landed >= expected:
                     break
                 await asyncio.sleep(0.1)
             life["audit_events"], life["audit_expected"] = landed, expected
-            life["cpu_ms"] = {k: v * 1000 / args.cases for k, v in cpu_delta(cpu0, cpu_seconds(temporal.pid, work)).items()}
-            life["cost"] = Cost.mean([Cost.of((await client.get_workflow_handle(f"bench-b-{run_id}-{i}")
-                                               .fetch_history()).events) for i in range(args.cases)])
+            life["cpu_ms"] = {
+                k: v * 1000 / args.cases
+                for k, v in cpu_delta(cpu0, cpu_seconds(temporal.pid, work)).items()
+            }
+            life["cost"] = Cost.mean(
+                [
+                    Cost.of(
+                        (
+                            await client.get_workflow_handle(
+                                f"bench-b-{run_id}-{i}"
+                            ).fetch_history()
+                        ).events
+                    )
+                    for i in range(args.cases)
+                ]
+            )
 
             # ---- (c) raw Temporal baseline ------------------------------------------------------------------
             n_base = 100
-            print(f"(c) baseline: {n_base} empty-workflow starts at concurrency {args.concurrency} ...", flush=True)
+            print(
+                f"(c) baseline: {n_base} empty-workflow starts at concurrency {args.concurrency} ...",
+                flush=True,
+            )
 
             async def start_empty(i: int) -> Any:
-                return await client.start_workflow(baseline.run, id=f"bench-c-{run_id}-{i}",
-                                                   task_queue=BASELINE_QUEUE)
+                return await client.start_workflow(
+                    baseline.run, id=f"bench-c-{run_id}-{i}", task_queue=BASELINE_QUEUE
+                )
 
             wall, empties = await bounded(n_base, args.concurrency, start_empty)
             results["base_starts_per_s"] = n_base / wall
             base_targets = empties[:50]
 
             async def bump(i: int) -> Any:
-                return await base_targets[i % len(base_targets)].execute_update(baseline.bump, 1,
-                                                                               rpc_timeout=rpc_timeout)
+                return await base_targets[i % len(base_targets)].execute_update(
+                    baseline.bump, 1, rpc_timeout=rpc_timeout
+                )
 
             await sequential(len(base_targets), bump)  # warm-up
             print(f"(c) baseline: {args.updates} sequential Updates ...", flush=True)
@@ -382,25 +488,44 @@ async def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             results["base_update"] = (pct(base_lat, 50), pct(base_lat, 99), len(base_lat))
 
             per_wf = round(life["updates_per_case"])
-            print(f"(c) baseline: {args.cases} x (start + {per_wf} Updates) at concurrency {args.concurrency} ...",
-                  flush=True)
+            print(
+                f"(c) baseline: {args.cases} x (start + {per_wf} Updates) at concurrency {args.concurrency} ...",
+                flush=True,
+            )
 
             async def base_life(i: int) -> float:
                 t0 = time.perf_counter()
-                h = await client.start_workflow(baseline.run, id=f"bench-c2-{run_id}-{i}", task_queue=BASELINE_QUEUE)
+                h = await client.start_workflow(
+                    baseline.run, id=f"bench-c2-{run_id}-{i}", task_queue=BASELINE_QUEUE
+                )
                 for _ in range(per_wf):
                     await h.execute_update(baseline.bump, 1, rpc_timeout=rpc_timeout)
                 return (time.perf_counter() - t0) * 1000
 
             cpu0 = cpu_seconds(temporal.pid, work)
             wall, base_per = await bounded(args.cases, args.concurrency, base_life)
-            results["base_life"] = {"per_s": args.cases / wall, "p50_ms": pct(base_per, 50),
-                                    "p99_ms": pct(base_per, 99), "updates": per_wf}
-            results["base_life"]["cpu_ms"] = {k: v * 1000 / args.cases for k, v in
-                                              cpu_delta(cpu0, cpu_seconds(temporal.pid, work)).items()}
-            results["base_life"]["cost"] = Cost.mean([
-                Cost.of((await client.get_workflow_handle(f"bench-c2-{run_id}-{i}").fetch_history()).events)
-                for i in range(args.cases)])
+            results["base_life"] = {
+                "per_s": args.cases / wall,
+                "p50_ms": pct(base_per, 50),
+                "p99_ms": pct(base_per, 99),
+                "updates": per_wf,
+            }
+            results["base_life"]["cpu_ms"] = {
+                k: v * 1000 / args.cases
+                for k, v in cpu_delta(cpu0, cpu_seconds(temporal.pid, work)).items()
+            }
+            results["base_life"]["cost"] = Cost.mean(
+                [
+                    Cost.of(
+                        (
+                            await client.get_workflow_handle(
+                                f"bench-c2-{run_id}-{i}"
+                            ).fetch_history()
+                        ).events
+                    )
+                    for i in range(args.cases)
+                ]
+            )
     finally:
         await pool.close()
         terminate(temporal.pid)
@@ -412,81 +537,112 @@ def report(args: argparse.Namespace, r: dict[str, Any], mach: dict[str, str]) ->
     life, base_life = r["lifecycle"], r["base_life"]
     cu, bu = r["case_update"], r["base_update"]
     rows = [
-        ("Update round trip, sequential (ms)", f"claim {r['claim'][0]:.1f} / {r['claim'][1]:.1f}; "
-         f"assign {r['assign'][0]:.1f} / {r['assign'][1]:.1f}; all {cu[0]:.1f} / {cu[1]:.1f} (n={cu[2]})",
-         f"{bu[0]:.1f} / {bu[1]:.1f} (n={bu[2]})", f"{cu[0] / bu[0]:.2f}x / {cu[1] / bu[1]:.2f}x"),
-        (f"Starts/s (concurrency {args.concurrency})", f"{r['case_starts_per_s']:.0f}",
-         f"{r['base_starts_per_s']:.0f}", f"{r['case_starts_per_s'] / r['base_starts_per_s']:.2f}x"),
-        (f"Full lifecycle: cases/s (concurrency {args.concurrency}, {args.cases} cases)",
-         f"{life['cases_per_s']:.1f} ({life['updates_per_s']:.0f} Updates/s)",
-         f"{base_life['per_s']:.1f} (start + {base_life['updates']} Updates)",
-         f"{life['cases_per_s'] / base_life['per_s']:.2f}x"),
-        ("Lifecycle per case, p50 / p99 (ms)", f"{life['p50_ms']:.0f} / {life['p99_ms']:.0f}",
-         f"{base_life['p50_ms']:.0f} / {base_life['p99_ms']:.0f}", f"{life['p50_ms'] / base_life['p50_ms']:.2f}x"),
+        (
+            "Update round trip, sequential (ms)",
+            f"claim {r['claim'][0]:.1f} / {r['claim'][1]:.1f}; "
+            f"assign {r['assign'][0]:.1f} / {r['assign'][1]:.1f}; all {cu[0]:.1f} / {cu[1]:.1f} (n={cu[2]})",
+            f"{bu[0]:.1f} / {bu[1]:.1f} (n={bu[2]})",
+            f"{cu[0] / bu[0]:.2f}x / {cu[1] / bu[1]:.2f}x",
+        ),
+        (
+            f"Starts/s (concurrency {args.concurrency})",
+            f"{r['case_starts_per_s']:.0f}",
+            f"{r['base_starts_per_s']:.0f}",
+            f"{r['case_starts_per_s'] / r['base_starts_per_s']:.2f}x",
+        ),
+        (
+            f"Full lifecycle: cases/s (concurrency {args.concurrency}, {args.cases} cases)",
+            f"{life['cases_per_s']:.1f} ({life['updates_per_s']:.0f} Updates/s)",
+            f"{base_life['per_s']:.1f} (start + {base_life['updates']} Updates)",
+            f"{life['cases_per_s'] / base_life['per_s']:.2f}x",
+        ),
+        (
+            "Lifecycle per case, p50 / p99 (ms)",
+            f"{life['p50_ms']:.0f} / {life['p99_ms']:.0f}",
+            f"{base_life['p50_ms']:.0f} / {base_life['p99_ms']:.0f}",
+            f"{life['p50_ms'] / base_life['p50_ms']:.2f}x",
+        ),
     ]
     lines = ["| measure | CaseWorkflow | raw Temporal baseline | ratio |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     from bench.costs.run import table
 
-    counts = table([("CaseWorkflow, per case", life["cost"]), ("baseline, per workflow", base_life["cost"])])
+    counts = table(
+        [("CaseWorkflow, per case", life["cost"]), ("baseline, per workflow", base_life["cost"])]
+    )
     cpu_rows = ["| process | CaseWorkflow lifecycle | baseline lifecycle |", "|---|---|---|"]
     for proc in life["cpu_ms"]:
-        cpu_rows.append(f"| {proc} | {life['cpu_ms'][proc]:.1f} | {base_life['cpu_ms'].get(proc, 0.0):.1f} |")
-    cpu_rows.append(f"| total | {sum(life['cpu_ms'].values()):.1f} | {sum(base_life['cpu_ms'].values()):.1f} |")
+        cpu_rows.append(
+            f"| {proc} | {life['cpu_ms'][proc]:.1f} | {base_life['cpu_ms'].get(proc, 0.0):.1f} |"
+        )
+    cpu_rows.append(
+        f"| total | {sum(life['cpu_ms'].values()):.1f} | {sum(base_life['cpu_ms'].values()):.1f} |"
+    )
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return "\n".join([
-        "## Lifecycle",
-        "",
-        f"Measured {when} with `.venv/bin/python bench/lifecycle/run.py --updates {args.updates} --cases {args.cases} "
-        f"--concurrency {args.concurrency}` (see Machine; load average at start {mach['load']}, other people's "
-        "work was running on the same 2 cores, so treat the figures as a floor).",
-        "",
-        "Setup: `temporal server start-dev` 1.9.1 with SQLite WAL + `synchronous=full` (as `nrm up`), embedded "
-        "PostgreSQL 18 for the audit activity; client, workflow worker (sandboxed, autoscaling pollers), oversight "
-        "activity worker and the baseline worker all in the benchmark's one Python process; payloads encrypted by "
-        "the key-ring codec in both columns. The reflection period is switched off in a policy copy (it holds a "
-        "case 30 days).",
-        "",
-        *lines,
-        "",
-        f"History of one full lifecycle (mean over the {args.cases} cases of the run, from their histories on the "
-        "dev server; at concurrency an Update that arrives while the audit activity runs shares its batch):",
-        "",
-        counts,
-        "",
-        "CPU per lifecycle (ms per case, from the phase's start until its audit rows had landed):",
-        "",
-        *cpu_rows,
-        "",
-        "- Update round trip: sequential, round robin over 50 open cases (`claim` by the owner, `assign` by a "
-        "supervisor; both validated, state changed, one audit event queued). Baseline: an empty sandboxed workflow "
-        "whose one Update (with a validator) bumps a counter. p50 / p99.",
-        f"- Full lifecycle: start, claim, receive -> verify -> identify (ActualVictimOfTrafficking, one evidence, "
-        f"rescue skipped as already safe) -> protect -> {life['updates_per_case'] - 6:.0f} follow-ups recorded -> "
-        f"reintegrate -> closed; {life['updates_per_case']:.0f} Updates per case, every one audited: "
-        f"{life['audit_events']} of {life['audit_expected']} expected `oversight.case_events` rows had landed "
-        "when measured. Baseline: start + the same number of Updates on the empty workflow.",
-        "- What the ratio costs: each CaseWorkflow Update runs the pydantic validators of the command model, the "
-        "access rules, the state snapshot (returned and encrypted), a search-attribute upsert, and afterwards the "
-        "audit activity (a PostgreSQL transaction with the hash chain) which adds workflow tasks of its own.",
-        "",
-    ])
+    return "\n".join(
+        [
+            "## Lifecycle",
+            "",
+            f"Measured {when} with `.venv/bin/python bench/lifecycle/run.py --updates {args.updates} "
+            f"--cases {args.cases} "
+            f"--concurrency {args.concurrency}` (see Machine; load average at start {mach['load']}, other people's "
+            "work was running on the same 2 cores, so treat the figures as a floor).",
+            "",
+            "Setup: `temporal server start-dev` 1.9.1 with SQLite WAL + `synchronous=full` (as `nrm up`), embedded "
+            "PostgreSQL 18 for the audit activity; client, workflow worker (sandboxed, autoscaling pollers), oversight "
+            "activity worker and the baseline worker all in the benchmark's one Python process; payloads encrypted by "
+            "the key-ring codec in both columns. The reflection period is switched off in a policy copy (it holds a "
+            "case 30 days).",
+            "",
+            *lines,
+            "",
+            f"History of one full lifecycle (mean over the {args.cases} cases of the run, from their histories on the "
+            "dev server; at concurrency an Update that arrives while the audit activity runs shares its batch):",
+            "",
+            counts,
+            "",
+            "CPU per lifecycle (ms per case, from the phase's start until its audit rows had landed):",
+            "",
+            *cpu_rows,
+            "",
+            "- Update round trip: sequential, round robin over 50 open cases (`claim` by the owner, `assign` by a "
+            "supervisor; both validated, state changed, one audit event queued). Baseline: an empty sandboxed workflow "
+            "whose one Update (with a validator) bumps a counter. p50 / p99.",
+            f"- Full lifecycle: start, claim, receive -> verify -> identify (ActualVictimOfTrafficking, one evidence, "
+            f"rescue skipped as already safe) -> protect -> {life['updates_per_case'] - 6:.0f} follow-ups recorded -> "
+            f"reintegrate -> closed; {life['updates_per_case']:.0f} Updates per case, every one audited: "
+            f"{life['audit_events']} of {life['audit_expected']} expected `oversight.case_events` rows had landed "
+            "when measured. Baseline: start + the same number of Updates on the empty workflow.",
+            "- What the ratio costs: each CaseWorkflow Update runs the pydantic validators of the command model, the "
+            "access rules, the state snapshot (returned and encrypted), a search-attribute upsert, and afterwards the "
+            "audit activity (a PostgreSQL transaction with the hash chain) which adds workflow tasks of its own.",
+            "",
+        ]
+    )
 
 
 def write_doc(section: str, mach: dict[str, str]) -> Path:
     """Replace (or add) the Lifecycle section and refresh the Machine section; other sections are kept."""
     path = repo_root() / "docs" / "benchmarks.md"
-    text = path.read_text() if path.exists() else (
-        "# Benchmarks\n\nEach section names its command; run them on a quiet machine. Figures from one run.\n\n")
-    machine_md = "\n".join([
-        "## Machine", "",
-        f"- CPU: {mach['cpus']} x {mach['model']}",
-        f"- Memory: {mach['memory']}",
-        f"- OS: {mach['os']}; Python {mach['python']}; temporalio 1.35.0; Temporal CLI 1.9.1 (dev server)",
-        "- Shared: the machine has 2 cores used by several people at once; absolute figures vary between runs, "
-        "ratios measured in one run are steadier.",
-        "",
-    ])
+    text = (
+        path.read_text()
+        if path.exists()
+        else (
+            "# Benchmarks\n\nEach section names its command; run them on a quiet machine. Figures from one run.\n\n"
+        )
+    )
+    machine_md = "\n".join(
+        [
+            "## Machine",
+            "",
+            f"- CPU: {mach['cpus']} x {mach['model']}",
+            f"- Memory: {mach['memory']}",
+            f"- OS: {mach['os']}; Python {mach['python']}; temporalio 1.35.0; Temporal CLI 1.9.1 (dev server)",
+            "- Shared: the machine has 2 cores used by several people at once; absolute figures vary between runs, "
+            "ratios measured in one run are steadier.",
+            "",
+        ]
+    )
     for heading, body in (("## Machine", machine_md), ("## Lifecycle", section)):
         pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
         if pattern.search(text):
@@ -499,16 +655,24 @@ def write_doc(section: str, mach: dict[str, str]) -> Path:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--updates", type=int, default=300, help="sequential Updates for (a) and (c)")
-    parser.add_argument("--cases", type=int, default=100, help="cases through the lifecycle for (b)")
+    parser.add_argument(
+        "--updates", type=int, default=300, help="sequential Updates for (a) and (c)"
+    )
+    parser.add_argument(
+        "--cases", type=int, default=100, help="cases through the lifecycle for (b)"
+    )
     parser.add_argument("--concurrency", type=int, default=20)
-    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    parser.add_argument(
+        "--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="nrm-bench-lifecycle-"))
-    policy = (repo_root() / "workflows" / "policy.yaml").read_text()
+    policy = (repo_root() / "shared" / "policy.yaml").read_text()
     policy = re.sub(r"(reflection_period:\n\s+enabled:) true", r"\1 false", policy)
-    assert "enabled: false" in policy, "policy.yaml changed shape: reflection_period.enabled not found"
+    assert "enabled: false" in policy, (
+        "policy.yaml changed shape: reflection_period.enabled not found"
+    )
     (work / "policy.yaml").write_text(policy)
     for key in [k for k in os.environ if k.startswith("NRM_")]:
         del os.environ[key]

@@ -88,23 +88,35 @@ class Series:
         n = len(self.latencies)
         rate = n / self.seconds if self.seconds else 0.0
         ms = [v * 1000 for v in self.latencies]
-        return (f"{self.name:<44} {n:>6} ok {self.errors:>4} err  {rate:7.1f}/s  p50 {pct(ms, 50):7.1f} ms  "
-                f"p95 {pct(ms, 95):7.1f} ms  p99 {pct(ms, 99):7.1f} ms")
+        return (
+            f"{self.name:<44} {n:>6} ok {self.errors:>4} err  {rate:7.1f}/s  p50 {pct(ms, 50):7.1f} ms  "
+            f"p95 {pct(ms, 95):7.1f} ms  p99 {pct(ms, 99):7.1f} ms"
+        )
 
 
 def person_payload(i: int) -> dict[str, Any]:
     """A border-guard handover (no real person: made-up values)."""
     rnd = random.Random(i)
     return {
-        "channel": "border_guard_handover", "province": PROVINCE, "abroad": False, "already_safe": True,
-        "person": {"prs_FirstName": rnd.choice(["Lan", "Mai", "Hoa", "Tuấn", "Minh"]), "prs_MiddleName": "Thị",
-                   "prs_SecondName": rnd.choice(["Nguyễn", "Trần", "Lê", "Phạm"]),
-                   "birth_year": rnd.randint(1985, 2005), "prs_Gender": rnd.choice(["Feminine", "Masculine"]),
-                   "prs_Citizenship": ["VN"], "prs_PrimaryLanguage": "vie",
-                   "prs_IdentityNumber": f"020{rnd.randint(10**8, 10**9 - 1)}"},
+        "channel": "border_guard_handover",
+        "province": PROVINCE,
+        "abroad": False,
+        "already_safe": True,
+        "person": {
+            "prs_FirstName": rnd.choice(["Lan", "Mai", "Hoa", "Tuấn", "Minh"]),
+            "prs_MiddleName": "Thị",
+            "prs_SecondName": rnd.choice(["Nguyễn", "Trần", "Lê", "Phạm"]),
+            "birth_year": rnd.randint(1985, 2005),
+            "prs_Gender": rnd.choice(["Feminine", "Masculine"]),
+            "prs_Citizenship": ["VN"],
+            "prs_PrimaryLanguage": "vie",
+            "prs_IdentityNumber": f"020{rnd.randint(10**8, 10**9 - 1)}",
+        },
         "victim": {"vic_TypeOfExploitation": ["ForcedLabour"]},
-        "report": {"summary": "Handed over at the border gate (load bench).",
-                   "cas_ReferringOrganisation": "Border guard post (bench)"},
+        "report": {
+            "summary": "Handed over at the border gate (load bench).",
+            "cas_ReferringOrganisation": "Border guard post (bench)",
+        },
         "con_Consent": True,
     }
 
@@ -118,14 +130,23 @@ async def prepare_cases(stack: Any, users: int, per_user: int) -> list[str]:
         async def one(i: int) -> None:
             async with sem:
                 body = person_payload(i)
-                r = await intake.post("/cases", json=body, headers={**guard, "Idempotency-Key": f"load-{i}"})
+                r = await intake.post(
+                    "/cases", json=body, headers={**guard, "Idempotency-Key": f"load-{i}"}
+                )
                 if r.status_code not in (200, 201):
                     raise RuntimeError(f"open {i}: {r.status_code} {r.text[:200]}")
                 cid = r.json()["case_id"]
-                for _ in range(10):  # 503 = outcome unknown (busy machine): retry with the same key, as the API says
-                    r = await intake.post(f"/cases/{cid}/classify", headers={**guard, "Idempotency-Key": f"cls-{cid}"},
-                                          json={"classification": "trafficking_suspected",
-                                                "justification": "group handover: load bench"})
+                for _ in range(
+                    10
+                ):  # 503 = outcome unknown (busy machine): retry with the same key, as the API says
+                    r = await intake.post(
+                        f"/cases/{cid}/classify",
+                        headers={**guard, "Idempotency-Key": f"cls-{cid}"},
+                        json={
+                            "classification": "trafficking_suspected",
+                            "justification": "group handover: load bench",
+                        },
+                    )
                     if r.status_code != 503:
                         break
                     await asyncio.sleep(1)
@@ -143,30 +164,41 @@ def _agency(name: str) -> Any:
     return AgencyRole(name)
 
 
-async def nrm_phase(stack: Any, cases: list[str], users: int, seconds: float, think: float, label: str
-                    ) -> tuple[Series, Series]:
+async def nrm_phase(
+    stack: Any, cases: list[str], users: int, seconds: float, think: float, label: str
+) -> tuple[Series, Series]:
     import httpx
 
     from shared.domain import Role
 
-    sup = stack.auth(_agency("border_guard"), Role.caseworker, Role.supervisor, user="bench-supervisor")
+    sup = stack.auth(
+        _agency("border_guard"), Role.caseworker, Role.supervisor, user="bench-supervisor"
+    )
     worker = stack.auth(_agency("border_guard"), user="bench-officer")
     updates, reads = Series(f"{label}: assign (HTTP Update)"), Series(f"{label}: GET /inbox")
     limits = httpx.Limits(max_connections=users * 2, max_keepalive_connections=users * 2)
     per_user = max(1, len(cases) // users)
-    async with httpx.AsyncClient(base_url=stack.url("verification"), timeout=120, limits=limits) as ver:
+    async with httpx.AsyncClient(
+        base_url=stack.url("verification"), timeout=120, limits=limits
+    ) as ver:
         stop = time.monotonic() + seconds
         start = time.monotonic()
 
         async def user(u: int) -> None:
             rnd = random.Random(u)
-            mine = cases[u * per_user:(u + 1) * per_user] or cases[u % len(cases):u % len(cases) + 1]
+            mine = (
+                cases[u * per_user : (u + 1) * per_user]
+                or cases[u % len(cases) : u % len(cases) + 1]
+            )
             k = 0
             while time.monotonic() < stop:
                 cid = mine[k % len(mine)]
                 t0 = time.perf_counter()
-                r = await ver.post(f"/cases/{cid}/assign", headers=sup,
-                                   json={"assignee_user_id": f"officer-{u}-{k % 3}"})
+                r = await ver.post(
+                    f"/cases/{cid}/assign",
+                    headers=sup,
+                    json={"assignee_user_id": f"officer-{u}-{k % 3}"},
+                )
                 if r.status_code == 200:
                     updates.latencies.append(time.perf_counter() - t0)
                 else:
@@ -174,7 +206,9 @@ async def nrm_phase(stack: Any, cases: list[str], users: int, seconds: float, th
                 if think:
                     await asyncio.sleep(rnd.expovariate(1 / think))
                 t0 = time.perf_counter()
-                r = await ver.get("/inbox", headers=worker, params={"view": "in_progress", "limit": 50})
+                r = await ver.get(
+                    "/inbox", headers=worker, params={"view": "in_progress", "limit": 50}
+                )
                 if r.status_code == 200 and r.json()["complete"]:
                     reads.latencies.append(time.perf_counter() - t0)
                 else:
@@ -196,10 +230,18 @@ async def baseline_phase(stack: Any, users: int, seconds: float) -> Series:
     client = await Client.connect(stack.temporal_address)
     series = Series("baseline: execute_update on an empty workflow")
     run = uuid.uuid4().hex[:6]
-    async with Worker(client, task_queue=BASELINE_QUEUE, workflows=[BenchLoadEmptyWorkflow],
-                      workflow_task_poller_behavior=PollerBehaviorAutoscaling()):
-        handles = [await client.start_workflow(BenchLoadEmptyWorkflow.run, id=f"bench-load-{run}-{u}",
-                                               task_queue=BASELINE_QUEUE) for u in range(users)]
+    async with Worker(
+        client,
+        task_queue=BASELINE_QUEUE,
+        workflows=[BenchLoadEmptyWorkflow],
+        workflow_task_poller_behavior=PollerBehaviorAutoscaling(),
+    ):
+        handles = [
+            await client.start_workflow(
+                BenchLoadEmptyWorkflow.run, id=f"bench-load-{run}-{u}", task_queue=BASELINE_QUEUE
+            )
+            for u in range(users)
+        ]
         for h in handles:  # warm: the first task of each
             await h.execute_update(BenchLoadEmptyWorkflow.bump, 1)
         stop = time.monotonic() + seconds
@@ -233,20 +275,26 @@ async def bench(stack: Any, users: int, seconds: float, think: float, per_user: 
     print(f"phase: baseline, {users} users, {seconds:g} s ...", flush=True)
     base = await baseline_phase(stack, users, seconds)
     lines.append(base.line())
-    print(f"\n{users} users, {seconds:g} s per phase, {len(cases)} cases; {os.cpu_count()} CPUs, "
-          f"{platform.machine()}, {platform.processor() or platform.system()}, load {os.getloadavg()[0]:.2f}")
+    print(
+        f"\n{users} users, {seconds:g} s per phase, {len(cases)} cases; {os.cpu_count()} CPUs, "
+        f"{platform.machine()}, {platform.processor() or platform.system()}, load {os.getloadavg()[0]:.2f}"
+    )
     for line in lines:
         print(line)
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--users", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=30.0)
-    ap.add_argument("--think", type=float, default=1.0, help="mean think time between actions, seconds")
+    ap.add_argument(
+        "--think", type=float, default=1.0, help="mean think time between actions, seconds"
+    )
     ap.add_argument("--cases-per-user", type=int, default=2)
     args = ap.parse_args()
-    from tests.e2e.stack import running_stack
+    from tests.helpers.process_stack import running_stack
 
     with running_stack() as stack:
         print(f"nrm up ready in {stack.data_dir}", flush=True)

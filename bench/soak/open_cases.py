@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.soak.run import report, rss_by_process
 from shared.domain import AgencyRole
-from tests.e2e.stack import RunningStack, running_stack
+from tests.helpers.process_stack import RunningStack, running_stack
 
 
 async def open_many(stack: RunningStack, cases: int, every: int, concurrency: int) -> None:
@@ -41,7 +41,9 @@ async def open_many(stack: RunningStack, cases: int, every: int, concurrency: in
             while next_i < target:
                 i = next_i
                 next_i += 1
-                r = await http.post("/cases", json=report(i), headers={**hotline, "Idempotency-Key": f"mem-{i}"})
+                r = await http.post(
+                    "/cases", json=report(i), headers={**hotline, "Idempotency-Key": f"mem-{i}"}
+                )
                 if r.status_code != 201:
                     errors += 1
                 done += 1
@@ -49,20 +51,30 @@ async def open_many(stack: RunningStack, cases: int, every: int, concurrency: in
         for chunk_end in range(every, cases + every, every):
             target = min(chunk_end, cases)
             await asyncio.gather(*(worker(target) for _ in range(concurrency)))
-            await asyncio.sleep(5)  # let the workers run the new cases' first tasks before measuring
+            await asyncio.sleep(
+                5
+            )  # let the workers run the new cases' first tasks before measuring
             now = rss_by_process(stack)
-            print(f"{target:>10d}  " + "  ".join(f"{now.get(n, 0) / 1024:14.0f}" for n in names)
-                  + f"   {done / (time.monotonic() - started):.1f} opens/s, {errors} errors", flush=True)
+            print(
+                f"{target:>10d}  "
+                + "  ".join(f"{now.get(n, 0) / 1024:14.0f}" for n in names)
+                + f"   {done / (time.monotonic() - started):.1f} opens/s, {errors} errors",
+                flush=True,
+            )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--cases", type=int, default=10_000)
     parser.add_argument("--every", type=int, default=1_000)
     parser.add_argument("--concurrency", type=int, default=20)
     args = parser.parse_args()
-    print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {os.cpu_count()} cores, load average "
-          f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print(
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {os.cpu_count()} cores, load average "
+        f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}"
+    )
     with running_stack() as stack:
         asyncio.run(open_many(stack, args.cases, args.every, args.concurrency))
 

@@ -25,9 +25,9 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from nrm.embedded import with_database
 from services.oversight import repository as repo
 from shared.db import migrate
-from shared.embedded import with_database
 
 STAGES = "(ARRAY['receive','verify','identify','rescue','protect','reintegrate'])"
 AGENCIES = "(ARRAY['hotline','social_protection','police','police','social_protection','social_protection'])"
@@ -38,12 +38,15 @@ def log(msg: str) -> None:
     print(msg, flush=True)
 
 
-async def generate(conn: asyncpg.Connection, cases: int, events: int, provinces: int, now: datetime) -> None:
+async def generate(
+    conn: asyncpg.Connection, cases: int, events: int, provinces: int, now: datetime
+) -> None:
     per_case = max(events // cases, 1)
     await conn.execute("SELECT setseed(0.42)")
     t = time.perf_counter()
     # 40% of cases open; open ones spread deadlines from 20 days ago to 20 days ahead
-    await conn.execute(f"""
+    await conn.execute(
+        f"""
         INSERT INTO oversight.case_summary (case_id, province, stage, status, outcome, owner_agency, assignee, channel,
             age_band, is_child, is_abroad, trafficking_status, deadline_at, escalation_level, open_handoffs,
             oldest_handoff_accept_by, version, last_event_seq, last_event_at, stage_entered_at, opened_at, closed_at,
@@ -67,17 +70,27 @@ async def generate(conn: asyncpg.Connection, cases: int, events: int, provinces:
                CASE WHEN open THEN NULL ELSE $3::timestamptz - r * interval '5 days' END,
                'VN-2026.11-1', '{{}}'::jsonb
         FROM (SELECT i, random() AS r, (i::bigint * 7919) % 6 AS st, random() < 0.4 AS open
-              FROM generate_series(1, $1) AS i) g""", cases, provinces, now, per_case)
+              FROM generate_series(1, $1) AS i) g""",
+        cases,
+        provinces,
+        now,
+        per_case,
+    )
     log(f"  case_summary: {cases:,} rows in {time.perf_counter() - t:.1f}s")
     t = time.perf_counter()
-    await conn.execute("""
+    await conn.execute(
+        """
         INSERT INTO oversight.case_events (event_id, case_id, seq, occurred_at, recorded_at, kind, actor_user_id,
             actor_agency, stage, reason, request_id, policy_version, data, state, prev_hash, hash)
         SELECT c || ':' || s, c, s, $3::timestamptz - interval '400 days' + s * interval '1 hour',
                $3::timestamptz, CASE WHEN s = 1 THEN 'case_opened' ELSE 'stage_decided' END, 'officer-1', 'police',
                'verify', NULL, NULL, 'VN-2026.11-1', '{}'::jsonb, '{}'::jsonb, md5(c || (s - 1)), md5(c || s)
         FROM generate_series(1, $1) AS i, LATERAL (SELECT 'case-' || lpad(i::text, 9, '0') AS c) cc,
-             generate_series(1, $2) AS s""", cases, per_case, now)
+             generate_series(1, $2) AS s""",
+        cases,
+        per_case,
+        now,
+    )
     log(f"  case_events: {cases * per_case:,} rows in {time.perf_counter() - t:.1f}s")
     t = time.perf_counter()
     await conn.execute("VACUUM ANALYZE oversight.case_summary")
@@ -114,33 +127,55 @@ async def run(url: str, args: argparse.Namespace) -> list[str]:
     conn = await asyncpg.connect(db)  # no command timeout: generating 10M rows takes minutes
     lines = []
     try:
-        log(f"generating {args.cases:,} cases / {args.events:,} events over {args.provinces} provinces ...")
+        log(
+            f"generating {args.cases:,} cases / {args.events:,} events over {args.provinces} provinces ..."
+        )
         t = time.perf_counter()
         await generate(conn, args.cases, args.events, args.provinces, now)
-        lines.append(f"data: {args.cases:,} case summaries, {args.events:,} events, {args.provinces} provinces; "
-                     f"generated in {time.perf_counter() - t:.0f}s")
+        lines.append(
+            f"data: {args.cases:,} case summaries, {args.events:,} events, {args.provinces} provinces; "
+            f"generated in {time.perf_counter() - t:.0f}s"
+        )
         open_in_province = await conn.fetchval(
-            f"SELECT count(*) FROM oversight.case_summary WHERE province = '01' AND {repo.OPEN}")
+            f"SELECT count(*) FROM oversight.case_summary WHERE province = '01' AND {repo.OPEN}"
+        )
         lines.append(f"open cases in province 01: {open_in_province:,}")
         f = repo.StuckFilter(now=now, province="01", limit=50)
         stuck_sql, stuck_args = repo._stuck_sql(f)
-        board_sql = (f"SELECT stage, owner_agency, count(*) AS open, count(*) FILTER (WHERE deadline_at < $1) "
-                     f"AS overdue FROM oversight.case_summary WHERE province = $2 AND {repo.OPEN} "
-                     "GROUP BY stage, owner_agency ORDER BY stage, owner_agency")
+        board_sql = (
+            f"SELECT stage, owner_agency, count(*) AS open, count(*) FILTER (WHERE deadline_at < $1) "
+            f"AS overdue FROM oversight.case_summary WHERE province = $2 AND {repo.OPEN} "
+            "GROUP BY stage, owner_agency ORDER BY stage, owner_agency"
+        )
         results = {
-            "stuck list, first page (50)": await timed(conn, stuck_sql, stuck_args, args.iterations),
-            "stuck list, overdue only": await timed(conn, *repo._stuck_sql(
-                repo.StuckFilter(now=now, province="01", reasons={"overdue"}, limit=50)), args.iterations),
+            "stuck list, first page (50)": await timed(
+                conn, stuck_sql, stuck_args, args.iterations
+            ),
+            "stuck list, overdue only": await timed(
+                conn,
+                *repo._stuck_sql(
+                    repo.StuckFilter(now=now, province="01", reasons={"overdue"}, limit=50)
+                ),
+                args.iterations,
+            ),
             "board (province 01)": await timed(conn, board_sql, [now, "01"], args.iterations),
             "baseline SELECT count(*) FROM case_summary": await timed(
-                conn, "SELECT count(*) FROM oversight.case_summary", [], args.iterations),
+                conn, "SELECT count(*) FROM oversight.case_summary", [], args.iterations
+            ),
         }
         base = statistics.median(results["baseline SELECT count(*) FROM case_summary"])
         for name, xs in results.items():
-            lines.append(f"{name:<45} p50 {pct(xs, .5):8.2f} ms   p95 {pct(xs, .95):8.2f} ms   "
-                         f"(p50 / baseline p50 = {pct(xs, .5) / base:.3f})")
-        target = all(pct(results[k], .95) < 50 for k in ("stuck list, first page (50)", "board (province 01)"))
-        lines.append(f"target p95 < 50 ms for stuck first page and board: {'MET' if target else 'NOT MET'}")
+            lines.append(
+                f"{name:<45} p50 {pct(xs, 0.5):8.2f} ms   p95 {pct(xs, 0.95):8.2f} ms   "
+                f"(p50 / baseline p50 = {pct(xs, 0.5) / base:.3f})"
+            )
+        target = all(
+            pct(results[k], 0.95) < 50
+            for k in ("stuck list, first page (50)", "board (province 01)")
+        )
+        lines.append(
+            f"target p95 < 50 ms for stuck first page and board: {'MET' if target else 'NOT MET'}"
+        )
         plan = await conn.fetch("EXPLAIN " + stuck_sql, *stuck_args)
         lines.append("stuck plan: " + " | ".join(r[0].strip() for r in plan[:4]))
     finally:
@@ -149,7 +184,9 @@ async def run(url: str, args: argparse.Namespace) -> list[str]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--cases", type=int, default=1_000_000)
     ap.add_argument("--events", type=int, default=10_000_000)
     ap.add_argument("--provinces", type=int, default=34)

@@ -29,22 +29,82 @@ log = structlog.get_logger("console")
 router = APIRouter()
 
 CONSENT_PURPOSES = ("support", "data_sharing", "research")
-GENDERS = ("Feminine", "Masculine", "TransgenderFeminine", "TransgenderMasculine", "NonConforming",
-           "NonSpecifiedUnknown")
-EXPLOITATION = ("ForcedLabour", "SexualExploitation", "ChildLabour", "ForcedMarriage", "Servitude",
-                "ForcedMilitaryByNonStateActors", "OrganRemoval", "ForcedBegging", "ForcedAdoption", "Surrogacy", "Other")
+GENDERS = (
+    "Feminine",
+    "Masculine",
+    "TransgenderFeminine",
+    "TransgenderMasculine",
+    "NonConforming",
+    "NonSpecifiedUnknown",
+)
+EXPLOITATION = (
+    "ForcedLabour",
+    "SexualExploitation",
+    "ChildLabour",
+    "ForcedMarriage",
+    "Servitude",
+    "ForcedMilitaryByNonStateActors",
+    "OrganRemoval",
+    "ForcedBegging",
+    "ForcedAdoption",
+    "Surrogacy",
+    "Other",
+)
 CLASSIFICATIONS = ("trafficking_suspected", "other_crime", "not_relevant")
 TRAFFICKING_STATUSES = ("ActualVictimOfTrafficking", "NotAVictimOfTrafficking")
-DECISION_ORGS = ("Police", "NGO", "CourtOrProsecution", "NonPoliceGovernmentalOrganization", "Other")
-EVIDENCE_KINDS = ("criminal_justice_material", "rescuer_information", "embassy_material", "domestic_or_foreign_body",
-                  "statement_of_person", "statement_of_relative", "statement_of_trafficker",
-                  "statement_of_other_victim", "statement_of_witness", "other_lawful")
-MEASURES = ("safe_shelter", "confidential_location", "personal_information_protection", "guard", "relocation",
-            "identity_change_of_documents", "closed_hearing", "protection_of_relatives", "other")
-SUPPORT_TYPES = ("essential_needs", "medical_care", "interpretation", "legal_advice", "legal_aid", "travel_home",
-                 "psychological_support", "general_education", "vocational_training", "hardship_allowance")
-PLAN_TYPES = ("Education", "Financial", "Health", "LabourExploitationRehabilitation", "Legal", "Livelihood",
-              "RightsBasedTraining", "SexualExploitationRehabilitation", "SocialCare")
+DECISION_ORGS = (
+    "Police",
+    "NGO",
+    "CourtOrProsecution",
+    "NonPoliceGovernmentalOrganization",
+    "Other",
+)
+EVIDENCE_KINDS = (
+    "criminal_justice_material",
+    "rescuer_information",
+    "embassy_material",
+    "domestic_or_foreign_body",
+    "statement_of_person",
+    "statement_of_relative",
+    "statement_of_trafficker",
+    "statement_of_other_victim",
+    "statement_of_witness",
+    "other_lawful",
+)
+MEASURES = (
+    "safe_shelter",
+    "confidential_location",
+    "personal_information_protection",
+    "guard",
+    "relocation",
+    "identity_change_of_documents",
+    "closed_hearing",
+    "protection_of_relatives",
+    "other",
+)
+SUPPORT_TYPES = (
+    "essential_needs",
+    "medical_care",
+    "interpretation",
+    "legal_advice",
+    "legal_aid",
+    "travel_home",
+    "psychological_support",
+    "general_education",
+    "vocational_training",
+    "hardship_allowance",
+)
+PLAN_TYPES = (
+    "Education",
+    "Financial",
+    "Health",
+    "LabourExploitationRehabilitation",
+    "Legal",
+    "Livelihood",
+    "RightsBasedTraining",
+    "SexualExploitationRehabilitation",
+    "SocialCare",
+)
 FOLLOW_UP_OUTCOMES = ("done", "missed", "not_reachable")
 STUCK_REASONS = ("overdue", "due_soon", "handoff_waiting", "idle", "escalated", "technical")
 CATEGORIES = ("child", "adult", "abroad", "domestic")
@@ -52,7 +112,9 @@ INBOX_VIEWS = ("in_progress", "waiting_acceptance", "due_soon", "overdue")
 OPEN_STAGES = tuple(s.value for s in Stage if s != Stage.closed)
 REPORT_KINDS = ("six_monthly", "annual", "ad_hoc")
 CONSENT_DOC_KINDS = ("signed_form", "recorded_oral", "guardian_signed", "electronic")
-INBOX_LOOKUP_PAGES = 5  # the inbox is read at most this many pages (200 each) to find a case's deadline
+INBOX_LOOKUP_PAGES = (
+    5  # the inbox is read at most this many pages (200 each) to find a case's deadline
+)
 
 
 # ---- plumbing ---------------------------------------------------------------------------------
@@ -65,21 +127,37 @@ class Ctx:
         self.sessions: Sessions = app.state.sessions
         self.session: Session = self.sessions.load(request)
         self.t = Lang(pick_lang(request.cookies.get(LANG_COOKIE)))
-        self.api = Api(app.state.http, app.state.config, self.session.token if self.session.signed_in else None)
+        self.api = Api(
+            app.state.http, app.state.config, self.session.token if self.session.signed_in else None
+        )
         self.config = app.state.config
 
     def render(self, template: str, status: int = 200, **kw: Any) -> HTMLResponse:
         env = self.request.app.state.templates
         html = env.get_template(template).render(
-            _=self.t._, L=self.t.label, t=self.t, s=self.session, path=self.request.url.path,
-            full_path=str(self.request.url.path) + (f"?{self.request.url.query}" if self.request.url.query else ""),
-            dev_issuer=self.config.dev_issuer, lang_choices=LANG_CHOICES, new_key=lambda: uuid.uuid4().hex,
+            _=self.t._,
+            L=self.t.label,
+            t=self.t,
+            s=self.session,
+            path=self.request.url.path,
+            full_path=str(self.request.url.path)
+            + (f"?{self.request.url.query}" if self.request.url.query else ""),
+            dev_issuer=self.config.dev_issuer,
+            lang_choices=LANG_CHOICES,
+            new_key=lambda: uuid.uuid4().hex,
             opts=lambda context, keys: [(k, self.t.label(context, k)) for k in keys],
-            provs=lambda national=False: [*([("*", self.t.province("*"))] if national else []),
-                                          *province_names().items()],
-            empty=lambda prefix="": FormErrors(prefix=prefix), is_err=lambda x: isinstance(x, ApiError), **kw)
+            provs=lambda national=False: [
+                *([("*", self.t.province("*"))] if national else []),
+                *province_names().items(),
+            ],
+            empty=lambda prefix="": FormErrors(prefix=prefix),
+            is_err=lambda x: isinstance(x, ApiError),
+            **kw,
+        )
         response = HTMLResponse(html, status_code=status)
-        self.sessions.save(response, self.session)  # keeps the CSRF token (and a fresh anonymous session)
+        self.sessions.save(
+            response, self.session
+        )  # keeps the CSRF token (and a fresh anonymous session)
         return response
 
     async def form(self) -> FormData:
@@ -147,29 +225,72 @@ async def set_lang(request: Request) -> Response:
     form = await c.form()
     lang = pick_lang(text(form, "lang"))
     response = redirect(local(text(form, "next")))
-    response.set_cookie(LANG_COOKIE, lang, max_age=400 * 24 * 3600, httponly=True, secure=c.config.cookie_secure,
-                        samesite="lax", path="/")
+    response.set_cookie(
+        LANG_COOKIE,
+        lang,
+        max_age=400 * 24 * 3600,
+        httponly=True,
+        secure=c.config.cookie_secure,
+        samesite="lax",
+        path="/",
+    )
     return response
 
 
-PERSONAS: tuple[dict[str, str], ...] = (  # "label" is translated; "name" is the (made-up) person's name
-    {"id": "bg", "role": "caseworker", "agency": "border_guard", "province": "20", "user_id": "bp-langson-01",
-     "label": "Border-guard officer, Lạng Sơn crossing", "name": "Hoàng Văn Nam"},
-    {"id": "sp", "role": "caseworker", "agency": "social_protection", "province": "20", "user_id": "btxh-langson-01",
-     "label": "Social-protection officer, provincial centre", "name": "Lương Thị Hạnh"},
-    {"id": "sup", "role": "supervisor", "agency": "police", "province": "20", "user_id": "ca-langson-gs-01",
-     "label": "Supervisor, provincial police", "name": "Vi Đức Thắng"},
-    {"id": "aud", "role": "auditor", "agency": "steering_committee", "province": "*", "user_id": "bcd138-kt-01",
-     "label": "Auditor, Steering Committee 138", "name": "Đỗ Minh Châu"},
+PERSONAS: tuple[
+    dict[str, str], ...
+] = (  # "label" is translated; "name" is the (made-up) person's name
+    {
+        "id": "bg",
+        "role": "caseworker",
+        "agency": "border_guard",
+        "province": "20",
+        "user_id": "bp-langson-01",
+        "label": "Border-guard officer, Lạng Sơn crossing",
+        "name": "Hoàng Văn Nam",
+    },
+    {
+        "id": "sp",
+        "role": "caseworker",
+        "agency": "social_protection",
+        "province": "20",
+        "user_id": "btxh-langson-01",
+        "label": "Social-protection officer, provincial centre",
+        "name": "Lương Thị Hạnh",
+    },
+    {
+        "id": "sup",
+        "role": "supervisor",
+        "agency": "police",
+        "province": "20",
+        "user_id": "ca-langson-gs-01",
+        "label": "Supervisor, provincial police",
+        "name": "Vi Đức Thắng",
+    },
+    {
+        "id": "aud",
+        "role": "auditor",
+        "agency": "steering_committee",
+        "province": "*",
+        "user_id": "bcd138-kt-01",
+        "label": "Auditor, Steering Committee 138",
+        "name": "Đỗ Minh Châu",
+    },
 )
 
 
 @router.get("/signin")
 async def signin_page(request: Request, error: str | None = None) -> Response:
     c = Ctx(request)
-    return c.render("signin.html", personas=PERSONAS, roles=("caseworker", "supervisor", "auditor"),
-                    agencies=[a.value for a in AgencyRole], provinces=province_names(), error=error,
-                    oidc_ready=c.config.oidc_ready)
+    return c.render(
+        "signin.html",
+        personas=PERSONAS,
+        roles=("caseworker", "supervisor", "auditor"),
+        agencies=[a.value for a in AgencyRole],
+        provinces=province_names(),
+        error=error,
+        oidc_ready=c.config.oidc_ready,
+    )
 
 
 @router.post("/signin/dev")
@@ -179,8 +300,11 @@ async def signin_dev(request: Request) -> Response:
         raise HTTPException(404)
     form = await c.form()
     persona = next((p for p in PERSONAS if p["id"] == text(form, "persona")), None)
-    values = dict(persona) if persona else {k: text(form, k) or "" for k in ("role", "agency", "province", "user_id",
-                                                                           "name")}
+    values = (
+        dict(persona)
+        if persona
+        else {k: text(form, k) or "" for k in ("role", "agency", "province", "user_id", "name")}
+    )
     try:
         role, agency = Role(values["role"]), AgencyRole(values["agency"])
     except ValueError:
@@ -239,12 +363,22 @@ async def _inbox_view(api: Api, view: str, mine: bool, limit: int) -> dict[str, 
     the three answers merged (sorted by deadline, as the API sorts)."""
     if view == "waiting_acceptance":
         return await api.inbox(view=view, assigned_to_me=mine or None, limit=limit)
-    parts = await asyncio.gather(*(api.inbox(view=view, stage=stage, assigned_to_me=mine or None, limit=limit)
-                                   for stage in (None, "receive", "reintegrate")))
-    items = sorted((i for p in parts for i in p["items"]), key=lambda i: (i["deadline_at"] is None,
-                                                                         i["deadline_at"] or "", i["case_id"]))
-    return {"view": view, "items": items[:limit], "total": sum(p["total"] for p in parts),
-            "complete": all(p["complete"] for p in parts)}
+    parts = await asyncio.gather(
+        *(
+            api.inbox(view=view, stage=stage, assigned_to_me=mine or None, limit=limit)
+            for stage in (None, "receive", "reintegrate")
+        )
+    )
+    items = sorted(
+        (i for p in parts for i in p["items"]),
+        key=lambda i: (i["deadline_at"] is None, i["deadline_at"] or "", i["case_id"]),
+    )
+    return {
+        "view": view,
+        "items": items[:limit],
+        "total": sum(p["total"] for p in parts),
+        "complete": all(p["complete"] for p in parts),
+    }
 
 
 @router.get("/inbox")
@@ -258,8 +392,11 @@ async def inbox(request: Request, view: str = "in_progress", mine: bool = False)
     # inbox reads the case index in PostgreSQL, so the other tabs' counts are cheap (limit 1, concurrently);
     # a tab whose count could not be read shows none rather than a wrong 0
     others = [v for v in INBOX_VIEWS if v != view]
-    results = await asyncio.gather(_inbox_view(c.api, view, mine, 100),
-                                   *(_inbox_view(c.api, v, mine, 1) for v in others), return_exceptions=True)
+    results = await asyncio.gather(
+        _inbox_view(c.api, view, mine, 100),
+        *(_inbox_view(c.api, v, mine, 1) for v in others),
+        return_exceptions=True,
+    )
     first = results[0]
     if isinstance(first, ApiError):
         page = first
@@ -275,17 +412,43 @@ async def inbox(request: Request, view: str = "in_progress", mine: bool = False)
 
 
 # ---- caseworker: open a case ------------------------------------------------------------------
-OPEN_FIELDS = ["channel", "province", "commune", "abroad", "already_safe", "person.prs_SecondName",
-               "person.prs_MiddleName", "person.prs_FirstName", "person.birth_year", "person.estimated_age",
-               "person.prs_Gender", "person.prs_IdentityNumber", "person.no_documents", "person.prs_MobilePhone",
-               "victim.vic_TypeOfExploitation", "report.summary", "con_Consent"]
+OPEN_FIELDS = [
+    "channel",
+    "province",
+    "commune",
+    "abroad",
+    "already_safe",
+    "person.prs_SecondName",
+    "person.prs_MiddleName",
+    "person.prs_FirstName",
+    "person.birth_year",
+    "person.estimated_age",
+    "person.prs_Gender",
+    "person.prs_IdentityNumber",
+    "person.no_documents",
+    "person.prs_MobilePhone",
+    "victim.vic_TypeOfExploitation",
+    "report.summary",
+    "con_Consent",
+]
 
 
 def open_body(form: FormData) -> dict[str, Any]:
     body: dict[str, Any] = {}
-    for name in ("channel", "province", "commune", "person.prs_SecondName", "person.prs_MiddleName",
-                 "person.prs_FirstName", "person.birth_year", "person.estimated_age", "person.prs_Gender",
-                 "person.prs_IdentityNumber", "person.prs_MobilePhone", "report.summary"):
+    for name in (
+        "channel",
+        "province",
+        "commune",
+        "person.prs_SecondName",
+        "person.prs_MiddleName",
+        "person.prs_FirstName",
+        "person.birth_year",
+        "person.estimated_age",
+        "person.prs_Gender",
+        "person.prs_IdentityNumber",
+        "person.prs_MobilePhone",
+        "report.summary",
+    ):
         put(body, name, text(form, name))
     put(body, "abroad", yes_no(form, "abroad"))
     put(body, "already_safe", yes_no(form, "already_safe"))
@@ -297,11 +460,22 @@ def open_body(form: FormData) -> dict[str, Any]:
     return body
 
 
-def open_form(c: Ctx, values: dict[str, Any] | None = None, errors: FormErrors | None = None,
-              status: int = 200) -> HTMLResponse:
-    return c.render("open_case.html", status=status, values=values or {"province": c.session.province or ""},
-                    errors=errors or FormErrors(), channels=[ch.value for ch in Channel], provinces=province_names(),
-                    genders=GENDERS, exploitation=EXPLOITATION)
+def open_form(
+    c: Ctx,
+    values: dict[str, Any] | None = None,
+    errors: FormErrors | None = None,
+    status: int = 200,
+) -> HTMLResponse:
+    return c.render(
+        "open_case.html",
+        status=status,
+        values=values or {"province": c.session.province or ""},
+        errors=errors or FormErrors(),
+        channels=[ch.value for ch in Channel],
+        provinces=province_names(),
+        genders=GENDERS,
+        exploitation=EXPLOITATION,
+    )
 
 
 @router.get("/cases/new")
@@ -321,13 +495,17 @@ async def open_case(request: Request) -> Response:
     except ApiError as exc:
         if exc.status == 401:
             raise SignInNeeded from None
-        return open_form(c, forms.values_of(form), forms.errors_from(c.t, exc, OPEN_FIELDS), status=422)
+        return open_form(
+            c, forms.values_of(form), forms.errors_from(c.t, exc, OPEN_FIELDS), status=422
+        )
     note = "opened_dup" if out.get("duplicates") else "opened"
     return redirect(f"/cases/{quote(out['case_id'])}?done={note}")
 
 
 # ---- caseworker: bulk upload (mass arrivals) ---------------------------------------------------
-BULK_MAX_BYTES = 1_500_000  # under the services' request limit (NRM_MAX_BODY_BYTES, 2 MB by default)
+BULK_MAX_BYTES = (
+    1_500_000  # under the services' request limit (NRM_MAX_BODY_BYTES, 2 MB by default)
+)
 
 
 @router.get("/cases/bulk")
@@ -344,20 +522,39 @@ async def bulk_upload(request: Request) -> Response:
     c.require("caseworker", "supervisor")
     form = await c.form()
     upload = form.get("file")
-    data = await upload.read(BULK_MAX_BYTES + 1) if upload is not None and not isinstance(upload, str) else b""
+    data = (
+        await upload.read(BULK_MAX_BYTES + 1)
+        if upload is not None and not isinstance(upload, str)
+        else b""
+    )
     if not data:
         return c.render("bulk.html", status=422, result=None, error=c.t._("Choose a CSV file"))
     if len(data) > BULK_MAX_BYTES:
-        return c.render("bulk.html", status=422, result=None, error=c.t._("The file is too large: split it"))
+        return c.render(
+            "bulk.html", status=422, result=None, error=c.t._("The file is too large: split it")
+        )
     try:
         result = await c.api.open_bulk_csv(data, text(form, "idem") or uuid.uuid4().hex)
     except ApiError as exc:
         if exc.status == 401:
             raise SignInNeeded from None
-        return c.render("bulk.html", status=422, result=None, error=forms.refusal_message(c.t, exc),
-                        detail=forms.api_detail(exc) or (exc.detail if isinstance(exc.detail, str) else None))
-    rows = [{**r, "messages": [(".".join(str(p) for p in e.get("loc", [])[-1:]), forms.translate_error(c.t, e))
-                               for e in r.get("errors", [])]} for r in result["results"]]
+        return c.render(
+            "bulk.html",
+            status=422,
+            result=None,
+            error=forms.refusal_message(c.t, exc),
+            detail=forms.api_detail(exc) or (exc.detail if isinstance(exc.detail, str) else None),
+        )
+    rows = [
+        {
+            **r,
+            "messages": [
+                (".".join(str(p) for p in e.get("loc", [])[-1:]), forms.translate_error(c.t, e))
+                for e in r.get("errors", [])
+            ],
+        }
+        for r in result["results"]
+    ]
     return c.render("bulk.html", result=result, rows=rows, error=None)
 
 
@@ -370,14 +567,24 @@ async def duplicate(request: Request, candidate_id: str, case_id: str) -> Respon
     try:
         found = [d for d in await c.api.duplicates(case_id) if d["candidate_id"] == candidate_id]
     except ApiError as exc:
-        return c.render("error.html", status=exc.status if exc.status in (403, 404) else 502,
-                        message=forms.refusal_message(c.t, exc), detail=forms.api_detail(exc))
+        return c.render(
+            "error.html",
+            status=exc.status if exc.status in (403, 404) else 502,
+            message=forms.refusal_message(c.t, exc),
+            detail=forms.api_detail(exc),
+        )
     if not found or not found[0]["case_id"] or not found[0]["other_case_id"]:
         raise HTTPException(404)
     cand = found[0]
-    people = await gather_sections({side: c.api.person(cand[side], "duplicate comparison")
-                                    for side in ("case_id", "other_case_id")})
-    return c.render("duplicate.html", cand=cand, people=people, case_id=case_id, errors=FormErrors(), values={})
+    people = await gather_sections(
+        {
+            side: c.api.person(cand[side], "duplicate comparison")
+            for side in ("case_id", "other_case_id")
+        }
+    )
+    return c.render(
+        "duplicate.html", cand=cand, people=people, case_id=case_id, errors=FormErrors(), values={}
+    )
 
 
 # ---- the case page ------------------------------------------------------------------------------
@@ -386,8 +593,12 @@ async def _find_in_inbox(api: Api, case_id: str, stage: str, view: str) -> dict[
     read returns them): look the case up there, a few pages at most."""
     for page in range(INBOX_LOOKUP_PAGES):
         try:
-            got = await api.inbox(view=view, stage=stage if view != "waiting_acceptance" else None, limit=200,
-                                  offset=page * 200)
+            got = await api.inbox(
+                view=view,
+                stage=stage if view != "waiting_acceptance" else None,
+                limit=200,
+                offset=page * 200,
+            )
         except ApiError:
             return None
         for item in got["items"]:
@@ -398,7 +609,9 @@ async def _find_in_inbox(api: Api, case_id: str, stage: str, view: str) -> dict[
     return None
 
 
-async def _live_facts(c: Ctx, case_id: str, wf: dict[str, Any] | None) -> dict[str, Any] | ApiError | None:
+async def _live_facts(
+    c: Ctx, case_id: str, wf: dict[str, Any] | None
+) -> dict[str, Any] | ApiError | None:
     """Deadline, assignee, escalation level: supervisors and auditors read the recorded state (oversight's
     as-of, now); a caseworker reads them from the inbox."""
     if wf is None:
@@ -409,12 +622,21 @@ async def _live_facts(c: Ctx, case_id: str, wf: dict[str, Any] | None) -> dict[s
         except ApiError as exc:
             return exc
         st = got["state"]
-        return {"deadline_at": (st.get("deadline") or {}).get("due_at"),
-                "deadline_source": (st.get("deadline") or {}).get("source"), "assignee": st.get("assignee"),
-                "escalation_level": st.get("escalation_level", 0), "stages": st.get("stages", []),
-                "categories": _categories(st.get("facts", {})), "from": "state"}
-    pending = c.session.agency in (wf.get("participants") or []) or c.session.agency == wf.get("owner_agency")
-    item = await _find_in_inbox(c.api, case_id, wf["stage"], "in_progress" if pending else "waiting_acceptance")
+        return {
+            "deadline_at": (st.get("deadline") or {}).get("due_at"),
+            "deadline_source": (st.get("deadline") or {}).get("source"),
+            "assignee": st.get("assignee"),
+            "escalation_level": st.get("escalation_level", 0),
+            "stages": st.get("stages", []),
+            "categories": _categories(st.get("facts", {})),
+            "from": "state",
+        }
+    pending = c.session.agency in (wf.get("participants") or []) or c.session.agency == wf.get(
+        "owner_agency"
+    )
+    item = await _find_in_inbox(
+        c.api, case_id, wf["stage"], "in_progress" if pending else "waiting_acceptance"
+    )
     if item is None:
         return None
     return {**item, "from": "inbox"}
@@ -422,8 +644,10 @@ async def _live_facts(c: Ctx, case_id: str, wf: dict[str, Any] | None) -> dict[s
 
 def _categories(facts: dict[str, Any]) -> list[str]:
     band = facts.get("age_band")
-    cats = ["child" if band in (AgeBand.under_16.value, AgeBand.age_16_17.value) else "adult",
-            "abroad" if facts.get("abroad") else "domestic"]
+    cats = [
+        "child" if band in (AgeBand.under_16.value, AgeBand.age_16_17.value) else "adult",
+        "abroad" if facts.get("abroad") else "domestic",
+    ]
     if band == AgeBand.under_16.value:
         cats.append("under_16")
     if facts.get("foreign_national"):
@@ -434,50 +658,111 @@ def _categories(facts: dict[str, Any]) -> list[str]:
 def _timeline(sections: dict[str, Any], view: dict[str, Any]) -> list[dict[str, Any]]:
     """A caseworker's timeline, from what their APIs return (the audit history is for supervisors and
     auditors): opening, handoffs, consents, support plans, services, follow-ups."""
-    ev: list[dict[str, Any]] = [{"at": view["facts"]["opened_at"], "kind": "case_opened",
-                                 "agency": view["facts"]["opened_by_agency"], "detail": None, "detail_ctx": ""}]
+    ev: list[dict[str, Any]] = [
+        {
+            "at": view["facts"]["opened_at"],
+            "kind": "case_opened",
+            "agency": view["facts"]["opened_by_agency"],
+            "detail": None,
+            "detail_ctx": "",
+        }
+    ]
     handoffs = sections.get("handoffs")
     if isinstance(handoffs, dict):
         for h in handoffs["items"]:
-            ev.append({"at": h["requested_at"], "kind": "handoff_requested", "agency": h["from_agency"],
-                       "detail": h["to_agency"], "detail_ctx": "agency"})
+            ev.append(
+                {
+                    "at": h["requested_at"],
+                    "kind": "handoff_requested",
+                    "agency": h["from_agency"],
+                    "detail": h["to_agency"],
+                    "detail_ctx": "agency",
+                }
+            )
             if h.get("responded_at"):
-                ev.append({"at": h["responded_at"], "kind": f"handoff_{h['state']}", "agency": h["to_agency"],
-                           "detail": None, "detail_ctx": ""})
+                ev.append(
+                    {
+                        "at": h["responded_at"],
+                        "kind": f"handoff_{h['state']}",
+                        "agency": h["to_agency"],
+                        "detail": None,
+                        "detail_ctx": "",
+                    }
+                )
     consents = sections.get("consents")
     if isinstance(consents, dict):
         for r in consents["history"]:
-            ev.append({"at": r["recorded_at"], "kind": "consent_recorded", "agency": None,
-                       "detail": r["purpose"], "detail_ctx": "consent_purpose"})
+            ev.append(
+                {
+                    "at": r["recorded_at"],
+                    "kind": "consent_recorded",
+                    "agency": None,
+                    "detail": r["purpose"],
+                    "detail_ctx": "consent_purpose",
+                }
+            )
     plans = sections.get("plans")
     if isinstance(plans, dict):
         for p in plans["items"]:
-            ev.append({"at": p["created_at"], "kind": "support_plan_written", "agency": None, "detail": None,
-                       "detail_ctx": ""})
+            ev.append(
+                {
+                    "at": p["created_at"],
+                    "kind": "support_plan_written",
+                    "agency": None,
+                    "detail": None,
+                    "detail_ctx": "",
+                }
+            )
     services = sections.get("services")
     if isinstance(services, dict):
         for sv in services["items"]:
-            ev.append({"at": sv["recorded_at"], "kind": "service_delivered", "agency": sv["provider_agency"],
-                       "detail": sv["service_type"], "detail_ctx": "support_type"})
+            ev.append(
+                {
+                    "at": sv["recorded_at"],
+                    "kind": "service_delivered",
+                    "agency": sv["provider_agency"],
+                    "detail": sv["service_type"],
+                    "detail_ctx": "support_type",
+                }
+            )
     follow = sections.get("follow_ups")
     if isinstance(follow, dict):
         for f in follow["items"]:
             if f.get("recorded_at"):
-                ev.append({"at": f["recorded_at"], "kind": "follow_up_recorded", "agency": None,
-                           "detail": f["outcome"], "detail_ctx": "follow_up_outcome"})
+                ev.append(
+                    {
+                        "at": f["recorded_at"],
+                        "kind": "follow_up_recorded",
+                        "agency": None,
+                        "detail": f["outcome"],
+                        "detail_ctx": "follow_up_outcome",
+                    }
+                )
     return sorted(ev, key=lambda e: str(e["at"]), reverse=True)
 
 
-async def case_page(c: Ctx, case_id: str, *, break_glass: str | None = None, failed: str | None = None,
-                    errors: FormErrors | None = None, values: dict[str, Any] | None = None,
-                    status: int = 200, done: str | None = None) -> HTMLResponse:
+async def case_page(
+    c: Ctx,
+    case_id: str,
+    *,
+    break_glass: str | None = None,
+    failed: str | None = None,
+    errors: FormErrors | None = None,
+    values: dict[str, Any] | None = None,
+    status: int = 200,
+    done: str | None = None,
+) -> HTMLResponse:
     try:
         view = await c.api.intake_case(case_id, break_glass)
     except ApiError as exc:
         if exc.status == 401:
             raise SignInNeeded from None
-        return c.render("error.html", status=exc.status if exc.status in (403, 404) else 502,
-                        message=forms.refusal_message(c.t, exc), detail=forms.api_detail(exc))
+        return c.render(
+            "error.html",
+            status=exc.status if exc.status in (403, 404) else 502,
+            message=forms.refusal_message(c.t, exc),
+            detail=forms.api_detail(exc),
+        )
     wf = view.get("workflow")
     reads: dict[str, Awaitable[Any]] = {
         "person": c.api.person(case_id, "console case page", break_glass),
@@ -490,24 +775,54 @@ async def case_page(c: Ctx, case_id: str, *, break_glass: str | None = None, fai
     }
     if c.session.has("supervisor") or c.session.has("auditor"):
         reads["history"] = c.api.history(case_id)
-    if c.session.agency in ("police", "border_guard", "coast_guard", "prosecution") or c.session.has("auditor"):
+    if c.session.agency in (
+        "police",
+        "border_guard",
+        "coast_guard",
+        "prosecution",
+    ) or c.session.has("auditor"):
         reads["perpetrators"] = c.api.perpetrators(case_id, break_glass)
         reads["linked"] = c.api.linked_cases(case_id)
     sections = await gather_sections(reads)
     live = await _live_facts(c, case_id, wf)
-    timeline = _timeline(sections, view) if "history" not in sections or isinstance(sections["history"], ApiError) \
+    timeline = (
+        _timeline(sections, view)
+        if "history" not in sections or isinstance(sections["history"], ApiError)
         else None
-    return c.render("case.html", status=status, case=view, wf=wf, sec=sections, live=live, timeline=timeline,
-                    offers=offers(c.session, wf, sections), failed=failed, errors=errors or FormErrors(),
-                    values=values or {}, done=done, break_glass=break_glass, lists=LISTS, open_all=False,
-                    today=datetime.now(TZ).date().isoformat())
+    )
+    return c.render(
+        "case.html",
+        status=status,
+        case=view,
+        wf=wf,
+        sec=sections,
+        live=live,
+        timeline=timeline,
+        offers=offers(c.session, wf, sections),
+        failed=failed,
+        errors=errors or FormErrors(),
+        values=values or {},
+        done=done,
+        break_glass=break_glass,
+        lists=LISTS,
+        open_all=False,
+        today=datetime.now(TZ).date().isoformat(),
+    )
 
 
 LISTS: dict[str, Any] = {
-    "classifications": CLASSIFICATIONS, "statuses": TRAFFICKING_STATUSES, "orgs": DECISION_ORGS,
-    "evidence": EVIDENCE_KINDS, "measures": MEASURES, "support_types": SUPPORT_TYPES, "plan_types": PLAN_TYPES,
-    "purposes": CONSENT_PURPOSES, "agencies": [a.value for a in AgencyRole], "follow_up": FOLLOW_UP_OUTCOMES,
-    "stages": OPEN_STAGES, "doc_kinds": CONSENT_DOC_KINDS,
+    "classifications": CLASSIFICATIONS,
+    "statuses": TRAFFICKING_STATUSES,
+    "orgs": DECISION_ORGS,
+    "evidence": EVIDENCE_KINDS,
+    "measures": MEASURES,
+    "support_types": SUPPORT_TYPES,
+    "plan_types": PLAN_TYPES,
+    "purposes": CONSENT_PURPOSES,
+    "agencies": [a.value for a in AgencyRole],
+    "follow_up": FOLLOW_UP_OUTCOMES,
+    "stages": OPEN_STAGES,
+    "doc_kinds": CONSENT_DOC_KINDS,
 }
 
 
@@ -516,14 +831,26 @@ def offers(s: Session, wf: dict[str, Any] | None, sec: dict[str, Any]) -> dict[s
     is shown beside the form). Derived from the case as the APIs returned it: its stage and owning agency,
     the agencies taking part, the handoffs addressed to the user's agency, the sections the APIs let the
     user read, and the user's roles from the token."""
-    out: dict[str, Any] = {"stage": None, "respond": [], "support": False, "follow_ups": [], "supervisor": False,
-                           "override": False, "consent": False, "legal_aid": False, "closure": False, "claim": False,
-                           "break_glass": s.has("auditor") and not (s.has("caseworker") or s.has("supervisor"))}
+    out: dict[str, Any] = {
+        "stage": None,
+        "respond": [],
+        "support": False,
+        "follow_ups": [],
+        "supervisor": False,
+        "override": False,
+        "consent": False,
+        "legal_aid": False,
+        "closure": False,
+        "claim": False,
+        "break_glass": s.has("auditor") and not (s.has("caseworker") or s.has("supervisor")),
+    }
     if wf is None:
         return out
     handoffs = sec.get("handoffs")
     if isinstance(handoffs, dict):
-        out["respond"] = [h for h in handoffs["items"] if h["state"] == "requested" and h["to_agency"] == s.agency]
+        out["respond"] = [
+            h for h in handoffs["items"] if h["state"] == "requested" and h["to_agency"] == s.agency
+        ]
     if wf["status"] not in ("Active", "FollowUp"):
         out["supervisor"] = s.has("supervisor")
         return out
@@ -536,10 +863,13 @@ def offers(s: Session, wf: dict[str, Any] | None, sec: dict[str, Any]) -> dict[s
         out["claim"] = True
         out["legal_aid"] = "legal_aid" not in (wf.get("participants") or []) and not any(
             h["to_agency"] == "legal_aid" and h["state"] == "requested"
-            for h in (handoffs["items"] if isinstance(handoffs, dict) else []))
+            for h in (handoffs["items"] if isinstance(handoffs, dict) else [])
+        )
         out["closure"] = wf["stage"] == "reintegrate" and isinstance(sec.get("plans"), dict)
     out["consent"] = acting and (joined or s.has("supervisor"))
-    out["support"] = acting and isinstance(sec.get("plans"), dict) and (joined or s.has("supervisor"))
+    out["support"] = (
+        acting and isinstance(sec.get("plans"), dict) and (joined or s.has("supervisor"))
+    )
     follow = sec.get("follow_ups")
     if out["support"] and isinstance(follow, dict):
         out["follow_ups"] = [f for f in follow["items"] if not f.get("outcome")]
@@ -562,9 +892,13 @@ async def unmask(request: Request, case_id: str) -> Response:
     form = await c.form()
     reason = text(form, "break_glass_reason")
     if not reason or len(reason) < 10:
-        errs = FormErrors(by_field={"break_glass_reason": c.t._("Too short: at least {n} characters", n=10)},
-                          prefix="unmask-")
-        return await case_page(c, case_id, failed="unmask", errors=errs, values=forms.values_of(form), status=422)
+        errs = FormErrors(
+            by_field={"break_glass_reason": c.t._("Too short: at least {n} characters", n=10)},
+            prefix="unmask-",
+        )
+        return await case_page(
+            c, case_id, failed="unmask", errors=errs, values=forms.values_of(form), status=422
+        )
     return await case_page(c, case_id, break_glass=reason)
 
 
@@ -591,8 +925,11 @@ def _evidence(form: FormData) -> list[dict[str, Any]]:
 
 
 def _consent(form: FormData) -> dict[str, Any]:
-    body: dict[str, Any] = {"purpose": text(form, "purpose"), "granted": yes_no(form, "granted"),
-                            "expected_version": version(form)}
+    body: dict[str, Any] = {
+        "purpose": text(form, "purpose"),
+        "granted": yes_no(form, "granted"),
+        "expected_version": version(form),
+    }
     put(body, "agency", text(form, "agency"))
     if body["granted"]:
         doc: dict[str, Any] = {}
@@ -604,71 +941,168 @@ def _consent(form: FormData) -> dict[str, Any]:
 
 def _extend(form: FormData) -> dict[str, Any]:
     days = text(form, "extend_by") or ""
-    body = {"extend_by": f"P{days}D" if days.isdigit() else days, "reason": text(form, "reason"),
-            "expected_version": version(form)}
+    body = {
+        "extend_by": f"P{days}D" if days.isdigit() else days,
+        "reason": text(form, "reason"),
+        "expected_version": version(form),
+    }
     put(body, "handoff_id", text(form, "handoff_id"))
     return body
 
 
 def _respond(form: FormData) -> dict[str, Any]:
-    return {"accept": text(form, "accept") == "yes", "reason": text(form, "reason"), "expected_version": version(form)}
+    return {
+        "accept": text(form, "accept") == "yes",
+        "reason": text(form, "reason"),
+        "expected_version": version(form),
+    }
 
 
 ACTIONS: dict[str, tuple[Builder, Sender, list[str]]] = {
-    "claim": (lambda f: _versioned(f), lambda a, cid, b, k, f: a.verification_post(cid, "claim", b, k),
-              ["override_reason"]),
-    "classify": (lambda f: _versioned(f, classification=text(f, "classification"), justification=text(f, "justification")),
-                 lambda a, cid, b, k, f: a.classify(cid, {x: y for x, y in b.items() if x != "override_reason"}, k),
-                 ["classification", "justification"]),
-    "verify": (lambda f: _versioned(f, result=text(f, "result"), justification=text(f, "justification")),
-               lambda a, cid, b, k, f: a.verification_post(cid, "verification", b, k),
-               ["result", "justification", "override_reason"]),
-    "identify": (lambda f: {**_versioned(f, status=text(f, "status"), deciding_org=text(f, "deciding_org"),
-                                         justification=text(f, "justification")), "evidence": _evidence(f)},
-                 lambda a, cid, b, k, f: a.verification_post(cid, "identification", b, k),
-                 ["status", "deciding_org", "evidence", "evidence.0.kind", "evidence.0.source", "evidence.0.date",
-                  "evidence.0.reference", "justification", "override_reason"]),
-    "rescue_not_needed": (lambda f: _versioned(f, justification=text(f, "justification")),
-                          lambda a, cid, b, k, f: a.verification_post(cid, "rescue-operations/not-needed", b, k),
-                          ["justification", "override_reason"]),
-    "protect": (lambda f: _versioned(f, measures=many(f, "measures"), justification=text(f, "justification")),
-                lambda a, cid, b, k, f: a.verification_post(cid, "protection", b, k),
-                ["measures", "justification", "override_reason"]),
-    "consent": (_consent, lambda a, cid, b, k, f: a.support_post(cid, "consents", b, k),
-                ["purpose", "agency", "granted", "document", "document.kind", "document.signed_on",
-                 "document.reference"]),
-    "legal_aid": (lambda f: _versioned(f, reason=text(f, "reason")),
-                  lambda a, cid, b, k, f: a.support_post(cid, "legal-aid-referral", b, k),
-                  ["reason", "override_reason"]),
-    "plan": (lambda f: _versioned(f, spl_Objectives=text(f, "spl_Objectives"), spl_Type=many(f, "spl_Type"),
-                                  spl_PlannedEndDate=text(f, "spl_PlannedEndDate")),
-             lambda a, cid, b, k, f: a.support_post(cid, "support-plan", {x: y for x, y in b.items()
-                                                                          if x != "override_reason"}, k),
-             ["spl_Objectives", "spl_Type", "spl_PlannedEndDate"]),
-    "service": (lambda f: _versioned(f, service_type=text(f, "service_type"), provider_agency=text(f, "provider_agency"),
-                                     delivered_on=text(f, "delivered_on"), amount_vnd=text(f, "amount_vnd"),
-                                     note=text(f, "note")),
-                lambda a, cid, b, k, f: a.support_post(cid, "services", {x: y for x, y in b.items()
-                                                                         if x != "override_reason"}, k),
-                ["service_type", "provider_agency", "delivered_on", "amount_vnd", "note",
-                 "supervisor_approval_reason"]),
-    "follow_up": (lambda f: _versioned(f, outcome=text(f, "outcome"), note=text(f, "note")),
-                  lambda a, cid, b, k, f: a.support_post(cid, f"follow-ups/{text(f, 'follow_up_id')}", b, k),
-                  ["outcome", "note", "override_reason"]),
-    "closure": (lambda f: _versioned(f, cas_Status=text(f, "cas_Status"), reason=text(f, "reason")),
-                lambda a, cid, b, k, f: a.support_post(cid, "closure", b, k),
-                ["cas_Status", "reason", "plan_id", "override_reason"]),
-    "respond": (_respond, lambda a, cid, b, k, f: a.respond_handoff(cid, str(text(f, "handoff_id")), b, k),
-                ["accept", "reason"]),
-    "reassign": (lambda f: _versioned(f, assignee_user_id=text(f, "assignee_user_id")),
-                 lambda a, cid, b, k, f: a.oversight_act(cid, "reassign", b, k),
-                 ["assignee_user_id", "override_reason"]),
-    "extend": (_extend, lambda a, cid, b, k, f: a.oversight_act(cid, "extend-deadline", b, k),
-               ["extend_by", "reason", "handoff_id"]),
-    "escalate": (lambda f: {"reason": text(f, "reason"), "expected_version": version(f)},
-                 lambda a, cid, b, k, f: a.oversight_act(cid, "escalate", b, k), ["reason"]),
-    "reopen": (lambda f: {"to_stage": text(f, "to_stage"), "reason": text(f, "reason"), "expected_version": version(f)},
-               lambda a, cid, b, k, f: a.oversight_act(cid, "reopen", b, k), ["to_stage", "reason"]),
+    "claim": (
+        lambda f: _versioned(f),
+        lambda a, cid, b, k, f: a.verification_post(cid, "claim", b, k),
+        ["override_reason"],
+    ),
+    "classify": (
+        lambda f: _versioned(
+            f, classification=text(f, "classification"), justification=text(f, "justification")
+        ),
+        lambda a, cid, b, k, f: a.classify(
+            cid, {x: y for x, y in b.items() if x != "override_reason"}, k
+        ),
+        ["classification", "justification"],
+    ),
+    "verify": (
+        lambda f: _versioned(f, result=text(f, "result"), justification=text(f, "justification")),
+        lambda a, cid, b, k, f: a.verification_post(cid, "verification", b, k),
+        ["result", "justification", "override_reason"],
+    ),
+    "identify": (
+        lambda f: {
+            **_versioned(
+                f,
+                status=text(f, "status"),
+                deciding_org=text(f, "deciding_org"),
+                justification=text(f, "justification"),
+            ),
+            "evidence": _evidence(f),
+        },
+        lambda a, cid, b, k, f: a.verification_post(cid, "identification", b, k),
+        [
+            "status",
+            "deciding_org",
+            "evidence",
+            "evidence.0.kind",
+            "evidence.0.source",
+            "evidence.0.date",
+            "evidence.0.reference",
+            "justification",
+            "override_reason",
+        ],
+    ),
+    "rescue_not_needed": (
+        lambda f: _versioned(f, justification=text(f, "justification")),
+        lambda a, cid, b, k, f: a.verification_post(cid, "rescue-operations/not-needed", b, k),
+        ["justification", "override_reason"],
+    ),
+    "protect": (
+        lambda f: _versioned(
+            f, measures=many(f, "measures"), justification=text(f, "justification")
+        ),
+        lambda a, cid, b, k, f: a.verification_post(cid, "protection", b, k),
+        ["measures", "justification", "override_reason"],
+    ),
+    "consent": (
+        _consent,
+        lambda a, cid, b, k, f: a.support_post(cid, "consents", b, k),
+        [
+            "purpose",
+            "agency",
+            "granted",
+            "document",
+            "document.kind",
+            "document.signed_on",
+            "document.reference",
+        ],
+    ),
+    "legal_aid": (
+        lambda f: _versioned(f, reason=text(f, "reason")),
+        lambda a, cid, b, k, f: a.support_post(cid, "legal-aid-referral", b, k),
+        ["reason", "override_reason"],
+    ),
+    "plan": (
+        lambda f: _versioned(
+            f,
+            spl_Objectives=text(f, "spl_Objectives"),
+            spl_Type=many(f, "spl_Type"),
+            spl_PlannedEndDate=text(f, "spl_PlannedEndDate"),
+        ),
+        lambda a, cid, b, k, f: a.support_post(
+            cid, "support-plan", {x: y for x, y in b.items() if x != "override_reason"}, k
+        ),
+        ["spl_Objectives", "spl_Type", "spl_PlannedEndDate"],
+    ),
+    "service": (
+        lambda f: _versioned(
+            f,
+            service_type=text(f, "service_type"),
+            provider_agency=text(f, "provider_agency"),
+            delivered_on=text(f, "delivered_on"),
+            amount_vnd=text(f, "amount_vnd"),
+            note=text(f, "note"),
+        ),
+        lambda a, cid, b, k, f: a.support_post(
+            cid, "services", {x: y for x, y in b.items() if x != "override_reason"}, k
+        ),
+        [
+            "service_type",
+            "provider_agency",
+            "delivered_on",
+            "amount_vnd",
+            "note",
+            "supervisor_approval_reason",
+        ],
+    ),
+    "follow_up": (
+        lambda f: _versioned(f, outcome=text(f, "outcome"), note=text(f, "note")),
+        lambda a, cid, b, k, f: a.support_post(cid, f"follow-ups/{text(f, 'follow_up_id')}", b, k),
+        ["outcome", "note", "override_reason"],
+    ),
+    "closure": (
+        lambda f: _versioned(f, cas_Status=text(f, "cas_Status"), reason=text(f, "reason")),
+        lambda a, cid, b, k, f: a.support_post(cid, "closure", b, k),
+        ["cas_Status", "reason", "plan_id", "override_reason"],
+    ),
+    "respond": (
+        _respond,
+        lambda a, cid, b, k, f: a.respond_handoff(cid, str(text(f, "handoff_id")), b, k),
+        ["accept", "reason"],
+    ),
+    "reassign": (
+        lambda f: _versioned(f, assignee_user_id=text(f, "assignee_user_id")),
+        lambda a, cid, b, k, f: a.oversight_act(cid, "reassign", b, k),
+        ["assignee_user_id", "override_reason"],
+    ),
+    "extend": (
+        _extend,
+        lambda a, cid, b, k, f: a.oversight_act(cid, "extend-deadline", b, k),
+        ["extend_by", "reason", "handoff_id"],
+    ),
+    "escalate": (
+        lambda f: {"reason": text(f, "reason"), "expected_version": version(f)},
+        lambda a, cid, b, k, f: a.oversight_act(cid, "escalate", b, k),
+        ["reason"],
+    ),
+    "reopen": (
+        lambda f: {
+            "to_stage": text(f, "to_stage"),
+            "reason": text(f, "reason"),
+            "expected_version": version(f),
+        },
+        lambda a, cid, b, k, f: a.oversight_act(cid, "reopen", b, k),
+        ["to_stage", "reason"],
+    ),
 }
 
 
@@ -687,8 +1121,14 @@ async def act(request: Request, case_id: str, action: str) -> Response:
         if exc.status == 401:
             raise SignInNeeded from None
         log.info("console_action_refused", action=action, case_id=case_id, status=exc.status)
-        return await case_page(c, case_id, failed=action, errors=forms.errors_from(c.t, exc, names),
-                               values=forms.values_of(form), status=409 if exc.status == 409 else 422)
+        return await case_page(
+            c,
+            case_id,
+            failed=action,
+            errors=forms.errors_from(c.t, exc, names),
+            values=forms.values_of(form),
+            status=409 if exc.status == 409 else 422,
+        )
     return redirect(f"/cases/{quote(case_id)}?done={action}")
 
 
@@ -699,12 +1139,20 @@ async def resolve_duplicate(request: Request, candidate_id: str) -> Response:
     form = await c.form()
     case_id = text(form, "case_id") or ""
     try:
-        await c.api.resolve_duplicate(candidate_id, {"decision": text(form, "decision"), "reason": text(form, "reason")},
-                                      text(form, "idem") or uuid.uuid4().hex)
+        await c.api.resolve_duplicate(
+            candidate_id,
+            {"decision": text(form, "decision"), "reason": text(form, "reason")},
+            text(form, "idem") or uuid.uuid4().hex,
+        )
     except ApiError as exc:
-        return await case_page(c, case_id, failed=f"dup-{candidate_id}",
-                               errors=forms.errors_from(c.t, exc, ["decision", "reason"]),
-                               values=forms.values_of(form), status=422)
+        return await case_page(
+            c,
+            case_id,
+            failed=f"dup-{candidate_id}",
+            errors=forms.errors_from(c.t, exc, ["decision", "reason"]),
+            values=forms.values_of(form),
+            status=422,
+        )
     return redirect(f"/cases/{quote(case_id)}?done=duplicate")
 
 
@@ -733,16 +1181,27 @@ async def stuck(request: Request) -> Response:
     c = Ctx(request)
     c.require("supervisor")
     q = request.query_params
-    filters = {"reason": [r for r in q.getlist("reason") if r in STUCK_REASONS],
-               "category": [x for x in q.getlist("category") if x in CATEGORIES],
-               "agency": q.get("agency") or None, "stage": q.get("stage") or None,
-               "level": q.get("level") or None, "assignee": q.get("assignee") or None}
+    filters = {
+        "reason": [r for r in q.getlist("reason") if r in STUCK_REASONS],
+        "category": [x for x in q.getlist("category") if x in CATEGORIES],
+        "agency": q.get("agency") or None,
+        "stage": q.get("stage") or None,
+        "level": q.get("level") or None,
+        "assignee": q.get("assignee") or None,
+    }
     try:
         page: dict[str, Any] | ApiError = await c.api.stuck(**filters, limit=100)
     except ApiError as exc:
         page = exc
-    return c.render("stuck.html", page=page, f=filters, reasons=STUCK_REASONS, categories=CATEGORIES,
-                    agencies=[a.value for a in AgencyRole], stages=OPEN_STAGES)
+    return c.render(
+        "stuck.html",
+        page=page,
+        f=filters,
+        reasons=STUCK_REASONS,
+        categories=CATEGORIES,
+        agencies=[a.value for a in AgencyRole],
+        stages=OPEN_STAGES,
+    )
 
 
 def _month_start(d: datetime, back: int = 0) -> datetime:
@@ -759,10 +1218,19 @@ async def kpis(request: Request, months: int = 6) -> Response:
     now = datetime.now(TZ)
     start = _month_start(now, months - 1)
     try:
-        total: dict[str, Any] | ApiError = await c.api.kpis(start, now + timedelta(minutes=1), c.t.code)
-        series = await gather_sections({str(i): c.api.kpis(_month_start(now, i), min(_month_start(now, i - 1), now)
-                                                           + timedelta(minutes=1), c.t.code)
-                                        for i in range(months - 1, -1, -1)})
+        total: dict[str, Any] | ApiError = await c.api.kpis(
+            start, now + timedelta(minutes=1), c.t.code
+        )
+        series = await gather_sections(
+            {
+                str(i): c.api.kpis(
+                    _month_start(now, i),
+                    min(_month_start(now, i - 1), now) + timedelta(minutes=1),
+                    c.t.code,
+                )
+                for i in range(months - 1, -1, -1)
+            }
+        )
     except ApiError as exc:
         total, series = exc, {}
     by_kpi: dict[str, list[dict[str, Any]]] = {}
@@ -781,8 +1249,14 @@ async def reports(request: Request, error: str | None = None) -> Response:
 
 
 @router.get("/reports/download")
-async def report_download(request: Request, kind: str = "six_monthly", format: str = "html", lang: str = "vi",
-                          start: str | None = None, end: str | None = None) -> Response:
+async def report_download(
+    request: Request,
+    kind: str = "six_monthly",
+    format: str = "html",
+    lang: str = "vi",
+    start: str | None = None,
+    end: str | None = None,
+) -> Response:
     c = Ctx(request)
     c.require("supervisor", "auditor")
     if kind not in REPORT_KINDS or format not in ("html", "csv", "json"):
@@ -794,9 +1268,16 @@ async def report_download(request: Request, kind: str = "six_monthly", format: s
     try:
         r = await c.api.report(kind, format, pick_lang(lang), at(start), at(end))
     except ApiError as exc:
-        return c.render("reports.html", status=422, kinds=REPORT_KINDS, error=forms.refusal_message(c.t, exc),
-                        detail=forms.api_detail(exc) or (exc.detail if isinstance(exc.detail, str) else None))
-    headers = {k: v for k, v in r.headers.items() if k.lower() in ("content-type", "content-disposition")}
+        return c.render(
+            "reports.html",
+            status=422,
+            kinds=REPORT_KINDS,
+            error=forms.refusal_message(c.t, exc),
+            detail=forms.api_detail(exc) or (exc.detail if isinstance(exc.detail, str) else None),
+        )
+    headers = {
+        k: v for k, v in r.headers.items() if k.lower() in ("content-type", "content-disposition")
+    }
     if "content-disposition" not in {k.lower() for k in headers} and format != "html":
         headers["Content-Disposition"] = f'attachment; filename="nrm-{kind}.{format}"'
     return Response(r.content, headers=headers)
@@ -824,35 +1305,52 @@ async def audit_verify_all(request: Request) -> Response:
 
 
 @router.get("/cases/{case_id}/history")
-async def history(request: Request, case_id: str, replay: bool = False, at: str | None = None) -> Response:
+async def history(
+    request: Request, case_id: str, replay: bool = False, at: str | None = None
+) -> Response:
     c = Ctx(request)
     c.require("auditor", "supervisor")
-    reads: dict[str, Awaitable[Any]] = {"history": c.api.history(case_id), "verify": c.api.verify_chain(case_id)}
+    reads: dict[str, Awaitable[Any]] = {
+        "history": c.api.history(case_id),
+        "verify": c.api.verify_chain(case_id),
+    }
     if replay:
         reads["replay"] = c.api.replay(case_id)
     as_of_at = None
     if at:
         try:
-            as_of_at = datetime.fromisoformat(at).replace(tzinfo=TZ) if "T" in at else \
-                datetime.fromisoformat(at + "T23:59:59").replace(tzinfo=TZ)
+            as_of_at = (
+                datetime.fromisoformat(at).replace(tzinfo=TZ)
+                if "T" in at
+                else datetime.fromisoformat(at + "T23:59:59").replace(tzinfo=TZ)
+            )
             reads["as_of"] = c.api.as_of(case_id, as_of_at)
         except ValueError:
             as_of_at = None
     sec = await gather_sections(reads)
     if isinstance(sec["history"], ApiError) and sec["history"].status in (403, 404):
-        return c.render("error.html", status=sec["history"].status, message=forms.refusal_message(c.t, sec["history"]),
-                        detail=forms.api_detail(sec["history"]))
+        return c.render(
+            "error.html",
+            status=sec["history"].status,
+            message=forms.refusal_message(c.t, sec["history"]),
+            detail=forms.api_detail(sec["history"]),
+        )
     return c.render("history.html", case_id=case_id, sec=sec, at=at, as_of_at=as_of_at)
 
 
 @router.get("/access-log")
-async def access_log(request: Request, case_id: str | None = None, user_id: str | None = None,
-                     cursor: int | None = None) -> Response:
+async def access_log(
+    request: Request,
+    case_id: str | None = None,
+    user_id: str | None = None,
+    cursor: int | None = None,
+) -> Response:
     c = Ctx(request)
     c.require("auditor", "supervisor")
     try:
-        page: dict[str, Any] | ApiError = await c.api.access_log(case_id=case_id, user_id=user_id, cursor=cursor,
-                                                                 limit=50)
+        page: dict[str, Any] | ApiError = await c.api.access_log(
+            case_id=case_id, user_id=user_id, cursor=cursor, limit=50
+        )
     except ApiError as exc:
         page = exc
     return c.render("access_log.html", page=page, case_id=case_id or "", user_id=user_id or "")

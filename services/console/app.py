@@ -34,8 +34,10 @@ from shared.logging import configure_logging
 HERE = Path(__file__).parent
 log = structlog.get_logger("console")
 # Nothing but this console's own files: no script, no CDN, no inline style or script.
-CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self' {idp}; "
-       "frame-ancestors 'none'; base-uri 'none'")
+CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self' {idp}; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
 
 
 class SecurityHeaders(BaseHTTPMiddleware):
@@ -54,8 +56,13 @@ class SecurityHeaders(BaseHTTPMiddleware):
 
 
 def templates() -> Environment:
-    env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]),
-                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env = Environment(
+        loader=FileSystemLoader(HERE / "templates"),
+        autoescape=select_autoescape(["html"]),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     return env
 
 
@@ -66,15 +73,27 @@ def create_app(settings: Settings | None = None, ring: KeyRing | None = None) ->
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=200, max_keepalive_connections=50)) as http:
+        async with httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50)
+        ) as http:
             app.state.http = http
             yield
 
-    app = FastAPI(title="NRM console", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app = FastAPI(
+        title="NRM console", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
+    )
     app.state.config = config
     app.state.templates = templates()
-    app.state.sessions = Sessions(config, keyring, TokenVerifier(
-        keyring if config.dev_issuer else None, shared.jwt_issuer, shared.jwt_audience, shared.oidc_jwks_url))
+    app.state.sessions = Sessions(
+        config,
+        keyring,
+        TokenVerifier(
+            keyring if config.dev_issuer else None,
+            shared.jwt_issuer,
+            shared.jwt_audience,
+            shared.oidc_jwks_url,
+        ),
+    )
     for lang in LANGS:  # read the catalogs now: a broken catalog stops the start, not a page
         translations(lang)
     idp = config.own.oidc_authorization_url or ""
@@ -89,21 +108,33 @@ def create_app(settings: Settings | None = None, ring: KeyRing | None = None) ->
     @app.exception_handler(api.WrongRole)
     async def wrong_role(request: Request, _: Exception) -> Response:
         c = api.Ctx(request)
-        return c.render("error.html", status=403, message=c.t._("This page is not for your role"), detail=None)
+        return c.render(
+            "error.html", status=403, message=c.t._("This page is not for your role"), detail=None
+        )
 
     @app.exception_handler(api.CsrfFailed)
     async def csrf_failed(request: Request, _: Exception) -> Response:
         c = api.Ctx(request)
-        return c.render("error.html", status=403,
-                        message=c.t._("The form had expired; go back, reload the page and send it again"), detail=None)
+        return c.render(
+            "error.html",
+            status=403,
+            message=c.t._("The form had expired; go back, reload the page and send it again"),
+            detail=None,
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if request.url.path.startswith("/static"):
             return HTMLResponse("", status_code=exc.status_code)
         c = api.Ctx(request)
-        return c.render("error.html", status=exc.status_code, message=c.t._("Page not found")
-                        if exc.status_code == 404 else c.t._("The request was not accepted"), detail=None)
+        return c.render(
+            "error.html",
+            status=exc.status_code,
+            message=c.t._("Page not found")
+            if exc.status_code == 404
+            else c.t._("The request was not accepted"),
+            detail=None,
+        )
 
     return app
 
@@ -115,7 +146,11 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     configure_logging("console", settings.log_level)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API call is noise; errors still show
+    logging.getLogger("httpx").setLevel(
+        logging.WARNING
+    )  # one line per API call is noise; errors still show
     app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.console_port, log_config=None, access_log=False)
+    uvicorn.run(
+        app, host=settings.host, port=settings.console_port, log_config=None, access_log=False
+    )
     return 0

@@ -21,7 +21,10 @@ KNOWN_MESSAGES: tuple[tuple[str, str], ...] = (
     (r"is not one of the 34 province codes", "Choose a province from the list"),
     (r"is not one of the 3,321 commune", "Commune code not found: 5 digits, e.g. 00070"),
     (r"commune \S+ is not in province", "This commune is not in the chosen province"),
-    (r"birth_year is in the future|birth date is in the future", "The year of birth is in the future"),
+    (
+        r"birth_year is in the future|birth date is in the future",
+        "The year of birth is in the future",
+    ),
     (r"birth_year disagrees", "The year of birth does not match the date of birth"),
     (r"date is in the future", "The date is in the future"),
     (r"required when rejecting", "Give a reason when you reject"),
@@ -29,7 +32,10 @@ KNOWN_MESSAGES: tuple[tuple[str, str], ...] = (
     (r"data_sharing consent names the agency", "Choose the agency the consent covers"),
     (r"only data_sharing consent names an agency", "Only consent to share data names an agency"),
     (r"at least one evidence item", "Identifying a victim needs at least one evidence item"),
-    (r"at least one measure", "Choose at least one measure, or record that protection was declined"),
+    (
+        r"at least one measure",
+        "Choose at least one measure, or record that protection was declined",
+    ),
     (r"needs the person's written refusal", "A declined protection needs the written refusal"),
     (r"must be empty when protection is declined", "No measures when protection is declined"),
     (r"appears twice", "A value is chosen twice"),

@@ -79,7 +79,9 @@ class Lang:
         if key is None or key == "":
             return "—"
         k = str(getattr(key, "value", key))
-        if f"{context}\x04{k}" not in self.tr._catalog:  # gettext keys a context's message as "ctx\x04id"
+        if (
+            f"{context}\x04{k}" not in self.tr._catalog
+        ):  # gettext keys a context's message as "ctx\x04id"
             return self._("(unlabelled value)")
         return str(self.tr.pgettext(context, k))
 
@@ -119,8 +121,14 @@ class Lang:
         hours = int(span.total_seconds() // 3600)
         if hours < 48:
             if late:
-                return self._("{n} hours overdue", n=max(hours, 1)) if hours >= 1 else self._("Under 1 hour overdue")
-            return self._("Due in {n} hours", n=hours) if hours >= 1 else self._("Due in under 1 hour")
+                return (
+                    self._("{n} hours overdue", n=max(hours, 1))
+                    if hours >= 1
+                    else self._("Under 1 hour overdue")
+                )
+            return (
+                self._("Due in {n} hours", n=hours) if hours >= 1 else self._("Due in under 1 hour")
+            )
         days = hours // 24
         return self._("{n} days overdue", n=days) if late else self._("Due in {n} days", n=days)
 
@@ -132,7 +140,11 @@ class Lang:
         if value is None:
             return "—"
         text = f"{value:,.{digits}f}"
-        return text.replace(",", "\0").replace(".", ",").replace("\0", ".") if self.code == "vi" else text
+        return (
+            text.replace(",", "\0").replace(".", ",").replace("\0", ".")
+            if self.code == "vi"
+            else text
+        )
 
     def percent(self, value: float | None) -> str:
         return "—" if value is None else f"{self.number(value * 100, 1)}%"

@@ -107,32 +107,62 @@ class Sessions:
         return session
 
     def save(self, response: Response, session: Session) -> None:
-        response.set_cookie(SESSION_COOKIE, seal(self.ring, session.model_dump(), SESSION_CONTEXT),
-                            max_age=self.config.own.console_session_hours * 3600, httponly=True,
-                            secure=self.config.cookie_secure, samesite="lax", path="/")
+        response.set_cookie(
+            SESSION_COOKIE,
+            seal(self.ring, session.model_dump(), SESSION_CONTEXT),
+            max_age=self.config.own.console_session_hours * 3600,
+            httponly=True,
+            secure=self.config.cookie_secure,
+            samesite="lax",
+            path="/",
+        )
 
     def clear(self, response: Response) -> None:
-        response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, secure=self.config.cookie_secure,
-                               samesite="lax")
+        response.delete_cookie(
+            SESSION_COOKIE,
+            path="/",
+            httponly=True,
+            secure=self.config.cookie_secure,
+            samesite="lax",
+        )
 
     @staticmethod
     def csrf_ok(session: Session, sent: str | None) -> bool:
         return bool(sent) and hmac.compare_digest(session.csrf, str(sent))
 
-    async def signed_in_as(self, session: Session, token: str, via: str, id_token: str | None = None) -> Session:
+    async def signed_in_as(
+        self, session: Session, token: str, via: str, id_token: str | None = None
+    ) -> Session:
         """A fresh session (new CSRF token: no fixation) for a bearer token verified as the APIs verify it."""
         principal = await self.verifier.verify_async(token)
         claims = jwt.decode(token, options={"verify_signature": False})  # verified just above
-        return Session(token=token, expires_at=float(claims["exp"]), user_id=principal.user_id,
-                       display_name=principal.display_name, roles=sorted(r.value for r in principal.roles),
-                       agency=principal.agency.value, province=principal.province, via=via, id_token=id_token)
+        return Session(
+            token=token,
+            expires_at=float(claims["exp"]),
+            user_id=principal.user_id,
+            display_name=principal.display_name,
+            roles=sorted(r.value for r in principal.roles),
+            agency=principal.agency.value,
+            province=principal.province,
+            via=via,
+            id_token=id_token,
+        )
 
     # ---- development personas -------------------------------------------------------------------
-    def dev_token(self, role: Role, agency: AgencyRole, province: str, user_id: str, name: str) -> str:
-        return mint_token(self.ring, user_id=user_id, display_name=name, roles=[role], agency=agency,
-                          province=province, issuer=self.config.shared.jwt_issuer,
-                          audience=self.config.shared.jwt_audience,
-                          ttl=timedelta(hours=self.config.own.console_session_hours))
+    def dev_token(
+        self, role: Role, agency: AgencyRole, province: str, user_id: str, name: str
+    ) -> str:
+        return mint_token(
+            self.ring,
+            user_id=user_id,
+            display_name=name,
+            roles=[role],
+            agency=agency,
+            province=province,
+            issuer=self.config.shared.jwt_issuer,
+            audience=self.config.shared.jwt_audience,
+            ttl=timedelta(hours=self.config.own.console_session_hours),
+        )
 
     # ---- OpenID Connect, authorization code + PKCE -----------------------------------------------
     @property
@@ -144,18 +174,42 @@ class Sessions:
         o = self.config.own
         verifier = secrets.token_urlsafe(48)
         state, nonce = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
-        query = urlencode({"response_type": "code", "client_id": o.oidc_client_id, "redirect_uri": self.redirect_uri,
-                           "scope": o.oidc_scope, "state": state, "nonce": nonce, "code_challenge": challenge,
-                           "code_challenge_method": "S256"})
+        challenge = (
+            base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+            .decode()
+            .rstrip("=")
+        )
+        query = urlencode(
+            {
+                "response_type": "code",
+                "client_id": o.oidc_client_id,
+                "redirect_uri": self.redirect_uri,
+                "scope": o.oidc_scope,
+                "state": state,
+                "nonce": nonce,
+                "code_challenge": challenge,
+                "code_challenge_method": "S256",
+            }
+        )
         response: Response = response_factory(f"{o.oidc_authorization_url}?{query}")
-        response.set_cookie(OIDC_COOKIE, seal(self.ring, {"state": state, "nonce": nonce, "verifier": verifier,
-                                                          "at": time.time()}, OIDC_CONTEXT),
-                            max_age=OIDC_FLOW_SECONDS, httponly=True, secure=self.config.cookie_secure,
-                            samesite="lax", path="/signin")
+        response.set_cookie(
+            OIDC_COOKIE,
+            seal(
+                self.ring,
+                {"state": state, "nonce": nonce, "verifier": verifier, "at": time.time()},
+                OIDC_CONTEXT,
+            ),
+            max_age=OIDC_FLOW_SECONDS,
+            httponly=True,
+            secure=self.config.cookie_secure,
+            samesite="lax",
+            path="/signin",
+        )
         return response
 
-    async def oidc_finish(self, request: Request, http: httpx.AsyncClient) -> tuple[str, str | None]:
+    async def oidc_finish(
+        self, request: Request, http: httpx.AsyncClient
+    ) -> tuple[str, str | None]:
         """Check the callback's state against the sealed cookie, exchange the code with the PKCE verifier,
         check the ID token's nonce. Returns (access token, id token). Raises AuthError with the reason."""
         flow = unseal(self.ring, request.cookies.get(OIDC_COOKIE), OIDC_CONTEXT)
@@ -167,12 +221,19 @@ class Sessions:
         if not code or not hmac.compare_digest(str(flow["state"]), state):
             raise AuthError("state mismatch")
         o = self.config.own
-        form = {"grant_type": "authorization_code", "code": code, "redirect_uri": self.redirect_uri,
-                "client_id": o.oidc_client_id or "", "code_verifier": str(flow["verifier"])}
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": self.redirect_uri,
+            "client_id": o.oidc_client_id or "",
+            "code_verifier": str(flow["verifier"]),
+        }
         if o.oidc_client_secret:
             form["client_secret"] = o.oidc_client_secret
         try:
-            r = await http.post(str(o.oidc_token_url), data=form, headers={"Accept": "application/json"}, timeout=15)
+            r = await http.post(
+                str(o.oidc_token_url), data=form, headers={"Accept": "application/json"}, timeout=15
+            )
         except httpx.HTTPError as exc:
             raise AuthError(f"token endpoint unreachable: {type(exc).__name__}") from None
         if r.status_code != 200:
@@ -190,9 +251,20 @@ class Sessions:
     def _id_token_claims(self, id_token: str) -> dict[str, Any]:
         """The ID token verified against the provider's JWKS (a blocking fetch: run in a thread)."""
         try:
-            key = jwt.PyJWKClient(str(self.config.shared.oidc_jwks_url)).get_signing_key_from_jwt(id_token).key
-            return dict(jwt.decode(id_token, key, algorithms=["RS256", "ES256", "EdDSA"],
-                                   audience=self.config.own.oidc_client_id, leeway=60))
+            key = (
+                jwt.PyJWKClient(str(self.config.shared.oidc_jwks_url))
+                .get_signing_key_from_jwt(id_token)
+                .key
+            )
+            return dict(
+                jwt.decode(
+                    id_token,
+                    key,
+                    algorithms=["RS256", "ES256", "EdDSA"],
+                    audience=self.config.own.oidc_client_id,
+                    leeway=60,
+                )
+            )
         except jwt.PyJWTError as exc:
             raise AuthError(f"ID token invalid: {exc}") from None
 
@@ -200,6 +272,10 @@ class Sessions:
 def principal_of(session: Session) -> Principal | None:
     if not session.signed_in or not session.user_id or not session.agency or not session.province:
         return None
-    return Principal(user_id=session.user_id, display_name=session.display_name,
-                     roles=frozenset(Role(r) for r in session.roles), agency=AgencyRole(session.agency),
-                     province=session.province)
+    return Principal(
+        user_id=session.user_id,
+        display_name=session.display_name,
+        roles=frozenset(Role(r) for r in session.roles),
+        agency=AgencyRole(session.agency),
+        province=session.province,
+    )

@@ -13,17 +13,23 @@ class ConsoleSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NRM_", extra="ignore", frozen=True)
 
     console_public_url: str | None = Field(
-        default=None, description="the console's address as users reach it (OIDC redirect URI base); default "
-                                  "http://<NRM_HOST>:<NRM_CONSOLE_PORT>")
+        default=None,
+        description="the console's address as users reach it (OIDC redirect URI base); default "
+        "http://<NRM_HOST>:<NRM_CONSOLE_PORT>",
+    )
     console_cookie_secure: bool | None = Field(
-        default=None, description="Secure flag on the session cookie; default: on unless the public URL is "
-                                  "plain http (development on 127.0.0.1)")
+        default=None,
+        description="Secure flag on the session cookie; default: on unless the public URL is "
+        "plain http (development on 127.0.0.1)",
+    )
     console_session_hours: int = Field(default=8, ge=1, le=24)
     # OpenID Connect authorization-code flow with PKCE (production: NRM_OIDC_JWKS_URL set)
     oidc_authorization_url: str | None = None
     oidc_token_url: str | None = None
     oidc_client_id: str | None = None
-    oidc_client_secret: str | None = Field(default=None, description="confidential clients only; PKCE always")
+    oidc_client_secret: str | None = Field(
+        default=None, description="confidential clients only; PKCE always"
+    )
     oidc_scope: str = "openid profile"
     oidc_end_session_url: str | None = None
 
@@ -34,9 +40,14 @@ class ConsoleConfig:
     def __init__(self, shared: Settings, own: ConsoleSettings) -> None:
         self.shared = shared
         self.own = own
-        self.public_url = (own.console_public_url or f"http://{shared.host}:{shared.console_port}").rstrip("/")
-        self.cookie_secure = (own.console_cookie_secure if own.console_cookie_secure is not None
-                              else self.public_url.startswith("https://"))
+        self.public_url = (
+            own.console_public_url or f"http://{shared.host}:{shared.console_port}"
+        ).rstrip("/")
+        self.cookie_secure = (
+            own.console_cookie_secure
+            if own.console_cookie_secure is not None
+            else self.public_url.startswith("https://")
+        )
 
     @property
     def dev_issuer(self) -> bool:
@@ -47,7 +58,12 @@ class ConsoleConfig:
     @property
     def oidc_ready(self) -> bool:
         o = self.own
-        return bool(self.shared.oidc_jwks_url and o.oidc_authorization_url and o.oidc_token_url and o.oidc_client_id)
+        return bool(
+            self.shared.oidc_jwks_url
+            and o.oidc_authorization_url
+            and o.oidc_token_url
+            and o.oidc_client_id
+        )
 
     def api_url(self, service: str) -> str:
         return f"http://{self.shared.host}:{self.shared.service_ports[service]}"

@@ -41,7 +41,9 @@ def build_activities(runtime: Runtime) -> list[Callable[..., Any]]:
     @activity.defn(name="reconcile_workflow_starts")
     async def reconcile_workflow_starts(older_than_seconds: int = 30) -> ReconcileResult:
         """Start the CaseWorkflow of committed cases whose start never happened (crash after commit)."""
-        started = await opening.reconcile_workflow_starts(runtime, timedelta(seconds=older_than_seconds))
+        started = await opening.reconcile_workflow_starts(
+            runtime, timedelta(seconds=older_than_seconds)
+        )
         return ReconcileResult(started=started)
 
     return [erase_person_pii, reconcile_workflow_starts]

@@ -65,15 +65,29 @@ PAGE = 500  # pending rows read at a time
 PAYLOAD_COLUMN = "bulk_rows.payload"
 ROW_HASH_PURPOSE = "intake.bulk_row"
 
-CASE_COLUMNS = ("channel", "province", "commune", "abroad", "foreign_national", "already_safe", "con_Consent")
+CASE_COLUMNS = (
+    "channel",
+    "province",
+    "commune",
+    "abroad",
+    "foreign_national",
+    "already_safe",
+    "con_Consent",
+)
 PERSON_COLUMNS = tuple(PersonIn.model_fields)
 VICTIM_COLUMNS = tuple(VictimContextIn.model_fields)
 EVENT_COLUMNS = tuple(TraffickingEventIn.model_fields)
-REPORT_COLUMNS = {"report_summary": "summary", "report_received_at": "received_at",
-                  **{k: k for k in ReportIn.model_fields if k.startswith("cas_")}}
+REPORT_COLUMNS = {
+    "report_summary": "summary",
+    "report_received_at": "received_at",
+    **{k: k for k in ReportIn.model_fields if k.startswith("cas_")},
+}
 CSV_COLUMNS = (*CASE_COLUMNS, *PERSON_COLUMNS, *VICTIM_COLUMNS, *REPORT_COLUMNS, *EVENT_COLUMNS)
-_MULTI = {name for name, f in {**PersonIn.model_fields, **VictimContextIn.model_fields}.items()
-          if "list" in str(f.annotation)}
+_MULTI = {
+    name
+    for name, f in {**PersonIn.model_fields, **VictimContextIn.model_fields}.items()
+    if "list" in str(f.annotation)
+}
 
 
 class CsvError(ValueError):
@@ -82,7 +96,10 @@ class CsvError(ValueError):
 
 def error_list(exc: ValidationError) -> list[dict[str, Any]]:
     """Field and reason only (the input value is not echoed: it may be personal data)."""
-    return [{"loc": [str(p) for p in e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+    return [
+        {"loc": [str(p) for p in e["loc"]], "msg": e["msg"], "type": e["type"]}
+        for e in exc.errors()
+    ]
 
 
 def parse_csv(text: str) -> list[dict[str, Any]]:
@@ -94,7 +111,9 @@ def parse_csv(text: str) -> list[dict[str, Any]]:
     header = [h.strip() for h in header]
     unknown = [h for h in header if h not in CSV_COLUMNS]
     if unknown:
-        raise CsvError(f"unknown CSV columns: {', '.join(unknown)}; allowed columns: {', '.join(CSV_COLUMNS)}")
+        raise CsvError(
+            f"unknown CSV columns: {', '.join(unknown)}; allowed columns: {', '.join(CSV_COLUMNS)}"
+        )
     missing = [c for c in ("channel", "province") if c not in header]
     if missing:
         raise CsvError(f"required CSV columns missing: {', '.join(missing)}")
@@ -167,26 +186,46 @@ class RowOrder:
 
 
 def invalid_row(index: int, loc: list[str], msg: str, type_: str) -> BulkRowResult:
-    return BulkRowResult(index=index, status="invalid", errors=[{"loc": loc, "msg": msg, "type": type_}])
+    return BulkRowResult(
+        index=index, status="invalid", errors=[{"loc": loc, "msg": msg, "type": type_}]
+    )
 
 
-def prepare_row(runtime: Runtime, principal: Principal, index: int, raw: Any, *, key: str | None,
-                request_id: str | None, source: str, entry: EntryDecision | None) -> _Work:
+def prepare_row(
+    runtime: Runtime,
+    principal: Principal,
+    index: int,
+    raw: Any,
+    *,
+    key: str | None,
+    request_id: str | None,
+    source: str,
+    entry: EntryDecision | None,
+) -> _Work:
     """Validation, jurisdiction and entry-decision checks, then the case as it will be written."""
     if isinstance(raw, dict) and "__csv_error__" in raw:
         return _Work(index, invalid=invalid_row(index, ["row"], raw["__csv_error__"], "csv"))
     try:
         req = _ADAPTER.validate_python(raw)
     except ValidationError as exc:
-        return _Work(index, invalid=BulkRowResult(index=index, status="invalid", errors=error_list(exc)))
+        return _Work(
+            index, invalid=BulkRowResult(index=index, status="invalid", errors=error_list(exc))
+        )
     if not principal.covers_province(req.province):
-        return _Work(index, invalid=invalid_row(
-            index, ["province"], f"province {req.province} is outside your jurisdiction ({principal.province})",
-            "forbidden"))
+        return _Work(
+            index,
+            invalid=invalid_row(
+                index,
+                ["province"],
+                f"province {req.province} is outside your jurisdiction ({principal.province})",
+                "forbidden",
+            ),
+        )
     if entry is not None and (why := opening.may_take_entry_decision(principal, req)) is not None:
         return _Work(index, invalid=invalid_row(index, ["entry_decision"], why, "forbidden"))
-    new = opening.build_new_case(runtime, req, principal, idem_key=key, request_id=request_id, source=source,
-                                 entry=entry)
+    new = opening.build_new_case(
+        runtime, req, principal, idem_key=key, request_id=request_id, source=source, entry=entry
+    )
     return _Work(index, new=new)
 
 
@@ -195,8 +234,15 @@ def prepare_row(runtime: Runtime, principal: Principal, index: int, raw: Any, *,
 Record = Callable[[RowDone, Conn | None], Awaitable[None]]
 
 
-async def open_work(runtime: Runtime, principal: Principal, work: _Work, record: Record, *, source: str,
-                    retry_later: bool = False) -> None:
+async def open_work(
+    runtime: Runtime,
+    principal: Principal,
+    work: _Work,
+    record: Record,
+    *,
+    source: str,
+    retry_later: bool = False,
+) -> None:
     """Open one prepared row once the earlier rows it could duplicate are done. With `retry_later`, an
     unexpected failure leaves the row unanswered (a batch passes over it again) instead of `failed`."""
     try:
@@ -209,29 +255,67 @@ async def open_work(runtime: Runtime, principal: Principal, work: _Work, record:
         i = work.index
 
         def done_of(outcome: repository.OpenOutcome, started: bool | None) -> RowDone:
-            dups = [{k: d[k] for k in ("candidate_id", "match_kind", "other_case_id", "other_province")}
-                    for d in outcome.duplicates]
-            state = "replayed" if not outcome.created else ("duplicate_flagged" if dups else "opened")
-            return RowDone(BulkRowResult(index=i, status=state, case_id=outcome.case["case_id"],
-                                         workflow_started=started), dups)
+            dups = [
+                {k: d[k] for k in ("candidate_id", "match_kind", "other_case_id", "other_province")}
+                for d in outcome.duplicates
+            ]
+            state = (
+                "replayed" if not outcome.created else ("duplicate_flagged" if dups else "opened")
+            )
+            return RowDone(
+                BulkRowResult(
+                    index=i, status=state, case_id=outcome.case["case_id"], workflow_started=started
+                ),
+                dups,
+            )
 
         async def also(conn: Conn, outcome: repository.OpenOutcome) -> None:
             await record(done_of(outcome, None), conn)
 
         try:
-            outcome, started = await opening.open_new_case(runtime, work.new, source=source, also=also)
+            outcome, started = await opening.open_new_case(
+                runtime, work.new, source=source, also=also
+            )
         except IdempotencyConflict as exc:
-            await record(RowDone(BulkRowResult(index=i, status="invalid", case_id=exc.case_id, errors=[{
-                "loc": ["Idempotency-Key"], "msg": "this key and row position were used before with a different "
-                                                  "row", "type": "idempotency_conflict"}])), None)
+            await record(
+                RowDone(
+                    BulkRowResult(
+                        index=i,
+                        status="invalid",
+                        case_id=exc.case_id,
+                        errors=[
+                            {
+                                "loc": ["Idempotency-Key"],
+                                "msg": "this key and row position were used before with a different "
+                                "row",
+                                "type": "idempotency_conflict",
+                            }
+                        ],
+                    )
+                ),
+                None,
+            )
             return
         except Exception as exc:  # one bad row must not sink the others
             log.warning("bulk_row_failed", row=i, error=type(exc).__name__)
             if retry_later:
                 raise
-            await record(RowDone(BulkRowResult(index=i, status="failed", errors=[{
-                "loc": ["row"], "msg": f"could not be stored ({type(exc).__name__}); retry this row",
-                "type": "internal"}])), None)
+            await record(
+                RowDone(
+                    BulkRowResult(
+                        index=i,
+                        status="failed",
+                        errors=[
+                            {
+                                "loc": ["row"],
+                                "msg": f"could not be stored ({type(exc).__name__}); retry this row",
+                                "type": "internal",
+                            }
+                        ],
+                    )
+                ),
+                None,
+            )
             return
         if not outcome.created:
             await record(done_of(outcome, started), None)
@@ -248,10 +332,20 @@ class _StartedOnly:
 _STARTED_ONLY: Any = _StartedOnly()
 
 
-async def run_rows(runtime: Runtime, principal: Principal, rows: AsyncIterator[tuple[int, Any]], record: Record,
-                   *, key_of: Callable[[int], str | None], request_id: str | None, source: str,
-                   entry: EntryDecision | None, order: RowOrder | None = None, retry_later: bool = False,
-                   concurrency: int = BULK_CONCURRENCY) -> int:
+async def run_rows(
+    runtime: Runtime,
+    principal: Principal,
+    rows: AsyncIterator[tuple[int, Any]],
+    record: Record,
+    *,
+    key_of: Callable[[int], str | None],
+    request_id: str | None,
+    source: str,
+    entry: EntryDecision | None,
+    order: RowOrder | None = None,
+    retry_later: bool = False,
+    concurrency: int = BULK_CONCURRENCY,
+) -> int:
     """Prepare rows in row order (one coroutine) and open them `concurrency` at a time. Returns the number
     of rows whose opening raised (only with `retry_later`; they stay unanswered)."""
     order = order or RowOrder()
@@ -260,8 +354,16 @@ async def run_rows(runtime: Runtime, principal: Principal, rows: AsyncIterator[t
 
     async def produce() -> None:
         async for index, raw in rows:
-            work = prepare_row(runtime, principal, index, raw, key=key_of(index), request_id=request_id,
-                               source=source, entry=entry)
+            work = prepare_row(
+                runtime,
+                principal,
+                index,
+                raw,
+                key=key_of(index),
+                request_id=request_id,
+                source=source,
+                entry=entry,
+            )
             if work.new is not None:
                 order.place(work, (work.new.identity_bidx, work.new.name_year_bidx))
             await queue.put(work)
@@ -272,7 +374,9 @@ async def run_rows(runtime: Runtime, principal: Principal, rows: AsyncIterator[t
         nonlocal failures
         while (work := await queue.get()) is not None:
             try:
-                await open_work(runtime, principal, work, record, source=source, retry_later=retry_later)
+                await open_work(
+                    runtime, principal, work, record, source=source, retry_later=retry_later
+                )
             except Exception:  # counted; the batch passes over the row again
                 failures += 1
 
@@ -291,12 +395,22 @@ async def _listed(rows: list[Any]) -> AsyncIterator[tuple[int, Any]]:
 
 
 def summary(results: list[BulkRowResult]) -> dict[str, int]:
-    return {s: sum(1 for r in results if r.status == s)
-            for s in ("opened", "duplicate_flagged", "replayed", "invalid", "failed")}
+    return {
+        s: sum(1 for r in results if r.status == s)
+        for s in ("opened", "duplicate_flagged", "replayed", "invalid", "failed")
+    }
 
 
-async def open_rows(runtime: Runtime, principal: Principal, rows: list[Any], *, idem_key: str | None,
-                    request_id: str | None, source: str, entry: EntryDecision | None = None) -> BulkResponse:
+async def open_rows(
+    runtime: Runtime,
+    principal: Principal,
+    rows: list[Any],
+    *,
+    idem_key: str | None,
+    request_id: str | None,
+    source: str,
+    entry: EntryDecision | None = None,
+) -> BulkResponse:
     """The synchronous bulk endpoint: every row's result in the response."""
     done: dict[int, RowDone] = {}
 
@@ -307,8 +421,16 @@ async def open_rows(runtime: Runtime, principal: Principal, rows: list[Any], *, 
             done[row.result.index] = row
 
     # the batch key plus the row position; no batch key: every row is a new case
-    await run_rows(runtime, principal, _listed(rows), record, key_of=lambda i: f"{idem_key}#{i}" if idem_key else None,
-                   request_id=request_id, source=source, entry=entry)
+    await run_rows(
+        runtime,
+        principal,
+        _listed(rows),
+        record,
+        key_of=lambda i: f"{idem_key}#{i}" if idem_key else None,
+        request_id=request_id,
+        source=source,
+        entry=entry,
+    )
     final = []
     for i in range(len(rows)):
         r = done[i]
@@ -322,8 +444,9 @@ def row_key(batch: asyncpg.Record, index: int) -> str:
     return f"{batch['idem_key'] or batch['batch_id']}#{index}"
 
 
-def sealed_rows(runtime: Runtime, batch_id: str, offset: int, rows: list[dict[str, Any]]
-                ) -> list[tuple[int, bytes, str]]:
+def sealed_rows(
+    runtime: Runtime, batch_id: str, offset: int, rows: list[dict[str, Any]]
+) -> list[tuple[int, bytes, str]]:
     """(index, encrypted row bound to its batch and position, keyed hash of the row)."""
     out = []
     for n, raw in enumerate(rows):
@@ -359,14 +482,18 @@ def spawn(runtime: Runtime, batch_id: str) -> None:
     running = tasks.get(batch_id)
     if running is not None and not running.done():
         return
-    tasks[batch_id] = asyncio.create_task(_run_batch_logged(runtime, batch_id), name=f"bulk-{batch_id}")
+    tasks[batch_id] = asyncio.create_task(
+        _run_batch_logged(runtime, batch_id), name=f"bulk-{batch_id}"
+    )
 
 
 async def _run_batch_logged(runtime: Runtime, batch_id: str) -> None:
     try:
         await run_batch(runtime, batch_id)
     except asyncio.CancelledError:
-        log.info("bulk_batch_paused", batch_id=batch_id)  # shutdown: another process (or our restart) resumes
+        log.info(
+            "bulk_batch_paused", batch_id=batch_id
+        )  # shutdown: another process (or our restart) resumes
         raise
     except Exception as exc:  # the lease expires and the resume loop takes it over
         log.warning("bulk_batch_interrupted", batch_id=batch_id, error=type(exc).__name__)
@@ -393,10 +520,16 @@ async def run_batch(runtime: Runtime, batch_id: str) -> None:
     if batch is None or batch["finished_at"] is not None:
         return
     principal = Principal.model_validate(batch["principal"])
-    entry = (EntryDecision(classification=batch["entry_classification"],
-                           justification=opening.open_justification(runtime.ring, batch["entry_justification"],
-                                                                    "bulk_batches", batch_id))
-             if batch["entry_classification"] else None)
+    entry = (
+        EntryDecision(
+            classification=batch["entry_classification"],
+            justification=opening.open_justification(
+                runtime.ring, batch["entry_justification"], "bulk_batches", batch_id
+            ),
+        )
+        if batch["entry_classification"]
+        else None
+    )
     log.info("bulk_batch_running", batch_id=batch_id, total=batch["total"])
     # a batch taken over after its process died: cases committed just before the crash may never have had
     # their workflow started (the reconcile loop would, but only after a minute); start them now
@@ -407,8 +540,15 @@ async def run_batch(runtime: Runtime, batch_id: str) -> None:
         r = row.result
         if conn is _STARTED_ONLY:
             return  # the started mark lives on the case row (intake_cases.workflow_started_at)
-        await repository.record_row(conn if conn is not None else pool, batch_id, r.index, r.status, r.case_id,
-                                    row.duplicates, r.errors)
+        await repository.record_row(
+            conn if conn is not None else pool,
+            batch_id,
+            r.index,
+            r.status,
+            r.case_id,
+            row.duplicates,
+            r.errors,
+        )
 
     attempts: dict[int, int] = {}
 
@@ -419,11 +559,26 @@ async def run_batch(runtime: Runtime, batch_id: str) -> None:
                 i = rec["row_index"]
                 after = i
                 if attempts.get(i, 0) >= ROW_ATTEMPTS:
-                    await repository.record_row(pool, batch_id, i, "failed", None, [], [{
-                        "loc": ["row"], "msg": "could not be stored (the database or Temporal was unavailable); "
-                                               "send this row again", "type": "internal"}])
+                    await repository.record_row(
+                        pool,
+                        batch_id,
+                        i,
+                        "failed",
+                        None,
+                        [],
+                        [
+                            {
+                                "loc": ["row"],
+                                "msg": "could not be stored (the database or Temporal was unavailable); "
+                                "send this row again",
+                                "type": "internal",
+                            }
+                        ],
+                    )
                     continue
-                text = runtime.ring.decrypt_field(rec["payload"], PAYLOAD_COLUMN, row=f"{batch_id}#{i}")
+                text = runtime.ring.decrypt_field(
+                    rec["payload"], PAYLOAD_COLUMN, row=f"{batch_id}#{i}"
+                )
                 yield i, json.loads(text or "null")
 
     class Counting:
@@ -442,9 +597,17 @@ async def run_batch(runtime: Runtime, batch_id: str) -> None:
         while True:
             wake.clear()
             passing = Counting()
-            failures = await run_rows(runtime, principal, passing.rows(), record,
-                                      key_of=lambda i: row_key(batch, i), request_id=batch["request_id"],
-                                      source=batch["source"], entry=entry, retry_later=True)
+            failures = await run_rows(
+                runtime,
+                principal,
+                passing.rows(),
+                record,
+                key_of=lambda i: row_key(batch, i),
+                request_id=batch["request_id"],
+                source=batch["source"],
+                entry=entry,
+                retry_later=True,
+            )
             if failures:
                 for i in passing.seen:
                     attempts[i] = attempts.get(i, 0) + 1
@@ -469,7 +632,9 @@ async def resume_loop(runtime: Runtime, interval: float) -> None:
     """Take over batches whose process died (lease expired), this process's own after a restart too."""
     while True:
         try:
-            for batch_id in await repository.claim_abandoned_batches(runtime.pool, lease_seconds(runtime)):
+            for batch_id in await repository.claim_abandoned_batches(
+                runtime.pool, lease_seconds(runtime)
+            ):
                 log.info("bulk_batch_resumed", batch_id=batch_id)
                 spawn(runtime, batch_id)
         except Exception as exc:  # the database may be back next time

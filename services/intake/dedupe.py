@@ -36,7 +36,9 @@ def identity_key(ring: KeyRing, identity_number: str | None) -> str | None:
     return ring.blind_index(normalised, IDENTITY_PURPOSE) if len(normalised) >= 3 else None
 
 
-def name_year_key(ring: KeyRing, name: str | None, birth_year: int | None, province: str) -> str | None:
+def name_year_key(
+    ring: KeyRing, name: str | None, birth_year: int | None, province: str
+) -> str | None:
     """Needs a name and a birth year; the order of name parts does not matter (given/family swaps)."""
     if not name or birth_year is None:
         return None
@@ -49,9 +51,13 @@ def name_year_key(ring: KeyRing, name: str | None, birth_year: int | None, provi
 def flag_view(principal: Any, row: DuplicateRow) -> DuplicateFlag:
     """A candidate as the opener of the newer case sees it."""
     visible = bool(principal.covers_province(row["other_province"]))
-    return DuplicateFlag(candidate_id=row["candidate_id"], match_kind=row["match_kind"],
-                         other_case_id=row["other_case_id"] if visible else None,
-                         within_your_jurisdiction=visible, note=None if visible else OUTSIDE_JURISDICTION)
+    return DuplicateFlag(
+        candidate_id=row["candidate_id"],
+        match_kind=row["match_kind"],
+        other_case_id=row["other_case_id"] if visible else None,
+        within_your_jurisdiction=visible,
+        note=None if visible else OUTSIDE_JURISDICTION,
+    )
 
 
 def candidate_view(principal: Any, row: DuplicateRow) -> DuplicateOut:
@@ -61,11 +67,18 @@ def candidate_view(principal: Any, row: DuplicateRow) -> DuplicateOut:
     older = bool(principal.covers_province(row["other_province"]))
     both = newer and older
     return DuplicateOut(
-        candidate_id=row["candidate_id"], case_id=row["case_id"] if newer else None,
-        other_case_id=row["other_case_id"] if older else None, within_your_jurisdiction=both,
-        note=None if both else OUTSIDE_JURISDICTION, match_kind=row["match_kind"], status=row["status"],
-        flagged_at=row["flagged_at"], decided_at=row["decided_at"],
-        decided_by=row["decided_by"] if both else None, reason=row["reason"] if both else None)
+        candidate_id=row["candidate_id"],
+        case_id=row["case_id"] if newer else None,
+        other_case_id=row["other_case_id"] if older else None,
+        within_your_jurisdiction=both,
+        note=None if both else OUTSIDE_JURISDICTION,
+        match_kind=row["match_kind"],
+        status=row["status"],
+        flagged_at=row["flagged_at"],
+        decided_at=row["decided_at"],
+        decided_by=row["decided_by"] if both else None,
+        reason=row["reason"] if both else None,
+    )
 
 
 # ---- scored evidence (issue 15 item 9) -----------------------------------------------------------------
@@ -82,18 +95,31 @@ NAME_PURPOSE = "persons.full_name"
 GIVEN_FAMILY_PURPOSE = "persons.given_family_name"
 FLAG_THRESHOLD = 2.8
 WEIGHTS: dict[str, float] = {
-    "same_identity_number": 6.0, "different_identity_number": -4.0,
-    "same_full_name": 2.0, "same_given_and_family_name": 1.2,
-    "same_birth_date": 3.0, "different_birth_date": -4.0,
-    "same_birth_year": 0.5, "different_birth_year": -4.0,
-    "same_phone": 3.5, "same_commune": 0.8, "different_commune": -0.8, "same_province": 0.3,
+    "same_identity_number": 6.0,
+    "different_identity_number": -4.0,
+    "same_full_name": 2.0,
+    "same_given_and_family_name": 1.2,
+    "same_birth_date": 3.0,
+    "different_birth_date": -4.0,
+    "same_birth_year": 0.5,
+    "different_birth_year": -4.0,
+    "same_phone": 3.5,
+    "same_commune": 0.8,
+    "different_commune": -0.8,
+    "same_province": 0.3,
 }
 REASONS_VI: dict[str, str] = {
-    "same_identity_number": "Trùng số giấy tờ tùy thân", "different_identity_number": "Khác số giấy tờ tùy thân",
-    "same_full_name": "Trùng họ và tên (không phân biệt dấu)", "same_given_and_family_name": "Trùng họ và tên gọi",
-    "same_birth_date": "Trùng ngày sinh", "different_birth_date": "Khác ngày sinh",
-    "same_birth_year": "Trùng năm sinh", "different_birth_year": "Khác năm sinh",
-    "same_phone": "Trùng số điện thoại", "same_commune": "Cùng xã, phường", "different_commune": "Khác xã, phường",
+    "same_identity_number": "Trùng số giấy tờ tùy thân",
+    "different_identity_number": "Khác số giấy tờ tùy thân",
+    "same_full_name": "Trùng họ và tên (không phân biệt dấu)",
+    "same_given_and_family_name": "Trùng họ và tên gọi",
+    "same_birth_date": "Trùng ngày sinh",
+    "different_birth_date": "Khác ngày sinh",
+    "same_birth_year": "Trùng năm sinh",
+    "different_birth_year": "Khác năm sinh",
+    "same_phone": "Trùng số điện thoại",
+    "same_commune": "Cùng xã, phường",
+    "different_commune": "Khác xã, phường",
     "same_province": "Cùng tỉnh",
 }
 
@@ -114,10 +140,14 @@ class Evidence:
     def blocking_keys(self) -> list[str]:
         """Keys under which candidates are looked up: a true duplicate shares at least one of them unless it
         differs in name, phone and identity number all at once."""
-        keys = [f"i:{self.identity}" if self.identity else None,
-                f"n:{self.full_name}|{self.birth_year}" if self.full_name and self.birth_year else None,
-                f"p:{self.phone}" if self.phone else None,
-                f"g:{self.given_family}|{self.birth_date}" if self.given_family and self.birth_date else None]
+        keys = [
+            f"i:{self.identity}" if self.identity else None,
+            f"n:{self.full_name}|{self.birth_year}" if self.full_name and self.birth_year else None,
+            f"p:{self.phone}" if self.phone else None,
+            f"g:{self.given_family}|{self.birth_date}"
+            if self.given_family and self.birth_date
+            else None,
+        ]
         return [k for k in keys if k]
 
 
@@ -129,9 +159,19 @@ def normalise_phone(value: str | None) -> str | None:
     return digits[-9:] if len(digits) >= 9 else None
 
 
-def evidence(ring: KeyRing, *, identity_number: str | None, first: str | None, middle: str | None,
-             second: str | None, birth_date: str | None, birth_year: int | None, phone: str | None,
-             commune: str | None, province: str | None) -> Evidence:
+def evidence(
+    ring: KeyRing,
+    *,
+    identity_number: str | None,
+    first: str | None,
+    middle: str | None,
+    second: str | None,
+    birth_date: str | None,
+    birth_year: int | None,
+    phone: str | None,
+    commune: str | None,
+    province: str | None,
+) -> Evidence:
     name = full_name(first, middle, second)
     tokens = sorted(normalise_text(name).split()) if name else []
     given_family = sorted(normalise_text(p) for p in (first, second) if p and p.strip())
@@ -139,10 +179,17 @@ def evidence(ring: KeyRing, *, identity_number: str | None, first: str | None, m
     return Evidence(
         identity=identity_key(ring, identity_number),
         full_name=ring.blind_index(" ".join(tokens), NAME_PURPOSE) if tokens else None,
-        given_family=ring.blind_index(" ".join(given_family), GIVEN_FAMILY_PURPOSE) if len(given_family) == 2 else None,
+        given_family=ring.blind_index(" ".join(given_family), GIVEN_FAMILY_PURPOSE)
+        if len(given_family) == 2
+        else None,
         birth_date=ring.blind_index(birth_date, BIRTHDATE_PURPOSE) if birth_date else None,
-        birth_year=birth_year if birth_year is not None else (int(birth_date[:4]) if birth_date else None),
-        phone=ring.blind_index(ph, PHONE_PURPOSE) if ph else None, commune=commune, province=province)
+        birth_year=birth_year
+        if birth_year is not None
+        else (int(birth_date[:4]) if birth_date else None),
+        phone=ring.blind_index(ph, PHONE_PURPOSE) if ph else None,
+        commune=commune,
+        province=province,
+    )
 
 
 def score(a: Evidence, b: Evidence) -> tuple[float, list[str]]:

@@ -30,15 +30,30 @@ def request_hash(ring: KeyRing, operation: str, request: BaseModel) -> str:
     return ring.blind_index(f"{operation}\x00{canonical}", REQUEST_PURPOSE)
 
 
-async def claim(conn: Conn, ring: KeyRing, principal: Principal, *, operation: str, target_id: str,
-                key: str, request: BaseModel) -> bool:
+async def claim(
+    conn: Conn,
+    ring: KeyRing,
+    principal: Principal,
+    *,
+    operation: str,
+    target_id: str,
+    key: str,
+    request: BaseModel,
+) -> bool:
     """True: first use of the key (act); False: a retry of the same request (replay). 422 when the
     caller used this key for this operation on this target with another request."""
     try:
         return await repository.claim_request_key(
-            conn, user_id=principal.user_id, operation=operation, target_id=target_id, key=key,
-            request_hash=request_hash(ring, operation, request))
+            conn,
+            user_id=principal.user_id,
+            operation=operation,
+            target_id=target_id,
+            key=key,
+            request_hash=request_hash(ring, operation, request),
+        )
     except repository.IdempotencyConflict:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            f"Idempotency-Key was already used by you for {operation} on {target_id} with a "
-                            "different request body; use a new key for a new request") from None
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"Idempotency-Key was already used by you for {operation} on {target_id} with a "
+            "different request body; use a new key for a new request",
+        ) from None

@@ -1,7 +1,7 @@
 """Pydantic request/response models of the intake service.
 
 Person and victim fields carry their HTCDS names (`prs_*`, `vic_*`, `hte_*`, `cas_*`, `con_*`) and
-picklist values are checked against the standard's fields.csv (shared/htcds.py): a wrong value is a
+picklist values are checked against the standard's fields.csv (services/intake/htcds.py): a wrong value is a
 422 naming the field and the allowed values. Unknowns are allowed everywhere: no papers, an
 estimated age, a birth year only."""
 
@@ -10,13 +10,21 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 from vietnam_provinces import ProvinceCode, Ward, WardCode
 
-from shared import htcds
+from services.intake import htcds
 from shared.api_models import StorableText, Version
+from shared.contract import Classification
 from shared.domain import AgeBand, AgencyRole, CaseStatus, Channel, Stage, TraffickingStatus
-from workflows.models import Classification
 
 MAX_BULK_ROWS = 1000
 _PROVINCES = {int(p) for p in ProvinceCode}
@@ -30,9 +38,14 @@ def _pick(name: str) -> Any:
         return htcds.check(name, value)
 
     extra: dict[str, Any] = {"enum": list(spec.values)} if spec.values else {}
-    return [AfterValidator(check), Field(json_schema_extra=extra or None,
-                                         description=f"HTCDS {name}" + (f" ({spec.code_standard})"
-                                                                        if spec.code_standard else ""))]
+    return [
+        AfterValidator(check),
+        Field(
+            json_schema_extra=extra or None,
+            description=f"HTCDS {name}"
+            + (f" ({spec.code_standard})" if spec.code_standard else ""),
+        ),
+    ]
 
 
 def Pick(name: str) -> Any:
@@ -48,21 +61,28 @@ def MultiPick(name: str) -> Any:
         assert isinstance(out, list)
         return sorted(set(out), key=out.index)
 
-    return Annotated[list[str], AfterValidator(check),
-                     Field(max_length=30, json_schema_extra=extra or None, description=f"HTCDS {name}")]
+    return Annotated[
+        list[str],
+        AfterValidator(check),
+        Field(max_length=30, json_schema_extra=extra or None, description=f"HTCDS {name}"),
+    ]
 
 
 Name = Annotated[str, Field(min_length=1, max_length=100)]
 ShortText = Annotated[str, Field(min_length=1, max_length=200)]
 LongText = Annotated[str, Field(min_length=1, max_length=5000)]
-Reason = Annotated[str, Field(min_length=3, max_length=500, description="why; recorded. No personal data.")]
+Reason = Annotated[
+    str, Field(min_length=3, max_length=500, description="why; recorded. No personal data.")
+]
 
 
 def normalise_province(value: str) -> str:
     """Official province code (after the 1 July 2025 reform), as two digits: '1' and '01' -> '01'."""
     v = value.strip()
     if not v.isdigit() or int(v) not in _PROVINCES:
-        raise ValueError(f"{value!r} is not one of the 34 province codes (e.g. 01 Ha Noi, 79 Ho Chi Minh City)")
+        raise ValueError(
+            f"{value!r} is not one of the 34 province codes (e.g. 01 Ha Noi, 79 Ho Chi Minh City)"
+        )
     return f"{int(v):02d}"
 
 
@@ -75,10 +95,16 @@ def normalise_commune(value: str) -> str:
     return f"{int(v):05d}"
 
 
-ProvinceCodeStr = Annotated[str, AfterValidator(normalise_province),
-                            Field(description="province code (2025 reform), e.g. 01, 79", examples=["01"])]
-CommuneCodeStr = Annotated[str, AfterValidator(normalise_commune),
-                           Field(description="commune/ward code (2025 reform), e.g. 00070")]
+ProvinceCodeStr = Annotated[
+    str,
+    AfterValidator(normalise_province),
+    Field(description="province code (2025 reform), e.g. 01, 79", examples=["01"]),
+]
+CommuneCodeStr = Annotated[
+    str,
+    AfterValidator(normalise_commune),
+    Field(description="commune/ward code (2025 reform), e.g. 00070"),
+]
 
 
 class Strict(StorableText):
@@ -103,16 +129,22 @@ class PersonHtcds(Strict):
     prs_HighestLevelOfEducation: Pick("prs_HighestLevelOfEducation") | None = None  # type: ignore[valid-type]
     prs_Citizenship: MultiPick("prs_Citizenship") = Field(default_factory=list)  # type: ignore[valid-type]
     prs_IdentityNumber: Annotated[str, Field(min_length=3, max_length=40)] | None = Field(
-        default=None, description="citizen id (CCCD), passport or other document number")
+        default=None, description="citizen id (CCCD), passport or other document number"
+    )
     prs_Email: Annotated[str, Field(max_length=200, pattern=r"^[^@\s]+@[^@\s]+$")] | None = None
-    prs_HomePhone: Annotated[str, Field(max_length=30, pattern=r"^[0-9+() .\-]{3,30}$")] | None = None
-    prs_MobilePhone: Annotated[str, Field(max_length=30, pattern=r"^[0-9+() .\-]{3,30}$")] | None = None
+    prs_HomePhone: Annotated[str, Field(max_length=30, pattern=r"^[0-9+() .\-]{3,30}$")] | None = (
+        None
+    )
+    prs_MobilePhone: (
+        Annotated[str, Field(max_length=30, pattern=r"^[0-9+() .\-]{3,30}$")] | None
+    ) = None
     prs_MailingStreet: ShortText | None = None
     prs_MailingCity: ShortText | None = None
     prs_MailingState: ShortText | None = None
     prs_MailingPostalCode: Annotated[str, Field(max_length=20)] | None = None
     prs_MailingCountry: Pick("prs_Citizenship") | None = Field(  # type: ignore[valid-type]
-        default=None, description="ISO 3166 country code")
+        default=None, description="ISO 3166 country code"
+    )
     vic_AgreementToManagePersonalData: bool | None = None
 
     @field_validator("prs_Birthdate")
@@ -129,17 +161,22 @@ class PersonIn(PersonHtcds):
     """A person as intake receives them, HTCDS names plus the unknowns intake must express."""
 
     birth_year: Annotated[int, Field(ge=1900, le=2100)] | None = Field(
-        default=None, description="when only the year of birth is known")
+        default=None, description="when only the year of birth is known"
+    )
     estimated_age: Annotated[int, Field(ge=0, le=120)] | None = Field(
-        default=None, description="estimated age in years when no birth date or year is known")
+        default=None, description="estimated age in years when no birth date or year is known"
+    )
     no_documents: bool = Field(default=False, description="the person has no identity papers")
 
     @model_validator(mode="after")
     def _consistent(self) -> PersonIn:
         if self.birth_year is not None and self.birth_year > datetime.now(UTC).year:
             raise ValueError("birth_year is in the future")
-        if self.prs_Birthdate is not None and self.birth_year is not None \
-                and self.prs_Birthdate.year != self.birth_year:
+        if (
+            self.prs_Birthdate is not None
+            and self.birth_year is not None
+            and self.prs_Birthdate.year != self.birth_year
+        ):
             raise ValueError("birth_year disagrees with prs_Birthdate")
         return self
 
@@ -150,32 +187,42 @@ class VictimContextIn(Strict):
     vic_RelationshipToTrafficker: Pick("vic_RelationshipToTrafficker") | None = None  # type: ignore[valid-type]
     vic_AgeWhenTrafficked: Annotated[int, Field(ge=0, le=120)] | None = None
     vic_RecruitmentWebsitesAndApps: MultiPick("vic_RecruitmentWebsitesAndApps") = Field(  # type: ignore[valid-type]
-        default_factory=list)
+        default_factory=list
+    )
     vic_MethodOfRecruitment: MultiPick("vic_MethodOfRecruitment") = Field(  # type: ignore[valid-type]
-        default_factory=list)
+        default_factory=list
+    )
     vic_LocationOfRecruitment: ShortText | None = None
     vic_MethodsOfControl: MultiPick("vic_MethodsOfControl") = Field(default_factory=list)  # type: ignore[valid-type]
     vic_TypeOfExploitation: MultiPick("vic_TypeOfExploitation") = Field(  # type: ignore[valid-type]
-        default_factory=list)
+        default_factory=list
+    )
     vic_ForcedLabourIndustry: Pick("vic_ForcedLabourIndustry") | None = None  # type: ignore[valid-type]
     vic_TypeOfSexExploitation: MultiPick("vic_TypeOfSexExploitation") = Field(  # type: ignore[valid-type]
-        default_factory=list)
+        default_factory=list
+    )
     vic_LocationOfExploitation: ShortText | None = None
     vic_ExploitationWebsitesAndApps: MultiPick("vic_ExploitationWebsitesAndApps") = Field(  # type: ignore[valid-type]
-        default_factory=list)
+        default_factory=list
+    )
     vic_Vulnerabilities: MultiPick("vic_Vulnerabilities") = Field(default_factory=list)  # type: ignore[valid-type]
     vic_DetailsOfVulnerabilities: LongText | None = None
     nrm_ExploitationDetail: list[Literal[tuple(htcds.DETAIL_LABELS)]] = Field(  # type: ignore[valid-type]
-        default_factory=list, max_length=3,
-        description="national extension (shared/htcds.py NATIONAL): what a vic_TypeOfExploitation ForcedCriminality "
-                    "was, e.g. online_scam_compound (scam compounds in Cambodia, Myanmar, Laos). An HTCDS export "
-                    "carries it in x_nrm")
+        default_factory=list,
+        max_length=3,
+        description="national extension (services/intake/htcds.py NATIONAL): what a "
+        "vic_TypeOfExploitation ForcedCriminality "
+        "was, e.g. online_scam_compound (scam compounds in Cambodia, Myanmar, Laos). An HTCDS export "
+        "carries it in x_nrm",
+    )
 
     @model_validator(mode="after")
     def _detail_needs_forced_criminality(self) -> VictimContextIn:
         if self.nrm_ExploitationDetail and "ForcedCriminality" not in self.vic_TypeOfExploitation:
-            raise ValueError("nrm_ExploitationDetail: a detail of forced criminality needs vic_TypeOfExploitation "
-                             "ForcedCriminality")
+            raise ValueError(
+                "nrm_ExploitationDetail: a detail of forced criminality needs vic_TypeOfExploitation "
+                "ForcedCriminality"
+            )
         return self
 
 
@@ -184,8 +231,10 @@ class TraffickingEventIn(Strict):
 
     hte_Type: Pick("hte_Type")  # type: ignore[valid-type]
     hte_Date: date | None = None
-    hte_Country: Pick("prs_Citizenship") | None = Field(default=None,  # type: ignore[valid-type]
-                                                        description="ISO 3166 country code")
+    hte_Country: Pick("prs_Citizenship") | None = Field(  # type: ignore[valid-type]
+        default=None,
+        description="ISO 3166 country code",
+    )
     hte_State: ShortText | None = None
     hte_City: ShortText | None = None
     hte_Street: ShortText | None = None
@@ -198,26 +247,48 @@ class TraffickingEventIn(Strict):
 class ReportIn(Strict):
     """How the report arrived. The narrative is personal data: stored encrypted."""
 
-    received_at: AwareDatetime | None = Field(default=None, description="when the channel received it")
-    summary: LongText | None = Field(default=None, description="what was reported (stored encrypted)")
-    cas_ReferringOrganisation: ShortText | None = Field(default=None, description="referring organisation name")
+    received_at: AwareDatetime | None = Field(
+        default=None, description="when the channel received it"
+    )
+    summary: LongText | None = Field(
+        default=None, description="what was reported (stored encrypted)"
+    )
+    cas_ReferringOrganisation: ShortText | None = Field(
+        default=None, description="referring organisation name"
+    )
     cas_IncomingReferralDate: date | None = None
     cas_ReasonForIncomingReferral: Pick("cas_ReasonForIncomingReferral") | None = None  # type: ignore[valid-type]
-    cas_IncomingReferralDetails: LongText | None = Field(default=None, description="stored encrypted")
+    cas_IncomingReferralDetails: LongText | None = Field(
+        default=None, description="stored encrypted"
+    )
 
 
 PERSON_EXAMPLE: dict[str, Any] = {
-    "prs_FirstName": "Lan", "prs_MiddleName": "Thị", "prs_SecondName": "Nguyễn",
-    "birth_year": 2008, "prs_Gender": "Feminine", "prs_Citizenship": ["VN"], "prs_PrimaryLanguage": "vie",
-    "prs_IdentityNumber": "001308012345", "prs_MobilePhone": "0912345678",
+    "prs_FirstName": "Lan",
+    "prs_MiddleName": "Thị",
+    "prs_SecondName": "Nguyễn",
+    "birth_year": 2008,
+    "prs_Gender": "Feminine",
+    "prs_Citizenship": ["VN"],
+    "prs_PrimaryLanguage": "vie",
+    "prs_IdentityNumber": "001308012345",
+    "prs_MobilePhone": "0912345678",
 }
 OPEN_EXAMPLE: dict[str, Any] = {
-    "channel": "border_guard_handover", "province": "20", "abroad": False, "already_safe": True,
+    "channel": "border_guard_handover",
+    "province": "20",
+    "abroad": False,
+    "already_safe": True,
     "person": PERSON_EXAMPLE,
-    "victim": {"vic_TypeOfExploitation": ["ForcedMarriage"], "vic_MethodOfRecruitment": ["ThroughFriendsOrSocialEvents"]},
+    "victim": {
+        "vic_TypeOfExploitation": ["ForcedMarriage"],
+        "vic_MethodOfRecruitment": ["ThroughFriendsOrSocialEvents"],
+    },
     "events": [{"hte_Type": "Exploitation", "hte_Country": "CN"}],
-    "report": {"summary": "Handed over at the border gate by the Chinese police.",
-               "cas_ReferringOrganisation": "Border guard post"},
+    "report": {
+        "summary": "Handed over at the border gate by the Chinese police.",
+        "cas_ReferringOrganisation": "Border guard post",
+    },
     "con_Consent": True,
 }
 
@@ -225,20 +296,27 @@ OPEN_EXAMPLE: dict[str, Any] = {
 class OpenCaseRequest(Strict):
     """Open a case for a person received through any channel."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True,
-                              json_schema_extra={"examples": [OPEN_EXAMPLE]})
+    model_config = ConfigDict(
+        extra="forbid", str_strip_whitespace=True, json_schema_extra={"examples": [OPEN_EXAMPLE]}
+    )
 
     channel: Channel
     province: ProvinceCodeStr = Field(description="province of the case (jurisdiction)")
     commune: CommuneCodeStr | None = None
-    abroad: bool = Field(default=False, description="the person is still abroad / returning through an embassy")
-    foreign_national: bool | None = Field(default=None, description="default: citizenship given and not VN")
+    abroad: bool = Field(
+        default=False, description="the person is still abroad / returning through an embassy"
+    )
+    foreign_national: bool | None = Field(
+        default=None, description="default: citizenship given and not VN"
+    )
     already_safe: bool = Field(default=True, description="False when a rescue is needed")
     person: PersonIn
     victim: VictimContextIn | None = None
     events: list[TraffickingEventIn] = Field(default_factory=list, max_length=50)
     report: ReportIn | None = None
-    con_Consent: bool | None = Field(default=None, description="HTCDS con_Consent: consent to the case")
+    con_Consent: bool | None = Field(
+        default=None, description="HTCDS con_Consent: consent to the case"
+    )
 
     @model_validator(mode="after")
     def _commune_in_province(self) -> OpenCaseRequest:
@@ -256,14 +334,18 @@ class OpenCaseRequest(Strict):
 
 
 # ---- responses ---------------------------------------------------------------------------
-OUTSIDE_JURISDICTION = ("a possible duplicate exists outside your jurisdiction; a national user or a supervisor "
-                        "of either province decides it")
+OUTSIDE_JURISDICTION = (
+    "a possible duplicate exists outside your jurisdiction; a national user or a supervisor "
+    "of either province decides it"
+)
 
 
 class DuplicateFlag(BaseModel):
     candidate_id: str
     match_kind: Literal["identity_number", "name_birth_year_province"]
-    other_case_id: str | None = Field(description="null when the other case is outside your jurisdiction")
+    other_case_id: str | None = Field(
+        description="null when the other case is outside your jurisdiction"
+    )
     within_your_jurisdiction: bool = True
     note: str | None = None
 
@@ -271,13 +353,16 @@ class DuplicateFlag(BaseModel):
 class OpenCaseResponse(BaseModel):
     case_id: str = Field(description="opaque random id; the workflow id")
     person_ref: str = Field(description="opaque id of the person in the registry")
-    created: bool = Field(description="False when an earlier request with the same Idempotency-Key opened it")
+    created: bool = Field(
+        description="False when an earlier request with the same Idempotency-Key opened it"
+    )
     workflow_started: bool
     age_band: AgeBand
     categories: list[str]
     opened_at: AwareDatetime
-    duplicates: list[DuplicateFlag] = Field(default_factory=list,
-                                            description="possible duplicates flagged for a caseworker")
+    duplicates: list[DuplicateFlag] = Field(
+        default_factory=list, description="possible duplicates flagged for a caseworker"
+    )
 
 
 class PersonIdentity(BaseModel):
@@ -325,7 +410,9 @@ class PersonOut(BaseModel):
     person_id: str
     case_id: str
     masked: bool = Field(description="True when PII is masked (auditor without break-glass)")
-    erased: bool = Field(description="True when personal data was erased after the retention period")
+    erased: bool = Field(
+        description="True when personal data was erased after the retention period"
+    )
     person_identity: PersonIdentity | None = None
     report: PersonReport | None = None
     withheld_sections: list[str] = Field(default_factory=list)
@@ -334,7 +421,9 @@ class PersonOut(BaseModel):
 
 class PersonSummary(BaseModel):
     person_ref: str
-    display_name: str | None = Field(description="family, middle and given name; masked for auditors")
+    display_name: str | None = Field(
+        description="family, middle and given name; masked for auditors"
+    )
     age_band: AgeBand
     prs_Gender: str | None = None
 
@@ -366,7 +455,9 @@ class CaseView(BaseModel):
     case_id: str
     facts: IntakeFacts
     workflow_started: bool
-    workflow: WorkflowView | None = Field(default=None, description="from the workflow's state query")
+    workflow: WorkflowView | None = Field(
+        default=None, description="from the workflow's state query"
+    )
     person: PersonSummary | None = None
     open_duplicates: int = 0
     masked: bool = False
@@ -394,9 +485,14 @@ class CaseList(BaseModel):
 class DuplicateOut(BaseModel):
     candidate_id: str
     case_id: str | None = Field(description="the newer case; null when outside your jurisdiction")
-    other_case_id: str | None = Field(description="the earlier case; null when outside your jurisdiction")
-    within_your_jurisdiction: bool = Field(default=True, description="false: one of the two cases is in a "
-                                                                     "province you do not cover (its id is withheld)")
+    other_case_id: str | None = Field(
+        description="the earlier case; null when outside your jurisdiction"
+    )
+    within_your_jurisdiction: bool = Field(
+        default=True,
+        description="false: one of the two cases is in a "
+        "province you do not cover (its id is withheld)",
+    )
     note: str | None = None
     match_kind: Literal["identity_number", "name_birth_year_province"]
     status: Literal["open", "linked", "kept_apart"]
@@ -407,31 +503,53 @@ class DuplicateOut(BaseModel):
 
 
 class ResolveDuplicate(Strict):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={
-        "examples": [{"decision": "keep_apart", "reason": "different people: birth dates differ on papers"}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "decision": "keep_apart",
+                    "reason": "different people: birth dates differ on papers",
+                }
+            ]
+        },
+    )
 
     decision: Literal["link", "keep_apart"]
     reason: Reason
 
 
 class ClassifyRequest(Strict):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={
-        "examples": [{"classification": "trafficking_suspected",
-                      "justification": "signs of forced marriage abroad", "expected_version": 1}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "classification": "trafficking_suspected",
+                    "justification": "signs of forced marriage abroad",
+                    "expected_version": 1,
+                }
+            ]
+        },
+    )
 
     classification: Classification
     justification: Reason
     expected_version: Version | None = Field(default=None)
     override_reason: Reason | None = Field(
-        default=None, description="supervisors of another agency than the receiving one: why you classify its "
-                                  "case (required then, 403 without it; recorded in the audit log as an override). "
-                                  "No personal data.")
+        default=None,
+        description="supervisors of another agency than the receiving one: why you classify its "
+        "case (required then, 403 without it; recorded in the audit log as an override). "
+        "No personal data.",
+    )
 
 
 class AccessLogEntry(BaseModel):
     access_id: int
     accessed_at: AwareDatetime
-    service: str = Field(description="the service that served the read (intake, verification, support, ...)")
+    service: str = Field(
+        description="the service that served the read (intake, verification, support, ...)"
+    )
     user_id: str
     agency: str
     roles: list[str]
@@ -457,12 +575,18 @@ BulkRows = Annotated[list[dict[str, Any]], Field(min_length=1, max_length=MAX_BU
 
 
 class BulkRowResult(BaseModel):
-    index: int = Field(description="0-based position of the row in the request (CSV: data row number - 1)")
-    status: BatchRowStatus = Field(description="`pending` only in a background batch, until the row is done")
+    index: int = Field(
+        description="0-based position of the row in the request (CSV: data row number - 1)"
+    )
+    status: BatchRowStatus = Field(
+        description="`pending` only in a background batch, until the row is done"
+    )
     case_id: str | None = None
     duplicates: list[DuplicateFlag] = Field(default_factory=list)
     workflow_started: bool | None = None
-    errors: list[dict[str, Any]] = Field(default_factory=list, description="for invalid rows: field and reason")
+    errors: list[dict[str, Any]] = Field(
+        default_factory=list, description="for invalid rows: field and reason"
+    )
 
 
 class BulkResponse(BaseModel):
@@ -484,9 +608,18 @@ class EntryDecision(Strict):
     deadline). The same rules as POST /cases/{case_id}/classify: the caller must be allowed to classify
     the case (the receive stage's owner, in its jurisdiction); recorded as the caller's `stage_decided`."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, json_schema_extra={"examples": [
-        {"classification": "trafficking_suspected", "justification": "group handover by the Chinese police: "
-                                                                     "signs of forced labour"}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        str_strip_whitespace=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "classification": "trafficking_suspected",
+                    "justification": "group handover by the Chinese police: signs of forced labour",
+                }
+            ]
+        },
+    )
 
     classification: Classification
     justification: Reason
@@ -502,21 +635,43 @@ class BulkOpenRequest(Strict):
 class BatchCreate(Strict):
     """A background batch: its size, its entry decision and its first rows (more with POST .../rows)."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, json_schema_extra={"examples": [
-        {"total": 2, "entry_decision": {"classification": "trafficking_suspected",
-                                        "justification": "group handover: forced labour at a scam compound"},
-         "rows": [OPEN_EXAMPLE, OPEN_EXAMPLE]}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        str_strip_whitespace=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "total": 2,
+                    "entry_decision": {
+                        "classification": "trafficking_suspected",
+                        "justification": "group handover: forced labour at a scam compound",
+                    },
+                    "rows": [OPEN_EXAMPLE, OPEN_EXAMPLE],
+                }
+            ]
+        },
+    )
 
-    total: int = Field(ge=1, le=MAX_BATCH_ROWS, description="rows the batch will have; processing ends when all "
-                                                            "are received and opened")
+    total: int = Field(
+        ge=1,
+        le=MAX_BATCH_ROWS,
+        description="rows the batch will have; processing ends when all are received and opened",
+    )
     entry_decision: EntryDecision | None = None
-    rows: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_BULK_ROWS,
-                                       description="rows 0.. (a body is limited in size: send the rest in chunks)")
+    rows: list[dict[str, Any]] = Field(
+        default_factory=list,
+        max_length=MAX_BULK_ROWS,
+        description="rows 0.. (a body is limited in size: send the rest in chunks)",
+    )
 
 
 class BatchRowsIn(Strict):
-    offset: int = Field(ge=0, lt=MAX_BATCH_ROWS, description="position of the first row of this chunk; chunks "
-                                                              "may be re-sent (identical rows are kept once)")
+    offset: int = Field(
+        ge=0,
+        lt=MAX_BATCH_ROWS,
+        description="position of the first row of this chunk; chunks "
+        "may be re-sent (identical rows are kept once)",
+    )
     rows: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_BULK_ROWS)
 
 
@@ -533,7 +688,9 @@ class BatchView(BaseModel):
     invalid: int
     failed: int
     entry_decision: EntryDecision | None = None
-    results: list[BulkRowResult] = Field(description="the requested page of row results, in row order")
+    results: list[BulkRowResult] = Field(
+        description="the requested page of row results, in row order"
+    )
     next_offset: int | None = Field(description="row index to pass as offset for the next page")
 
 
@@ -555,11 +712,16 @@ class NrmExtension(Strict):
     case_id: str | None = Field(default=None, description="export only: the NRM case id")
     age_band: AgeBand | None = Field(default=None, description="export only")
     vic_TypeOfExploitation: list[str] = Field(
-        default_factory=list, max_length=30,
+        default_factory=list,
+        max_length=30,
         description="the types of exploitation as NRM has them when a national value (ForcedCriminality) was exported "
-                    "as its nearest HTCDS value; restored on import")
-    exploitation_detail: list[str] = Field(default_factory=list, max_length=3,
-                                           description="nrm_ExploitationDetail (national extension)")
+        "as its nearest HTCDS value; restored on import",
+    )
+    exploitation_detail: list[str] = Field(
+        default_factory=list,
+        max_length=3,
+        description="nrm_ExploitationDetail (national extension)",
+    )
 
 
 class HtcdsRecord(PersonHtcds, VictimContextIn):
@@ -570,17 +732,24 @@ class HtcdsRecord(PersonHtcds, VictimContextIn):
     checked but not taken over: the new case starts as a possible victim and its workflow decides."""
 
     nrm_ExploitationDetail: list[Literal[tuple(htcds.DETAIL_LABELS)]] = Field(  # type: ignore[valid-type]
-        default_factory=list, max_length=3, exclude=True,
-        description="not part of an HTCDS record: carried in x_nrm.exploitation_detail")
+        default_factory=list,
+        max_length=3,
+        exclude=True,
+        description="not part of an HTCDS record: carried in x_nrm.exploitation_detail",
+    )
     vic_TraffickingStatus: Pick("vic_TraffickingStatus") | None = None  # type: ignore[valid-type]
-    vic_TraffickingStatusDecisionMakingOrg: Pick("vic_TraffickingStatusDecisionMakingOrg") | None = None  # type: ignore[valid-type]
+    vic_TraffickingStatusDecisionMakingOrg: (
+        Pick("vic_TraffickingStatusDecisionMakingOrg") | None  # type: ignore[valid-type]
+    ) = None
     cas_Status: Pick("cas_Status") | None = None  # type: ignore[valid-type]
     cas_ReferringOrganisation: ShortText | None = None
     cas_IncomingReferralDate: date | None = None
     cas_ReasonForIncomingReferral: Pick("cas_ReasonForIncomingReferral") | None = None  # type: ignore[valid-type]
     cas_IncomingReferralDetails: LongText | None = None
     con_Consent: bool | None = None
-    historic_trafficking_events: list[TraffickingEventIn] = Field(default_factory=list, max_length=50)
+    historic_trafficking_events: list[TraffickingEventIn] = Field(
+        default_factory=list, max_length=50
+    )
     x_nrm: NrmExtension
 
     def to_open_request(self) -> OpenCaseRequest:
@@ -588,26 +757,52 @@ class HtcdsRecord(PersonHtcds, VictimContextIn):
         victim_fields = set(VictimContextIn.model_fields)
         data = self.model_dump(exclude_none=True)
         person = {k: v for k, v in data.items() if k in person_fields}
-        person.update({"birth_year": self.x_nrm.birth_year, "estimated_age": self.x_nrm.estimated_age,
-                       "no_documents": self.x_nrm.no_documents})
+        person.update(
+            {
+                "birth_year": self.x_nrm.birth_year,
+                "estimated_age": self.x_nrm.estimated_age,
+                "no_documents": self.x_nrm.no_documents,
+            }
+        )
         victim = {k: v for k, v in data.items() if k in victim_fields}
-        if self.x_nrm.vic_TypeOfExploitation or self.x_nrm.exploitation_detail:  # national values (shared/htcds.py)
+        if (
+            self.x_nrm.vic_TypeOfExploitation or self.x_nrm.exploitation_detail
+        ):  # national values (services/intake/htcds.py)
             victim["vic_TypeOfExploitation"] = htcds.from_standard(
-                "vic_TypeOfExploitation", self.vic_TypeOfExploitation, self.x_nrm.vic_TypeOfExploitation)
+                "vic_TypeOfExploitation",
+                self.vic_TypeOfExploitation,
+                self.x_nrm.vic_TypeOfExploitation,
+            )
             victim["nrm_ExploitationDetail"] = self.x_nrm.exploitation_detail
-        report: dict[str, Any] = {k: getattr(self, k) for k in (
-            "cas_ReferringOrganisation", "cas_IncomingReferralDate", "cas_ReasonForIncomingReferral",
-            "cas_IncomingReferralDetails") if getattr(self, k) is not None}
+        report: dict[str, Any] = {
+            k: getattr(self, k)
+            for k in (
+                "cas_ReferringOrganisation",
+                "cas_IncomingReferralDate",
+                "cas_ReasonForIncomingReferral",
+                "cas_IncomingReferralDetails",
+            )
+            if getattr(self, k) is not None
+        }
         if self.x_nrm.report_summary:
             report["summary"] = self.x_nrm.report_summary
         if self.x_nrm.report_received_at:
             report["received_at"] = self.x_nrm.report_received_at
         x = self.x_nrm
-        return OpenCaseRequest.model_validate({
-            "channel": x.channel, "province": x.province, "commune": x.commune, "abroad": x.abroad,
-            "foreign_national": x.foreign_national, "already_safe": x.already_safe,
-            "person": {k: v for k, v in person.items() if v is not None},
-            "victim": victim or None, "events": [e.model_dump(exclude_none=True)
-                                                 for e in self.historic_trafficking_events],
-            "report": report or None, "con_Consent": self.con_Consent,
-        })
+        return OpenCaseRequest.model_validate(
+            {
+                "channel": x.channel,
+                "province": x.province,
+                "commune": x.commune,
+                "abroad": x.abroad,
+                "foreign_national": x.foreign_national,
+                "already_safe": x.already_safe,
+                "person": {k: v for k, v in person.items() if v is not None},
+                "victim": victim or None,
+                "events": [
+                    e.model_dump(exclude_none=True) for e in self.historic_trafficking_events
+                ],
+                "report": report or None,
+                "con_Consent": self.con_Consent,
+            }
+        )

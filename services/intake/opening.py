@@ -24,6 +24,7 @@ from temporalio.service import RPCError
 from shared import case_index
 from shared.access import CaseAccessFacts, acts_as_stage_owner, can_act_on_case
 from shared.auth import Principal
+from shared.contract import Actor, CaseFacts, CaseInput, Classification, Decide, ReceiveDecision
 from shared.crypto import CryptoError, KeyRing
 from shared.domain import AgeBand, AgencyRole, CaseStatus, Channel, Stage
 from shared.runtime import Runtime
@@ -36,7 +37,6 @@ from shared.temporal import (
     OWNER_AGENCY,
     WORKFLOW_TASK_QUEUE,
 )
-from workflows.models import Actor, CaseFacts, CaseInput, Classification, Decide, ReceiveDecision
 from workflows.policy_activity import case_policy_for, current_policy
 
 from . import repository
@@ -63,19 +63,34 @@ def request_hash(runtime: Runtime, req: OpenCaseRequest) -> str:
     return runtime.ring.blind_index(canonical, REQUEST_HASH_PURPOSE)
 
 
-def build_new_case(runtime: Runtime, req: OpenCaseRequest, principal: Principal, *, idem_key: str | None,
-                   request_id: str | None, source: str, now: datetime | None = None,
-                   entry: EntryDecision | None = None) -> repository.NewCase:
+def build_new_case(
+    runtime: Runtime,
+    req: OpenCaseRequest,
+    principal: Principal,
+    *,
+    idem_key: str | None,
+    request_id: str | None,
+    source: str,
+    now: datetime | None = None,
+    entry: EntryDecision | None = None,
+) -> repository.NewCase:
     ring = runtime.ring
     p = req.person
     today = (now or datetime.now(UTC)).date()
-    band = age_band(birthdate=p.prs_Birthdate, birth_year=p.birth_year, estimated_age=p.estimated_age, on=today)
-    person_id, case_id = repository.new_id("p"), repository.new_id("c")  # ciphertexts are bound to their rows
+    band = age_band(
+        birthdate=p.prs_Birthdate, birth_year=p.birth_year, estimated_age=p.estimated_age, on=today
+    )
+    person_id, case_id = (
+        repository.new_id("p"),
+        repository.new_id("c"),
+    )  # ciphertexts are bound to their rows
     person: dict[str, Any] = {
         **encrypt_person(ring, req, person_id),
         "created_by": principal.user_id,
         "age_band": band.value,
-        "age_estimated": p.prs_Birthdate is None and p.birth_year is None and p.estimated_age is not None,
+        "age_estimated": p.prs_Birthdate is None
+        and p.birth_year is None
+        and p.estimated_age is not None,
         "estimated_age": p.estimated_age,
         "gender": p.prs_Gender,
         "citizenship": list(p.prs_Citizenship),
@@ -109,13 +124,17 @@ def build_new_case(runtime: Runtime, req: OpenCaseRequest, principal: Principal,
         "request_id": request_id,
         "source": source,
         "received_at": report.received_at if report else None,
-        "report_summary": ring.encrypt_field(report.summary if report else None, "intake_cases.report_summary",
-                                             row=case_id),
+        "report_summary": ring.encrypt_field(
+            report.summary if report else None, "intake_cases.report_summary", row=case_id
+        ),
         "referring_organisation": report.cas_ReferringOrganisation if report else None,
         "incoming_referral_reason": report.cas_ReasonForIncomingReferral if report else None,
         "incoming_referral_date": report.cas_IncomingReferralDate if report else None,
-        "incoming_referral_details": ring.encrypt_field(report.cas_IncomingReferralDetails if report else None,
-                                                        "intake_cases.incoming_referral_details", row=case_id),
+        "incoming_referral_details": ring.encrypt_field(
+            report.cas_IncomingReferralDetails if report else None,
+            "intake_cases.incoming_referral_details",
+            row=case_id,
+        ),
         # Without a key every request is a new case: two persons with the same facts (unnamed, same
         # birth year, rescued together) are two people, flagged as possible duplicates, never merged.
         "idem_user": principal.user_id,
@@ -124,37 +143,55 @@ def build_new_case(runtime: Runtime, req: OpenCaseRequest, principal: Principal,
         # the receive decision taken at handover: the workflow applies it when it starts
         "entry_classification": entry.classification.value if entry else None,
     }
-    case["entry_justification"] = seal_justification(ring, entry.justification if entry else None,
-                                                     "intake_cases", case_id)
+    case["entry_justification"] = seal_justification(
+        ring, entry.justification if entry else None, "intake_cases", case_id
+    )
     name = full_name(p.prs_FirstName, p.prs_MiddleName, p.prs_SecondName)
     return repository.NewCase(
-        case_id=case_id, person_id=person_id, person=person, case=case,
+        case_id=case_id,
+        person_id=person_id,
+        person=person,
+        case=case,
         identity_bidx=identity_key(ring, p.prs_IdentityNumber),
         name_year_bidx=name_year_key(ring, name, birth_year_of(req), req.province),
     )
 
 
 def facts_from_row(row: asyncpg.Record) -> CaseFacts:
-    actor = Actor(user_id=row["opened_by"], agency=row["opened_by_agency"], roles=frozenset(row["opened_by_roles"]),
-                  province=row["opened_by_province"], commune=row["opened_by_commune"],
-                  request_id=row["request_id"])
+    actor = Actor(
+        user_id=row["opened_by"],
+        agency=row["opened_by_agency"],
+        roles=frozenset(row["opened_by_roles"]),
+        province=row["opened_by_province"],
+        commune=row["opened_by_commune"],
+        request_id=row["request_id"],
+    )
     return CaseFacts(
-        case_id=row["case_id"], person_ref=row["person_id"], province=row["province"], commune=row["commune"],
-        channel=Channel(row["channel"]), age_band=AgeBand(row["age_band"]), abroad=row["abroad"],
-        foreign_national=row["foreign_national"], already_safe=row["already_safe"], opened_by=actor,
+        case_id=row["case_id"],
+        person_ref=row["person_id"],
+        province=row["province"],
+        commune=row["commune"],
+        channel=Channel(row["channel"]),
+        age_band=AgeBand(row["age_band"]),
+        abroad=row["abroad"],
+        foreign_national=row["foreign_national"],
+        already_safe=row["already_safe"],
+        opened_by=actor,
         opened_at=row["opened_at"],
     )
 
 
 def search_attributes(facts: CaseFacts) -> TypedSearchAttributes:
     """Non-PII only: search attributes are never encrypted."""
-    return TypedSearchAttributes([
-        SearchAttributePair(CASE_STAGE, Stage.receive.value),
-        SearchAttributePair(JURISDICTION, facts.province),
-        SearchAttributePair(OWNER_AGENCY, facts.opened_by.agency.value),
-        SearchAttributePair(CASE_STATUS, CaseStatus.Active.value),
-        SearchAttributePair(CASE_CATEGORY, facts.categories),
-    ])
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(CASE_STAGE, Stage.receive.value),
+            SearchAttributePair(JURISDICTION, facts.province),
+            SearchAttributePair(OWNER_AGENCY, facts.opened_by.agency.value),
+            SearchAttributePair(CASE_STATUS, CaseStatus.Active.value),
+            SearchAttributePair(CASE_CATEGORY, facts.categories),
+        ]
+    )
 
 
 def seal_justification(ring: KeyRing, text: str | None, table: str, row: str) -> bytes | None:
@@ -175,25 +212,35 @@ def initial_decision(ring: KeyRing, row: asyncpg.Record, facts: CaseFacts) -> De
     """The entry decision stored with the case, as the opener's `decide` (same actor, same request id)."""
     if row["entry_classification"] is None:
         return None
-    justification = open_justification(ring, row["entry_justification"], "intake_cases", row["case_id"])
+    justification = open_justification(
+        ring, row["entry_justification"], "intake_cases", row["case_id"]
+    )
     assert justification is not None
-    return Decide(actor=facts.opened_by, justification=justification,
-                  decision=ReceiveDecision(classification=Classification(row["entry_classification"]),
-                                           channel=facts.channel))
+    return Decide(
+        actor=facts.opened_by,
+        justification=justification,
+        decision=ReceiveDecision(
+            classification=Classification(row["entry_classification"]), channel=facts.channel
+        ),
+    )
 
 
 def may_take_entry_decision(principal: Principal, req: OpenCaseRequest) -> str | None:
     """Why the opener may not classify this case at handover (None: they may). The checks classify makes:
     the caller may act on the case (an unstarted case belongs to its opener's agency, in its province),
     and acts as the receive stage's owner (policy file: the opener, unless the channel names another)."""
-    facts = CaseAccessFacts(province=req.province, commune=req.commune, owner_agency=principal.agency)
+    facts = CaseAccessFacts(
+        province=req.province, commune=req.commune, owner_agency=principal.agency
+    )
     if not can_act_on_case(principal, facts):
         return f"agency {principal.agency.value} in province {principal.province} may not act on this case"
     table = current_policy().stage_owners[Stage.receive]
     owner = table.get(req.channel.value, table["default"])
     if owner != "opener" and not acts_as_stage_owner(principal, AgencyRole(owner)):
-        return (f"the receive stage of a {req.channel.value} case is owned by {owner}, not "
-                f"{principal.agency.value}: open it without an entry decision and let {owner} classify it")
+        return (
+            f"the receive stage of a {req.channel.value} case is owned by {owner}, not "
+            f"{principal.agency.value}: open it without an entry decision and let {owner} classify it"
+        )
     return None
 
 
@@ -202,11 +249,16 @@ async def start_case_workflow(runtime: Runtime, row: asyncpg.Record) -> bool:
     facts = facts_from_row(row)
     try:
         await runtime.temporal.start_workflow(
-            "CaseWorkflow", CaseInput(facts=facts, oversight_task_queue=oversight_task_queue(runtime),
-                                      initial_decision=initial_decision(runtime.ring, row, facts),
-                                      # resolved here: the case's first workflow task needs no local activity
-                                      policy=case_policy_for(facts)),
-            id=facts.case_id, task_queue=workflow_task_queue(runtime),
+            "CaseWorkflow",
+            CaseInput(
+                facts=facts,
+                oversight_task_queue=oversight_task_queue(runtime),
+                initial_decision=initial_decision(runtime.ring, row, facts),
+                # resolved here: the case's first workflow task needs no local activity
+                policy=case_policy_for(facts),
+            ),
+            id=facts.case_id,
+            task_queue=workflow_task_queue(runtime),
             search_attributes=search_attributes(facts),
             # a case id never runs twice, even after its workflow closed
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
@@ -252,7 +304,9 @@ class StartedMarks:
             try:
                 await repository.mark_workflows_started(self._pool, ids)
             except (asyncpg.PostgresError, OSError) as exc:
-                log.warning("started_marks_lost", count=len(ids), error=type(exc).__name__)  # reconcile redoes them
+                log.warning(
+                    "started_marks_lost", count=len(ids), error=type(exc).__name__
+                )  # reconcile redoes them
 
     async def close(self) -> None:
         if self._flusher is not None and not self._flusher.done():
@@ -270,18 +324,38 @@ def started_marks(runtime: Runtime) -> StartedMarks:
     return marks
 
 
-async def open_case(runtime: Runtime, req: OpenCaseRequest, principal: Principal, *, idem_key: str | None,
-                    request_id: str | None, source: str, entry: EntryDecision | None = None,
-                    also: repository.AlsoWrite | None = None) -> tuple[repository.OpenOutcome, bool]:
+async def open_case(
+    runtime: Runtime,
+    req: OpenCaseRequest,
+    principal: Principal,
+    *,
+    idem_key: str | None,
+    request_id: str | None,
+    source: str,
+    entry: EntryDecision | None = None,
+    also: repository.AlsoWrite | None = None,
+) -> tuple[repository.OpenOutcome, bool]:
     """Returns the outcome and whether the workflow is started. Raises IdempotencyConflict. `also` writes
     in the opening transaction (only when this call creates the case)."""
-    new = build_new_case(runtime, req, principal, idem_key=idem_key, request_id=request_id, source=source,
-                         entry=entry)
+    new = build_new_case(
+        runtime,
+        req,
+        principal,
+        idem_key=idem_key,
+        request_id=request_id,
+        source=source,
+        entry=entry,
+    )
     return await open_new_case(runtime, new, source=source, also=also)
 
 
-async def open_new_case(runtime: Runtime, new: repository.NewCase, *, source: str,
-                        also: repository.AlsoWrite | None = None) -> tuple[repository.OpenOutcome, bool]:
+async def open_new_case(
+    runtime: Runtime,
+    new: repository.NewCase,
+    *,
+    source: str,
+    also: repository.AlsoWrite | None = None,
+) -> tuple[repository.OpenOutcome, bool]:
     """`open_case` for a case already built (bulk intake builds rows ahead, to order their duplicates)."""
     outcome = await repository.open_case_once(runtime.pool, new, also)
     case_id = outcome.case["case_id"]
@@ -289,14 +363,17 @@ async def open_new_case(runtime: Runtime, new: repository.NewCase, *, source: st
         log.info("case_opened", case_id=case_id, duplicates=len(outcome.duplicates), source=source)
     else:
         log.info("case_open_replayed", case_id=case_id)
-    started = outcome.case["workflow_started_at"] is not None or await start_case_workflow(runtime, outcome.case)
+    started = outcome.case["workflow_started_at"] is not None or await start_case_workflow(
+        runtime, outcome.case
+    )
     if started:  # listed on the screens at once (shared/case_index.py; version 0 never overwrites a newer state)
         await case_index.record_opened(runtime.pool, facts_from_row(outcome.case))
     return outcome, started
 
 
-async def reconcile_workflow_starts(runtime: Runtime, older_than: timedelta = timedelta(seconds=30),
-                                    limit: int = 200) -> list[str]:
+async def reconcile_workflow_starts(
+    runtime: Runtime, older_than: timedelta = timedelta(seconds=30), limit: int = 200
+) -> list[str]:
     """Start the workflows of committed cases whose start never happened. Returns the case ids started."""
     started = []
     await started_marks(runtime).flush()  # starts this process already made are not "unstarted"

@@ -13,9 +13,21 @@ import asyncpg
 from shared.db import Conn
 
 PERSON_COLUMNS = (
-    "first_name", "middle_name", "second_name", "birthdate", "birth_year", "identity_number", "mobile_phone",
-    "home_phone", "email", "mailing_street", "mailing_city", "mailing_state", "mailing_postal_code",
-    "victim_context", "trafficking_events",
+    "first_name",
+    "middle_name",
+    "second_name",
+    "birthdate",
+    "birth_year",
+    "identity_number",
+    "mobile_phone",
+    "home_phone",
+    "email",
+    "mailing_street",
+    "mailing_city",
+    "mailing_state",
+    "mailing_postal_code",
+    "victim_context",
+    "trafficking_events",
 )
 
 
@@ -74,16 +86,27 @@ async def open_case(pool: asyncpg.Pool, new: NewCase, also: AlsoWrite | None = N
         async with conn.transaction():
             # serialise openings that could be duplicates of each other, so each sees the other
             keys = sorted(k for k in (new.identity_bidx, new.name_year_bidx) if k)
-            if keys:  # one round trip; sorted, so two openings never wait on each other in opposite order
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(k, 7310)) "
-                                   "FROM unnest($1::text[]) WITH ORDINALITY AS t(k, n) ORDER BY n", keys)
-            person = {**new.person, "person_id": new.person_id, "identity_bidx": new.identity_bidx,
-                      "name_year_bidx": new.name_year_bidx}
+            if (
+                keys
+            ):  # one round trip; sorted, so two openings never wait on each other in opposite order
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended(k, 7310)) "
+                    "FROM unnest($1::text[]) WITH ORDINALITY AS t(k, n) ORDER BY n",
+                    keys,
+                )
+            person = {
+                **new.person,
+                "person_id": new.person_id,
+                "identity_bidx": new.identity_bidx,
+                "name_year_bidx": new.name_year_bidx,
+            }
             await conn.execute(_insert_sql("persons", list(person)), *person.values())
             case = {**new.case, "case_id": new.case_id, "person_id": new.person_id}
             inserted = await conn.fetchrow(
                 _insert_sql("intake_cases", list(case))
-                + " ON CONFLICT (idem_user, source, idem_key) DO NOTHING RETURNING *", *case.values())
+                + " ON CONFLICT (idem_user, source, idem_key) DO NOTHING RETURNING *",
+                *case.values(),
+            )
             if inserted is not None:
                 outcome = OpenOutcome(inserted, True, await _flag_duplicates(conn, new))
                 if also is not None:
@@ -98,17 +121,23 @@ class _Replay(Exception):
     pass
 
 
-async def open_case_once(pool: asyncpg.Pool, new: NewCase, also: AlsoWrite | None = None) -> OpenOutcome:
+async def open_case_once(
+    pool: asyncpg.Pool, new: NewCase, also: AlsoWrite | None = None
+) -> OpenOutcome:
     """`also` runs in the opening transaction only when this call creates the case."""
     try:
         return await open_case(pool, new, also)
     except _Replay:
         pass
-    existing = await case_by_idempotency_key(pool, new.case["idem_user"], new.case["source"], new.case["idem_key"])
+    existing = await case_by_idempotency_key(
+        pool, new.case["idem_user"], new.case["source"], new.case["idem_key"]
+    )
     assert existing is not None  # only a key can conflict
     if existing["request_hash"] != new.case["request_hash"]:
         raise IdempotencyConflict(existing["case_id"])
-    return OpenOutcome(existing, False, await duplicates_of_case(pool, existing["case_id"], only_new=True))
+    return OpenOutcome(
+        existing, False, await duplicates_of_case(pool, existing["case_id"], only_new=True)
+    )
 
 
 async def _flag_duplicates(conn: Any, new: NewCase) -> list[DuplicateRow]:
@@ -122,10 +151,16 @@ async def _flag_duplicates(conn: Any, new: NewCase) -> list[DuplicateRow]:
            WHERE p.person_id <> $1 AND p.erased_at IS NULL
              AND (p.identity_bidx = $2 OR p.name_year_bidx = $3)
            ORDER BY c.opened_at""",
-        new.person_id, new.identity_bidx, new.name_year_bidx)
+        new.person_id,
+        new.identity_bidx,
+        new.name_year_bidx,
+    )
     rows: list[DuplicateRow] = []
     for m in matches:
-        for kind, hit in (("identity_number", m["by_identity"]), ("name_birth_year_province", m["by_name"])):
+        for kind, hit in (
+            ("identity_number", m["by_identity"]),
+            ("name_birth_year_province", m["by_name"]),
+        ):
             if not hit:
                 continue
             row = await conn.fetchrow(
@@ -133,19 +168,38 @@ async def _flag_duplicates(conn: Any, new: NewCase) -> list[DuplicateRow]:
                        (candidate_id, case_id, person_id, other_case_id, other_person_id, match_kind)
                    VALUES ($1, $2, $3, $4, $5, $6)
                    ON CONFLICT (person_id, other_person_id, match_kind) DO NOTHING RETURNING *""",
-                new_id("d"), new.case_id, new.person_id, m["case_id"], m["person_id"], kind)
+                new_id("d"),
+                new.case_id,
+                new.person_id,
+                m["case_id"],
+                m["person_id"],
+                kind,
+            )
             if row is not None:
-                rows.append({**dict(row), "case_province": new.case["province"], "other_province": m["province"]})
+                rows.append(
+                    {
+                        **dict(row),
+                        "case_province": new.case["province"],
+                        "other_province": m["province"],
+                    }
+                )
     return rows
 
 
-async def case_by_idempotency_key(pool: asyncpg.Pool, user: str, source: str, key: str) -> asyncpg.Record | None:
+async def case_by_idempotency_key(
+    pool: asyncpg.Pool, user: str, source: str, key: str
+) -> asyncpg.Record | None:
     return await pool.fetchrow(
-        "SELECT * FROM intake.intake_cases WHERE idem_user = $1 AND source = $2 AND idem_key = $3", user, source, key)
+        "SELECT * FROM intake.intake_cases WHERE idem_user = $1 AND source = $2 AND idem_key = $3",
+        user,
+        source,
+        key,
+    )
 
 
-async def claim_request_key(conn: Conn, *, user_id: str, operation: str, target_id: str, key: str,
-                            request_hash: str) -> bool:
+async def claim_request_key(
+    conn: Conn, *, user_id: str, operation: str, target_id: str, key: str, request_hash: str
+) -> bool:
     """Record that this caller used `key` for `operation` on `target_id`. True: first use (go ahead);
     False: a retry of the same request (replay). Raises IdempotencyConflict when the key came with
     another request. Call it inside the transaction of the action it guards: a concurrent request
@@ -153,12 +207,22 @@ async def claim_request_key(conn: Conn, *, user_id: str, operation: str, target_
     inserted = await conn.fetchval(
         """INSERT INTO intake.request_keys (user_id, operation, target_id, idem_key, request_hash)
            VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING true""",
-        user_id, operation, target_id, key, request_hash)
+        user_id,
+        operation,
+        target_id,
+        key,
+        request_hash,
+    )
     if inserted:
         return True
     earlier = await conn.fetchval(
         "SELECT request_hash FROM intake.request_keys WHERE user_id = $1 AND operation = $2 AND target_id = $3 "
-        "AND idem_key = $4", user_id, operation, target_id, key)
+        "AND idem_key = $4",
+        user_id,
+        operation,
+        target_id,
+        key,
+    )
     if earlier != request_hash:
         raise IdempotencyConflict(target_id)
     return False
@@ -170,21 +234,35 @@ async def mark_workflows_started(pool: asyncpg.Pool, case_ids: Sequence[str]) ->
     committed durably before the start)."""
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SET LOCAL synchronous_commit TO off")
-        await conn.execute("UPDATE intake.intake_cases SET workflow_started_at = now() "
-                           "WHERE case_id = ANY($1::text[]) AND workflow_started_at IS NULL", list(case_ids))
+        await conn.execute(
+            "UPDATE intake.intake_cases SET workflow_started_at = now() "
+            "WHERE case_id = ANY($1::text[]) AND workflow_started_at IS NULL",
+            list(case_ids),
+        )
 
 
-async def unstarted_cases(pool: asyncpg.Pool, older_than: timedelta, limit: int = 200) -> list[asyncpg.Record]:
-    return list(await pool.fetch(
-        "SELECT * FROM intake.intake_cases WHERE workflow_started_at IS NULL "
-        "AND opened_at < now() - $1::interval ORDER BY opened_at LIMIT $2", older_than, limit))
+async def unstarted_cases(
+    pool: asyncpg.Pool, older_than: timedelta, limit: int = 200
+) -> list[asyncpg.Record]:
+    return list(
+        await pool.fetch(
+            "SELECT * FROM intake.intake_cases WHERE workflow_started_at IS NULL "
+            "AND opened_at < now() - $1::interval ORDER BY opened_at LIMIT $2",
+            older_than,
+            limit,
+        )
+    )
 
 
 async def unstarted_batch_cases(pool: asyncpg.Pool, batch_id: str) -> list[asyncpg.Record]:
     """The batch's committed cases whose workflow start a crash may have cut off (no started mark yet)."""
-    return list(await pool.fetch(
-        "SELECT c.* FROM intake.bulk_rows r JOIN intake.intake_cases c USING (case_id) "
-        "WHERE r.batch_id = $1 AND c.workflow_started_at IS NULL ORDER BY r.row_index", batch_id))
+    return list(
+        await pool.fetch(
+            "SELECT c.* FROM intake.bulk_rows r JOIN intake.intake_cases c USING (case_id) "
+            "WHERE r.batch_id = $1 AND c.workflow_started_at IS NULL ORDER BY r.row_index",
+            batch_id,
+        )
+    )
 
 
 async def get_case(pool: asyncpg.Pool, case_id: str) -> asyncpg.Record | None:
@@ -199,17 +277,33 @@ async def get_person(pool: asyncpg.Pool, person_id: str) -> asyncpg.Record | Non
     return await pool.fetchrow("SELECT * FROM intake.persons WHERE person_id = $1", person_id)
 
 
-SORTS = {"opened_at": "opened_at ASC, case_id ASC", "-opened_at": "opened_at DESC, case_id DESC",
-         "province": "province ASC, opened_at DESC, case_id DESC", "channel": "channel ASC, opened_at DESC, case_id DESC"}
+SORTS = {
+    "opened_at": "opened_at ASC, case_id ASC",
+    "-opened_at": "opened_at DESC, case_id DESC",
+    "province": "province ASC, opened_at DESC, case_id DESC",
+    "channel": "channel ASC, opened_at DESC, case_id DESC",
+}
 
 
-async def list_cases(pool: asyncpg.Pool, *, province: str | None, channel: str | None,
-                     opened_from: datetime | None, opened_to: datetime | None, sort: str, limit: int,
-                     offset: int) -> tuple[list[asyncpg.Record], int]:
+async def list_cases(
+    pool: asyncpg.Pool,
+    *,
+    province: str | None,
+    channel: str | None,
+    opened_from: datetime | None,
+    opened_to: datetime | None,
+    sort: str,
+    limit: int,
+    offset: int,
+) -> tuple[list[asyncpg.Record], int]:
     where: list[str] = []
     args: list[Any] = []
-    for cond, val in (("province = ${}", province), ("channel = ${}", channel),
-                      ("opened_at >= ${}", opened_from), ("opened_at < ${}", opened_to)):
+    for cond, val in (
+        ("province = ${}", province),
+        ("channel = ${}", channel),
+        ("opened_at >= ${}", opened_from),
+        ("opened_at < ${}", opened_to),
+    ):
         if val is not None:
             args.append(val)
             where.append(cond.format(len(args)))
@@ -217,7 +311,11 @@ async def list_cases(pool: asyncpg.Pool, *, province: str | None, channel: str |
     total = await pool.fetchval(f"SELECT count(*) FROM intake.intake_cases {clause}", *args)
     rows = await pool.fetch(
         f"SELECT * FROM intake.intake_cases {clause} ORDER BY {SORTS[sort]} "
-        f"LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}", *args, limit, offset)
+        f"LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}",
+        *args,
+        limit,
+        offset,
+    )
     return list(rows), int(total)
 
 
@@ -227,19 +325,29 @@ _WITH_PROVINCES = """SELECT d.*, c.province AS case_province, o.province AS othe
 _DUPLICATES = _WITH_PROVINCES.format(source="intake.duplicate_candidates")
 
 
-async def duplicates_of_case(pool: asyncpg.Pool, case_id: str, only_new: bool = False) -> list[DuplicateRow]:
+async def duplicates_of_case(
+    pool: asyncpg.Pool, case_id: str, only_new: bool = False
+) -> list[DuplicateRow]:
     if only_new:
-        rows = await pool.fetch(f"{_DUPLICATES} WHERE d.case_id = $1 ORDER BY d.flagged_at", case_id)
+        rows = await pool.fetch(
+            f"{_DUPLICATES} WHERE d.case_id = $1 ORDER BY d.flagged_at", case_id
+        )
     else:
         rows = await pool.fetch(
-            f"{_DUPLICATES} WHERE d.case_id = $1 OR d.other_case_id = $1 ORDER BY d.flagged_at", case_id)
+            f"{_DUPLICATES} WHERE d.case_id = $1 OR d.other_case_id = $1 ORDER BY d.flagged_at",
+            case_id,
+        )
     return [dict(r) for r in rows]
 
 
 async def count_open_duplicates(pool: asyncpg.Pool, case_id: str) -> int:
-    return int(await pool.fetchval(
-        "SELECT count(*) FROM intake.duplicate_candidates WHERE (case_id = $1 OR other_case_id = $1) "
-        "AND status = 'open'", case_id))
+    return int(
+        await pool.fetchval(
+            "SELECT count(*) FROM intake.duplicate_candidates WHERE (case_id = $1 OR other_case_id = $1) "
+            "AND status = 'open'",
+            case_id,
+        )
+    )
 
 
 async def get_duplicate(db: asyncpg.Pool | Conn, candidate_id: str) -> DuplicateRow | None:
@@ -247,13 +355,21 @@ async def get_duplicate(db: asyncpg.Pool | Conn, candidate_id: str) -> Duplicate
     return dict(row) if row is not None else None
 
 
-async def resolve_duplicate(db: asyncpg.Pool | Conn, candidate_id: str, status: str, user_id: str,
-                            reason: str) -> DuplicateRow | None:
+async def resolve_duplicate(
+    db: asyncpg.Pool | Conn, candidate_id: str, status: str, user_id: str, reason: str
+) -> DuplicateRow | None:
     """Only an open candidate can be resolved (None otherwise: already decided)."""
-    decided = ("(UPDATE intake.duplicate_candidates SET status = $2, decided_by = $3, decided_at = now(), reason = $4 "
-               "WHERE candidate_id = $1 AND status = 'open' RETURNING *)")
-    row = await db.fetchrow("WITH decided AS " + decided + " " + _WITH_PROVINCES.format(source="decided"),
-                            candidate_id, status, user_id, reason)
+    decided = (
+        "(UPDATE intake.duplicate_candidates SET status = $2, decided_by = $3, decided_at = now(), reason = $4 "
+        "WHERE candidate_id = $1 AND status = 'open' RETURNING *)"
+    )
+    row = await db.fetchrow(
+        "WITH decided AS " + decided + " " + _WITH_PROVINCES.format(source="decided"),
+        candidate_id,
+        status,
+        user_id,
+        reason,
+    )
     return dict(row) if row is not None else None
 
 
@@ -262,8 +378,9 @@ async def erase_person(pool: asyncpg.Pool, person_id: str) -> str:
 
     Returns 'erased', 'already_erased' or 'not_found'."""
     async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow("SELECT erased_at FROM intake.persons WHERE person_id = $1 FOR UPDATE",
-                                  person_id)
+        row = await conn.fetchrow(
+            "SELECT erased_at FROM intake.persons WHERE person_id = $1 FOR UPDATE", person_id
+        )
         if row is None:
             return "not_found"
         if row["erased_at"] is not None:
@@ -272,26 +389,39 @@ async def erase_person(pool: asyncpg.Pool, person_id: str) -> str:
         await conn.execute(
             f"UPDATE intake.persons SET {sets}, identity_bidx = NULL, name_year_bidx = NULL, "
             "estimated_age = NULL, number_of_children = NULL, marital_status = NULL, erased_at = now() "
-            "WHERE person_id = $1", person_id)
+            "WHERE person_id = $1",
+            person_id,
+        )
         # the request hash is a keyed hash of the whole request, personal data included
         await conn.execute(
             "UPDATE intake.intake_cases SET report_summary = NULL, incoming_referral_details = NULL, "
-            "request_hash = NULL, entry_justification = NULL WHERE person_id = $1", person_id)
+            "request_hash = NULL, entry_justification = NULL WHERE person_id = $1",
+            person_id,
+        )
         return "erased"
 
 
 # ---- bulk batches (processed in the background, resumable) ------------------------------------------
-async def create_batch(pool: asyncpg.Pool, batch: dict[str, Any], rows: Sequence[tuple[int, bytes, str]]
-                       ) -> tuple[asyncpg.Record, bool]:
+async def create_batch(
+    pool: asyncpg.Pool, batch: dict[str, Any], rows: Sequence[tuple[int, bytes, str]]
+) -> tuple[asyncpg.Record, bool]:
     """The batch and its first rows in one transaction. Returns (batch, created); with a key the caller
     used before for this operation, the earlier batch and False (nothing written)."""
     async with pool.acquire() as conn, conn.transaction():
         inserted = await conn.fetchrow(
-            _insert_sql("bulk_batches", list(batch)) + " ON CONFLICT (user_id, source, idem_key) DO NOTHING "
-            "RETURNING *", *batch.values())
+            _insert_sql("bulk_batches", list(batch))
+            + " ON CONFLICT (user_id, source, idem_key) DO NOTHING "
+            "RETURNING *",
+            *batch.values(),
+        )
         if inserted is None:
-            earlier = await conn.fetchrow("SELECT * FROM intake.bulk_batches WHERE user_id = $1 AND source = $2 "
-                                          "AND idem_key = $3", batch["user_id"], batch["source"], batch["idem_key"])
+            earlier = await conn.fetchrow(
+                "SELECT * FROM intake.bulk_batches WHERE user_id = $1 AND source = $2 "
+                "AND idem_key = $3",
+                batch["user_id"],
+                batch["source"],
+                batch["idem_key"],
+            )
             assert earlier is not None
             return earlier, False
         await _insert_rows(conn, batch["batch_id"], rows)
@@ -301,22 +431,36 @@ async def create_batch(pool: asyncpg.Pool, batch: dict[str, Any], rows: Sequence
 async def _insert_rows(conn: Conn, batch_id: str, rows: Sequence[tuple[int, bytes, str]]) -> None:
     await conn.executemany(
         "INSERT INTO intake.bulk_rows (batch_id, row_index, payload, row_hash) VALUES ($1, $2, $3, $4) "
-        "ON CONFLICT (batch_id, row_index) DO NOTHING", [(batch_id, i, payload, h) for i, payload, h in rows])
+        "ON CONFLICT (batch_id, row_index) DO NOTHING",
+        [(batch_id, i, payload, h) for i, payload, h in rows],
+    )
 
 
-async def append_rows(pool: asyncpg.Pool, batch_id: str, offset: int, rows: Sequence[tuple[int, bytes, str]]
-                      ) -> tuple[int, list[int]]:
+async def append_rows(
+    pool: asyncpg.Pool, batch_id: str, offset: int, rows: Sequence[tuple[int, bytes, str]]
+) -> tuple[int, list[int]]:
     """Rows at positions offset.. of a batch. Positions already stored are kept (a re-sent chunk); returns
     the number of rows stored after the call and the positions re-sent with a different row."""
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT 1 FROM intake.bulk_batches WHERE batch_id = $1 FOR UPDATE", batch_id)
-        stored = await conn.fetch("SELECT row_index, row_hash FROM intake.bulk_rows WHERE batch_id = $1 "
-                                  "AND row_index >= $2 AND row_index < $3", batch_id, offset, offset + len(rows))
+        await conn.execute(
+            "SELECT 1 FROM intake.bulk_batches WHERE batch_id = $1 FOR UPDATE", batch_id
+        )
+        stored = await conn.fetch(
+            "SELECT row_index, row_hash FROM intake.bulk_rows WHERE batch_id = $1 "
+            "AND row_index >= $2 AND row_index < $3",
+            batch_id,
+            offset,
+            offset + len(rows),
+        )
         known = {r["row_index"]: r["row_hash"] for r in stored}
         differ = [i for i, _, h in rows if i in known and known[i] != h]
         if not differ:
             await _insert_rows(conn, batch_id, [r for r in rows if r[0] not in known])
-        return int(await conn.fetchval("SELECT count(*) FROM intake.bulk_rows WHERE batch_id = $1", batch_id)), differ
+        return int(
+            await conn.fetchval(
+                "SELECT count(*) FROM intake.bulk_rows WHERE batch_id = $1", batch_id
+            )
+        ), differ
 
 
 async def get_batch(pool: asyncpg.Pool, batch_id: str) -> asyncpg.Record | None:
@@ -324,41 +468,77 @@ async def get_batch(pool: asyncpg.Pool, batch_id: str) -> asyncpg.Record | None:
 
 
 async def batch_progress(pool: asyncpg.Pool, batch_id: str) -> dict[str, int]:
-    rows = await pool.fetch("SELECT status, count(*) AS n FROM intake.bulk_rows WHERE batch_id = $1 GROUP BY status",
-                            batch_id)
+    rows = await pool.fetch(
+        "SELECT status, count(*) AS n FROM intake.bulk_rows WHERE batch_id = $1 GROUP BY status",
+        batch_id,
+    )
     return {r["status"]: int(r["n"]) for r in rows}
 
 
-async def batch_rows(pool: asyncpg.Pool, batch_id: str, *, status: str | None, offset: int, limit: int
-                     ) -> list[asyncpg.Record]:
+async def batch_rows(
+    pool: asyncpg.Pool, batch_id: str, *, status: str | None, offset: int, limit: int
+) -> list[asyncpg.Record]:
     """Results in row order, without the payload; with the started mark of each row's case."""
-    return list(await pool.fetch(
-        "SELECT r.row_index, r.status, r.case_id, r.duplicates, r.errors, c.workflow_started_at "
-        "FROM intake.bulk_rows r LEFT JOIN intake.intake_cases c ON c.case_id = r.case_id "
-        "WHERE r.batch_id = $1 AND ($2::text IS NULL OR r.status = $2) AND r.row_index >= $3 "
-        "ORDER BY r.row_index LIMIT $4", batch_id, status, offset, limit))
+    return list(
+        await pool.fetch(
+            "SELECT r.row_index, r.status, r.case_id, r.duplicates, r.errors, c.workflow_started_at "
+            "FROM intake.bulk_rows r LEFT JOIN intake.intake_cases c ON c.case_id = r.case_id "
+            "WHERE r.batch_id = $1 AND ($2::text IS NULL OR r.status = $2) AND r.row_index >= $3 "
+            "ORDER BY r.row_index LIMIT $4",
+            batch_id,
+            status,
+            offset,
+            limit,
+        )
+    )
 
 
-async def pending_rows(pool: asyncpg.Pool, batch_id: str, after: int, limit: int) -> list[asyncpg.Record]:
-    return list(await pool.fetch(
-        "SELECT row_index, payload FROM intake.bulk_rows WHERE batch_id = $1 AND status = 'pending' "
-        "AND row_index > $2 ORDER BY row_index LIMIT $3", batch_id, after, limit))
+async def pending_rows(
+    pool: asyncpg.Pool, batch_id: str, after: int, limit: int
+) -> list[asyncpg.Record]:
+    return list(
+        await pool.fetch(
+            "SELECT row_index, payload FROM intake.bulk_rows WHERE batch_id = $1 AND status = 'pending' "
+            "AND row_index > $2 ORDER BY row_index LIMIT $3",
+            batch_id,
+            after,
+            limit,
+        )
+    )
 
 
-async def record_row(db: asyncpg.Pool | Conn, batch_id: str, index: int, status: str, case_id: str | None,
-                     duplicates: list[dict[str, Any]], errors: list[dict[str, Any]]) -> None:
+async def record_row(
+    db: asyncpg.Pool | Conn,
+    batch_id: str,
+    index: int,
+    status: str,
+    case_id: str | None,
+    duplicates: list[dict[str, Any]],
+    errors: list[dict[str, Any]],
+) -> None:
     """A row's result, once (a row already done keeps its first result); its personal data is dropped."""
     await db.execute(
         "UPDATE intake.bulk_rows SET status = $3, case_id = $4, duplicates = $5, errors = $6, payload = NULL, "
         "done_at = now() WHERE batch_id = $1 AND row_index = $2 AND status = 'pending'",
-        batch_id, index, status, case_id, duplicates, errors)
+        batch_id,
+        index,
+        status,
+        case_id,
+        duplicates,
+        errors,
+    )
 
 
 async def lease_batch(pool: asyncpg.Pool, batch_id: str, seconds: float) -> bool:
     """Take or renew the lease of an unfinished batch whose lease is free, expired or ours to renew."""
-    return bool(await pool.fetchval(
-        "UPDATE intake.bulk_batches SET lease_until = now() + make_interval(secs => $2) "
-        "WHERE batch_id = $1 AND finished_at IS NULL RETURNING true", batch_id, seconds))
+    return bool(
+        await pool.fetchval(
+            "UPDATE intake.bulk_batches SET lease_until = now() + make_interval(secs => $2) "
+            "WHERE batch_id = $1 AND finished_at IS NULL RETURNING true",
+            batch_id,
+            seconds,
+        )
+    )
 
 
 async def claim_abandoned_batches(pool: asyncpg.Pool, seconds: float, limit: int = 10) -> list[str]:
@@ -368,15 +548,22 @@ async def claim_abandoned_batches(pool: asyncpg.Pool, seconds: float, limit: int
            WHERE batch_id IN (SELECT batch_id FROM intake.bulk_batches
                               WHERE finished_at IS NULL AND (lease_until IS NULL OR lease_until < now())
                               ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED)
-           RETURNING batch_id""", seconds, limit)
+           RETURNING batch_id""",
+        seconds,
+        limit,
+    )
     return [r["batch_id"] for r in rows]
 
 
 async def finish_batch_if_done(pool: asyncpg.Pool, batch_id: str) -> bool:
     """Mark the batch finished when every one of its `total` rows is stored and has a result."""
-    return bool(await pool.fetchval(
-        """UPDATE intake.bulk_batches b SET finished_at = now(), lease_until = NULL
+    return bool(
+        await pool.fetchval(
+            """UPDATE intake.bulk_batches b SET finished_at = now(), lease_until = NULL
            WHERE b.batch_id = $1 AND b.finished_at IS NULL
              AND (SELECT count(*) FROM intake.bulk_rows r WHERE r.batch_id = b.batch_id AND r.status <> 'pending')
                  = b.total
-           RETURNING true""", batch_id))
+           RETURNING true""",
+            batch_id,
+        )
+    )

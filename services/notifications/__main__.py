@@ -16,7 +16,11 @@ from temporalio.worker import Worker
 
 from services.notifications import api
 from services.notifications.activities import build_activities
-from services.notifications.delivery_workflow import DeliveryWorkflow, DigestWorkflow, NotificationWorkflow
+from services.notifications.delivery_workflow import (
+    DeliveryWorkflow,
+    DigestWorkflow,
+    NotificationWorkflow,
+)
 from services.notifications.settings import TASK_QUEUE, NotificationSettings
 from shared.api import create_app
 from shared.config import ConfigError, Settings, get_settings
@@ -27,9 +31,16 @@ log = structlog.get_logger("notifications")
 WORKFLOWS = [NotificationWorkflow, DigestWorkflow, DeliveryWorkflow]
 
 
-def build_worker(runtime: Runtime, settings: NotificationSettings, task_queue: str = TASK_QUEUE) -> Worker:
-    return Worker(runtime.temporal, task_queue=task_queue, workflows=WORKFLOWS,
-                  activities=build_activities(runtime, settings), max_concurrent_activities=20)
+def build_worker(
+    runtime: Runtime, settings: NotificationSettings, task_queue: str = TASK_QUEUE
+) -> Worker:
+    return Worker(
+        runtime.temporal,
+        task_queue=task_queue,
+        workflows=WORKFLOWS,
+        activities=build_activities(runtime, settings),
+        max_concurrent_activities=20,
+    )
 
 
 def build_app(settings: Settings, own: NotificationSettings) -> FastAPI:
@@ -57,8 +68,15 @@ def build_app(settings: Settings, own: NotificationSettings) -> FastAPI:
         app.state.stopping = True
         await app.state.worker.shutdown()
 
-    return create_app("notifications", [api.router], description=api.DESCRIPTION, runtime_factory=runtime_factory,
-                      on_start=start, on_stop=stop, max_body_bytes=settings.max_body_bytes)
+    return create_app(
+        "notifications",
+        [api.router],
+        description=api.DESCRIPTION,
+        runtime_factory=runtime_factory,
+        on_start=start,
+        on_stop=stop,
+        max_body_bytes=settings.max_body_bytes,
+    )
 
 
 def main() -> int:
@@ -70,8 +88,16 @@ def main() -> int:
         return 2
     configure_logging("notifications", settings.log_level)
     app = build_app(settings, own)
-    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=own.notifications_port, log_config=None,
-                                           access_log=False, lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=settings.host,
+            port=own.notifications_port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+        )
+    )
     app.state.stop_server = lambda: setattr(server, "should_exit", True)
     loop = asyncio.new_event_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

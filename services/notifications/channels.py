@@ -73,9 +73,15 @@ class EmailChannel:
         m.set_content(msg.body)
         try:
             errors, answer = await aiosmtplib.send(
-                m, hostname=s.smtp_host, port=s.smtp_port, username=s.smtp_username, password=s.smtp_password,
-                start_tls=s.smtp_starttls, tls_context=self._tls() if s.smtp_starttls else None,
-                timeout=s.smtp_timeout_seconds)
+                m,
+                hostname=s.smtp_host,
+                port=s.smtp_port,
+                username=s.smtp_username,
+                password=s.smtp_password,
+                start_tls=s.smtp_starttls,
+                tls_context=self._tls() if s.smtp_starttls else None,
+                timeout=s.smtp_timeout_seconds,
+            )
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [e.code for e in exc.recipients]
             if any(400 <= c < 500 for c in codes):
@@ -89,7 +95,9 @@ class EmailChannel:
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             raise TemporaryFailure(f"SMTP: {type(exc).__name__}: {exc}") from exc
         if errors:
-            raise PermanentFailure(f"recipient refused: {sorted(str(v.code) for v in errors.values())}")
+            raise PermanentFailure(
+                f"recipient refused: {sorted(str(v.code) for v in errors.values())}"
+            )
         return f"smtp:{answer.split()[0] if answer else 'ok'}"
 
 
@@ -105,8 +113,14 @@ class TwilioSms:
 
     async def send(self, msg: Outgoing) -> str:
         s = self.s
-        if not (s.twilio_account_sid and s.twilio_auth_token and (s.twilio_from or s.twilio_messaging_service_sid)):
-            raise PermanentFailure("Twilio is not configured (NRM_TWILIO_ACCOUNT_SID, _AUTH_TOKEN, _FROM)")
+        if not (
+            s.twilio_account_sid
+            and s.twilio_auth_token
+            and (s.twilio_from or s.twilio_messaging_service_sid)
+        ):
+            raise PermanentFailure(
+                "Twilio is not configured (NRM_TWILIO_ACCOUNT_SID, _AUTH_TOKEN, _FROM)"
+            )
         url = f"{s.twilio_base_url.rstrip('/')}/2010-04-01/Accounts/{s.twilio_account_sid}/Messages.json"
         form = {"To": msg.address, "Body": msg.sms}
         if s.twilio_messaging_service_sid:
@@ -115,7 +129,9 @@ class TwilioSms:
             form["From"] = s.twilio_from or ""
         try:
             async with httpx.AsyncClient(timeout=s.sms_timeout_seconds) as http:
-                r = await http.post(url, data=form, auth=(s.twilio_account_sid, s.twilio_auth_token))
+                r = await http.post(
+                    url, data=form, auth=(s.twilio_account_sid, s.twilio_auth_token)
+                )
         except httpx.HTTPError as exc:
             raise TemporaryFailure(f"SMS provider unreachable: {type(exc).__name__}") from exc
         if r.status_code in (200, 201):

@@ -26,7 +26,7 @@ with workflow.unsafe.imports_passed_through():
         ResendInput,
         RetryConfig,
     )
-    from workflows.models import Notification
+    from shared.contract import Notification
 
 SHORT = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=60))
 
@@ -37,16 +37,27 @@ async def deliver(ref: DeliveryRef, retry: RetryConfig) -> bool:
         await workflow.sleep(ref.not_before - workflow.now())
     try:
         await workflow.execute_activity(
-            "send_delivery", ref.delivery_id, start_to_close_timeout=timedelta(minutes=2),
-            retry_policy=RetryPolicy(initial_interval=timedelta(seconds=retry.initial_seconds), backoff_coefficient=2.0,
-                                     maximum_interval=timedelta(seconds=retry.max_seconds),
-                                     maximum_attempts=retry.max_attempts, non_retryable_error_types=["permanent"]))
+            "send_delivery",
+            ref.delivery_id,
+            start_to_close_timeout=timedelta(minutes=2),
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(seconds=retry.initial_seconds),
+                backoff_coefficient=2.0,
+                maximum_interval=timedelta(seconds=retry.max_seconds),
+                maximum_attempts=retry.max_attempts,
+                non_retryable_error_types=["permanent"],
+            ),
+        )
         return True
     except ActivityError as exc:
         cause = exc.cause
         why = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
-        await workflow.execute_activity("dead_letter", args=[ref.delivery_id, why],
-                                        start_to_close_timeout=timedelta(seconds=30), retry_policy=SHORT)
+        await workflow.execute_activity(
+            "dead_letter",
+            args=[ref.delivery_id, why],
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=SHORT,
+        )
         return False
 
 
@@ -55,10 +66,16 @@ class NotificationWorkflow:
     @workflow.run
     async def run(self, n: Notification) -> int:
         plan: Plan = await workflow.execute_activity(
-            "plan_notification", args=[n, workflow.now()], result_type=Plan,
-            start_to_close_timeout=timedelta(seconds=60), retry_policy=SHORT)
+            "plan_notification",
+            args=[n, workflow.now()],
+            result_type=Plan,
+            start_to_close_timeout=timedelta(seconds=60),
+            retry_policy=SHORT,
+        )
         sent = 0
-        for ref in plan.deliveries:  # a handful per notification: one after the other keeps the history short
+        for ref in (
+            plan.deliveries
+        ):  # a handful per notification: one after the other keeps the history short
             sent += await deliver(ref, plan.retry)
         return sent
 
@@ -79,14 +96,26 @@ class DigestWorkflow:
         while True:
             await workflow.sleep(timedelta(seconds=inp.window_seconds))
             rounds += 1
-            self.added = 0  # items signalled from here on may miss this flush: they make another round
+            self.added = (
+                0  # items signalled from here on may miss this flush: they make another round
+            )
             flush: FlushResult = await workflow.execute_activity(
-                "flush_digest", args=[inp.recipient_id, inp.channel, f"{workflow.info().run_id}:{rounds}",
-                                      workflow.now()],
-                result_type=FlushResult, start_to_close_timeout=timedelta(seconds=60), retry_policy=SHORT)
+                "flush_digest",
+                args=[
+                    inp.recipient_id,
+                    inp.channel,
+                    f"{workflow.info().run_id}:{rounds}",
+                    workflow.now(),
+                ],
+                result_type=FlushResult,
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=SHORT,
+            )
             if flush.delivery is not None:
                 sent += await deliver(flush.delivery, flush.retry)
-            if self.added == 0 or rounds >= 50:  # nothing came in meanwhile (or continue in a new run)
+            if (
+                self.added == 0 or rounds >= 50
+            ):  # nothing came in meanwhile (or continue in a new run)
                 return sent
 
 

@@ -27,8 +27,8 @@ from typing import Any
 
 import yaml
 
+from shared.contract import VN_PROVINCE_CODES
 from shared.domain import AgencyRole
-from workflows.models import VN_PROVINCE_CODES
 
 GROUP_ROLES = ("desk", "supervisor", "agency_head")
 
@@ -63,14 +63,24 @@ class Directory:
     def _contacts(self, entries: Any, group: str, province: str | None) -> list[Contact]:
         out = []
         for e in entries or []:
-            out.append(Contact(id=str(e["id"]), group=group, province=province, email=e.get("email"),
-                               phone=e.get("phone"), language=str(e.get("language", "vi"))))
+            out.append(
+                Contact(
+                    id=str(e["id"]),
+                    group=group,
+                    province=province,
+                    email=e.get("email"),
+                    phone=e.get("phone"),
+                    language=str(e.get("language", "vi")),
+                )
+            )
         return out
 
     def group(self, role: str, province: str, agency: str | None) -> list[Contact]:
         prov = (self.data.get("provinces") or {}).get(province) or {}
         if role == "steering_committee":
-            return self._contacts(prov.get("steering_committee"), f"steering_committee:{province}", province)
+            return self._contacts(
+                prov.get("steering_committee"), f"steering_committee:{province}", province
+            )
         if agency is None:
             return []
         entries = ((prov.get("agencies") or {}).get(agency) or {}).get(role)
@@ -80,8 +90,14 @@ class Directory:
         e = (self.data.get("users") or {}).get(user_id)
         if e is None:
             return None
-        return Contact(id=user_id, group=f"user:{user_id}", province=province, email=e.get("email"),
-                       phone=e.get("phone"), language=str(e.get("language", "vi")))
+        return Contact(
+            id=user_id,
+            group=f"user:{user_id}",
+            province=province,
+            email=e.get("email"),
+            phone=e.get("phone"),
+            language=str(e.get("language", "vi")),
+        )
 
 
 def sample_directory() -> dict[str, Any]:
@@ -92,18 +108,38 @@ def sample_directory() -> dict[str, Any]:
         agencies = {}
         for n, agency in enumerate(AgencyRole):
             agencies[agency.value] = {
-                role: [{"id": f"{role}:{agency.value}:{code}", "email": f"{role}.{agency.value}.{code}@nrm.example",
-                        "phone": f"+849{code}{n:02d}{i}000", "language": "vi"}]
-                for i, role in enumerate(GROUP_ROLES)}
-        provinces[code] = {"agencies": agencies,
-                           "steering_committee": [{"id": f"steering_committee:{code}",
-                                                   "email": f"bcd138.{code}@nrm.example",
-                                                   "phone": f"+849{code}999000", "language": "vi"}]}
+                role: [
+                    {
+                        "id": f"{role}:{agency.value}:{code}",
+                        "email": f"{role}.{agency.value}.{code}@nrm.example",
+                        "phone": f"+849{code}{n:02d}{i}000",
+                        "language": "vi",
+                    }
+                ]
+                for i, role in enumerate(GROUP_ROLES)
+            }
+        provinces[code] = {
+            "agencies": agencies,
+            "steering_committee": [
+                {
+                    "id": f"steering_committee:{code}",
+                    "email": f"bcd138.{code}@nrm.example",
+                    "phone": f"+849{code}999000",
+                    "language": "vi",
+                }
+            ],
+        }
     return {"provinces": provinces, "users": {}}
 
 
-def resolve(directory: Directory, recipients: list[str], *, province: str | None, owner_agency: str | None,
-            assignee: str | None) -> list[Contact]:
+def resolve(
+    directory: Directory,
+    recipients: list[str],
+    *,
+    province: str | None,
+    owner_agency: str | None,
+    assignee: str | None,
+) -> list[Contact]:
     """The contacts a notification's recipients stand for, each once (first mention wins).
 
     - "assignee": the assignee's own contact (directory `users`), else the owner agency's desk;

@@ -105,11 +105,20 @@ class Resent(BaseModel):
 class Preferences(BaseModel):
     channel: Literal["email", "sms", "inapp"] = Field(description="inapp: the console's bell only")
     language: Literal["vi", "en"] | None = None
-    quiet_start: time | None = Field(default=None, description="local time (Asia/Ho_Chi_Minh), e.g. 22:00")
-    quiet_end: time | None = Field(default=None, description="e.g. 06:30; level-3 escalations ignore quiet hours")
+    quiet_start: time | None = Field(
+        default=None, description="local time (Asia/Ho_Chi_Minh), e.g. 22:00"
+    )
+    quiet_end: time | None = Field(
+        default=None, description="e.g. 06:30; level-3 escalations ignore quiet hours"
+    )
 
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"channel": "sms", "language": "vi", "quiet_start": "22:00", "quiet_end": "06:30"}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"channel": "sms", "language": "vi", "quiet_start": "22:00", "quiet_end": "06:30"}
+            ]
+        }
+    )
 
     @model_validator(mode="after")
     def _both_or_neither(self) -> Preferences:

@@ -10,12 +10,12 @@ from typing import Any
 
 from temporalio import activity
 
-from services.notifications.handover import hand_over, handover_queue
 from services.oversight.audit_log import append_event, append_system_event, enqueue_notification
 from services.oversight.retention import build_retention_activities, due_for_erasure, start_erasures
+from shared.contract import RecordBatch
+from shared.notification_handover import hand_over, handover_queue
 from shared.runtime import Runtime
 from shared.temporal import OVERSIGHT_TASK_QUEUE
-from workflows.models import RecordBatch
 from workflows.retention_workflow import RetentionSweepInput
 
 TASK_QUEUE = OVERSIGHT_TASK_QUEUE
@@ -35,7 +35,9 @@ class OversightActivities:
                 inserted += await append_event(conn, self.runtime.ring, event)
             for note in batch.notifications:
                 await enqueue_notification(conn, note)
-        queue = handover_queue(self.runtime.extras)  # after the commit: delivery by services/notifications
+        queue = handover_queue(
+            self.runtime.extras
+        )  # after the commit: delivery by services/notifications
         if queue and batch.notifications:
             await hand_over(self.runtime.temporal, batch.notifications, queue)
         return inserted
@@ -54,22 +56,32 @@ class OversightActivities:
                    VALUES ($1, $2, $3, $4)
                    ON CONFLICT (case_id, run_id) DO UPDATE SET history = EXCLUDED.history,
                        key_id = EXCLUDED.key_id, exported_at = now()""",
-                case_id, run_id, kid, blob)
+                case_id,
+                run_id,
+                kid,
+                blob,
+            )
         return len(raw)
-
 
     @activity.defn(name="record_personal_data_erased")
     async def record_personal_data_erased(self, case_id: str, retention_days: int) -> bool:
         """Close the case's audit chain with the erasure (idempotent: recorded once per case)."""
         async with self.runtime.pool.acquire() as conn:
-            if await conn.fetchval("SELECT 1 FROM oversight.case_events WHERE case_id = $1 "
-                                   "AND kind = 'personal_data_erased'", case_id):
+            if await conn.fetchval(
+                "SELECT 1 FROM oversight.case_events WHERE case_id = $1 "
+                "AND kind = 'personal_data_erased'",
+                case_id,
+            ):
                 return False
             return await append_system_event(
-                conn, self.runtime.ring, case_id, "personal_data_erased",
+                conn,
+                self.runtime.ring,
+                case_id,
+                "personal_data_erased",
                 f"retention period of {retention_days} days after closure elapsed",
-                {"retention_days": retention_days}, datetime.now(UTC))
-
+                {"retention_days": retention_days},
+                datetime.now(UTC),
+            )
 
     @activity.defn(name="start_due_erasures")
     async def start_due_erasures(self, sweep: RetentionSweepInput) -> int:
@@ -77,15 +89,24 @@ class OversightActivities:
         days = self.runtime.settings.retention_days_after_closure
         async with self.runtime.pool.acquire() as conn:
             due = await due_for_erasure(conn, datetime.now(UTC), days, sweep.limit)
-        started = await start_erasures(self.runtime.temporal, due, days,
-                                       workflow_task_queue=sweep.workflow_task_queue,
-                                       intake_task_queue=sweep.intake_task_queue,
-                                       oversight_task_queue=sweep.oversight_task_queue)
+        started = await start_erasures(
+            self.runtime.temporal,
+            due,
+            days,
+            workflow_task_queue=sweep.workflow_task_queue,
+            intake_task_queue=sweep.intake_task_queue,
+            oversight_task_queue=sweep.oversight_task_queue,
+        )
         activity.logger.info("retention sweep: %d due, %d erasures started", len(due), len(started))
         return len(started)
 
 
 def build_activities(runtime: Runtime) -> list[Callable[..., Any]]:
     acts = OversightActivities(runtime)
-    return [acts.record_case_events, acts.export_case_history, acts.record_personal_data_erased,
-            acts.start_due_erasures, *build_retention_activities(runtime)]
+    return [
+        acts.record_case_events,
+        acts.export_case_history,
+        acts.record_personal_data_erased,
+        acts.start_due_erasures,
+        *build_retention_activities(runtime),
+    ]

@@ -46,8 +46,8 @@ from shared.api import runtime_of
 from shared.api_models import ID_PATTERN, IdQuery, Offset
 from shared.auth import Principal, require_roles
 from shared.case_gateway import IdempotencyKey, update_case
+from shared.contract import Actor, Assign, CaseState, Escalate, ExtendDeadline, Reopen
 from shared.domain import AgencyRole, Role, Stage
-from workflows.models import Actor, Assign, CaseState, Escalate, ExtendDeadline, Reopen
 
 DESCRIPTION = """\
 NRM oversight service, for **supervisors** and **auditors** (caseworkers get 403 everywhere here).
@@ -77,9 +77,19 @@ SUPERVISOR = require_roles(Role.supervisor)
 AUDIT_READER = require_roles(Role.auditor, Role.supervisor)
 Supervisor = Annotated[Principal, SUPERVISOR]
 AuditReader = Annotated[Principal, AUDIT_READER]
-CaseId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$", examples=["case-0123abcd"])]
-ProvinceQ = Annotated[str | None, Query(min_length=1, max_length=8, pattern=r"^(\*|[0-9]{1,8})$",
-                                        description="province code; default the caller's")]
+CaseId = Annotated[
+    str,
+    Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$", examples=["case-0123abcd"]),
+]
+ProvinceQ = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=8,
+        pattern=r"^(\*|[0-9]{1,8})$",
+        description="province code; default the caller's",
+    ),
+]
 TEMPORAL_CHECK_TIMEOUT = 3.0
 
 
@@ -96,7 +106,9 @@ def jurisdiction(p: Principal, province: str | None, *, all_allowed: bool = True
             raise HTTPException(422, "province: required for national users")
         return None if province in (None, "*") else province
     if province is not None and province != p.province:
-        raise HTTPException(403, f"province: {province} is outside your jurisdiction ({p.province})")
+        raise HTTPException(
+            403, f"province: {province} is outside your jurisdiction ({p.province})"
+        )
     return p.province
 
 
@@ -117,25 +129,53 @@ async def _readable_state(request: Request, p: Principal, case_id: str) -> dict[
 # ---- supervisors: stuck cases and board ----------------------------------------------------
 async def technical_problems(client: Client, case_id: str) -> list[TechnicalProblem]:
     try:
-        desc = await asyncio.wait_for(client.get_workflow_handle(case_id).describe(), TEMPORAL_CHECK_TIMEOUT)
+        desc = await asyncio.wait_for(
+            client.get_workflow_handle(case_id).describe(), TEMPORAL_CHECK_TIMEOUT
+        )
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
-            return [TechnicalProblem(kind="workflow_not_running", detail="no workflow for this open case")]
-        return [TechnicalProblem(kind="temporal_unreachable", detail=exc.status.name if exc.status else "error")]
+            return [
+                TechnicalProblem(
+                    kind="workflow_not_running", detail="no workflow for this open case"
+                )
+            ]
+        return [
+            TechnicalProblem(
+                kind="temporal_unreachable", detail=exc.status.name if exc.status else "error"
+            )
+        ]
     except TimeoutError:
         return [TechnicalProblem(kind="temporal_unreachable", detail="describe timed out")]
     out: list[TechnicalProblem] = []
     raw = desc.raw_description
     if desc.status is not None and desc.status.name != "RUNNING":
-        out.append(TechnicalProblem(kind="workflow_not_running", detail=f"workflow status {desc.status.name}"))
+        out.append(
+            TechnicalProblem(
+                kind="workflow_not_running", detail=f"workflow status {desc.status.name}"
+            )
+        )
     for pa in raw.pending_activities:
         if pa.attempt > 1 or pa.HasField("last_failure"):
-            msg = await _failure_message(client, pa.last_failure) if pa.HasField("last_failure") else ""
-            out.append(TechnicalProblem(kind="activity_failing", attempt=pa.attempt,
-                                        detail=f"{pa.activity_type.name}: {msg}".strip()))
+            msg = (
+                await _failure_message(client, pa.last_failure)
+                if pa.HasField("last_failure")
+                else ""
+            )
+            out.append(
+                TechnicalProblem(
+                    kind="activity_failing",
+                    attempt=pa.attempt,
+                    detail=f"{pa.activity_type.name}: {msg}".strip(),
+                )
+            )
     if raw.HasField("pending_workflow_task") and raw.pending_workflow_task.attempt > 1:
-        out.append(TechnicalProblem(kind="workflow_task_failing", attempt=raw.pending_workflow_task.attempt,
-                                    detail="workflow task is failing and being retried (see worker logs)"))
+        out.append(
+            TechnicalProblem(
+                kind="workflow_task_failing",
+                attempt=raw.pending_workflow_task.attempt,
+                detail="workflow task is failing and being retried (see worker logs)",
+            )
+        )
     return out
 
 
@@ -149,7 +189,10 @@ async def _failure_message(client: Client, failure: Any) -> str:
 
 
 def _categories(r: Any) -> list[Category]:
-    return [Category.child if r["is_child"] else Category.adult, Category.abroad if r["is_abroad"] else Category.domestic]
+    return [
+        Category.child if r["is_child"] else Category.adult,
+        Category.abroad if r["is_abroad"] else Category.domestic,
+    ]
 
 
 def _reasons(r: Any, f: repo.StuckFilter) -> list[StuckReason]:
@@ -167,39 +210,60 @@ def _reasons(r: Any, f: repo.StuckFilter) -> list[StuckReason]:
     return out
 
 
-@router.get("/stuck", response_model=StuckPage, summary="Stuck cases in your jurisdiction, most late first",
-            description=(
-                "Open cases that match **any** of the requested `reason`s (all when none is given): `overdue` "
-                "(stage deadline passed), `due_soon` (deadline within `due_within_hours`), `handoff_waiting` "
-                "(a handoff waits for acceptance), `idle` (no audit event for `idle_days`), `escalated` "
-                "(level ≥ 1, or exactly `level`), `technical` (Temporal shows a pending activity retrying or "
-                "failing, or a failing workflow task). Filters narrow the list: `agency` (owning agency), "
-                "`stage`, `category` (child, adult, abroad, domestic; repeatable, all must hold), `assignee`. "
-                "Sorted by the earliest due instant (stage deadline or oldest waiting handoff), so the most "
-                "late come first; cases without a deadline last. `limit`/`offset` paginate; `next_offset` is "
-                "null on the last page.\n\nTemporal is asked only about the cases of the page "
-                "(`check_temporal=true`, default): each gets its `technical` problems. When `technical` is "
-                "among the requested reasons, every open case is a candidate and the page keeps those with a "
-                "requested reason, so a page can hold fewer than `limit` items before the last page.\n\n"
-                + case_index.STALENESS),
-            responses={403: {"description": "not a supervisor, or another province"}})
+@router.get(
+    "/stuck",
+    response_model=StuckPage,
+    summary="Stuck cases in your jurisdiction, most late first",
+    description=(
+        "Open cases that match **any** of the requested `reason`s (all when none is given): `overdue` "
+        "(stage deadline passed), `due_soon` (deadline within `due_within_hours`), `handoff_waiting` "
+        "(a handoff waits for acceptance), `idle` (no audit event for `idle_days`), `escalated` "
+        "(level ≥ 1, or exactly `level`), `technical` (Temporal shows a pending activity retrying or "
+        "failing, or a failing workflow task). Filters narrow the list: `agency` (owning agency), "
+        "`stage`, `category` (child, adult, abroad, domestic; repeatable, all must hold), `assignee`. "
+        "Sorted by the earliest due instant (stage deadline or oldest waiting handoff), so the most "
+        "late come first; cases without a deadline last. `limit`/`offset` paginate; `next_offset` is "
+        "null on the last page.\n\nTemporal is asked only about the cases of the page "
+        "(`check_temporal=true`, default): each gets its `technical` problems. When `technical` is "
+        "among the requested reasons, every open case is a candidate and the page keeps those with a "
+        "requested reason, so a page can hold fewer than `limit` items before the last page.\n\n"
+        + case_index.STALENESS
+    ),
+    responses={403: {"description": "not a supervisor, or another province"}},
+)
 async def stuck_cases(
-    request: Request, p: Supervisor, province: ProvinceQ = None,
+    request: Request,
+    p: Supervisor,
+    province: ProvinceQ = None,
     reason: Annotated[list[StuckReason], Query(description="repeatable; none = every reason")] = [],  # noqa: B006
     due_within_hours: Annotated[int, Query(ge=1, le=24 * 90)] = 24,
     idle_days: Annotated[int, Query(ge=1, le=3650)] = 7,
     level: Annotated[int | None, Query(ge=1, le=3, description="escalation level (exact)")] = None,
-    agency: AgencyRole | None = None, stage: Stage | None = None,
-    category: Annotated[list[Category], Query(description="repeatable: child, adult, abroad, domestic")] = [],  # noqa: B006
+    agency: AgencyRole | None = None,
+    stage: Stage | None = None,
+    category: Annotated[
+        list[Category], Query(description="repeatable: child, adult, abroad, domestic")
+    ] = [],  # noqa: B006
     assignee: Annotated[str | None, Query(max_length=128)] = None,
     check_temporal: bool = True,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50, offset: Offset = 0,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Offset = 0,
 ) -> StuckPage:
     rt = runtime_of(request)
-    f = repo.StuckFilter(now=now_of(request), province=jurisdiction(p, province), reasons={r.value for r in reason},
-                         due_within=timedelta(hours=due_within_hours), idle_for=timedelta(days=idle_days), level=level,
-                         agency=agency.value if agency else None, stage=stage.value if stage else None,
-                         categories={c.value for c in category}, assignee=assignee, limit=limit, offset=offset)
+    f = repo.StuckFilter(
+        now=now_of(request),
+        province=jurisdiction(p, province),
+        reasons={r.value for r in reason},
+        due_within=timedelta(hours=due_within_hours),
+        idle_for=timedelta(days=idle_days),
+        level=level,
+        agency=agency.value if agency else None,
+        stage=stage.value if stage else None,
+        categories={c.value for c in category},
+        assignee=assignee,
+        limit=limit,
+        offset=offset,
+    )
     async with rt.pool.acquire() as conn:
         rows = await repo.stuck(conn, f)
     technical: list[list[TechnicalProblem]] = [[] for _ in rows]
@@ -217,40 +281,78 @@ async def stuck_cases(
         if StuckReason.technical in reason and not set(reasons) & set(reason):
             continue
         due = r["due"]
-        items.append(StuckCase(
-            case_id=r["case_id"], province=r["province"], stage=r["stage"], owner_agency=r["owner_agency"],
-            assignee=r["assignee"], categories=_categories(r), deadline_at=r["deadline_at"],
-            late_by_hours=round((f.now - due).total_seconds() / 3600, 2) if due else None,
-            escalation_level=r["escalation_level"], open_handoffs=r["open_handoffs"],
-            oldest_handoff_accept_by=r["oldest_handoff_accept_by"], last_event_at=r["last_event_at"],
-            idle_days=round((f.now - r["last_event_at"]).total_seconds() / 86400, 2), reasons=reasons,
-            technical=tech))
-    return StuckPage(items=items, limit=limit, offset=offset, next_offset=offset + limit if len(rows) == limit else None,
-                     as_of=f.now, temporal_checked=check_temporal)
+        items.append(
+            StuckCase(
+                case_id=r["case_id"],
+                province=r["province"],
+                stage=r["stage"],
+                owner_agency=r["owner_agency"],
+                assignee=r["assignee"],
+                categories=_categories(r),
+                deadline_at=r["deadline_at"],
+                late_by_hours=round((f.now - due).total_seconds() / 3600, 2) if due else None,
+                escalation_level=r["escalation_level"],
+                open_handoffs=r["open_handoffs"],
+                oldest_handoff_accept_by=r["oldest_handoff_accept_by"],
+                last_event_at=r["last_event_at"],
+                idle_days=round((f.now - r["last_event_at"]).total_seconds() / 86400, 2),
+                reasons=reasons,
+                technical=tech,
+            )
+        )
+    return StuckPage(
+        items=items,
+        limit=limit,
+        offset=offset,
+        next_offset=offset + limit if len(rows) == limit else None,
+        as_of=f.now,
+        temporal_checked=check_temporal,
+    )
 
 
-@router.get("/board", response_model=Board, summary="Open cases by stage × agency, with overdue counts",
-            description="One cell per (stage, owning agency) that has open cases in the province; `overdue` counts "
-                        "the cell's cases whose stage deadline has passed.\n\n" + case_index.STALENESS,
-            responses={403: {"description": "not a supervisor, or another province"}})
+@router.get(
+    "/board",
+    response_model=Board,
+    summary="Open cases by stage × agency, with overdue counts",
+    description="One cell per (stage, owning agency) that has open cases in the province; `overdue` counts "
+    "the cell's cases whose stage deadline has passed.\n\n" + case_index.STALENESS,
+    responses={403: {"description": "not a supervisor, or another province"}},
+)
 async def board(request: Request, p: Supervisor, province: ProvinceQ = None) -> Board:
     prov = jurisdiction(p, province)
     now = now_of(request)
     async with runtime_of(request).pool.acquire() as conn:
         rows = await repo.board(conn, prov, now)
-    cells = [BoardCell(stage=r["stage"], owner_agency=r["owner_agency"], open=r["open"], overdue=r["overdue"])
-             for r in rows]
-    return Board(province=prov or "*", as_of=now, cells=cells, total_open=sum(c.open for c in cells),
-                 total_overdue=sum(c.overdue for c in cells))
+    cells = [
+        BoardCell(
+            stage=r["stage"], owner_agency=r["owner_agency"], open=r["open"], overdue=r["overdue"]
+        )
+        for r in rows
+    ]
+    return Board(
+        province=prov or "*",
+        as_of=now,
+        cells=cells,
+        total_open=sum(c.open for c in cells),
+        total_overdue=sum(c.overdue for c in cells),
+    )
 
 
 # ---- supervisors: actions ----------------------------------------------------------------
 def actor_of(request: Request, p: Principal) -> Actor:
-    return Actor(user_id=p.user_id, agency=p.agency, roles=p.roles, province=p.province, commune=p.commune,
-                 request_id=getattr(request.state, "request_id", None))
+    return Actor(
+        user_id=p.user_id,
+        agency=p.agency,
+        roles=p.roles,
+        province=p.province,
+        commune=p.commune,
+        request_id=getattr(request.state, "request_id", None),
+    )
 
 
-async def _act(request: Request, p: Principal, case_id: str, update: str, cmd: Any, key: str | None) -> CaseState:
+async def _act(
+    request: Request, p: Principal, case_id: str, update: str, cmd: Any, key: str | None
+) -> CaseState:
     """A supervisor's Update: access checked on the projection, then sent through the one gateway (the
     Update id and the Idempotency-Key rules are the same for every service)."""
     rt = runtime_of(request)
@@ -265,48 +367,103 @@ async def _act(request: Request, p: Principal, case_id: str, update: str, cmd: A
 
 _ACTION_ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"description": "not a supervisor, or the case is outside your jurisdiction"},
-    404: {"description": "case not found"}, 409: {"description": "stale version or the case does not allow it now"},
-    422: {"description": "invalid request"}, 503: {"description": "the case workflow did not answer"}}
+    404: {"description": "case not found"},
+    409: {"description": "stale version or the case does not allow it now"},
+    422: {"description": "invalid request"},
+    503: {"description": "the case workflow did not answer"},
+}
 
 
-@router.post("/cases/{case_id}/reassign", response_model=CaseState, summary="Assign the current stage to someone",
-             responses=_ACTION_ERRORS)
-async def reassign(request: Request, p: Supervisor, case_id: CaseId, body: ReassignRequest,
-                   idempotency_key: IdempotencyKey = None) -> CaseState:
-    cmd = Assign(actor=actor_of(request, p), assignee_user_id=body.assignee_user_id,
-                 expected_version=body.expected_version, override_reason=body.override_reason)
+@router.post(
+    "/cases/{case_id}/reassign",
+    response_model=CaseState,
+    summary="Assign the current stage to someone",
+    responses=_ACTION_ERRORS,
+)
+async def reassign(
+    request: Request,
+    p: Supervisor,
+    case_id: CaseId,
+    body: ReassignRequest,
+    idempotency_key: IdempotencyKey = None,
+) -> CaseState:
+    cmd = Assign(
+        actor=actor_of(request, p),
+        assignee_user_id=body.assignee_user_id,
+        expected_version=body.expected_version,
+        override_reason=body.override_reason,
+    )
     return await _act(request, p, case_id, "assign", cmd, idempotency_key)
 
 
-@router.post("/cases/{case_id}/extend-deadline", response_model=CaseState,
-             summary="Extend the stage deadline (or a waiting handoff's) with a reason", responses=_ACTION_ERRORS)
-async def extend_deadline(request: Request, p: Supervisor, case_id: CaseId, body: ExtendDeadlineRequest,
-                          idempotency_key: IdempotencyKey = None) -> CaseState:
-    cmd = ExtendDeadline(actor=actor_of(request, p), extend_by=body.extend_by, reason=body.reason,
-                         handoff_id=body.handoff_id, expected_version=body.expected_version)
+@router.post(
+    "/cases/{case_id}/extend-deadline",
+    response_model=CaseState,
+    summary="Extend the stage deadline (or a waiting handoff's) with a reason",
+    responses=_ACTION_ERRORS,
+)
+async def extend_deadline(
+    request: Request,
+    p: Supervisor,
+    case_id: CaseId,
+    body: ExtendDeadlineRequest,
+    idempotency_key: IdempotencyKey = None,
+) -> CaseState:
+    cmd = ExtendDeadline(
+        actor=actor_of(request, p),
+        extend_by=body.extend_by,
+        reason=body.reason,
+        handoff_id=body.handoff_id,
+        expected_version=body.expected_version,
+    )
     return await _act(request, p, case_id, "extend_deadline", cmd, idempotency_key)
 
 
-@router.post("/cases/{case_id}/escalate", response_model=CaseState, summary="Raise the escalation level by hand",
-             responses=_ACTION_ERRORS)
-async def escalate(request: Request, p: Supervisor, case_id: CaseId, body: EscalateRequest,
-                   idempotency_key: IdempotencyKey = None) -> CaseState:
-    cmd = Escalate(actor=actor_of(request, p), reason=body.reason, expected_version=body.expected_version)
+@router.post(
+    "/cases/{case_id}/escalate",
+    response_model=CaseState,
+    summary="Raise the escalation level by hand",
+    responses=_ACTION_ERRORS,
+)
+async def escalate(
+    request: Request,
+    p: Supervisor,
+    case_id: CaseId,
+    body: EscalateRequest,
+    idempotency_key: IdempotencyKey = None,
+) -> CaseState:
+    cmd = Escalate(
+        actor=actor_of(request, p), reason=body.reason, expected_version=body.expected_version
+    )
     return await _act(request, p, case_id, "escalate", cmd, idempotency_key)
 
 
-@router.post("/cases/{case_id}/reopen", response_model=CaseState, summary="Reopen a closed case to a stage",
-             responses=_ACTION_ERRORS)
-async def reopen(request: Request, p: Supervisor, case_id: CaseId, body: ReopenRequest,
-                 idempotency_key: IdempotencyKey = None) -> CaseState:
-    cmd = Reopen(actor=actor_of(request, p), to_stage=body.to_stage, reason=body.reason,
-                 expected_version=body.expected_version)
+@router.post(
+    "/cases/{case_id}/reopen",
+    response_model=CaseState,
+    summary="Reopen a closed case to a stage",
+    responses=_ACTION_ERRORS,
+)
+async def reopen(
+    request: Request,
+    p: Supervisor,
+    case_id: CaseId,
+    body: ReopenRequest,
+    idempotency_key: IdempotencyKey = None,
+) -> CaseState:
+    cmd = Reopen(
+        actor=actor_of(request, p),
+        to_stage=body.to_stage,
+        reason=body.reason,
+        expected_version=body.expected_version,
+    )
     return await _act(request, p, case_id, "reopen", cmd, idempotency_key)
 
 
 # ---- KPIs and reports ----------------------------------------------------------------------
-def _period(start: datetime | None, end: datetime | None, kind: ReportKind | None, now: datetime
-            ) -> tuple[datetime, datetime]:
+def _period(
+    start: datetime | None, end: datetime | None, kind: ReportKind | None, now: datetime
+) -> tuple[datetime, datetime]:
     for name, v in (("from", start), ("to", end)):
         if v is not None and v.tzinfo is None:
             raise HTTPException(422, f"{name}: needs a time zone (e.g. 2026-01-01T00:00:00+07:00)")
@@ -328,14 +485,24 @@ def _period(start: datetime | None, end: datetime | None, kind: ReportKind | Non
     return start, end
 
 
-@router.get("/kpis", response_model=Kpis, summary="DOMAIN.md §5 KPIs for a jurisdiction and period",
-            description="Ratios with targets, time-in-stage p50/p90 per stage and deadline compliance per stage and "
-                        "agency. Each formula is in `services/oversight/kpis.yaml` and repeated in the response.",
-            responses={403: {"description": "not a supervisor/auditor, or another province"}})
+@router.get(
+    "/kpis",
+    response_model=Kpis,
+    summary="DOMAIN.md §5 KPIs for a jurisdiction and period",
+    description="Ratios with targets, time-in-stage p50/p90 per stage and deadline compliance per stage and "
+    "agency. Each formula is in `services/oversight/kpis.yaml` and repeated in the response.",
+    responses={403: {"description": "not a supervisor/auditor, or another province"}},
+)
 async def get_kpis(
-    request: Request, p: AuditReader, province: ProvinceQ = None,
-    start: Annotated[datetime | None, Query(alias="from", examples=["2026-01-01T00:00:00+07:00"])] = None,
-    end: Annotated[datetime | None, Query(alias="to", examples=["2026-07-01T00:00:00+07:00"])] = None,
+    request: Request,
+    p: AuditReader,
+    province: ProvinceQ = None,
+    start: Annotated[
+        datetime | None, Query(alias="from", examples=["2026-01-01T00:00:00+07:00"])
+    ] = None,
+    end: Annotated[
+        datetime | None, Query(alias="to", examples=["2026-07-01T00:00:00+07:00"])
+    ] = None,
     lang: Lang = Lang.en,
 ) -> Kpis:
     prov = jurisdiction(p, province)
@@ -344,25 +511,42 @@ async def get_kpis(
         return await kpis_mod.compute(conn, prov, start, end, lang.value)
 
 
-@router.get("/reports/{kind}", summary="Report to the steering committee (Ban Chỉ đạo 138)",
-            description="`six_monthly` and `annual` default to the current half-year / year (or start at `from`); "
-                        "`ad_hoc` (đột xuất) needs `from` and `to`. `format=html` is printable and `format=pdf` is the "
-                        "document to sign and file (Vietnamese by default, `lang=en` for English; every key shown with "
-                        "its GLOSSARY.md label, province and commune names, dates dd/mm/yyyy, the period's last day "
-                        "included). Disclosure control when the report leaves the jurisdiction (the "
-                        "caller's province differs from the report's, or `external=true`): whole calendar months "
-                        "only (from/to on the 1st at 00:00+07:00, at least one month), counts 1-4 show as \"<5\", "
-                        "larger counts are rounded to a multiple of 5, rates on such counts are withheld and others "
-                        "computed from the rounded counts, so two overlapping reports cannot be subtracted to "
-                        "reveal a single arrival.",
-            responses={200: {"content": {"application/json": {}, "text/csv": {}, "text/html": {},
-                                         "application/pdf": {}}},
-                       403: {"description": "not a supervisor/auditor"}, 422: {"description": "bad period"}})
+@router.get(
+    "/reports/{kind}",
+    summary="Report to the steering committee (Ban Chỉ đạo 138)",
+    description="`six_monthly` and `annual` default to the current half-year / year (or start at `from`); "
+    "`ad_hoc` (đột xuất) needs `from` and `to`. `format=html` is printable and `format=pdf` is the "
+    "document to sign and file (Vietnamese by default, `lang=en` for English; every key shown with "
+    "its GLOSSARY.md label, province and commune names, dates dd/mm/yyyy, the period's last day "
+    "included). Disclosure control when the report leaves the jurisdiction (the "
+    "caller's province differs from the report's, or `external=true`): whole calendar months "
+    'only (from/to on the 1st at 00:00+07:00, at least one month), counts 1-4 show as "<5", '
+    "larger counts are rounded to a multiple of 5, rates on such counts are withheld and others "
+    "computed from the rounded counts, so two overlapping reports cannot be subtracted to "
+    "reveal a single arrival.",
+    responses={
+        200: {
+            "content": {
+                "application/json": {},
+                "text/csv": {},
+                "text/html": {},
+                "application/pdf": {},
+            }
+        },
+        403: {"description": "not a supervisor/auditor"},
+        422: {"description": "bad period"},
+    },
+)
 async def get_report(
-    request: Request, p: AuditReader, kind: ReportKind, province: ProvinceQ = None,
+    request: Request,
+    p: AuditReader,
+    kind: ReportKind,
+    province: ProvinceQ = None,
     start: Annotated[datetime | None, Query(alias="from")] = None,
     end: Annotated[datetime | None, Query(alias="to")] = None,
-    format: ReportFormat = ReportFormat.json, lang: Lang = Lang.vi, external: bool = False,
+    format: ReportFormat = ReportFormat.json,
+    lang: Lang = Lang.vi,
+    external: bool = False,
 ) -> Response:
     # Any province may be asked for (aggregates only); outside the caller's own it is suppressed.
     prov = province if province not in (None, "*") else (None if p.national else p.province)
@@ -382,14 +566,24 @@ async def get_report(
 
 
 # ---- auditors -----------------------------------------------------------------------------
-@router.get("/cases/{case_id}/history", response_model=HistoryPage, summary="Every audit event of a case",
-            description="Actor, agency, time, reason, request id and policy version of each event, in order. "
-                        "Who read the person's data is in intake's access log.",
-            responses={403: {"description": "not an auditor/supervisor of this jurisdiction"},
-                       404: {"description": "case not found"}})
-async def case_history(request: Request, p: AuditReader, case_id: CaseId,
-                       limit: Annotated[int, Query(ge=1, le=200)] = 50,
-                       offset: Offset = 0) -> HistoryPage:
+@router.get(
+    "/cases/{case_id}/history",
+    response_model=HistoryPage,
+    summary="Every audit event of a case",
+    description="Actor, agency, time, reason, request id and policy version of each event, in order. "
+    "Who read the person's data is in intake's access log.",
+    responses={
+        403: {"description": "not an auditor/supervisor of this jurisdiction"},
+        404: {"description": "case not found"},
+    },
+)
+async def case_history(
+    request: Request,
+    p: AuditReader,
+    case_id: CaseId,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Offset = 0,
+) -> HistoryPage:
     # a province the case was transferred away from reads its history up to the transfer only
     until = read_until(p, _facts(await _readable_state(request, p, case_id)))
     rt = runtime_of(request)
@@ -397,47 +591,96 @@ async def case_history(request: Request, p: AuditReader, case_id: CaseId,
         rows, total = await repo.history(conn, case_id, limit, offset, until)
     items = []
     for r in rows:
-        view = readable_event(rt.ring, r)  # free text decrypted for this authorised reader, or "[erased]"
-        items.append(HistoryEvent(
-            seq=r["seq"], event_id=r["event_id"], kind=r["kind"], occurred_at=r["occurred_at"],
-            recorded_at=r["recorded_at"], actor_user_id=r["actor_user_id"], actor_agency=r["actor_agency"],
-            stage=r["stage"], reason=view["reason"], request_id=r["request_id"], policy_version=r["policy_version"],
-            data=view["data"], hash=r["hash"], free_text_erased=view["free_text_erased"]))
-    return HistoryPage(case_id=case_id, items=items, limit=limit, offset=offset, total=total,
-                       next_offset=offset + limit if offset + limit < total else None,
-                       access_log=f"/access-log?case_id={case_id}")
+        view = readable_event(
+            rt.ring, r
+        )  # free text decrypted for this authorised reader, or "[erased]"
+        items.append(
+            HistoryEvent(
+                seq=r["seq"],
+                event_id=r["event_id"],
+                kind=r["kind"],
+                occurred_at=r["occurred_at"],
+                recorded_at=r["recorded_at"],
+                actor_user_id=r["actor_user_id"],
+                actor_agency=r["actor_agency"],
+                stage=r["stage"],
+                reason=view["reason"],
+                request_id=r["request_id"],
+                policy_version=r["policy_version"],
+                data=view["data"],
+                hash=r["hash"],
+                free_text_erased=view["free_text_erased"],
+            )
+        )
+    return HistoryPage(
+        case_id=case_id,
+        items=items,
+        limit=limit,
+        offset=offset,
+        total=total,
+        next_offset=offset + limit if offset + limit < total else None,
+        access_log=f"/access-log?case_id={case_id}",
+    )
 
 
-@router.get("/cases/{case_id}/as-of", response_model=AsOfState, summary="The case's state at a past time",
-            description="The `state` recorded with the last audit event at or before `at`.",
-            responses={403: {"description": "not an auditor/supervisor of this jurisdiction"},
-                       404: {"description": "case not found, or it did not exist yet at `at`"}})
-async def case_as_of(request: Request, p: AuditReader, case_id: CaseId,
-                     at: Annotated[datetime, Query(examples=["2026-03-01T12:00:00+07:00"])]) -> AsOfState:
+@router.get(
+    "/cases/{case_id}/as-of",
+    response_model=AsOfState,
+    summary="The case's state at a past time",
+    description="The `state` recorded with the last audit event at or before `at`.",
+    responses={
+        403: {"description": "not an auditor/supervisor of this jurisdiction"},
+        404: {"description": "case not found, or it did not exist yet at `at`"},
+    },
+)
+async def case_as_of(
+    request: Request,
+    p: AuditReader,
+    case_id: CaseId,
+    at: Annotated[datetime, Query(examples=["2026-03-01T12:00:00+07:00"])],
+) -> AsOfState:
     if at.tzinfo is None:
         raise HTTPException(422, "at: needs a time zone (e.g. 2026-03-01T12:00:00+07:00)")
     until = read_until(p, _facts(await _readable_state(request, p, case_id)))
     rt = runtime_of(request)
-    async with rt.pool.acquire() as conn:  # a province the case left sees it as it was when it left, at most
+    async with (
+        rt.pool.acquire() as conn
+    ):  # a province the case left sees it as it was when it left, at most
         row = await repo.state_as_of(conn, case_id, min(at, until) if until is not None else at)
     if row is None:
         raise HTTPException(404, f"at: the case had no events yet at {at.isoformat()}")
-    return AsOfState(case_id=case_id, at=at, event_seq=row["seq"], event_kind=row["kind"], event_at=row["occurred_at"],
-                     state=dict(readable_event(rt.ring, row)["state"]))
+    return AsOfState(
+        case_id=case_id,
+        at=at,
+        event_seq=row["seq"],
+        event_kind=row["kind"],
+        event_at=row["occurred_at"],
+        state=dict(readable_event(rt.ring, row)["state"]),
+    )
 
 
-@router.get("/audit/verify", response_model=VerifyResult, summary="Check the keyed hash chain",
-            description="With `case_id`: that case. Without: every case of the jurisdiction (`province`, default "
-                        "the caller's; national users all cases), `limit`/`offset` at a time. Each result names the "
-                        "first broken link (`first_broken_seq`) and why. A case fails too when its log holds fewer "
-                        "events than the workflow emitted (`expected_events`, from the projection, the live "
-                        "workflow or the history exported at closure): a deleted tail, or every event deleted.",
-            responses={403: {"description": "not an auditor/supervisor of this jurisdiction"},
-                       404: {"description": "case not found"}})
-async def audit_verify(request: Request, p: AuditReader,
-                       case_id: IdQuery = None, province: ProvinceQ = None,
-                       limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-                       offset: Offset = 0) -> VerifyResult:
+@router.get(
+    "/audit/verify",
+    response_model=VerifyResult,
+    summary="Check the keyed hash chain",
+    description="With `case_id`: that case. Without: every case of the jurisdiction (`province`, default "
+    "the caller's; national users all cases), `limit`/`offset` at a time. Each result names the "
+    "first broken link (`first_broken_seq`) and why. A case fails too when its log holds fewer "
+    "events than the workflow emitted (`expected_events`, from the projection, the live "
+    "workflow or the history exported at closure): a deleted tail, or every event deleted.",
+    responses={
+        403: {"description": "not an auditor/supervisor of this jurisdiction"},
+        404: {"description": "case not found"},
+    },
+)
+async def audit_verify(
+    request: Request,
+    p: AuditReader,
+    case_id: IdQuery = None,
+    province: ProvinceQ = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    offset: Offset = 0,
+) -> VerifyResult:
     rt = runtime_of(request)
     if case_id:
         await _readable_state(request, p, case_id)
@@ -448,20 +691,37 @@ async def audit_verify(request: Request, p: AuditReader,
     results = []
     async with rt.pool.acquire() as conn:
         for cid in ids:
-            results.append(ChainCheck(**(await verify_case(conn, rt.ring, cid, rt.temporal)).as_dict()))
+            results.append(
+                ChainCheck(**(await verify_case(conn, rt.ring, cid, rt.temporal)).as_dict())
+            )
     broken = [r for r in results if not r.ok]
-    return VerifyResult(checked=len(results), ok=not broken, broken=broken, results=results, limit=limit, offset=offset,
-                        next_offset=offset + limit if not case_id and len(ids) == limit else None)
+    return VerifyResult(
+        checked=len(results),
+        ok=not broken,
+        broken=broken,
+        results=results,
+        limit=limit,
+        offset=offset,
+        next_offset=offset + limit if not case_id and len(ids) == limit else None,
+    )
 
 
-@router.get("/audit/replay", response_model=list[ReplayOutcome], summary="Replay a case's history on current code",
-            description="Deterministic replay of the recorded Temporal history (live, or the copy exported at "
-                        "closure) with the current CaseWorkflow, and whether its final state matches the audit log.",
-            responses={403: {"description": "not an auditor/supervisor of this jurisdiction"},
-                       404: {"description": "no history for this case"}})
-async def audit_replay(request: Request, p: AuditReader,
-                       case_id: Annotated[str, Query(min_length=1, max_length=64, pattern=ID_PATTERN)]
-                       ) -> list[ReplayOutcome]:
+@router.get(
+    "/audit/replay",
+    response_model=list[ReplayOutcome],
+    summary="Replay a case's history on current code",
+    description="Deterministic replay of the recorded Temporal history (live, or the copy exported at "
+    "closure) with the current CaseWorkflow, and whether its final state matches the audit log.",
+    responses={
+        403: {"description": "not an auditor/supervisor of this jurisdiction"},
+        404: {"description": "no history for this case"},
+    },
+)
+async def audit_replay(
+    request: Request,
+    p: AuditReader,
+    case_id: Annotated[str, Query(min_length=1, max_length=64, pattern=ID_PATTERN)],
+) -> list[ReplayOutcome]:
     await _readable_state(request, p, case_id)
     rt = runtime_of(request)
     async with rt.pool.acquire() as conn:

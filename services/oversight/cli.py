@@ -1,11 +1,11 @@
-"""Oversight commands of the `nrm` CLI (registered by shared/cli.py):
+"""Oversight commands of the `nrm` CLI (registered by nrm/cli.py):
 
-  nrm stuck [--province P] [--limit N] [--offset N] [--reason R ...]   stuck cases as a table (database only)
-  nrm audit verify CASE | --all [--province P] [--no-temporal]          keyed hash chain and event count check;
-                                                                        exit 1 if broken or a tail is missing
-  nrm audit replay CASE [--source auto|live|export]                     replay the history on current code
-  nrm retention run [--dry-run] [--limit N]                              erase personal data past retention
-  nrm retention schedule                                                 create the daily sweep schedule if missing"""
+nrm stuck [--province P] [--limit N] [--offset N] [--reason R ...]   stuck cases as a table (database only)
+nrm audit verify CASE | --all [--province P] [--no-temporal]          keyed hash chain and event count check;
+                                                                      exit 1 if broken or a tail is missing
+nrm audit replay CASE [--source auto|live|export]                     replay the history on current code
+nrm retention run [--dry-run] [--limit N]                              erase personal data past retention
+nrm retention schedule                                                 create the daily sweep schedule if missing"""
 
 from __future__ import annotations
 
@@ -19,12 +19,18 @@ from shared.config import Settings
 
 
 def register(subparsers: Any) -> None:
-    st = subparsers.add_parser("stuck", help="stuck cases in a province (overdue, due soon, handoffs, idle, escalated)")
+    st = subparsers.add_parser(
+        "stuck", help="stuck cases in a province (overdue, due soon, handoffs, idle, escalated)"
+    )
     st.add_argument("--province", default=None, help="province code; default all provinces")
     st.add_argument("--limit", type=int, default=50)
     st.add_argument("--offset", type=int, default=0)
-    st.add_argument("--reason", action="append", default=[],
-                    choices=["overdue", "due_soon", "handoff_waiting", "idle", "escalated"])
+    st.add_argument(
+        "--reason",
+        action="append",
+        default=[],
+        choices=["overdue", "due_soon", "handoff_waiting", "idle", "escalated"],
+    )
     st.add_argument("--due-within-hours", type=int, default=24)
     st.add_argument("--idle-days", type=int, default=7)
     st.add_argument("--json", action="store_true", help="JSON lines instead of a table")
@@ -36,22 +42,33 @@ def register(subparsers: Any) -> None:
     ver.add_argument("case_id", nargs="?")
     ver.add_argument("--all", action="store_true", help="every case (or every case of --province)")
     ver.add_argument("--province", default=None)
-    ver.add_argument("--no-temporal", action="store_true",
-                     help="database only: do not cross-check the event counts with the live workflows")
+    ver.add_argument(
+        "--no-temporal",
+        action="store_true",
+        help="database only: do not cross-check the event counts with the live workflows",
+    )
     ver.set_defaults(func=cmd_audit_verify)
-    rep = asub.add_parser("replay", help="replay the case's Temporal history on the current workflow code")
+    rep = asub.add_parser(
+        "replay", help="replay the case's Temporal history on the current workflow code"
+    )
     rep.add_argument("case_id")
     rep.add_argument("--source", choices=["auto", "live", "export"], default="auto")
     rep.set_defaults(func=cmd_audit_replay)
 
     ret = subparsers.add_parser("retention", help="personal-data retention after closure")
     rsub = ret.add_subparsers(dest="retention_command", required=True)
-    run = rsub.add_parser("run", help="erase personal data of cases closed longer than NRM_RETENTION_DAYS_AFTER_CLOSURE")
+    run = rsub.add_parser(
+        "run",
+        help="erase personal data of cases closed longer than NRM_RETENTION_DAYS_AFTER_CLOSURE",
+    )
     run.add_argument("--dry-run", action="store_true", help="list the cases, erase nothing")
     run.add_argument("--limit", type=int, default=500)
     run.set_defaults(func=cmd_retention_run)
-    sch = rsub.add_parser("schedule", help="create the daily Temporal schedule that runs the retention sweep "
-                                           "(nrm up does this; run it once against an external Temporal)")
+    sch = rsub.add_parser(
+        "schedule",
+        help="create the daily Temporal schedule that runs the retention sweep "
+        "(nrm up does this; run it once against an external Temporal)",
+    )
     sch.set_defaults(func=cmd_retention_schedule)
 
 
@@ -69,9 +86,15 @@ async def _stuck(url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     from shared.db import create_pool
 
     now = datetime.now(UTC)
-    f = repo.StuckFilter(now=now, province=args.province, reasons=set(args.reason),
-                         due_within=timedelta(hours=args.due_within_hours), idle_for=timedelta(days=args.idle_days),
-                         limit=args.limit, offset=args.offset)
+    f = repo.StuckFilter(
+        now=now,
+        province=args.province,
+        reasons=set(args.reason),
+        due_within=timedelta(hours=args.due_within_hours),
+        idle_for=timedelta(days=args.idle_days),
+        limit=args.limit,
+        offset=args.offset,
+    )
     pool = await create_pool(url, 1, 2)
     try:
         async with pool.acquire() as conn:
@@ -92,11 +115,20 @@ async def _stuck(url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
         if r["escalation_level"]:
             reasons.append(f"escalated:{r['escalation_level']}")
         late = (now - r["due"]).total_seconds() / 3600 if r["due"] else None
-        out.append({"case_id": r["case_id"], "province": r["province"], "stage": r["stage"],
-                    "agency": r["owner_agency"], "assignee": r["assignee"],
-                    "late_h": None if late is None else round(late, 1), "level": r["escalation_level"],
-                    "handoffs": r["open_handoffs"], "idle_d": round((now - r["last_event_at"]).total_seconds() / 86400, 1),
-                    "reasons": ",".join(reasons)})
+        out.append(
+            {
+                "case_id": r["case_id"],
+                "province": r["province"],
+                "stage": r["stage"],
+                "agency": r["owner_agency"],
+                "assignee": r["assignee"],
+                "late_h": None if late is None else round(late, 1),
+                "level": r["escalation_level"],
+                "handoffs": r["open_handoffs"],
+                "idle_d": round((now - r["last_event_at"]).total_seconds() / 86400, 1),
+                "reasons": ",".join(reasons),
+            }
+        )
     return out
 
 
@@ -132,12 +164,18 @@ async def _temporal_case_ids(client: Any) -> list[str]:
     try:
         async for wf in client.list_workflows("WorkflowType = 'CaseWorkflow'"):
             ids.append(wf.id)
-    except Exception as exc:  # no visibility (or Temporal away): the database's cases still get checked
-        print(f"(Temporal visibility not available: {type(exc).__name__}; cases listed from the database only)")
+    except (
+        Exception
+    ) as exc:  # no visibility (or Temporal away): the database's cases still get checked
+        print(
+            f"(Temporal visibility not available: {type(exc).__name__}; cases listed from the database only)"
+        )
     return ids
 
 
-async def _verify(url: str, settings: Settings, args: argparse.Namespace, client: Any = None) -> int:
+async def _verify(
+    url: str, settings: Settings, args: argparse.Namespace, client: Any = None
+) -> int:
     """Each case's chain, and its count against what the workflow emitted (projection, exported history,
     and with `client` the live workflow). `--all` checks every case known to the projection, the audit
     log, the exported histories and (with `client`, no --province) Temporal's visibility, so a case
@@ -166,7 +204,9 @@ async def _verify(url: str, settings: Settings, args: argparse.Namespace, client
                 checked += 1
                 if not rep.ok:
                     broken += 1
-                    print(f"{cid}: BROKEN at seq {rep.first_broken_seq}: {rep.problem} ({rep.events} events)")
+                    print(
+                        f"{cid}: BROKEN at seq {rep.first_broken_seq}: {rep.problem} ({rep.events} events)"
+                    )
                 elif args.case_id:
                     print(f"{cid}: ok ({rep.events} events)")
     finally:
@@ -194,10 +234,17 @@ def cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
             from shared.temporal import connect
 
             try:
-                client = await connect(settings.resolved_temporal_address, settings.temporal_namespace,
-                                       load_keyring(settings.resolved_keyring_file))
-            except Exception as exc:  # verify what the database holds; say the live counts were not checked
-                print(f"(Temporal not reachable: {type(exc).__name__}; live workflow counts not cross-checked)")
+                client = await connect(
+                    settings.resolved_temporal_address,
+                    settings.temporal_namespace,
+                    load_keyring(settings.resolved_keyring_file),
+                )
+            except (
+                Exception
+            ) as exc:  # verify what the database holds; say the live counts were not checked
+                print(
+                    f"(Temporal not reachable: {type(exc).__name__}; live workflow counts not cross-checked)"
+                )
         return await _verify(url, settings, args, client)
 
     return asyncio.run(go())
@@ -212,7 +259,9 @@ async def _replay(url: str, settings: Settings, args: argparse.Namespace) -> int
     ring = load_keyring(settings.resolved_keyring_file)
     client = None
     if args.source != "export":
-        client = await connect(settings.resolved_temporal_address, settings.temporal_namespace, ring)
+        client = await connect(
+            settings.resolved_temporal_address, settings.temporal_namespace, ring
+        )
     pool = await create_pool(url, 1, 2)
     try:
         async with pool.acquire() as conn:
@@ -254,7 +303,9 @@ def cmd_retention_run(settings: Settings, args: argparse.Namespace) -> int:
         pool = await create_pool(resolve_database_url(settings), 1, 2)
         try:
             async with pool.acquire() as conn:
-                due = await due_for_erasure(conn, datetime.now(UTC), settings.retention_days_after_closure, args.limit)
+                due = await due_for_erasure(
+                    conn, datetime.now(UTC), settings.retention_days_after_closure, args.limit
+                )
         finally:
             await pool.close()
         for case in due:
@@ -262,26 +313,40 @@ def cmd_retention_run(settings: Settings, args: argparse.Namespace) -> int:
         if args.dry_run or not due:
             print(f"{len(due)} case(s) due for erasure" + (" (dry run)" if args.dry_run else ""))
             return 0
-        client = await connect(settings.resolved_temporal_address, settings.temporal_namespace,
-                               load_keyring(settings.resolved_keyring_file))
+        client = await connect(
+            settings.resolved_temporal_address,
+            settings.temporal_namespace,
+            load_keyring(settings.resolved_keyring_file),
+        )
         started = await start_erasures(client, due, settings.retention_days_after_closure)
-        print(f"started erasure for {len(started)} case(s); {len(due) - len(started)} already under way")
+        print(
+            f"started erasure for {len(started)} case(s); {len(due) - len(started)} already under way"
+        )
         return 0
 
     return asyncio.run(go())
 
 
 def cmd_retention_schedule(settings: Settings, _: argparse.Namespace) -> int:
-    from services.oversight.retention import RETENTION_CRON, RETENTION_SCHEDULE_ID, ensure_retention_schedule
+    from services.oversight.retention import (
+        RETENTION_CRON,
+        RETENTION_SCHEDULE_ID,
+        ensure_retention_schedule,
+    )
     from shared.crypto import load_keyring
     from shared.temporal import connect
 
     async def go() -> int:
-        client = await connect(settings.resolved_temporal_address, settings.temporal_namespace,
-                               load_keyring(settings.resolved_keyring_file))
+        client = await connect(
+            settings.resolved_temporal_address,
+            settings.temporal_namespace,
+            load_keyring(settings.resolved_keyring_file),
+        )
         created = await ensure_retention_schedule(client)
-        print(f"schedule {RETENTION_SCHEDULE_ID} ({RETENTION_CRON}, Asia/Ho_Chi_Minh) "
-              + ("created" if created else "already exists: left as it is"))
+        print(
+            f"schedule {RETENTION_SCHEDULE_ID} ({RETENTION_CRON}, Asia/Ho_Chi_Minh) "
+            + ("created" if created else "already exists: left as it is")
+        )
         return 0
 
     return asyncio.run(go())

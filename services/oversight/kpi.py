@@ -37,8 +37,12 @@ class KpiConfig:
 def load_config(path: Path = KPI_FILE) -> KpiConfig:
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     in_time = TypeAdapter(timedelta).validate_python(raw["returnee_support_in_time"])
-    return KpiConfig(version=raw["version"], in_time=in_time, ratios={r["id"]: r for r in raw["ratios"]},
-                     disclosure=dict(raw.get("disclosure") or {}))
+    return KpiConfig(
+        version=raw["version"],
+        in_time=in_time,
+        ratios={r["id"]: r for r in raw["ratios"]},
+        disclosure=dict(raw.get("disclosure") or {}),
+    )
 
 
 def percentile(values: list[float], p: float) -> float | None:
@@ -51,18 +55,37 @@ def percentile(values: list[float], p: float) -> float | None:
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
-def _ratio(cfg: KpiConfig, kpi_id: str, num: int, den: int, lang: str = "en", **detail: Any) -> Ratio:
+def _ratio(
+    cfg: KpiConfig, kpi_id: str, num: int, den: int, lang: str = "en", **detail: Any
+) -> Ratio:
     r = cfg.ratios[kpi_id]
     value = num / den if den else None
     target = float(r["target"])
-    met = None if value is None else (value >= target if r["comparison"] == ">=" else value > target)
-    return Ratio(id=kpi_id, title=r[f"title_{lang}"], numerator=num, denominator=den, value=value, target=target,
-                 comparison=r["comparison"], met=met,
-                 formula=" ".join(str(r.get(f"formula_{lang}", r["formula"])).split()), detail=detail)
+    met = (
+        None if value is None else (value >= target if r["comparison"] == ">=" else value > target)
+    )
+    return Ratio(
+        id=kpi_id,
+        title=r[f"title_{lang}"],
+        numerator=num,
+        denominator=den,
+        value=value,
+        target=target,
+        comparison=r["comparison"],
+        met=met,
+        formula=" ".join(str(r.get(f"formula_{lang}", r["formula"])).split()),
+        detail=detail,
+    )
 
 
-async def compute(conn: Conn, province: str | None, start: datetime, end: datetime,
-                  lang: str = "en", cfg: KpiConfig | None = None) -> Kpis:
+async def compute(
+    conn: Conn,
+    province: str | None,
+    start: datetime,
+    end: datetime,
+    lang: str = "en",
+    cfg: KpiConfig | None = None,
+) -> Kpis:
     cfg = cfg or load_config()
     received = await repo.received_cases(conn, province, start, end)
     classified = resolved = victims = full_path = returnees = in_time = pending = 0
@@ -73,7 +96,10 @@ async def compute(conn: Conn, province: str | None, start: datetime, end: dateti
             classified += 1
         if st.get("status") in CLOSED or st.get("trafficking_status") in FINAL_STATUSES:
             resolved += 1
-        if c["classification"] == "trafficking_suspected" and st.get("outcome") not in ("unfounded", "not_a_victim"):
+        if c["classification"] == "trafficking_suspected" and st.get("outcome") not in (
+            "unfounded",
+            "not_a_victim",
+        ):
             victims += 1
             if {"verify", "identify", "protect"} <= decided:
                 full_path += 1
@@ -90,25 +116,55 @@ async def compute(conn: Conn, province: str | None, start: datetime, end: dateti
         _ratio(cfg, "reports_classified", classified, n, lang),
         _ratio(cfg, "resolution_rate", resolved, n, lang),
         _ratio(cfg, "victims_full_path", full_path, victims, lang),
-        _ratio(cfg, "returnees_supported_in_time", in_time, returnees, lang, pending=pending,
-               in_time_limit=str(cfg.in_time)),
+        _ratio(
+            cfg,
+            "returnees_supported_in_time",
+            in_time,
+            returnees,
+            lang,
+            pending=pending,
+            in_time_limit=str(cfg.in_time),
+        ),
     ]
     durations: dict[str, list[float]] = defaultdict(list)
     compliance: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
     for r in await repo.stage_completions(conn, province, start, end):
         if r["entered_at"] is not None:
-            durations[r["stage"]].append((r["occurred_at"] - r["entered_at"]).total_seconds() / 3600)
+            durations[r["stage"]].append(
+                (r["occurred_at"] - r["entered_at"]).total_seconds() / 3600
+            )
         if r["due_at"] is not None:
             cell = compliance[(r["stage"], r["agency"] or "unknown")]
             cell[0] += 1
             cell[1] += int(r["occurred_at"] <= r["due_at"])
-    timing = [StageTiming(stage=s, completed=len(durations[s]), p50_hours=_round(percentile(durations[s], 0.5)),
-                          p90_hours=_round(percentile(durations[s], 0.9))) for s in STAGES if durations.get(s)]
+    timing = [
+        StageTiming(
+            stage=s,
+            completed=len(durations[s]),
+            p50_hours=_round(percentile(durations[s], 0.5)),
+            p90_hours=_round(percentile(durations[s], 0.9)),
+        )
+        for s in STAGES
+        if durations.get(s)
+    ]
     order = {s: i for i, s in enumerate(STAGES)}
-    comp = [Compliance(stage=s, agency=a, completed=v[0], on_time=v[1], rate=v[1] / v[0] if v[0] else None)
-            for (s, a), v in sorted(compliance.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0][1]))]
-    return Kpis(province=province or "*", period_from=start, period_to=end, kpis_version=cfg.version, ratios=ratios,
-                time_in_stage=timing, deadline_compliance=comp)
+    comp = [
+        Compliance(
+            stage=s, agency=a, completed=v[0], on_time=v[1], rate=v[1] / v[0] if v[0] else None
+        )
+        for (s, a), v in sorted(
+            compliance.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0][1])
+        )
+    ]
+    return Kpis(
+        province=province or "*",
+        period_from=start,
+        period_to=end,
+        kpis_version=cfg.version,
+        ratios=ratios,
+        time_in_stage=timing,
+        deadline_compliance=comp,
+    )
 
 
 def _round(v: float | None) -> float | None:

@@ -14,8 +14,10 @@ VN = timezone(timedelta(hours=7))
 # group -> key -> (vi, en), from GLOSSARY.md §1-§7
 GLOSSARY: dict[str, dict[str, tuple[str, str]]] = {
     "stage": {
-        "receive": ("Tiếp nhận", "Intake"), "verify": ("Xác minh", "Verification"),
-        "identify": ("Xác định nạn nhân", "Identification"), "rescue": ("Giải cứu", "Rescue"),
+        "receive": ("Tiếp nhận", "Intake"),
+        "verify": ("Xác minh", "Verification"),
+        "identify": ("Xác định nạn nhân", "Identification"),
+        "rescue": ("Giải cứu", "Rescue"),
         "protect": ("Bảo vệ", "Protection"),
         "reintegrate": ("Hỗ trợ, tái hòa nhập cộng đồng", "Support and reintegration"),
         "closed": ("Đã kết thúc", "Closed"),
@@ -26,7 +28,8 @@ GLOSSARY: dict[str, dict[str, tuple[str, str]]] = {
         "not_a_victim": ("Không phải nạn nhân", "Not a victim"),
         "consent_withdrawn": ("Rút lại sự đồng ý (từ chối hỗ trợ)", "Consent withdrawn"),
         "transferred_jurisdiction": ("Chuyển địa bàn khác", "Transferred elsewhere"),
-        "lost_contact": ("Mất liên lạc", "Lost contact"), "deceased": ("Đã qua đời", "Deceased"),
+        "lost_contact": ("Mất liên lạc", "Lost contact"),
+        "deceased": ("Đã qua đời", "Deceased"),
         "not_relevant": ("Không liên quan đến mua bán người", "Not trafficking-related"),
     },
     "channel": {
@@ -42,35 +45,46 @@ GLOSSARY: dict[str, dict[str, tuple[str, str]]] = {
         "missing_person": ("Đơn trình báo mất tích", "Missing-person report"),
     },
     "agency": {
-        "police": ("Công an", "Police"), "border_guard": ("Bộ đội Biên phòng", "Border Guard"),
+        "police": ("Công an", "Police"),
+        "border_guard": ("Bộ đội Biên phòng", "Border Guard"),
         "coast_guard": ("Cảnh sát biển", "Coast Guard"),
         "social_protection": ("Cơ quan bảo trợ xã hội", "Social protection authority"),
-        "legal_aid": ("Trợ giúp pháp lý", "Legal aid"), "womens_union": ("Hội Liên hiệp Phụ nữ", "Women's Union"),
+        "legal_aid": ("Trợ giúp pháp lý", "Legal aid"),
+        "womens_union": ("Hội Liên hiệp Phụ nữ", "Women's Union"),
         "commune": ("UBND cấp xã", "Commune People's Committee"),
         "embassy": ("Cơ quan đại diện Việt Nam ở nước ngoài", "Vietnamese embassy/consulate"),
-        "hotline": ("Tổng đài 111", "Hotline 111"), "prosecution": ("Viện kiểm sát nhân dân", "People's Procuracy"),
+        "hotline": ("Tổng đài 111", "Hotline 111"),
+        "prosecution": ("Viện kiểm sát nhân dân", "People's Procuracy"),
         "steering_committee": ("Ban Chỉ đạo 138", "Steering Committee 138"),
         "unknown": ("Chưa rõ cơ quan", "Agency unknown"),
     },
     "support": {
         "essential_needs": ("Hỗ trợ nhu cầu thiết yếu", "Essential needs"),
-        "medical_care": ("Hỗ trợ y tế", "Medical care"), "interpretation": ("Hỗ trợ phiên dịch", "Interpretation"),
-        "legal_advice": ("Hỗ trợ pháp luật", "Legal advice"), "legal_aid": ("Trợ giúp pháp lý", "Legal aid"),
+        "medical_care": ("Hỗ trợ y tế", "Medical care"),
+        "interpretation": ("Hỗ trợ phiên dịch", "Interpretation"),
+        "legal_advice": ("Hỗ trợ pháp luật", "Legal advice"),
+        "legal_aid": ("Trợ giúp pháp lý", "Legal aid"),
         "travel_home": ("Hỗ trợ chi phí đi lại", "Travel home"),
         "psychological_support": ("Hỗ trợ tâm lý", "Psychological support"),
         "general_education": ("Hỗ trợ học văn hóa", "General education"),
         "vocational_training": ("Hỗ trợ học nghề, việc làm", "Vocational training, jobs"),
-        "hardship_allowance": ("Trợ cấp khó khăn ban đầu, hỗ trợ vay vốn", "Initial hardship allowance, loans"),
+        "hardship_allowance": (
+            "Trợ cấp khó khăn ban đầu, hỗ trợ vay vốn",
+            "Initial hardship allowance, loans",
+        ),
     },
     # GLOSSARY §6: "trẻ em" is under 16 only; the under-18 category is "Dưới 18 tuổi"
     "age": {
         "under_16": ("Dưới 16 tuổi (trẻ em)", "Under 16 (child)"),
         "16_17": ("Từ đủ 16 đến dưới 18 tuổi", "16–17"),
-        "adult": ("Từ đủ 18 tuổi trở lên", "18 and over"), "unknown": ("Chưa rõ tuổi", "Age unknown"),
+        "adult": ("Từ đủ 18 tuổi trở lên", "18 and over"),
+        "unknown": ("Chưa rõ tuổi", "Age unknown"),
     },
     "category": {
-        "child": ("Dưới 18 tuổi", "Under 18"), "adult": ("Từ đủ 18 tuổi trở lên", "18 and over"),
-        "abroad": ("Từ nước ngoài trở về", "Returned from abroad"), "domestic": ("Trong nước", "Domestic"),
+        "child": ("Dưới 18 tuổi", "Under 18"),
+        "adult": ("Từ đủ 18 tuổi trở lên", "18 and over"),
+        "abroad": ("Từ nước ngoài trở về", "Returned from abroad"),
+        "domestic": ("Trong nước", "Domestic"),
     },
     "level": {
         "0": ("Chưa phân cấp", "No level"),
@@ -119,7 +133,11 @@ def commune_name(code: str | None, lang: str) -> str:
 def date(t: datetime, lang: str) -> str:
     """dd/mm/yyyy in Vietnamese, '7 Mar 2024' in English (Vietnam time)."""
     d = t.astimezone(VN)
-    return f"{d.day:02d}/{d.month:02d}/{d.year}" if lang == "vi" else f"{d.day} {MONTHS_EN[d.month - 1]} {d.year}"
+    return (
+        f"{d.day:02d}/{d.month:02d}/{d.year}"
+        if lang == "vi"
+        else f"{d.day} {MONTHS_EN[d.month - 1]} {d.year}"
+    )
 
 
 def date_time(t: datetime, lang: str) -> str:
@@ -132,7 +150,9 @@ def period(start: datetime, end: datetime, lang: str) -> str:
     if (e.hour, e.minute, e.second, e.microsecond) == (0, 0, 0, 0):
         last = date(e - timedelta(days=1), lang)
         s_time = start.astimezone(VN)
-        first = date(start, lang) if (s_time.hour, s_time.minute) == (0, 0) else date_time(start, lang)
+        first = (
+            date(start, lang) if (s_time.hour, s_time.minute) == (0, 0) else date_time(start, lang)
+        )
         note = " (tính cả ngày cuối kỳ)" if lang == "vi" else " (last day included)"
         return f"{first} – {last}{note}"
     until = "đến trước" if lang == "vi" else "up to"

@@ -10,8 +10,8 @@ from typing import Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from shared.api_models import Id, StorableText, Version
+from shared.contract import Reason
 from shared.domain import AgencyRole, Stage
-from workflows.models import Reason
 
 
 class _Out(BaseModel):
@@ -40,8 +40,12 @@ class Category(StrEnum):
 
 
 class TechnicalProblem(_Out):
-    kind: str = Field(description="activity_failing | workflow_task_failing | workflow_not_running | temporal_unreachable")
-    detail: str = Field(description="activity type and attempt, or the failure message (no PII: ids only)")
+    kind: str = Field(
+        description="activity_failing | workflow_task_failing | workflow_not_running | temporal_unreachable"
+    )
+    detail: str = Field(
+        description="activity type and attempt, or the failure message (no PII: ids only)"
+    )
     attempt: int | None = None
 
 
@@ -53,8 +57,10 @@ class StuckCase(_Out):
     assignee: str | None
     categories: list[Category]
     deadline_at: datetime | None
-    late_by_hours: float | None = Field(description="hours past the earliest due instant (stage deadline or "
-                                                    "handoff acceptance); negative = still due in that many hours")
+    late_by_hours: float | None = Field(
+        description="hours past the earliest due instant (stage deadline or "
+        "handoff acceptance); negative = still due in that many hours"
+    )
     escalation_level: int
     open_handoffs: int
     oldest_handoff_accept_by: datetime | None
@@ -70,7 +76,9 @@ class StuckPage(_Out):
     offset: int
     next_offset: int | None = Field(description="offset of the next page, or null on the last page")
     as_of: datetime
-    temporal_checked: bool = Field(description="whether the page's cases were checked in Temporal for technical problems")
+    temporal_checked: bool = Field(
+        description="whether the page's cases were checked in Temporal for technical problems"
+    )
 
 
 class BoardCell(_Out):
@@ -93,13 +101,19 @@ class ReassignRequest(_In):
     assignee_user_id: str = Field(min_length=1, max_length=128, examples=["police-officer-7"])
     expected_version: Version | None = Field(default=None)
     override_reason: Reason | None = Field(
-        default=None, description="supervisors of another agency than the stage's owner: why (required then; "
-                                  "recorded in the audit log as an override). No personal data.")
+        default=None,
+        description="supervisors of another agency than the stage's owner: why (required then; "
+        "recorded in the audit log as an override). No personal data.",
+    )
 
 
 class ExtendDeadlineRequest(_In):
-    extend_by: timedelta = Field(gt=timedelta(0), le=timedelta(days=365),
-                                 description="ISO 8601 duration, e.g. P2D", examples=["P2D"])
+    extend_by: timedelta = Field(
+        gt=timedelta(0),
+        le=timedelta(days=365),
+        description="ISO 8601 duration, e.g. P2D",
+        examples=["P2D"],
+    )
     reason: Reason
     handoff_id: Id | None = Field(default=None, description="extend a waiting handoff instead")
     expected_version: Version | None = Field(default=None)
@@ -126,13 +140,19 @@ class HistoryEvent(_Out):
     actor_user_id: str
     actor_agency: str | None
     stage: str
-    reason: str | None = Field(description="why, as typed (decrypted for you); \"[erased]\" after retention")
+    reason: str | None = Field(
+        description='why, as typed (decrypted for you); "[erased]" after retention'
+    )
     request_id: str | None
     policy_version: str
-    data: dict[str, Any] = Field(description="non-PII details; typed parts decrypted, \"[erased]\" after retention")
+    data: dict[str, Any] = Field(
+        description='non-PII details; typed parts decrypted, "[erased]" after retention'
+    )
     hash: str
-    free_text_erased: bool = Field(default=False, description="retention removed this event's free text; "
-                                                                "its digest stays in the chain")
+    free_text_erased: bool = Field(
+        default=False,
+        description="retention removed this event's free text; its digest stays in the chain",
+    )
 
 
 class HistoryPage(_Out):
@@ -142,7 +162,9 @@ class HistoryPage(_Out):
     offset: int
     next_offset: int | None
     total: int
-    access_log: str = Field(description="who read this case's personal data is logged by intake: GET this path there")
+    access_log: str = Field(
+        description="who read this case's personal data is logged by intake: GET this path there"
+    )
 
 
 class AsOfState(_Out):
@@ -160,9 +182,13 @@ class ChainCheck(_Out):
     ok: bool
     first_broken_seq: int | None
     problem: str | None
-    expected_events: int | None = Field(default=None, description="how many events the workflow emitted")
-    expected_from: str | None = Field(default=None, description="which source said so: projection, workflow, "
-                                                                "workflow result, exported history")
+    expected_events: int | None = Field(
+        default=None, description="how many events the workflow emitted"
+    )
+    expected_from: str | None = Field(
+        default=None,
+        description="which source said so: projection, workflow, workflow result, exported history",
+    )
 
 
 class VerifyResult(_Out):
@@ -181,7 +207,9 @@ class Ratio(_Out):
     title: str
     numerator: int
     denominator: int
-    value: float | None = Field(description="numerator / denominator, or null when the denominator is 0")
+    value: float | None = Field(
+        description="numerator / denominator, or null when the denominator is 0"
+    )
     target: float
     comparison: str = Field(description=">= or >")
     met: bool | None
@@ -238,6 +266,8 @@ class ReplayOutcome(_Out):
     source: str = Field(description="live (Temporal) or export (oversight.workflow_histories)")
     deterministic: bool
     error: str | None
-    final_state_from: str | None = Field(description="completion_result or last_record_case_events_input")
+    final_state_from: str | None = Field(
+        description="completion_result or last_record_case_events_input"
+    )
     matches_audit_log: bool | None
     differences: list[str] = Field(default_factory=list)

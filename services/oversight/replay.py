@@ -32,12 +32,12 @@ from temporalio.worker import Replayer
 
 from services.oversight import repository as repo
 from services.oversight.audit_log import readable_event, split_free_text
+from shared.contract import CaseState, RecordBatch
 from shared.crypto import KeyRing
 from shared.db import Conn
 from shared.logging import get_logger
 from shared.temporal import make_data_converter
 from workflows.case_workflow import CaseWorkflow
-from workflows.models import CaseState, RecordBatch
 
 
 @dataclass
@@ -52,18 +52,28 @@ class ReplayReport:
     differences: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"case_id": self.case_id, "run_id": self.run_id, "source": self.source,
-                "deterministic": self.deterministic, "error": self.error, "final_state_from": self.final_state_from,
-                "matches_audit_log": self.matches_audit_log, "differences": self.differences}
+        return {
+            "case_id": self.case_id,
+            "run_id": self.run_id,
+            "source": self.source,
+            "deterministic": self.deterministic,
+            "error": self.error,
+            "final_state_from": self.final_state_from,
+            "matches_audit_log": self.matches_audit_log,
+            "differences": self.differences,
+        }
 
 
-def decrypt_export(ring: KeyRing, case_id: str, run_id: str, key_id: str, blob: bytes) -> WorkflowHistory:
+def decrypt_export(
+    ring: KeyRing, case_id: str, run_id: str, key_id: str, blob: bytes
+) -> WorkflowHistory:
     raw = gzip.decompress(ring.decrypt_bytes(key_id, blob, f"history:{case_id}:{run_id}".encode()))
     return WorkflowHistory.from_json(case_id, raw.decode())
 
 
-async def load_histories(client: Client | None, conn: Conn, ring: KeyRing, case_id: str,
-                         source: str = "auto") -> list[tuple[str, WorkflowHistory]]:
+async def load_histories(
+    client: Client | None, conn: Conn, ring: KeyRing, case_id: str, source: str = "auto"
+) -> list[tuple[str, WorkflowHistory]]:
     """[(source, history)] for the case: the live last run when Temporal still has it (source auto|live),
     else every run exported at closure (source auto|export)."""
     if source in ("auto", "live") and client is not None:
@@ -75,11 +85,16 @@ async def load_histories(client: Client | None, conn: Conn, ring: KeyRing, case_
                 raise
     if source in ("auto", "export"):
         rows = await repo.exported_histories(conn, case_id)
-        return [("export", decrypt_export(ring, case_id, r["run_id"], r["key_id"], r["history"])) for r in rows]
+        return [
+            ("export", decrypt_export(ring, case_id, r["run_id"], r["key_id"], r["history"]))
+            for r in rows
+        ]
     return []
 
 
-async def final_state(history: WorkflowHistory, converter: DataConverter) -> tuple[str | None, dict[str, Any] | None]:
+async def final_state(
+    history: WorkflowHistory, converter: DataConverter
+) -> tuple[str | None, dict[str, Any] | None]:
     """(where it came from, CaseState as JSON) read from the history, without running the workflow."""
     last_batch = None
     for ev in history.events:
@@ -103,17 +118,26 @@ def _diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
-async def replay_history(history: WorkflowHistory, ring: KeyRing, workflows: list[type] | None = None
-                         ) -> tuple[bool, str | None]:
-    replayer = Replayer(workflows=workflows or [CaseWorkflow], data_converter=make_data_converter(ring))
+async def replay_history(
+    history: WorkflowHistory, ring: KeyRing, workflows: list[type] | None = None
+) -> tuple[bool, str | None]:
+    replayer = Replayer(
+        workflows=workflows or [CaseWorkflow], data_converter=make_data_converter(ring)
+    )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     if result.replay_failure is None:
         return True, None
     return False, f"{type(result.replay_failure).__name__}: {result.replay_failure}"
 
 
-async def replay_case(client: Client | None, conn: Conn, ring: KeyRing, case_id: str,
-                      source: str = "auto", workflows: list[type] | None = None) -> list[ReplayReport]:
+async def replay_case(
+    client: Client | None,
+    conn: Conn,
+    ring: KeyRing,
+    case_id: str,
+    source: str = "auto",
+    workflows: list[type] | None = None,
+) -> list[ReplayReport]:
     histories = await load_histories(client, conn, ring, case_id, source)
     last = await repo.last_event(conn, case_id)
     audit_view = readable_event(ring, last) if last is not None else None
@@ -128,13 +152,20 @@ async def replay_case(client: Client | None, conn: Conn, ring: KeyRing, case_id:
             origin, state = await final_state(history, converter)
             report.final_state_from = origin
             if state is not None and audit_state is not None and audit_view is not None:
-                if audit_view["free_text_erased"]:  # retention erased the texts: compare everything else
-                    state, audit_state = split_free_text(None, {}, state)[2], split_free_text(None, {}, audit_state)[2]
+                if audit_view[
+                    "free_text_erased"
+                ]:  # retention erased the texts: compare everything else
+                    state, audit_state = (
+                        split_free_text(None, {}, state)[2],
+                        split_free_text(None, {}, audit_state)[2],
+                    )
                 report.differences = _diff(state, audit_state)
                 report.matches_audit_log = not report.differences
             else:
                 report.matches_audit_log = False
-                report.differences = ["no final state in the history" if state is None else "no audit events"]
+                report.differences = [
+                    "no final state in the history" if state is None else "no audit events"
+                ]
         reports.append(report)
     return reports
 
@@ -150,7 +181,9 @@ QUERY_TIMEOUT = timedelta(seconds=5)
 log = get_logger("oversight.audit")
 
 
-async def independent_counts(client: Client | None, conn: Conn, ring: KeyRing, case_id: str) -> dict[str, int]:
+async def independent_counts(
+    client: Client | None, conn: Conn, ring: KeyRing, case_id: str
+) -> dict[str, int]:
     """How many audit events the workflow emitted, from sources a database administrator cannot rewrite:
     the history exported at closure (encrypted with the key ring) and, with a client, Temporal itself (the
     live workflow's counter from its `state` query, or a completed run's result). A live count is left
@@ -159,7 +192,9 @@ async def independent_counts(client: Client | None, conn: Conn, ring: KeyRing, c
     counts: dict[str, int] = {}
     export = await repo.last_export(conn, case_id)
     if export is not None:
-        history = decrypt_export(ring, case_id, export["run_id"], export["key_id"], export["history"])
+        history = decrypt_export(
+            ring, case_id, export["run_id"], export["key_id"], export["history"]
+        )
         _, st = await final_state(history, make_data_converter(ring))
         if st is not None:
             counts["exported history"] = int(st["last_event_seq"])
@@ -169,7 +204,10 @@ async def independent_counts(client: Client | None, conn: Conn, ring: KeyRing, c
     try:
         desc = await handle.describe(rpc_timeout=QUERY_TIMEOUT)
         if desc.status == WorkflowExecutionStatus.RUNNING:
-            if any(pa.activity_type.name == "record_case_events" for pa in desc.raw_description.pending_activities):
+            if any(
+                pa.activity_type.name == "record_case_events"
+                for pa in desc.raw_description.pending_activities
+            ):
                 return counts
             st = await handle.query("state", result_type=CaseState, rpc_timeout=QUERY_TIMEOUT)
             counts["workflow"] = st.last_event_seq

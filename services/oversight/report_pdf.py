@@ -26,8 +26,10 @@ def font_dir() -> Path:
     for d in ((Path(env),) if env else ()) + FONT_DIRS:
         if (d / REGULAR).is_file() and (d / BOLD).is_file():
             return d
-    raise FontMissing("the PDF report needs the DejaVu fonts: apt-get install fonts-dejavu-core "
-                      "(or set NRM_REPORT_FONT_DIR to a folder holding DejaVuSans.ttf and DejaVuSans-Bold.ttf)")
+    raise FontMissing(
+        "the PDF report needs the DejaVu fonts: apt-get install fonts-dejavu-core "
+        "(or set NRM_REPORT_FONT_DIR to a folder holding DejaVuSans.ttf and DejaVuSans-Bold.ttf)"
+    )
 
 
 class _Doc(FPDF):
@@ -84,8 +86,13 @@ def _table(pdf: FPDF, headers: list[str], rows: list[list[str]]) -> None:
     words = [not all(_FIGURE.match(r[i] or "-") for r in rows) for i in range(n)]
     widths = tuple((2.5 if sum(words) == 1 else 2) if w else 1.3 for w in words)
     pdf.set_font("dejavu", "", 9)
-    with pdf.table(col_widths=widths, text_align=tuple("LEFT" if w else "RIGHT" for w in words), line_height=5,
-                   headings_style=FontFace(emphasis="BOLD", fill_color=(235, 235, 235)), padding=1) as t:
+    with pdf.table(
+        col_widths=widths,
+        text_align=tuple("LEFT" if w else "RIGHT" for w in words),
+        line_height=5,
+        headings_style=FontFace(emphasis="BOLD", fill_color=(235, 235, 235)),
+        padding=1,
+    ) as t:
         head = t.row()
         for h in headers:
             head.cell(h)

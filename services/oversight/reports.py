@@ -57,68 +57,150 @@ def check_disclosure_window(start: datetime, end: datetime) -> None:
     min_months, _ = disclosure_config()
     for name, t in (("from", start), ("to", end)):
         local = t.astimezone(VN)
-        if (local.day, local.hour, local.minute, local.second, local.microsecond) != (1, 0, 0, 0, 0):
+        if (local.day, local.hour, local.minute, local.second, local.microsecond) != (
+            1,
+            0,
+            0,
+            0,
+            0,
+        ):
             raise DisclosureError(
                 f"{name}: a report outside your jurisdiction covers whole calendar months, from and to on the 1st "
-                f"of a month at 00:00+07:00 (got {local.isoformat()})")
+                f"of a month at 00:00+07:00 (got {local.isoformat()})"
+            )
     s, e = start.astimezone(VN), end.astimezone(VN)
     months = (e.year - s.year) * 12 + e.month - s.month
     if months < min_months:
-        raise DisclosureError(f"to: a report outside your jurisdiction covers at least {min_months} month(s)")
+        raise DisclosureError(
+            f"to: a report outside your jurisdiction covers at least {min_months} month(s)"
+        )
+
 
 LABELS: dict[str, dict[str, str]] = {
     "vi": {
         "title.six_monthly": "Báo cáo 6 tháng công tác phòng, chống mua bán người",
         "title.annual": "Báo cáo tổng kết công tác phòng, chống mua bán người năm {year}",
         "title.ad_hoc": "Báo cáo đột xuất công tác phòng, chống mua bán người",
-        "to": "Kính gửi: Ban Chỉ đạo 138", "province": "Địa bàn", "period": "Kỳ báo cáo",
-        "generated": "Ngày lập", "national": "Toàn quốc", "suppressed_note":
-            "Số liệu dưới 5 được hiển thị là \"<5\", các số khác được làm tròn đến bội số của 5, để bảo vệ danh tính nạn nhân.",
+        "to": "Kính gửi: Ban Chỉ đạo 138",
+        "province": "Địa bàn",
+        "period": "Kỳ báo cáo",
+        "generated": "Ngày lập",
+        "national": "Toàn quốc",
+        "suppressed_note": (
+            'Số liệu dưới 5 được hiển thị là "<5", các số khác được làm tròn đến bội số của 5, '
+            "để bảo vệ danh tính nạn nhân."
+        ),
         "period_note": "Số liệu tính theo giờ Việt Nam (UTC+7), từ 00:00 ngày đầu kỳ đến hết ngày cuối kỳ.",
-        "kpis": "Chỉ số đánh giá", "kpi": "Chỉ số", "numerator": "Tử số", "denominator": "Mẫu số", "value": "Tỷ lệ",
-        "target": "Chỉ tiêu", "met": "Kết quả", "yes": "Đạt", "no": "Chưa đạt", "na": "—",
-        "received": "Vụ việc tiếp nhận trong kỳ", "by_channel": "Theo kênh tiếp nhận", "by_category": "Theo nhóm",
-        "by_age_group": "Theo nhóm tuổi", "by_sex": "Theo giới tính", "by_commune": "Theo xã, phường",
+        "kpis": "Chỉ số đánh giá",
+        "kpi": "Chỉ số",
+        "numerator": "Tử số",
+        "denominator": "Mẫu số",
+        "value": "Tỷ lệ",
+        "target": "Chỉ tiêu",
+        "met": "Kết quả",
+        "yes": "Đạt",
+        "no": "Chưa đạt",
+        "na": "—",
+        "received": "Vụ việc tiếp nhận trong kỳ",
+        "by_channel": "Theo kênh tiếp nhận",
+        "by_category": "Theo nhóm",
+        "by_age_group": "Theo nhóm tuổi",
+        "by_sex": "Theo giới tính",
+        "by_commune": "Theo xã, phường",
         "by_sex_missing": "Chưa có số liệu: giới tính chưa được chuyển sang hệ thống giám sát.",
         "identified": "Số người được xác định là nạn nhân trong kỳ",
-        "support": "Hỗ trợ nạn nhân trong kỳ theo chế độ hỗ trợ", "support_type": "Chế độ hỗ trợ",
-        "services": "Lượt hỗ trợ", "persons": "Số người được hỗ trợ",
-        "outcomes": "Kết quả (vụ việc tiếp nhận trong kỳ, đến cuối kỳ)", "open_by_stage":
-            "Vụ việc đang xử lý cuối kỳ theo giai đoạn", "overdue": "Quá hạn", "count": "Số vụ việc",
-        "escalations": "Số lần chuyển cấp trên do quá hạn", "level": "Cấp", "times": "Số lần",
-        "time_in_stage": "Thời gian xử lý theo giai đoạn (giờ)", "stage": "Giai đoạn", "completed": "Hoàn thành",
-        "p50": "Trung vị (giờ)", "p90": "90% vụ việc trong (giờ)",
-        "compliance": "Tuân thủ thời hạn theo giai đoạn và cơ quan", "agency": "Cơ quan", "on_time": "Đúng hạn",
-        "rate": "Tỷ lệ", "metric": "Nội dung", "section": "Mục", "formula": "Cách tính",
-        "total": "Tổng", "transfers": "Chuyển tỉnh trong kỳ (vụ việc theo người được hỗ trợ)",
-        "commune": "Xã, phường", "age_group": "Nhóm tuổi", "channel": "Kênh tiếp nhận", "outcome": "Kết quả",
+        "support": "Hỗ trợ nạn nhân trong kỳ theo chế độ hỗ trợ",
+        "support_type": "Chế độ hỗ trợ",
+        "services": "Lượt hỗ trợ",
+        "persons": "Số người được hỗ trợ",
+        "outcomes": "Kết quả (vụ việc tiếp nhận trong kỳ, đến cuối kỳ)",
+        "open_by_stage": "Vụ việc đang xử lý cuối kỳ theo giai đoạn",
+        "overdue": "Quá hạn",
+        "count": "Số vụ việc",
+        "escalations": "Số lần chuyển cấp trên do quá hạn",
+        "level": "Cấp",
+        "times": "Số lần",
+        "time_in_stage": "Thời gian xử lý theo giai đoạn (giờ)",
+        "stage": "Giai đoạn",
+        "completed": "Hoàn thành",
+        "p50": "Trung vị (giờ)",
+        "p90": "90% vụ việc trong (giờ)",
+        "compliance": "Tuân thủ thời hạn theo giai đoạn và cơ quan",
+        "agency": "Cơ quan",
+        "on_time": "Đúng hạn",
+        "rate": "Tỷ lệ",
+        "metric": "Nội dung",
+        "section": "Mục",
+        "formula": "Cách tính",
+        "total": "Tổng",
+        "transfers": "Chuyển tỉnh trong kỳ (vụ việc theo người được hỗ trợ)",
+        "commune": "Xã, phường",
+        "age_group": "Nhóm tuổi",
+        "channel": "Kênh tiếp nhận",
+        "outcome": "Kết quả",
         "csv_header": "Mục,Nội dung,Cột,Giá trị",
     },
     "en": {
         "title.six_monthly": "Six-monthly report on counter-trafficking work",
         "title.annual": "Annual review of counter-trafficking work, {year}",
         "title.ad_hoc": "Ad hoc report on counter-trafficking work",
-        "to": "To: Steering Committee 138", "province": "Jurisdiction", "period": "Period",
-        "generated": "Generated", "national": "National", "suppressed_note":
-            "Counts below 5 are shown as \"<5\" and other counts rounded to a multiple of 5, to protect victims' identity.",
+        "to": "To: Steering Committee 138",
+        "province": "Jurisdiction",
+        "period": "Period",
+        "generated": "Generated",
+        "national": "National",
+        "suppressed_note": (
+            'Counts below 5 are shown as "<5" and other counts rounded to a multiple of 5, '
+            "to protect victims' identity."
+        ),
         "period_note": "Figures in Vietnam time (UTC+7), from 00:00 on the first day to the end of the last day.",
-        "kpis": "Indicators", "kpi": "Indicator", "numerator": "Numerator", "denominator": "Denominator",
-        "value": "Rate", "target": "Target", "met": "Result", "yes": "Met", "no": "Not met", "na": "—",
-        "received": "Cases received in the period", "by_channel": "By channel", "by_category": "By category",
-        "by_age_group": "By age group", "by_sex": "By sex", "by_commune": "By commune",
+        "kpis": "Indicators",
+        "kpi": "Indicator",
+        "numerator": "Numerator",
+        "denominator": "Denominator",
+        "value": "Rate",
+        "target": "Target",
+        "met": "Result",
+        "yes": "Met",
+        "no": "Not met",
+        "na": "—",
+        "received": "Cases received in the period",
+        "by_channel": "By channel",
+        "by_category": "By category",
+        "by_age_group": "By age group",
+        "by_sex": "By sex",
+        "by_commune": "By commune",
         "by_sex_missing": "Not available: sex is not yet passed to the oversight system.",
         "identified": "Persons identified as victims in the period",
-        "support": "Support delivered in the period by type", "support_type": "Type of support",
-        "services": "Services", "persons": "Persons supported",
-        "outcomes": "Outcomes (cases received in the period, at its end)", "open_by_stage":
-            "Open cases at the end of the period by stage", "overdue": "Overdue", "count": "Cases",
-        "escalations": "Escalations after a missed deadline", "level": "Level", "times": "Times",
-        "time_in_stage": "Time in stage (hours)", "stage": "Stage", "completed": "Completed",
-        "p50": "Median (hours)", "p90": "90% of cases within (hours)",
-        "compliance": "Deadline compliance by stage and agency", "agency": "Agency", "on_time": "On time",
-        "rate": "Rate", "metric": "Item", "section": "Section", "formula": "Formula",
-        "total": "Total", "transfers": "Transfers between provinces in the period (the case travels with the person)",
-        "commune": "Commune", "age_group": "Age group", "channel": "Channel", "outcome": "Outcome",
+        "support": "Support delivered in the period by type",
+        "support_type": "Type of support",
+        "services": "Services",
+        "persons": "Persons supported",
+        "outcomes": "Outcomes (cases received in the period, at its end)",
+        "open_by_stage": "Open cases at the end of the period by stage",
+        "overdue": "Overdue",
+        "count": "Cases",
+        "escalations": "Escalations after a missed deadline",
+        "level": "Level",
+        "times": "Times",
+        "time_in_stage": "Time in stage (hours)",
+        "stage": "Stage",
+        "completed": "Completed",
+        "p50": "Median (hours)",
+        "p90": "90% of cases within (hours)",
+        "compliance": "Deadline compliance by stage and agency",
+        "agency": "Agency",
+        "on_time": "On time",
+        "rate": "Rate",
+        "metric": "Item",
+        "section": "Section",
+        "formula": "Formula",
+        "total": "Total",
+        "transfers": "Transfers between provinces in the period (the case travels with the person)",
+        "commune": "Commune",
+        "age_group": "Age group",
+        "channel": "Channel",
+        "outcome": "Outcome",
         "csv_header": "Section,Item,Column,Value",
     },
 }
@@ -140,8 +222,15 @@ def period_end(kind: ReportKind, start: datetime) -> datetime:
     return start.replace(year=start.year + m // 12, month=m % 12 + 1)
 
 
-async def build(conn: Conn, kind: ReportKind, province: str | None, start: datetime, end: datetime,
-                lang: str, now: datetime) -> dict[str, Any]:
+async def build(
+    conn: Conn,
+    kind: ReportKind,
+    province: str | None,
+    start: datetime,
+    end: datetime,
+    lang: str,
+    now: datetime,
+) -> dict[str, Any]:
     """The report's figures, unsuppressed (rendering applies suppression)."""
     kpis = await kpi_mod.compute(conn, province, start, end, lang)
     received = await repo.received_cases(conn, province, start, end)
@@ -164,27 +253,58 @@ async def build(conn: Conn, kind: ReportKind, province: str | None, start: datet
     esc = await repo.escalations(conn, province, start, end)
     moved = await repo.transfers(conn, province, start, end)
     return {
-        "kind": kind.value, "province": province or "*", "period_from": start.isoformat(),
-        "period_to": end.isoformat(), "generated_at": now.astimezone(UTC).isoformat(),
-        "kpis_version": kpis.kpis_version, "received": len(received),
-        "by_channel": dict(sorted(by_channel.items())), "by_category": dict(sorted(by_category.items())),
+        "kind": kind.value,
+        "province": province or "*",
+        "period_from": start.isoformat(),
+        "period_to": end.isoformat(),
+        "generated_at": now.astimezone(UTC).isoformat(),
+        "kpis_version": kpis.kpis_version,
+        "received": len(received),
+        "by_channel": dict(sorted(by_channel.items())),
+        "by_category": dict(sorted(by_category.items())),
         "outcomes": dict(sorted(outcomes.items())),
         "by_age_group": {k: by_age[k] for k in AGE_GROUPS if by_age[k]},
         "by_commune": dict(sorted(by_commune.items())),
         "identified_victims": identified,
-        "support_by_type": [{"type": r["service_type"], "services": r["n"], "persons": r["persons"]}
-                            for r in support],
-        "open_by_stage": [{"stage": r["stage"], "count": r["n"], "overdue": r["overdue"]} for r in open_rows],
+        "support_by_type": [
+            {"type": r["service_type"], "services": r["n"], "persons": r["persons"]}
+            for r in support
+        ],
+        "open_by_stage": [
+            {"stage": r["stage"], "count": r["n"], "overdue": r["overdue"]} for r in open_rows
+        ],
         "escalations": [{"level": r["level"], "count": r["n"]} for r in esc],
         "transfers": moved,
-        "kpis": [{"id": k.id, "title": k.title, "source": kpi_mod.load_config().ratios[k.id].get("source"),
-                  "numerator": k.numerator, "denominator": k.denominator,
-                  "value": k.value, "target": k.target, "comparison": k.comparison, "met": k.met,
-                  "formula": " ".join(str(kpi_mod.load_config().ratios[k.id].get(f"formula_plain_{lang}")
-                                          or k.formula).split())} for k in kpis.ratios],
+        "kpis": [
+            {
+                "id": k.id,
+                "title": k.title,
+                "source": kpi_mod.load_config().ratios[k.id].get("source"),
+                "numerator": k.numerator,
+                "denominator": k.denominator,
+                "value": k.value,
+                "target": k.target,
+                "comparison": k.comparison,
+                "met": k.met,
+                "formula": " ".join(
+                    str(
+                        kpi_mod.load_config().ratios[k.id].get(f"formula_plain_{lang}") or k.formula
+                    ).split()
+                ),
+            }
+            for k in kpis.ratios
+        ],
         "time_in_stage": [t.model_dump() for t in kpis.time_in_stage],
-        "deadline_compliance": [{"stage": c.stage, "agency": c.agency, "completed": c.completed,
-                                 "on_time": c.on_time, "rate": c.rate} for c in kpis.deadline_compliance],
+        "deadline_compliance": [
+            {
+                "stage": c.stage,
+                "agency": c.agency,
+                "completed": c.completed,
+                "on_time": c.on_time,
+                "rate": c.rate,
+            }
+            for c in kpis.deadline_compliance
+        ],
     }
 
 
@@ -219,7 +339,10 @@ def suppressed(report: dict[str, Any], suppress: bool) -> dict[str, Any]:
         r[key] = {k: _count(v, True) for k, v in r.get(key, {}).items()}
     r["identified_victims"] = _count(r.get("identified_victims", 0), True)
     for row in r.get("support_by_type", []):
-        row["services"], row["persons"] = _count(row["services"], True), _count(row["persons"], True)
+        row["services"], row["persons"] = (
+            _count(row["services"], True),
+            _count(row["persons"], True),
+        )
     for row in r["open_by_stage"]:
         row["count"], row["overdue"] = _count(row["count"], True), _count(row["overdue"], True)
     for row in r["escalations"]:
@@ -230,8 +353,13 @@ def suppressed(report: dict[str, Any], suppress: bool) -> dict[str, Any]:
         if not isinstance(k["value"], float):
             k["met"] = None
         else:  # judged on the published value, so "met" says nothing the value does not
-            k["met"] = k["value"] >= k["target"] if k["comparison"] == ">=" else k["value"] > k["target"]
-        k["numerator"], k["denominator"] = _count(k["numerator"], True), _count(k["denominator"], True)
+            k["met"] = (
+                k["value"] >= k["target"] if k["comparison"] == ">=" else k["value"] > k["target"]
+            )
+        k["numerator"], k["denominator"] = (
+            _count(k["numerator"], True),
+            _count(k["denominator"], True),
+        )
     for t in r["time_in_stage"]:
         if t["completed"] < SMALL_CELL:  # percentiles of fewer than 5 cases describe individuals
             t["p50_hours"] = t["p90_hours"] = SUPPRESSED
@@ -277,57 +405,157 @@ def blocks(r: dict[str, Any], lang: str) -> list[Block]:
     out: list[Block] = [
         ("p", f"{L['province']}: {labels.province_name(r['province'], lang)}"),
         ("p", f"{L['period']}: {labels.period(start, end, lang)}"),
-        ("p", f"{L['generated']}: {labels.date_time(datetime.fromisoformat(r['generated_at']), lang)}"),
+        (
+            "p",
+            f"{L['generated']}: {labels.date_time(datetime.fromisoformat(r['generated_at']), lang)}",
+        ),
         ("note", L["period_note"]),
     ]
     if r["suppressed"]:
         out.append(("note", L["suppressed_note"]))
     out.append(("h2", f"1. {L['kpis']}"))
-    out.append(("table", [L["kpi"], L["numerator"], L["denominator"], L["value"], L["target"], L["met"]],
-                [[k["title"], _cell(k["numerator"], lang), _cell(k["denominator"], lang), _pct(k["value"], lang),
-                  f"{'>' if k['comparison'] == '>' else '≥'} {labels.percent(float(k['target']), lang)}",
-                  _cell(k["met"], lang)] for k in r["kpis"]]))
+    out.append(
+        (
+            "table",
+            [L["kpi"], L["numerator"], L["denominator"], L["value"], L["target"], L["met"]],
+            [
+                [
+                    k["title"],
+                    _cell(k["numerator"], lang),
+                    _cell(k["denominator"], lang),
+                    _pct(k["value"], lang),
+                    f"{'>' if k['comparison'] == '>' else '≥'} {labels.percent(float(k['target']), lang)}",
+                    _cell(k["met"], lang),
+                ]
+                for k in r["kpis"]
+            ],
+        )
+    )
     out.append(("h2", f"2. {L['received']}: {_cell(r['received'], lang)}"))
     out.append(("p", L["by_channel"]))
-    out.append(("table", [L["channel"], L["count"]],
-                [[lab("channel", k, lang), _cell(v, lang)] for k, v in r["by_channel"].items()]))
+    out.append(
+        (
+            "table",
+            [L["channel"], L["count"]],
+            [[lab("channel", k, lang), _cell(v, lang)] for k, v in r["by_channel"].items()],
+        )
+    )
     out.append(("p", L["by_age_group"]))
-    out.append(("table", [L["age_group"], L["count"]],
-                [[lab("age", k, lang), _cell(v, lang)] for k, v in r.get("by_age_group", {}).items()]))
+    out.append(
+        (
+            "table",
+            [L["age_group"], L["count"]],
+            [[lab("age", k, lang), _cell(v, lang)] for k, v in r.get("by_age_group", {}).items()],
+        )
+    )
     out.append(("p", L["by_category"]))
-    out.append(("table", [L["metric"], L["count"]],  # age is in the age groups above (unknown ages included)
-                [[lab("category", k, lang), _cell(v, lang)] for k, v in r["by_category"].items()
-                 if k in ("abroad", "domestic")]))
+    out.append(
+        (
+            "table",
+            [L["metric"], L["count"]],  # age is in the age groups above (unknown ages included)
+            [
+                [lab("category", k, lang), _cell(v, lang)]
+                for k, v in r["by_category"].items()
+                if k in ("abroad", "domestic")
+            ],
+        )
+    )
     out.append(("p", f"{L['by_sex']}: {L['by_sex_missing']}"))
     out.append(("p", L["by_commune"]))
-    out.append(("table", [L["commune"], L["count"]],
-                [[lab("commune", k, lang), _cell(v, lang)] for k, v in r.get("by_commune", {}).items()]))
+    out.append(
+        (
+            "table",
+            [L["commune"], L["count"]],
+            [[lab("commune", k, lang), _cell(v, lang)] for k, v in r.get("by_commune", {}).items()],
+        )
+    )
     out.append(("h2", f"3. {L['identified']}: {_cell(r.get('identified_victims', 0), lang)}"))
     out.append(("h2", f"4. {L['support']}"))
-    out.append(("table", [L["support_type"], L["services"], L["persons"]],
-                [[lab("support", s["type"], lang), _cell(s["services"], lang), _cell(s["persons"], lang)]
-                 for s in r.get("support_by_type", [])]))
+    out.append(
+        (
+            "table",
+            [L["support_type"], L["services"], L["persons"]],
+            [
+                [
+                    lab("support", s["type"], lang),
+                    _cell(s["services"], lang),
+                    _cell(s["persons"], lang),
+                ]
+                for s in r.get("support_by_type", [])
+            ],
+        )
+    )
     out.append(("h2", f"5. {L['outcomes']}"))
-    out.append(("table", [L["outcome"], L["count"]],
-                [[lab("outcome", k, lang), _cell(v, lang)] for k, v in r["outcomes"].items()]))
+    out.append(
+        (
+            "table",
+            [L["outcome"], L["count"]],
+            [[lab("outcome", k, lang), _cell(v, lang)] for k, v in r["outcomes"].items()],
+        )
+    )
     out.append(("h2", f"6. {L['open_by_stage']}"))
-    out.append(("table", [L["stage"], L["count"], L["overdue"]],
-                [[lab("stage", x["stage"], lang), _cell(x["count"], lang), _cell(x["overdue"], lang)]
-                 for x in r["open_by_stage"]]))
+    out.append(
+        (
+            "table",
+            [L["stage"], L["count"], L["overdue"]],
+            [
+                [lab("stage", x["stage"], lang), _cell(x["count"], lang), _cell(x["overdue"], lang)]
+                for x in r["open_by_stage"]
+            ],
+        )
+    )
     out.append(("h2", f"7. {L['escalations']}"))
-    out.append(("table", [L["level"], L["times"]],
-                [[lab("level", str(x["level"]), lang), _cell(x["count"], lang)] for x in r["escalations"]]))
+    out.append(
+        (
+            "table",
+            [L["level"], L["times"]],
+            [
+                [lab("level", str(x["level"]), lang), _cell(x["count"], lang)]
+                for x in r["escalations"]
+            ],
+        )
+    )
     out.append(("p", L["transfers"]))
-    out.append(("table", [L["metric"], L["count"]],
-                [[lab("transfer", k, lang), _cell(v, lang)] for k, v in r.get("transfers", {}).items()]))
+    out.append(
+        (
+            "table",
+            [L["metric"], L["count"]],
+            [[lab("transfer", k, lang), _cell(v, lang)] for k, v in r.get("transfers", {}).items()],
+        )
+    )
     out.append(("h2", f"8. {L['time_in_stage']}"))
-    out.append(("table", [L["stage"], L["completed"], L["p50"], L["p90"]],
-                [[lab("stage", t["stage"], lang), _cell(t["completed"], lang), _cell(t["p50_hours"], lang),
-                  _cell(t["p90_hours"], lang)] for t in r["time_in_stage"]]))
+    out.append(
+        (
+            "table",
+            [L["stage"], L["completed"], L["p50"], L["p90"]],
+            [
+                [
+                    lab("stage", t["stage"], lang),
+                    _cell(t["completed"], lang),
+                    _cell(t["p50_hours"], lang),
+                    _cell(t["p90_hours"], lang),
+                ]
+                for t in r["time_in_stage"]
+            ],
+        )
+    )
     out.append(("h2", f"9. {L['compliance']}"))
-    out.append(("table", [L["stage"], L["agency"], L["completed"], L["on_time"], L["rate"]],
-                [[lab("stage", c["stage"], lang), lab("agency", c["agency"], lang), _cell(c["completed"], lang),
-                  _cell(c["on_time"], lang), _pct(c["rate"], lang)] for c in r["deadline_compliance"]]))
+    out.append(
+        (
+            "table",
+            [L["stage"], L["agency"], L["completed"], L["on_time"], L["rate"]],
+            [
+                [
+                    lab("stage", c["stage"], lang),
+                    lab("agency", c["agency"], lang),
+                    _cell(c["completed"], lang),
+                    _cell(c["on_time"], lang),
+                    _pct(c["rate"], lang),
+                ]
+                for c in r["deadline_compliance"]
+            ],
+        )
+    )
     out.append(("h2", L["formula"]))
     out.append(("list", [(k["title"], k["formula"]) for k in r["kpis"]]))
     return out
@@ -338,61 +566,165 @@ def rows(report: dict[str, Any], lang: str) -> list[tuple[str, str, str, Any]]:
     return [r[:4] for r in labelled_rows(report, lang)]
 
 
-def labelled_rows(report: dict[str, Any], lang: str) -> list[tuple[str, str, str, Any, str, str, str]]:
+def labelled_rows(
+    report: dict[str, Any], lang: str
+) -> list[tuple[str, str, str, Any, str, str, str]]:
     """(section, key, column, value, and their labels) rows: the CSV body. Keys stay for machines; every
     label is the committee's (GLOSSARY.md)."""
     L = LABELS[lang]
     lab = labels.label
     out: list[tuple[str, str, str, Any, str, str, str]] = []
 
-    def add(section: str, key: str, column: str, value: Any, sec_label: str, key_label: str, col_label: str) -> None:
+    def add(
+        section: str,
+        key: str,
+        column: str,
+        value: Any,
+        sec_label: str,
+        key_label: str,
+        col_label: str,
+    ) -> None:
         out.append((section, key, column, value, sec_label, key_label, col_label))
 
-    start, end = datetime.fromisoformat(report["period_from"]), datetime.fromisoformat(report["period_to"])
+    start, end = (
+        datetime.fromisoformat(report["period_from"]),
+        datetime.fromisoformat(report["period_to"]),
+    )
     add("meta", "kind", "value", report["kind"], L["section"], title(report, lang), "")
-    add("meta", "province", "value", report["province"], L["province"],
-        labels.province_name(report["province"], lang), "")
-    add("meta", "period_from", "value", report["period_from"], L["period"], labels.period(start, end, lang), "")
-    add("meta", "period_to", "value", report["period_to"], L["period"], labels.period(start, end, lang), "")
-    add("meta", "suppressed", "value", report["suppressed"], L["suppressed_note"] if report["suppressed"] else "",
-        "", "")
+    add(
+        "meta",
+        "province",
+        "value",
+        report["province"],
+        L["province"],
+        labels.province_name(report["province"], lang),
+        "",
+    )
+    add(
+        "meta",
+        "period_from",
+        "value",
+        report["period_from"],
+        L["period"],
+        labels.period(start, end, lang),
+        "",
+    )
+    add(
+        "meta",
+        "period_to",
+        "value",
+        report["period_to"],
+        L["period"],
+        labels.period(start, end, lang),
+        "",
+    )
+    add(
+        "meta",
+        "suppressed",
+        "value",
+        report["suppressed"],
+        L["suppressed_note"] if report["suppressed"] else "",
+        "",
+        "",
+    )
     add("received", "total", "count", report["received"], L["received"], L["total"], L["count"])
     for k in report["kpis"]:
         for col in ("numerator", "denominator", "value", "target", "met"):
             v = k[col]
             col_label = L[col]
             add("kpis", k["id"], col, v, L["kpis"], k["title"], col_label)
-    groups = (("by_channel", "channel"), ("by_category", "category"), ("by_age_group", "age"),
-              ("by_commune", "commune"), ("outcomes", "outcome"))
+    groups = (
+        ("by_channel", "channel"),
+        ("by_category", "category"),
+        ("by_age_group", "age"),
+        ("by_commune", "commune"),
+        ("outcomes", "outcome"),
+    )
     for key, group in groups:
         sec = L["outcomes"] if key == "outcomes" else L[key]
         for k, v in report.get(key, {}).items():
             add(key, k, "count", v, sec, lab(group, k, lang), L["count"])
-    add("identified_victims", "total", "count", report.get("identified_victims", 0), L["identified"], L["total"],
-        L["count"])
+    add(
+        "identified_victims",
+        "total",
+        "count",
+        report.get("identified_victims", 0),
+        L["identified"],
+        L["total"],
+        L["count"],
+    )
     for s in report.get("support_by_type", []):
-        add("support_by_type", s["type"], "services", s["services"], L["support"], lab("support", s["type"], lang),
-            L["services"])
-        add("support_by_type", s["type"], "persons", s["persons"], L["support"], lab("support", s["type"], lang),
-            L["persons"])
+        add(
+            "support_by_type",
+            s["type"],
+            "services",
+            s["services"],
+            L["support"],
+            lab("support", s["type"], lang),
+            L["services"],
+        )
+        add(
+            "support_by_type",
+            s["type"],
+            "persons",
+            s["persons"],
+            L["support"],
+            lab("support", s["type"], lang),
+            L["persons"],
+        )
     for row in report["open_by_stage"]:
-        add("open_by_stage", row["stage"], "count", row["count"], L["open_by_stage"], lab("stage", row["stage"], lang),
-            L["count"])
-        add("open_by_stage", row["stage"], "overdue", row["overdue"], L["open_by_stage"],
-            lab("stage", row["stage"], lang), L["overdue"])
+        add(
+            "open_by_stage",
+            row["stage"],
+            "count",
+            row["count"],
+            L["open_by_stage"],
+            lab("stage", row["stage"], lang),
+            L["count"],
+        )
+        add(
+            "open_by_stage",
+            row["stage"],
+            "overdue",
+            row["overdue"],
+            L["open_by_stage"],
+            lab("stage", row["stage"], lang),
+            L["overdue"],
+        )
     for row in report["escalations"]:
-        add("escalations", f"level_{row['level']}", "count", row["count"], L["escalations"],
-            lab("level", str(row["level"]), lang), L["times"])
+        add(
+            "escalations",
+            f"level_{row['level']}",
+            "count",
+            row["count"],
+            L["escalations"],
+            lab("level", str(row["level"]), lang),
+            L["times"],
+        )
     for k, v in report.get("transfers", {}).items():
         add("transfers", k, "count", v, L["transfers"], lab("transfer", k, lang), L["count"])
     for t in report["time_in_stage"]:
         for c in ("completed", "p50_hours", "p90_hours"):
-            add("time_in_stage", t["stage"], c, t[c], L["time_in_stage"], lab("stage", t["stage"], lang),
-                L[c.removesuffix("_hours")])
+            add(
+                "time_in_stage",
+                t["stage"],
+                c,
+                t[c],
+                L["time_in_stage"],
+                lab("stage", t["stage"], lang),
+                L[c.removesuffix("_hours")],
+            )
     for c in report["deadline_compliance"]:
         for col in ("completed", "on_time", "rate"):
-            add("deadline_compliance", f"{c['stage']}/{c['agency']}", col, c[col], L["compliance"],
-                f"{lab('stage', c['stage'], lang)} – {lab('agency', c['agency'], lang)}", L[col])
+            add(
+                "deadline_compliance",
+                f"{c['stage']}/{c['agency']}",
+                col,
+                c[col],
+                L["compliance"],
+                f"{lab('stage', c['stage'], lang)} – {lab('agency', c['agency'], lang)}",
+                L[col],
+            )
     return out
 
 
@@ -408,7 +740,7 @@ def to_csv(report: dict[str, Any], lang: str) -> str:
 def to_html(r: dict[str, Any], lang: str) -> str:
     t = html.escape(title(r, lang))
     parts = [
-        f"<!doctype html><html lang=\"{lang}\"><head><meta charset=\"utf-8\"><title>{t}"
+        f'<!doctype html><html lang="{lang}"><head><meta charset="utf-8"><title>{t}'
         "</title><style>body{font-family:'Times New Roman',serif;margin:2cm;font-size:13pt}"
         "h1{text-align:center;font-size:15pt;text-transform:uppercase}h2{font-size:13pt;margin-top:1.2em}"
         "table{border-collapse:collapse;width:100%;margin:.4em 0}th,td{border:1px solid #000;padding:3px 6px;"
@@ -424,11 +756,17 @@ def to_html(r: dict[str, Any], lang: str) -> str:
             parts.append(f"<p{cls}>{html.escape(b[1])}</p>")
         elif b[0] == "table":
             head = "".join(f"<th>{html.escape(h)}</th>" for h in b[1])
-            body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in b[2])
+            body = "".join(
+                "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                for row in b[2]
+            )
             parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         elif b[0] == "list":
-            parts.append("<ul>" + "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in b[1])
-                         + "</ul>")
+            parts.append(
+                "<ul>"
+                + "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in b[1])
+                + "</ul>"
+            )
     parts.append("</body></html>")
     return "".join(parts)
 
@@ -437,8 +775,11 @@ def render(report: dict[str, Any], fmt: ReportFormat, lang: str, suppress: bool)
     r = suppressed(report, suppress)
     name = f"nrm-{r['kind']}-{r['province'].replace('*', 'national')}-{r['period_from'][:10]}"
     if fmt == ReportFormat.csv:
-        return Response(to_csv(r, lang), media_type="text/csv; charset=utf-8",
-                        headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
+        return Response(
+            to_csv(r, lang),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
+        )
     if fmt == ReportFormat.html:
         return Response(to_html(r, lang), media_type="text/html; charset=utf-8")
     if fmt == ReportFormat.pdf:
@@ -447,7 +788,12 @@ def render(report: dict[str, Any], fmt: ReportFormat, lang: str, suppress: bool)
         try:
             pdf = report_pdf.to_pdf(title(r, lang), LABELS[lang]["to"], blocks(r, lang))
         except report_pdf.FontMissing as exc:
-            return Response(json.dumps({"detail": str(exc)}), status_code=503, media_type="application/json")
-        return Response(pdf, media_type="application/pdf",
-                        headers={"Content-Disposition": f'attachment; filename="{name}.pdf"'})
+            return Response(
+                json.dumps({"detail": str(exc)}), status_code=503, media_type="application/json"
+            )
+        return Response(
+            pdf,
+            media_type="application/pdf",
+            headers={"Content-Disposition": f'attachment; filename="{name}.pdf"'},
+        )
     return Response(json.dumps(r, ensure_ascii=False, default=str), media_type="application/json")

@@ -48,8 +48,9 @@ class DueCase:
         return f"retention-{self.case_id}" + ("-every-schema" if self.completing else "")
 
 
-async def due_for_erasure(conn: Conn, now: datetime, retention_days: int, limit: int = 500
-                          ) -> list[DueCase]:
+async def due_for_erasure(
+    conn: Conn, now: datetime, retention_days: int, limit: int = 500
+) -> list[DueCase]:
     """Closed cases past the retention period that are not erased yet; then cases that an erasure from
     before every schema was covered left half-done. Those are told apart by their exported workflow
     history: a complete erasure deletes it, the intake-only one kept it."""
@@ -64,35 +65,54 @@ async def due_for_erasure(conn: Conn, now: datetime, retention_days: int, limit:
                                 WHERE e.case_id = s.case_id AND e.kind = 'personal_data_erased')
                    OR EXISTS (SELECT 1 FROM oversight.workflow_histories h WHERE h.case_id = s.case_id))
             ORDER BY 4, s.closed_at LIMIT $2""",
-        now - timedelta(days=retention_days), limit)
+        now - timedelta(days=retention_days),
+        limit,
+    )
     return [DueCase(r["case_id"], r["person_ref"], r["closed_at"], r["completing"]) for r in rows]
 
 
-async def start_erasures(client: Client, due: list[DueCase], retention_days: int, *,
-                         workflow_task_queue: str = WORKFLOW_TASK_QUEUE, intake_task_queue: str = "nrm-intake",
-                         oversight_task_queue: str = "nrm-oversight",
-                         verification_task_queue: str = VERIFICATION_TASK_QUEUE,
-                         support_task_queue: str = SUPPORT_TASK_QUEUE) -> list[str]:
+async def start_erasures(
+    client: Client,
+    due: list[DueCase],
+    retention_days: int,
+    *,
+    workflow_task_queue: str = WORKFLOW_TASK_QUEUE,
+    intake_task_queue: str = "nrm-intake",
+    oversight_task_queue: str = "nrm-oversight",
+    verification_task_queue: str = VERIFICATION_TASK_QUEUE,
+    support_task_queue: str = SUPPORT_TASK_QUEUE,
+) -> list[str]:
     started = []
     for case in due:
         try:
             await client.start_workflow(
-                "RetentionWorkflow", RetentionInput(case_id=case.case_id, person_ref=case.person_ref,
-                                                    retention_days=retention_days,
-                                                    intake_task_queue=intake_task_queue,
-                                                    oversight_task_queue=oversight_task_queue,
-                                                    verification_task_queue=verification_task_queue,
-                                                    support_task_queue=support_task_queue),
-                id=case.workflow_id, task_queue=workflow_task_queue,
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY)
+                "RetentionWorkflow",
+                RetentionInput(
+                    case_id=case.case_id,
+                    person_ref=case.person_ref,
+                    retention_days=retention_days,
+                    intake_task_queue=intake_task_queue,
+                    oversight_task_queue=oversight_task_queue,
+                    verification_task_queue=verification_task_queue,
+                    support_task_queue=support_task_queue,
+                ),
+                id=case.workflow_id,
+                task_queue=workflow_task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+            )
             started.append(case.case_id)
         except WorkflowAlreadyStartedError:
             continue  # already erasing or erased
     return started
 
 
-async def ensure_retention_schedule(client: Client, sweep: RetentionSweepInput | None = None, *,
-                                    schedule_id: str = RETENTION_SCHEDULE_ID, cron: str = RETENTION_CRON) -> bool:
+async def ensure_retention_schedule(
+    client: Client,
+    sweep: RetentionSweepInput | None = None,
+    *,
+    schedule_id: str = RETENTION_SCHEDULE_ID,
+    cron: str = RETENTION_CRON,
+) -> bool:
     """Create the daily retention sweep schedule unless it exists (an operator may have paused or changed
     it: an existing schedule is left alone). True when created. A sweep still running when the next one is
     due is not doubled (overlap SKIP); a missed one (server down at 02:00) runs when the server is back,
@@ -102,10 +122,16 @@ async def ensure_retention_schedule(client: Client, sweep: RetentionSweepInput |
         await client.create_schedule(
             schedule_id,
             Schedule(
-                action=ScheduleActionStartWorkflow("RetentionSweepWorkflow", sweep, id=f"{schedule_id}-run",
-                                                   task_queue=sweep.workflow_task_queue),
+                action=ScheduleActionStartWorkflow(
+                    "RetentionSweepWorkflow",
+                    sweep,
+                    id=f"{schedule_id}-run",
+                    task_queue=sweep.workflow_task_queue,
+                ),
                 spec=ScheduleSpec(cron_expressions=[cron], time_zone_name=RETENTION_TIME_ZONE),
-                policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=timedelta(days=1)),
+                policy=SchedulePolicy(
+                    overlap=ScheduleOverlapPolicy.SKIP, catchup_window=timedelta(days=1)
+                ),
             ),
         )
     except ScheduleAlreadyRunningError:
@@ -116,15 +142,19 @@ async def ensure_retention_schedule(client: Client, sweep: RetentionSweepInput |
 # ---- oversight's part of an erasure -------------------------------------------------------------
 # Free-text keys of the case state (CaseState: handoff reasons, a referral's destination, the closure
 # reason). The projection keeps the state's shape, so the value becomes a marker rather than null.
-FREE_TEXT_KEYS = frozenset({"reason", "justification", "referred_elsewhere", "consent_override_reason"})
+FREE_TEXT_KEYS = frozenset(
+    {"reason", "justification", "referred_elsewhere", "consent_override_reason"}
+)
 ERASED = "[erased]"
 
 
 def scrub_free_text(value: Any) -> Any:
     """A copy of a JSON value with every free-text key's string replaced by the erased marker."""
     if isinstance(value, dict):
-        return {k: (ERASED if k in FREE_TEXT_KEYS and isinstance(v, str) else scrub_free_text(v))
-                for k, v in value.items()}
+        return {
+            k: (ERASED if k in FREE_TEXT_KEYS and isinstance(v, str) else scrub_free_text(v))
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [scrub_free_text(v) for v in value]
     return value
@@ -149,17 +179,23 @@ async def erase_oversight_free_text(conn: Conn, ring: KeyRing, case_id: str) -> 
       chain verification of it counts on the projection's last sequence (no longer on the export)."""
     async with conn.transaction():
         audit = await erase_case_free_text(conn, case_id, ring=ring)
-        state = await conn.fetchval("SELECT state FROM oversight.case_summary WHERE case_id = $1 FOR UPDATE",
-                                    case_id)
+        state = await conn.fetchval(
+            "SELECT state FROM oversight.case_summary WHERE case_id = $1 FOR UPDATE", case_id
+        )
         scrubbed = False
         if state is not None:
             current = json.loads(state) if isinstance(state, str) else state
             clean = scrub_free_text(current)
             if clean != current:
-                await conn.execute("UPDATE oversight.case_summary SET state = $2 WHERE case_id = $1",
-                                   case_id, clean)
+                await conn.execute(
+                    "UPDATE oversight.case_summary SET state = $2 WHERE case_id = $1",
+                    case_id,
+                    clean,
+                )
                 scrubbed = True
-        deleted = await conn.execute("DELETE FROM oversight.workflow_histories WHERE case_id = $1", case_id)
+        deleted = await conn.execute(
+            "DELETE FROM oversight.workflow_histories WHERE case_id = $1", case_id
+        )
         return OversightErasure(case_id, scrubbed, int(deleted.rsplit(" ", 1)[-1]), audit)
 
 
@@ -169,7 +205,11 @@ def build_retention_activities(runtime: Runtime) -> list[Callable[..., Any]]:
         """Retention, after the erasure event is recorded (so that it is covered too)."""
         async with runtime.pool.acquire() as conn:
             result = await erase_oversight_free_text(conn, runtime.ring, case_id)
-        return {"case_id": result.case_id, "summary_scrubbed": result.summary_scrubbed,
-                "histories_deleted": result.histories_deleted, "audit_events_erased": result.audit_events_erased}
+        return {
+            "case_id": result.case_id,
+            "summary_scrubbed": result.summary_scrubbed,
+            "histories_deleted": result.histories_deleted,
+            "audit_events_erased": result.audit_events_erased,
+        }
 
     return [erase_oversight_free_text_activity]

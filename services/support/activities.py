@@ -43,7 +43,9 @@ class SupportActivities:
 
     @activity.defn(name="support_summary")
     async def support_summary(self, case_id: str) -> SupportSummary:
-        return SupportSummary(case_id=case_id, **(await repo.support_summary(self.runtime.pool, case_id)))
+        return SupportSummary(
+            case_id=case_id, **(await repo.support_summary(self.runtime.pool, case_id))
+        )
 
     @activity.defn(name="erase_support_pii")
     async def erase_support_pii(self, case_id: str) -> SupportErasure:
@@ -58,7 +60,11 @@ class SupportActivities:
 async def _encrypt_legacy_text(runtime: Runtime) -> None:
     try:
         done = await repo.encrypt_legacy_text(runtime.pool, runtime.ring)
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:  # the next start tries again
+    except (
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        OSError,
+    ) as exc:  # the next start tries again
         log.warning("legacy_text_not_encrypted", error=type(exc).__name__)
         return
     if done:
@@ -71,7 +77,9 @@ _BACKGROUND: set[asyncio.Task[None]] = set()
 def build_activities(runtime: Runtime) -> list[Callable[..., Any]]:
     # rows written before migration 002 hold plain text: encrypt them once the worker starts (idempotent)
     try:
-        task = asyncio.get_running_loop().create_task(_encrypt_legacy_text(runtime), name="support-legacy-encrypt")
+        task = asyncio.get_running_loop().create_task(
+            _encrypt_legacy_text(runtime), name="support-legacy-encrypt"
+        )
         _BACKGROUND.add(task)
         task.add_done_callback(_BACKGROUND.discard)
     except RuntimeError:

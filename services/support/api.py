@@ -66,8 +66,7 @@ from shared.case_gateway import (
     update_case,
     write_with_update,
 )
-from shared.domain import AgencyRole, Role, Section, Stage
-from workflows.models import (
+from shared.contract import (
     AddNote,
     CaseState,
     ConsentPurpose,
@@ -81,6 +80,7 @@ from workflows.models import (
     RequestHandoff,
     RespondHandoff,
 )
+from shared.domain import AgencyRole, Role, Section, Stage
 
 DESCRIPTION = """\
 NRM support service: social protection, legal aid, the Women's Union and commune People's Committees.
@@ -106,69 +106,128 @@ Actor_ = require_roles(Role.caseworker, Role.supervisor)
 Limit = Annotated[int, Query(ge=1, le=200, description="page size")]
 Offset = Annotated[int, Query(ge=0, le=100_000, description="rows to skip")]
 RefPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
-ERRORS: dict[int | str, dict[str, Any]] = {401: {"description": "no or invalid bearer token"},
-          403: {"description": "wrong role, agency, jurisdiction or missing consent"},
-          404: {"description": "case (or handoff / follow-up) not found"},
-          409: {"description": "stale version or wrong stage"},
-          422: {"description": "invalid input, or not entitled (the detail names the field and why)"}}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "no or invalid bearer token"},
+    403: {"description": "wrong role, agency, jurisdiction or missing consent"},
+    404: {"description": "case (or handoff / follow-up) not found"},
+    409: {"description": "stale version or wrong stage"},
+    422: {"description": "invalid input, or not entitled (the detail names the field and why)"},
+}
 
 
-async def _log_read(request: Request, principal: Principal, state: CaseState, action: str, section: Section,
-                    break_glass_reason: str | None) -> bool:
-    return await log_case_read(request, principal, state, service="support", action=action, section=section,
-                               break_glass_reason=break_glass_reason)
+async def _log_read(
+    request: Request,
+    principal: Principal,
+    state: CaseState,
+    action: str,
+    section: Section,
+    break_glass_reason: str | None,
+) -> bool:
+    return await log_case_read(
+        request,
+        principal,
+        state,
+        service="support",
+        action=action,
+        section=section,
+        break_glass_reason=break_glass_reason,
+    )
 
 
 def _require_support_agency(principal: Principal) -> None:
     if not can_read_section(principal, Section.support_plan):
-        raise HTTPException(status.HTTP_403_FORBIDDEN,
-                            f"agency {principal.agency.value} does not work on support (support_plan section)")
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"agency {principal.agency.value} does not work on support (support_plan section)",
+        )
 
 
 # ---- entitlements -----------------------------------------------------------------------------
-@router.get("/cases/{case_id}/entitlements", response_model=EntitlementsOut, responses=ERRORS,
-            summary="What the person may receive (Law 53/2024 Art. 37)",
-            description="Derived from the case's trafficking status (HTCDS vic_TraffickingStatus) and its facts "
-                        "(abroad, foreign national). `beneficiary=accompanying_child` gives the entitlements of an "
-                        "under-18 accompanying the victim. Filter with `only=yes|case_by_case|no`.")
-async def get_entitlements(case_id: CaseId, request: Request, principal: CurrentPrincipal,
-                           beneficiary: Beneficiary = Beneficiary.person,
-                           only: Entitled | None = None) -> EntitlementsOut:
+@router.get(
+    "/cases/{case_id}/entitlements",
+    response_model=EntitlementsOut,
+    responses=ERRORS,
+    summary="What the person may receive (Law 53/2024 Art. 37)",
+    description="Derived from the case's trafficking status (HTCDS vic_TraffickingStatus) and its facts "
+    "(abroad, foreign national). `beneficiary=accompanying_child` gives the entitlements of an "
+    "under-18 accompanying the victim. Filter with `only=yes|case_by_case|no`.",
+)
+async def get_entitlements(
+    case_id: CaseId,
+    request: Request,
+    principal: CurrentPrincipal,
+    beneficiary: Beneficiary = Beneficiary.person,
+    only: Entitled | None = None,
+) -> EntitlementsOut:
     state = await readable_case(request, principal, case_id)
-    st = status_column(state.trafficking_status, abroad=state.facts.abroad,
-                       foreign_national=state.facts.foreign_national, beneficiary=beneficiary)
-    items = [EntitlementItem(service_type=t, letter=LETTER[t], label=LABEL[t], entitled=entitlement(t, st.column))
-             for t in SupportType]
+    st = status_column(
+        state.trafficking_status,
+        abroad=state.facts.abroad,
+        foreign_national=state.facts.foreign_national,
+        beneficiary=beneficiary,
+    )
+    items = [
+        EntitlementItem(
+            service_type=t, letter=LETTER[t], label=LABEL[t], entitled=entitlement(t, st.column)
+        )
+        for t in SupportType
+    ]
     if only is not None:
         items = [i for i in items if i.entitled == only]
-    return EntitlementsOut(case_id=case_id, beneficiary=beneficiary, trafficking_status=state.trafficking_status,
-                           status_column=st.column, explanation=st.explanation, legal_basis=LEGAL_BASIS, items=items)
+    return EntitlementsOut(
+        case_id=case_id,
+        beneficiary=beneficiary,
+        trafficking_status=state.trafficking_status,
+        status_column=st.column,
+        explanation=st.explanation,
+        legal_basis=LEGAL_BASIS,
+        items=items,
+    )
 
 
 # ---- services delivered -----------------------------------------------------------------------
-@router.post("/cases/{case_id}/services", response_model=ServiceOut, responses=ERRORS,
-             status_code=status.HTTP_201_CREATED, summary="Record a support service delivered",
-             description="Checks the entitlement table first: a service the person is not entitled to is refused "
-                         "with 422 and the legal reason; a 'case by case' service needs `supervisor_approval_reason` "
-                         "given by a supervisor. Money: `amount_vnd` (required for travel_home and "
-                         "hardship_allowance). The workflow counts the service (RecordService).")
-async def record_service(case_id: CaseId, body: ServiceIn, request: Request, key: IdempotencyKey = None,
-                         principal: Principal = Actor_) -> ServiceOut:
+@router.post(
+    "/cases/{case_id}/services",
+    response_model=ServiceOut,
+    responses=ERRORS,
+    status_code=status.HTTP_201_CREATED,
+    summary="Record a support service delivered",
+    description="Checks the entitlement table first: a service the person is not entitled to is refused "
+    "with 422 and the legal reason; a 'case by case' service needs `supervisor_approval_reason` "
+    "given by a supervisor. Money: `amount_vnd` (required for travel_home and "
+    "hardship_allowance). The workflow counts the service (RecordService).",
+)
+async def record_service(
+    case_id: CaseId,
+    body: ServiceIn,
+    request: Request,
+    key: IdempotencyKey = None,
+    principal: Principal = Actor_,
+) -> ServiceOut:
     _require_support_agency(principal)
     state = await actionable_case(request, principal, case_id)
-    st = status_column(state.trafficking_status, abroad=state.facts.abroad,
-                       foreign_national=state.facts.foreign_national, beneficiary=body.beneficiary)
+    st = status_column(
+        state.trafficking_status,
+        abroad=state.facts.abroad,
+        foreign_national=state.facts.foreign_national,
+        beneficiary=body.beneficiary,
+    )
     entitled = entitlement(body.service_type, st.column)
     approved_by = None
     if entitled == Entitled.no:
         raise HTTPException(422, refusal_reason(body.service_type, st))
     if entitled == Entitled.case_by_case:
         if not body.supervisor_approval_reason:
-            raise HTTPException(422, f"supervisor_approval_reason: {body.service_type.value} is granted case by case "
-                                     f"for {st.column.value if st.column else 'this person'}; a supervisor must "
-                                     "approve it with a reason")
+            raise HTTPException(
+                422,
+                f"supervisor_approval_reason: {body.service_type.value} is granted case by case "
+                f"for {st.column.value if st.column else 'this person'}; a supervisor must "
+                "approve it with a reason",
+            )
         if not principal.has(Role.supervisor):
-            raise HTTPException(403, "supervisor_approval_reason: only a supervisor approves a case-by-case service")
+            raise HTTPException(
+                403, "supervisor_approval_reason: only a supervisor approves a case-by-case service"
+            )
         approved_by = principal.user_id
     elif body.supervisor_approval_reason:
         raise HTTPException(422, "supervisor_approval_reason: only for case-by-case entitlements")
@@ -176,205 +235,403 @@ async def record_service(case_id: CaseId, body: ServiceIn, request: Request, key
         raise HTTPException(422, f"amount_vnd: required for {body.service_type.value}")
     runtime = runtime_of(request)
     service_id = new_id("svc", case_id, key, "service")
-    cmd = RecordService(actor=actor_of(principal, request), expected_version=body.expected_version,
-                        service_id=service_id, service_type=body.service_type.value)
+    cmd = RecordService(
+        actor=actor_of(principal, request),
+        expected_version=body.expected_version,
+        service_id=service_id,
+        service_type=body.service_type.value,
+    )
     await write_with_update(
-        runtime, case_id,
-        lambda conn: repo.insert_service(conn, runtime.ring, service_id, case_id, body, entitled, approved_by,
-                                         principal.user_id),
-        lambda _: update_case(request, case_id, "record_service", cmd, key))
-    items, _, _ = await repo.list_services(runtime.pool, runtime.ring, case_id, 1, 0, None, "delivered_on",
-                                           service_id=service_id)
+        runtime,
+        case_id,
+        lambda conn: repo.insert_service(
+            conn, runtime.ring, service_id, case_id, body, entitled, approved_by, principal.user_id
+        ),
+        lambda _: update_case(request, case_id, "record_service", cmd, key),
+    )
+    items, _, _ = await repo.list_services(
+        runtime.pool, runtime.ring, case_id, 1, 0, None, "delivered_on", service_id=service_id
+    )
     return items[0]
 
 
-@router.get("/cases/{case_id}/services", response_model=ServicePage, responses=ERRORS,
-            summary="List the services delivered",
-            description="Support agencies only (support_plan section). Filter by `service_type`; sort by "
-                        "`delivered_on` or `amount_vnd` (prefix `-` for descending). `total_amount_vnd` sums all pages. "
-                        "Access-logged; notes, provider names and approval reasons are masked for oversight roles "
-                        "unless `break_glass_reason` is given.")
-async def list_services(case_id: CaseId, request: Request, principal: CurrentPrincipal,
-                        service_type: SupportType | None = None,
-                        sort: Literal["delivered_on", "-delivered_on", "amount_vnd", "-amount_vnd"] = "delivered_on",
-                        limit: Limit = 50, offset: Offset = 0, break_glass_reason: BreakGlass = None) -> ServicePage:
+@router.get(
+    "/cases/{case_id}/services",
+    response_model=ServicePage,
+    responses=ERRORS,
+    summary="List the services delivered",
+    description="Support agencies only (support_plan section). Filter by `service_type`; sort by "
+    "`delivered_on` or `amount_vnd` (prefix `-` for descending). `total_amount_vnd` sums all pages. "
+    "Access-logged; notes, provider names and approval reasons are masked for oversight roles "
+    "unless `break_glass_reason` is given.",
+)
+async def list_services(
+    case_id: CaseId,
+    request: Request,
+    principal: CurrentPrincipal,
+    service_type: SupportType | None = None,
+    sort: Literal["delivered_on", "-delivered_on", "amount_vnd", "-amount_vnd"] = "delivered_on",
+    limit: Limit = 50,
+    offset: Offset = 0,
+    break_glass_reason: BreakGlass = None,
+) -> ServicePage:
     state = await readable_case(request, principal, case_id, Section.support_plan)
-    masked = await _log_read(request, principal, state, "read_services", Section.support_plan, break_glass_reason)
+    masked = await _log_read(
+        request, principal, state, "read_services", Section.support_plan, break_glass_reason
+    )
     runtime = runtime_of(request)
-    items, total, amount = await repo.list_services(runtime.pool, runtime.ring, case_id, limit, offset,
-                                                    service_type.value if service_type else None, sort)
-    return ServicePage(items=[i.masked() for i in items] if masked else items, total=total, limit=limit,
-                       offset=offset, total_amount_vnd=amount, masked=masked)
+    items, total, amount = await repo.list_services(
+        runtime.pool,
+        runtime.ring,
+        case_id,
+        limit,
+        offset,
+        service_type.value if service_type else None,
+        sort,
+    )
+    return ServicePage(
+        items=[i.masked() for i in items] if masked else items,
+        total=total,
+        limit=limit,
+        offset=offset,
+        total_amount_vnd=amount,
+        masked=masked,
+    )
 
 
 # ---- support plan -----------------------------------------------------------------------------
-@router.post("/cases/{case_id}/support-plan", response_model=SupportPlanOut, responses=ERRORS,
-             status_code=status.HTTP_201_CREATED, summary="Write the support plan (HTCDS spl_*)",
-             description="A new plan supersedes the previous one (kept as history). Objectives and action plan are "
-                         "encrypted; the workflow records the plan id as a support_plan note.")
-async def create_plan(case_id: CaseId, body: SupportPlanIn, request: Request, key: IdempotencyKey = None,
-                      principal: Principal = Actor_) -> SupportPlanOut:
+@router.post(
+    "/cases/{case_id}/support-plan",
+    response_model=SupportPlanOut,
+    responses=ERRORS,
+    status_code=status.HTTP_201_CREATED,
+    summary="Write the support plan (HTCDS spl_*)",
+    description="A new plan supersedes the previous one (kept as history). Objectives and action plan are "
+    "encrypted; the workflow records the plan id as a support_plan note.",
+)
+async def create_plan(
+    case_id: CaseId,
+    body: SupportPlanIn,
+    request: Request,
+    key: IdempotencyKey = None,
+    principal: Principal = Actor_,
+) -> SupportPlanOut:
     _require_support_agency(principal)
     await actionable_case(request, principal, case_id)
     runtime = runtime_of(request)
     plan_id = new_id("plan", case_id, key, "support-plan")
-    cmd = AddNote(actor=actor_of(principal, request), expected_version=body.expected_version,
-                  section=Section.support_plan, note_id=plan_id)
+    cmd = AddNote(
+        actor=actor_of(principal, request),
+        expected_version=body.expected_version,
+        section=Section.support_plan,
+        note_id=plan_id,
+    )
     await write_with_update(
-        runtime, case_id,
-        lambda conn: repo.insert_plan(conn, runtime.ring, plan_id, case_id, body, principal.user_id,
-                                      principal.agency.value),
-        lambda _: update_case(request, case_id, "add_note", cmd, key))
+        runtime,
+        case_id,
+        lambda conn: repo.insert_plan(
+            conn, runtime.ring, plan_id, case_id, body, principal.user_id, principal.agency.value
+        ),
+        lambda _: update_case(request, case_id, "add_note", cmd, key),
+    )
     plans, _ = await repo.list_plans(runtime.pool, runtime.ring, case_id, 200, 0)
     return next(p for p in plans if p.plan_id == plan_id)
 
 
-@router.get("/cases/{case_id}/support-plan", response_model=SupportPlanPage, responses=ERRORS,
-            summary="The support plan and its earlier versions",
-            description="Newest first; `current` marks the plan in force. Support agencies only, and oversight "
-                        "roles. Access-logged; objectives and action plan are masked for oversight roles unless "
-                        "`break_glass_reason` is given.")
-async def get_plans(case_id: CaseId, request: Request, principal: CurrentPrincipal, limit: Limit = 50,
-                    offset: Offset = 0, break_glass_reason: BreakGlass = None) -> SupportPlanPage:
+@router.get(
+    "/cases/{case_id}/support-plan",
+    response_model=SupportPlanPage,
+    responses=ERRORS,
+    summary="The support plan and its earlier versions",
+    description="Newest first; `current` marks the plan in force. Support agencies only, and oversight "
+    "roles. Access-logged; objectives and action plan are masked for oversight roles unless "
+    "`break_glass_reason` is given.",
+)
+async def get_plans(
+    case_id: CaseId,
+    request: Request,
+    principal: CurrentPrincipal,
+    limit: Limit = 50,
+    offset: Offset = 0,
+    break_glass_reason: BreakGlass = None,
+) -> SupportPlanPage:
     state = await readable_case(request, principal, case_id, Section.support_plan)
-    masked = await _log_read(request, principal, state, "read_support_plan", Section.support_plan,
-                             break_glass_reason)
+    masked = await _log_read(
+        request, principal, state, "read_support_plan", Section.support_plan, break_glass_reason
+    )
     runtime = runtime_of(request)
     items, total = await repo.list_plans(runtime.pool, runtime.ring, case_id, limit, offset)
-    return SupportPlanPage(items=[i.masked() for i in items] if masked else items, total=total, limit=limit,
-                           offset=offset, masked=masked)
+    return SupportPlanPage(
+        items=[i.masked() for i in items] if masked else items,
+        total=total,
+        limit=limit,
+        offset=offset,
+        masked=masked,
+    )
 
 
 # ---- legal aid referral and handoffs ------------------------------------------------------------
-@router.post("/cases/{case_id}/legal-aid-referral", response_model=HandoffResult, responses=ERRORS,
-             status_code=status.HTTP_201_CREATED, summary="Refer the case to legal aid",
-             description="A referral (legal aid joins; ownership stays). Needs the person's data-sharing consent for "
-                         "legal_aid, or a supervisor's `consent_override_reason` (audited). Legal aid answers with "
-                         "`POST /handoffs/{case_id}/{handoff_id}/respond`.")
-async def refer_legal_aid(case_id: CaseId, body: LegalAidReferralIn, request: Request, key: IdempotencyKey = None,
-                          principal: Principal = Actor_) -> HandoffResult:
+@router.post(
+    "/cases/{case_id}/legal-aid-referral",
+    response_model=HandoffResult,
+    responses=ERRORS,
+    status_code=status.HTTP_201_CREATED,
+    summary="Refer the case to legal aid",
+    description="A referral (legal aid joins; ownership stays). Needs the person's data-sharing consent for "
+    "legal_aid, or a supervisor's `consent_override_reason` (audited). Legal aid answers with "
+    "`POST /handoffs/{case_id}/{handoff_id}/respond`.",
+)
+async def refer_legal_aid(
+    case_id: CaseId,
+    body: LegalAidReferralIn,
+    request: Request,
+    key: IdempotencyKey = None,
+    principal: Principal = Actor_,
+) -> HandoffResult:
     await actionable_case(request, principal, case_id)
-    cmd = RequestHandoff(actor=actor_of(principal, request), expected_version=body.expected_version,
-                         kind=HandoffKind.referral, to_agency=AgencyRole.legal_aid, reason=body.reason,
-                         consent_override_reason=body.consent_override_reason,
-                         override_reason=body.override_reason)
+    cmd = RequestHandoff(
+        actor=actor_of(principal, request),
+        expected_version=body.expected_version,
+        kind=HandoffKind.referral,
+        to_agency=AgencyRole.legal_aid,
+        reason=body.reason,
+        consent_override_reason=body.consent_override_reason,
+        override_reason=body.override_reason,
+    )
     state = await update_case(request, case_id, "request_handoff", cmd, key)
-    handoff = [h for h in state.handoffs if h.to_agency == AgencyRole.legal_aid and h.kind == HandoffKind.referral][-1]
+    handoff = [
+        h
+        for h in state.handoffs
+        if h.to_agency == AgencyRole.legal_aid and h.kind == HandoffKind.referral
+    ][-1]
     return HandoffResult(case=CaseView.of(state), handoff=HandoffView.of(handoff))
 
 
-@router.post("/cases/{case_id}/transfers", response_model=HandoffResult, responses=ERRORS,
-             status_code=status.HTTP_201_CREATED, summary="Transfer the case to another agency, here or in another "
-                                                          "province",
-             description="A transfer: ownership moves to `to_agency` once it accepts. With `to_province` the agency is "
-                         "another province's and the case travels with the person: on acceptance the same case "
-                         "(same id, history and audit chain) continues there, its deadline recomputed under that "
-                         "province's policy, and this province keeps reading what it did but no longer acts. Needs "
-                         "the person's data-sharing consent for that agency (naming `province` for another "
-                         "province), or a supervisor's `consent_override_reason` (audited). Only the stage owner "
-                         "(or a supervisor with `override_reason`) transfers. The receiving agency answers with "
-                         "`POST /handoffs/{case_id}/{handoff_id}/respond` within the policy's acceptance deadline; "
-                         "unanswered, it escalates in both provinces.")
-async def request_transfer(case_id: CaseId, body: TransferIn, request: Request, key: IdempotencyKey = None,
-                           principal: Principal = Actor_) -> HandoffResult:
+@router.post(
+    "/cases/{case_id}/transfers",
+    response_model=HandoffResult,
+    responses=ERRORS,
+    status_code=status.HTTP_201_CREATED,
+    summary="Transfer the case to another agency, here or in another province",
+    description="A transfer: ownership moves to `to_agency` once it accepts. With `to_province` the agency is "
+    "another province's and the case travels with the person: on acceptance the same case "
+    "(same id, history and audit chain) continues there, its deadline recomputed under that "
+    "province's policy, and this province keeps reading what it did but no longer acts. Needs "
+    "the person's data-sharing consent for that agency (naming `province` for another "
+    "province), or a supervisor's `consent_override_reason` (audited). Only the stage owner "
+    "(or a supervisor with `override_reason`) transfers. The receiving agency answers with "
+    "`POST /handoffs/{case_id}/{handoff_id}/respond` within the policy's acceptance deadline; "
+    "unanswered, it escalates in both provinces.",
+)
+async def request_transfer(
+    case_id: CaseId,
+    body: TransferIn,
+    request: Request,
+    key: IdempotencyKey = None,
+    principal: Principal = Actor_,
+) -> HandoffResult:
     await actionable_case(request, principal, case_id)
-    cmd = RequestHandoff(actor=actor_of(principal, request), expected_version=body.expected_version,
-                         kind=HandoffKind.transfer, to_agency=body.to_agency, to_province=body.to_province,
-                         reason=body.reason, consent_override_reason=body.consent_override_reason,
-                         override_reason=body.override_reason)
+    cmd = RequestHandoff(
+        actor=actor_of(principal, request),
+        expected_version=body.expected_version,
+        kind=HandoffKind.transfer,
+        to_agency=body.to_agency,
+        to_province=body.to_province,
+        reason=body.reason,
+        consent_override_reason=body.consent_override_reason,
+        override_reason=body.override_reason,
+    )
     state = await update_case(request, case_id, "request_handoff", cmd, key)
-    handoff = [h for h in state.handoffs if h.kind == HandoffKind.transfer and h.to_agency == body.to_agency][-1]
+    handoff = [
+        h
+        for h in state.handoffs
+        if h.kind == HandoffKind.transfer and h.to_agency == body.to_agency
+    ][-1]
     return HandoffResult(case=CaseView.of(state), handoff=HandoffView.of(handoff))
 
 
-@router.get("/cases/{case_id}/handoffs", response_model=HandoffPage, responses=ERRORS,
-            summary="The case's handoffs and referrals, and their state",
-            description="requested → accepted / rejected / revoked → done. Filter by `to_agency` or `state`. "
-                        "Reasons are free text: access-logged, masked for oversight roles unless "
-                        "`break_glass_reason` is given.")
-async def list_handoffs(case_id: CaseId, request: Request, principal: CurrentPrincipal,
-                        to_agency: AgencyRole | None = None, state: HandoffState | None = None,
-                        break_glass_reason: BreakGlass = None) -> HandoffPage:
+@router.get(
+    "/cases/{case_id}/handoffs",
+    response_model=HandoffPage,
+    responses=ERRORS,
+    summary="The case's handoffs and referrals, and their state",
+    description="requested → accepted / rejected / revoked → done. Filter by `to_agency` or `state`. "
+    "Reasons are free text: access-logged, masked for oversight roles unless "
+    "`break_glass_reason` is given.",
+)
+async def list_handoffs(
+    case_id: CaseId,
+    request: Request,
+    principal: CurrentPrincipal,
+    to_agency: AgencyRole | None = None,
+    state: HandoffState | None = None,
+    break_glass_reason: BreakGlass = None,
+) -> HandoffPage:
     case = await readable_case(request, principal, case_id)
-    masked = await _log_read(request, principal, case, "read_handoffs", Section.case_notes, break_glass_reason)
-    until = read_until(principal, case.access_facts())  # a province the case left reads up to its transfer
-    items = [HandoffView.of(h) for h in case.handoffs
-             if (to_agency is None or h.to_agency == to_agency) and (state is None or h.state == state)
-             and (until is None or h.requested_at < until)]
-    return HandoffPage(items=[i.masked() for i in items] if masked else items, total=len(items), masked=masked)
+    masked = await _log_read(
+        request, principal, case, "read_handoffs", Section.case_notes, break_glass_reason
+    )
+    until = read_until(
+        principal, case.access_facts()
+    )  # a province the case left reads up to its transfer
+    items = [
+        HandoffView.of(h)
+        for h in case.handoffs
+        if (to_agency is None or h.to_agency == to_agency)
+        and (state is None or h.state == state)
+        and (until is None or h.requested_at < until)
+    ]
+    return HandoffPage(
+        items=[i.masked() for i in items] if masked else items, total=len(items), masked=masked
+    )
 
 
-@router.post("/handoffs/{case_id}/{handoff_id}/respond", response_model=HandoffResult, responses=ERRORS,
-             summary="Accept or reject a handoff addressed to your agency",
-             description="Only the invited agency answers; rejecting needs a reason.")
-async def respond_handoff(case_id: CaseId, handoff_id: RefPath, body: RespondIn, request: Request,
-                          key: IdempotencyKey = None, principal: Principal = Actor_) -> HandoffResult:
+@router.post(
+    "/handoffs/{case_id}/{handoff_id}/respond",
+    response_model=HandoffResult,
+    responses=ERRORS,
+    summary="Accept or reject a handoff addressed to your agency",
+    description="Only the invited agency answers; rejecting needs a reason.",
+)
+async def respond_handoff(
+    case_id: CaseId,
+    handoff_id: RefPath,
+    body: RespondIn,
+    request: Request,
+    key: IdempotencyKey = None,
+    principal: Principal = Actor_,
+) -> HandoffResult:
     await actionable_case(request, principal, case_id, handoff_id=handoff_id)
-    cmd = RespondHandoff(actor=actor_of(principal, request), expected_version=body.expected_version,
-                         handoff_id=handoff_id, accept=body.accept, reason=body.reason)
+    cmd = RespondHandoff(
+        actor=actor_of(principal, request),
+        expected_version=body.expected_version,
+        handoff_id=handoff_id,
+        accept=body.accept,
+        reason=body.reason,
+    )
     state = await update_case(request, case_id, "respond_handoff", cmd, key)
     handoff = next(h for h in state.handoffs if h.handoff_id == handoff_id)
     return HandoffResult(case=CaseView.of(state), handoff=HandoffView.of(handoff))
 
 
 # ---- follow-ups and closure -------------------------------------------------------------------
-@router.get("/cases/{case_id}/follow-ups", response_model=FollowUpPage, responses=ERRORS,
-            summary="Reintegration follow-ups (scheduled by the workflow: 3, 6, 12 months by default)",
-            description="Filter `pending=true` for those without an outcome.")
-async def list_follow_ups(case_id: CaseId, request: Request, principal: CurrentPrincipal,
-                          pending: bool | None = None) -> FollowUpPage:
+@router.get(
+    "/cases/{case_id}/follow-ups",
+    response_model=FollowUpPage,
+    responses=ERRORS,
+    summary="Reintegration follow-ups (scheduled by the workflow: 3, 6, 12 months by default)",
+    description="Filter `pending=true` for those without an outcome.",
+)
+async def list_follow_ups(
+    case_id: CaseId, request: Request, principal: CurrentPrincipal, pending: bool | None = None
+) -> FollowUpPage:
     state = await readable_case(request, principal, case_id)
-    items = [FollowUpView(follow_up_id=f.follow_up_id, due_at=f.due_at, outcome=f.outcome, recorded_at=f.recorded_at)
-             for f in state.follow_ups if pending is None or (f.outcome is None) == pending]
+    items = [
+        FollowUpView(
+            follow_up_id=f.follow_up_id,
+            due_at=f.due_at,
+            outcome=f.outcome,
+            recorded_at=f.recorded_at,
+        )
+        for f in state.follow_ups
+        if pending is None or (f.outcome is None) == pending
+    ]
     return FollowUpPage(items=items, total=len(items))
 
 
-@router.post("/cases/{case_id}/follow-ups/{follow_up_id}", response_model=FollowUpView, responses=ERRORS,
-             summary="Record a follow-up's outcome",
-             description="done / missed / not_reachable, with an optional note (encrypted here; the workflow gets "
-                         "its id).")
-async def record_follow_up(case_id: CaseId, follow_up_id: RefPath, body: FollowUpIn, request: Request,
-                           key: IdempotencyKey = None, principal: Principal = Actor_) -> FollowUpView:
+@router.post(
+    "/cases/{case_id}/follow-ups/{follow_up_id}",
+    response_model=FollowUpView,
+    responses=ERRORS,
+    summary="Record a follow-up's outcome",
+    description="done / missed / not_reachable, with an optional note (encrypted here; the workflow gets "
+    "its id).",
+)
+async def record_follow_up(
+    case_id: CaseId,
+    follow_up_id: RefPath,
+    body: FollowUpIn,
+    request: Request,
+    key: IdempotencyKey = None,
+    principal: Principal = Actor_,
+) -> FollowUpView:
     _require_support_agency(principal)
     await actionable_case(request, principal, case_id)
     runtime = runtime_of(request)
     note_id = new_id("fun", case_id, key, f"follow-up:{follow_up_id}")
-    cmd = RecordFollowUp(actor=actor_of(principal, request), expected_version=body.expected_version,
-                         follow_up_id=follow_up_id, outcome=body.outcome, note_id=note_id if body.note else None,
-                         override_reason=body.override_reason)
+    cmd = RecordFollowUp(
+        actor=actor_of(principal, request),
+        expected_version=body.expected_version,
+        follow_up_id=follow_up_id,
+        outcome=body.outcome,
+        note_id=note_id if body.note else None,
+        override_reason=body.override_reason,
+    )
     _, state = await write_with_update(
-        runtime, case_id,
-        lambda conn: repo.insert_follow_up_note(conn, runtime.ring, note_id, case_id, follow_up_id, body.outcome,
-                                                body.note, principal.user_id),
-        lambda _: update_case(request, case_id, "record_follow_up", cmd, key))
+        runtime,
+        case_id,
+        lambda conn: repo.insert_follow_up_note(
+            conn,
+            runtime.ring,
+            note_id,
+            case_id,
+            follow_up_id,
+            body.outcome,
+            body.note,
+            principal.user_id,
+        ),
+        lambda _: update_case(request, case_id, "record_follow_up", cmd, key),
+    )
     f = next(f for f in state.follow_ups if f.follow_up_id == follow_up_id)
-    return FollowUpView(follow_up_id=f.follow_up_id, due_at=f.due_at, outcome=f.outcome, recorded_at=f.recorded_at,
-                        note_id=note_id if body.note else None)
+    return FollowUpView(
+        follow_up_id=f.follow_up_id,
+        due_at=f.due_at,
+        outcome=f.outcome,
+        recorded_at=f.recorded_at,
+        note_id=note_id if body.note else None,
+    )
 
 
-@router.post("/cases/{case_id}/closure", response_model=ClosureOut, responses=ERRORS,
-             summary="Close the case at the end of reintegration",
-             description="The reintegration decision (HTCDS cas_Status Closed / ClosedReferred, with a reason). Needs "
-                         "a support plan; the plan's spl_ActualEndDate is set to today if empty.")
-async def close_case(case_id: CaseId, body: ClosureIn, request: Request, key: IdempotencyKey = None,
-                     principal: Principal = Actor_) -> ClosureOut:
+@router.post(
+    "/cases/{case_id}/closure",
+    response_model=ClosureOut,
+    responses=ERRORS,
+    summary="Close the case at the end of reintegration",
+    description="The reintegration decision (HTCDS cas_Status Closed / ClosedReferred, with a reason). Needs "
+    "a support plan; the plan's spl_ActualEndDate is set to today if empty.",
+)
+async def close_case(
+    case_id: CaseId,
+    body: ClosureIn,
+    request: Request,
+    key: IdempotencyKey = None,
+    principal: Principal = Actor_,
+) -> ClosureOut:
     _require_support_agency(principal)
     await actionable_case(request, principal, case_id, (Stage.reintegrate,))
     runtime = runtime_of(request)
+
     async def end_plan(conn: PoolConnectionProxy) -> str:
         plan_id = body.plan_id or await repo.current_plan_id(conn, case_id)
         if plan_id is None:
-            raise HTTPException(422, "plan_id: the case has no support plan; write one first (POST support-plan)")
+            raise HTTPException(
+                422, "plan_id: the case has no support plan; write one first (POST support-plan)"
+            )
         if not await repo.plan_exists(conn, case_id, plan_id):
             raise HTTPException(422, f"plan_id: no support plan {plan_id} on this case")
         await repo.set_actual_end(conn, plan_id)
         return plan_id
 
     def close(plan_id: str) -> Awaitable[CaseState]:
-        cmd = Decide(actor=actor_of(principal, request), expected_version=body.expected_version,
-                     justification=body.reason, override_reason=body.override_reason,
-                     decision=ReintegrateDecision(support_plan_ref=plan_id, cas_status=body.cas_Status,
-                                                  reason=body.reason))
+        cmd = Decide(
+            actor=actor_of(principal, request),
+            expected_version=body.expected_version,
+            justification=body.reason,
+            override_reason=body.override_reason,
+            decision=ReintegrateDecision(
+                support_plan_ref=plan_id, cas_status=body.cas_Status, reason=body.reason
+            ),
+        )
         return update_case(request, case_id, "decide", cmd, key)
 
     plan_id, state = await write_with_update(runtime, case_id, end_plan, close)
@@ -382,40 +639,80 @@ async def close_case(case_id: CaseId, body: ClosureIn, request: Request, key: Id
 
 
 # ---- consent ----------------------------------------------------------------------------------
-@router.post("/cases/{case_id}/consents", response_model=ConsentResult, responses=ERRORS,
-             status_code=status.HTTP_201_CREATED, summary="Record or withdraw consent for a purpose",
-             description="Purposes: support, data_sharing (per agency), research (separate, IOM guidance). "
-                         "`granted=false` withdraws; withdrawing data-sharing consent stops waiting handoffs to "
-                         "that agency and refuses new ones (the workflow enforces it). The document's metadata is "
-                         "kept here; its reference is encrypted.")
-async def record_consent(case_id: CaseId, body: ConsentIn, request: Request, key: IdempotencyKey = None,
-                         principal: Principal = Actor_) -> ConsentResult:
+@router.post(
+    "/cases/{case_id}/consents",
+    response_model=ConsentResult,
+    responses=ERRORS,
+    status_code=status.HTTP_201_CREATED,
+    summary="Record or withdraw consent for a purpose",
+    description="Purposes: support, data_sharing (per agency), research (separate, IOM guidance). "
+    "`granted=false` withdraws; withdrawing data-sharing consent stops waiting handoffs to "
+    "that agency and refuses new ones (the workflow enforces it). The document's metadata is "
+    "kept here; its reference is encrypted.",
+)
+async def record_consent(
+    case_id: CaseId,
+    body: ConsentIn,
+    request: Request,
+    key: IdempotencyKey = None,
+    principal: Principal = Actor_,
+) -> ConsentResult:
     await actionable_case(request, principal, case_id)
     runtime = runtime_of(request)
     consent_id = new_id("con", case_id, key, "consent")
-    cmd = RecordConsent(actor=actor_of(principal, request), expected_version=body.expected_version,
-                        purpose=body.purpose, granted=body.granted, agency=body.agency, province=body.province,
-                        document_ref=consent_id if body.document else None)
+    cmd = RecordConsent(
+        actor=actor_of(principal, request),
+        expected_version=body.expected_version,
+        purpose=body.purpose,
+        granted=body.granted,
+        agency=body.agency,
+        province=body.province,
+        document_ref=consent_id if body.document else None,
+    )
     _, state = await write_with_update(
-        runtime, case_id,
-        lambda conn: repo.insert_consent(conn, runtime.ring, consent_id, case_id, body, principal.user_id),
-        lambda _: update_case(request, case_id, "record_consent", cmd, key))
-    return ConsentResult(case=CaseView.of(state), consent_id=consent_id, current=dict(state.consents))
+        runtime,
+        case_id,
+        lambda conn: repo.insert_consent(
+            conn, runtime.ring, consent_id, case_id, body, principal.user_id
+        ),
+        lambda _: update_case(request, case_id, "record_consent", cmd, key),
+    )
+    return ConsentResult(
+        case=CaseView.of(state), consent_id=consent_id, current=dict(state.consents)
+    )
 
 
-@router.get("/cases/{case_id}/consents", response_model=ConsentsOut, responses=ERRORS,
-            summary="Current consents and their history",
-            description="`current` is what the workflow enforces; `history` lists every grant and withdrawal, newest "
-                        "first, filterable by `purpose`. Access-logged; document references are masked for "
-                        "oversight roles unless `break_glass_reason` is given.")
-async def list_consents(case_id: CaseId, request: Request, principal: CurrentPrincipal,
-                        purpose: ConsentPurpose | None = None, limit: Limit = 50, offset: Offset = 0,
-                        break_glass_reason: BreakGlass = None) -> ConsentsOut:
+@router.get(
+    "/cases/{case_id}/consents",
+    response_model=ConsentsOut,
+    responses=ERRORS,
+    summary="Current consents and their history",
+    description="`current` is what the workflow enforces; `history` lists every grant and withdrawal, newest "
+    "first, filterable by `purpose`. Access-logged; document references are masked for "
+    "oversight roles unless `break_glass_reason` is given.",
+)
+async def list_consents(
+    case_id: CaseId,
+    request: Request,
+    principal: CurrentPrincipal,
+    purpose: ConsentPurpose | None = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+    break_glass_reason: BreakGlass = None,
+) -> ConsentsOut:
     state = await readable_case(request, principal, case_id)
     # consent documents are read by every agency on the case (a handoff depends on them): case_notes
-    masked = await _log_read(request, principal, state, "read_consents", Section.case_notes, break_glass_reason)
+    masked = await _log_read(
+        request, principal, state, "read_consents", Section.case_notes, break_glass_reason
+    )
     runtime = runtime_of(request)
-    history, total = await repo.list_consents(runtime.pool, runtime.ring, case_id, limit, offset,
-                                              purpose.value if purpose else None)
-    return ConsentsOut(case_id=case_id, current=dict(state.consents),
-                       history=[h.masked() for h in history] if masked else history, total=total, masked=masked)
+    history, total = await repo.list_consents(
+        runtime.pool, runtime.ring, case_id, limit, offset, purpose.value if purpose else None
+    )
+    return ConsentsOut(
+        case_id=case_id,
+        current=dict(state.consents),
+        history=[h.masked() for h in history] if masked else history,
+        total=total,
+        masked=masked,
+    )

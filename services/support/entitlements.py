@@ -15,16 +15,16 @@ from shared.domain import TraffickingStatus
 class SupportType(StrEnum):
     """Art. 37 support types; the legal letter is in `LETTER`."""
 
-    essential_needs = "essential_needs"              # a
-    medical_care = "medical_care"                    # b
-    interpretation = "interpretation"                # c
-    legal_advice = "legal_advice"                    # d
-    legal_aid = "legal_aid"                          # đ
-    travel_home = "travel_home"                      # e
+    essential_needs = "essential_needs"  # a
+    medical_care = "medical_care"  # b
+    interpretation = "interpretation"  # c
+    legal_advice = "legal_advice"  # d
+    legal_aid = "legal_aid"  # đ
+    travel_home = "travel_home"  # e
     psychological_support = "psychological_support"  # g
-    general_education = "general_education"          # h
-    vocational_training = "vocational_training"      # i
-    hardship_allowance = "hardship_allowance"        # k
+    general_education = "general_education"  # h
+    vocational_training = "vocational_training"  # i
+    hardship_allowance = "hardship_allowance"  # k
 
 
 class Beneficiary(StrEnum):
@@ -51,38 +51,53 @@ class Entitled(StrEnum):
 Y, N, C = Entitled.yes, Entitled.no, Entitled.case_by_case
 T = SupportType
 
-LETTER: MappingProxyType[SupportType, str] = MappingProxyType({
-    T.essential_needs: "a", T.medical_care: "b", T.interpretation: "c", T.legal_advice: "d", T.legal_aid: "đ",
-    T.travel_home: "e", T.psychological_support: "g", T.general_education: "h", T.vocational_training: "i",
-    T.hardship_allowance: "k",
-})
+LETTER: MappingProxyType[SupportType, str] = MappingProxyType(
+    {
+        T.essential_needs: "a",
+        T.medical_care: "b",
+        T.interpretation: "c",
+        T.legal_advice: "d",
+        T.legal_aid: "đ",
+        T.travel_home: "e",
+        T.psychological_support: "g",
+        T.general_education: "h",
+        T.vocational_training: "i",
+        T.hardship_allowance: "k",
+    }
+)
 
-LABEL: MappingProxyType[SupportType, str] = MappingProxyType({
-    T.essential_needs: "essential needs (shelter, food, clothes)",
-    T.medical_care: "medical care (intake health check; first-year health insurance if uninsured)",
-    T.interpretation: "interpretation",
-    T.legal_advice: "legal advice",
-    T.legal_aid: "legal aid",
-    T.travel_home: "travel home",
-    T.psychological_support: "psychological support",
-    T.general_education: "general education",
-    T.vocational_training: "vocational training, jobs",
-    T.hardship_allowance: "initial hardship allowance, loans",
-})
+LABEL: MappingProxyType[SupportType, str] = MappingProxyType(
+    {
+        T.essential_needs: "essential needs (shelter, food, clothes)",
+        T.medical_care: "medical care (intake health check; first-year health insurance if uninsured)",
+        T.interpretation: "interpretation",
+        T.legal_advice: "legal advice",
+        T.legal_aid: "legal aid",
+        T.travel_home: "travel home",
+        T.psychological_support: "psychological support",
+        T.general_education: "general education",
+        T.vocational_training: "vocational training, jobs",
+        T.hardship_allowance: "initial hardship allowance, loans",
+    }
+)
 
 #                         victim child_with suspected_VN suspected_abroad foreign
-TABLE: MappingProxyType[SupportType, tuple[Entitled, Entitled, Entitled, Entitled, Entitled]] = MappingProxyType({
-    T.essential_needs:       (Y, Y, Y, Y, C),
-    T.medical_care:          (Y, Y, Y, Y, C),
-    T.interpretation:        (Y, Y, Y, Y, C),
-    T.legal_advice:          (Y, Y, Y, Y, C),
-    T.legal_aid:             (Y, Y, Y, N, C),
-    T.travel_home:           (Y, Y, Y, N, N),
-    T.psychological_support: (Y, Y, Y, N, C),
-    T.general_education:     (Y, Y, N, N, N),
-    T.vocational_training:   (Y, N, N, N, N),
-    T.hardship_allowance:    (Y, N, N, N, N),
-})
+TABLE: MappingProxyType[SupportType, tuple[Entitled, Entitled, Entitled, Entitled, Entitled]] = (
+    MappingProxyType(
+        {
+            T.essential_needs: (Y, Y, Y, Y, C),
+            T.medical_care: (Y, Y, Y, Y, C),
+            T.interpretation: (Y, Y, Y, Y, C),
+            T.legal_advice: (Y, Y, Y, Y, C),
+            T.legal_aid: (Y, Y, Y, N, C),
+            T.travel_home: (Y, Y, Y, N, N),
+            T.psychological_support: (Y, Y, Y, N, C),
+            T.general_education: (Y, Y, N, N, N),
+            T.vocational_training: (Y, N, N, N, N),
+            T.hardship_allowance: (Y, N, N, N, N),
+        }
+    )
+)
 COLUMNS: tuple[StatusColumn, ...] = tuple(StatusColumn)
 LEGAL_BASIS = "Law 53/2024/QH15 Art. 37 (Ch. V, Arts. 37–47); amounts by decree (Art. 37(5))"
 # Support types that pay money: the amount in VND is required when delivered.
@@ -95,26 +110,45 @@ class Status:
     explanation: str
 
 
-def status_column(trafficking_status: TraffickingStatus, *, abroad: bool, foreign_national: bool,
-                  beneficiary: Beneficiary = Beneficiary.person) -> Status:
+def status_column(
+    trafficking_status: TraffickingStatus,
+    *,
+    abroad: bool,
+    foreign_national: bool,
+    beneficiary: Beneficiary = Beneficiary.person,
+) -> Status:
     """Which column of the table applies (HTCDS vic_TraffickingStatus + the case's non-PII facts)."""
     if trafficking_status == TraffickingStatus.NotAVictimOfTrafficking:
-        return Status(None, "the person was found not to be a victim of trafficking: no Art. 37 support "
-                            "(they may still be referred to other help)")
+        return Status(
+            None,
+            "the person was found not to be a victim of trafficking: no Art. 37 support "
+            "(they may still be referred to other help)",
+        )
     if beneficiary == Beneficiary.accompanying_child:
         if trafficking_status != TraffickingStatus.ActualVictimOfTrafficking:
-            return Status(None, "support for an accompanying child follows the victim's identification; the "
-                                "person is not yet identified as a victim")
-        return Status(StatusColumn.child_with_victim, "an under-18 accompanying an identified victim")
+            return Status(
+                None,
+                "support for an accompanying child follows the victim's identification; the "
+                "person is not yet identified as a victim",
+            )
+        return Status(
+            StatusColumn.child_with_victim, "an under-18 accompanying an identified victim"
+        )
     if foreign_national:
         # The law lists foreign victims in Vietnam; a foreign suspected victim is treated the same way,
         # case by case, rather than given the Vietnamese suspected-victim rights.
-        return Status(StatusColumn.foreign_victim, "a foreign national in Vietnam: support case by case")
+        return Status(
+            StatusColumn.foreign_victim, "a foreign national in Vietnam: support case by case"
+        )
     if trafficking_status == TraffickingStatus.ActualVictimOfTrafficking:
         return Status(StatusColumn.victim, "identified victim of trafficking")
     if abroad:
-        return Status(StatusColumn.suspected_abroad, "suspected victim, still abroad: items a–d (Art. 37)")
-    return Status(StatusColumn.suspected_in_vietnam, "suspected victim in Vietnam: items a–g (Art. 37)")
+        return Status(
+            StatusColumn.suspected_abroad, "suspected victim, still abroad: items a–d (Art. 37)"
+        )
+    return Status(
+        StatusColumn.suspected_in_vietnam, "suspected victim in Vietnam: items a–g (Art. 37)"
+    )
 
 
 def entitlement(support: SupportType, column: StatusColumn | None) -> Entitled:
@@ -129,5 +163,7 @@ def entitlements(column: StatusColumn | None) -> dict[SupportType, Entitled]:
 
 def refusal_reason(support: SupportType, status: Status) -> str:
     who = status.column.value if status.column else "this person"
-    return (f"service_type: {support.value} ({LETTER[support]}, {LABEL[support]}) is not available to "
-            f"{who}: {status.explanation} ({LEGAL_BASIS})")
+    return (
+        f"service_type: {support.value} ({LETTER[support]}, {LABEL[support]}) is not available to "
+        f"{who}: {status.explanation} ({LEGAL_BASIS})"
+    )

@@ -11,13 +11,23 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from services.support.entitlements import Beneficiary, Entitled, StatusColumn, SupportType
 from shared.access import mask
 from shared.api_models import In, LongText, Reason, Ref, ShortText, StageOwnerAction, Versioned
+from shared.contract import (
+    CaseState,
+    ConsentPurpose,
+    Handoff,
+    HandoffKind,
+    HandoffState,
+    ProvinceRef,
+)
 from shared.domain import AgencyRole, CaseStatus, Stage, TraffickingStatus
-from workflows.models import CaseState, ConsentPurpose, Handoff, HandoffKind, HandoffState, ProvinceRef
 
 
 def _masked_flag() -> bool:
-    return Field(default=False, description="true: personal data and free text are masked (oversight role without "
-                                            "break_glass_reason); every read is in the access log")
+    return Field(
+        default=False,
+        description="true: personal data and free text are masked (oversight role without "
+        "break_glass_reason); every read is in the access log",
+    )
 
 
 def _not_future(d: date | None, field: str) -> None:
@@ -33,13 +43,22 @@ class CaseView(BaseModel):
     owner_agency: AgencyRole
     trafficking_status: TraffickingStatus
     services_delivered: int
-    province: str | None = Field(default=None, description="the province that holds the case now (jurisdiction)")
+    province: str | None = Field(
+        default=None, description="the province that holds the case now (jurisdiction)"
+    )
 
     @classmethod
     def of(cls, s: CaseState) -> CaseView:
-        return cls(case_id=s.case_id, version=s.version, stage=s.stage, status=s.status, owner_agency=s.owner_agency,
-                   trafficking_status=s.trafficking_status, services_delivered=s.services_delivered,
-                   province=s.province)
+        return cls(
+            case_id=s.case_id,
+            version=s.version,
+            stage=s.stage,
+            status=s.status,
+            owner_agency=s.owner_agency,
+            trafficking_status=s.trafficking_status,
+            services_delivered=s.services_delivered,
+            province=s.province,
+        )
 
 
 # ---- entitlements -----------------------------------------------------------------------------
@@ -65,14 +84,22 @@ class ServiceIn(Versioned):
     service_type: SupportType
     beneficiary: Beneficiary = Beneficiary.person
     provider_agency: AgencyRole = Field(description="the agency role that delivered it")
-    provider_name: ShortText | None = Field(default=None, description="facility / organisation (no personal data)")
+    provider_name: ShortText | None = Field(
+        default=None, description="facility / organisation (no personal data)"
+    )
     delivered_on: date
-    amount_vnd: int | None = Field(default=None, ge=0, le=10_000_000_000,
-                                   description="amount in VND where money is involved; required for travel_home "
-                                               "and hardship_allowance")
+    amount_vnd: int | None = Field(
+        default=None,
+        ge=0,
+        le=10_000_000_000,
+        description="amount in VND where money is involved; required for travel_home "
+        "and hardship_allowance",
+    )
     supervisor_approval_reason: Reason | None = Field(
-        default=None, description="required for a 'case by case' entitlement (foreign victims); only a supervisor "
-                                  "may give it")
+        default=None,
+        description="required for a 'case by case' entitlement (foreign victims); only a supervisor "
+        "may give it",
+    )
     note: LongText | None = Field(default=None, description="free text; encrypted at rest")
 
     @model_validator(mode="after")
@@ -80,11 +107,24 @@ class ServiceIn(Versioned):
         _not_future(self.delivered_on, "delivered_on")
         return self
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "service_type": "essential_needs", "provider_agency": "social_protection",
-        "provider_name": "Provincial social protection centre", "delivered_on": "2026-03-03"},
-        {"service_type": "hardship_allowance", "provider_agency": "commune", "delivered_on": "2026-05-10",
-         "amount_vnd": 1500000}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "service_type": "essential_needs",
+                    "provider_agency": "social_protection",
+                    "provider_name": "Provincial social protection centre",
+                    "delivered_on": "2026-03-03",
+                },
+                {
+                    "service_type": "hardship_allowance",
+                    "provider_agency": "commune",
+                    "delivered_on": "2026-05-10",
+                    "amount_vnd": 1500000,
+                },
+            ]
+        }
+    )
 
 
 class ServiceOut(BaseModel):
@@ -106,8 +146,13 @@ class ServiceOut(BaseModel):
 
     def masked(self) -> ServiceOut:
         """As an oversight role sees it without break glass: free text masked, figures and kinds kept."""
-        return self.model_copy(update={"provider_name": mask(self.provider_name), "note": mask(self.note),
-                                       "supervisor_approval_reason": mask(self.supervisor_approval_reason)})
+        return self.model_copy(
+            update={
+                "provider_name": mask(self.provider_name),
+                "note": mask(self.note),
+                "supervisor_approval_reason": mask(self.supervisor_approval_reason),
+            }
+        )
 
 
 class ServicePage(BaseModel):
@@ -136,8 +181,12 @@ class PlanType(StrEnum):
 
 class SupportPlanIn(Versioned):
     spl_Objectives: LongText = Field(description="HTCDS spl_Objectives; encrypted at rest")
-    spl_ActionPlan: LongText | None = Field(default=None, description="HTCDS spl_ActionPlan; encrypted at rest")
-    spl_Type: list[PlanType] = Field(min_length=1, max_length=9, description="HTCDS spl_Type (one or more)")
+    spl_ActionPlan: LongText | None = Field(
+        default=None, description="HTCDS spl_ActionPlan; encrypted at rest"
+    )
+    spl_Type: list[PlanType] = Field(
+        min_length=1, max_length=9, description="HTCDS spl_Type (one or more)"
+    )
     spl_PlannedEndDate: date
     spl_ActualEndDate: date | None = None
 
@@ -148,9 +197,17 @@ class SupportPlanIn(Versioned):
         _not_future(self.spl_ActualEndDate, "spl_ActualEndDate")
         return self
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "spl_Objectives": "safe housing, return to school, counselling", "spl_Type": ["SocialCare", "Education"],
-        "spl_PlannedEndDate": "2026-12-31"}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "spl_Objectives": "safe housing, return to school, counselling",
+                    "spl_Type": ["SocialCare", "Education"],
+                    "spl_PlannedEndDate": "2026-12-31",
+                }
+            ]
+        }
+    )
 
 
 class SupportPlanOut(BaseModel):
@@ -166,8 +223,12 @@ class SupportPlanOut(BaseModel):
     created_at: datetime
 
     def masked(self) -> SupportPlanOut:
-        return self.model_copy(update={"spl_Objectives": mask(self.spl_Objectives) or "",
-                                       "spl_ActionPlan": mask(self.spl_ActionPlan)})
+        return self.model_copy(
+            update={
+                "spl_Objectives": mask(self.spl_Objectives) or "",
+                "spl_ActionPlan": mask(self.spl_ActionPlan),
+            }
+        )
 
 
 class SupportPlanPage(BaseModel):
@@ -182,8 +243,11 @@ class SupportPlanPage(BaseModel):
 class LegalAidReferralIn(StageOwnerAction):
     reason: Reason
     consent_override_reason: Reason | None = Field(
-        default=None, description="supervisor only: refer without the person's data-sharing consent")
-    model_config = ConfigDict(json_schema_extra={"examples": [{"reason": "victim wants to claim unpaid wages"}]})
+        default=None, description="supervisor only: refer without the person's data-sharing consent"
+    )
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"reason": "victim wants to claim unpaid wages"}]}
+    )
 
 
 class TransferIn(StageOwnerAction):
@@ -192,15 +256,27 @@ class TransferIn(StageOwnerAction):
 
     to_agency: AgencyRole
     to_province: ProvinceRef | None = Field(
-        default=None, description="the receiving agency's province when it is not the case's: on acceptance the "
-                                  "jurisdiction, the stage owner and the deadlines follow that province")
+        default=None,
+        description="the receiving agency's province when it is not the case's: on acceptance the "
+        "jurisdiction, the stage owner and the deadlines follow that province",
+    )
     reason: Reason
     consent_override_reason: Reason | None = Field(
-        default=None, description="supervisor only: transfer without the person's data-sharing consent for the "
-                                  "receiving agency (of that province); the legal basis, audited")
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"to_agency": "social_protection", "to_province": "40",
-         "reason": "the person lives in Nghe An; support and reintegration at home"}]})
+        default=None,
+        description="supervisor only: transfer without the person's data-sharing consent for the "
+        "receiving agency (of that province); the legal basis, audited",
+    )
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "to_agency": "social_protection",
+                    "to_province": "40",
+                    "reason": "the person lives in Nghe An; support and reintegration at home",
+                }
+            ]
+        }
+    )
 
 
 class HandoffView(BaseModel):
@@ -215,8 +291,12 @@ class HandoffView(BaseModel):
     reason: str | None
     escalation_level: int
     consent_overridden: bool
-    from_province: str | None = Field(default=None, description="a transfer to another province: the sending one")
-    to_province: str | None = Field(default=None, description="a transfer to another province: the receiving one")
+    from_province: str | None = Field(
+        default=None, description="a transfer to another province: the sending one"
+    )
+    to_province: str | None = Field(
+        default=None, description="a transfer to another province: the receiving one"
+    )
 
     @classmethod
     def of(cls, h: Handoff) -> HandoffView:
@@ -269,9 +349,12 @@ class FollowUpPage(BaseModel):
 
 class ClosureIn(StageOwnerAction):
     cas_Status: Literal[CaseStatus.Closed, CaseStatus.ClosedReferred] = Field(
-        default=CaseStatus.Closed, description="HTCDS cas_Status at closure")
+        default=CaseStatus.Closed, description="HTCDS cas_Status at closure"
+    )
     reason: Reason
-    plan_id: Ref | None = Field(default=None, description="the support plan closed; default: the current plan")
+    plan_id: Ref | None = Field(
+        default=None, description="the support plan closed; default: the current plan"
+    )
 
 
 class ClosureOut(BaseModel):
@@ -283,8 +366,12 @@ class ClosureOut(BaseModel):
 class ConsentDocument(In):
     kind: Literal["signed_form", "recorded_oral", "guardian_signed", "electronic"]
     signed_on: date
-    reference: ShortText | None = Field(default=None, description="document / file reference; encrypted at rest")
-    language: Annotated[str, Field(pattern=r"^[a-z]{2,3}$")] = Field(default="vie", description="ISO 639")
+    reference: ShortText | None = Field(
+        default=None, description="document / file reference; encrypted at rest"
+    )
+    language: Annotated[str, Field(pattern=r"^[a-z]{2,3}$")] = Field(
+        default="vie", description="ISO 639"
+    )
 
     @model_validator(mode="after")
     def _dates(self) -> ConsentDocument:
@@ -295,11 +382,15 @@ class ConsentDocument(In):
 class ConsentIn(Versioned):
     purpose: ConsentPurpose
     granted: bool = Field(description="false withdraws an earlier consent")
-    agency: AgencyRole | None = Field(default=None, description="data_sharing only: the agency it covers")
+    agency: AgencyRole | None = Field(
+        default=None, description="data_sharing only: the agency it covers"
+    )
     province: ProvinceRef | None = Field(
-        default=None, description="data_sharing only: the province of that agency, when the case is to be "
-                                  "transferred there (a consent to the local agency does not cover another "
-                                  "province's)")
+        default=None,
+        description="data_sharing only: the province of that agency, when the case is to be "
+        "transferred there (a consent to the local agency does not cover another "
+        "province's)",
+    )
     document: ConsentDocument | None = None
 
     @model_validator(mode="after")
@@ -309,15 +400,30 @@ class ConsentIn(Versioned):
         if self.purpose != ConsentPurpose.data_sharing and self.agency is not None:
             raise ValueError("agency: only data_sharing consent names an agency")
         if self.province is not None and self.agency is None:
-            raise ValueError("province: only a data_sharing consent naming an agency names its province")
+            raise ValueError(
+                "province: only a data_sharing consent naming an agency names its province"
+            )
         if self.granted and self.document is None:
             raise ValueError("document: a granted consent needs its document metadata")
         return self
 
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"purpose": "data_sharing", "agency": "legal_aid", "granted": True,
-         "document": {"kind": "signed_form", "signed_on": "2026-03-03", "reference": "DY-07/2026"}},
-        {"purpose": "data_sharing", "agency": "legal_aid", "granted": False}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "purpose": "data_sharing",
+                    "agency": "legal_aid",
+                    "granted": True,
+                    "document": {
+                        "kind": "signed_form",
+                        "signed_on": "2026-03-03",
+                        "reference": "DY-07/2026",
+                    },
+                },
+                {"purpose": "data_sharing", "agency": "legal_aid", "granted": False},
+            ]
+        }
+    )
 
 
 class ConsentRecord(BaseModel):
@@ -339,7 +445,9 @@ class ConsentRecord(BaseModel):
 
 class ConsentsOut(BaseModel):
     case_id: str
-    current: dict[str, bool] = Field(description="purpose[:agency] -> granted, as the workflow holds it")
+    current: dict[str, bool] = Field(
+        description="purpose[:agency] -> granted, as the workflow holds it"
+    )
     history: list[ConsentRecord]
     total: int
     masked: bool = _masked_flag()

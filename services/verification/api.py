@@ -55,8 +55,7 @@ from shared.case_gateway import (
     update_case,
     write_with_update,
 )
-from shared.domain import AgencyRole, Role, Section, Stage
-from workflows.models import (
+from shared.contract import (
     AddNote,
     Assign,
     CaseState,
@@ -69,6 +68,7 @@ from workflows.models import (
     RescueDecision,
     VerifyDecision,
 )
+from shared.domain import AgencyRole, Role, Section, Stage
 
 DESCRIPTION = """\
 NRM verification service: the verify, identify, rescue and protect stages (police, border guard,
@@ -90,156 +90,305 @@ Limit = Annotated[int, Query(ge=1, le=200, description="page size")]
 Offset = Annotated[int, Query(ge=0, le=100_000, description="rows to skip")]
 POLICE_WRITERS = frozenset({AgencyRole.police, AgencyRole.border_guard, AgencyRole.coast_guard})
 DECIDING = (Stage.verify, Stage.identify, Stage.rescue, Stage.protect)
-ERRORS: dict[int | str, dict[str, Any]] = {401: {"description": "no or invalid bearer token"},
-          403: {"description": "wrong role, agency or jurisdiction"},
-          404: {"description": "case not found"},
-          409: {"description": "stale version or wrong stage"},
-          422: {"description": "invalid input (the detail names the field)"}}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "no or invalid bearer token"},
+    403: {"description": "wrong role, agency or jurisdiction"},
+    404: {"description": "case not found"},
+    409: {"description": "stale version or wrong stage"},
+    422: {"description": "invalid input (the detail names the field)"},
+}
 
 
-async def _log_read(request: Request, principal: Principal, state: CaseState, action: str, section: Section,
-                    break_glass_reason: str | None) -> bool:
-    return await log_case_read(request, principal, state, service="verification", action=action, section=section,
-                               break_glass_reason=break_glass_reason)
+async def _log_read(
+    request: Request,
+    principal: Principal,
+    state: CaseState,
+    action: str,
+    section: Section,
+    break_glass_reason: str | None,
+) -> bool:
+    return await log_case_read(
+        request,
+        principal,
+        state,
+        service="verification",
+        action=action,
+        section=section,
+        break_glass_reason=break_glass_reason,
+    )
 
 
 # ---- claim / assign ---------------------------------------------------------------------------
-@router.post("/cases/{case_id}/claim", response_model=CaseView, responses=ERRORS,
-             summary="Take the current stage of a case",
-             description="The caller (a caseworker of the owning agency) becomes the assignee of the current stage.")
-async def claim(case_id: CaseId, body: ClaimRequest, request: Request, key: IdempotencyKey = None,
-                principal: Principal = Actor_) -> CaseView:
+@router.post(
+    "/cases/{case_id}/claim",
+    response_model=CaseView,
+    responses=ERRORS,
+    summary="Take the current stage of a case",
+    description="The caller (a caseworker of the owning agency) becomes the assignee of the current stage.",
+)
+async def claim(
+    case_id: CaseId,
+    body: ClaimRequest,
+    request: Request,
+    key: IdempotencyKey = None,
+    principal: Principal = Actor_,
+) -> CaseView:
     await actionable_case(request, principal, case_id)
-    cmd = Claim(actor=actor_of(principal, request), expected_version=body.expected_version,
-                override_reason=body.override_reason)
+    cmd = Claim(
+        actor=actor_of(principal, request),
+        expected_version=body.expected_version,
+        override_reason=body.override_reason,
+    )
     return CaseView.of(await update_case(request, case_id, "claim", cmd, key))
 
 
-@router.post("/cases/{case_id}/assign", response_model=CaseView, responses=ERRORS,
-             summary="Assign the current stage to a staff member",
-             description="A supervisor (or a caseworker of the owning agency, if the workflow allows it) "
-                         "assigns the current stage to `assignee_user_id`.")
-async def assign(case_id: CaseId, body: AssignRequest, request: Request, key: IdempotencyKey = None,
-                 principal: Principal = Actor_) -> CaseView:
+@router.post(
+    "/cases/{case_id}/assign",
+    response_model=CaseView,
+    responses=ERRORS,
+    summary="Assign the current stage to a staff member",
+    description="A supervisor (or a caseworker of the owning agency, if the workflow allows it) "
+    "assigns the current stage to `assignee_user_id`.",
+)
+async def assign(
+    case_id: CaseId,
+    body: AssignRequest,
+    request: Request,
+    key: IdempotencyKey = None,
+    principal: Principal = Actor_,
+) -> CaseView:
     await actionable_case(request, principal, case_id)
-    cmd = Assign(actor=actor_of(principal, request), expected_version=body.expected_version,
-                 assignee_user_id=body.assignee_user_id, override_reason=body.override_reason)
+    cmd = Assign(
+        actor=actor_of(principal, request),
+        expected_version=body.expected_version,
+        assignee_user_id=body.assignee_user_id,
+        override_reason=body.override_reason,
+    )
     return CaseView.of(await update_case(request, case_id, "assign", cmd, key))
 
 
 # ---- verify -----------------------------------------------------------------------------------
-@router.post("/cases/{case_id}/verification", response_model=CaseView, responses=ERRORS,
-             summary="Decide the initial verification",
-             description="Law 53/2024 Art. 27(2): initial verification within 3 days. `confirmed` moves the case "
-                         "to identification; `unfounded` ends it.")
-async def decide_verification(case_id: CaseId, body: VerificationRequest, request: Request,
-                              key: IdempotencyKey = None, principal: Principal = Actor_) -> CaseView:
+@router.post(
+    "/cases/{case_id}/verification",
+    response_model=CaseView,
+    responses=ERRORS,
+    summary="Decide the initial verification",
+    description="Law 53/2024 Art. 27(2): initial verification within 3 days. `confirmed` moves the case "
+    "to identification; `unfounded` ends it.",
+)
+async def decide_verification(
+    case_id: CaseId,
+    body: VerificationRequest,
+    request: Request,
+    key: IdempotencyKey = None,
+    principal: Principal = Actor_,
+) -> CaseView:
     await actionable_case(request, principal, case_id)
-    cmd = Decide(actor=actor_of(principal, request), expected_version=body.expected_version,
-                 decision=VerifyDecision(result=body.result), justification=body.justification,
-                 override_reason=body.override_reason)
+    cmd = Decide(
+        actor=actor_of(principal, request),
+        expected_version=body.expected_version,
+        decision=VerifyDecision(result=body.result),
+        justification=body.justification,
+        override_reason=body.override_reason,
+    )
     return CaseView.of(await update_case(request, case_id, "decide", cmd, key))
 
 
 # ---- identify ---------------------------------------------------------------------------------
-@router.post("/cases/{case_id}/identification", response_model=IdentificationResult, responses=ERRORS,
-             status_code=status.HTTP_200_OK, summary="Decide identification, with the evidence relied on",
-             description="Records the evidence items' metadata (Art. 32 kinds; encrypted) and sends the "
-                         "identification decision (HTCDS vic_TraffickingStatus + deciding organisation) to the "
-                         "workflow. The evidence rows are kept only if the workflow accepts the decision.")
-async def decide_identification(case_id: CaseId, body: IdentificationRequest, request: Request,
-                                key: IdempotencyKey = None, principal: Principal = Actor_) -> IdentificationResult:
+@router.post(
+    "/cases/{case_id}/identification",
+    response_model=IdentificationResult,
+    responses=ERRORS,
+    status_code=status.HTTP_200_OK,
+    summary="Decide identification, with the evidence relied on",
+    description="Records the evidence items' metadata (Art. 32 kinds; encrypted) and sends the "
+    "identification decision (HTCDS vic_TraffickingStatus + deciding organisation) to the "
+    "workflow. The evidence rows are kept only if the workflow accepts the decision.",
+)
+async def decide_identification(
+    case_id: CaseId,
+    body: IdentificationRequest,
+    request: Request,
+    key: IdempotencyKey = None,
+    principal: Principal = Actor_,
+) -> IdentificationResult:
     await actionable_case(request, principal, case_id)
     runtime = runtime_of(request)
     items = [(new_id("ev", case_id, key, f"evidence:{i}"), e) for i, e in enumerate(body.evidence)]
-    cmd = Decide(actor=actor_of(principal, request), expected_version=body.expected_version,
-                 justification=body.justification, override_reason=body.override_reason,
-                 decision=IdentifyDecision(status=body.status, deciding_org=body.deciding_org,
-                                           referred_elsewhere=body.referred_elsewhere,
-                                           evidence=[EvidenceRef(evidence_id=eid, kind=e.kind) for eid, e in items]))
+    cmd = Decide(
+        actor=actor_of(principal, request),
+        expected_version=body.expected_version,
+        justification=body.justification,
+        override_reason=body.override_reason,
+        decision=IdentifyDecision(
+            status=body.status,
+            deciding_org=body.deciding_org,
+            referred_elsewhere=body.referred_elsewhere,
+            evidence=[EvidenceRef(evidence_id=eid, kind=e.kind) for eid, e in items],
+        ),
+    )
     _, state = await write_with_update(  # rejected -> the evidence rows are rolled back
-        runtime, case_id,
-        lambda conn: repo.insert_evidence(conn, runtime.ring, case_id, items, principal.user_id,
-                                          principal.agency.value),
-        lambda _: update_case(request, case_id, "decide", cmd, key))
+        runtime,
+        case_id,
+        lambda conn: repo.insert_evidence(
+            conn, runtime.ring, case_id, items, principal.user_id, principal.agency.value
+        ),
+        lambda _: update_case(request, case_id, "decide", cmd, key),
+    )
     return IdentificationResult(case=CaseView.of(state), evidence_ids=[eid for eid, _ in items])
 
 
-@router.get("/cases/{case_id}/evidence", response_model=EvidencePage, responses=ERRORS,
-            summary="List the evidence items of a case",
-            description="Readable by the verifying bodies only (Section.evidence). Sorted by evidence date. "
-                        "Access-logged; sources, references and descriptions are masked for oversight roles "
-                        "unless `break_glass_reason` is given.")
-async def list_evidence(case_id: CaseId, request: Request, principal: CurrentPrincipal, limit: Limit = 50,
-                        offset: Offset = 0, kind: EvidenceKind | None = None,
-                        sort: Literal["date", "-date"] = "date",
-                        break_glass_reason: BreakGlass = None) -> EvidencePage:
+@router.get(
+    "/cases/{case_id}/evidence",
+    response_model=EvidencePage,
+    responses=ERRORS,
+    summary="List the evidence items of a case",
+    description="Readable by the verifying bodies only (Section.evidence). Sorted by evidence date. "
+    "Access-logged; sources, references and descriptions are masked for oversight roles "
+    "unless `break_glass_reason` is given.",
+)
+async def list_evidence(
+    case_id: CaseId,
+    request: Request,
+    principal: CurrentPrincipal,
+    limit: Limit = 50,
+    offset: Offset = 0,
+    kind: EvidenceKind | None = None,
+    sort: Literal["date", "-date"] = "date",
+    break_glass_reason: BreakGlass = None,
+) -> EvidencePage:
     state = await readable_case(request, principal, case_id, Section.evidence)
-    masked = await _log_read(request, principal, state, "read_evidence", Section.evidence, break_glass_reason)
+    masked = await _log_read(
+        request, principal, state, "read_evidence", Section.evidence, break_glass_reason
+    )
     runtime = runtime_of(request)
-    items, total = await repo.list_evidence(runtime.pool, runtime.ring, case_id, limit, offset,
-                                            kind.value if kind else None,
-                                            sort.startswith("-"))
-    return EvidencePage(items=[i.masked() for i in items] if masked else items, total=total, limit=limit,
-                        offset=offset, masked=masked)
+    items, total = await repo.list_evidence(
+        runtime.pool,
+        runtime.ring,
+        case_id,
+        limit,
+        offset,
+        kind.value if kind else None,
+        sort.startswith("-"),
+    )
+    return EvidencePage(
+        items=[i.masked() for i in items] if masked else items,
+        total=total,
+        limit=limit,
+        offset=offset,
+        masked=masked,
+    )
 
 
 # ---- rescue -----------------------------------------------------------------------------------
-@router.post("/cases/{case_id}/rescue-operations", response_model=RescueOperationOut, responses=ERRORS,
-             status_code=status.HTTP_201_CREATED, summary="Plan a rescue operation",
-             description="Police, border guard or coast guard plan an operation (location encrypted). The case "
-                         "must not have passed the rescue stage. The workflow records the operation id as an "
-                         "evidence-section note.")
-async def plan_rescue(case_id: CaseId, body: RescuePlanRequest, request: Request, key: IdempotencyKey = None,
-                      principal: Principal = Actor_) -> RescueOperationOut:
+@router.post(
+    "/cases/{case_id}/rescue-operations",
+    response_model=RescueOperationOut,
+    responses=ERRORS,
+    status_code=status.HTTP_201_CREATED,
+    summary="Plan a rescue operation",
+    description="Police, border guard or coast guard plan an operation (location encrypted). The case "
+    "must not have passed the rescue stage. The workflow records the operation id as an "
+    "evidence-section note.",
+)
+async def plan_rescue(
+    case_id: CaseId,
+    body: RescuePlanRequest,
+    request: Request,
+    key: IdempotencyKey = None,
+    principal: Principal = Actor_,
+) -> RescueOperationOut:
     _require_agency(principal, POLICE_WRITERS, "plan a rescue operation")
-    await actionable_case(request, principal, case_id, (Stage.receive, Stage.verify, Stage.identify, Stage.rescue))
+    await actionable_case(
+        request, principal, case_id, (Stage.receive, Stage.verify, Stage.identify, Stage.rescue)
+    )
     runtime = runtime_of(request)
     operation_id = new_id("op", case_id, key, "rescue-plan")
-    cmd = AddNote(actor=actor_of(principal, request), section=Section.evidence, note_id=operation_id)
+    cmd = AddNote(
+        actor=actor_of(principal, request), section=Section.evidence, note_id=operation_id
+    )
     await write_with_update(
-        runtime, case_id,
-        lambda conn: repo.insert_rescue_operation(conn, runtime.ring, operation_id, case_id, body, principal.user_id),
-        lambda _: update_case(request, case_id, "add_note", cmd, key))
+        runtime,
+        case_id,
+        lambda conn: repo.insert_rescue_operation(
+            conn, runtime.ring, operation_id, case_id, body, principal.user_id
+        ),
+        lambda _: update_case(request, case_id, "add_note", cmd, key),
+    )
     op = await repo.get_rescue_operation(runtime.pool, runtime.ring, case_id, operation_id)
     assert op is not None
     return op
 
 
-@router.get("/cases/{case_id}/rescue-operations", response_model=RescuePage, responses=ERRORS,
-            summary="List a case's rescue operations",
-            description="Readable by the verifying bodies (Section.evidence); sorted by planned time. "
-                        "Access-logged; locations and plan notes are masked for oversight roles unless "
-                        "`break_glass_reason` is given.")
-async def list_rescues(case_id: CaseId, request: Request, principal: CurrentPrincipal, limit: Limit = 50,
-                       offset: Offset = 0, status_: Annotated[RescueStatus | None, Query(alias="status")] = None,
-                       break_glass_reason: BreakGlass = None) -> RescuePage:
+@router.get(
+    "/cases/{case_id}/rescue-operations",
+    response_model=RescuePage,
+    responses=ERRORS,
+    summary="List a case's rescue operations",
+    description="Readable by the verifying bodies (Section.evidence); sorted by planned time. "
+    "Access-logged; locations and plan notes are masked for oversight roles unless "
+    "`break_glass_reason` is given.",
+)
+async def list_rescues(
+    case_id: CaseId,
+    request: Request,
+    principal: CurrentPrincipal,
+    limit: Limit = 50,
+    offset: Offset = 0,
+    status_: Annotated[RescueStatus | None, Query(alias="status")] = None,
+    break_glass_reason: BreakGlass = None,
+) -> RescuePage:
     state = await readable_case(request, principal, case_id, Section.evidence)
-    masked = await _log_read(request, principal, state, "read_rescue_operations", Section.evidence,
-                             break_glass_reason)
+    masked = await _log_read(
+        request, principal, state, "read_rescue_operations", Section.evidence, break_glass_reason
+    )
     runtime = runtime_of(request)
-    items, total = await repo.list_rescue_operations(runtime.pool, runtime.ring, case_id, limit, offset,
-                                                     status_.value if status_ else None)
-    return RescuePage(items=[i.masked() for i in items] if masked else items, total=total, limit=limit,
-                      offset=offset, masked=masked)
+    items, total = await repo.list_rescue_operations(
+        runtime.pool, runtime.ring, case_id, limit, offset, status_.value if status_ else None
+    )
+    return RescuePage(
+        items=[i.masked() for i in items] if masked else items,
+        total=total,
+        limit=limit,
+        offset=offset,
+        masked=masked,
+    )
 
 
-@router.post("/cases/{case_id}/rescue-operations/{operation_id}/complete", response_model=RescueResult,
-             responses=ERRORS, summary="Record a rescue operation's outcome (the rescue-stage decision)",
-             description="planned → done. `rescued` lists everyone found, linked to existing cases or to cases "
-                         "intake opened for them. Sends the rescue decision to the workflow; the operation is "
-                         "marked done only if the workflow accepts it.")
-async def complete_rescue(case_id: CaseId, operation_id: Annotated[str, Path(max_length=64,
-                          pattern=r"^[A-Za-z0-9_.:\-]+$")], body: RescueCompleteRequest, request: Request,
-                          key: IdempotencyKey = None, principal: Principal = Actor_) -> RescueResult:
+@router.post(
+    "/cases/{case_id}/rescue-operations/{operation_id}/complete",
+    response_model=RescueResult,
+    responses=ERRORS,
+    summary="Record a rescue operation's outcome (the rescue-stage decision)",
+    description="planned → done. `rescued` lists everyone found, linked to existing cases or to cases "
+    "intake opened for them. Sends the rescue decision to the workflow; the operation is "
+    "marked done only if the workflow accepts it.",
+)
+async def complete_rescue(
+    case_id: CaseId,
+    operation_id: Annotated[str, Path(max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")],
+    body: RescueCompleteRequest,
+    request: Request,
+    key: IdempotencyKey = None,
+    principal: Principal = Actor_,
+) -> RescueResult:
     _require_agency(principal, POLICE_WRITERS, "record a rescue outcome")
     await actionable_case(request, principal, case_id)
     if any(p.case_id == case_id for p in body.persons):
-        raise HTTPException(422, "persons: list the other persons found; this case's person is implied")
+        raise HTTPException(
+            422, "persons: list the other persons found; this case's person is implied"
+        )
     runtime = runtime_of(request)
-    cmd = Decide(actor=actor_of(principal, request), expected_version=body.expected_version,
-                 justification=body.justification, override_reason=body.override_reason,
-                 decision=RescueDecision(needed=True, operation_ref=operation_id, outcome=body.outcome.value))
+    cmd = Decide(
+        actor=actor_of(principal, request),
+        expected_version=body.expected_version,
+        justification=body.justification,
+        override_reason=body.override_reason,
+        decision=RescueDecision(
+            needed=True, operation_ref=operation_id, outcome=body.outcome.value
+        ),
+    )
+
     async def complete(conn: PoolConnectionProxy) -> None:
         row = await repo.lock_rescue_operation(conn, case_id, operation_id)
         if row is None:
@@ -248,156 +397,297 @@ async def complete_rescue(case_id: CaseId, operation_id: Annotated[str, Path(max
             raise HTTPException(409, f"rescue operation {operation_id} is already done")
         await repo.complete_rescue_operation(conn, operation_id, body.outcome.value, body.persons)
 
-    _, state = await write_with_update(runtime, case_id, complete,
-                                       lambda _: update_case(request, case_id, "decide", cmd, key))
+    _, state = await write_with_update(
+        runtime, case_id, complete, lambda _: update_case(request, case_id, "decide", cmd, key)
+    )
     # the answer carries the operation's location, possibly written by someone else: a logged read
-    masked = await _log_read(request, principal, state, "read_rescue_operations", Section.evidence, None)
+    masked = await _log_read(
+        request, principal, state, "read_rescue_operations", Section.evidence, None
+    )
     op = await repo.get_rescue_operation(runtime.pool, runtime.ring, case_id, operation_id)
     assert op is not None
     return RescueResult(operation=op.masked() if masked else op, case=CaseView.of(state))
 
 
-@router.post("/cases/{case_id}/rescue-operations/not-needed", response_model=CaseView, responses=ERRORS,
-             summary="Decide that no rescue is needed",
-             description="The person is already safe: the rescue stage ends without an operation.")
-async def rescue_not_needed(case_id: CaseId, body: RescueNotNeededRequest, request: Request,
-                            key: IdempotencyKey = None, principal: Principal = Actor_) -> CaseView:
+@router.post(
+    "/cases/{case_id}/rescue-operations/not-needed",
+    response_model=CaseView,
+    responses=ERRORS,
+    summary="Decide that no rescue is needed",
+    description="The person is already safe: the rescue stage ends without an operation.",
+)
+async def rescue_not_needed(
+    case_id: CaseId,
+    body: RescueNotNeededRequest,
+    request: Request,
+    key: IdempotencyKey = None,
+    principal: Principal = Actor_,
+) -> CaseView:
     await actionable_case(request, principal, case_id)
-    cmd = Decide(actor=actor_of(principal, request), expected_version=body.expected_version,
-                 justification=body.justification, decision=RescueDecision(needed=False),
-                 override_reason=body.override_reason)
+    cmd = Decide(
+        actor=actor_of(principal, request),
+        expected_version=body.expected_version,
+        justification=body.justification,
+        decision=RescueDecision(needed=False),
+        override_reason=body.override_reason,
+    )
     return CaseView.of(await update_case(request, case_id, "decide", cmd, key))
 
 
 # ---- protect ----------------------------------------------------------------------------------
-@router.post("/cases/{case_id}/protection", response_model=ProtectionResult, responses=ERRORS,
-             summary="Decide protection measures, or record a written refusal",
-             description="Law 53/2024 Art. 34, Decree 162/2025: measures such as safe shelter and protection of "
-                         "personal information; a refusal needs the person's written commitment, whose metadata "
-                         "is stored here (encrypted) and referenced in the decision.")
-async def decide_protection(case_id: CaseId, body: ProtectionRequest, request: Request,
-                            key: IdempotencyKey = None, principal: Principal = Actor_) -> ProtectionResult:
+@router.post(
+    "/cases/{case_id}/protection",
+    response_model=ProtectionResult,
+    responses=ERRORS,
+    summary="Decide protection measures, or record a written refusal",
+    description="Law 53/2024 Art. 34, Decree 162/2025: measures such as safe shelter and protection of "
+    "personal information; a refusal needs the person's written commitment, whose metadata "
+    "is stored here (encrypted) and referenced in the decision.",
+)
+async def decide_protection(
+    case_id: CaseId,
+    body: ProtectionRequest,
+    request: Request,
+    key: IdempotencyKey = None,
+    principal: Principal = Actor_,
+) -> ProtectionResult:
     await actionable_case(request, principal, case_id)
     runtime = runtime_of(request)
     doc_id = new_id("refusal", case_id, key, "refusal") if body.declined else None
-    cmd = Decide(actor=actor_of(principal, request), expected_version=body.expected_version,
-                 justification=body.justification, override_reason=body.override_reason,
-                 decision=ProtectDecision(measures=[m.value for m in body.measures], declined=body.declined,
-                                          refusal_document_ref=doc_id))
+    cmd = Decide(
+        actor=actor_of(principal, request),
+        expected_version=body.expected_version,
+        justification=body.justification,
+        override_reason=body.override_reason,
+        decision=ProtectDecision(
+            measures=[m.value for m in body.measures],
+            declined=body.declined,
+            refusal_document_ref=doc_id,
+        ),
+    )
+
     async def refusal(conn: PoolConnectionProxy) -> None:
         if doc_id is not None and body.refusal_document is not None:
-            await repo.insert_refusal(conn, runtime.ring, doc_id, case_id, body.refusal_document, principal.user_id)
+            await repo.insert_refusal(
+                conn, runtime.ring, doc_id, case_id, body.refusal_document, principal.user_id
+            )
 
-    _, state = await write_with_update(runtime, case_id, refusal,
-                                       lambda _: update_case(request, case_id, "decide", cmd, key))
+    _, state = await write_with_update(
+        runtime, case_id, refusal, lambda _: update_case(request, case_id, "decide", cmd, key)
+    )
     return ProtectionResult(case=CaseView.of(state), refusal_document_id=doc_id)
 
 
 # ---- suspected perpetrators -------------------------------------------------------------------
-@router.post("/cases/{case_id}/perpetrators", response_model=PerpetratorOut, responses=ERRORS,
-             status_code=status.HTTP_201_CREATED, summary="Record a suspected perpetrator (police data)",
-             description="HTCDS per_RoleInProcess + per_RoleDetails. Name, aliases, phones and recruitment channel "
-                         "are encrypted, with keyed blind indexes on the normalised name, phone and channel so "
-                         "that cases sharing a perpetrator can be linked. Police, border guard, coast guard only.")
-async def add_perpetrator(case_id: CaseId, body: PerpetratorIn, request: Request, key: IdempotencyKey = None,
-                          principal: Principal = Actor_) -> PerpetratorOut:
+@router.post(
+    "/cases/{case_id}/perpetrators",
+    response_model=PerpetratorOut,
+    responses=ERRORS,
+    status_code=status.HTTP_201_CREATED,
+    summary="Record a suspected perpetrator (police data)",
+    description="HTCDS per_RoleInProcess + per_RoleDetails. Name, aliases, phones and recruitment channel "
+    "are encrypted, with keyed blind indexes on the normalised name, phone and channel so "
+    "that cases sharing a perpetrator can be linked. Police, border guard, coast guard only.",
+)
+async def add_perpetrator(
+    case_id: CaseId,
+    body: PerpetratorIn,
+    request: Request,
+    key: IdempotencyKey = None,
+    principal: Principal = Actor_,
+) -> PerpetratorOut:
     _require_agency(principal, POLICE_WRITERS, "record suspected perpetrators")
     state = await actionable_case(request, principal, case_id)
     runtime = runtime_of(request)
     pid = new_id("per", case_id, key, "perpetrator")
     cmd = AddNote(actor=actor_of(principal, request), section=Section.perpetrators, note_id=pid)
     await write_with_update(
-        runtime, case_id,
-        lambda conn: repo.insert_perpetrator(conn, runtime.ring, pid, case_id, state.province, body,
-                                             principal.user_id, principal.agency.value),
-        lambda _: update_case(request, case_id, "add_note", cmd, key))
+        runtime,
+        case_id,
+        lambda conn: repo.insert_perpetrator(
+            conn,
+            runtime.ring,
+            pid,
+            case_id,
+            state.province,
+            body,
+            principal.user_id,
+            principal.agency.value,
+        ),
+        lambda _: update_case(request, case_id, "add_note", cmd, key),
+    )
     out = await repo.get_perpetrator(runtime.pool, runtime.ring, pid)
     assert out is not None
     return out
 
 
-@router.get("/cases/{case_id}/perpetrators", response_model=PerpetratorPage, responses=ERRORS,
-            summary="List a case's suspected perpetrators",
-            description="Police and prosecution roles only (Section.perpetrators), and oversight roles. "
-                        "Access-logged; names, aliases, phones, role details and recruitment channels are masked "
-                        "for oversight roles unless `break_glass_reason` is given.")
-async def list_perpetrators(case_id: CaseId, request: Request, principal: CurrentPrincipal, limit: Limit = 50,
-                            offset: Offset = 0, role: PerpetratorRole | None = None,
-                            sort: Literal["recorded_at", "-recorded_at"] = "recorded_at",
-                            break_glass_reason: BreakGlass = None) -> PerpetratorPage:
+@router.get(
+    "/cases/{case_id}/perpetrators",
+    response_model=PerpetratorPage,
+    responses=ERRORS,
+    summary="List a case's suspected perpetrators",
+    description="Police and prosecution roles only (Section.perpetrators), and oversight roles. "
+    "Access-logged; names, aliases, phones, role details and recruitment channels are masked "
+    "for oversight roles unless `break_glass_reason` is given.",
+)
+async def list_perpetrators(
+    case_id: CaseId,
+    request: Request,
+    principal: CurrentPrincipal,
+    limit: Limit = 50,
+    offset: Offset = 0,
+    role: PerpetratorRole | None = None,
+    sort: Literal["recorded_at", "-recorded_at"] = "recorded_at",
+    break_glass_reason: BreakGlass = None,
+) -> PerpetratorPage:
     state = await readable_case(request, principal, case_id, Section.perpetrators)
-    masked = await _log_read(request, principal, state, "read_perpetrators", Section.perpetrators,
-                             break_glass_reason)
+    masked = await _log_read(
+        request, principal, state, "read_perpetrators", Section.perpetrators, break_glass_reason
+    )
     runtime = runtime_of(request)
-    items, total = await repo.list_perpetrators(runtime.pool, runtime.ring, case_id, limit, offset,
-                                                role.value if role else None, sort.startswith("-"))
-    return PerpetratorPage(items=[i.masked() for i in items] if masked else items, total=total, limit=limit,
-                           offset=offset, masked=masked)
+    items, total = await repo.list_perpetrators(
+        runtime.pool,
+        runtime.ring,
+        case_id,
+        limit,
+        offset,
+        role.value if role else None,
+        sort.startswith("-"),
+    )
+    return PerpetratorPage(
+        items=[i.masked() for i in items] if masked else items,
+        total=total,
+        limit=limit,
+        offset=offset,
+        masked=masked,
+    )
 
 
-@router.get("/cases/{case_id}/linked-cases", response_model=LinkedCasesOut, responses=ERRORS,
-            summary="Other cases sharing a perpetrator, phone number or recruitment channel",
-            description="Matches on keyed blind indexes (never plain text) so that rings show up across cases "
-                        "and provinces. Police and prosecution roles only. Filter with `on=name&on=phone`. A "
-                        "linked case outside the caller's jurisdiction is listed with its province, without "
-                        "its perpetrator record ids.")
-async def linked_cases(case_id: CaseId, request: Request, principal: CurrentPrincipal,
-                       on: Annotated[list[LinkKind] | None, Query(description="identifier kinds to match on")] = None,
-                       limit: Limit = 50, offset: Offset = 0) -> LinkedCasesOut:
+@router.get(
+    "/cases/{case_id}/linked-cases",
+    response_model=LinkedCasesOut,
+    responses=ERRORS,
+    summary="Other cases sharing a perpetrator, phone number or recruitment channel",
+    description="Matches on keyed blind indexes (never plain text) so that rings show up across cases "
+    "and provinces. Police and prosecution roles only. Filter with `on=name&on=phone`. A "
+    "linked case outside the caller's jurisdiction is listed with its province, without "
+    "its perpetrator record ids.",
+)
+async def linked_cases(
+    case_id: CaseId,
+    request: Request,
+    principal: CurrentPrincipal,
+    on: Annotated[list[LinkKind] | None, Query(description="identifier kinds to match on")] = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> LinkedCasesOut:
     await readable_case(request, principal, case_id, Section.perpetrators)
     kinds = [k.value for k in (on or list(LinkKind))]
     # a ring crosses provinces, so every link is listed; another province's perpetrator records are not
-    items = [item if principal.covers_province(item.province)
-             else item.model_copy(update={"perpetrator_ids": [], "within_your_jurisdiction": False})
-             for item in await repo.linked_cases(runtime_of(request).pool, case_id, kinds)]
-    return LinkedCasesOut(case_id=case_id, items=items[offset:offset + limit], total=len(items))
+    items = [
+        item
+        if principal.covers_province(item.province)
+        else item.model_copy(update={"perpetrator_ids": [], "within_your_jurisdiction": False})
+        for item in await repo.linked_cases(runtime_of(request).pool, case_id, kinds)
+    ]
+    return LinkedCasesOut(case_id=case_id, items=items[offset : offset + limit], total=len(items))
 
 
 # ---- inbox ------------------------------------------------------------------------------------
 # People's screens read PostgreSQL, operators read Temporal (DESIGN.md "Data flow"): the inbox reads the
 # floor's case index (shared/case_index.py), written by this service's own Updates before they return and
 # by the audit activity for every change; visibility stays for operators (`temporal workflow list`).
-def inbox_query(principal: Principal, view: InboxView, now: datetime, due_within: timedelta,
-                stage: Stage | None, category: str | None, assigned_to_me: bool, descending: bool = False,
-                limit: int = 50, offset: int = 0) -> case_index.InboxQuery:
+def inbox_query(
+    principal: Principal,
+    view: InboxView,
+    now: datetime,
+    due_within: timedelta,
+    stage: Stage | None,
+    category: str | None,
+    assigned_to_me: bool,
+    descending: bool = False,
+    limit: int = 50,
+    offset: int = 0,
+) -> case_index.InboxQuery:
     if stage is not None:
         stages: tuple[str, ...] = (stage.value,)
     else:
         stages = () if view == InboxView.waiting_acceptance else tuple(s.value for s in DECIDING)
     return case_index.InboxQuery(
-        view=view.value, agency=principal.agency.value, province=None if principal.national else principal.province,
-        now=now, due_within=due_within, stages=stages, category=category,
-        assignee=principal.user_id if assigned_to_me else None, descending=descending, limit=limit, offset=offset)
+        view=view.value,
+        agency=principal.agency.value,
+        province=None if principal.national else principal.province,
+        now=now,
+        due_within=due_within,
+        stages=stages,
+        category=category,
+        assignee=principal.user_id if assigned_to_me else None,
+        descending=descending,
+        limit=limit,
+        offset=offset,
+    )
 
 
-@router.get("/inbox", response_model=InboxPage, responses={401: ERRORS[401], 422: ERRORS[422]},
-            summary="The caller's agency's cases in its jurisdiction",
-            description="Views: `waiting_acceptance` (handoffs to your agency not yet accepted), `in_progress` "
-                        "(stages your agency owns), `due_soon` (deadline within `due_within_hours`), `overdue`. "
-                        "No personal data. Sorted by deadline, earliest first, cases without a deadline last "
-                        "(`sort=-deadline` reverses the order); `total` counts every matching case and "
-                        "`complete` is always true.\n\n" + case_index.STALENESS)
-async def inbox(request: Request, principal: CurrentPrincipal,
-                view: InboxView = InboxView.in_progress,
-                stage: Stage | None = None,
-                category: Annotated[Literal["child", "adult", "abroad", "domestic", "under_16", "foreign"] | None,
-                                    Query(description="CaseCategory")] = None,
-                assigned_to_me: bool = False,
-                due_within_hours: Annotated[int, Query(ge=1, le=24 * 30)] = 48,
-                sort: Literal["deadline", "-deadline"] = "deadline",
-                limit: Limit = 50, offset: Offset = 0) -> InboxPage:
-    q = inbox_query(principal, view, datetime.now(UTC), timedelta(hours=due_within_hours), stage, category,
-                    assigned_to_me, sort.startswith("-"), limit, offset)
+@router.get(
+    "/inbox",
+    response_model=InboxPage,
+    responses={401: ERRORS[401], 422: ERRORS[422]},
+    summary="The caller's agency's cases in its jurisdiction",
+    description="Views: `waiting_acceptance` (handoffs to your agency not yet accepted), `in_progress` "
+    "(stages your agency owns), `due_soon` (deadline within `due_within_hours`), `overdue`. "
+    "No personal data. Sorted by deadline, earliest first, cases without a deadline last "
+    "(`sort=-deadline` reverses the order); `total` counts every matching case and "
+    "`complete` is always true.\n\n" + case_index.STALENESS,
+)
+async def inbox(
+    request: Request,
+    principal: CurrentPrincipal,
+    view: InboxView = InboxView.in_progress,
+    stage: Stage | None = None,
+    category: Annotated[
+        Literal["child", "adult", "abroad", "domestic", "under_16", "foreign"] | None,
+        Query(description="CaseCategory"),
+    ] = None,
+    assigned_to_me: bool = False,
+    due_within_hours: Annotated[int, Query(ge=1, le=24 * 30)] = 48,
+    sort: Literal["deadline", "-deadline"] = "deadline",
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> InboxPage:
+    q = inbox_query(
+        principal,
+        view,
+        datetime.now(UTC),
+        timedelta(hours=due_within_hours),
+        stage,
+        category,
+        assigned_to_me,
+        sort.startswith("-"),
+        limit,
+        offset,
+    )
     rows, total = await case_index.inbox(runtime_of(request).pool, q)
-    items = [InboxItem(case_id=r["case_id"], stage=r["stage"], owner_agency=r["owner_agency"],
-                       jurisdiction=r["province"], status=r["status"], deadline_at=r["deadline_at"],
-                       assignee=r["assignee"], categories=list(r["categories"]),
-                       pending_handoff_to=list(r["pending_to"]), escalation_level=r["escalation_level"])
-             for r in rows]
+    items = [
+        InboxItem(
+            case_id=r["case_id"],
+            stage=r["stage"],
+            owner_agency=r["owner_agency"],
+            jurisdiction=r["province"],
+            status=r["status"],
+            deadline_at=r["deadline_at"],
+            assignee=r["assignee"],
+            categories=list(r["categories"]),
+            pending_handoff_to=list(r["pending_to"]),
+            escalation_level=r["escalation_level"],
+        )
+        for r in rows
+    ]
     return InboxPage(view=view, items=items, total=total, limit=limit, offset=offset, complete=True)
 
 
 def _require_agency(principal: Principal, agencies: frozenset[AgencyRole], what: str) -> None:
     if principal.agency not in agencies and not principal.has(Role.admin):
-        raise HTTPException(status.HTTP_403_FORBIDDEN,
-                            f"only {', '.join(sorted(a.value for a in agencies))} may {what}")
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"only {', '.join(sorted(a.value for a in agencies))} may {what}",
+        )

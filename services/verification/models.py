@@ -11,8 +11,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 
 from shared.access import mask
 from shared.api_models import In, LongText, Reason, Ref, ShortText, StageOwnerAction
+from shared.contract import CaseState, EvidenceKind, VerifyResult
 from shared.domain import AgencyRole, CaseStatus, DecisionMakingOrg, Stage, TraffickingStatus
-from workflows.models import CaseState, EvidenceKind, VerifyResult
 
 
 # ---- claim / assign ---------------------------------------------------------------------------
@@ -21,9 +21,14 @@ class ClaimRequest(StageOwnerAction):
 
 
 class AssignRequest(StageOwnerAction):
-    assignee_user_id: str = Field(min_length=1, max_length=128, description="staff user id (not a person)")
-    model_config = ConfigDict(json_schema_extra={"examples": [{"assignee_user_id": "police-hn-042",
-                                                                "expected_version": 3}]})
+    assignee_user_id: str = Field(
+        min_length=1, max_length=128, description="staff user id (not a person)"
+    )
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"assignee_user_id": "police-hn-042", "expected_version": 3}]
+        }
+    )
 
 
 class CaseView(BaseModel):
@@ -41,19 +46,36 @@ class CaseView(BaseModel):
 
     @classmethod
     def of(cls, s: CaseState) -> CaseView:
-        return cls(case_id=s.case_id, version=s.version, stage=s.stage, status=s.status,
-                   owner_agency=s.owner_agency, assignee=s.assignee,
-                   deadline_at=s.deadline.due_at if s.deadline else None,
-                   trafficking_status=s.trafficking_status, participants=list(s.participants))
+        return cls(
+            case_id=s.case_id,
+            version=s.version,
+            stage=s.stage,
+            status=s.status,
+            owner_agency=s.owner_agency,
+            assignee=s.assignee,
+            deadline_at=s.deadline.due_at if s.deadline else None,
+            trafficking_status=s.trafficking_status,
+            participants=list(s.participants),
+        )
 
 
 # ---- verification -----------------------------------------------------------------------------
 class VerificationRequest(StageOwnerAction):
-    result: VerifyResult = Field(description="confirmed: grounds to continue; unfounded: the report ends here")
+    result: VerifyResult = Field(
+        description="confirmed: grounds to continue; unfounded: the report ends here"
+    )
     justification: Reason
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "result": "confirmed", "justification": "joint check with provincial police on day 2",
-        "expected_version": 4}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "result": "confirmed",
+                    "justification": "joint check with provincial police on day 2",
+                    "expected_version": 4,
+                }
+            ]
+        }
+    )
 
 
 # ---- identification -------------------------------------------------------------------------
@@ -63,7 +85,9 @@ class EvidenceIn(In):
     kind: EvidenceKind
     source: ShortText = Field(description="who produced it (body, witness role); encrypted at rest")
     date: dt.date = Field(description="date of the item")
-    reference: ShortText | None = Field(default=None, description="document number or file reference; encrypted")
+    reference: ShortText | None = Field(
+        default=None, description="document number or file reference; encrypted"
+    )
     description: LongText | None = Field(default=None, description="free text; encrypted at rest")
 
     @model_validator(mode="after")
@@ -75,23 +99,44 @@ class EvidenceIn(In):
 
 class IdentificationRequest(StageOwnerAction):
     status: TraffickingStatus = Field(description="HTCDS vic_TraffickingStatus")
-    deciding_org: DecisionMakingOrg = Field(description="HTCDS vic_TraffickingStatusDecisionMakingOrg")
+    deciding_org: DecisionMakingOrg = Field(
+        description="HTCDS vic_TraffickingStatusDecisionMakingOrg"
+    )
     evidence: list[EvidenceIn] = Field(default_factory=list, max_length=50)
     referred_elsewhere: ShortText | None = Field(
-        default=None, description="for NotAVictimOfTrafficking: where the person was referred (no personal data)")
+        default=None,
+        description="for NotAVictimOfTrafficking: where the person was referred (no personal data)",
+    )
     justification: Reason
 
     @model_validator(mode="after")
     def _evidence_for_victim(self) -> IdentificationRequest:
         if self.status == TraffickingStatus.ActualVictimOfTrafficking and not self.evidence:
-            raise ValueError("evidence: at least one evidence item is required to identify a victim (Art. 32)")
+            raise ValueError(
+                "evidence: at least one evidence item is required to identify a victim (Art. 32)"
+            )
         return self
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "status": "ActualVictimOfTrafficking", "deciding_org": "Police",
-        "evidence": [{"kind": "statement_of_person", "source": "provincial police interview",
-                      "date": "2026-03-02", "reference": "BB-12/2026"}],
-        "justification": "statements and border-guard record consistent", "expected_version": 6}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "status": "ActualVictimOfTrafficking",
+                    "deciding_org": "Police",
+                    "evidence": [
+                        {
+                            "kind": "statement_of_person",
+                            "source": "provincial police interview",
+                            "date": "2026-03-02",
+                            "reference": "BB-12/2026",
+                        }
+                    ],
+                    "justification": "statements and border-guard record consistent",
+                    "expected_version": 6,
+                }
+            ]
+        }
+    )
 
 
 class EvidenceOut(BaseModel):
@@ -107,8 +152,13 @@ class EvidenceOut(BaseModel):
 
     def masked(self) -> EvidenceOut:
         """As an oversight role sees it without break glass: every free-text value masked."""
-        return self.model_copy(update={"source": mask(self.source) or "", "reference": mask(self.reference),
-                                       "description": mask(self.description)})
+        return self.model_copy(
+            update={
+                "source": mask(self.source) or "",
+                "reference": mask(self.reference),
+                "description": mask(self.description),
+            }
+        )
 
 
 class IdentificationResult(BaseModel):
@@ -130,24 +180,37 @@ class RescueOutcome(StrEnum):
 
 class RescuePlanRequest(In):
     planned_for: AwareDatetime = Field(description="when the operation is planned")
-    lead_agency: Literal[AgencyRole.police, AgencyRole.border_guard, AgencyRole.coast_guard] = AgencyRole.police
+    lead_agency: Literal[AgencyRole.police, AgencyRole.border_guard, AgencyRole.coast_guard] = (
+        AgencyRole.police
+    )
     location: ShortText = Field(description="where; encrypted at rest (it can locate the victim)")
     plan_notes: LongText | None = Field(default=None, description="encrypted at rest")
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "planned_for": "2026-03-05T22:00:00+07:00", "lead_agency": "police",
-        "location": "karaoke bar, ward X", "plan_notes": "two teams"}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "planned_for": "2026-03-05T22:00:00+07:00",
+                    "lead_agency": "police",
+                    "location": "karaoke bar, ward X",
+                    "plan_notes": "two teams",
+                }
+            ]
+        }
+    )
 
 
 class RescuedPerson(In):
     case_id: Ref = Field(description="the case of a person found in the operation")
     relation: Literal["existing", "new"] = Field(
-        description="existing: a case that already existed; new: opened by intake for this operation")
+        description="existing: a case that already existed; new: opened by intake for this operation"
+    )
 
 
 class RescueCompleteRequest(StageOwnerAction):
     outcome: RescueOutcome
-    persons: list[RescuedPerson] = Field(default_factory=list, max_length=200,
-                                         description="everyone found, linked to their case ids")
+    persons: list[RescuedPerson] = Field(
+        default_factory=list, max_length=200, description="everyone found, linked to their case ids"
+    )
     justification: Reason
 
     @model_validator(mode="after")
@@ -178,7 +241,9 @@ class RescueOperationOut(BaseModel):
     created_at: datetime
 
     def masked(self) -> RescueOperationOut:
-        return self.model_copy(update={"location": mask(self.location) or "", "plan_notes": mask(self.plan_notes)})
+        return self.model_copy(
+            update={"location": mask(self.location) or "", "plan_notes": mask(self.plan_notes)}
+        )
 
 
 class RescueResult(BaseModel):
@@ -220,23 +285,39 @@ class ProtectionRequest(StageOwnerAction):
     def _consistent(self) -> ProtectionRequest:
         if self.declined:
             if self.refusal_document is None:
-                raise ValueError("refusal_document: a declined protection needs the person's written refusal")
+                raise ValueError(
+                    "refusal_document: a declined protection needs the person's written refusal"
+                )
             if self.measures:
                 raise ValueError("measures: must be empty when protection is declined")
         else:
             if not self.measures:
-                raise ValueError("measures: at least one measure, or declined=true with a refusal document")
+                raise ValueError(
+                    "measures: at least one measure, or declined=true with a refusal document"
+                )
             if self.refusal_document is not None:
                 raise ValueError("refusal_document: only for declined=true")
         if len(set(self.measures)) != len(self.measures):
             raise ValueError("measures: a measure appears twice")
         return self
 
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"measures": ["safe_shelter", "personal_information_protection"],
-         "justification": "risk assessment: recruiter knows the family address", "expected_version": 9},
-        {"declined": True, "refusal_document": {"signed_on": "2026-03-08", "reference": "CK-03/2026"},
-         "justification": "person declined in writing", "expected_version": 9}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "measures": ["safe_shelter", "personal_information_protection"],
+                    "justification": "risk assessment: recruiter knows the family address",
+                    "expected_version": 9,
+                },
+                {
+                    "declined": True,
+                    "refusal_document": {"signed_on": "2026-03-08", "reference": "CK-03/2026"},
+                    "justification": "person declined in writing",
+                    "expected_version": 9,
+                },
+            ]
+        }
+    )
 
 
 class ProtectionResult(BaseModel):
@@ -269,15 +350,29 @@ Phone = Annotated[str, Field(min_length=6, max_length=32, pattern=r"^\+?[0-9 ().
 
 
 class PerpetratorIn(In):
-    roles: list[PerpetratorRole] = Field(min_length=1, max_length=15, description="HTCDS per_RoleInProcess")
-    role_details: LongText | None = Field(default=None, description="HTCDS per_RoleDetails; encrypted")
-    name: ShortText | None = Field(default=None, description="encrypted; blind index on the normalised name")
-    aliases: list[ShortText] = Field(default_factory=list, max_length=10, description="encrypted; indexed like names")
-    phones: list[Phone] = Field(default_factory=list, max_length=10, description="encrypted; blind index on the "
-                                                                                   "normalised number")
+    roles: list[PerpetratorRole] = Field(
+        min_length=1, max_length=15, description="HTCDS per_RoleInProcess"
+    )
+    role_details: LongText | None = Field(
+        default=None, description="HTCDS per_RoleDetails; encrypted"
+    )
+    name: ShortText | None = Field(
+        default=None, description="encrypted; blind index on the normalised name"
+    )
+    aliases: list[ShortText] = Field(
+        default_factory=list, max_length=10, description="encrypted; indexed like names"
+    )
+    phones: list[Phone] = Field(
+        default_factory=list,
+        max_length=10,
+        description="encrypted; blind index on the normalised number",
+    )
     recruitment_channel: ShortText | None = Field(
-        default=None, description="e.g. a Facebook page or Zalo group name; encrypted; blind index")
-    nationality: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] | None = Field(default=None, description="ISO 3166-1")
+        default=None, description="e.g. a Facebook page or Zalo group name; encrypted; blind index"
+    )
+    nationality: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] | None = Field(
+        default=None, description="ISO 3166-1"
+    )
 
     @model_validator(mode="after")
     def _something_to_link(self) -> PerpetratorIn:
@@ -285,10 +380,21 @@ class PerpetratorIn(In):
             raise ValueError("roles: a role appears twice")
         return self
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "roles": ["RecruiterOrIntermediary"], "role_details": "offered factory job in Lạng Sơn",
-        "name": "Nguyễn Văn A", "aliases": ["Anh Tư"], "phones": ["+84 912 345 678"],
-        "recruitment_channel": "Facebook: Việc làm lương cao", "nationality": "VN"}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "roles": ["RecruiterOrIntermediary"],
+                    "role_details": "offered factory job in Lạng Sơn",
+                    "name": "Nguyễn Văn A",
+                    "aliases": ["Anh Tư"],
+                    "phones": ["+84 912 345 678"],
+                    "recruitment_channel": "Facebook: Việc làm lương cao",
+                    "nationality": "VN",
+                }
+            ]
+        }
+    )
 
 
 class PerpetratorOut(BaseModel):
@@ -306,15 +412,23 @@ class PerpetratorOut(BaseModel):
     recorded_at: datetime
 
     def masked(self) -> PerpetratorOut:
-        return self.model_copy(update={
-            "role_details": mask(self.role_details), "name": mask(self.name),
-            "aliases": [mask(a) or "" for a in self.aliases], "phones": [mask(p) or "" for p in self.phones],
-            "recruitment_channel": mask(self.recruitment_channel)})
+        return self.model_copy(
+            update={
+                "role_details": mask(self.role_details),
+                "name": mask(self.name),
+                "aliases": [mask(a) or "" for a in self.aliases],
+                "phones": [mask(p) or "" for p in self.phones],
+                "recruitment_channel": mask(self.recruitment_channel),
+            }
+        )
 
 
 def _masked_flag() -> bool:
-    return Field(default=False, description="true: personal data is masked (oversight role without "
-                                            "break_glass_reason); every read is in the access log")
+    return Field(
+        default=False,
+        description="true: personal data is masked (oversight role without "
+        "break_glass_reason); every read is in the access log",
+    )
 
 
 class PerpetratorPage(BaseModel):
@@ -335,11 +449,15 @@ class LinkedCase(BaseModel):
     case_id: str
     province: str
     matched_on: list[LinkKind] = Field(description="which identifiers are shared")
-    perpetrator_ids: list[str] = Field(description="the perpetrator records in the other case that match; empty "
-                                                   "when that case is outside your jurisdiction")
+    perpetrator_ids: list[str] = Field(
+        description="the perpetrator records in the other case that match; empty "
+        "when that case is outside your jurisdiction"
+    )
     within_your_jurisdiction: bool = Field(
-        default=True, description="false: the link is shown so that the ring shows up, but the other case belongs "
-                                  "to another province; ask that province's police (its records stay theirs)")
+        default=True,
+        description="false: the link is shown so that the ring shows up, but the other case belongs "
+        "to another province; ask that province's police (its records stay theirs)",
+    )
 
 
 class LinkedCasesOut(BaseModel):
@@ -375,9 +493,13 @@ class InboxPage(BaseModel):
     total: int = Field(description="every matching case (exact: counted in the case index)")
     limit: int
     offset: int
-    complete: bool = Field(default=True, description=(
-        "always true since the inbox reads the case index in PostgreSQL, which sorts and counts every "
-        "matching case (kept for clients written when the inbox read Temporal visibility and could cut)"))
+    complete: bool = Field(
+        default=True,
+        description=(
+            "always true since the inbox reads the case index in PostgreSQL, which sorts and counts every "
+            "matching case (kept for clients written when the inbox read Temporal visibility and could cut)"
+        ),
+    )
 
 
 class EvidencePage(BaseModel):

@@ -13,7 +13,16 @@ from services.console import api
 from services.console.client import ApiError
 from services.console.forms import KNOWN_MESSAGES, TYPE_MESSAGES, errors_from
 from services.console.i18n import LOCALES, Lang, catalog_ids
-from shared.domain import AgeBand, AgencyRole, CaseStatus, Channel, DecisionMakingOrg, Section, Stage, TraffickingStatus
+from shared.domain import (
+    AgeBand,
+    AgencyRole,
+    CaseStatus,
+    Channel,
+    DecisionMakingOrg,
+    Section,
+    Stage,
+    TraffickingStatus,
+)
 
 CONSOLE = LOCALES.parent
 MSG = re.compile(r"""(?<![A-Za-z0-9])_\(\s*(?:"((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\.)*)')""")
@@ -38,16 +47,29 @@ def test_every_string_is_in_the_catalog(lang: str) -> None:
 
 
 LISTS = {
-    "stage": [s.value for s in Stage], "agency": [a.value for a in AgencyRole], "channel": [c.value for c in Channel],
-    "case_status": [s.value for s in CaseStatus], "age_band": [a.value for a in AgeBand],
+    "stage": [s.value for s in Stage],
+    "agency": [a.value for a in AgencyRole],
+    "channel": [c.value for c in Channel],
+    "case_status": [s.value for s in CaseStatus],
+    "age_band": [a.value for a in AgeBand],
     "trafficking_status": [s.value for s in TraffickingStatus],
-    "decision_org": [d.value for d in DecisionMakingOrg], "section": [s.value for s in Section],
-    "classification": list(api.CLASSIFICATIONS), "evidence_kind": list(api.EVIDENCE_KINDS),
-    "measure": list(api.MEASURES), "support_type": list(api.SUPPORT_TYPES), "plan_type": list(api.PLAN_TYPES),
-    "consent_purpose": list(api.CONSENT_PURPOSES), "follow_up_outcome": list(api.FOLLOW_UP_OUTCOMES),
-    "stuck_reason": list(api.STUCK_REASONS), "category": [*api.CATEGORIES, "under_16", "foreign"],
-    "inbox_view": list(api.INBOX_VIEWS), "report_kind": list(api.REPORT_KINDS), "gender": list(api.GENDERS),
-    "exploitation": list(api.EXPLOITATION), "consent_doc": list(api.CONSENT_DOC_KINDS), "level": ["1", "2", "3"],
+    "decision_org": [d.value for d in DecisionMakingOrg],
+    "section": [s.value for s in Section],
+    "classification": list(api.CLASSIFICATIONS),
+    "evidence_kind": list(api.EVIDENCE_KINDS),
+    "measure": list(api.MEASURES),
+    "support_type": list(api.SUPPORT_TYPES),
+    "plan_type": list(api.PLAN_TYPES),
+    "consent_purpose": list(api.CONSENT_PURPOSES),
+    "follow_up_outcome": list(api.FOLLOW_UP_OUTCOMES),
+    "stuck_reason": list(api.STUCK_REASONS),
+    "category": [*api.CATEGORIES, "under_16", "foreign"],
+    "inbox_view": list(api.INBOX_VIEWS),
+    "report_kind": list(api.REPORT_KINDS),
+    "gender": list(api.GENDERS),
+    "exploitation": list(api.EXPLOITATION),
+    "consent_doc": list(api.CONSENT_DOC_KINDS),
+    "level": ["1", "2", "3"],
     "done": [*api.ACTIONS, "opened", "opened_dup", "duplicate"],
 }
 
@@ -55,7 +77,9 @@ LISTS = {
 @pytest.mark.parametrize("lang", ["vi", "en"])
 def test_every_picklist_value_has_a_label(lang: str) -> None:
     ids = catalog_ids(lang)
-    missing = [f"{ctx}:{key}" for ctx, keys in LISTS.items() for key in keys if (ctx, key) not in ids]
+    missing = [
+        f"{ctx}:{key}" for ctx, keys in LISTS.items() for key in keys if (ctx, key) not in ids
+    ]
     assert missing == [], f"{lang}: no label for {missing}"
 
 
@@ -65,7 +89,9 @@ def test_labels_follow_the_glossary() -> None:
     assert vi.label("agency", "social_protection") == "Cơ quan bảo trợ xã hội"
     assert vi.label("age_band", "16_17") == "Từ đủ 16 đến dưới 18 tuổi"
     assert vi.label("case_status", "ClosedReferred") == "Đã kết thúc, đã chuyển tuyến"
-    assert en.label("case_status", "Active") == "Active"  # an English label equal to its key is still a label
+    assert (
+        en.label("case_status", "Active") == "Active"
+    )  # an English label equal to its key is still a label
     assert vi.label("stage", "no_such_stage") == "(giá trị chưa có nhãn)"  # never the raw key
     assert vi.province("20") == "Lạng Sơn" and vi.province("01") == "Thành phố Hà Nội"
 
@@ -87,19 +113,44 @@ def test_dates_and_deadlines_in_vietnam_time() -> None:
 
 def test_a_422_lands_on_its_field_in_vietnamese() -> None:
     vi = Lang("vi")
-    exc = ApiError(422, [
-        {"loc": ["body", "person", "birth_year"], "msg": "Input should be less than or equal to 2100",
-         "type": "less_than_equal"},
-        {"loc": ["body", "commune"], "msg": "Value error, 'abc' is not one of the 3,321 commune/ward codes",
-         "type": "value_error"},
-        {"loc": ["body"], "msg": "Value error, reason: required when rejecting a handoff", "type": "value_error"},
-        {"loc": ["body", "evidence", 0, "date"], "msg": "Input should be a valid date", "type": "date_parsing"},
-    ], "intake")
+    exc = ApiError(
+        422,
+        [
+            {
+                "loc": ["body", "person", "birth_year"],
+                "msg": "Input should be less than or equal to 2100",
+                "type": "less_than_equal",
+            },
+            {
+                "loc": ["body", "commune"],
+                "msg": "Value error, 'abc' is not one of the 3,321 commune/ward codes",
+                "type": "value_error",
+            },
+            {
+                "loc": ["body"],
+                "msg": "Value error, reason: required when rejecting a handoff",
+                "type": "value_error",
+            },
+            {
+                "loc": ["body", "evidence", 0, "date"],
+                "msg": "Input should be a valid date",
+                "type": "date_parsing",
+            },
+        ],
+        "intake",
+    )
     errs = errors_from(vi, exc, ["commune", "person.birth_year", "reason", "evidence.0.date"])
-    assert errs.by_field == {"commune": "Không có mã xã, phường này: 5 chữ số, ví dụ 00070",
-                             "person.birth_year": "Không được quá 2100", "reason": "Cần nêu lý do khi từ chối",
-                             "evidence.0.date": "Hãy nhập ngày hợp lệ"}
-    stale = errors_from(vi, ApiError(409, "stale: the case is at version 5, the request expected 4", "support"), [])
+    assert errs.by_field == {
+        "commune": "Không có mã xã, phường này: 5 chữ số, ví dụ 00070",
+        "person.birth_year": "Không được quá 2100",
+        "reason": "Cần nêu lý do khi từ chối",
+        "evidence.0.date": "Hãy nhập ngày hợp lệ",
+    }
+    stale = errors_from(
+        vi, ApiError(409, "stale: the case is at version 5, the request expected 4", "support"), []
+    )
     assert stale.general == ["Có người khác vừa thay đổi vụ việc này, hãy tải lại"]
-    plain = errors_from(vi, ApiError(422, "amount_vnd: required for travel_home", "support"), ["amount_vnd"])
+    plain = errors_from(
+        vi, ApiError(422, "amount_vnd: required for travel_home", "support"), ["amount_vnd"]
+    )
     assert plain.by_field == {"amount_vnd": "Bắt buộc với loại này"}

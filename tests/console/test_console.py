@@ -17,8 +17,8 @@ import httpx
 import pytest
 from playwright.sync_api import Browser
 
-from tests.console.browser import Console, console, in_browser, shots_dir
-from tests.e2e.stack import RunningStack, running_stack
+from tests.helpers.browser import Console, console, in_browser, shots_dir
+from tests.helpers.process_stack import RunningStack, running_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -46,7 +46,9 @@ def check_page(c: Console, name: str, *, shots: bool = True, both_languages: boo
     if shots:
         c.shoot(name, both_languages=both_languages)
     violations = c.axe()
-    assert violations == [], f"{name}: " + "; ".join(f"{v['id']}: {v['help']} ({len(v['nodes'])})" for v in violations)
+    assert violations == [], f"{name}: " + "; ".join(
+        f"{v['id']}: {v['help']} ({len(v['nodes'])})" for v in violations
+    )
     assert c.no_horizontal_scroll(), f"{name}: wider than 360 px"
     assert c.outside == [], f"{name} asked for outside resources: {c.outside}"
 
@@ -71,7 +73,9 @@ def act(c: Console, action: str, **fill: str) -> None:
     """Fill the case page's form of `action` (by field name) and send it."""
     box = c.page.locator(f"#act-{action}").first
     if box.get_attribute("open") is None:
-        box.locator("summary").click()  # each action is a <details>: opened by its title, no script needed
+        box.locator(
+            "summary"
+        ).click()  # each action is a <details>: opened by its title, no script needed
     form = box.locator("form")
     for name, value in fill.items():
         field = form.locator(f"[name='{name}']")
@@ -99,7 +103,9 @@ def test_sign_in_language_and_sign_out(base: str) -> None:
         with console(browser, base) as c:
             c.go("/inbox")
             assert c.page.url.endswith("/signin?next=/inbox")  # not signed in: to the sign-in page
-            assert "Đăng nhập môi trường phát triển" in c.text()  # the dev issuer is on (no NRM_OIDC_JWKS_URL)
+            assert (
+                "Đăng nhập môi trường phát triển" in c.text()
+            )  # the dev issuer is on (no NRM_OIDC_JWKS_URL)
             check_page(c, "01-signin")
             c.sign_in("bg")
             assert c.page.url.endswith("/inbox")
@@ -107,7 +113,9 @@ def test_sign_in_language_and_sign_out(base: str) -> None:
             assert "Bộ đội Biên phòng" in c.text("header") and "Lạng Sơn" in c.text("header")
             cookie = next(k for k in c.context.cookies() if k["name"] == "nrm_session")
             assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
-            assert cookie["secure"] is False  # plain http on 127.0.0.1 (NRM_CONSOLE_COOKIE_SECURE turns it on)
+            assert (
+                cookie["secure"] is False
+            )  # plain http on 127.0.0.1 (NRM_CONSOLE_COOKIE_SECURE turns it on)
             assert "eyJ" not in cookie["value"]  # the bearer token is sealed, not readable
             check_page(c, "02-inbox")
             c.lang("en")
@@ -124,6 +132,7 @@ def test_sign_in_language_and_sign_out(base: str) -> None:
             assert "/signin" in c.page.url
             c.go("/inbox")
             assert "/signin" in c.page.url  # the session ended
+
     in_browser(journey)
 
 
@@ -155,34 +164,53 @@ def test_open_case_shows_each_error_beside_its_field(base: str) -> None:
                 else:
                     assert "There is a problem" in summary and "Commune code not found" in commune
                     assert "Must be 2100 or less" in year
-                assert c.page.input_value("#f-person-birth_year") == "3000"  # what was typed is kept
+                assert (
+                    c.page.input_value("#f-person-birth_year") == "3000"
+                )  # what was typed is kept
                 assert c.page.locator("#f-commune").get_attribute("aria-invalid") == "true"
                 # the summary links to the field
                 c.page.locator(".error-summary a").first.click()
                 c.page.set_viewport_size({"width": 360, "height": 740})
-                c.page.screenshot(path=str(shots_dir() / f"04-open-case-errors.{lang}.360px.png"), full_page=True)
+                c.page.screenshot(
+                    path=str(shots_dir() / f"04-open-case-errors.{lang}.360px.png"), full_page=True
+                )
                 c.page.set_viewport_size({"width": 1280, "height": 900})
-                c.page.screenshot(path=str(shots_dir() / f"04-open-case-errors.{lang}.desktop.png"), full_page=True)
+                c.page.screenshot(
+                    path=str(shots_dir() / f"04-open-case-errors.{lang}.desktop.png"),
+                    full_page=True,
+                )
                 check_page(c, "04-open-case-errors", shots=False)
             c.lang("vi")
             case_id = open_case(c)
             assert "Đã lập hồ sơ" in c.text("#done")
             assert "Tiếp nhận" in stage_of(c) and "Bộ đội Biên phòng" in c.text("dl.summary")
-            assert "Nguyễn Lan" in c.text("aside")  # the caseworker's own agency reads the person unmasked
+            assert "Nguyễn Lan" in c.text(
+                "aside"
+            )  # the caseworker's own agency reads the person unmasked
             assert case_id.startswith("c-")
+
     in_browser(journey)
 
 
 # ---- caseworkers: the case from the border to closure --------------------------------------------
 def test_case_from_border_to_closure(base: str, stack: RunningStack) -> None:
     def journey(browser: Browser) -> None:
-        with console(browser, base) as bg, console(browser, base) as sp, console(browser, base) as la:
+        with (
+            console(browser, base) as bg,
+            console(browser, base) as sp,
+            console(browser, base) as la,
+        ):
             bg.sign_in("bg")
             case_id = open_case(bg, family="Trần", given="Mai")
             check_page(bg, "05-case-receive")
             act(bg, "claim")
             assert "Bạn đã nhận xử lý giai đoạn này." in bg.text("#done")
-            act(bg, "classify", classification="trafficking_suspected", justification="dấu hiệu cưỡng ép kết hôn")
+            act(
+                bg,
+                "classify",
+                classification="trafficking_suspected",
+                justification="dấu hiệu cưỡng ép kết hôn",
+            )
             assert "Xác minh" in stage_of(bg)
             # the same form sent twice from an old page: the second is refused as stale
             stale = bg.context.new_page()
@@ -191,17 +219,37 @@ def test_case_from_border_to_closure(base: str, stack: RunningStack) -> None:
             assert "Xác định nạn nhân" in stage_of(bg)
             bg.page, old = stale, bg.page
             act(bg, "verify", result="confirmed", justification="gửi lại từ trang cũ")
-            assert "Có người khác vừa thay đổi vụ việc này, hãy tải lại" in bg.text(".error-summary")
-            bg.page.screenshot(path=str(shots_dir() / "06-case-stale.vi.desktop.png"), full_page=True)
+            assert "Có người khác vừa thay đổi vụ việc này, hãy tải lại" in bg.text(
+                ".error-summary"
+            )
+            bg.page.screenshot(
+                path=str(shots_dir() / "06-case-stale.vi.desktop.png"), full_page=True
+            )
             bg.page = old
             stale.close()
             # identification: a victim needs evidence; the API's refusal lands beside the evidence
-            act(bg, "identify", status="ActualVictimOfTrafficking", deciding_org="Police", justification="đủ căn cứ")
+            act(
+                bg,
+                "identify",
+                status="ActualVictimOfTrafficking",
+                deciding_org="Police",
+                justification="đủ căn cứ",
+            )
             assert "Xác định là nạn nhân cần ít nhất một chứng cứ" in bg.text("#act-identify")
             check_page(bg, "07-case-identify-error", both_languages=False)
-            act(bg, "identify", status="ActualVictimOfTrafficking", deciding_org="Police", justification="đủ căn cứ",
-                **{"evidence.0.kind": "statement_of_person", "evidence.0.source": "biên bản lời khai",
-                   "evidence.0.date": "2026-03-02", "evidence.0.reference": "BB-12/2026"})
+            act(
+                bg,
+                "identify",
+                status="ActualVictimOfTrafficking",
+                deciding_org="Police",
+                justification="đủ căn cứ",
+                **{
+                    "evidence.0.kind": "statement_of_person",
+                    "evidence.0.source": "biên bản lời khai",
+                    "evidence.0.date": "2026-03-02",
+                    "evidence.0.reference": "BB-12/2026",
+                },
+            )
             assert "Bảo vệ" in stage_of(bg) and "Cơ quan bảo trợ xã hội" in bg.text("dl.summary")
             assert "Nạn nhân" in bg.text("dl.summary")
 
@@ -211,20 +259,37 @@ def test_case_from_border_to_closure(base: str, stack: RunningStack) -> None:
             assert case_id in sp.text("main")
             sp.go(f"/cases/{case_id}")
             check_page(sp, "08-case-protect")
-            act(sp, "protect", measures="safe_shelter,personal_information_protection", justification="nguy cơ bị trả thù")
+            act(
+                sp,
+                "protect",
+                measures="safe_shelter,personal_information_protection",
+                justification="nguy cơ bị trả thù",
+            )
             assert "Hỗ trợ, tái hòa nhập cộng đồng" in stage_of(sp)
             # referral to legal aid needs the person's consent first: refused, then consent, then referral
             act(sp, "legal_aid", reason="yêu cầu bồi thường")
             assert "Bạn không có quyền" in sp.text(".error-summary")
-            act(sp, "consent", purpose="data_sharing", agency="legal_aid", granted="yes",
-                **{"document.kind": "signed_form", "document.signed_on": "2026-03-03", "document.reference": "DY-07"})
+            act(
+                sp,
+                "consent",
+                purpose="data_sharing",
+                agency="legal_aid",
+                granted="yes",
+                **{
+                    "document.kind": "signed_form",
+                    "document.signed_on": "2026-03-03",
+                    "document.reference": "DY-07",
+                },
+            )
             assert "Đã ghi nhận sự đồng ý." in sp.text("#done")
             act(sp, "legal_aid", reason="yêu cầu bồi thường")
             assert "Đã chuyển tuyến đến Trợ giúp pháp lý." in sp.text("#done")
 
             # legal aid sees it waiting for acceptance; a rejection needs a reason
             la.sign_in_as("caseworker", "legal_aid", "20", "tgpl-langson-01")
-            la.go("/inbox")  # the "in progress" tab open: the waiting tab still counts the invitation
+            la.go(
+                "/inbox"
+            )  # the "in progress" tab open: the waiting tab still counts the invitation
             assert la.text("a[href='/inbox?view=waiting_acceptance'] .count") == "1"
             la.go("/inbox?view=waiting_acceptance")
             assert case_id in la.text("main")
@@ -239,17 +304,40 @@ def test_case_from_border_to_closure(base: str, stack: RunningStack) -> None:
             # support plan, a service, the three follow-ups, then closure
             sp.go(f"/cases/{case_id}")
             act(sp, "closure", cas_Status="Closed", reason="đã tái hòa nhập")
-            assert "Cần lập kế hoạch hỗ trợ trước" in sp.text(".error-summary")  # no support plan yet
-            act(sp, "plan", spl_Objectives="nơi ở an toàn, đi học lại", spl_Type="SocialCare,Education",
-                spl_PlannedEndDate="2026-12-31")
+            assert "Cần lập kế hoạch hỗ trợ trước" in sp.text(
+                ".error-summary"
+            )  # no support plan yet
+            act(
+                sp,
+                "plan",
+                spl_Objectives="nơi ở an toàn, đi học lại",
+                spl_Type="SocialCare,Education",
+                spl_PlannedEndDate="2026-12-31",
+            )
             act(sp, "closure", cas_Status="Closed", reason="đã tái hòa nhập")
-            summary = sp.text(".error-summary")  # follow-ups still pending: the API's words under the headline
-            assert "Vụ việc hiện không cho phép thao tác này" in summary and "follow-ups still pending" in summary
-            act(sp, "service", service_type="travel_home", provider_agency="social_protection",
-                delivered_on="2026-03-03")
+            summary = sp.text(
+                ".error-summary"
+            )  # follow-ups still pending: the API's words under the headline
+            assert (
+                "Vụ việc hiện không cho phép thao tác này" in summary
+                and "follow-ups still pending" in summary
+            )
+            act(
+                sp,
+                "service",
+                service_type="travel_home",
+                provider_agency="social_protection",
+                delivered_on="2026-03-03",
+            )
             assert "Bắt buộc với loại này" in sp.text("#act-service")  # amount_vnd for travel home
-            act(sp, "service", service_type="travel_home", provider_agency="social_protection",
-                delivered_on="2026-03-03", amount_vnd="500000")
+            act(
+                sp,
+                "service",
+                service_type="travel_home",
+                provider_agency="social_protection",
+                delivered_on="2026-03-03",
+                amount_vnd="500000",
+            )
             assert "Đã ghi nhận hỗ trợ." in sp.text("#done")
             check_page(sp, "10-case-reintegrate")
             for _ in range(3):
@@ -262,6 +350,7 @@ def test_case_from_border_to_closure(base: str, stack: RunningStack) -> None:
             assert "Trần Mai" in sp.text("aside")
             assert "Thực hiện hỗ trợ" in sp.text("ol.timeline")
             _CASES["closed"] = case_id
+
     in_browser(journey)
 
 
@@ -269,10 +358,12 @@ _CASES: dict[str, str] = {}
 
 
 # ---- caseworker: mass arrival by CSV, duplicates side by side -----------------------------------
-ARRIVALS = ("channel,province,prs_FirstName,prs_SecondName,birth_year,prs_Gender\n"
-            "rescue_operation,20,Hương,Đinh,2007,Feminine\n"
-            "rescue_operation,20,Hương,Đinh,2007,Feminine\n"
-            "rescue_operation,20,Ngọc,Đinh,3000,Feminine\n")
+ARRIVALS = (
+    "channel,province,prs_FirstName,prs_SecondName,birth_year,prs_Gender\n"
+    "rescue_operation,20,Hương,Đinh,2007,Feminine\n"
+    "rescue_operation,20,Hương,Đinh,2007,Feminine\n"
+    "rescue_operation,20,Ngọc,Đinh,3000,Feminine\n"
+)
 
 
 def test_bulk_upload_and_duplicates_side_by_side(base: str) -> None:
@@ -283,15 +374,23 @@ def test_bulk_upload_and_duplicates_side_by_side(base: str) -> None:
             check_page(c, "21-bulk")
             c.submit("main form")  # no file chosen
             assert "Hãy chọn tệp CSV" in c.text(".error-summary")
-            c.page.set_input_files("#f-file", files=[{"name": "arrivals.csv", "mimeType": "text/csv",
-                                                      "buffer": ARRIVALS.encode()}])
+            c.page.set_input_files(
+                "#f-file",
+                files=[
+                    {"name": "arrivals.csv", "mimeType": "text/csv", "buffer": ARRIVALS.encode()}
+                ],
+            )
             c.submit("main form")
             table = c.text("table.list")
             assert "Có lỗi" in table and "birth_year: Không được quá 2100" in table
             assert "Đã lập, có thể trùng" in table
-            c.page.screenshot(path=str(shots_dir() / "22-bulk-result.vi.desktop.png"), full_page=True)
+            c.page.screenshot(
+                path=str(shots_dir() / "22-bulk-result.vi.desktop.png"), full_page=True
+            )
             check_page(c, "22-bulk-result", shots=False)
-            c.page.locator("table.list tr", has_text="Đã lập, có thể trùng").locator("a").first.click()
+            c.page.locator("table.list tr", has_text="Đã lập, có thể trùng").locator(
+                "a"
+            ).first.click()
             c.page.wait_for_load_state("load")
             assert "Có thể trùng hồ sơ" in c.text("aside")
             c.page.locator("a", has_text="So sánh song song").first.click()
@@ -304,6 +403,7 @@ def test_bulk_upload_and_duplicates_side_by_side(base: str) -> None:
             c.submit("main form")
             assert "Đã ghi nhận quyết định về hồ sơ trùng." in c.text("#done")
             assert "Giữ riêng" in c.text("aside")
+
     in_browser(journey)
 
 
@@ -332,7 +432,12 @@ def test_supervisor_board_stuck_actions_kpis_reports(base: str) -> None:
             act(sup, "escalate", reason="chậm trễ kéo dài")
             assert "Đã chuyển cấp trên." in sup.text("#done")
             assert "Cấp 1" in sup.text("dl.summary")
-            act(sup, "reassign", assignee_user_id="bp-langson-02", override_reason="đơn vị thiếu người")
+            act(
+                sup,
+                "reassign",
+                assignee_user_id="bp-langson-02",
+                override_reason="đơn vị thiếu người",
+            )
             assert "bp-langson-02" in sup.text("dl.summary")
             # the supervisor's timeline is the audit history
             assert "Lãnh đạo chuyển cấp trên" in sup.text("ol.timeline")
@@ -348,7 +453,10 @@ def test_supervisor_board_stuck_actions_kpis_reports(base: str) -> None:
             sup.go("/reports/download?kind=six_monthly&format=html&lang=vi")
             assert "Ban Chỉ đạo 138" in sup.text("body")
             sup.go("/reports/download?kind=ad_hoc&format=html&lang=vi")
-            assert "Yêu cầu không được chấp nhận" in sup.text("main")  # an ad hoc report needs its period
+            assert "Yêu cầu không được chấp nhận" in sup.text(
+                "main"
+            )  # an ad hoc report needs its period
+
     in_browser(journey)
 
 
@@ -376,7 +484,11 @@ def test_auditor_history_chain_replay_break_glass_access_log(base: str) -> None:
             # the person is masked for an auditor; break glass needs a reason of 10 characters
             aud.go(f"/cases/{case_id}")
             person = aud.text("aside")
-            assert "Đã che thông tin" in person and "Phạm Thu" not in person and "Trần Mai" not in person
+            assert (
+                "Đã che thông tin" in person
+                and "Phạm Thu" not in person
+                and "Trần Mai" not in person
+            )
             check_page(aud, "19-case-auditor")
             aud.page.fill("#f-unmask-break_glass_reason", "ngắn")
             aud.submit("form.bg-form")
@@ -387,15 +499,20 @@ def test_auditor_history_chain_replay_break_glass_access_log(base: str) -> None:
             assert ("Phạm Thu" in aud.text("aside")) or ("Trần Mai" in aud.text("aside"))
             aud.go(f"/access-log?case_id={case_id}")
             log = aud.text("main")
-            assert "bcd138-kt-01" in log and "kiểm tra khiếu nại số 12/2026" in log  # newest first: the break glass
+            assert (
+                "bcd138-kt-01" in log and "kiểm tra khiếu nại số 12/2026" in log
+            )  # newest first: the break glass
             aud.go(f"/access-log?case_id={case_id}&user_id=bp-langson-01")
-            assert "bp-langson-01" in aud.text("table.list")  # the officer who opened it read the person too
+            assert "bp-langson-01" in aud.text(
+                "table.list"
+            )  # the officer who opened it read the person too
             check_page(aud, "20-access-log")
             aud.go("/audit/verify")
             assert "toàn vẹn" in aud.text("main")
             aud.go("/inbox")  # not an auditor's page: the API refuses, the page says so
             aud.go("/board")
             assert "không dành cho vai trò của bạn" in aud.text("main")
+
     in_browser(journey)
 
 

@@ -36,15 +36,21 @@ CLIENT_ID = "nrm-console"
 @dataclass
 class Provider:
     url: str = ""
-    key: Any = field(default_factory=lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    key: Any = field(
+        default_factory=lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    )
     codes: dict[str, dict[str, str]] = field(default_factory=dict)
     wrong_nonce: bool = False
     exchanges: list[dict[str, str]] = field(default_factory=list)
 
     def token(self, claims: dict[str, Any]) -> str:
         now = int(time.time())
-        return jwt.encode({"iat": now, "exp": now + 600, **claims}, self.key, algorithm="RS256",
-                          headers={"kid": "k1"})
+        return jwt.encode(
+            {"iat": now, "exp": now + 600, **claims},
+            self.key,
+            algorithm="RS256",
+            headers={"kid": "k1"},
+        )
 
     def jwks(self) -> dict[str, Any]:
         jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key()))
@@ -59,7 +65,9 @@ def provider() -> Iterator[Provider]:
         def log_message(self, *_: Any) -> None:
             pass
 
-        def _send(self, status: int, body: Any = None, headers: dict[str, str] | None = None) -> None:
+        def _send(
+            self, status: int, body: Any = None, headers: dict[str, str] | None = None
+        ) -> None:
             data = json.dumps(body).encode() if body is not None else b""
             self.send_response(status)
             for k, v in (headers or {}).items():
@@ -74,7 +82,9 @@ def provider() -> Iterator[Provider]:
             q = {k: v[0] for k, v in parse_qs(url.query).items()}
             if url.path == "/jwks":
                 return self._send(200, idp.jwks())
-            if url.path == "/authorize":  # the user signs in at the provider; it sends the browser back
+            if (
+                url.path == "/authorize"
+            ):  # the user signs in at the provider; it sends the browser back
                 code = secrets.token_urlsafe(16)
                 idp.codes[code] = q
                 back = f"{q['redirect_uri']}?{urlencode({'code': code, 'state': q['state']})}"
@@ -82,20 +92,52 @@ def provider() -> Iterator[Provider]:
             return self._send(404)
 
         def do_POST(self) -> None:
-            form = {k: v[0] for k, v in parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode()).items()}
+            form = {
+                k: v[0]
+                for k, v in parse_qs(
+                    self.rfile.read(int(self.headers["Content-Length"])).decode()
+                ).items()
+            }
             idp.exchanges.append(form)
             asked = idp.codes.pop(form.get("code", ""), None)
-            challenge = base64.urlsafe_b64encode(hashlib.sha256(form.get("code_verifier", "").encode()).digest()
-                                                 ).decode().rstrip("=")
-            if (asked is None or form.get("grant_type") != "authorization_code" or form.get("client_id") != CLIENT_ID
-                    or form.get("redirect_uri") != asked["redirect_uri"] or challenge != asked["code_challenge"]
-                    or asked["code_challenge_method"] != "S256"):
+            challenge = (
+                base64.urlsafe_b64encode(
+                    hashlib.sha256(form.get("code_verifier", "").encode()).digest()
+                )
+                .decode()
+                .rstrip("=")
+            )
+            if (
+                asked is None
+                or form.get("grant_type") != "authorization_code"
+                or form.get("client_id") != CLIENT_ID
+                or form.get("redirect_uri") != asked["redirect_uri"]
+                or challenge != asked["code_challenge"]
+                or asked["code_challenge_method"] != "S256"
+            ):
                 return self._send(400, {"error": "invalid_grant"})
-            access = idp.token({"iss": ISSUER, "aud": "nrm", "sub": "ca-ls-gs-07", "name": "Vi Đức Thắng",
-                                "roles": ["supervisor"], "agency": "police", "province": "20"})
-            id_token = idp.token({"iss": ISSUER, "aud": CLIENT_ID, "sub": "ca-ls-gs-07",
-                                  "nonce": "forged" if idp.wrong_nonce else asked["nonce"]})
-            return self._send(200, {"access_token": access, "id_token": id_token, "token_type": "Bearer"})
+            access = idp.token(
+                {
+                    "iss": ISSUER,
+                    "aud": "nrm",
+                    "sub": "ca-ls-gs-07",
+                    "name": "Vi Đức Thắng",
+                    "roles": ["supervisor"],
+                    "agency": "police",
+                    "province": "20",
+                }
+            )
+            id_token = idp.token(
+                {
+                    "iss": ISSUER,
+                    "aud": CLIENT_ID,
+                    "sub": "ca-ls-gs-07",
+                    "nonce": "forged" if idp.wrong_nonce else asked["nonce"],
+                }
+            )
+            return self._send(
+                200, {"access_token": access, "id_token": id_token, "token_type": "Bearer"}
+            )
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     idp.url = f"http://127.0.0.1:{server.server_address[1]}"
@@ -142,11 +184,17 @@ def test_code_flow_with_pkce_signs_in(console: TestClient, provider: Provider) -
     asked = start(console)
     assert asked["response_type"] == "code" and asked["client_id"] == CLIENT_ID
     assert asked["code_challenge_method"] == "S256" and len(asked["code_challenge"]) == 43
-    assert asked["redirect_uri"] == "http://testserver/signin/callback" and asked["state"] and asked["nonce"]
+    assert (
+        asked["redirect_uri"] == "http://testserver/signin/callback"
+        and asked["state"]
+        and asked["nonce"]
+    )
     back = provider_answer(asked)
     r = console.get("/signin/callback", params=back)
     assert r.status_code == 303 and r.headers["location"] == "/board"
-    assert provider.exchanges[-1]["code_verifier"]  # the verifier went to the token endpoint, not the browser
+    assert provider.exchanges[-1][
+        "code_verifier"
+    ]  # the verifier went to the token endpoint, not the browser
     assert provider.exchanges[-1]["code_verifier"] not in asked["_url"]
     page = console.get("/reports")
     assert page.status_code == 200 and "Vi Đức Thắng" in page.text and "Công an" in page.text
@@ -162,7 +210,9 @@ def test_forged_state_is_refused(console: TestClient, provider: Provider) -> Non
 
 def test_callback_of_another_flow_is_refused(console: TestClient, provider: Provider) -> None:
     first = start(console)
-    start(console)  # a second sign-in started: the browser now holds the second flow's state and verifier
+    start(
+        console
+    )  # a second sign-in started: the browser now holds the second flow's state and verifier
     back = provider_answer(first)
     r = console.get("/signin/callback", params=back)
     assert r.headers["location"] == "/signin?error=oidc"

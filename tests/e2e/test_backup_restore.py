@@ -24,11 +24,11 @@ import pytest
 from temporalio.client import Client
 
 from shared.config import REPO_ROOT
+from shared.contract import CaseState
 from shared.domain import AgencyRole, Role
 from shared.temporal import make_data_converter
-from tests.e2e.stack import PROVINCE, RunningStack, running_stack
+from tests.helpers.process_stack import PROVINCE, RunningStack, running_stack
 from workflows.case_workflow import CaseWorkflow
-from workflows.models import CaseState
 
 pytestmark = pytest.mark.e2e
 
@@ -51,28 +51,51 @@ def stack() -> Iterator[RunningStack]:
 
 
 def ok(r: httpx.Response, status: int = 200) -> Any:
-    assert r.status_code == status, f"{r.request.method} {r.request.url} -> {r.status_code}: {r.text}"
+    assert r.status_code == status, (
+        f"{r.request.method} {r.request.url} -> {r.status_code}: {r.text}"
+    )
     return r.json()
 
 
 def report(n: int) -> dict[str, Any]:
     return {
-        "channel": "hotline_111", "province": PROVINCE, "abroad": False, "already_safe": True,
-        "person": {"prs_FirstName": f"Lan{n}", "prs_SecondName": "Nguyễn", "birth_year": 1990 + n % 10,
-                   "prs_Gender": "Feminine", "prs_Citizenship": ["VN"], "prs_IdentityNumber": f"0011990{n:05d}",
-                   "vic_AgreementToManagePersonalData": True},
+        "channel": "hotline_111",
+        "province": PROVINCE,
+        "abroad": False,
+        "already_safe": True,
+        "person": {
+            "prs_FirstName": f"Lan{n}",
+            "prs_SecondName": "Nguyễn",
+            "birth_year": 1990 + n % 10,
+            "prs_Gender": "Feminine",
+            "prs_Citizenship": ["VN"],
+            "prs_IdentityNumber": f"0011990{n:05d}",
+            "vic_AgreementToManagePersonalData": True,
+        },
         "victim": {"vic_TypeOfExploitation": ["ForcedLabour"]},
-        "report": {"summary": f"caller {n} describes withheld wages", "received_at": datetime.now(UTC).isoformat()},
+        "report": {
+            "summary": f"caller {n} describes withheld wages",
+            "received_at": datetime.now(UTC).isoformat(),
+        },
         "con_Consent": True,
     }
 
 
-def nrm(stack: RunningStack, *args: str, passphrase: str | None = PASSPHRASE) -> subprocess.CompletedProcess[str]:
+def nrm(
+    stack: RunningStack, *args: str, passphrase: str | None = PASSPHRASE
+) -> subprocess.CompletedProcess[str]:
     env = dict(stack.env)
     if passphrase:
         env["NRM_BACKUP_PASSPHRASE"] = passphrase
-    return subprocess.run([sys.executable, "-m", "shared.cli", *args], cwd=REPO_ROOT, env=env, capture_output=True,  # noqa: S603
-                          text=True, timeout=600, check=False)
+    return subprocess.run(  # noqa: S603 (our own command line)
+        [sys.executable, "-m", "nrm.cli", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
 
 
 class Mover(threading.Thread):
@@ -93,22 +116,41 @@ class Mover(threading.Thread):
                 n = 100
                 while not self.stop.is_set():
                     n += 1
-                    cid = ok(intake.post("/cases", json=report(n), headers={**hotline, "Idempotency-Key": f"mv-{n}"}),
-                             201)["case_id"]
+                    cid = ok(
+                        intake.post(
+                            "/cases",
+                            json=report(n),
+                            headers={**hotline, "Idempotency-Key": f"mv-{n}"},
+                        ),
+                        201,
+                    )["case_id"]
                     self.opened.append(cid)
                     view = ok(intake.get(f"/cases/{cid}", headers=hotline))
-                    ok(intake.post(f"/cases/{cid}/classify", headers=hotline, json={
-                        "classification": "trafficking_suspected", "justification": "moving during the backup",
-                        "expected_version": view["workflow"]["version"]}))
+                    ok(
+                        intake.post(
+                            f"/cases/{cid}/classify",
+                            headers=hotline,
+                            json={
+                                "classification": "trafficking_suspected",
+                                "justification": "moving during the backup",
+                                "expected_version": view["workflow"]["version"],
+                            },
+                        )
+                    )
         except BaseException as exc:  # reported by the test
             self.error = exc
 
 
 def states(stack: RunningStack, *cids: str) -> dict[str, CaseState]:
     """Each case's state, from its workflow's query (deadline, escalation level, last event seq included)."""
+
     async def query() -> dict[str, CaseState]:
-        client = await Client.connect(stack.temporal_address, data_converter=make_data_converter(stack.ring))
-        return {cid: await client.get_workflow_handle(cid).query(CaseWorkflow.state) for cid in cids}
+        client = await Client.connect(
+            stack.temporal_address, data_converter=make_data_converter(stack.ring)
+        )
+        return {
+            cid: await client.get_workflow_handle(cid).query(CaseWorkflow.state) for cid in cids
+        }
 
     return asyncio.run(query())
 
@@ -127,13 +169,19 @@ def settled(stack: RunningStack, cids: list[str]) -> dict[str, tuple[int, int]]:
         for cid in cids:
             while True:
                 seq = case_state(stack, cid)["last_event_seq"]
-                events = ok(ovs.get(f"/cases/{cid}/history", headers=auditor, params={"limit": 200}))["items"]
+                events = ok(
+                    ovs.get(f"/cases/{cid}/history", headers=auditor, params={"limit": 200})
+                )["items"]
                 if events and events[-1]["seq"] == seq:
-                    assert [e["seq"] for e in events] == list(range(1, seq + 1)), f"{cid}: gaps in {events}"
+                    assert [e["seq"] for e in events] == list(range(1, seq + 1)), (
+                        f"{cid}: gaps in {events}"
+                    )
                     out[cid] = (seq, len(events))
                     break
-                assert time.monotonic() < deadline, f"{cid}: projection at {events and events[-1]['seq']}, " \
-                                                    f"workflow at {seq}\n{stack.diagnostics()}"
+                assert time.monotonic() < deadline, (
+                    f"{cid}: projection at {events and events[-1]['seq']}, "
+                    f"workflow at {seq}\n{stack.diagnostics()}"
+                )
                 time.sleep(0.3)
     return out
 
@@ -149,18 +197,45 @@ def test_backup_while_moving_then_restore_on_an_empty_data_dir(stack: RunningSta
         with stack.client("intake") as intake, stack.client("verification") as ver:
             cids = {}
             for i, name in enumerate(("a", "b")):
-                cid = ok(intake.post("/cases", json=report(i), headers={**hotline, "Idempotency-Key": f"k-{name}"}),
-                         201)["case_id"]
-                ok(intake.post(f"/cases/{cid}/classify", headers=hotline, json={
-                    "classification": "trafficking_suspected", "justification": "recruited online",
-                    "expected_version": case_state(stack, cid)["version"]}))
+                cid = ok(
+                    intake.post(
+                        "/cases",
+                        json=report(i),
+                        headers={**hotline, "Idempotency-Key": f"k-{name}"},
+                    ),
+                    201,
+                )["case_id"]
+                ok(
+                    intake.post(
+                        f"/cases/{cid}/classify",
+                        headers=hotline,
+                        json={
+                            "classification": "trafficking_suspected",
+                            "justification": "recruited online",
+                            "expected_version": case_state(stack, cid)["version"],
+                        },
+                    )
+                )
                 cids[name] = cid
             case = ok(ver.post(f"/cases/{cids['a']}/claim", headers=sp, json={}))
-            case = ok(ver.post(f"/cases/{cids['a']}/verification", headers=sp, json={
-                "result": "confirmed", "justification": "commune check", "expected_version": case["version"]}))
+            case = ok(
+                ver.post(
+                    f"/cases/{cids['a']}/verification",
+                    headers=sp,
+                    json={
+                        "result": "confirmed",
+                        "justification": "commune check",
+                        "expected_version": case["version"],
+                    },
+                )
+            )
             assert case["stage"] == "identify"
-            cids["t"] = ok(intake.post("/cases", json=report(9), headers={**hotline, "Idempotency-Key": "k-t"}),
-                           201)["case_id"]
+            cids["t"] = ok(
+                intake.post(
+                    "/cases", json=report(9), headers={**hotline, "Idempotency-Key": "k-t"}
+                ),
+                201,
+            )["case_id"]
             before = {name: case_state(stack, cid) for name, cid in cids.items()}
         assert [before[n]["stage"] for n in "abt"] == ["identify", "verify", "receive"]
         assert ":receive-hotline " in before["t"]["deadline"]["source"]
@@ -178,11 +253,21 @@ def test_backup_while_moving_then_restore_on_an_empty_data_dir(stack: RunningSta
         assert done.returncode == 0, done.stdout + done.stderr
         assert "key ring encrypted" in done.stdout and "WARNING" not in done.stderr
         assert {p.name for p in backup_dir.iterdir()} == {
-            "manifest.json", "postgres.dump", "temporal.sqlite", "keyring.enc", "policy.yaml", "settings.json"}
-        assert b"keys" not in (backup_dir / "keyring.enc").read_bytes()  # sealed, not a JSON key ring
+            "manifest.json",
+            "postgres.dump",
+            "temporal.sqlite",
+            "keyring.enc",
+            "policy.yaml",
+            "settings.json",
+        }
+        assert (
+            b"keys" not in (backup_dir / "keyring.enc").read_bytes()
+        )  # sealed, not a JSON key ring
         with stack.client("intake") as intake:
             t_after_backup = case_state(stack, cids["t"])
-        assert t_after_backup["escalation_level"] == 0, "the deadline fired before the backup was done"
+        assert t_after_backup["escalation_level"] == 0, (
+            "the deadline fired before the backup was done"
+        )
         moving = list(mover.opened)
 
         # ---- stop, destroy the data directory, restore into the empty one --------------------------------
@@ -208,7 +293,9 @@ def test_backup_while_moving_then_restore_on_an_empty_data_dir(stack: RunningSta
                         # t's own timers (the reminder at 75% of the deadline) may have moved it before the backup
                         assert before[name][key] <= now[key] <= t_after_backup[key], f"{name}.{key}"
                         continue
-                    assert now[key] == before[name][key], f"{name}.{key}: {now[key]} != {before[name][key]}"
+                    assert now[key] == before[name][key], (
+                        f"{name}.{key}: {now[key]} != {before[name][key]}"
+                    )
                 assert now["deadline"]["due_at"] == before[name]["deadline"]["due_at"]
             # the deadline timer of t, set before the backup, fires on the restored system
             deadline = time.monotonic() + WAIT
@@ -218,8 +305,17 @@ def test_backup_while_moving_then_restore_on_an_empty_data_dir(stack: RunningSta
             assert t["stage"] == "receive"
             # the cases go on: b is verified, a is claimed by the police
             b = ok(ver.post(f"/cases/{cids['b']}/claim", headers=sp, json={}))
-            b = ok(ver.post(f"/cases/{cids['b']}/verification", headers=sp, json={
-                "result": "confirmed", "justification": "after the restore", "expected_version": b["version"]}))
+            b = ok(
+                ver.post(
+                    f"/cases/{cids['b']}/verification",
+                    headers=sp,
+                    json={
+                        "result": "confirmed",
+                        "justification": "after the restore",
+                        "expected_version": b["version"],
+                    },
+                )
+            )
             assert b["stage"] == "identify"
             a = ok(ver.post(f"/cases/{cids['a']}/claim", headers=police, json={}))
             assert a["assignee"] == "police-inv-12"
@@ -232,9 +328,17 @@ def test_backup_while_moving_then_restore_on_an_empty_data_dir(stack: RunningSta
                 wf = ok(r)["workflow"]
                 present.append(cid)
                 if wf["stage"] == "receive":
-                    wf = ok(intake.post(f"/cases/{cid}/classify", headers=hotline, json={
-                        "classification": "trafficking_suspected", "justification": "after the restore",
-                        "expected_version": wf["version"]}))
+                    wf = ok(
+                        intake.post(
+                            f"/cases/{cid}/classify",
+                            headers=hotline,
+                            json={
+                                "classification": "trafficking_suspected",
+                                "justification": "after the restore",
+                                "expected_version": wf["version"],
+                            },
+                        )
+                    )
                 assert wf["stage"] == "verify"
             assert present, "no case opened during the backup made it into the backup"
 
@@ -242,7 +346,11 @@ def test_backup_while_moving_then_restore_on_an_empty_data_dir(stack: RunningSta
         seqs = settled(stack, [*cids.values(), *present])
         assert seqs[cids["t"]][0] > before["t"]["last_event_seq"]  # the escalation was recorded
         with stack.client("oversight") as ovs:
-            check = ok(ovs.get("/audit/verify", headers=auditor, params={"province": PROVINCE, "limit": 1000}))
+            check = ok(
+                ovs.get(
+                    "/audit/verify", headers=auditor, params={"province": PROVINCE, "limit": 1000}
+                )
+            )
         assert check["ok"] and check["checked"] >= len(cids) + len(present), check
     finally:
         shutil.rmtree(backup_dir.parent, ignore_errors=True)

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from shared.domain import AgencyRole, Role
-from tests.e2e.stack import PROVINCE, RunningStack, running_stack
+from tests.helpers.process_stack import PROVINCE, RunningStack, running_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -30,7 +30,7 @@ EVENT_WAIT = 60.0  # seconds for the audit projection to catch up (it runs as a 
 def _no_reflection_period(policy: dict[str, Any]) -> None:
     # The 30-day reflection and recovery period (CoE Art. 13) starts when verification is confirmed and
     # blocks closure until it has run out, in real time: a real stack cannot skip 30 days. This stack
-    # runs with a copy of workflows/policy.yaml (NRM_POLICY_FILE) in which the period is switched off;
+    # runs with a copy of shared/policy.yaml (NRM_POLICY_FILE) in which the period is switched off;
     # the rest of the policy (stage owners, deadlines, follow-ups at 3/6/12 months) is unchanged.
     policy["reflection_period"]["enabled"] = False
 
@@ -43,7 +43,9 @@ def stack() -> Iterator[RunningStack]:
 
 @pytest.fixture(scope="module")
 def http(stack: RunningStack) -> Iterator[dict[str, httpx.Client]]:
-    clients = {name: stack.client(name) for name in ("intake", "verification", "support", "oversight")}
+    clients = {
+        name: stack.client(name) for name in ("intake", "verification", "support", "oversight")
+    }
     try:
         yield clients
     finally:
@@ -52,27 +54,48 @@ def http(stack: RunningStack) -> Iterator[dict[str, httpx.Client]]:
 
 
 def ok(r: httpx.Response, status: int = 200) -> Any:
-    assert r.status_code == status, f"{r.request.method} {r.request.url} -> {r.status_code}: {r.text}"
+    assert r.status_code == status, (
+        f"{r.request.method} {r.request.url} -> {r.status_code}: {r.text}"
+    )
     return r.json()
 
 
 HOTLINE_REPORT: dict[str, Any] = {
-    "channel": "hotline_111", "province": PROVINCE, "abroad": False, "already_safe": True,
+    "channel": "hotline_111",
+    "province": PROVINCE,
+    "abroad": False,
+    "already_safe": True,
     "person": {
-        "prs_FirstName": "Mai", "prs_MiddleName": "Thị", "prs_SecondName": "Trần", "birth_year": 1999,
-        "prs_Gender": "Feminine", "prs_Citizenship": ["VN"], "prs_PrimaryLanguage": "vie",
-        "prs_MaritalStatus": "Single", "prs_HighestLevelOfEducation": "UpperSecondaryEducation",
-        "prs_IdentityNumber": "001199033333", "prs_MobilePhone": "0987654321",
+        "prs_FirstName": "Mai",
+        "prs_MiddleName": "Thị",
+        "prs_SecondName": "Trần",
+        "birth_year": 1999,
+        "prs_Gender": "Feminine",
+        "prs_Citizenship": ["VN"],
+        "prs_PrimaryLanguage": "vie",
+        "prs_MaritalStatus": "Single",
+        "prs_HighestLevelOfEducation": "UpperSecondaryEducation",
+        "prs_IdentityNumber": "001199033333",
+        "prs_MobilePhone": "0987654321",
         "vic_AgreementToManagePersonalData": True,
     },
-    "victim": {"vic_TypeOfExploitation": ["ForcedLabour"], "vic_ForcedLabourIndustry": "C_Manufacturing",
-               "vic_MethodOfRecruitment": ["ThroughOnlineSocialNetworks"],
-               "vic_RecruitmentWebsitesAndApps": ["Facebook"], "vic_MethodsOfControl": ["TakesEarnings"],
-               "vic_RelationshipToTrafficker": "Unaquainted"},
-    "events": [{"hte_Type": "Recruitment", "hte_Country": "VN"}, {"hte_Type": "Exploitation", "hte_Country": "KH"}],
-    "report": {"summary": "Caller says she was recruited online for factory work and her wages were withheld; "
-                          "she got away and is back with her family.",
-               "received_at": datetime.now(UTC).isoformat()},
+    "victim": {
+        "vic_TypeOfExploitation": ["ForcedLabour"],
+        "vic_ForcedLabourIndustry": "C_Manufacturing",
+        "vic_MethodOfRecruitment": ["ThroughOnlineSocialNetworks"],
+        "vic_RecruitmentWebsitesAndApps": ["Facebook"],
+        "vic_MethodsOfControl": ["TakesEarnings"],
+        "vic_RelationshipToTrafficker": "Unaquainted",
+    },
+    "events": [
+        {"hte_Type": "Recruitment", "hte_Country": "VN"},
+        {"hte_Type": "Exploitation", "hte_Country": "KH"},
+    ],
+    "report": {
+        "summary": "Caller says she was recruited online for factory work and her wages were withheld; "
+        "she got away and is back with her family.",
+        "received_at": datetime.now(UTC).isoformat(),
+    },
     "con_Consent": True,
 }
 
@@ -81,8 +104,12 @@ def test_hotline_report_to_closure(stack: RunningStack, http: dict[str, httpx.Cl
     intake, ver, sup, ovs = http["intake"], http["verification"], http["support"], http["oversight"]
     # the agencies that own each stage of a hotline case, as the policy file in use says
     owners = _stage_owners(stack, "hotline_111")
-    assert owners == {"verify": A.social_protection, "identify": A.police, "protect": A.social_protection,
-                      "reintegrate": A.social_protection}
+    assert owners == {
+        "verify": A.social_protection,
+        "identify": A.police,
+        "protect": A.social_protection,
+        "reintegrate": A.social_protection,
+    }
     hotline = stack.auth(A.hotline, user="hotline-op-7")
     sp = stack.auth(owners["verify"], user="sp-worker-3")
     police = stack.auth(owners["identify"], user="police-inv-12")
@@ -92,50 +119,104 @@ def test_hotline_report_to_closure(stack: RunningStack, http: dict[str, httpx.Cl
     today = date.today().isoformat()
 
     # ---- intake: the hotline operator opens the case and classifies the report --------------------
-    opened = ok(intake.post("/cases", json=HOTLINE_REPORT, headers={**hotline, "Idempotency-Key": "call-0001"}), 201)
+    opened = ok(
+        intake.post(
+            "/cases", json=HOTLINE_REPORT, headers={**hotline, "Idempotency-Key": "call-0001"}
+        ),
+        201,
+    )
     cid = opened["case_id"]
     assert opened["created"] and opened["workflow_started"] and opened["age_band"] == "adult"
     assert opened["duplicates"] == []
     view = ok(intake.get(f"/cases/{cid}", headers=hotline))
-    assert view["facts"]["channel"] == "hotline_111" and view["facts"]["opened_by_agency"] == "hotline"
+    assert (
+        view["facts"]["channel"] == "hotline_111" and view["facts"]["opened_by_agency"] == "hotline"
+    )
     assert view["workflow"]["stage"] == "receive" and view["workflow"]["owner_agency"] == "hotline"
-    person = ok(intake.get(f"/cases/{cid}/person", params={"purpose": "classify the call"}, headers=hotline))
+    person = ok(
+        intake.get(f"/cases/{cid}/person", params={"purpose": "classify the call"}, headers=hotline)
+    )
     assert person["person_identity"]["prs_SecondName"] == "Trần"
     assert person["report"]["victim"]["vic_TypeOfExploitation"] == ["ForcedLabour"]
 
-    state = ok(intake.post(f"/cases/{cid}/classify", headers=hotline, json={
-        "classification": "trafficking_suspected", "justification": "online recruitment, wages withheld",
-        "expected_version": view["workflow"]["version"]}))
+    state = ok(
+        intake.post(
+            f"/cases/{cid}/classify",
+            headers=hotline,
+            json={
+                "classification": "trafficking_suspected",
+                "justification": "online recruitment, wages withheld",
+                "expected_version": view["workflow"]["version"],
+            },
+        )
+    )
     # verify: a person who comes forward is verified by social protection (policy.yaml stage_owners.verify)
     assert state["stage"] == "verify" and state["owner_agency"] == "social_protection"
     assert state["deadline"] is not None and "verify" in state["deadline"]["source"]
 
     # the hotline no longer owns the stage: it may not verify
-    r = ver.post(f"/cases/{cid}/verification", headers=hotline,
-                 json={"result": "confirmed", "justification": "not our stage"})
+    r = ver.post(
+        f"/cases/{cid}/verification",
+        headers=hotline,
+        json={"result": "confirmed", "justification": "not our stage"},
+    )
     assert r.status_code == 403, r.text
 
     # ---- verification: social protection claims and confirms ------------------------------------
     case = ok(ver.post(f"/cases/{cid}/claim", headers=sp, json={}))
     assert case["assignee"] == "sp-worker-3" and case["stage"] == "verify"
-    case = ok(ver.post(f"/cases/{cid}/verification", headers={**sp, "Idempotency-Key": "verify-1"}, json={
-        "result": "confirmed", "justification": "call-back and commune check on day 1",
-        "expected_version": case["version"]}))
+    case = ok(
+        ver.post(
+            f"/cases/{cid}/verification",
+            headers={**sp, "Idempotency-Key": "verify-1"},
+            json={
+                "result": "confirmed",
+                "justification": "call-back and commune check on day 1",
+                "expected_version": case["version"],
+            },
+        )
+    )
     assert case["stage"] == "identify" and case["owner_agency"] == "police"
     assert {"hotline", "social_protection"} <= set(case["participants"])
 
     # ---- identification by the police, with evidence ---------------------------------------------
     # a victim cannot be identified without evidence (Art. 32): 422 before anything reaches the workflow
-    r = ver.post(f"/cases/{cid}/identification", headers=police, json={
-        "status": "ActualVictimOfTrafficking", "deciding_org": "Police", "justification": "no evidence yet"})
+    r = ver.post(
+        f"/cases/{cid}/identification",
+        headers=police,
+        json={
+            "status": "ActualVictimOfTrafficking",
+            "deciding_org": "Police",
+            "justification": "no evidence yet",
+        },
+    )
     assert r.status_code == 422 and "evidence" in r.text
     case = ok(ver.post(f"/cases/{cid}/claim", headers=police, json={}))
-    ident = ok(ver.post(f"/cases/{cid}/identification", headers={**police, "Idempotency-Key": "ident-1"}, json={
-        "status": "ActualVictimOfTrafficking", "deciding_org": "Police",
-        "evidence": [{"kind": "statement_of_person", "source": "district police interview", "date": today,
-                      "reference": "BB-31/2026"},
-                     {"kind": "criminal_justice_material", "source": "bank transfer records", "date": today}],
-        "justification": "statement and payment records consistent", "expected_version": case["version"]}))
+    ident = ok(
+        ver.post(
+            f"/cases/{cid}/identification",
+            headers={**police, "Idempotency-Key": "ident-1"},
+            json={
+                "status": "ActualVictimOfTrafficking",
+                "deciding_org": "Police",
+                "evidence": [
+                    {
+                        "kind": "statement_of_person",
+                        "source": "district police interview",
+                        "date": today,
+                        "reference": "BB-31/2026",
+                    },
+                    {
+                        "kind": "criminal_justice_material",
+                        "source": "bank transfer records",
+                        "date": today,
+                    },
+                ],
+                "justification": "statement and payment records consistent",
+                "expected_version": case["version"],
+            },
+        )
+    )
     case = ident["case"]
     assert len(ident["evidence_ids"]) == 2
     assert case["trafficking_status"] == "ActualVictimOfTrafficking"
@@ -143,57 +224,133 @@ def test_hotline_report_to_closure(stack: RunningStack, http: dict[str, httpx.Cl
     assert case["stage"] == "protect" and case["owner_agency"] == "social_protection"
     evidence = ok(ver.get(f"/cases/{cid}/evidence", headers=police))
     assert evidence["total"] == 2 and {e["kind"] for e in evidence["items"]} == {
-        "statement_of_person", "criminal_justice_material"}
+        "statement_of_person",
+        "criminal_justice_material",
+    }
 
     # ---- protection: a supervisor assigns it, the caseworker decides the measures --------------------
-    assigned = ok(ovs.post(f"/cases/{cid}/reassign", headers=sp_supervisor,
-                           json={"assignee_user_id": "sp-worker-3", "expected_version": case["version"]}))
+    assigned = ok(
+        ovs.post(
+            f"/cases/{cid}/reassign",
+            headers=sp_supervisor,
+            json={"assignee_user_id": "sp-worker-3", "expected_version": case["version"]},
+        )
+    )
     assert assigned["assignee"] == "sp-worker-3"
-    prot = ok(ver.post(f"/cases/{cid}/protection", headers=sp, json={
-        "measures": ["safe_shelter", "personal_information_protection"],
-        "justification": "recruiter knows the family address", "expected_version": assigned["version"]}))
+    prot = ok(
+        ver.post(
+            f"/cases/{cid}/protection",
+            headers=sp,
+            json={
+                "measures": ["safe_shelter", "personal_information_protection"],
+                "justification": "recruiter knows the family address",
+                "expected_version": assigned["version"],
+            },
+        )
+    )
     case = prot["case"]
     assert prot["refusal_document_id"] is None
     assert case["stage"] == "reintegrate" and case["owner_agency"] == "social_protection"
 
     # ---- support: consents, plan, services, legal aid, follow-ups, closure -------------------------
     consent_doc = {"kind": "signed_form", "signed_on": today, "reference": "DY-11/2026"}
-    got = ok(sup.post(f"/cases/{cid}/consents", headers=sp, json={
-        "purpose": "support", "granted": True, "document": consent_doc}), 201)
+    got = ok(
+        sup.post(
+            f"/cases/{cid}/consents",
+            headers=sp,
+            json={"purpose": "support", "granted": True, "document": consent_doc},
+        ),
+        201,
+    )
     assert got["current"] == {"support": True}
-    got = ok(sup.post(f"/cases/{cid}/consents", headers=sp, json={
-        "purpose": "data_sharing", "agency": "legal_aid", "granted": True, "document": consent_doc}), 201)
+    got = ok(
+        sup.post(
+            f"/cases/{cid}/consents",
+            headers=sp,
+            json={
+                "purpose": "data_sharing",
+                "agency": "legal_aid",
+                "granted": True,
+                "document": consent_doc,
+            },
+        ),
+        201,
+    )
     assert got["current"] == {"support": True, "data_sharing:legal_aid": True}
 
-    plan = ok(sup.post(f"/cases/{cid}/support-plan", headers=sp, json={
-        "spl_Objectives": "safe housing, recover withheld wages, vocational course",
-        "spl_ActionPlan": "monthly visits by the commune officer", "spl_Type": ["SocialCare", "Legal", "Livelihood"],
-        "spl_PlannedEndDate": (date.today() + timedelta(days=400)).isoformat()}), 201)
+    plan = ok(
+        sup.post(
+            f"/cases/{cid}/support-plan",
+            headers=sp,
+            json={
+                "spl_Objectives": "safe housing, recover withheld wages, vocational course",
+                "spl_ActionPlan": "monthly visits by the commune officer",
+                "spl_Type": ["SocialCare", "Legal", "Livelihood"],
+                "spl_PlannedEndDate": (date.today() + timedelta(days=400)).isoformat(),
+            },
+        ),
+        201,
+    )
     assert plan["current"] and plan["spl_Type"] == ["SocialCare", "Legal", "Livelihood"]
 
     rights = ok(sup.get(f"/cases/{cid}/entitlements", headers=sp))
     assert rights["status_column"] == "victim"
     assert all(i["entitled"] == "yes" for i in rights["items"])
-    service = {"service_type": "essential_needs", "provider_agency": "social_protection",
-               "provider_name": "Provincial social protection centre", "delivered_on": today}
-    delivered = ok(sup.post(f"/cases/{cid}/services", headers={**sp, "Idempotency-Key": "svc-1"}, json=service), 201)
+    service = {
+        "service_type": "essential_needs",
+        "provider_agency": "social_protection",
+        "provider_name": "Provincial social protection centre",
+        "delivered_on": today,
+    }
+    delivered = ok(
+        sup.post(
+            f"/cases/{cid}/services", headers={**sp, "Idempotency-Key": "svc-1"}, json=service
+        ),
+        201,
+    )
     assert delivered["entitled"] == "yes" and delivered["letter"] == "a"
     # her accompanying child is not entitled to vocational training (Art. 37 table): refused with the reason
-    r = sup.post(f"/cases/{cid}/services", headers=sp, json={
-        **service, "service_type": "vocational_training", "beneficiary": "accompanying_child"})
+    r = sup.post(
+        f"/cases/{cid}/services",
+        headers=sp,
+        json={
+            **service,
+            "service_type": "vocational_training",
+            "beneficiary": "accompanying_child",
+        },
+    )
     assert r.status_code == 422, r.text
-    assert r.json()["detail"].startswith("service_type: vocational_training") and "child_with_victim" in r.text
+    assert (
+        r.json()["detail"].startswith("service_type: vocational_training")
+        and "child_with_victim" in r.text
+    )
     services = ok(sup.get(f"/cases/{cid}/services", headers=sp))
     assert [s["service_type"] for s in services["items"]] == ["essential_needs"]
 
-    referral = ok(sup.post(f"/cases/{cid}/legal-aid-referral", headers=sp,
-                           json={"reason": "claim for the withheld wages"}), 201)
+    referral = ok(
+        sup.post(
+            f"/cases/{cid}/legal-aid-referral",
+            headers=sp,
+            json={"reason": "claim for the withheld wages"},
+        ),
+        201,
+    )
     handoff = referral["handoff"]
-    assert handoff["to_agency"] == "legal_aid" and handoff["state"] == "requested" and handoff["kind"] == "referral"
+    assert (
+        handoff["to_agency"] == "legal_aid"
+        and handoff["state"] == "requested"
+        and handoff["kind"] == "referral"
+    )
     # only legal aid answers its referral
-    r = sup.post(f"/handoffs/{cid}/{handoff['handoff_id']}/respond", headers=sp, json={"accept": True})
+    r = sup.post(
+        f"/handoffs/{cid}/{handoff['handoff_id']}/respond", headers=sp, json={"accept": True}
+    )
     assert r.status_code == 403, r.text
-    accepted = ok(sup.post(f"/handoffs/{cid}/{handoff['handoff_id']}/respond", headers=legal, json={"accept": True}))
+    accepted = ok(
+        sup.post(
+            f"/handoffs/{cid}/{handoff['handoff_id']}/respond", headers=legal, json={"accept": True}
+        )
+    )
     assert accepted["handoff"]["state"] == "accepted"
     handoffs = ok(sup.get(f"/cases/{cid}/handoffs", headers=legal))
     assert [h["state"] for h in handoffs["items"]] == ["accepted"]
@@ -206,13 +363,26 @@ def test_hotline_report_to_closure(stack: RunningStack, http: dict[str, httpx.Cl
     dues = [datetime.fromisoformat(f["due_at"]) for f in follow_ups["items"]]
     assert dues == sorted(dues) and dues[0] > datetime.now(UTC) + timedelta(days=80)
     for f, outcome in zip(follow_ups["items"], ("done", "not_reachable", "done"), strict=True):
-        rec = ok(sup.post(f"/cases/{cid}/follow-ups/{f['follow_up_id']}", headers=sp,
-                          json={"outcome": outcome, "note": "home visit"}))
+        rec = ok(
+            sup.post(
+                f"/cases/{cid}/follow-ups/{f['follow_up_id']}",
+                headers=sp,
+                json={"outcome": outcome, "note": "home visit"},
+            )
+        )
         assert rec["outcome"] == outcome and rec["note_id"]
-    assert ok(sup.get(f"/cases/{cid}/follow-ups", params={"pending": "true"}, headers=sp))["total"] == 0
+    assert (
+        ok(sup.get(f"/cases/{cid}/follow-ups", params={"pending": "true"}, headers=sp))["total"]
+        == 0
+    )
 
-    closed = ok(sup.post(f"/cases/{cid}/closure", headers=sp,
-                         json={"reason": "reintegrated: working, wages case with legal aid"}))
+    closed = ok(
+        sup.post(
+            f"/cases/{cid}/closure",
+            headers=sp,
+            json={"reason": "reintegrated: working, wages case with legal aid"},
+        )
+    )
     assert closed["plan_id"] == plan["plan_id"]
     assert closed["case"]["status"] == "Closed" and closed["case"]["stage"] == "closed"
     assert closed["case"]["services_delivered"] == 1
@@ -240,14 +410,24 @@ def test_hotline_report_to_closure(stack: RunningStack, http: dict[str, httpx.Cl
         ("stage_decided", "sp-worker-3", "social_protection", "closed"),
     ]
     history = _history(ovs, auditor, cid, len(expected))
-    assert [(e["kind"], e["actor_user_id"], e["actor_agency"], e["stage"]) for e in history] == expected
+    assert [
+        (e["kind"], e["actor_user_id"], e["actor_agency"], e["stage"]) for e in history
+    ] == expected
     assert [e["seq"] for e in history] == list(range(1, len(expected) + 1))
     assert all(e["policy_version"] == "VN-2026.11-1" for e in history)
     times = [datetime.fromisoformat(e["occurred_at"]) for e in history]
     assert times == sorted(times)
     decisions = [e["data"]["decision"] for e in history if e["kind"] == "stage_decided"]
-    assert [d["stage"] for d in decisions] == ["receive", "verify", "identify", "protect", "reintegrate"]
-    assert decisions[2]["status"] == "ActualVictimOfTrafficking" and len(decisions[2]["evidence"]) == 2
+    assert [d["stage"] for d in decisions] == [
+        "receive",
+        "verify",
+        "identify",
+        "protect",
+        "reintegrate",
+    ]
+    assert (
+        decisions[2]["status"] == "ActualVictimOfTrafficking" and len(decisions[2]["evidence"]) == 2
+    )
     assert decisions[3]["measures"] == ["safe_shelter", "personal_information_protection"]
     by_kind = {e["kind"]: e for e in history}
     assert by_kind["service_delivered"]["data"]["service_type"] == "essential_needs"
@@ -258,12 +438,20 @@ def test_hotline_report_to_closure(stack: RunningStack, http: dict[str, httpx.Cl
     assert chain["ok"] and chain["checked"] == 1 and chain["broken"] == []
     assert chain["results"][0]["events"] == len(expected)
 
-    as_of = ok(ovs.get(f"/cases/{cid}/as-of", params={"at": datetime.now(UTC).isoformat()}, headers=auditor))
+    as_of = ok(
+        ovs.get(
+            f"/cases/{cid}/as-of", params={"at": datetime.now(UTC).isoformat()}, headers=auditor
+        )
+    )
     assert as_of["event_seq"] == len(expected)
     assert as_of["state"]["status"] == "Closed" and as_of["state"]["outcome"] == "reintegrated"
 
     summary = _case_summary(stack, cid)
-    assert summary["status"] == "Closed" and summary["stage"] == "closed" and summary["outcome"] == "reintegrated"
+    assert (
+        summary["status"] == "Closed"
+        and summary["stage"] == "closed"
+        and summary["outcome"] == "reintegrated"
+    )
 
     # a caseworker gets nothing from oversight
     assert ovs.get(f"/cases/{cid}/history", headers=sp).status_code == 403
@@ -272,11 +460,15 @@ def test_hotline_report_to_closure(stack: RunningStack, http: dict[str, httpx.Cl
 def _stage_owners(stack: RunningStack, channel: str) -> dict[str, AgencyRole]:
     policy = yaml.safe_load(Path(stack.env["NRM_POLICY_FILE"]).read_text(encoding="utf-8"))
     owners = policy["stage_owners"]
-    return {stage: AgencyRole(owners[stage].get(channel, owners[stage]["default"]))
-            for stage in ("verify", "identify", "protect", "reintegrate")}
+    return {
+        stage: AgencyRole(owners[stage].get(channel, owners[stage]["default"]))
+        for stage in ("verify", "identify", "protect", "reintegrate")
+    }
 
 
-def _history(ovs: httpx.Client, auditor: dict[str, str], cid: str, count: int) -> list[dict[str, Any]]:
+def _history(
+    ovs: httpx.Client, auditor: dict[str, str], cid: str, count: int
+) -> list[dict[str, Any]]:
     """The case's audit events once `count` of them are recorded (the projection is asynchronous)."""
     deadline = time.monotonic() + EVENT_WAIT
     while True:
@@ -295,8 +487,9 @@ def _case_summary(stack: RunningStack, cid: str) -> dict[str, Any]:
     async def fetch() -> dict[str, Any]:
         conn = await asyncpg.connect(stack.state()["database_url"])
         try:
-            row = await conn.fetchrow("SELECT stage, status, outcome FROM oversight.case_summary WHERE case_id = $1",
-                                      cid)
+            row = await conn.fetchrow(
+                "SELECT stage, status, outcome FROM oversight.case_summary WHERE case_id = $1", cid
+            )
             assert row is not None, f"no case_summary row for {cid}"
             return dict(row)
         finally:

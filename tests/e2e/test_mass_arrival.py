@@ -17,14 +17,17 @@ import httpx
 import pytest
 
 from shared.domain import AgencyRole, Role
-from tests.e2e.stack import PROVINCE, RunningStack, running_stack
+from tests.helpers.process_stack import PROVINCE, RunningStack, running_stack
 
 pytestmark = pytest.mark.e2e
 
 A = AgencyRole
 PERSONS = 200
 VISIBILITY_WAIT = 300.0  # seconds for the last workflows' first tasks to land in the case index
-ENTRY = {"classification": "trafficking_suspected", "justification": "group handover: forced labour at a scam compound"}
+ENTRY = {
+    "classification": "trafficking_suspected",
+    "justification": "group handover: forced labour at a scam compound",
+}
 FAMILY = ["Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Huỳnh", "Phan", "Vũ", "Võ", "Đặng"]
 GIVEN = ["Lan", "Mai", "Hoa", "Linh", "Hương", "Thảo", "Ngọc", "Trang", "Hà", "Yến"]
 MIDDLE = ["Thị", "Ngọc"]
@@ -43,20 +46,32 @@ def person_row(i: int) -> dict[str, Any]:
     child = i % 5 == 0
     year = datetime.now(UTC).year - (14 if child else 24 + i % 10)
     person: dict[str, Any] = {
-        "prs_FirstName": GIVEN[i % 10], "prs_MiddleName": MIDDLE[i // 100], "prs_SecondName": FAMILY[(i // 10) % 10],
-        "prs_Gender": "Feminine", "prs_Citizenship": ["VN"], "prs_PrimaryLanguage": "vie",
+        "prs_FirstName": GIVEN[i % 10],
+        "prs_MiddleName": MIDDLE[i // 100],
+        "prs_SecondName": FAMILY[(i // 10) % 10],
+        "prs_Gender": "Feminine",
+        "prs_Citizenship": ["VN"],
+        "prs_PrimaryLanguage": "vie",
     }
     if i % 3 == 0:
         person.update(no_documents=True, estimated_age=14 if child else 25)
     else:
         person.update(birth_year=year, prs_IdentityNumber=f"0013{i:08d}")
     return {
-        "channel": "border_guard_handover", "province": PROVINCE, "abroad": False, "already_safe": True,
+        "channel": "border_guard_handover",
+        "province": PROVINCE,
+        "abroad": False,
+        "already_safe": True,
         "person": person,
-        "victim": {"vic_TypeOfExploitation": ["ForcedLabour"], "vic_MethodOfRecruitment": ["ThroughOnlineSocialNetworks"]},
+        "victim": {
+            "vic_TypeOfExploitation": ["ForcedLabour"],
+            "vic_MethodOfRecruitment": ["ThroughOnlineSocialNetworks"],
+        },
         "events": [{"hte_Type": "Exploitation", "hte_Country": "KH"}],
-        "report": {"summary": "Group handed over at the international border gate by the Cambodian police.",
-                   "cas_ReferringOrganisation": "Border guard post 5"},
+        "report": {
+            "summary": "Group handed over at the international border gate by the Cambodian police.",
+            "cas_ReferringOrganisation": "Border guard post 5",
+        },
         "con_Consent": True,
     }
 
@@ -91,40 +106,66 @@ async def test_mass_arrival_of_200_reaches_verification(stack: RunningStack) -> 
     guard_supervisor = stack.auth(A.border_guard, Role.supervisor, user="bg-commander-1")
     rows, person_of = upload()
 
-    async with stack.async_client("intake", timeout=300) as intake, \
-            stack.async_client("verification") as ver, stack.async_client("oversight") as ovs:
+    async with (
+        stack.async_client("intake", timeout=300) as intake,
+        stack.async_client("verification") as ver,
+        stack.async_client("oversight") as ovs,
+    ):
         # ---- one background batch with the entry decision, sent in two chunks -------------------------
         started = time.monotonic()
         classified_at = datetime.now(UTC)
-        r = await intake.post("/cases/bulk/batches", headers={**guard, "Idempotency-Key": "handover-2026-001"},
-                              json={"total": len(rows), "entry_decision": ENTRY, "rows": rows[:120]})
+        r = await intake.post(
+            "/cases/bulk/batches",
+            headers={**guard, "Idempotency-Key": "handover-2026-001"},
+            json={"total": len(rows), "entry_decision": ENTRY, "rows": rows[:120]},
+        )
         assert r.status_code == 202, r.text
         batch_id = r.json()["batch_id"]
-        r = await intake.post(f"/cases/bulk/batches/{batch_id}/rows", headers=guard,
-                              json={"offset": 120, "rows": rows[120:]})
+        r = await intake.post(
+            f"/cases/bulk/batches/{batch_id}/rows",
+            headers=guard,
+            json={"offset": 120, "rows": rows[120:]},
+        )
         assert r.status_code == 202, r.text
         view: dict[str, Any] = {}
-        while time.monotonic() - started < 600:  # progress: done / total, until every row has its result
-            view = (await intake.get(f"/cases/bulk/batches/{batch_id}", headers=guard,
-                                     params={"limit": 0})).json()
+        while (
+            time.monotonic() - started < 600
+        ):  # progress: done / total, until every row has its result
+            view = (
+                await intake.get(
+                    f"/cases/bulk/batches/{batch_id}", headers=guard, params={"limit": 0}
+                )
+            ).json()
             assert 0 <= view["done"] <= view["total"] == PERSONS + 3
             if view["finished_at"]:
                 break
             await asyncio.sleep(0.5)
         opened_in = time.monotonic() - started
-        assert (view["opened"], view["duplicate_flagged"], view["invalid"], view["failed"]) == (PERSONS, 0, 3, 0), \
-            view
+        assert (view["opened"], view["duplicate_flagged"], view["invalid"], view["failed"]) == (
+            PERSONS,
+            0,
+            3,
+            0,
+        ), view
         results: list[dict[str, Any]] = []
         offset: int | None = 0
         while offset is not None:
-            page = (await intake.get(f"/cases/bulk/batches/{batch_id}", headers=guard,
-                                     params={"limit": 200, "offset": offset})).json()
+            page = (
+                await intake.get(
+                    f"/cases/bulk/batches/{batch_id}",
+                    headers=guard,
+                    params={"limit": 200, "offset": offset},
+                )
+            ).json()
             results += page["results"]
             offset = page["next_offset"]
         assert [x["index"] for x in results] == list(range(PERSONS + 3))
         for pos in INVALID_AT:
             assert results[pos]["status"] == "invalid" and results[pos]["case_id"] is None
-        assert results[17]["errors"][0]["loc"][-1] == "prs_Gender" and "Feminine" in results[17]["errors"][0]["msg"]
+        assert (
+            results[17]["errors"][0]["loc"][-1] == "prs_Gender"
+            and "Feminine" in results[17]["errors"][0]["msg"]
+        )
         assert ["person"] in [e["loc"] for e in results[101]["errors"]]
         assert results[202]["errors"][0]["loc"] == ["province"]
         valid = [x for x in results if x["index"] not in INVALID_AT]
@@ -134,8 +175,11 @@ async def test_mass_arrival_of_200_reaches_verification(stack: RunningStack) -> 
         child = {x["case_id"]: person_of[x["index"]] % 5 == 0 for x in valid}
         assert sum(child.values()) == 40
 
-        listed = (await intake.get("/cases", params={"channel": "border_guard_handover", "limit": 1},
-                                   headers=guard)).json()
+        listed = (
+            await intake.get(
+                "/cases", params={"channel": "border_guard_handover", "limit": 1}, headers=guard
+            )
+        ).json()
         assert listed["total"] == PERSONS
 
         # ---- the verification inbox (the case index), page by page ------------------------------------
@@ -150,35 +194,53 @@ async def test_mass_arrival_of_200_reaches_verification(stack: RunningStack) -> 
             assert ("child" in item["categories"]) == child[item["case_id"]]
             days = 2 if child[item["case_id"]] else 3
             due = datetime.fromisoformat(item["deadline_at"])
-            assert classified_at + timedelta(days=days) <= due <= datetime.now(UTC) + timedelta(days=days)
+            assert (
+                classified_at + timedelta(days=days)
+                <= due
+                <= datetime.now(UTC) + timedelta(days=days)
+            )
         deadlines = [datetime.fromisoformat(i["deadline_at"]) for i in inbox]
         assert deadlines == sorted(deadlines)  # earliest first: the 40 children lead
         assert all(child[i["case_id"]] for i in inbox[:40])
         # the workflow state through intake agrees, for a child and an adult
         for cid in (case_ids[0], case_ids[1]):
             wf = (await intake.get(f"/cases/{cid}", headers=guard)).json()["workflow"]
-            assert wf["stage"] == "verify" and wf["owner_agency"] == "border_guard" and wf["status"] == "Active"
+            assert (
+                wf["stage"] == "verify"
+                and wf["owner_agency"] == "border_guard"
+                and wf["status"] == "Active"
+            )
 
         # ---- the oversight board: one cell, 200 open, none overdue ------------------------------------
         board = await _board(ovs, guard_supervisor, expected=PERSONS)
-        assert [(c["stage"], c["owner_agency"], c["open"], c["overdue"]) for c in board["cells"]] == [
-            ("verify", "border_guard", PERSONS, 0)]
-        assert board["province"] == PROVINCE and board["total_open"] == PERSONS and board["total_overdue"] == 0
+        assert [
+            (c["stage"], c["owner_agency"], c["open"], c["overdue"]) for c in board["cells"]
+        ] == [("verify", "border_guard", PERSONS, 0)]
+        assert (
+            board["province"] == PROVINCE
+            and board["total_open"] == PERSONS
+            and board["total_overdue"] == 0
+        )
         r = await ovs.get("/board", headers=guard)
         assert r.status_code == 403  # supervisors only
 
     print(f"\nbulk open of {PERSONS} into verification: {opened_in:.1f}s")
 
 
-async def _inbox(ver: httpx.AsyncClient, headers: dict[str, str], expected: int) -> list[dict[str, Any]]:
+async def _inbox(
+    ver: httpx.AsyncClient, headers: dict[str, str], expected: int
+) -> list[dict[str, Any]]:
     """All items of the verify in-progress inbox, 50 a page, read once: the inbox reads the case index in
     PostgreSQL (exact total, every page complete), so once the cases are there it needs no retry (it no
     longer waits for Temporal visibility)."""
     items: list[dict[str, Any]] = []
     offset, total = 0, None
     while total is None or offset < total:
-        r = await ver.get("/inbox", headers=headers, params={
-            "view": "in_progress", "stage": "verify", "limit": 50, "offset": offset})
+        r = await ver.get(
+            "/inbox",
+            headers=headers,
+            params={"view": "in_progress", "stage": "verify", "limit": 50, "offset": offset},
+        )
         assert r.status_code == 200, r.text
         page = r.json()
         assert page["limit"] == 50 and page["offset"] == offset and len(page["items"]) <= 50

@@ -16,13 +16,20 @@ import pytest
 from playwright.sync_api import Route, sync_playwright
 
 from shared.config import SERVICE_NAMES
-from tests.e2e.stack import RunningStack, running_stack
+from tests.helpers.process_stack import RunningStack, running_stack
 
 pytestmark = pytest.mark.e2e
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package; `./scripts/test` installs it. Never `playwright install`.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 RENDER_TIMEOUT_MS = 90_000
 
@@ -66,12 +73,26 @@ def render_all(stack: RunningStack) -> tuple[dict[str, Rendered], list[str]]:
                 page.wait_for_selector(".opblock-summary-path", timeout=RENDER_TIMEOUT_MS)
                 title = page.locator(".information-container .title").first.inner_text()
                 blocks = page.locator(".opblock-summary")
-                ops = {(blocks.nth(i).locator(".opblock-summary-method").inner_text().strip().upper(),
-                        str(blocks.nth(i).locator(".opblock-summary-path").get_attribute("data-path")))
-                       for i in range(blocks.count())}
+                ops = {
+                    (
+                        blocks.nth(i)
+                        .locator(".opblock-summary-method")
+                        .inner_text()
+                        .strip()
+                        .upper(),
+                        str(
+                            blocks.nth(i)
+                            .locator(".opblock-summary-path")
+                            .get_attribute("data-path")
+                        ),
+                    )
+                    for i in range(blocks.count())
+                }
                 page.goto(f"{stack.url(service)}/redoc", wait_until="load")
                 page.wait_for_selector("[data-section-id^='operation/']", timeout=RENDER_TIMEOUT_MS)
-                out[service] = Rendered(title, ops, page.locator("[data-section-id^='operation/']").count())
+                out[service] = Rendered(
+                    title, ops, page.locator("[data-section-id^='operation/']").count()
+                )
         finally:
             browser.close()
     return out, outside
@@ -85,8 +106,12 @@ def rendered(stack: RunningStack) -> tuple[dict[str, Rendered], list[str]]:
 
 def operations(stack: RunningStack, service: str) -> set[tuple[str, str]]:
     spec: dict[str, Any] = httpx.get(f"{stack.url(service)}/openapi.json", timeout=30).json()
-    return {(method.upper(), path) for path, item in spec["paths"].items() for method in item
-            if method in ("get", "post", "put", "patch", "delete")}
+    return {
+        (method.upper(), path)
+        for path, item in spec["paths"].items()
+        for method in item
+        if method in ("get", "post", "put", "patch", "delete")
+    }
 
 
 def test_nothing_is_fetched_from_outside(rendered: tuple[dict[str, Rendered], list[str]]) -> None:
@@ -96,8 +121,9 @@ def test_nothing_is_fetched_from_outside(rendered: tuple[dict[str, Rendered], li
 
 
 @pytest.mark.parametrize("service", SERVICE_NAMES)
-def test_docs_list_every_operation(stack: RunningStack, rendered: tuple[dict[str, Rendered], list[str]],
-                                   service: str) -> None:
+def test_docs_list_every_operation(
+    stack: RunningStack, rendered: tuple[dict[str, Rendered], list[str]], service: str
+) -> None:
     page = rendered[0][service]
     expected = operations(stack, service)
     assert ("GET", "/readyz") in expected and len(expected) > 3

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.supervisor import CRASH_LIMIT, ProcessPart, Supervisor
+from nrm.supervisor import CRASH_LIMIT, ProcessPart, Supervisor
 
 pytestmark = pytest.mark.e2e
 
@@ -24,8 +24,13 @@ SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
 
 def supervisor(tmp_path: Path, *parts: ProcessPart) -> tuple[Supervisor, list[str]]:
     said: list[str] = []
-    return Supervisor(parts, {"supervisor_pid": os.getpid()}, tmp_path / "state.json",
-                      tmp_path / "supervisor.log", said.append), said
+    return Supervisor(
+        parts,
+        {"supervisor_pid": os.getpid()},
+        tmp_path / "state.json",
+        tmp_path / "supervisor.log",
+        said.append,
+    ), said
 
 
 def run_until(sup: Supervisor, done: Callable[[], bool], timeout: float = 60) -> None:
@@ -50,12 +55,21 @@ def test_a_crash_looping_part_is_given_up_and_the_others_keep_running(tmp_path: 
         assert steady.state == "up" and steady.exit_status() is None, "the other part keeps running"
         exits = [e for e in events(tmp_path) if e["event"] == "exited"]
         assert len(exits) == CRASH_LIMIT - 1 and all(e["status"] == "exit code 3" for e in exits)
-        assert [e["delay_s"] for e in exits] == [0.2 * 2 ** i for i in range(CRASH_LIMIT - 1)]  # backoff doubles
+        assert [e["delay_s"] for e in exits] == [
+            0.2 * 2**i for i in range(CRASH_LIMIT - 1)
+        ]  # backoff doubles
         [gave_up] = [e for e in events(tmp_path) if e["event"] == "gave_up"]
-        assert gave_up["part"] == "crasher" and gave_up["level"] == "error" and gave_up["crashes"] == CRASH_LIMIT
+        assert (
+            gave_up["part"] == "crasher"
+            and gave_up["level"] == "error"
+            and gave_up["crashes"] == CRASH_LIMIT
+        )
         assert any(line.startswith("[supervisor] GAVE UP on crasher: exit code 3") for line in said)
         recorded = json.loads((tmp_path / "state.json").read_text())["parts"]
-        assert recorded["crasher"]["state"] == "failed" and recorded["crasher"]["last_exit"] == "exit code 3"
+        assert (
+            recorded["crasher"]["state"] == "failed"
+            and recorded["crasher"]["last_exit"] == "exit code 3"
+        )
         assert recorded["steady"]["state"] == "up"
         # given up means given up: no further start
         time.sleep(0.5)
@@ -78,8 +92,15 @@ def test_a_killed_part_is_restarted_with_its_signal_logged(tmp_path: Path) -> No
         assert part.state == "up" and part.pid != first and part.exit_status() is None
         assert part.last_exit == "killed by SIGKILL" and part.restarts == 1
         kinds = [(e["event"], e.get("status")) for e in events(tmp_path)]
-        assert kinds[:3] == [("exited", "killed by SIGKILL"), ("restarted", None), ("ready_again", None)]
-        assert f"[supervisor] sleeper (pid {first}) exited: killed by SIGKILL; restarting in 0.2s" in said
+        assert kinds[:3] == [
+            ("exited", "killed by SIGKILL"),
+            ("restarted", None),
+            ("ready_again", None),
+        ]
+        assert (
+            f"[supervisor] sleeper (pid {first}) exited: killed by SIGKILL; restarting in 0.2s"
+            in said
+        )
     finally:
         assert sup.stop_group(["sleeper"]) == []
     assert part.exit_status() is not None
@@ -87,7 +108,9 @@ def test_a_killed_part_is_restarted_with_its_signal_logged(tmp_path: Path) -> No
 
 def test_crashes_while_a_dependency_is_down_are_not_counted(tmp_path: Path) -> None:
     dependency = ProcessPart("database", command=SLEEPER, log_file=tmp_path / "db.log")
-    dependent = ProcessPart("service", depends_on=("database",), command=CRASHER, log_file=tmp_path / "svc.log")
+    dependent = ProcessPart(
+        "service", depends_on=("database",), command=CRASHER, log_file=tmp_path / "svc.log"
+    )
     sup, _ = supervisor(tmp_path, dependency, dependent)
     dependency.state = "backoff"  # as while the database restarts
     dependency.next_start_at = float("inf")

@@ -18,7 +18,7 @@ import pytest
 
 from shared.config import SERVICE_NAMES
 from shared.domain import AgencyRole, Role
-from tests.e2e.stack import PROVINCE, RunningStack, new_stack
+from tests.helpers.process_stack import PROVINCE, RunningStack, new_stack
 from tests.integration.test_tracing import (
     CANARIES,
     CANARY_BREAK_GLASS,
@@ -59,7 +59,9 @@ def traced() -> Iterator[tuple[RunningStack, OtlpReceiver]]:
     with otlp_receiver() as rx:
         s = new_stack()
         s.env["NRM_OTLP_ENDPOINT"] = rx.url
-        s.env["OTEL_BSP_SCHEDULE_DELAY"] = "200"  # the batch processor's own knob: send every 0.2 s, not 5 s
+        s.env["OTEL_BSP_SCHEDULE_DELAY"] = (
+            "200"  # the batch processor's own knob: send every 0.2 s, not 5 s
+        )
         s.env["NRM_METRICS_PORT"] = str(_free_block(1 + len(SERVICE_NAMES), set(s.ports.values())))
         stopped = False
         try:
@@ -78,15 +80,30 @@ def _named(spans: list[Span], name: str) -> list[Span]:
     return [s for s in spans if s.name == name]
 
 
-def test_a_classify_request_is_one_trace_across_the_processes(traced: tuple[RunningStack, OtlpReceiver]) -> None:
+def test_a_classify_request_is_one_trace_across_the_processes(
+    traced: tuple[RunningStack, OtlpReceiver],
+) -> None:
     stack, rx = traced
     hotline = stack.auth(A.hotline, user="hotline-op-1")
     auditor = stack.auth(A.police, Role.auditor, user="auditor-1")
-    body = {"channel": "hotline_111", "province": PROVINCE, "abroad": False, "already_safe": True,
-            "person": {"prs_FirstName": CANARY_NAME, "prs_SecondName": "Lê", "birth_year": 1995,
-                       "prs_Gender": "Feminine", "vic_AgreementToManagePersonalData": True},
-            "report": {"summary": "caller describes withheld wages", "received_at": datetime.now(UTC).isoformat()},
-            "con_Consent": True}
+    body = {
+        "channel": "hotline_111",
+        "province": PROVINCE,
+        "abroad": False,
+        "already_safe": True,
+        "person": {
+            "prs_FirstName": CANARY_NAME,
+            "prs_SecondName": "Lê",
+            "birth_year": 1995,
+            "prs_Gender": "Feminine",
+            "vic_AgreementToManagePersonalData": True,
+        },
+        "report": {
+            "summary": "caller describes withheld wages",
+            "received_at": datetime.now(UTC).isoformat(),
+        },
+        "con_Consent": True,
+    }
     request_id = "e2e-classify-traced-1"
     with stack.client("intake") as intake:
         r = intake.post("/cases", json=body, headers={**hotline, "Idempotency-Key": "tr-1"})
@@ -95,13 +112,22 @@ def test_a_classify_request_is_one_trace_across_the_processes(traced: tuple[Runn
         r = intake.get(f"/cases/{cid}", headers=hotline)
         assert r.status_code == 200, r.text
         version = r.json()["workflow"]["version"]
-        r = intake.get(f"/cases/{cid}/person", headers=auditor,
-                       params={"purpose": CANARY_PURPOSE, "break_glass_reason": CANARY_BREAK_GLASS})
+        r = intake.get(
+            f"/cases/{cid}/person",
+            headers=auditor,
+            params={"purpose": CANARY_PURPOSE, "break_glass_reason": CANARY_BREAK_GLASS},
+        )
         assert r.status_code == 200, r.text
-        r = intake.post(f"/cases/{cid}/classify", params={"break_glass_reason": CANARY_BREAK_GLASS},
-                        headers={**hotline, "X-Request-ID": request_id},
-                        json={"classification": "trafficking_suspected", "justification": CANARY_JUSTIFICATION,
-                              "expected_version": version})
+        r = intake.post(
+            f"/cases/{cid}/classify",
+            params={"break_glass_reason": CANARY_BREAK_GLASS},
+            headers={**hotline, "X-Request-ID": request_id},
+            json={
+                "classification": "trafficking_suspected",
+                "justification": CANARY_JUSTIFICATION,
+                "expected_version": version,
+            },
+        )
         assert r.status_code == 200, r.text
 
     # wait for the three processes' batches to arrive
@@ -111,8 +137,9 @@ def test_a_classify_request_is_one_trace_across_the_processes(traced: tuple[Runn
         spans = rx.trace(http[0].trace_id) if http else []
         if _named(spans, "RunActivity:record_case_events") and _named(spans, "HandleUpdate:decide"):
             break
-        assert time.monotonic() < deadline, (f"no complete trace: {[(s.service, s.name) for s in rx.spans]}\n"
-                                             f"{stack.diagnostics()}")
+        assert time.monotonic() < deadline, (
+            f"no complete trace: {[(s.service, s.name) for s in rx.spans]}\n{stack.diagnostics()}"
+        )
         time.sleep(0.3)
 
     [root] = http
@@ -138,8 +165,11 @@ def test_a_classify_request_is_one_trace_across_the_processes(traced: tuple[Runn
         assert "?" not in s.name and cid not in s.name
 
     # intake's log lines of the request carry its trace id
-    lines = [json.loads(line) for line in (stack.data_dir / "logs" / "intake.log").read_text().splitlines()
-             if line.startswith("{")]
+    lines = [
+        json.loads(line)
+        for line in (stack.data_dir / "logs" / "intake.log").read_text().splitlines()
+        if line.startswith("{")
+    ]
     mine = [line for line in lines if line.get("request_id") == request_id]
     assert any(line["event"] == "case_classified" for line in mine), mine
     assert all(line.get("trace_id") == root.trace_id for line in mine)

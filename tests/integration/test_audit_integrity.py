@@ -26,27 +26,41 @@ from services.oversight.audit_log import (
     verify_chain,
 )
 from shared.config import Settings
+from shared.contract import Classification, Decide, ReceiveDecision, VerifyDecision, VerifyResult
 from shared.crypto import KeyRing
 from shared.domain import AgencyRole, Channel, Role
 from tests.conftest import new_case_id
-from tests.integration.test_oversight_common import auth, oversight_api
-from tests.workflow.harness import actor, facts, running_workers
+from tests.helpers.oversight_stack import auth, oversight_api
+from tests.helpers.workflow_harness import actor, facts, running_workers
 from workflows.case_workflow import CaseWorkflow
-from workflows.models import Classification, Decide, ReceiveDecision, VerifyDecision, VerifyResult
 
 CANARY = "Nguyễn Thị Canary"
 
 
-async def _three_events(h: Any, reason: str = "caller describes recruitment abroad") -> tuple[str, Any]:
+async def _three_events(
+    h: Any, reason: str = "caller describes recruitment abroad"
+) -> tuple[str, Any]:
     cid = new_case_id()
     handle = await h.open(facts(cid))
     await h.events(cid, 1)
-    await handle.execute_update(CaseWorkflow.decide, Decide(
-        actor=actor(AgencyRole.hotline), justification=reason,
-        decision=ReceiveDecision(classification=Classification.trafficking_suspected, channel=Channel.hotline_111)))
-    await handle.execute_update(CaseWorkflow.decide, Decide(
-        actor=actor(AgencyRole.social_protection), justification="police reply confirms the report",
-        decision=VerifyDecision(result=VerifyResult.confirmed)))
+    await handle.execute_update(
+        CaseWorkflow.decide,
+        Decide(
+            actor=actor(AgencyRole.hotline),
+            justification=reason,
+            decision=ReceiveDecision(
+                classification=Classification.trafficking_suspected, channel=Channel.hotline_111
+            ),
+        ),
+    )
+    await handle.execute_update(
+        CaseWorkflow.decide,
+        Decide(
+            actor=actor(AgencyRole.social_protection),
+            justification="police reply confirms the report",
+            decision=VerifyDecision(result=VerifyResult.confirmed),
+        ),
+    )
     await h.events(cid, 3)
     return cid, handle
 
@@ -55,9 +69,16 @@ async def _closed_case(h: Any, reason: str) -> str:
     cid = new_case_id()
     handle = await h.open(facts(cid))
     await h.events(cid, 1)
-    await handle.execute_update(CaseWorkflow.decide, Decide(
-        actor=actor(AgencyRole.hotline), justification=reason,
-        decision=ReceiveDecision(classification=Classification.not_relevant, channel=Channel.hotline_111)))
+    await handle.execute_update(
+        CaseWorkflow.decide,
+        Decide(
+            actor=actor(AgencyRole.hotline),
+            justification=reason,
+            decision=ReceiveDecision(
+                classification=Classification.not_relevant, channel=Channel.hotline_111
+            ),
+        ),
+    )
     await h.events(cid, 2)
     return cid
 
@@ -81,17 +102,24 @@ def _settings(ring: KeyRing, db_url: str, tmp_path: Any) -> Settings:
 
 
 # ---- item 5: a deleted tail -------------------------------------------------------------------
-async def test_deleting_the_last_event_fails_verification_naming_the_case(ts_env, db_pool, db_url, ring, task_queue,
-                                                                          tmp_path, capsys):
-    async with running_workers(ts_env.client, db_pool, ring, task_queue) as h, \
-            oversight_api(ts_env, db_pool, ring) as api:
+async def test_deleting_the_last_event_fails_verification_naming_the_case(
+    ts_env, db_pool, db_url, ring, task_queue, tmp_path, capsys
+):
+    async with (
+        running_workers(ts_env.client, db_pool, ring, task_queue) as h,
+        oversight_api(ts_env, db_pool, ring) as api,
+    ):
         cid, handle = await _three_events(h)
         _other, other_handle = await _three_events(h)
         auditor = auth(ring, Role.auditor, province="*", user="aud-1")
-        assert (await api.get("/audit/verify", params={"case_id": cid}, headers=auditor)).json()["ok"] is True
+        assert (await api.get("/audit/verify", params={"case_id": cid}, headers=auditor)).json()[
+            "ok"
+        ] is True
 
         async with db_pool.acquire() as conn:
-            await _as_dba(conn, ("DELETE FROM oversight.case_events WHERE case_id = $1 AND seq = 3", cid))
+            await _as_dba(
+                conn, ("DELETE FROM oversight.case_events WHERE case_id = $1 AND seq = 3", cid)
+            )
 
         r = await api.get("/audit/verify", params={"case_id": cid}, headers=auditor)
         [res] = r.json()["broken"]
@@ -102,18 +130,28 @@ async def test_deleting_the_last_event_fails_verification_naming_the_case(ts_env
         res = (await api.get("/audit/verify", headers=auditor)).json()
         assert res["checked"] == 2 and [b["case_id"] for b in res["broken"]] == [cid]
 
-        code = await cli._verify(db_url, _settings(ring, db_url, tmp_path),
-                                 argparse.Namespace(case_id=None, all=True, province=None))
+        code = await cli._verify(
+            db_url,
+            _settings(ring, db_url, tmp_path),
+            argparse.Namespace(case_id=None, all=True, province=None),
+        )
         out = capsys.readouterr().out
-        assert code == 1 and f"{cid}: BROKEN at seq 3: event 3 missing" in out and "2 case(s) checked, 1 broken" in out
+        assert (
+            code == 1
+            and f"{cid}: BROKEN at seq 3: event 3 missing" in out
+            and "2 case(s) checked, 1 broken" in out
+        )
         await handle.terminate()
         await other_handle.terminate()
 
 
-async def test_deleting_every_event_of_a_case_fails_verification(ts_env, db_pool, db_url, ring, task_queue,
-                                                                 tmp_path, capsys):
-    async with running_workers(ts_env.client, db_pool, ring, task_queue) as h, \
-            oversight_api(ts_env, db_pool, ring) as api:
+async def test_deleting_every_event_of_a_case_fails_verification(
+    ts_env, db_pool, db_url, ring, task_queue, tmp_path, capsys
+):
+    async with (
+        running_workers(ts_env.client, db_pool, ring, task_queue) as h,
+        oversight_api(ts_env, db_pool, ring) as api,
+    ):
         cid, handle = await _three_events(h)
         async with db_pool.acquire() as conn:
             await _as_dba(conn, ("DELETE FROM oversight.case_events WHERE case_id = $1", cid))
@@ -122,21 +160,32 @@ async def test_deleting_every_event_of_a_case_fails_verification(ts_env, db_pool
         assert report.problem is not None and report.problem.startswith("events 1..3 missing")
 
         auditor = auth(ring, Role.auditor, province="*", user="aud-1")
-        res = (await api.get("/audit/verify", headers=auditor)).json()  # --all: the projection knows the case
+        res = (
+            await api.get("/audit/verify", headers=auditor)
+        ).json()  # --all: the projection knows the case
         assert res["ok"] is False and [b["case_id"] for b in res["broken"]] == [cid]
-        code = await cli._verify(db_url, _settings(ring, db_url, tmp_path),
-                                 argparse.Namespace(case_id=None, all=True, province=None))
-        assert code == 1 and f"{cid}: BROKEN at seq 1: events 1..3 missing" in capsys.readouterr().out
+        code = await cli._verify(
+            db_url,
+            _settings(ring, db_url, tmp_path),
+            argparse.Namespace(case_id=None, all=True, province=None),
+        )
+        assert (
+            code == 1 and f"{cid}: BROKEN at seq 1: events 1..3 missing" in capsys.readouterr().out
+        )
         await handle.terminate()
 
 
-async def test_tail_deleted_and_projection_rewound_is_caught_by_the_workflow_counter(ts_env, db_pool, ring,
-                                                                                      task_queue):
+async def test_tail_deleted_and_projection_rewound_is_caught_by_the_workflow_counter(
+    ts_env, db_pool, ring, task_queue
+):
     async with running_workers(ts_env.client, db_pool, ring, task_queue) as h:
         cid, handle = await _three_events(h)
         async with db_pool.acquire() as conn:
-            await _as_dba(conn, ("DELETE FROM oversight.case_events WHERE case_id = $1 AND seq = 3", cid),
-                          ("UPDATE oversight.case_summary SET last_event_seq = 2 WHERE case_id = $1", cid))
+            await _as_dba(
+                conn,
+                ("DELETE FROM oversight.case_events WHERE case_id = $1 AND seq = 3", cid),
+                ("UPDATE oversight.case_summary SET last_event_seq = 2 WHERE case_id = $1", cid),
+            )
             assert (await verify_chain(conn, ring, cid)).ok  # the database alone can no longer tell
             report = await verify_case(conn, ring, cid, ts_env.client)
         assert not report.ok and report.expected_from == "workflow" and report.expected_events == 3
@@ -144,63 +193,100 @@ async def test_tail_deleted_and_projection_rewound_is_caught_by_the_workflow_cou
         await handle.terminate()
 
 
-async def test_a_closed_cases_deleted_tail_is_caught_by_its_exported_history(ts_env, db_pool, ring, task_queue):
+async def test_a_closed_cases_deleted_tail_is_caught_by_its_exported_history(
+    ts_env, db_pool, ring, task_queue
+):
     async with running_workers(ts_env.client, db_pool, ring, task_queue) as h:
         cid = await _closed_case(h, "a labour dispute, no sign of trafficking")
         for _ in range(200):  # the export is the workflow's last activity, after the reopen window
             await ts_env.sleep(timedelta(days=40))
-            if await db_pool.fetchval("SELECT 1 FROM oversight.workflow_histories WHERE case_id = $1", cid):
+            if await db_pool.fetchval(
+                "SELECT 1 FROM oversight.workflow_histories WHERE case_id = $1", cid
+            ):
                 break
         async with db_pool.acquire() as conn:
-            await _as_dba(conn, ("DELETE FROM oversight.case_events WHERE case_id = $1 AND seq = 2", cid),
-                          ("UPDATE oversight.case_summary SET last_event_seq = 1 WHERE case_id = $1", cid))
+            await _as_dba(
+                conn,
+                ("DELETE FROM oversight.case_events WHERE case_id = $1 AND seq = 2", cid),
+                ("UPDATE oversight.case_summary SET last_event_seq = 1 WHERE case_id = $1", cid),
+            )
             report = await verify_case(conn, ring, cid)  # no Temporal: the export is the witness
-        assert not report.ok and report.expected_from == "exported history" and report.expected_events == 2
+        assert (
+            not report.ok
+            and report.expected_from == "exported history"
+            and report.expected_events == 2
+        )
         assert report.problem is not None and report.problem.startswith("event 2 missing")
 
 
-async def test_truncate_and_rewinding_the_audit_tables_are_refused(ts_env, db_pool, ring, task_queue):
+async def test_truncate_and_rewinding_the_audit_tables_are_refused(
+    ts_env, db_pool, ring, task_queue
+):
     async with running_workers(ts_env.client, db_pool, ring, task_queue) as h:
         cid, handle = await _three_events(h)
         async with db_pool.acquire() as conn:
-            for sql in ("TRUNCATE oversight.case_events", "TRUNCATE oversight.case_summary",
-                        "TRUNCATE oversight.workflow_histories", "TRUNCATE oversight.case_events CASCADE"):
+            for sql in (
+                "TRUNCATE oversight.case_events",
+                "TRUNCATE oversight.case_summary",
+                "TRUNCATE oversight.workflow_histories",
+                "TRUNCATE oversight.case_events CASCADE",
+            ):
                 with pytest.raises(asyncpg.RaiseError, match="TRUNCATE refused"):
                     await conn.execute(sql)
             with pytest.raises(asyncpg.RaiseError, match="append-only"):
                 await conn.execute("DELETE FROM oversight.case_events WHERE case_id = $1", cid)
             with pytest.raises(asyncpg.RaiseError, match="append-only"):
-                await conn.execute("UPDATE oversight.case_events SET kind = 'x' WHERE case_id = $1", cid)
+                await conn.execute(
+                    "UPDATE oversight.case_events SET kind = 'x' WHERE case_id = $1", cid
+                )
             with pytest.raises(asyncpg.RaiseError, match="never removed"):
                 await conn.execute("DELETE FROM oversight.case_summary WHERE case_id = $1", cid)
             with pytest.raises(asyncpg.RaiseError, match="never moves backwards"):
-                await conn.execute("UPDATE oversight.case_summary SET last_event_seq = 1 WHERE case_id = $1", cid)
+                await conn.execute(
+                    "UPDATE oversight.case_summary SET last_event_seq = 1 WHERE case_id = $1", cid
+                )
             # the erasure switch does not open the chain columns
             async with conn.transaction():
                 await conn.execute("SET LOCAL nrm.audit_erasure = 'on'")
                 with pytest.raises(asyncpg.RaiseError, match="append-only"):
-                    await conn.execute("UPDATE oversight.case_events SET hash = 'x', free_text = NULL, "
-                                       "free_text_erased_at = now() WHERE case_id = $1", cid)
-            assert await conn.fetchval("SELECT count(*) FROM oversight.case_events WHERE case_id = $1", cid) == 3
+                    await conn.execute(
+                        "UPDATE oversight.case_events SET hash = 'x', free_text = NULL, "
+                        "free_text_erased_at = now() WHERE case_id = $1",
+                        cid,
+                    )
+            assert (
+                await conn.fetchval(
+                    "SELECT count(*) FROM oversight.case_events WHERE case_id = $1", cid
+                )
+                == 3
+            )
             assert (await verify_chain(conn, ring, cid)).ok
         await handle.terminate()
 
 
 # ---- item 4: free text erasable without breaking the chain ------------------------------------
 async def test_free_text_is_stored_encrypted_and_erased_after_closure_with_the_chain_intact(
-        ts_env, db_pool, ring, task_queue):
+    ts_env, db_pool, ring, task_queue
+):
     reason = f"{CANARY} called from Lào Cai about her sister"
-    async with running_workers(ts_env.client, db_pool, ring, task_queue) as h, \
-            oversight_api(ts_env, db_pool, ring) as api:
+    async with (
+        running_workers(ts_env.client, db_pool, ring, task_queue) as h,
+        oversight_api(ts_env, db_pool, ring) as api,
+    ):
         cid = await _closed_case(h, reason)
         open_cid, open_handle = await _three_events(h, reason=f"{CANARY} again")
         raw = await db_pool.fetchval(
-            "SELECT string_agg(concat_ws('|', reason, data::text, state::text), '\n') FROM oversight.case_events")
-        summary = await db_pool.fetchval("SELECT string_agg(state::text, '\n') FROM oversight.case_summary")
+            "SELECT string_agg(concat_ws('|', reason, data::text, state::text), '\n') FROM oversight.case_events"
+        )
+        summary = await db_pool.fetchval(
+            "SELECT string_agg(state::text, '\n') FROM oversight.case_summary"
+        )
         assert CANARY not in raw and CANARY not in summary  # not in clear anywhere in oversight
         auditor = auth(ring, Role.auditor, province="*", user="aud-1")
         items = (await api.get(f"/cases/{cid}/history", headers=auditor)).json()["items"]
-        assert items[1]["reason"] == reason and items[1]["free_text_erased"] is False  # authorised reader
+        assert (
+            items[1]["reason"] == reason and items[1]["free_text_erased"] is False
+        )  # authorised reader
 
         async with db_pool.acquire() as conn:
             with pytest.raises(ValueError, match="is open"):
@@ -208,24 +294,40 @@ async def test_free_text_is_stored_encrypted_and_erased_after_closure_with_the_c
             assert await erase_case_free_text(conn, cid) == 1
             assert await erase_case_free_text(conn, cid) == 0  # idempotent
             assert (await verify_chain(conn, ring, cid)).ok
-            row = await conn.fetchrow("SELECT * FROM oversight.case_events WHERE case_id = $1 AND seq = 2", cid)
-        assert row["free_text"] is None and row["free_text_digest"] and row["free_text_erased_at"] is not None
+            row = await conn.fetchrow(
+                "SELECT * FROM oversight.case_events WHERE case_id = $1 AND seq = 2", cid
+            )
+        assert (
+            row["free_text"] is None
+            and row["free_text_digest"]
+            and row["free_text_erased_at"] is not None
+        )
         items = (await api.get(f"/cases/{cid}/history", headers=auditor)).json()["items"]
         assert items[1]["reason"] == "[erased]" and items[1]["free_text_erased"] is True
         assert items[1]["data"]["decision"]["classification"] == "not_relevant"  # the facts stay
-        as_of = (await api.get(f"/cases/{cid}/as-of", params={"at": "2999-01-01T00:00:00+00:00"},
-                               headers=auditor)).json()
+        as_of = (
+            await api.get(
+                f"/cases/{cid}/as-of", params={"at": "2999-01-01T00:00:00+00:00"}, headers=auditor
+            )
+        ).json()
         assert as_of["state"]["status"] == "Closed"
         await open_handle.terminate()
 
 
-async def test_free_text_ciphertext_moved_to_another_event_is_detected(ts_env, db_pool, ring, task_queue):
+async def test_free_text_ciphertext_moved_to_another_event_is_detected(
+    ts_env, db_pool, ring, task_queue
+):
     async with running_workers(ts_env.client, db_pool, ring, task_queue) as h:
         cid, handle = await _three_events(h)
         async with db_pool.acquire() as conn:
-            await _as_dba(conn, ("UPDATE oversight.case_events SET free_text = (SELECT free_text FROM "
-                                 "oversight.case_events WHERE case_id = $1 AND seq = 2) WHERE case_id = $1 AND seq = 3",
-                                 cid))
+            await _as_dba(
+                conn,
+                (
+                    "UPDATE oversight.case_events SET free_text = (SELECT free_text FROM "
+                    "oversight.case_events WHERE case_id = $1 AND seq = 2) WHERE case_id = $1 AND seq = 3",
+                    cid,
+                ),
+            )
             report = await verify_chain(conn, ring, cid)
         assert not report.ok and report.first_broken_seq == 3
         assert report.problem is not None and "does not decrypt" in report.problem
@@ -236,8 +338,14 @@ async def test_free_text_removed_from_an_open_case_is_reported(ts_env, db_pool, 
     async with running_workers(ts_env.client, db_pool, ring, task_queue) as h:
         cid, handle = await _three_events(h, reason=f"{CANARY} must not vanish quietly")
         async with db_pool.acquire() as conn:
-            await _as_dba(conn, ("UPDATE oversight.case_events SET free_text = NULL, free_text_erased_at = now() "
-                                 "WHERE case_id = $1 AND seq = 2", cid))
+            await _as_dba(
+                conn,
+                (
+                    "UPDATE oversight.case_events SET free_text = NULL, free_text_erased_at = now() "
+                    "WHERE case_id = $1 AND seq = 2",
+                    cid,
+                ),
+            )
             report = await verify_chain(conn, ring, cid)
         assert not report.ok and report.first_broken_seq == 2
         assert report.problem is not None and "erased while the case is open" in report.problem
@@ -248,41 +356,93 @@ async def _insert_legacy_chain(conn: asyncpg.Connection, ring: KeyRing, case_id:
     """Two events exactly as the code before hash format 2 wrote them (free text hashed in clear)."""
     prev = GENESIS
     t0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
-    state = {"case_id": case_id, "status": "Closed", "stage": "closed", "handoffs": [
-        {"handoff_id": "h1", "reason": f"{CANARY} needs a shelter"}], "last_event_seq": 2}
-    for seq, (kind, reason, data) in enumerate([
+    state = {
+        "case_id": case_id,
+        "status": "Closed",
+        "stage": "closed",
+        "handoffs": [{"handoff_id": "h1", "reason": f"{CANARY} needs a shelter"}],
+        "last_event_seq": 2,
+    }
+    for seq, (kind, reason, data) in enumerate(
+        [
             ("case_opened", None, {"channel": "hotline_111"}),
-            ("stage_decided", f"{CANARY} is a neighbour's daughter",
-             {"decision": {"stage": "receive", "classification": "not_relevant"}})], start=1):
+            (
+                "stage_decided",
+                f"{CANARY} is a neighbour's daughter",
+                {"decision": {"stage": "receive", "classification": "not_relevant"}},
+            ),
+        ],
+        start=1,
+    ):
         at = t0 + timedelta(minutes=seq)
-        fields = event_fields(event_id=f"{case_id}:{seq}", case_id=case_id, seq=seq, occurred_at=at, kind=kind,
-                              actor_user_id="hotline-officer", actor_agency="hotline", stage="receive", reason=reason,
-                              request_id=None, policy_version="VN-2026.11-1", data=data, state=state)
+        fields = event_fields(
+            event_id=f"{case_id}:{seq}",
+            case_id=case_id,
+            seq=seq,
+            occurred_at=at,
+            kind=kind,
+            actor_user_id="hotline-officer",
+            actor_agency="hotline",
+            stage="receive",
+            reason=reason,
+            request_id=None,
+            policy_version="VN-2026.11-1",
+            data=data,
+            state=state,
+        )
         digest = chain_hash(ring, fields, prev)
         await conn.execute(
             """INSERT INTO oversight.case_events (event_id, case_id, seq, occurred_at, kind, actor_user_id,
                    actor_agency, stage, reason, request_id, policy_version, data, state, prev_hash, hash)
                VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,NULL,$10,$11,$12,$13,$14)""",
-            f"{case_id}:{seq}", case_id, seq, at, kind, "hotline-officer", "hotline", "receive", reason,
-            "VN-2026.11-1", data, state, prev, digest)
+            f"{case_id}:{seq}",
+            case_id,
+            seq,
+            at,
+            kind,
+            "hotline-officer",
+            "hotline",
+            "receive",
+            reason,
+            "VN-2026.11-1",
+            data,
+            state,
+            prev,
+            digest,
+        )
         prev = digest
 
 
-async def test_events_hashed_over_clear_text_still_verify_and_are_resealed_when_erased(db_pool, ring):
+async def test_events_hashed_over_clear_text_still_verify_and_are_resealed_when_erased(
+    db_pool, ring
+):
     cid = new_case_id()
     async with db_pool.acquire() as conn:
         await _insert_legacy_chain(conn, ring, cid)
         assert (await verify_chain(conn, ring, cid)).ok  # old chains verify unchanged
         with pytest.raises(ValueError, match="pass ring="):
             await erase_case_free_text(conn, cid)
-        assert await erase_case_free_text(conn, cid, ring) == 2  # both hold text (the state's handoff reason)
+        assert (
+            await erase_case_free_text(conn, cid, ring) == 2
+        )  # both hold text (the state's handoff reason)
         assert await erase_case_free_text(conn, cid, ring) == 0
-        raw = await conn.fetchval("SELECT string_agg(concat_ws('|', reason, data::text, state::text), '\n') "
-                                  "FROM oversight.case_events WHERE case_id = $1", cid)
+        raw = await conn.fetchval(
+            "SELECT string_agg(concat_ws('|', reason, data::text, state::text), '\n') "
+            "FROM oversight.case_events WHERE case_id = $1",
+            cid,
+        )
         assert CANARY not in raw
         assert (await verify_chain(conn, ring, cid)).ok
         # a resealed event is still tamper-evident
-        await _as_dba(conn, ("UPDATE oversight.case_events SET data = $2 WHERE case_id = $1 AND seq = 2", cid,
-                             json.loads('{"decision": {"stage": "receive", "classification": "trafficking_suspected"}}')))
+        await _as_dba(
+            conn,
+            (
+                "UPDATE oversight.case_events SET data = $2 WHERE case_id = $1 AND seq = 2",
+                cid,
+                json.loads(
+                    '{"decision": {"stage": "receive", "classification": "trafficking_suspected"}}'
+                ),
+            ),
+        )
         report = await verify_chain(conn, ring, cid)
         assert not report.ok and report.first_broken_seq == 2

@@ -18,17 +18,19 @@ from fastapi import HTTPException
 from shared import case_gateway
 from shared.case_gateway import write_with_update
 from shared.config import Settings
+from shared.contract import CaseState
 from shared.crypto import KeyRing
 from shared.runtime import Runtime
-from workflows.models import CaseState
 
 
 @pytest.fixture
 async def probe(db_pool: asyncpg.Pool, ring: KeyRing, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setattr(case_gateway, "REWRITE_DELAYS", (0.01, 0.01, 0.01))
     await db_pool.execute("CREATE TABLE probe_rows (row_id text PRIMARY KEY)")
-    await db_pool.execute("CREATE TABLE commit_breaker (k int, "
-                          "CONSTRAINT breaks_at_commit UNIQUE (k) DEFERRABLE INITIALLY DEFERRED)")
+    await db_pool.execute(
+        "CREATE TABLE commit_breaker (k int, "
+        "CONSTRAINT breaks_at_commit UNIQUE (k) DEFERRABLE INITIALLY DEFERRED)"
+    )
     return Runtime(Settings(), ring, db_pool, None)  # type: ignore[arg-type]  # no Temporal needed here
 
 
@@ -50,8 +52,9 @@ async def test_a_rejected_update_rolls_the_rows_back(probe: Runtime, db_pool: as
     assert await rows(db_pool) == []
 
 
-async def test_rows_are_written_again_when_the_commit_fails_after_the_update(probe: Runtime,
-                                                                           db_pool: asyncpg.Pool) -> None:
+async def test_rows_are_written_again_when_the_commit_fails_after_the_update(
+    probe: Runtime, db_pool: asyncpg.Pool
+) -> None:
     attempts: list[int] = []
     updates: list[str] = []
     marker = object()
@@ -74,7 +77,9 @@ async def test_rows_are_written_again_when_the_commit_fails_after_the_update(pro
     assert await rows(db_pool) == ["r-1"]
 
 
-async def test_503_names_the_retry_when_the_rows_cannot_be_written(probe: Runtime, db_pool: asyncpg.Pool) -> None:
+async def test_503_names_the_retry_when_the_rows_cannot_be_written(
+    probe: Runtime, db_pool: asyncpg.Pool
+) -> None:
     async def write(conn: PoolConnectionProxy) -> None:
         await conn.execute("INSERT INTO probe_rows VALUES ($1)", uuid.uuid4().hex)
         await conn.execute("INSERT INTO commit_breaker VALUES (1), (1)")  # every commit fails
@@ -94,7 +99,9 @@ def test_row_ids_from_the_same_key_are_the_callers_own() -> None:
     from shared.case_gateway import new_id
 
     mine = new_id("svc", "c-1", "k-1", "service", caller="sp-anh")
-    assert new_id("svc", "c-1", "k-1", "service", caller="sp-anh") == mine  # a retry writes the same row
+    assert (
+        new_id("svc", "c-1", "k-1", "service", caller="sp-anh") == mine
+    )  # a retry writes the same row
     assert new_id("svc", "c-1", "k-1", "service", caller="sp-binh") != mine
     assert new_id("svc", "c-1", "k-1", "consent", caller="sp-anh") != mine
     assert new_id("svc", "c-2", "k-1", "service", caller="sp-anh") != mine

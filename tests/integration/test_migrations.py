@@ -12,8 +12,8 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
+from nrm.embedded import with_database
 from shared.db import MigrationError, discover_migrations, migrate
-from shared.embedded import with_database
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -50,7 +50,10 @@ async def fetch(url: str, query: str, *args: object) -> list[asyncpg.Record]:
 
 
 async def recorded(url: str) -> list[tuple[str, int]]:
-    rows = await fetch(url, "SELECT schema_name, version FROM public.schema_migrations ORDER BY schema_name, version")
+    rows = await fetch(
+        url,
+        "SELECT schema_name, version FROM public.schema_migrations ORDER BY schema_name, version",
+    )
     return [(r["schema_name"], r["version"]) for r in rows]
 
 
@@ -76,7 +79,9 @@ async def test_service_migrations_apply_in_order_then_rerun_is_noop(scratch_url:
     assert sorted(await recorded(scratch_url)) == sorted(keys)
 
 
-async def test_versions_apply_in_numeric_order_inside_their_schema(scratch_url: str, tmp_path: Path) -> None:
+async def test_versions_apply_in_numeric_order_inside_their_schema(
+    scratch_url: str, tmp_path: Path
+) -> None:
     # 010 depends on 002 which depends on 001: any other order fails.
     write(tmp_path, "beta", "010_add_index.sql", "CREATE INDEX things_label ON things (label);")
     write(tmp_path, "beta", "002_add_label.sql", "ALTER TABLE things ADD COLUMN label text;")
@@ -84,10 +89,18 @@ async def test_versions_apply_in_numeric_order_inside_their_schema(scratch_url: 
     write(tmp_path, "alpha", "001_items.sql", "CREATE TABLE items (id int PRIMARY KEY);")
     migrations = discover_migrations(services_dir=tmp_path, schemas=("alpha", "beta"))
     assert [(m.schema, m.version, m.name) for m in migrations] == [
-        ("alpha", 1, "001_items"), ("beta", 1, "001_things"), ("beta", 2, "002_add_label"), ("beta", 10, "010_add_index"),
+        ("alpha", 1, "001_items"),
+        ("beta", 1, "001_things"),
+        ("beta", 2, "002_add_label"),
+        ("beta", 10, "010_add_index"),
     ]
     applied = await migrate(scratch_url, migrations)
-    assert [m.name for m in applied] == ["001_items", "001_things", "002_add_label", "010_add_index"]
+    assert [m.name for m in applied] == [
+        "001_items",
+        "001_things",
+        "002_add_label",
+        "010_add_index",
+    ]
     # each ran with search_path = its own schema
     assert await table_exists(scratch_url, "alpha.items")
     assert await table_exists(scratch_url, "beta.things")
@@ -100,31 +113,45 @@ async def test_new_migration_is_applied_alone(scratch_url: str, tmp_path: Path) 
     write(tmp_path, "alpha", "001_items.sql", "CREATE TABLE items (id int PRIMARY KEY);")
     await migrate(scratch_url, discover_migrations(services_dir=tmp_path, schemas=("alpha",)))
     write(tmp_path, "alpha", "002_more.sql", "CREATE TABLE more_items (id int PRIMARY KEY);")
-    applied = await migrate(scratch_url, discover_migrations(services_dir=tmp_path, schemas=("alpha",)))
+    applied = await migrate(
+        scratch_url, discover_migrations(services_dir=tmp_path, schemas=("alpha",))
+    )
     assert [m.name for m in applied] == ["002_more"]
     assert await recorded(scratch_url) == [("alpha", 1), ("alpha", 2)]
 
 
-async def test_failing_migration_leaves_nothing_half_applied(scratch_url: str, tmp_path: Path) -> None:
+async def test_failing_migration_leaves_nothing_half_applied(
+    scratch_url: str, tmp_path: Path
+) -> None:
     write(tmp_path, "alpha", "001_items.sql", "CREATE TABLE items (id int PRIMARY KEY);")
     # creates a table, inserts, then fails: all of it must roll back
-    write(tmp_path, "alpha", "002_broken.sql",
-          "CREATE TABLE broken (id int PRIMARY KEY);\nINSERT INTO items VALUES (1);\nSELECT 1 / 0;")
+    write(
+        tmp_path,
+        "alpha",
+        "002_broken.sql",
+        "CREATE TABLE broken (id int PRIMARY KEY);\nINSERT INTO items VALUES (1);\nSELECT 1 / 0;",
+    )
     write(tmp_path, "alpha", "003_after.sql", "CREATE TABLE after_broken (id int);")
     migrations = discover_migrations(services_dir=tmp_path, schemas=("alpha",))
 
-    with pytest.raises(MigrationError, match=r"alpha/002_broken failed and was rolled back: division by zero"):
+    with pytest.raises(
+        MigrationError, match=r"alpha/002_broken failed and was rolled back: division by zero"
+    ):
         await migrate(scratch_url, migrations)
 
     assert await recorded(scratch_url) == [("alpha", 1)]
     assert await table_exists(scratch_url, "alpha.items")
     assert not await table_exists(scratch_url, "alpha.broken")
     assert await fetch(scratch_url, "SELECT * FROM alpha.items") == []
-    assert not await table_exists(scratch_url, "alpha.after_broken"), "nothing after the failure runs"
+    assert not await table_exists(scratch_url, "alpha.after_broken"), (
+        "nothing after the failure runs"
+    )
 
     # fixing the file and re-running applies the rest
     write(tmp_path, "alpha", "002_broken.sql", "CREATE TABLE broken (id int PRIMARY KEY);")
-    applied = await migrate(scratch_url, discover_migrations(services_dir=tmp_path, schemas=("alpha",)))
+    applied = await migrate(
+        scratch_url, discover_migrations(services_dir=tmp_path, schemas=("alpha",))
+    )
     assert [m.name for m in applied] == ["002_broken", "003_after"]
     assert await recorded(scratch_url) == [("alpha", 1), ("alpha", 2), ("alpha", 3)]
 
@@ -135,20 +162,38 @@ async def test_edited_applied_migration_is_refused(scratch_url: str, tmp_path: P
     path.write_text("CREATE TABLE items (id int PRIMARY KEY, extra text);")
     write(tmp_path, "alpha", "002_next.sql", "CREATE TABLE next_items (id int);")
 
-    with pytest.raises(MigrationError, match=r"alpha/001_items was changed after it was applied; add a new migration"):
+    with pytest.raises(
+        MigrationError,
+        match=r"alpha/001_items was changed after it was applied; add a new migration",
+    ):
         await migrate(scratch_url, discover_migrations(services_dir=tmp_path, schemas=("alpha",)))
     assert await recorded(scratch_url) == [("alpha", 1)]
     assert not await table_exists(scratch_url, "alpha.next_items")
-    columns = await fetch(scratch_url, "SELECT column_name FROM information_schema.columns "
-                                       "WHERE table_schema = 'alpha' AND table_name = 'items'")
+    columns = await fetch(
+        scratch_url,
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_schema = 'alpha' AND table_name = 'items'",
+    )
     assert [c["column_name"] for c in columns] == ["id"]
 
 
-@pytest.mark.parametrize("filename", ["1_init.sql", "0001_init.sql", "001-init.sql", "001_Init.sql", "001_.sql",
-                                      "init.sql", "001_init.SQL.sql"])
+@pytest.mark.parametrize(
+    "filename",
+    [
+        "1_init.sql",
+        "0001_init.sql",
+        "001-init.sql",
+        "001_Init.sql",
+        "001_.sql",
+        "init.sql",
+        "001_init.SQL.sql",
+    ],
+)
 def test_bad_file_names_are_refused(tmp_path: Path, filename: str) -> None:
     write(tmp_path, "alpha", filename, "SELECT 1;")
-    with pytest.raises(MigrationError, match=r"migration files are named NNN_lower_snake\.sql") as info:
+    with pytest.raises(
+        MigrationError, match=r"migration files are named NNN_lower_snake\.sql"
+    ) as info:
         discover_migrations(services_dir=tmp_path, schemas=("alpha",))
     assert filename in str(info.value)
 
@@ -163,18 +208,26 @@ def test_duplicate_version_is_refused(tmp_path: Path) -> None:
 def test_same_version_in_different_schemas_is_fine(tmp_path: Path) -> None:
     write(tmp_path, "alpha", "001_one.sql", "SELECT 1;")
     write(tmp_path, "beta", "001_one.sql", "SELECT 1;")
-    assert [(m.schema, m.version) for m in discover_migrations(services_dir=tmp_path, schemas=("alpha", "beta"))] == [
-        ("alpha", 1), ("beta", 1)]
+    assert [
+        (m.schema, m.version)
+        for m in discover_migrations(services_dir=tmp_path, schemas=("alpha", "beta"))
+    ] == [("alpha", 1), ("beta", 1)]
 
 
-async def test_concurrent_runners_apply_each_migration_once(scratch_url: str, tmp_path: Path) -> None:
+async def test_concurrent_runners_apply_each_migration_once(
+    scratch_url: str, tmp_path: Path
+) -> None:
     # the slow first migration keeps the lock held while the other runner starts
     write(tmp_path, "alpha", "001_slow.sql", "SELECT pg_sleep(0.3);\nCREATE TABLE log (n int);")
     write(tmp_path, "alpha", "002_insert.sql", "INSERT INTO log VALUES (2);")
-    write(tmp_path, "beta", "001_insert.sql", "CREATE TABLE log (n int);\nINSERT INTO log VALUES (1);")
+    write(
+        tmp_path, "beta", "001_insert.sql", "CREATE TABLE log (n int);\nINSERT INTO log VALUES (1);"
+    )
     migrations = discover_migrations(services_dir=tmp_path, schemas=("alpha", "beta"))
 
-    first, second = await asyncio.gather(migrate(scratch_url, migrations), migrate(scratch_url, migrations))
+    first, second = await asyncio.gather(
+        migrate(scratch_url, migrations), migrate(scratch_url, migrations)
+    )
 
     names = sorted(f"{m.schema}/{m.name}" for m in [*first, *second])
     assert names == ["alpha/001_slow", "alpha/002_insert", "beta/001_insert"]

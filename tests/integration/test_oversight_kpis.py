@@ -11,12 +11,7 @@ import pytest
 
 from services.oversight.models import ReportKind
 from services.oversight.reports import VN, period_end
-from shared.domain import AgencyRole, Channel, DecisionMakingOrg, Role, TraffickingStatus
-from tests.conftest import new_case_id
-from tests.integration.test_oversight_common import auth, oversight_api
-from tests.workflow.harness import actor, facts, running_workers
-from workflows.case_workflow import CaseWorkflow
-from workflows.models import (
+from shared.contract import (
     Classification,
     Decide,
     EvidenceKind,
@@ -28,62 +23,150 @@ from workflows.models import (
     VerifyDecision,
     VerifyResult,
 )
+from shared.domain import AgencyRole, Channel, DecisionMakingOrg, Role, TraffickingStatus
+from tests.conftest import new_case_id
+from tests.helpers.oversight_stack import auth, oversight_api
+from tests.helpers.workflow_harness import actor, facts, running_workers
+from workflows.case_workflow import CaseWorkflow
 
-HOTLINE, SP, POLICE, EMBASSY = (actor(AgencyRole.hotline), actor(AgencyRole.social_protection),
-                                actor(AgencyRole.police), actor(AgencyRole.embassy))
+HOTLINE, SP, POLICE, EMBASSY = (
+    actor(AgencyRole.hotline),
+    actor(AgencyRole.social_protection),
+    actor(AgencyRole.police),
+    actor(AgencyRole.embassy),
+)
 H = 1 / 60  # tolerance: one minute, in hours
 
 
 def receive(who, channel=Channel.hotline_111, c=Classification.trafficking_suspected) -> Decide:
-    return Decide(actor=who, justification="classified", decision=ReceiveDecision(classification=c, channel=channel))
+    return Decide(
+        actor=who,
+        justification="classified",
+        decision=ReceiveDecision(classification=c, channel=channel),
+    )
 
 
 def verify(result) -> Decide:
-    return Decide(actor=SP if result else POLICE, justification="police reply", decision=VerifyDecision(result=result))
+    return Decide(
+        actor=SP if result else POLICE,
+        justification="police reply",
+        decision=VerifyDecision(result=result),
+    )
 
 
 async def test_kpis_and_reports(ts_env, db_pool, ring, task_queue):
-    async with running_workers(ts_env.client, db_pool, ring, task_queue) as h, \
-            oversight_api(ts_env, db_pool, ring) as api:
+    async with (
+        running_workers(ts_env.client, db_pool, ring, task_queue) as h,
+        oversight_api(ts_env, db_pool, ring) as api,
+    ):
         t0 = await ts_env.get_current_time()
         k = {}
-        for name, kw in (("K1", {}), ("K2", {}), ("K3", {}),
-                         ("K4", {"channel": Channel.embassy_repatriation, "abroad": True, "opener": AgencyRole.embassy}),
-                         ("K5", {"channel": Channel.embassy_repatriation, "abroad": True, "opener": AgencyRole.embassy})):
+        for name, kw in (
+            ("K1", {}),
+            ("K2", {}),
+            ("K3", {}),
+            (
+                "K4",
+                {
+                    "channel": Channel.embassy_repatriation,
+                    "abroad": True,
+                    "opener": AgencyRole.embassy,
+                },
+            ),
+            (
+                "K5",
+                {
+                    "channel": Channel.embassy_repatriation,
+                    "abroad": True,
+                    "opener": AgencyRole.embassy,
+                },
+            ),
+        ):
             k[name] = await h.open(facts(new_case_id(), now=t0, **kw))
         # t0: K1, K2 classified suspected -> verify (social protection, 3 days); K3 not relevant -> closed;
         # K4 returnee classified -> verify (police), supported at once; K5 returnee never classified
         await k["K1"].execute_update(CaseWorkflow.decide, receive(HOTLINE))
         await k["K2"].execute_update(CaseWorkflow.decide, receive(HOTLINE))
-        await k["K3"].execute_update(CaseWorkflow.decide, receive(HOTLINE, c=Classification.not_relevant))
-        await k["K4"].execute_update(CaseWorkflow.decide, receive(EMBASSY, Channel.embassy_repatriation))
-        await k["K4"].execute_update(CaseWorkflow.record_service, RecordService(
-            actor=POLICE, service_id="svc-1", service_type="essential_needs"))
+        await k["K3"].execute_update(
+            CaseWorkflow.decide, receive(HOTLINE, c=Classification.not_relevant)
+        )
+        await k["K4"].execute_update(
+            CaseWorkflow.decide, receive(EMBASSY, Channel.embassy_repatriation)
+        )
+        await k["K4"].execute_update(
+            CaseWorkflow.record_service,
+            RecordService(actor=POLICE, service_id="svc-1", service_type="essential_needs"),
+        )
         # t0 + 1 day: K1 verified (24 h, on time), K2 unfounded (24 h, on time) -> closed
         await ts_env.sleep(timedelta(days=1))
-        await k["K1"].execute_update(CaseWorkflow.decide, Decide(
-            actor=SP, justification="police reply", decision=VerifyDecision(result=VerifyResult.confirmed)))
-        await k["K2"].execute_update(CaseWorkflow.decide, Decide(
-            actor=SP, justification="police reply", decision=VerifyDecision(result=VerifyResult.unfounded)))
+        await k["K1"].execute_update(
+            CaseWorkflow.decide,
+            Decide(
+                actor=SP,
+                justification="police reply",
+                decision=VerifyDecision(result=VerifyResult.confirmed),
+            ),
+        )
+        await k["K2"].execute_update(
+            CaseWorkflow.decide,
+            Decide(
+                actor=SP,
+                justification="police reply",
+                decision=VerifyDecision(result=VerifyResult.unfounded),
+            ),
+        )
         # t0 + 4 days: K4 verified by police (96 h, 1 day late); K1 identified (72 h) -> protect -> reintegrate
         await ts_env.sleep(timedelta(days=3))
-        await k["K4"].execute_update(CaseWorkflow.decide, Decide(
-            actor=POLICE, justification="MPS identity check", decision=VerifyDecision(result=VerifyResult.confirmed)))
-        await k["K1"].execute_update(CaseWorkflow.decide, Decide(
-            actor=POLICE, justification="statements", decision=IdentifyDecision(
-                status=TraffickingStatus.ActualVictimOfTrafficking, deciding_org=DecisionMakingOrg.Police,
-                evidence=[EvidenceRef(evidence_id="ev-1", kind=EvidenceKind.statement_of_person)])))
-        await k["K1"].execute_update(CaseWorkflow.decide, Decide(
-            actor=SP, justification="shelter", decision=ProtectDecision(measures=["safe_shelter"])))
+        await k["K4"].execute_update(
+            CaseWorkflow.decide,
+            Decide(
+                actor=POLICE,
+                justification="MPS identity check",
+                decision=VerifyDecision(result=VerifyResult.confirmed),
+            ),
+        )
+        await k["K1"].execute_update(
+            CaseWorkflow.decide,
+            Decide(
+                actor=POLICE,
+                justification="statements",
+                decision=IdentifyDecision(
+                    status=TraffickingStatus.ActualVictimOfTrafficking,
+                    deciding_org=DecisionMakingOrg.Police,
+                    evidence=[
+                        EvidenceRef(evidence_id="ev-1", kind=EvidenceKind.statement_of_person)
+                    ],
+                ),
+            ),
+        )
+        await k["K1"].execute_update(
+            CaseWorkflow.decide,
+            Decide(
+                actor=SP,
+                justification="shelter",
+                decision=ProtectDecision(measures=["safe_shelter"]),
+            ),
+        )
         # wait until every event has landed in the audit log
         for name, n in (("K1", 5), ("K2", 3), ("K3", 2), ("K4", 4), ("K5", 1)):
             await h.events(k[name].id, n)
         end = await ts_env.get_current_time()
-        period = {"province": "01", "from": (t0 - timedelta(hours=1)).isoformat(),
-                  "to": (end + timedelta(hours=1)).isoformat()}
+        period = {
+            "province": "01",
+            "from": (t0 - timedelta(hours=1)).isoformat(),
+            "to": (end + timedelta(hours=1)).isoformat(),
+        }
         # a report leaving the province covers whole calendar months (Vietnam time)
-        m0 = (t0 - timedelta(hours=1)).astimezone(VN).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        months = {"province": "01", "from": m0.isoformat(), "to": period_end(ReportKind.six_monthly, m0).isoformat()}
+        m0 = (
+            (t0 - timedelta(hours=1))
+            .astimezone(VN)
+            .replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        )
+        months = {
+            "province": "01",
+            "from": m0.isoformat(),
+            "to": period_end(ReportKind.six_monthly, m0).isoformat(),
+        }
         sup = auth(ring, Role.supervisor)
 
         r = await api.get("/kpis", params=period, headers=sup)
@@ -91,12 +174,24 @@ async def test_kpis_and_reports(ts_env, db_pool, ring, task_queue):
         body = r.json()
         ratios = {x["id"]: x for x in body["ratios"]}
         # received 5; classified: all but K5
-        assert (ratios["reports_classified"]["numerator"], ratios["reports_classified"]["denominator"]) == (4, 5)
-        assert ratios["reports_classified"]["value"] == 0.8 and ratios["reports_classified"]["met"] is False
+        assert (
+            ratios["reports_classified"]["numerator"],
+            ratios["reports_classified"]["denominator"],
+        ) == (4, 5)
+        assert (
+            ratios["reports_classified"]["value"] == 0.8
+            and ratios["reports_classified"]["met"] is False
+        )
         # resolved: K1 (identified as a victim), K2 (closed unfounded), K3 (closed not relevant)
-        assert (ratios["resolution_rate"]["numerator"], ratios["resolution_rate"]["denominator"]) == (3, 5)
+        assert (
+            ratios["resolution_rate"]["numerator"],
+            ratios["resolution_rate"]["denominator"],
+        ) == (3, 5)
         # (suspected) victims: K1 and K4 (K2 unfounded, K3 not relevant, K5 unclassified); full path: K1
-        assert (ratios["victims_full_path"]["numerator"], ratios["victims_full_path"]["denominator"]) == (1, 2)
+        assert (
+            ratios["victims_full_path"]["numerator"],
+            ratios["victims_full_path"]["denominator"],
+        ) == (1, 2)
         # returnees K4 (served at once) and K5 (not yet; its 7-day limit runs past the period: pending)
         rt = ratios["returnees_supported_in_time"]
         assert (rt["numerator"], rt["denominator"], rt["detail"]["pending"]) == (1, 2, 1)
@@ -112,28 +207,45 @@ async def test_kpis_and_reports(ts_env, db_pool, ring, task_queue):
         assert timing["identify"]["p50_hours"] == pytest.approx(72, abs=H)
         assert timing["protect"]["p50_hours"] == pytest.approx(0, abs=H)
 
-        comp = {(c["stage"], c["agency"]): (c["completed"], c["on_time"]) for c in body["deadline_compliance"]}
-        assert comp == {("receive", "hotline"): (3, 3), ("receive", "embassy"): (1, 1),
-                        ("verify", "social_protection"): (2, 2), ("verify", "police"): (1, 0),
-                        ("identify", "police"): (1, 1), ("protect", "social_protection"): (1, 1)}
+        comp = {
+            (c["stage"], c["agency"]): (c["completed"], c["on_time"])
+            for c in body["deadline_compliance"]
+        }
+        assert comp == {
+            ("receive", "hotline"): (3, 3),
+            ("receive", "embassy"): (1, 1),
+            ("verify", "social_protection"): (2, 2),
+            ("verify", "police"): (1, 0),
+            ("identify", "police"): (1, 1),
+            ("protect", "social_protection"): (1, 1),
+        }
 
         # a period that starts after the openings: nothing received; only the later stage decisions count
         later = {**period, "from": (t0 + timedelta(hours=1)).isoformat()}
         body = (await api.get("/kpis", params=later, headers=sup)).json()
         assert all(x["denominator"] == 0 and x["value"] is None for x in body["ratios"])
-        assert {t["stage"]: t["completed"] for t in body["time_in_stage"]} == {"verify": 3, "identify": 1,
-                                                                              "protect": 1}
+        assert {t["stage"]: t["completed"] for t in body["time_in_stage"]} == {
+            "verify": 3,
+            "identify": 1,
+            "protect": 1,
+        }
 
         # errors and access
         r = await api.get("/kpis", params={"province": "01", "from": period["from"]}, headers=sup)
         assert r.status_code == 422 and r.json()["detail"] == "to: required"
         r = await api.get("/kpis", params={**period, "to": period["from"]}, headers=sup)
         assert r.status_code == 422 and r.json()["detail"].startswith("to:")
-        assert (await api.get("/kpis", params=period, headers=auth(ring, Role.caseworker))).status_code == 403
-        assert (await api.get("/kpis", params=period, headers=auth(ring, Role.supervisor, province="79"))
-                ).status_code == 403
-        assert (await api.get("/kpis", params=period, headers=auth(ring, Role.auditor, province="*"))
-                ).status_code == 200
+        assert (
+            await api.get("/kpis", params=period, headers=auth(ring, Role.caseworker))
+        ).status_code == 403
+        assert (
+            await api.get(
+                "/kpis", params=period, headers=auth(ring, Role.supervisor, province="79")
+            )
+        ).status_code == 403
+        assert (
+            await api.get("/kpis", params=period, headers=auth(ring, Role.auditor, province="*"))
+        ).status_code == 200
 
         # ---- reports ---------------------------------------------------------------------------
         r = await api.get("/reports/ad_hoc", params={**period, "format": "json"}, headers=sup)
@@ -142,45 +254,85 @@ async def test_kpis_and_reports(ts_env, db_pool, ring, task_queue):
         assert rep["suppressed"] is False and rep["received"] == 5
         assert rep["by_channel"] == {"embassy_repatriation": 2, "hotline_111": 3}
         assert rep["by_category"] == {"abroad": 2, "adult": 5, "domestic": 3}
-        assert rep["outcomes"] == {"not_relevant": 1, "open:identify": 1, "open:receive": 1, "open:reintegrate": 1,
-                                   "unfounded": 1}
+        assert rep["outcomes"] == {
+            "not_relevant": 1,
+            "open:identify": 1,
+            "open:receive": 1,
+            "open:reintegrate": 1,
+            "unfounded": 1,
+        }
         # inside the province nothing is suppressed; outside (external=true, or another province) small cells are
         r = await api.get("/reports/ad_hoc", params={**period, "external": "true"}, headers=sup)
-        assert r.status_code == 422 and r.json()["detail"].startswith("from: a report outside your jurisdiction")
+        assert r.status_code == 422 and r.json()["detail"].startswith(
+            "from: a report outside your jurisdiction"
+        )
         r = await api.get("/reports/ad_hoc", params={**months, "external": "true"}, headers=sup)
         ext = r.json()
         assert ext["suppressed"] is True and ext["received"] == 5
         assert ext["by_category"] == {"abroad": "<5", "adult": 5, "domestic": "<5"}
         classified = next(x for x in ext["kpis"] if x["id"] == "reports_classified")
-        assert classified["numerator"] == "<5" and classified["denominator"] == 5 and classified["value"] == "<5"
-        other = await api.get("/reports/ad_hoc", params=months, headers=auth(ring, Role.supervisor, province="79"))
+        assert (
+            classified["numerator"] == "<5"
+            and classified["denominator"] == 5
+            and classified["value"] == "<5"
+        )
+        other = await api.get(
+            "/reports/ad_hoc", params=months, headers=auth(ring, Role.supervisor, province="79")
+        )
         assert other.status_code == 200 and other.json()["suppressed"] is True
-        national = await api.get("/reports/ad_hoc", params=months, headers=auth(ring, Role.auditor, province="*"))
-        assert national.json()["suppressed"] is True  # a national export of a province's report leaves it
+        national = await api.get(
+            "/reports/ad_hoc", params=months, headers=auth(ring, Role.auditor, province="*")
+        )
+        assert (
+            national.json()["suppressed"] is True
+        )  # a national export of a province's report leaves it
 
         r = await api.get("/reports/ad_hoc", params={**period, "format": "csv"}, headers=sup)
         assert r.headers["content-type"].startswith("text/csv")
-        rows = [row[:4] for row in csv.reader(io.StringIO(r.text))]  # then the labels (test_reports_committee.py)
+        rows = [
+            row[:4] for row in csv.reader(io.StringIO(r.text))
+        ]  # then the labels (test_reports_committee.py)
         assert rows[0] == ["section", "key", "column", "value"]
         assert ["kpis", "reports_classified", "numerator", "4"] in rows
         assert ["received", "total", "count", "5"] in rows
-        r = await api.get("/reports/ad_hoc", params={**months, "format": "csv", "external": "true"}, headers=sup)
-        assert ["kpis", "reports_classified", "numerator", "<5"] in [row[:4] for row in csv.reader(io.StringIO(r.text))]
+        r = await api.get(
+            "/reports/ad_hoc", params={**months, "format": "csv", "external": "true"}, headers=sup
+        )
+        assert ["kpis", "reports_classified", "numerator", "<5"] in [
+            row[:4] for row in csv.reader(io.StringIO(r.text))
+        ]
 
         r = await api.get("/reports/ad_hoc", params={**period, "format": "html"}, headers=sup)
         assert r.headers["content-type"].startswith("text/html")
-        assert "Ban Chỉ đạo 138" in r.text and "Báo cáo đột xuất" in r.text and '<html lang="vi">' in r.text
-        r = await api.get("/reports/ad_hoc", params={**months, "format": "html", "lang": "en", "external": "true"},
-                          headers=sup)
-        assert "Ad hoc report" in r.text and "Steering Committee 138" in r.text and "&lt;5" in r.text
+        assert (
+            "Ban Chỉ đạo 138" in r.text
+            and "Báo cáo đột xuất" in r.text
+            and '<html lang="vi">' in r.text
+        )
+        r = await api.get(
+            "/reports/ad_hoc",
+            params={**months, "format": "html", "lang": "en", "external": "true"},
+            headers=sup,
+        )
+        assert (
+            "Ad hoc report" in r.text and "Steering Committee 138" in r.text and "&lt;5" in r.text
+        )
 
         r = await api.get("/reports/six_monthly", params={"province": "01"}, headers=sup)
         assert r.status_code == 200
         assert r.json()["period_from"][5:10] in ("01-01", "07-01")
-        r = await api.get("/reports/annual", params={"province": "01", "from": "2026-01-01T00:00:00+07:00"}, headers=sup)
+        r = await api.get(
+            "/reports/annual",
+            params={"province": "01", "from": "2026-01-01T00:00:00+07:00"},
+            headers=sup,
+        )
         assert r.json()["period_to"].startswith("2027-01-01")
-        assert (await api.get("/reports/ad_hoc", params={"province": "01"}, headers=sup)).status_code == 422
+        assert (
+            await api.get("/reports/ad_hoc", params={"province": "01"}, headers=sup)
+        ).status_code == 422
         assert (await api.get("/reports/monthly", params=period, headers=sup)).status_code == 422
-        assert (await api.get("/reports/ad_hoc", params=period, headers=auth(ring, Role.caseworker))).status_code == 403
+        assert (
+            await api.get("/reports/ad_hoc", params=period, headers=auth(ring, Role.caseworker))
+        ).status_code == 403
         for hd in k.values():
             await hd.terminate()

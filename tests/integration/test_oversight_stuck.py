@@ -8,13 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from services.oversight import cli
 from services.oversight.audit_log import readable_event
-from shared.domain import AgeBand, AgencyRole, Channel, Role
-from shared.temporal import OVERSIGHT_TASK_QUEUE
-from tests.conftest import new_case_id
-from tests.integration.test_oversight_common import Clock, auth, oversight_api
-from tests.workflow.harness import actor, facts, running_workers
-from workflows.case_workflow import CaseWorkflow
-from workflows.models import (
+from shared.contract import (
     Classification,
     ConsentPurpose,
     Decide,
@@ -25,14 +19,26 @@ from workflows.models import (
     VerifyDecision,
     VerifyResult,
 )
+from shared.domain import AgeBand, AgencyRole, Channel, Role
+from shared.temporal import OVERSIGHT_TASK_QUEUE
+from tests.conftest import new_case_id
+from tests.helpers.oversight_stack import Clock, auth, oversight_api
+from tests.helpers.workflow_harness import actor, facts, running_workers
+from workflows.case_workflow import CaseWorkflow
 
 SUPERVISOR_ID = "sup-province-01"
 
 
-def _receive(agency: AgencyRole, channel: Channel = Channel.hotline_111,
-             classification: Classification = Classification.trafficking_suspected) -> Decide:
-    return Decide(actor=actor(agency), justification="classified from the report",
-                  decision=ReceiveDecision(classification=classification, channel=channel))
+def _receive(
+    agency: AgencyRole,
+    channel: Channel = Channel.hotline_111,
+    classification: Classification = Classification.trafficking_suspected,
+) -> Decide:
+    return Decide(
+        actor=actor(agency),
+        justification="classified from the report",
+        decision=ReceiveDecision(classification=classification, channel=channel),
+    )
 
 
 async def _ids(api, headers, **params) -> list[str]:
@@ -43,8 +49,10 @@ async def _ids(api, headers, **params) -> list[str]:
 
 async def test_stuck_board_and_actions(ts_env, db_pool, db_url, ring, task_queue, capsys):
     clock = Clock(ts_env)
-    async with running_workers(ts_env.client, db_pool, ring, task_queue) as h, \
-            oversight_api(ts_env, db_pool, ring, clock) as api:
+    async with (
+        running_workers(ts_env.client, db_pool, ring, task_queue) as h,
+        oversight_api(ts_env, db_pool, ring, clock) as api,
+    ):
         handles = {}
         t0 = await clock.sync()
 
@@ -62,20 +70,47 @@ async def test_stuck_board_and_actions(ts_env, db_pool, db_url, ring, task_queue
         await handles["B"].execute_update(CaseWorkflow.decide, _receive(AgencyRole.hotline))
         c = await open_case("C", now=t0)
         await handles["C"].execute_update(CaseWorkflow.decide, _receive(AgencyRole.hotline))
-        await handles["C"].execute_update(CaseWorkflow.decide, Decide(
-            actor=actor(AgencyRole.social_protection), justification="verified with police",
-            decision=VerifyDecision(result=VerifyResult.confirmed)))
+        await handles["C"].execute_update(
+            CaseWorkflow.decide,
+            Decide(
+                actor=actor(AgencyRole.social_protection),
+                justification="verified with police",
+                decision=VerifyDecision(result=VerifyResult.confirmed),
+            ),
+        )
         d = await open_case("D", now=t0)
         await handles["D"].execute_update(CaseWorkflow.decide, _receive(AgencyRole.hotline))
         sp = actor(AgencyRole.social_protection)
-        await handles["D"].execute_update(CaseWorkflow.record_consent, RecordConsent(
-            actor=sp, purpose=ConsentPurpose.data_sharing, granted=True, agency=AgencyRole.legal_aid))
-        await handles["D"].execute_update(CaseWorkflow.request_handoff, RequestHandoff(
-            actor=sp, kind=HandoffKind.referral, to_agency=AgencyRole.legal_aid, reason="free legal aid"))
-        e = await open_case("E", channel=Channel.embassy_repatriation, abroad=True, opener=AgencyRole.embassy, now=t0)
+        await handles["D"].execute_update(
+            CaseWorkflow.record_consent,
+            RecordConsent(
+                actor=sp,
+                purpose=ConsentPurpose.data_sharing,
+                granted=True,
+                agency=AgencyRole.legal_aid,
+            ),
+        )
+        await handles["D"].execute_update(
+            CaseWorkflow.request_handoff,
+            RequestHandoff(
+                actor=sp,
+                kind=HandoffKind.referral,
+                to_agency=AgencyRole.legal_aid,
+                reason="free legal aid",
+            ),
+        )
+        e = await open_case(
+            "E",
+            channel=Channel.embassy_repatriation,
+            abroad=True,
+            opener=AgencyRole.embassy,
+            now=t0,
+        )
         hc = await open_case("H", now=t0)
-        await handles["H"].execute_update(CaseWorkflow.decide, _receive(
-            AgencyRole.hotline, classification=Classification.not_relevant))
+        await handles["H"].execute_update(
+            CaseWorkflow.decide,
+            _receive(AgencyRole.hotline, classification=Classification.not_relevant),
+        )
         await h.events(hc, 2)
         await h.events(d, 5)
 
@@ -84,14 +119,18 @@ async def test_stuck_board_and_actions(ts_env, db_pool, db_url, ring, task_queue
         await h.events(e, 4)  # opened, reminder, level 1, level 2
         await clock.sync()
         f = await open_case("F", now=clock())  # fresh: receive due within 24 hours
-        g = await open_case("G", now=clock())  # fresh, and its audit write will fail (technically stuck)
+        g = await open_case(
+            "G", now=clock()
+        )  # fresh, and its audit write will fail (technically stuck)
         sup = auth(ring, Role.supervisor, user=SUPERVISOR_ID)
 
         # --- each reason -----------------------------------------------------------------
         overdue = await _ids(api, sup, reason="overdue")
         assert set(overdue) == {a, b, d, e}
         assert overdue[0] == e  # the most late first (receive was due at t0 + 1 day)
-        r = await api.get("/stuck", params={"reason": "overdue", "check_temporal": "false"}, headers=sup)
+        r = await api.get(
+            "/stuck", params={"reason": "overdue", "check_temporal": "false"}, headers=sup
+        )
         lates = [i["late_by_hours"] for i in r.json()["items"]]
         assert lates == sorted(lates, reverse=True) and 59 < lates[0] < 61  # E: 2.5 days late
         item_b = next(i for i in r.json()["items"] if i["case_id"] == b)
@@ -115,15 +154,27 @@ async def test_stuck_board_and_actions(ts_env, db_pool, db_url, ring, task_queue
         assert set(await _ids(api, sup, category=["adult", "domestic"])) == {a, d}
         assert await _ids(api, sup, agency="embassy") == [e]
         assert set(await _ids(api, sup, agency="social_protection")) == {a, b, d}
-        assert await _ids(api, sup, reason="idle", idle_days=3, agency="police", stage="identify") == [c]
+        assert await _ids(
+            api, sup, reason="idle", idle_days=3, agency="police", stage="identify"
+        ) == [c]
         assert await _ids(api, sup, stage="receive") == [e]
         assert set(await _ids(api, sup, stage="receive", due_within_hours=48)) == {e, f, g}
 
         # --- pagination ----------------------------------------------------------------------
-        p1 = (await api.get("/stuck", params={"reason": "overdue", "limit": 2, "check_temporal": "false"},
-                            headers=sup)).json()
-        p2 = (await api.get("/stuck", params={"reason": "overdue", "limit": 2, "offset": 2, "check_temporal": "false"},
-                            headers=sup)).json()
+        p1 = (
+            await api.get(
+                "/stuck",
+                params={"reason": "overdue", "limit": 2, "check_temporal": "false"},
+                headers=sup,
+            )
+        ).json()
+        p2 = (
+            await api.get(
+                "/stuck",
+                params={"reason": "overdue", "limit": 2, "offset": 2, "check_temporal": "false"},
+                headers=sup,
+            )
+        ).json()
         assert p1["next_offset"] == 2 and len(p1["items"]) == 2 and len(p2["items"]) == 2
         assert [i["case_id"] for i in p1["items"] + p2["items"]] == overdue
 
@@ -133,23 +184,32 @@ async def test_stuck_board_and_actions(ts_env, db_pool, db_url, ring, task_queue
                 """INSERT INTO oversight.case_events (event_id, case_id, seq, occurred_at, kind, actor_user_id, stage,
                        policy_version, state, prev_hash, hash)
                    SELECT 'foreign', case_id, 2, occurred_at, 'foreign', 'x', stage, policy_version, state, hash, 'x'
-                   FROM oversight.case_events WHERE case_id = $1 AND seq = 1""", g)
+                   FROM oversight.case_events WHERE case_id = $1 AND seq = 1""",
+                g,
+            )
         await handles["G"].execute_update(CaseWorkflow.decide, _receive(AgencyRole.hotline))
         for _ in range(100):
             desc = await handles["G"].describe()
             if any(pa.attempt > 1 for pa in desc.raw_description.pending_activities):
                 break
             await asyncio.sleep(0.1)
-        r = await api.get("/stuck", params={"reason": "technical", "due_within_hours": 48}, headers=sup)
+        r = await api.get(
+            "/stuck", params={"reason": "technical", "due_within_hours": 48}, headers=sup
+        )
         assert r.status_code == 200, r.text
         tech = r.json()["items"]
         assert [i["case_id"] for i in tech] == [g]
         problem = tech[0]["technical"][0]
         assert problem["kind"] == "activity_failing" and problem["attempt"] > 1
-        assert problem["detail"].startswith("record_case_events:") and "expected 3" in problem["detail"]
+        assert (
+            problem["detail"].startswith("record_case_events:")
+            and "expected 3" in problem["detail"]
+        )
         assert "technical" in tech[0]["reasons"]
         # checked on the page only: the ordinary list also reports it when G is on the page
-        r = await api.get("/stuck", params={"stage": "receive", "due_within_hours": 48}, headers=sup)
+        r = await api.get(
+            "/stuck", params={"stage": "receive", "due_within_hours": 48}, headers=sup
+        )
         marked = {i["case_id"]: i["technical"] for i in r.json()["items"]}
         assert marked[g] and not marked[e] and not marked[f]
         await handles["G"].terminate()
@@ -157,9 +217,15 @@ async def test_stuck_board_and_actions(ts_env, db_pool, db_url, ring, task_queue
         # --- board ---------------------------------------------------------------------------
         r = await api.get("/board", headers=sup)
         assert r.status_code == 200, r.text
-        cells = {(x["stage"], x["owner_agency"]): (x["open"], x["overdue"]) for x in r.json()["cells"]}
-        assert cells == {("verify", "social_protection"): (3, 3), ("identify", "police"): (1, 0),
-                         ("receive", "embassy"): (1, 1), ("receive", "hotline"): (2, 0)}
+        cells = {
+            (x["stage"], x["owner_agency"]): (x["open"], x["overdue"]) for x in r.json()["cells"]
+        }
+        assert cells == {
+            ("verify", "social_protection"): (3, 3),
+            ("identify", "police"): (1, 0),
+            ("receive", "embassy"): (1, 1),
+            ("receive", "hotline"): (2, 0),
+        }
         assert r.json()["total_open"] == 7 and r.json()["total_overdue"] == 4
 
         # --- access ----------------------------------------------------------------------------
@@ -172,57 +238,98 @@ async def test_stuck_board_and_actions(ts_env, db_pool, db_url, ring, task_queue
         assert set(await _ids(api, auth(ring, Role.supervisor, province="79"))) == set()
 
         # --- actions -----------------------------------------------------------------------------
-        r = await api.post(f"/cases/{a}/reassign", json={"assignee_user_id": "sp-officer-9"},
-                           headers={**sup, "X-Request-ID": "req-reassign-1"})
+        r = await api.post(
+            f"/cases/{a}/reassign",
+            json={"assignee_user_id": "sp-officer-9"},
+            headers={**sup, "X-Request-ID": "req-reassign-1"},
+        )
         assert r.status_code == 200, r.text
         assert r.json()["assignee"] == "sp-officer-9"
         ev = (await h.events(a, 5))[-1]
         assert await _ids(api, sup, assignee="sp-officer-9") == [a]
         assert (ev["kind"], ev["actor_user_id"], ev["actor_agency"], ev["request_id"]) == (
-            "stage_assigned", SUPERVISOR_ID, "social_protection", "req-reassign-1")
+            "stage_assigned",
+            SUPERVISOR_ID,
+            "social_protection",
+            "req-reassign-1",
+        )
 
         before = datetime.fromisoformat(r.json()["deadline"]["due_at"])
-        r = await api.post(f"/cases/{a}/extend-deadline", json={"extend_by": "P2D", "reason": "waiting for police reply"},
-                           headers=sup)
+        r = await api.post(
+            f"/cases/{a}/extend-deadline",
+            json={"extend_by": "P2D", "reason": "waiting for police reply"},
+            headers=sup,
+        )
         assert r.status_code == 200, r.text
         assert datetime.fromisoformat(r.json()["deadline"]["due_at"]) == before + timedelta(days=2)
         assert r.json()["escalation_level"] == 0
         ev = (await h.events(a, 6))[-1]
-        assert ev["kind"] == "deadline_extended" and readable_event(ring, ev)["reason"] == "waiting for police reply"
+        assert (
+            ev["kind"] == "deadline_extended"
+            and readable_event(ring, ev)["reason"] == "waiting for police reply"
+        )
         r = await api.post(f"/cases/{a}/extend-deadline", json={"extend_by": "P2D"}, headers=sup)
         assert r.status_code == 422
 
         # escalate, idempotent on the key
         key = {"Idempotency-Key": "esc-c-1"}
-        r1 = await api.post(f"/cases/{c}/escalate", json={"reason": "idle for days"}, headers={**sup, **key})
-        r2 = await api.post(f"/cases/{c}/escalate", json={"reason": "idle for days"}, headers={**sup, **key})
+        r1 = await api.post(
+            f"/cases/{c}/escalate", json={"reason": "idle for days"}, headers={**sup, **key}
+        )
+        r2 = await api.post(
+            f"/cases/{c}/escalate", json={"reason": "idle for days"}, headers={**sup, **key}
+        )
         assert r1.status_code == r2.status_code == 200 and r1.json()["escalation_level"] == 1
         assert r2.json()["escalation_level"] == 1
         evs = await h.events(c, 4)
         assert [x["kind"] for x in evs].count("escalated_by_supervisor") == 1
 
         # reopen the closed case
-        r = await api.post(f"/cases/{hc}/reopen", json={"to_stage": "receive", "reason": "new information"}, headers=sup)
+        r = await api.post(
+            f"/cases/{hc}/reopen",
+            json={"to_stage": "receive", "reason": "new information"},
+            headers=sup,
+        )
         assert r.status_code == 200, r.text
         assert r.json()["status"] == "Active" and r.json()["stage"] == "receive"
-        r = await api.post(f"/cases/{a}/reopen", json={"to_stage": "receive", "reason": "new information"}, headers=sup)
+        r = await api.post(
+            f"/cases/{a}/reopen",
+            json={"to_stage": "receive", "reason": "new information"},
+            headers=sup,
+        )
         assert r.status_code == 409 and "closed" in r.json()["detail"]
 
         # the actor comes from the token only; caseworkers and other provinces are refused
-        r = await api.post(f"/cases/{c}/escalate", json={"reason": "x" * 5, "actor": {"user_id": "someone"}}, headers=sup)
+        r = await api.post(
+            f"/cases/{c}/escalate",
+            json={"reason": "x" * 5, "actor": {"user_id": "someone"}},
+            headers=sup,
+        )
         assert r.status_code == 422
-        r = await api.post(f"/cases/{c}/escalate", json={"reason": "because"}, headers=auth(ring, Role.caseworker))
+        r = await api.post(
+            f"/cases/{c}/escalate", json={"reason": "because"}, headers=auth(ring, Role.caseworker)
+        )
         assert r.status_code == 403
-        r = await api.post(f"/cases/{c}/escalate", json={"reason": "because"},
-                           headers=auth(ring, Role.supervisor, province="79"))
+        r = await api.post(
+            f"/cases/{c}/escalate",
+            json={"reason": "because"},
+            headers=auth(ring, Role.supervisor, province="79"),
+        )
         assert r.status_code == 403
         r = await api.post("/cases/case-none/escalate", json={"reason": "because"}, headers=sup)
         assert r.status_code == 404
 
         # --- nrm stuck: the same list in a terminal table -------------------------------------
         # (the CLI uses the wall clock; the time-skipping server runs ahead of it, so ask for a wide window)
-        args = argparse.Namespace(province="01", limit=50, offset=0, reason=["handoff_waiting"], due_within_hours=24,
-                                  idle_days=7, json=False)
+        args = argparse.Namespace(
+            province="01",
+            limit=50,
+            offset=0,
+            reason=["handoff_waiting"],
+            due_within_hours=24,
+            idle_days=7,
+            json=False,
+        )
         out = await cli._stuck(db_url, args)
         assert [o["case_id"] for o in out] == [d]
         assert "handoff_waiting" in out[0]["reasons"]

@@ -20,18 +20,30 @@ class BrokenOnPurpose:
 
     @workflow.run
     async def run(self) -> None:
-        raise RuntimeError("cannot run this case's code")  # not an ApplicationError: the task fails and retries
+        raise RuntimeError(
+            "cannot run this case's code"
+        )  # not an ApplicationError: the task fails and retries
 
 
-async def test_a_failing_workflow_task_is_reported(dev_env: WorkflowEnvironment, task_queue: str) -> None:
+async def test_a_failing_workflow_task_is_reported(
+    dev_env: WorkflowEnvironment, task_queue: str
+) -> None:
     case_id = f"c-{uuid.uuid4().hex}"
     # unsandboxed: this test module imports the oversight API, which the sandbox would re-import
-    async with Worker(dev_env.client, task_queue=task_queue, workflows=[BrokenOnPurpose],
-                      workflow_runner=UnsandboxedWorkflowRunner()):
-        handle = await dev_env.client.start_workflow(BrokenOnPurpose.run, id=case_id, task_queue=task_queue)
+    async with Worker(
+        dev_env.client,
+        task_queue=task_queue,
+        workflows=[BrokenOnPurpose],
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    ):
+        handle = await dev_env.client.start_workflow(
+            BrokenOnPurpose.run, id=case_id, task_queue=task_queue
+        )
         try:
             problems = []
-            for _ in range(150):  # bounded wait for the server's second attempt, not a timing assertion
+            for _ in range(
+                150
+            ):  # bounded wait for the server's second attempt, not a timing assertion
                 problems = await technical_problems(dev_env.client, case_id)
                 if problems:
                     break
@@ -42,6 +54,8 @@ async def test_a_failing_workflow_task_is_reported(dev_env: WorkflowEnvironment,
             await handle.terminate("test over")
     # a terminated workflow of an open case, and an open case with no workflow, are both reported
     problems = await technical_problems(dev_env.client, case_id)
-    assert [(p.kind, p.detail) for p in problems] == [("workflow_not_running", "workflow status TERMINATED")]
+    assert [(p.kind, p.detail) for p in problems] == [
+        ("workflow_not_running", "workflow status TERMINATED")
+    ]
     problems = await technical_problems(dev_env.client, f"c-{uuid.uuid4().hex}")
     assert [p.kind for p in problems] == ["workflow_not_running"]

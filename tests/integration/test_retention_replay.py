@@ -19,11 +19,16 @@ RING = KeyRing.from_json((HERE.parent / "replay" / "keyring.json").read_text()) 
 
 
 async def test_retention_run_recorded_before_every_schema_erasure_replays() -> None:
-    history = WorkflowHistory.from_json("retention-case-replay-retention",
-                                        (HERE / "histories" / "retention_v1.json").read_text())
-    scheduled = [e.activity_task_scheduled_event_attributes.activity_type.name for e in history.events
-                 if e.HasField("activity_task_scheduled_event_attributes")]
+    history = WorkflowHistory.from_json(
+        "retention-case-replay-retention", (HERE / "histories" / "retention_v1.json").read_text()
+    )
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
     assert scheduled == ["erase_person_pii", "record_personal_data_erased"]  # the old commands
-    result = await Replayer(workflows=[RetentionWorkflow],
-                            data_converter=make_data_converter(RING)).replay_workflow(history)
+    result = await Replayer(
+        workflows=[RetentionWorkflow], data_converter=make_data_converter(RING)
+    ).replay_workflow(history)
     assert result.replay_failure is None

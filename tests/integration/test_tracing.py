@@ -44,7 +44,7 @@ from shared.domain import AgencyRole, Role
 from shared.logging import configure_logging
 from shared.temporal import connect
 from shared.tracing import TracingMiddleware, init_tracing, shutdown_tracing, tracing_interceptors
-from tests.integration.test_intake_harness import Intake, intake_app, open_body
+from tests.helpers.intake_stack import Intake, intake_app, open_body
 
 A = AgencyRole
 CANARY_NAME = "Quyendinhcanary"
@@ -91,11 +91,18 @@ class OtlpReceiver:
                 resource = {kv.key: _value(kv.value) for kv in rs.resource.attributes}
                 for ss in rs.scope_spans:
                     for s in ss.spans:
-                        self.spans.append(Span(
-                            service=str(resource.get("service.name")), name=s.name, trace_id=s.trace_id.hex(),
-                            span_id=s.span_id.hex(), parent_id=s.parent_span_id.hex(), kind=s.kind,
-                            attributes={kv.key: _value(kv.value) for kv in s.attributes},
-                            raw=str(s) + str(rs.resource)))
+                        self.spans.append(
+                            Span(
+                                service=str(resource.get("service.name")),
+                                name=s.name,
+                                trace_id=s.trace_id.hex(),
+                                span_id=s.span_id.hex(),
+                                parent_id=s.parent_span_id.hex(),
+                                kind=s.kind,
+                                attributes={kv.key: _value(kv.value) for kv in s.attributes},
+                                raw=str(s) + str(rs.resource),
+                            )
+                        )
 
     def trace(self, trace_id: str) -> list[Span]:
         with self.lock:
@@ -115,7 +122,10 @@ def otlp_receiver() -> Iterator[OtlpReceiver]:
                 body = gzip.decompress(body)
             elif encoding == "deflate":
                 body = zlib.decompress(body)
-            if self.path != "/v1/traces" or self.headers.get("Content-Type") != "application/x-protobuf":
+            if (
+                self.path != "/v1/traces"
+                or self.headers.get("Content-Type") != "application/x-protobuf"
+            ):
                 self.send_error(404)
                 return
             holder["r"].take(body)
@@ -182,11 +192,14 @@ def global_provider() -> Iterator[None]:
 
 
 @asynccontextmanager
-async def traced_intake(ts_env: Any, db_pool: asyncpg.Pool, db_url: str, ring: KeyRing,
-                        task_queue: str) -> AsyncIterator[Intake]:
+async def traced_intake(
+    ts_env: Any, db_pool: asyncpg.Pool, db_url: str, ring: KeyRing, task_queue: str
+) -> AsyncIterator[Intake]:
     """The intake app with the workflow worker and oversight's audit activities, all on a client made by
     shared.temporal.connect (the hook under test) to the test server."""
-    client = await connect(ts_env.client.service_client.config.target_host, ts_env.client.namespace, ring)
+    client = await connect(
+        ts_env.client.service_client.config.target_host, ts_env.client.namespace, ring
+    )
     async with intake_app(SimpleNamespace(client=client), db_pool, db_url, ring, task_queue) as it:
         yield it
 
@@ -199,16 +212,27 @@ async def classify_with_canaries(it: Intake) -> tuple[str, str]:
     r = await it.open(open_body(person={"prs_FirstName": CANARY_NAME}), headers=hotline)
     assert r.status_code == 201, r.text
     case_id = r.json()["case_id"]
-    version = (await it.http.get(f"/cases/{case_id}", headers=hotline)).json()["workflow"]["version"]
+    version = (await it.http.get(f"/cases/{case_id}", headers=hotline)).json()["workflow"][
+        "version"
+    ]
     auditor = it.auth(A.police, Role.auditor, user="auditor-1")
-    r = await it.http.get(f"/cases/{case_id}/person", headers=auditor,
-                          params={"purpose": CANARY_PURPOSE, "break_glass_reason": CANARY_BREAK_GLASS})
+    r = await it.http.get(
+        f"/cases/{case_id}/person",
+        headers=auditor,
+        params={"purpose": CANARY_PURPOSE, "break_glass_reason": CANARY_BREAK_GLASS},
+    )
     assert r.status_code == 200, r.text
     request_id = "req-classify-traced-1"
-    r = await it.http.post(f"/cases/{case_id}/classify", params={"break_glass_reason": CANARY_BREAK_GLASS},
-                           headers={**hotline, "X-Request-ID": request_id},
-                           json={"classification": "trafficking_suspected", "justification": CANARY_JUSTIFICATION,
-                                 "expected_version": version})
+    r = await it.http.post(
+        f"/cases/{case_id}/classify",
+        params={"break_glass_reason": CANARY_BREAK_GLASS},
+        headers={**hotline, "X-Request-ID": request_id},
+        json={
+            "classification": "trafficking_suspected",
+            "justification": CANARY_JUSTIFICATION,
+            "expected_version": version,
+        },
+    )
     assert r.status_code == 200, r.text
     assert r.json()["stage"] == "verify"
     return case_id, request_id
@@ -216,8 +240,11 @@ async def classify_with_canaries(it: Intake) -> tuple[str, str]:
 
 async def audit_landed(pool: asyncpg.Pool, case_id: str, kind: str) -> None:
     for _ in range(1200):  # up to a minute on a loaded machine
-        if await pool.fetchval("SELECT count(*) FROM oversight.case_events WHERE case_id = $1 AND kind = $2",
-                               case_id, kind):
+        if await pool.fetchval(
+            "SELECT count(*) FROM oversight.case_events WHERE case_id = $1 AND kind = $2",
+            case_id,
+            kind,
+        ):
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"no {kind} event of {case_id} in the audit log")
@@ -230,8 +257,15 @@ def one(spans: list[Span], name: str) -> Span:
 
 
 async def test_one_update_request_is_one_trace_without_personal_data(
-        ts_env: Any, db_pool: asyncpg.Pool, db_url: str, ring: KeyRing, task_queue: str, receiver: OtlpReceiver,
-        logs: Any, global_provider: None) -> None:
+    ts_env: Any,
+    db_pool: asyncpg.Pool,
+    db_url: str,
+    ring: KeyRing,
+    task_queue: str,
+    receiver: OtlpReceiver,
+    logs: Any,
+    global_provider: None,
+) -> None:
     lines = logs()
     provider = init_tracing("intake", Settings(otlp_endpoint=receiver.url))
     assert provider is not None and trace.get_tracer_provider() is provider
@@ -239,15 +273,21 @@ async def test_one_update_request_is_one_trace_without_personal_data(
         async with traced_intake(ts_env, db_pool, db_url, ring, task_queue) as it:
             assert any(m.cls is TracingMiddleware for m in it.app.user_middleware)
             case_id, request_id = await classify_with_canaries(it)
-            await audit_landed(db_pool, case_id, "stage_decided")  # the classification's audit activity ran
+            await audit_landed(
+                db_pool, case_id, "stage_decided"
+            )  # the classification's audit activity ran
     finally:
         shutdown_tracing()  # flushes every buffered span to the receiver
 
     # (1) the classify request: one trace from the HTTP span to the audit activity
     [http] = [s for s in receiver.spans if s.name == "POST /cases/{case_id}/classify"]
     assert http.kind == 2 and http.parent_id == ""  # SERVER, a root
-    assert http.attributes == {"http.request.method": "POST", "url.scheme": "http",
-                               "http.route": "/cases/{case_id}/classify", "http.response.status_code": 200}
+    assert http.attributes == {
+        "http.request.method": "POST",
+        "url.scheme": "http",
+        "http.route": "/cases/{case_id}/classify",
+        "http.response.status_code": 200,
+    }
     spans = receiver.trace(http.trace_id)
     start_update = one(spans, "StartWorkflowUpdate:decide")
     validate = one(spans, "ValidateUpdate:decide")
@@ -261,7 +301,9 @@ async def test_one_update_request_is_one_trace_without_personal_data(
     assert run_audit[0].parent_id == start_audit[0].span_id
     assert start_update.attributes["temporalWorkflowID"] == case_id
     assert run_audit[0].attributes["temporalWorkflowID"] == case_id
-    assert {s.trace_id for s in [http, start_update, validate, handle, *start_audit, *run_audit]} == {http.trace_id}
+    assert {
+        s.trace_id for s in [http, start_update, validate, handle, *start_audit, *run_audit]
+    } == {http.trace_id}
     # the case's opening (another request) is another trace
     [open_http] = [s for s in receiver.spans if s.name == "POST /cases"]
     assert open_http.trace_id != http.trace_id
@@ -272,8 +314,12 @@ async def test_one_update_request_is_one_trace_without_personal_data(
         for canary in CANARIES:
             assert canary not in s.raw.lower(), f"{canary!r} in span {s.name}: {s.raw}"
         assert "?" not in s.name and case_id not in s.name
-        assert not any(k.startswith(("url.query", "url.full", "http.target", "http.url", "http.request.header"))
-                       for k in s.attributes)
+        assert not any(
+            k.startswith(
+                ("url.query", "url.full", "http.target", "http.url", "http.request.header")
+            )
+            for k in s.attributes
+        )
     reads = [s for s in receiver.spans if s.name == "GET /cases/{case_id}/person"]
     assert len(reads) == 1 and reads[0].attributes["http.response.status_code"] == 200
 
@@ -286,9 +332,16 @@ async def test_one_update_request_is_one_trace_without_personal_data(
     assert not any("canary" in json.dumps(line).lower() for line in written)
 
 
-async def test_off_without_an_endpoint(ts_env: Any, db_pool: asyncpg.Pool, db_url: str, ring: KeyRing,
-                                       task_queue: str, receiver: OtlpReceiver, logs: Any,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_off_without_an_endpoint(
+    ts_env: Any,
+    db_pool: asyncpg.Pool,
+    db_url: str,
+    ring: KeyRing,
+    task_queue: str,
+    receiver: OtlpReceiver,
+    logs: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # the standard OpenTelemetry variables alone turn nothing on: only NRM_OTLP_ENDPOINT does
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", receiver.url + "/v1/traces")

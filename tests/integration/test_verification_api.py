@@ -7,11 +7,18 @@ from temporalio.testing import ActivityEnvironment
 from services.verification.activities import VerificationActivities
 from shared.domain import AgencyRole, Role, Stage, TraffickingStatus
 from shared.runtime import Runtime
-from tests.integration.test_verification_harness import PROVINCE, auth, stack
+from tests.helpers.verification_stack import PROVINCE, auth, stack
 
 A = AgencyRole
-EVIDENCE = [{"kind": "statement_of_person", "source": "provincial police interview", "date": "2026-01-02",
-             "reference": "BB-12/2026", "description": "consistent account of recruitment"}]
+EVIDENCE = [
+    {
+        "kind": "statement_of_person",
+        "source": "provincial police interview",
+        "date": "2026-01-02",
+        "reference": "BB-12/2026",
+        "description": "consistent account of recruitment",
+    }
+]
 
 
 async def test_claim_assign_verify(ts_env, db_pool, db_url, ring, task_queue):
@@ -23,13 +30,19 @@ async def test_claim_assign_verify(ts_env, db_pool, db_url, ring, task_queue):
         r = await s.ver.post(f"/cases/{cid}/claim", json={}, headers=auth(ring, A.police))
         assert r.status_code == 403
         # 403: auditors never act
-        r = await s.ver.post(f"/cases/{cid}/claim", json={}, headers=auth(ring, A.social_protection, Role.auditor))
+        r = await s.ver.post(
+            f"/cases/{cid}/claim", json={}, headers=auth(ring, A.social_protection, Role.auditor)
+        )
         assert r.status_code == 403 and "requires role" in r.json()["detail"]
         # 403: other province
-        r = await s.ver.post(f"/cases/{cid}/claim", json={}, headers=auth(ring, A.social_protection, province="79"))
+        r = await s.ver.post(
+            f"/cases/{cid}/claim", json={}, headers=auth(ring, A.social_protection, province="79")
+        )
         assert r.status_code == 403
         # 409: stale version
-        r = await s.ver.post(f"/cases/{cid}/claim", json={"expected_version": st.version + 5}, headers=sp)
+        r = await s.ver.post(
+            f"/cases/{cid}/claim", json={"expected_version": st.version + 5}, headers=sp
+        )
         assert r.status_code == 409 and "stale" in r.json()["detail"]
         # 422: wrong field
         r = await s.ver.post(f"/cases/{cid}/claim", json={"expected_version": -1}, headers=sp)
@@ -40,37 +53,56 @@ async def test_claim_assign_verify(ts_env, db_pool, db_url, ring, task_queue):
         r = await s.ver.post("/cases/case-doesnotexist/claim", json={}, headers=sp)
         assert r.status_code == 404
         # happy path: claim, with an idempotency key (a retry returns the same state)
-        r = await s.ver.post(f"/cases/{cid}/claim", json={"expected_version": st.version},
-                             headers={**sp, "Idempotency-Key": "claim-1"})
+        r = await s.ver.post(
+            f"/cases/{cid}/claim",
+            json={"expected_version": st.version},
+            headers={**sp, "Idempotency-Key": "claim-1"},
+        )
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["assignee"] == "social_protection-1" and body["stage"] == "verify"
-        r2 = await s.ver.post(f"/cases/{cid}/claim", json={"expected_version": st.version},
-                              headers={**sp, "Idempotency-Key": "claim-1"})
+        r2 = await s.ver.post(
+            f"/cases/{cid}/claim",
+            json={"expected_version": st.version},
+            headers={**sp, "Idempotency-Key": "claim-1"},
+        )
         assert r2.status_code == 200 and r2.json()["version"] == body["version"]
         # 409: another caseworker cannot claim a claimed stage
-        r = await s.ver.post(f"/cases/{cid}/claim", json={}, headers=auth(ring, A.social_protection, user="sp-2"))
+        r = await s.ver.post(
+            f"/cases/{cid}/claim", json={}, headers=auth(ring, A.social_protection, user="sp-2")
+        )
         assert r.status_code == 409
         # assign: a caseworker cannot assign to someone else (403), a supervisor can
         r = await s.ver.post(f"/cases/{cid}/assign", json={"assignee_user_id": "sp-2"}, headers=sp)
         assert r.status_code == 403
-        r = await s.ver.post(f"/cases/{cid}/assign", json={"assignee_user_id": "sp-2"},
-                             headers=auth(ring, A.social_protection, Role.supervisor, user="sp-sup"))
+        r = await s.ver.post(
+            f"/cases/{cid}/assign",
+            json={"assignee_user_id": "sp-2"},
+            headers=auth(ring, A.social_protection, Role.supervisor, user="sp-sup"),
+        )
         assert r.status_code == 200 and r.json()["assignee"] == "sp-2"
         r = await s.ver.post(f"/cases/{cid}/assign", json={}, headers=sp)
         assert r.status_code == 422 and "assignee_user_id" in str(r.json())
         # verification decision: bad picklist value, then confirmed
-        r = await s.ver.post(f"/cases/{cid}/verification", json={"result": "maybe", "justification": "xyz"},
-                             headers=sp)
+        r = await s.ver.post(
+            f"/cases/{cid}/verification",
+            json={"result": "maybe", "justification": "xyz"},
+            headers=sp,
+        )
         assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "result"
-        r = await s.ver.post(f"/cases/{cid}/verification",
-                             json={"result": "confirmed", "justification": "joint check with police"}, headers=sp)
+        r = await s.ver.post(
+            f"/cases/{cid}/verification",
+            json={"result": "confirmed", "justification": "joint check with police"},
+            headers=sp,
+        )
         assert r.status_code == 200, r.text
         assert r.json()["stage"] == "identify" and r.json()["owner_agency"] == "police"
         # 409: the verify stage is over
-        r = await s.ver.post(f"/cases/{cid}/verification",
-                             json={"result": "confirmed", "justification": "again"},
-                             headers=auth(ring, A.police))
+        r = await s.ver.post(
+            f"/cases/{cid}/verification",
+            json={"result": "confirmed", "justification": "again"},
+            headers=auth(ring, A.police),
+        )
         assert r.status_code == 409
 
 
@@ -78,8 +110,11 @@ async def test_unfounded_verification_closes(ts_env, db_pool, db_url, ring, task
     async with stack(ts_env, db_pool, db_url, ring, task_queue) as s:
         cid = await s.open_case()
         await s.to_verify(cid)
-        r = await s.ver.post(f"/cases/{cid}/verification", json={"result": "unfounded", "justification": "no grounds"},
-                             headers=auth(ring, A.social_protection))
+        r = await s.ver.post(
+            f"/cases/{cid}/verification",
+            json={"result": "unfounded", "justification": "no grounds"},
+            headers=auth(ring, A.social_protection),
+        )
         assert r.status_code == 200 and r.json()["stage"] == "closed"
 
 
@@ -89,32 +124,54 @@ async def test_identification_with_evidence(ts_env, db_pool, db_url, ring, task_
         await s.to_identify(cid)
         police = auth(ring, A.police)
         # 422: victim without evidence; bad evidence kind; future date; bad deciding org
-        base = {"status": "ActualVictimOfTrafficking", "deciding_org": "Police", "justification": "grounds found"}
+        base = {
+            "status": "ActualVictimOfTrafficking",
+            "deciding_org": "Police",
+            "justification": "grounds found",
+        }
         r = await s.ver.post(f"/cases/{cid}/identification", json=base, headers=police)
         assert r.status_code == 422 and "evidence" in str(r.json())
-        r = await s.ver.post(f"/cases/{cid}/identification",
-                             json={**base, "evidence": [{**EVIDENCE[0], "kind": "rumour"}]}, headers=police)
+        r = await s.ver.post(
+            f"/cases/{cid}/identification",
+            json={**base, "evidence": [{**EVIDENCE[0], "kind": "rumour"}]},
+            headers=police,
+        )
         assert r.status_code == 422 and "kind" in str(r.json()["detail"][0]["loc"])
-        r = await s.ver.post(f"/cases/{cid}/identification",
-                             json={**base, "evidence": [{**EVIDENCE[0], "date": "2999-01-01"}]}, headers=police)
+        r = await s.ver.post(
+            f"/cases/{cid}/identification",
+            json={**base, "evidence": [{**EVIDENCE[0], "date": "2999-01-01"}]},
+            headers=police,
+        )
         assert r.status_code == 422 and "future" in str(r.json())
-        r = await s.ver.post(f"/cases/{cid}/identification",
-                             json={**base, "deciding_org": "Astrologer", "evidence": EVIDENCE}, headers=police)
+        r = await s.ver.post(
+            f"/cases/{cid}/identification",
+            json={**base, "deciding_org": "Astrologer", "evidence": EVIDENCE},
+            headers=police,
+        )
         assert r.status_code == 422
         # 403 from the workflow side: social protection no longer owns the stage... and is a participant
-        r = await s.ver.post(f"/cases/{cid}/identification", json={**base, "evidence": EVIDENCE},
-                             headers=auth(ring, A.social_protection))
+        r = await s.ver.post(
+            f"/cases/{cid}/identification",
+            json={**base, "evidence": EVIDENCE},
+            headers=auth(ring, A.social_protection),
+        )
         assert r.status_code == 403
         # nothing half-written: the rejected decision left no evidence rows
         assert await db_pool.fetchval("SELECT count(*) FROM verification.evidence_items") == 0
         # 409 stale: evidence rolled back too
-        r = await s.ver.post(f"/cases/{cid}/identification",
-                             json={**base, "evidence": EVIDENCE, "expected_version": 0}, headers=police)
+        r = await s.ver.post(
+            f"/cases/{cid}/identification",
+            json={**base, "evidence": EVIDENCE, "expected_version": 0},
+            headers=police,
+        )
         assert r.status_code == 409
         assert await db_pool.fetchval("SELECT count(*) FROM verification.evidence_items") == 0
         # happy path (case already safe: rescue is skipped, protection next)
-        r = await s.ver.post(f"/cases/{cid}/identification", json={**base, "evidence": EVIDENCE * 2},
-                             headers={**police, "Idempotency-Key": "ident-1"})
+        r = await s.ver.post(
+            f"/cases/{cid}/identification",
+            json={**base, "evidence": EVIDENCE * 2},
+            headers={**police, "Idempotency-Key": "ident-1"},
+        )
         assert r.status_code == 200, r.text
         out = r.json()
         assert out["case"]["trafficking_status"] == "ActualVictimOfTrafficking"
@@ -123,7 +180,9 @@ async def test_identification_with_evidence(ts_env, db_pool, db_url, ring, task_
         ident = next(x for x in st.stages if x.stage == Stage.identify)
         assert [e.evidence_id for e in ident.decision.evidence] == out["evidence_ids"]  # type: ignore[union-attr]
         # encrypted at rest
-        raw = await db_pool.fetchrow("SELECT source, reference FROM verification.evidence_items LIMIT 1")
+        raw = await db_pool.fetchrow(
+            "SELECT source, reference FROM verification.evidence_items LIMIT 1"
+        )
         assert b"police" not in raw["source"] and b"BB-12" not in raw["reference"]
         # readable by police; not by legal aid (403 section), even as a reader of the case
         r = await s.ver.get(f"/cases/{cid}/evidence?sort=-date", headers=police)
@@ -131,7 +190,9 @@ async def test_identification_with_evidence(ts_env, db_pool, db_url, ring, task_
         assert r.json()["items"][0]["reference"] == "BB-12/2026"
         r = await s.ver.get(f"/cases/{cid}/evidence?kind=statement_of_witness", headers=police)
         assert r.json()["total"] == 0
-        r = await s.ver.get(f"/cases/{cid}/evidence", headers=auth(ring, A.legal_aid, Role.supervisor))
+        r = await s.ver.get(
+            f"/cases/{cid}/evidence", headers=auth(ring, A.legal_aid, Role.supervisor)
+        )
         assert r.status_code == 403 and "evidence" in r.json()["detail"]
         r = await s.ver.get(f"/cases/{cid}/evidence?limit=0", headers=police)
         assert r.status_code == 422
@@ -145,10 +206,15 @@ async def test_rescue_operation_and_protection_refusal(ts_env, db_pool, db_url, 
         assert (await s.state(cid)).stage == Stage.rescue
         police = auth(ring, A.police)
         plan = {"planned_for": "2026-03-05T22:00:00+07:00", "location": "karaoke bar, ward X"}
-        r = await s.ver.post(f"/cases/{cid}/rescue-operations", json=plan, headers=auth(ring, A.social_protection))
+        r = await s.ver.post(
+            f"/cases/{cid}/rescue-operations", json=plan, headers=auth(ring, A.social_protection)
+        )
         assert r.status_code == 403
-        r = await s.ver.post(f"/cases/{cid}/rescue-operations", json={**plan, "planned_for": "2026-03-05T22:00:00"},
-                             headers=police)
+        r = await s.ver.post(
+            f"/cases/{cid}/rescue-operations",
+            json={**plan, "planned_for": "2026-03-05T22:00:00"},
+            headers=police,
+        )
         assert r.status_code == 422  # naive datetime
         r = await s.ver.post(f"/cases/{cid}/rescue-operations", json=plan, headers=police)
         assert r.status_code == 201, r.text
@@ -156,23 +222,40 @@ async def test_rescue_operation_and_protection_refusal(ts_env, db_pool, db_url, 
         assert op["status"] == "planned" and op["location"] == "karaoke bar, ward X"
         # outcome: not_found keeps the case in rescue
         done = {"outcome": "not_found", "justification": "premises empty"}
-        r = await s.ver.post(f"/cases/{cid}/rescue-operations/op-nope/complete", json=done, headers=police)
+        r = await s.ver.post(
+            f"/cases/{cid}/rescue-operations/op-nope/complete", json=done, headers=police
+        )
         assert r.status_code == 404
-        r = await s.ver.post(f"/cases/{cid}/rescue-operations/{op['operation_id']}/complete",
-                             json={**done, "persons": [{"case_id": other, "relation": "existing"}]}, headers=police)
+        r = await s.ver.post(
+            f"/cases/{cid}/rescue-operations/{op['operation_id']}/complete",
+            json={**done, "persons": [{"case_id": other, "relation": "existing"}]},
+            headers=police,
+        )
         assert r.status_code == 422
         # second operation: rescued, with another person linked
         r = await s.ver.post(f"/cases/{cid}/rescue-operations", json=plan, headers=police)
         op2 = r.json()["operation_id"]
-        r = await s.ver.post(f"/cases/{cid}/rescue-operations/{op['operation_id']}/complete", json=done,
-                             headers=police)
+        r = await s.ver.post(
+            f"/cases/{cid}/rescue-operations/{op['operation_id']}/complete",
+            json=done,
+            headers=police,
+        )
         assert r.status_code == 200 and r.json()["case"]["stage"] == "rescue"
-        r = await s.ver.post(f"/cases/{cid}/rescue-operations/{op['operation_id']}/complete", json=done,
-                             headers=police)
+        r = await s.ver.post(
+            f"/cases/{cid}/rescue-operations/{op['operation_id']}/complete",
+            json=done,
+            headers=police,
+        )
         assert r.status_code == 409
-        r = await s.ver.post(f"/cases/{cid}/rescue-operations/{op2}/complete", headers=police, json={
-            "outcome": "rescued", "justification": "two persons found",
-            "persons": [{"case_id": other, "relation": "existing"}]})
+        r = await s.ver.post(
+            f"/cases/{cid}/rescue-operations/{op2}/complete",
+            headers=police,
+            json={
+                "outcome": "rescued",
+                "justification": "two persons found",
+                "persons": [{"case_id": other, "relation": "existing"}],
+            },
+        )
         assert r.status_code == 200, r.text
         assert r.json()["case"]["stage"] == "protect"
         assert r.json()["operation"]["persons"] == [{"case_id": other, "relation": "existing"}]
@@ -180,15 +263,28 @@ async def test_rescue_operation_and_protection_refusal(ts_env, db_pool, db_url, 
         assert r.json()["total"] == 2
         # protection: invalid combinations are 422 before anything is written
         sp = auth(ring, A.social_protection)
-        for bad in ({"justification": "none"}, {"declined": True, "justification": "refused"},
-                    {"measures": ["teleport"], "justification": "x y z"},
-                    {"measures": ["guard"], "declined": True, "justification": "x y z",
-                     "refusal_document": {"signed_on": "2026-01-01", "reference": "CK-1"}}):
+        for bad in (
+            {"justification": "none"},
+            {"declined": True, "justification": "refused"},
+            {"measures": ["teleport"], "justification": "x y z"},
+            {
+                "measures": ["guard"],
+                "declined": True,
+                "justification": "x y z",
+                "refusal_document": {"signed_on": "2026-01-01", "reference": "CK-1"},
+            },
+        ):
             r = await s.ver.post(f"/cases/{cid}/protection", json=bad, headers=sp)
             assert r.status_code == 422, bad
-        r = await s.ver.post(f"/cases/{cid}/protection", headers=sp, json={
-            "declined": True, "justification": "person declined in writing",
-            "refusal_document": {"signed_on": "2026-01-08", "reference": "CK-03/2026"}})
+        r = await s.ver.post(
+            f"/cases/{cid}/protection",
+            headers=sp,
+            json={
+                "declined": True,
+                "justification": "person declined in writing",
+                "refusal_document": {"signed_on": "2026-01-08", "reference": "CK-03/2026"},
+            },
+        )
         assert r.status_code == 200, r.text
         assert r.json()["case"]["stage"] == "reintegrate" and r.json()["refusal_document_id"]
         st = await s.state(cid)
@@ -196,25 +292,48 @@ async def test_rescue_operation_and_protection_refusal(ts_env, db_pool, db_url, 
         assert prot.decision.refusal_document_ref == r.json()["refusal_document_id"]  # type: ignore[union-attr]
         # the activity reports the counts (no PII)
         runtime = Runtime(None, ring, db_pool, s.client)  # type: ignore[arg-type]
-        snap = await ActivityEnvironment().run(VerificationActivities(runtime).verification_snapshot, cid)
-        assert (snap.rescue_operations, snap.rescue_operations_open, snap.protection_refusals) == (2, 0, 1)
+        snap = await ActivityEnvironment().run(
+            VerificationActivities(runtime).verification_snapshot, cid
+        )
+        assert (snap.rescue_operations, snap.rescue_operations_open, snap.protection_refusals) == (
+            2,
+            0,
+            1,
+        )
 
 
-async def test_rescue_not_needed_and_interim_identification(ts_env, db_pool, db_url, ring, task_queue):
+async def test_rescue_not_needed_and_interim_identification(
+    ts_env, db_pool, db_url, ring, task_queue
+):
     async with stack(ts_env, db_pool, db_url, ring, task_queue) as s:
         cid = await s.open_case(already_safe=False)
         await s.to_protect(cid, TraffickingStatus.PossibleVictimOfTrafficking)
         st = await s.state(cid)
         assert st.stage == Stage.identify  # interim decision: identification goes on
         police = auth(ring, A.police)
-        r = await s.ver.post(f"/cases/{cid}/rescue-operations/not-needed", json={"justification": "safe now"},
-                             headers=police)
-        assert r.status_code == 409 and "identify" in r.json()["detail"]  # wrong stage: the workflow refuses
-        r = await s.ver.post(f"/cases/{cid}/identification", headers=police, json={
-            "status": "ActualVictimOfTrafficking", "deciding_org": "Police", "evidence": EVIDENCE,
-            "justification": "confirmed by witness"})
+        r = await s.ver.post(
+            f"/cases/{cid}/rescue-operations/not-needed",
+            json={"justification": "safe now"},
+            headers=police,
+        )
+        assert (
+            r.status_code == 409 and "identify" in r.json()["detail"]
+        )  # wrong stage: the workflow refuses
+        r = await s.ver.post(
+            f"/cases/{cid}/identification",
+            headers=police,
+            json={
+                "status": "ActualVictimOfTrafficking",
+                "deciding_org": "Police",
+                "evidence": EVIDENCE,
+                "justification": "confirmed by witness",
+            },
+        )
         assert r.status_code == 200 and r.json()["case"]["stage"] == "rescue"
-        r = await s.ver.post(f"/cases/{cid}/rescue-operations/not-needed", json={"justification": "safe now"},
-                             headers=police)
+        r = await s.ver.post(
+            f"/cases/{cid}/rescue-operations/not-needed",
+            json={"justification": "safe now"},
+            headers=police,
+        )
         assert r.status_code == 200 and r.json()["stage"] == "protect"
         assert st.province == PROVINCE

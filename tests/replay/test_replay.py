@@ -13,10 +13,10 @@ from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
 from services.oversight.replay import final_state, replay_history
+from shared.contract import CaseInput, CaseState
 from shared.crypto import KeyRing
 from shared.temporal import OVERSIGHT_TASK_QUEUE, make_data_converter
 from workflows.case_workflow import CaseWorkflow
-from workflows.models import CaseInput, CaseState
 
 HERE = Path(__file__).parent
 RING = KeyRing.from_json((HERE / "keyring.json").read_text())  # test-only keys
@@ -29,18 +29,34 @@ def _load(path: Path) -> WorkflowHistory:
 
 
 def test_histories_were_recorded():
-    assert {p.stem for p in HISTORIES} >= {"not_relevant_closed", "full_path", "overdue_running", "reopened", "handoffs",
-                                           "child_abroad_not_a_victim", "rescue_then_transferred", "continued_as_new",
-                                           "trust_rules", "continued_as_new_retry", "continued_as_new_carrying_ids",
-                                           "transfer_accepted", "transfer_rejected", "transfer_revoked",
-                                           "transfer_unanswered", "transfer_while_overdue", "left_the_country",
-                                           "kept_wake_timer",
-                                           "opened_with_policy"}
+    assert {p.stem for p in HISTORIES} >= {
+        "not_relevant_closed",
+        "full_path",
+        "overdue_running",
+        "reopened",
+        "handoffs",
+        "child_abroad_not_a_victim",
+        "rescue_then_transferred",
+        "continued_as_new",
+        "trust_rules",
+        "continued_as_new_retry",
+        "continued_as_new_carrying_ids",
+        "transfer_accepted",
+        "transfer_rejected",
+        "transfer_revoked",
+        "transfer_unanswered",
+        "transfer_while_overdue",
+        "left_the_country",
+        "kept_wake_timer",
+        "opened_with_policy",
+    }
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_replay(path: Path):
-    await Replayer(workflows=[CaseWorkflow], data_converter=make_data_converter(RING)).replay_workflow(_load(path))
+    await Replayer(
+        workflows=[CaseWorkflow], data_converter=make_data_converter(RING)
+    ).replay_workflow(_load(path))
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
@@ -48,42 +64,88 @@ async def test_final_state_is_readable_from_history(path: Path):
     origin, state = await final_state(_load(path), make_data_converter(RING))
     assert state is not None
     s = CaseState.model_validate(state)
-    if path.stem in ("overdue_running", "handoffs", "continued_as_new", "trust_rules", "continued_as_new_retry",
-                     "continued_as_new_carrying_ids", "kept_wake_timer",
-                     "opened_with_policy") or path.stem.startswith("transfer_"):  # still running
+    if path.stem in (
+        "overdue_running",
+        "handoffs",
+        "continued_as_new",
+        "trust_rules",
+        "continued_as_new_retry",
+        "continued_as_new_carrying_ids",
+        "kept_wake_timer",
+        "opened_with_policy",
+    ) or path.stem.startswith("transfer_"):  # still running
         assert origin == "last_record_case_events_input"
         if path.stem == "overdue_running":
-            assert s.assignee == "sp-officer-2" and s.escalation_level == 1 and s.stage.value == "verify"
+            assert (
+                s.assignee == "sp-officer-2"
+                and s.escalation_level == 1
+                and s.stage.value == "verify"
+            )
         elif path.stem == "handoffs":
-            assert [h.state.value for h in s.handoffs] == ["rejected", "revoked", "requested", "accepted"]
+            assert [h.state.value for h in s.handoffs] == [
+                "rejected",
+                "revoked",
+                "requested",
+                "accepted",
+            ]
             assert s.handoffs[2].escalation_level == 3 and s.owner_agency.value == "border_guard"
         elif path.stem == "trust_rules":
             assert s.stage.value == "protect" and "legal_aid" in s.participants and s.version == 8
             assert s.trafficking_status.value == "ActualVictimOfTrafficking"
-        elif path.stem.startswith("transfer_"):  # issue 18: a transfer to social protection of Nghe An (40)
+        elif path.stem.startswith(
+            "transfer_"
+        ):  # issue 18: a transfer to social protection of Nghe An (40)
             moved = path.stem in ("transfer_accepted", "transfer_while_overdue")
-            assert s.province == ("40" if moved else "01") and len(s.jurisdictions) == (2 if moved else 1)
-            assert s.handoffs[0].to_province == "40" and s.handoffs[0].state.value == {
-                "transfer_accepted": "accepted", "transfer_while_overdue": "accepted", "transfer_rejected": "rejected",
-                "transfer_revoked": "revoked", "transfer_unanswered": "requested"}[path.stem]
+            assert s.province == ("40" if moved else "01") and len(s.jurisdictions) == (
+                2 if moved else 1
+            )
+            assert (
+                s.handoffs[0].to_province == "40"
+                and s.handoffs[0].state.value
+                == {
+                    "transfer_accepted": "accepted",
+                    "transfer_while_overdue": "accepted",
+                    "transfer_rejected": "rejected",
+                    "transfer_revoked": "revoked",
+                    "transfer_unanswered": "requested",
+                }[path.stem]
+            )
             if path.stem == "transfer_unanswered":
                 assert s.handoffs[0].escalation_level == 3
             if path.stem == "transfer_while_overdue":
-                assert s.escalation_level >= 1 and s.deadline is not None and s.jurisdictions[1].since < s.deadline.due_at
+                assert (
+                    s.escalation_level >= 1
+                    and s.deadline is not None
+                    and s.jurisdictions[1].since < s.deadline.due_at
+                )
         elif path.stem == "opened_with_policy":
             assert s.stage.value == "verify" and s.policy_version != "pending" and s.version == 2
         elif path.stem == "kept_wake_timer":
-            assert s.stage.value == "verify" and s.assignee == "sp-officer-2" and s.escalation_level >= 1
-        elif path.stem == "continued_as_new_retry":  # 1 classify + 12 notes, the retry of u-note-0 not applied
+            assert (
+                s.stage.value == "verify"
+                and s.assignee == "sp-officer-2"
+                and s.escalation_level >= 1
+            )
+        elif (
+            path.stem == "continued_as_new_retry"
+        ):  # 1 classify + 12 notes, the retry of u-note-0 not applied
             assert s.stage.value == "verify" and s.version == 14
         else:
             assert s.stage.value == "verify" and s.version > 0
     else:
         assert origin == "completion_result" and s.status.value in ("Closed", "ClosedReferred")
     if path.stem == "left_the_country":
-        assert s.outcome is not None and s.outcome.value == "transferred_jurisdiction" and s.province == "01"
+        assert (
+            s.outcome is not None
+            and s.outcome.value == "transferred_jurisdiction"
+            and s.province == "01"
+        )
     if path.stem == "full_path":
-        assert s.outcome is not None and s.outcome.value == "reintegrated" and s.services_delivered == 1
+        assert (
+            s.outcome is not None
+            and s.outcome.value == "reintegrated"
+            and s.services_delivered == 1
+        )
 
 
 def test_kept_wake_timer_history_keeps_one_timer_per_instant():
@@ -105,26 +167,37 @@ def test_a_case_opened_with_its_policy_runs_no_local_activity():
     from temporalio.api.enums.v1 import EventType
 
     events = _load(HERE / "opened_with_policy.json").events
-    assert not [e for e in events if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
-                and e.marker_recorded_event_attributes.marker_name == "core_local_activity"]
+    assert not [
+        e
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+        and e.marker_recorded_event_attributes.marker_name == "core_local_activity"
+    ]
 
 
-@workflow.defn(name="CaseWorkflow", sandboxed=False)  # defined in a test module: no sandbox re-import
+@workflow.defn(
+    name="CaseWorkflow", sandboxed=False
+)  # defined in a test module: no sandbox re-import
 class ChangedCaseWorkflow(CaseWorkflow):
     """The current workflow with one change an unwary developer might make: an extra activity before
     everything else, not guarded by workflow.patched()."""
 
     @workflow.run
     async def run(self, inp: CaseInput) -> CaseState:
-        await workflow.execute_activity("check_watchlist", inp.facts.case_id, task_queue=OVERSIGHT_TASK_QUEUE,
-                                        start_to_close_timeout=timedelta(seconds=10))
+        await workflow.execute_activity(
+            "check_watchlist",
+            inp.facts.case_id,
+            task_queue=OVERSIGHT_TASK_QUEUE,
+            start_to_close_timeout=timedelta(seconds=10),
+        )
         return await super().run(inp)
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_changed_code_is_nondeterministic(path: Path):
     with pytest.raises(NondeterminismError):
-        await Replayer(workflows=[ChangedCaseWorkflow], data_converter=make_data_converter(RING)).replay_workflow(
-            _load(path))
+        await Replayer(
+            workflows=[ChangedCaseWorkflow], data_converter=make_data_converter(RING)
+        ).replay_workflow(_load(path))
     ok, error = await replay_history(_load(path), RING, [ChangedCaseWorkflow])
     assert not ok and error is not None and "NondeterminismError" in error

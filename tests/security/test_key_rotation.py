@@ -14,12 +14,12 @@ from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from shared.cli import main as nrm
+from nrm.cli import main as nrm
+from shared.contract import CaseState
 from shared.crypto import CryptoError, KeyRing
 from shared.temporal import KeyRingCodec, make_data_converter
-from tests.integration.test_intake_harness import open_body
-from tests.security.stack import A, bearer, service_stack
-from workflows.models import CaseState
+from tests.helpers.intake_stack import open_body
+from tests.helpers.security_stack import A, bearer, service_stack
 
 
 def client_with(env: Any, ring: KeyRing) -> Client:
@@ -31,7 +31,7 @@ def client_with(env: Any, ring: KeyRing) -> Client:
 
 def field_key_id(ciphertext: bytes) -> str:
     assert ciphertext[:1] in (b"\x01", b"\x02")  # column-bound, or column- and row-bound
-    return ciphertext[2:2 + ciphertext[1]].decode()
+    return ciphertext[2 : 2 + ciphertext[1]].decode()
 
 
 async def payload_key_ids(client: Client, case_id: str) -> set[str]:
@@ -51,67 +51,116 @@ def _collect_key_ids(message: Message, ids: set[str]) -> None:
     for _, value in message.ListFields():
         if isinstance(value, Message):
             _collect_key_ids(value, ids)
-        elif not isinstance(value, str | bytes) and hasattr(value, "__len__"):  # repeated or map (upb containers)
+        elif not isinstance(value, str | bytes) and hasattr(
+            value, "__len__"
+        ):  # repeated or map (upb containers)
             items = value.values() if hasattr(value, "values") else value
             for item in items:
                 if isinstance(item, Message):
                     _collect_key_ids(item, ids)
 
 
-async def test_rotation_keeps_old_cases_readable(ts_env: Any, db_pool: Any, db_url: str, task_queue: str) -> None:
+async def test_rotation_keeps_old_cases_readable(
+    ts_env: Any, db_pool: Any, db_url: str, task_queue: str
+) -> None:
     ring_a = KeyRing.generate()
     ring_b = ring_a.rotated()
     assert (ring_a.active_key_id, ring_b.active_key_id) == ("k1", "k2")
-    assert ring_b.data_keys["k1"] == ring_a.data_keys["k1"] and ring_b.blind_index_key == ring_a.blind_index_key
+    assert (
+        ring_b.data_keys["k1"] == ring_a.data_keys["k1"]
+        and ring_b.blind_index_key == ring_a.blind_index_key
+    )
     client_a, client_b = client_with(ts_env, ring_a), client_with(ts_env, ring_b)
-    police, sp = bearer(ring_a, A.police), bearer(ring_a, A.social_protection)  # signing key is kept too
+    police, sp = (
+        bearer(ring_a, A.police),
+        bearer(ring_a, A.social_protection),
+    )  # signing key is kept too
 
     # ---- under key A: a case opened and classified; its workers stop, the case stays open ------------
-    async with service_stack(ts_env, db_pool, db_url, ring_a, task_queue, client=client_a,
-                             services=("intake", "oversight"), keep_cases=True) as st:
+    async with service_stack(
+        ts_env,
+        db_pool,
+        db_url,
+        ring_a,
+        task_queue,
+        client=client_a,
+        services=("intake", "oversight"),
+        keep_cases=True,
+    ) as st:
         r = await st["intake"].post("/cases", json=open_body(channel="walk_in"), headers=police)
         assert r.status_code == 201, r.text
         case_id, person_id = r.json()["case_id"], r.json()["person_ref"]
-        r = await st["intake"].post(f"/cases/{case_id}/classify", headers=police, json={
-            "classification": "trafficking_suspected", "justification": "signs of forced marriage"})
+        r = await st["intake"].post(
+            f"/cases/{case_id}/classify",
+            headers=police,
+            json={
+                "classification": "trafficking_suspected",
+                "justification": "signs of forced marriage",
+            },
+        )
         assert r.status_code == 200 and r.json()["stage"] == "verify", r.text
-    row = await db_pool.fetchrow("SELECT person_id, first_name, identity_number FROM intake.persons "
-                                 "WHERE person_id = $1", person_id)
+    row = await db_pool.fetchrow(
+        "SELECT person_id, first_name, identity_number FROM intake.persons WHERE person_id = $1",
+        person_id,
+    )
     assert field_key_id(bytes(row["first_name"])) == "k1"
     assert await payload_key_ids(client_a, case_id) == {"k1"}
 
     # ---- a process with B active (A kept): reads A's data, advances A's workflow, writes under B ------
-    async with service_stack(ts_env, db_pool, db_url, ring_b, task_queue, client=client_b,
-                             services=("intake", "verification", "oversight")) as st:
+    async with service_stack(
+        ts_env,
+        db_pool,
+        db_url,
+        ring_b,
+        task_queue,
+        client=client_b,
+        services=("intake", "verification", "oversight"),
+    ) as st:
         st.workers.adopt(case_id)
         r = await st["intake"].get(f"/persons/{person_id}", headers=sp)
         assert r.status_code == 200, r.text
         identity = r.json()["person_identity"]
-        assert identity["prs_FirstName"] == "Lan" and identity["prs_IdentityNumber"] == "001300012345"
+        assert (
+            identity["prs_FirstName"] == "Lan" and identity["prs_IdentityNumber"] == "001300012345"
+        )
         # the workflow's history (payloads under k1) is replayed by a worker whose codec writes k2
-        r = await st["verification"].post(f"/cases/{case_id}/verification", headers=sp,
-                                          json={"result": "confirmed", "justification": "joint check done"})
+        r = await st["verification"].post(
+            f"/cases/{case_id}/verification",
+            headers=sp,
+            json={"result": "confirmed", "justification": "joint check done"},
+        )
         assert r.status_code == 200 and r.json()["stage"] == "identify", r.text
         state = await client_b.get_workflow_handle(case_id).query("state", result_type=CaseState)
         assert state.stage.value == "identify" and state.version == r.json()["version"]
         assert await payload_key_ids(client_b, case_id) == {"k1", "k2"}
         # a new case is written under B, in PostgreSQL and in Temporal
-        r = await st["intake"].post("/cases", json=open_body(channel="walk_in", person={"prs_IdentityNumber": "X9876"}),
-                                    headers=police)
+        r = await st["intake"].post(
+            "/cases",
+            json=open_body(channel="walk_in", person={"prs_IdentityNumber": "X9876"}),
+            headers=police,
+        )
         assert r.status_code == 201, r.text
         new_case, new_person = r.json()["case_id"], r.json()["person_ref"]
-        new_row = await db_pool.fetchrow("SELECT person_id, first_name FROM intake.persons WHERE person_id = $1",
-                                          new_person)
+        new_row = await db_pool.fetchrow(
+            "SELECT person_id, first_name FROM intake.persons WHERE person_id = $1", new_person
+        )
         assert field_key_id(bytes(new_row["first_name"])) == "k2"
         assert await payload_key_ids(client_b, new_case) == {"k2"}
 
         # ---- a ring without B: a clear error naming the key, never garbage -------------------------
         with pytest.raises(CryptoError, match="unknown key id 'k2'"):
-            ring_a.decrypt_field(bytes(new_row["first_name"]), "persons.first_name", row=new_row["person_id"])
+            ring_a.decrypt_field(
+                bytes(new_row["first_name"]), "persons.first_name", row=new_row["person_id"]
+            )
         with pytest.raises(CryptoError, match="unknown key id 'k2'"):
             await client_a.get_workflow_handle(case_id).query("state", result_type=CaseState)
         # and the old ring still reads what it wrote
-        assert ring_a.decrypt_field(bytes(row["first_name"]), "persons.first_name", row=row["person_id"]) == "Lan"
+        assert (
+            ring_a.decrypt_field(
+                bytes(row["first_name"]), "persons.first_name", row=row["person_id"]
+            )
+            == "Lan"
+        )
 
 
 async def test_unknown_or_tampered_key_is_a_clear_error() -> None:
@@ -141,7 +190,9 @@ async def test_unknown_or_tampered_key_is_a_clear_error() -> None:
         await KeyRingCodec(b).decode([forged])
 
 
-def test_nrm_keys_rotate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_nrm_keys_rotate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "keys" / "keyring.json"
     monkeypatch.delenv("NRM_KEYRING_JSON", raising=False)
     monkeypatch.setenv("NRM_KEYRING_FILE", str(path))
@@ -156,7 +207,10 @@ def test_nrm_keys_rotate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
     assert rotated.active_key_id == "k2" and sorted(rotated.data_keys) == ["k1", "k2"]
     assert rotated.data_keys["k1"] == original.data_keys["k1"]
     assert (rotated.blind_index_key, rotated.audit_key, rotated.signing_key_pem) == (
-        original.blind_index_key, original.audit_key, original.signing_key_pem)
+        original.blind_index_key,
+        original.audit_key,
+        original.signing_key_pem,
+    )
     assert rotated.decrypt_field(secret, "persons.identity_number") == "001300012345"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert not path.with_suffix(".tmp").exists()
@@ -164,7 +218,10 @@ def test_nrm_keys_rotate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
     assert nrm(["keys", "rotate"]) == 0
     again = json.loads(path.read_text())
     assert again["active_key_id"] == "k3" and sorted(again["data_keys"]) == ["k1", "k2", "k3"]
-    assert KeyRing.from_json(path.read_text()).decrypt_field(secret, "persons.identity_number") == "001300012345"
+    assert (
+        KeyRing.from_json(path.read_text()).decrypt_field(secret, "persons.identity_number")
+        == "001300012345"
+    )
 
 
 def test_nrm_keys_rotate_without_a_ring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -173,4 +230,6 @@ def test_nrm_keys_rotate_without_a_ring(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("NRM_DATA_DIR", str(tmp_path / "data"))
     with pytest.raises(CryptoError, match="no key ring at"):
         nrm(["keys", "rotate"])
-    assert not (tmp_path / "missing.json").exists()  # rotation never invents a ring (old data would be lost)
+    assert not (
+        tmp_path / "missing.json"
+    ).exists()  # rotation never invents a ring (old data would be lost)

@@ -26,9 +26,9 @@ from services.oversight.retention import due_for_erasure, start_erasures
 from shared.crypto import KeyRing, normalise_text
 from shared.domain import Role
 from shared.temporal import INTAKE_TASK_QUEUE
-from tests.integration.test_intake_harness import open_body
-from tests.security.stack import A, bearer, json_logs, service_stack
-from tests.workflow.harness import STARTED
+from tests.helpers.intake_stack import open_body
+from tests.helpers.security_stack import A, bearer, json_logs, service_stack
+from tests.helpers.workflow_harness import STARTED
 
 TODAY = date.today().isoformat()
 FIRST, MIDDLE, LAST = "Khuê", "Uyển", "Quách"
@@ -43,7 +43,11 @@ EVENT_TEXT, EVENT_CITY = "Bị giữ giấy tờ tại xưởng may", "Bằng T�
 REFERRAL_DETAILS = "Cán bộ đồn biên phòng chuyển hồ sơ sang"
 PERPETRATOR, ALIAS, PERP_PHONE = "Lò Văn Thắng", "Thắng Móm", "0966 111 222"
 RECRUITMENT = "Zalo: Việc nhẹ lương cao Sao Mai"
-EVIDENCE_SOURCE, EVIDENCE_REF, EVIDENCE_TEXT = "Lời khai nạn nhân", "BB-77/2026", "Ảnh chụp hợp đồng giả mạo"
+EVIDENCE_SOURCE, EVIDENCE_REF, EVIDENCE_TEXT = (
+    "Lời khai nạn nhân",
+    "BB-77/2026",
+    "Ảnh chụp hợp đồng giả mạo",
+)
 RESCUE_PLACE, RESCUE_NOTES = "Quán karaoke Hoa Hồng Đỏ", "Hai tổ công tác phối hợp"
 PLAN_GOALS, PLAN_ACTIONS = "Học nghề may tại trung tâm Sao Mai", "Thăm hỏi hàng tuần tại nhà"
 CONSENT_REF, SERVICE_NOTE = "DY-0423/2026", "Đã cấp quần áo và thuốc men"
@@ -51,10 +55,38 @@ FOLLOW_UP_NOTE = "Gia đình đón về, đi học lại lớp may"
 PROVIDER = "Phòng khám bác sĩ Lương Thị Nhàn"  # provider names were stored in clear before
 REFUSAL_REF, REFUSAL_TEXT = "CK-5521/2026", "Không muốn ở nhà tạm lánh Hướng Dương"
 
-TEXTS = [FIRST, MIDDLE, LAST, f"{LAST} {MIDDLE} {FIRST}", f"{FIRST} {LAST}", EMAIL, STREET, CITY, SUMMARY,
-         VULNERABILITY, FOLLOW_UP_NOTE, EVENT_TEXT, EVENT_CITY, REFERRAL_DETAILS, PERPETRATOR, ALIAS, RECRUITMENT,
-         EVIDENCE_SOURCE, EVIDENCE_REF, EVIDENCE_TEXT, RESCUE_PLACE, RESCUE_NOTES, PLAN_GOALS, PLAN_ACTIONS,
-         CONSENT_REF, SERVICE_NOTE, "xưởng may", PROVIDER, REFUSAL_REF, REFUSAL_TEXT]
+TEXTS = [
+    FIRST,
+    MIDDLE,
+    LAST,
+    f"{LAST} {MIDDLE} {FIRST}",
+    f"{FIRST} {LAST}",
+    EMAIL,
+    STREET,
+    CITY,
+    SUMMARY,
+    VULNERABILITY,
+    FOLLOW_UP_NOTE,
+    EVENT_TEXT,
+    EVENT_CITY,
+    REFERRAL_DETAILS,
+    PERPETRATOR,
+    ALIAS,
+    RECRUITMENT,
+    EVIDENCE_SOURCE,
+    EVIDENCE_REF,
+    EVIDENCE_TEXT,
+    RESCUE_PLACE,
+    RESCUE_NOTES,
+    PLAN_GOALS,
+    PLAN_ACTIONS,
+    CONSENT_REF,
+    SERVICE_NOTE,
+    "xưởng may",
+    PROVIDER,
+    REFUSAL_REF,
+    REFUSAL_TEXT,
+]
 DATES = [BIRTHDATE, "19/07/2001", "19-07-2001", "20010719", "19.07.2001"]
 DIGITS = [ID_NUMBER, MOBILE, HOME_PHONE, PERP_PHONE]
 
@@ -68,8 +100,10 @@ def _digit_pattern(value: str) -> re.Pattern[str]:
 
 PATTERNS: list[tuple[str, re.Pattern[str]]] = (
     [(t, re.compile(re.escape(t))) for t in TEXTS + DATES]
-    + [(f"{t} (folded)", re.compile(rf"(?<![a-z0-9]){re.escape(normalise_text(t))}(?![a-z0-9])"))
-       for t in TEXTS]
+    + [
+        (f"{t} (folded)", re.compile(rf"(?<![a-z0-9]){re.escape(normalise_text(t))}(?![a-z0-9])"))
+        for t in TEXTS
+    ]
     + [(d, _digit_pattern(d)) for d in DIGITS]
 )
 
@@ -94,16 +128,39 @@ def leaks(where: str, haystack: str | bytes) -> list[str]:
 def person_body() -> dict[str, Any]:
     return open_body(
         channel="walk_in",
-        person={"prs_FirstName": FIRST, "prs_MiddleName": MIDDLE, "prs_SecondName": LAST, "birth_year": 2001,
-                "prs_Birthdate": BIRTHDATE, "prs_IdentityNumber": ID_NUMBER, "prs_MobilePhone": MOBILE,
-                "prs_HomePhone": HOME_PHONE, "prs_Email": EMAIL, "prs_MailingStreet": STREET,
-                "prs_MailingCity": CITY, "prs_MailingCountry": "VN"},
-        victim={"vic_TypeOfExploitation": ["ForcedLabour"], "vic_DetailsOfVulnerabilities": VULNERABILITY,
-                "vic_LocationOfRecruitment": EVENT_CITY},
-        events=[{"hte_Type": "Exploitation", "hte_Country": "CN", "hte_City": EVENT_CITY,
-                 "hte_Description": EVENT_TEXT}],
-        report={"summary": SUMMARY, "cas_IncomingReferralDetails": REFERRAL_DETAILS,
-                "cas_ReferringOrganisation": "Border post 3"})
+        person={
+            "prs_FirstName": FIRST,
+            "prs_MiddleName": MIDDLE,
+            "prs_SecondName": LAST,
+            "birth_year": 2001,
+            "prs_Birthdate": BIRTHDATE,
+            "prs_IdentityNumber": ID_NUMBER,
+            "prs_MobilePhone": MOBILE,
+            "prs_HomePhone": HOME_PHONE,
+            "prs_Email": EMAIL,
+            "prs_MailingStreet": STREET,
+            "prs_MailingCity": CITY,
+            "prs_MailingCountry": "VN",
+        },
+        victim={
+            "vic_TypeOfExploitation": ["ForcedLabour"],
+            "vic_DetailsOfVulnerabilities": VULNERABILITY,
+            "vic_LocationOfRecruitment": EVENT_CITY,
+        },
+        events=[
+            {
+                "hte_Type": "Exploitation",
+                "hte_Country": "CN",
+                "hte_City": EVENT_CITY,
+                "hte_Description": EVENT_TEXT,
+            }
+        ],
+        report={
+            "summary": SUMMARY,
+            "cas_IncomingReferralDetails": REFERRAL_DETAILS,
+            "cas_ReferringOrganisation": "Border post 3",
+        },
+    )
 
 
 def test_the_detector_detects() -> None:
@@ -116,8 +173,14 @@ def test_the_detector_detects() -> None:
     assert leaks("x", "transfer receive protect quachy") == []
 
 
-async def test_no_pii_in_clear(ts_env: Any, db_pool: Any, db_url: str, ring: KeyRing, task_queue: str,
-                               capsys: pytest.CaptureFixture[str]) -> None:
+async def test_no_pii_in_clear(
+    ts_env: Any,
+    db_pool: Any,
+    db_url: str,
+    ring: KeyRing,
+    task_queue: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     police, sp = bearer(ring, A.police), bearer(ring, A.social_protection)
     with json_logs("security-test") as logs:
         async with service_stack(ts_env, db_pool, db_url, ring, task_queue) as st:
@@ -140,62 +203,194 @@ async def test_no_pii_in_clear(ts_env: Any, db_pool: Any, db_url: str, ring: Key
             i, v, s = st["intake"], st["verification"], st["support"]
             c = f"/cases/{case_id}"
             # people type names into reasons: the audit log must not keep them in clear either
-            await ok(i.post(f"{c}/classify", headers=police, json={
-                "classification": "trafficking_suspected", "justification": f"{FIRST} {LAST}: signs of forced labour"}))
-            await ok(v.post(f"{c}/rescue-operations", headers=police, json={
-                "planned_for": "2030-01-01T22:00:00+07:00", "location": RESCUE_PLACE, "plan_notes": RESCUE_NOTES}),
-                201)
-            await ok(v.post(f"{c}/perpetrators", headers=police, json={
-                "roles": ["RecruiterOrIntermediary"], "name": PERPETRATOR, "aliases": [ALIAS], "phones": [PERP_PHONE],
-                "recruitment_channel": RECRUITMENT, "role_details": f"{PERPETRATOR} hứa việc làm"}), 201)
-            await ok(v.post(f"{c}/verification", headers=sp, json={"result": "confirmed",
-                                                                   "justification": "joint check done"}))
-            await ok(v.post(f"{c}/identification", headers=police, json={
-                "status": "ActualVictimOfTrafficking", "deciding_org": "Police", "justification": "evidence is clear",
-                "evidence": [{"kind": "statement_of_person", "source": EVIDENCE_SOURCE, "date": TODAY,
-                              "reference": EVIDENCE_REF, "description": EVIDENCE_TEXT}]}))
-            state = await ok(v.post(f"{c}/protection", headers=sp, json={
-                "declined": True, "justification": "refused in writing",
-                "refusal_document": {"signed_on": TODAY, "reference": REFUSAL_REF, "description": REFUSAL_TEXT}}))
+            await ok(
+                i.post(
+                    f"{c}/classify",
+                    headers=police,
+                    json={
+                        "classification": "trafficking_suspected",
+                        "justification": f"{FIRST} {LAST}: signs of forced labour",
+                    },
+                )
+            )
+            await ok(
+                v.post(
+                    f"{c}/rescue-operations",
+                    headers=police,
+                    json={
+                        "planned_for": "2030-01-01T22:00:00+07:00",
+                        "location": RESCUE_PLACE,
+                        "plan_notes": RESCUE_NOTES,
+                    },
+                ),
+                201,
+            )
+            await ok(
+                v.post(
+                    f"{c}/perpetrators",
+                    headers=police,
+                    json={
+                        "roles": ["RecruiterOrIntermediary"],
+                        "name": PERPETRATOR,
+                        "aliases": [ALIAS],
+                        "phones": [PERP_PHONE],
+                        "recruitment_channel": RECRUITMENT,
+                        "role_details": f"{PERPETRATOR} hứa việc làm",
+                    },
+                ),
+                201,
+            )
+            await ok(
+                v.post(
+                    f"{c}/verification",
+                    headers=sp,
+                    json={"result": "confirmed", "justification": "joint check done"},
+                )
+            )
+            await ok(
+                v.post(
+                    f"{c}/identification",
+                    headers=police,
+                    json={
+                        "status": "ActualVictimOfTrafficking",
+                        "deciding_org": "Police",
+                        "justification": "evidence is clear",
+                        "evidence": [
+                            {
+                                "kind": "statement_of_person",
+                                "source": EVIDENCE_SOURCE,
+                                "date": TODAY,
+                                "reference": EVIDENCE_REF,
+                                "description": EVIDENCE_TEXT,
+                            }
+                        ],
+                    },
+                )
+            )
+            state = await ok(
+                v.post(
+                    f"{c}/protection",
+                    headers=sp,
+                    json={
+                        "declined": True,
+                        "justification": "refused in writing",
+                        "refusal_document": {
+                            "signed_on": TODAY,
+                            "reference": REFUSAL_REF,
+                            "description": REFUSAL_TEXT,
+                        },
+                    },
+                )
+            )
             assert state["case"]["stage"] == "reintegrate", state
-            await ok(s.post(f"{c}/consents", headers=sp, json={
-                "purpose": "support", "granted": True,
-                "document": {"kind": "signed_form", "signed_on": TODAY, "reference": CONSENT_REF}}), 201)
-            await ok(s.post(f"{c}/legal-aid-referral", headers=bearer(ring, A.social_protection, Role.supervisor),
-                            json={"reason": f"{FIRST} {LAST} claims unpaid wages",
-                                  "consent_override_reason": "hearing next week, consent form on its way"}), 201)
-            await ok(s.post(f"{c}/support-plan", headers=sp, json={
-                "spl_Objectives": PLAN_GOALS, "spl_ActionPlan": PLAN_ACTIONS, "spl_Type": ["SocialCare"],
-                "spl_PlannedEndDate": "2030-12-31"}), 201)
-            await ok(s.post(f"{c}/services", headers=sp, json={
-                "service_type": "essential_needs", "provider_agency": "social_protection", "delivered_on": TODAY,
-                "provider_name": PROVIDER, "note": SERVICE_NOTE}), 201)
+            await ok(
+                s.post(
+                    f"{c}/consents",
+                    headers=sp,
+                    json={
+                        "purpose": "support",
+                        "granted": True,
+                        "document": {
+                            "kind": "signed_form",
+                            "signed_on": TODAY,
+                            "reference": CONSENT_REF,
+                        },
+                    },
+                ),
+                201,
+            )
+            await ok(
+                s.post(
+                    f"{c}/legal-aid-referral",
+                    headers=bearer(ring, A.social_protection, Role.supervisor),
+                    json={
+                        "reason": f"{FIRST} {LAST} claims unpaid wages",
+                        "consent_override_reason": "hearing next week, consent form on its way",
+                    },
+                ),
+                201,
+            )
+            await ok(
+                s.post(
+                    f"{c}/support-plan",
+                    headers=sp,
+                    json={
+                        "spl_Objectives": PLAN_GOALS,
+                        "spl_ActionPlan": PLAN_ACTIONS,
+                        "spl_Type": ["SocialCare"],
+                        "spl_PlannedEndDate": "2030-12-31",
+                    },
+                ),
+                201,
+            )
+            await ok(
+                s.post(
+                    f"{c}/services",
+                    headers=sp,
+                    json={
+                        "service_type": "essential_needs",
+                        "provider_agency": "social_protection",
+                        "delivered_on": TODAY,
+                        "provider_name": PROVIDER,
+                        "note": SERVICE_NOTE,
+                    },
+                ),
+                201,
+            )
             # reads of the person (access-logged), an auditor breaking glass, the HTCDS export
-            person = await ok(i.get(f"/persons/{person_id}", headers=sp, params={"purpose": "case review"}))
-            assert leaks("api", json.dumps(person, ensure_ascii=False)), "positive control: the API shows the name"
+            person = await ok(
+                i.get(f"/persons/{person_id}", headers=sp, params={"purpose": "case review"})
+            )
+            assert leaks("api", json.dumps(person, ensure_ascii=False)), (
+                "positive control: the API shows the name"
+            )
             auditor = bearer(ring, A.steering_committee, Role.auditor, province="*")
-            await ok(i.get(f"{c}/person", headers=auditor, params={"break_glass_reason": "complaint number 12 review"}))
+            await ok(
+                i.get(
+                    f"{c}/person",
+                    headers=auditor,
+                    params={"break_glass_reason": "complaint number 12 review"},
+                )
+            )
             await ok(i.get(f"{c}/htcds", headers=sp))
             await ok(v.get(f"{c}/perpetrators", headers=police))
             await ok(v.get(f"{c}/linked-cases", headers=police))
-            glass = {"break_glass_reason": f"complaint about {FIRST} {LAST}'s case"}  # a reason with a name in it
-            for service, path, who in (("verification", "perpetrators", police), ("verification", "evidence", police),
-                                       ("verification", "rescue-operations", police), ("support", "support-plan", sp),
-                                       ("support", "services", sp), ("support", "consents", sp),
-                                       ("support", "handoffs", sp)):
+            glass = {
+                "break_glass_reason": f"complaint about {FIRST} {LAST}'s case"
+            }  # a reason with a name in it
+            for service, path, who in (
+                ("verification", "perpetrators", police),
+                ("verification", "evidence", police),
+                ("verification", "rescue-operations", police),
+                ("support", "support-plan", sp),
+                ("support", "services", sp),
+                ("support", "consents", sp),
+                ("support", "handoffs", sp),
+            ):
                 await ok(st[service].get(f"{c}/{path}", headers=who))
                 masked = await ok(st[service].get(f"{c}/{path}", headers=auditor))
-                assert masked["masked"] is True and not leaks("api", json.dumps(masked, ensure_ascii=False)), masked
+                assert masked["masked"] is True and not leaks(
+                    "api", json.dumps(masked, ensure_ascii=False)
+                ), masked
                 await ok(st[service].get(f"{c}/{path}", headers=auditor, params=glass))
             follow_ups = await ok(s.get(f"{c}/follow-ups", headers=sp))
             assert follow_ups["items"], follow_ups
             for f in follow_ups["items"]:
-                await ok(s.post(f"{c}/follow-ups/{f['follow_up_id']}", headers=sp,
-                                json={"outcome": "done", "note": FOLLOW_UP_NOTE}))
+                await ok(
+                    s.post(
+                        f"{c}/follow-ups/{f['follow_up_id']}",
+                        headers=sp,
+                        json={"outcome": "done", "note": FOLLOW_UP_NOTE},
+                    )
+                )
             await ts_env.sleep(timedelta(days=31))  # past the reflection and recovery period
-            closed = await ok(s.post(f"{c}/closure", headers=sp, json={"reason": f"{FIRST} reintegrated at home"}))
+            closed = await ok(
+                s.post(f"{c}/closure", headers=sp, json={"reason": f"{FIRST} reintegrated at home"})
+            )
             assert closed["case"]["status"] in ("Closed", "ClosedReferred"), closed
-            await ts_env.sleep(timedelta(days=91))  # past the reopen window: the run ends and exports its history
+            await ts_env.sleep(
+                timedelta(days=91)
+            )  # past the reopen window: the run ends and exports its history
             await ts_env.client.get_workflow_handle(case_id).result()
             await st.wait_event(db_pool, case_id, "stage_decided")
             await wait_for_export(db_pool, case_id)
@@ -206,14 +401,21 @@ async def test_no_pii_in_clear(ts_env: Any, db_pool: Any, db_url: str, ring: Key
                 history = await ts_env.client.get_workflow_handle(cid).fetch_history()
                 assert len(history.events) > 5
                 for event in history.events:
-                    found += leaks(f"history {cid} event {event.event_id} bytes", event.SerializeToString())
+                    found += leaks(
+                        f"history {cid} event {event.event_id} bytes", event.SerializeToString()
+                    )
                 found += leaks(f"history {cid} json", history.to_json())
                 desc = await ts_env.client.workflow_service.describe_workflow_execution(
-                    DescribeWorkflowExecutionRequest(namespace=ts_env.client.namespace,
-                                                     execution=WorkflowExecution(workflow_id=cid)))
+                    DescribeWorkflowExecutionRequest(
+                        namespace=ts_env.client.namespace,
+                        execution=WorkflowExecution(workflow_id=cid),
+                    )
+                )
                 info = desc.workflow_execution_info
                 assert info.search_attributes.indexed_fields, "search attributes are set"
-                found += leaks(f"search attributes {cid}", info.search_attributes.SerializeToString())
+                found += leaks(
+                    f"search attributes {cid}", info.search_attributes.SerializeToString()
+                )
                 found += leaks(f"search attributes {cid}", str(info.search_attributes))
                 found += leaks(f"memo {cid}", info.memo.SerializeToString())
                 found += leaks(f"describe {cid}", desc.SerializeToString())
@@ -221,41 +423,73 @@ async def test_no_pii_in_clear(ts_env: Any, db_pool: Any, db_url: str, ring: Key
             # ---- PostgreSQL: every table of every schema, as text and as raw values ------------------
             tables_found, rows_seen = await scan_tables(db_pool)
             found += tables_found
-            counts = {t: await db_pool.fetchval(f"SELECT count(*) FROM {t}") for t in (
-                "intake.persons", "common.access_log", "intake.duplicate_candidates",
-                "verification.perpetrators", "verification.evidence_items", "verification.rescue_operations",
-                "verification.protection_refusals", "support.support_plans", "support.services_delivered",
-                "support.consent_records", "support.follow_up_notes", "oversight.case_events",
-                "oversight.workflow_histories")}
+            counts = {
+                t: await db_pool.fetchval(f"SELECT count(*) FROM {t}")
+                for t in (
+                    "intake.persons",
+                    "common.access_log",
+                    "intake.duplicate_candidates",
+                    "verification.perpetrators",
+                    "verification.evidence_items",
+                    "verification.rescue_operations",
+                    "verification.protection_refusals",
+                    "support.support_plans",
+                    "support.services_delivered",
+                    "support.consent_records",
+                    "support.follow_up_notes",
+                    "oversight.case_events",
+                    "oversight.workflow_histories",
+                )
+            }
             assert all(counts.values()), counts  # every kind of record was written, so was searched
             assert rows_seen > 30
-            assert await db_pool.fetchval("SELECT count(DISTINCT service) FROM common.access_log "
-                                          "WHERE case_id = $1", case_id) == 3  # intake, verification, support
+            assert (
+                await db_pool.fetchval(
+                    "SELECT count(DISTINCT service) FROM common.access_log WHERE case_id = $1",
+                    case_id,
+                )
+                == 3
+            )  # intake, verification, support
 
             # ---- a retention run: what it writes (its history, the erasure, the markers) is clean too ----
             days = 5 * 365
             async with db_pool.acquire() as conn:
-                due = await due_for_erasure(conn, await ts_env.get_current_time() + timedelta(days=days + 400), days)
+                due = await due_for_erasure(
+                    conn, await ts_env.get_current_time() + timedelta(days=days + 400), days
+                )
             assert case_id in [d.case_id for d in due]
             first = len(STARTED.ids)
-            await start_erasures(ts_env.client, [d for d in due if d.case_id == case_id], days,
-                                 workflow_task_queue=task_queue, intake_task_queue=INTAKE_TASK_QUEUE,
-                                 oversight_task_queue=f"{task_queue}-oversight")
+            await start_erasures(
+                ts_env.client,
+                [d for d in due if d.case_id == case_id],
+                days,
+                workflow_task_queue=task_queue,
+                intake_task_queue=INTAKE_TASK_QUEUE,
+                oversight_task_queue=f"{task_queue}-oversight",
+            )
             retention = ts_env.client.get_workflow_handle(STARTED.ids[first])
             assert await retention.result() is True
             for event in (await retention.fetch_history()).events:
-                found += leaks(f"retention history event {event.event_id}", event.SerializeToString())
+                found += leaks(
+                    f"retention history event {event.event_id}", event.SerializeToString()
+                )
             tables_found, _ = await scan_tables(db_pool)
             found += [f"after retention: {f}" for f in tables_found]
-            assert await db_pool.fetchval("SELECT count(*) FROM verification.erasures WHERE case_id = $1", case_id)
-            assert await db_pool.fetchval("SELECT count(*) FROM support.erasures WHERE case_id = $1", case_id)
+            assert await db_pool.fetchval(
+                "SELECT count(*) FROM verification.erasures WHERE case_id = $1", case_id
+            )
+            assert await db_pool.fetchval(
+                "SELECT count(*) FROM support.erasures WHERE case_id = $1", case_id
+            )
 
     # ---- the logs: structured JSON of every service, the SDK, and anything printed -------------------
     out = capsys.readouterr()
     log_text = logs.getvalue()
     lines = [json.loads(line) for line in log_text.splitlines() if line.startswith("{")]
     events = {e.get("event") for e in lines}
-    assert {"case_opened", "case_classified"} <= events, events  # the services did log through this set-up
+    assert {"case_opened", "case_classified"} <= events, (
+        events
+    )  # the services did log through this set-up
     found += leaks("logs", log_text) + leaks("stdout", out.out) + leaks("stderr", out.err)
     assert not found, "personal data in the clear:\n" + "\n".join(sorted(set(found)))
 
@@ -264,7 +498,8 @@ async def scan_tables(pool: Any) -> tuple[list[str], int]:
     """Every table of every schema (intake, verification, support, oversight, common), as text and raw values."""
     tables = await pool.fetch(
         "SELECT table_schema, table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE' "
-        "AND table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2")
+        "AND table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2"
+    )
     schemas = {t["table_schema"] for t in tables}
     assert {"intake", "verification", "support", "oversight", "common"} <= schemas, schemas
     found: list[str] = []
@@ -286,7 +521,9 @@ async def wait_for_export(pool: Any, case_id: str) -> None:
     import asyncio
 
     for _ in range(300):
-        if await pool.fetchval("SELECT count(*) FROM oversight.workflow_histories WHERE case_id = $1", case_id):
+        if await pool.fetchval(
+            "SELECT count(*) FROM oversight.workflow_histories WHERE case_id = $1", case_id
+        ):
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"history of {case_id} was not exported")

@@ -17,11 +17,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
+from nrm.service import build_app
 from shared.auth import AuthError, TokenVerifier, mint_token
 from shared.config import Settings
 from shared.crypto import KeyRing
 from shared.domain import AgencyRole, Role
-from shared.service import build_app
 
 ISSUER = "https://login.example.gov.vn/realms/nrm"
 AUDIENCE = "nrm-api"
@@ -37,8 +37,17 @@ ROGUE_KEY = _rsa()
 
 def _claims(**over: Any) -> dict[str, Any]:
     now = int(time.time())
-    claims = {"sub": "officer-17", "name": "Officer", "roles": ["caseworker"], "agency": "police", "province": "01",
-              "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 600}
+    claims = {
+        "sub": "officer-17",
+        "name": "Officer",
+        "roles": ["caseworker"],
+        "agency": "police",
+        "province": "01",
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "iat": now,
+        "exp": now + 600,
+    }
     claims.update(over)
     return {k: v for k, v in claims.items() if v is not None}
 
@@ -50,7 +59,9 @@ def sign(key: rsa.RSAPrivateKey, kid: str = "provider-1", **over: Any) -> str:
 @pytest.fixture(scope="module")
 def jwks_url() -> Iterator[str]:
     jwk = json.loads(RSAAlgorithm.to_jwk(PROVIDER_KEY.public_key()))
-    document = json.dumps({"keys": [{**jwk, "kid": "provider-1", "use": "sig", "alg": "RS256"}]}).encode()
+    document = json.dumps(
+        {"keys": [{**jwk, "kid": "provider-1", "use": "sig", "alg": "RS256"}]}
+    ).encode()
     hits: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -83,26 +94,57 @@ def jwks_url() -> Iterator[str]:
 def test_jwks_accepts_the_providers_token(jwks_url: str) -> None:
     verifier = TokenVerifier(None, ISSUER, AUDIENCE, jwks_url=jwks_url)
     p = verifier.verify(sign(PROVIDER_KEY))
-    assert p.user_id == "officer-17" and p.agency == AgencyRole.police and p.roles == {Role.caseworker}
+    assert (
+        p.user_id == "officer-17" and p.agency == AgencyRole.police and p.roles == {Role.caseworker}
+    )
     assert p.province == "01"
 
 
-@pytest.mark.parametrize(("label", "token", "message"), [
-    ("another key, same kid", lambda: sign(ROGUE_KEY), "invalid token"),
-    ("another key, unknown kid", lambda: sign(ROGUE_KEY, kid="rogue"), "invalid token"),
-    ("wrong audience", lambda: sign(PROVIDER_KEY, aud="another-app"), "invalid token"),
-    ("wrong issuer", lambda: sign(PROVIDER_KEY, iss="https://evil.example.com"), "invalid token"),
-    ("expired", lambda: sign(PROVIDER_KEY, iat=int(time.time()) - 7200, exp=int(time.time()) - 3600),
-     "token expired"),
-    ("no expiry", lambda: sign(PROVIDER_KEY, exp=None), "invalid token"),
-    ("HS256 (symmetric) token", lambda: jwt.encode(
-        _claims(), "secret-guess", algorithm="HS256", headers={"kid": "provider-1"}), "invalid token"),
-    ("dev Ed25519 token", lambda: mint_token(KeyRing.generate(), user_id="x", roles=[Role.admin],
-                                             agency=AgencyRole.police, province="*", issuer=ISSUER,
-                                             audience=AUDIENCE), "invalid token"),
-    ("unknown role claim", lambda: sign(PROVIDER_KEY, roles=["superuser"]), "token claims invalid: roles"),
-    ("no roles", lambda: sign(PROVIDER_KEY, roles=[]), "token claims invalid: roles"),
-])
+@pytest.mark.parametrize(
+    ("label", "token", "message"),
+    [
+        ("another key, same kid", lambda: sign(ROGUE_KEY), "invalid token"),
+        ("another key, unknown kid", lambda: sign(ROGUE_KEY, kid="rogue"), "invalid token"),
+        ("wrong audience", lambda: sign(PROVIDER_KEY, aud="another-app"), "invalid token"),
+        (
+            "wrong issuer",
+            lambda: sign(PROVIDER_KEY, iss="https://evil.example.com"),
+            "invalid token",
+        ),
+        (
+            "expired",
+            lambda: sign(PROVIDER_KEY, iat=int(time.time()) - 7200, exp=int(time.time()) - 3600),
+            "token expired",
+        ),
+        ("no expiry", lambda: sign(PROVIDER_KEY, exp=None), "invalid token"),
+        (
+            "HS256 (symmetric) token",
+            lambda: jwt.encode(
+                _claims(), "secret-guess", algorithm="HS256", headers={"kid": "provider-1"}
+            ),
+            "invalid token",
+        ),
+        (
+            "dev Ed25519 token",
+            lambda: mint_token(
+                KeyRing.generate(),
+                user_id="x",
+                roles=[Role.admin],
+                agency=AgencyRole.police,
+                province="*",
+                issuer=ISSUER,
+                audience=AUDIENCE,
+            ),
+            "invalid token",
+        ),
+        (
+            "unknown role claim",
+            lambda: sign(PROVIDER_KEY, roles=["superuser"]),
+            "token claims invalid: roles",
+        ),
+        ("no roles", lambda: sign(PROVIDER_KEY, roles=[]), "token claims invalid: roles"),
+    ],
+)
 def test_jwks_rejects(jwks_url: str, label: str, token: Any, message: str) -> None:
     verifier = TokenVerifier(None, ISSUER, AUDIENCE, jwks_url=jwks_url)
     with pytest.raises(AuthError) as err:
@@ -115,14 +157,21 @@ async def test_jwks_over_http_through_a_service(jwks_url: str) -> None:
     a token signed with another key or for another audience is a 401."""
     settings = Settings(oidc_jwks_url=jwks_url, jwt_issuer=ISSUER, jwt_audience=AUDIENCE)
     app = build_app("intake", settings)
-    app.state.token_verifier = TokenVerifier(None, settings.jwt_issuer, settings.jwt_audience,
-                                             settings.oidc_jwks_url)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+    app.state.token_verifier = TokenVerifier(
+        None, settings.jwt_issuer, settings.jwt_audience, settings.oidc_jwks_url
+    )
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t"
+    ) as http:
         # authenticated, then refused by role (supervisors and auditors only)
         good = sign(PROVIDER_KEY, roles=["caseworker"])
         r = await http.get("/access-log", headers={"Authorization": f"Bearer {good}"})
         assert r.status_code == 403 and "requires role" in r.json()["detail"]
-        for bad in (sign(ROGUE_KEY), sign(PROVIDER_KEY, aud="other"), sign(PROVIDER_KEY, iss="other")):
+        for bad in (
+            sign(ROGUE_KEY),
+            sign(PROVIDER_KEY, aud="other"),
+            sign(PROVIDER_KEY, iss="other"),
+        ):
             r = await http.get("/access-log", headers={"Authorization": f"Bearer {bad}"})
             assert r.status_code == 401 and r.json()["detail"].startswith("invalid token")
 
@@ -130,23 +179,39 @@ async def test_jwks_over_http_through_a_service(jwks_url: str) -> None:
 def test_dev_issuer() -> None:
     ring = KeyRing.generate()
     verifier = TokenVerifier(ring, "nrm-dev", "nrm")
-    kw: dict[str, Any] = dict(user_id="u1", roles=[Role.supervisor], agency=AgencyRole.social_protection,
-                              province="01")
+    kw: dict[str, Any] = dict(
+        user_id="u1", roles=[Role.supervisor], agency=AgencyRole.social_protection, province="01"
+    )
     assert verifier.verify(mint_token(ring, **kw)).user_id == "u1"
     with pytest.raises(AuthError, match="token expired"):
-        verifier.verify(mint_token(ring, **kw, now=datetime.now(UTC) - timedelta(days=1), ttl=timedelta(hours=1)))
-    for bad in (mint_token(ring, **kw, audience="x"), mint_token(ring, **kw, issuer="x"),
-                mint_token(KeyRing.generate(), **kw), "a.b.c", ""):
+        verifier.verify(
+            mint_token(
+                ring, **kw, now=datetime.now(UTC) - timedelta(days=1), ttl=timedelta(hours=1)
+            )
+        )
+    for bad in (
+        mint_token(ring, **kw, audience="x"),
+        mint_token(ring, **kw, issuer="x"),
+        mint_token(KeyRing.generate(), **kw),
+        "a.b.c",
+        "",
+    ):
         with pytest.raises(AuthError, match="invalid token"):
             verifier.verify(bad)
 
 
 def test_a_remembered_token_still_expires_and_a_failure_is_not_remembered() -> None:
     ring = KeyRing.generate()
-    verifier = TokenVerifier(ring, "nrm-dev", "nrm", leeway_seconds=0)  # no clock-skew allowance: expiry is exact
-    kw: dict[str, Any] = dict(user_id="u1", roles=[Role.caseworker], agency=AgencyRole.police, province="01")
+    verifier = TokenVerifier(
+        ring, "nrm-dev", "nrm", leeway_seconds=0
+    )  # no clock-skew allowance: expiry is exact
+    kw: dict[str, Any] = dict(
+        user_id="u1", roles=[Role.caseworker], agency=AgencyRole.police, province="01"
+    )
     # exp is whole seconds: this token expires 1-2 s from now
-    short = mint_token(ring, **kw, ttl=timedelta(seconds=2), now=datetime.now(UTC) - timedelta(seconds=0.5))
+    short = mint_token(
+        ring, **kw, ttl=timedelta(seconds=2), now=datetime.now(UTC) - timedelta(seconds=0.5)
+    )
     first = verifier.verify(short)
     assert verifier.verify(short) is first  # the second request does not verify the signature again
     time.sleep(2.6)
@@ -173,8 +238,14 @@ def test_token_from_a_provider_whose_clock_runs_30s_ahead_is_accepted(jwks_url: 
     # and on the development issuer too
     ring = KeyRing.generate()
     dev = TokenVerifier(ring, "nrm-dev", "nrm")
-    token = mint_token(ring, user_id="u1", roles=[Role.caseworker], agency=AgencyRole.police, province="01",
-                       now=datetime.now(UTC) + timedelta(seconds=30))
+    token = mint_token(
+        ring,
+        user_id="u1",
+        roles=[Role.caseworker],
+        agency=AgencyRole.police,
+        province="01",
+        now=datetime.now(UTC) + timedelta(seconds=30),
+    )
     assert dev.verify(token).user_id == "u1"
 
 

@@ -11,8 +11,10 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCUMENTS = yaml.safe_load((ROOT / "shared" / "documents.yaml").read_text(encoding="utf-8"))["documents"]
-CITING = [ROOT / "workflows" / "policy.yaml", ROOT / "services" / "oversight" / "kpis.yaml"]
+DOCUMENTS = yaml.safe_load((ROOT / "shared" / "documents.yaml").read_text(encoding="utf-8"))[
+    "documents"
+]
+CITING = [ROOT / "shared" / "policy.yaml", ROOT / "services" / "oversight" / "kpis.yaml"]
 
 
 def sources(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
@@ -53,8 +55,14 @@ def test_every_source_part_names_a_known_document_or_local_practice() -> None:
     assert len(found) >= 16  # 12 in the policy file (every deadline and section), 4 KPIs
     for where, src in found.items():
         for part in parts(src):
-            first = re.split(r"[\s:(,]", part, maxsplit=1)[0] if not part.startswith("seed:") else part[:8]
-            assert first == "local_practice" or first in DOCUMENTS, f"{where}: {part!r} starts with {first!r}"
+            first = (
+                re.split(r"[\s:(,]", part, maxsplit=1)[0]
+                if not part.startswith("seed:")
+                else part[:8]
+            )
+            assert first == "local_practice" or first in DOCUMENTS, (
+                f"{where}: {part!r} starts with {first!r}"
+            )
 
 
 def test_ids_named_anywhere_in_a_source_are_known() -> None:
@@ -75,12 +83,17 @@ def test_the_citations_issue_15_found_wrong() -> None:
     assert by_id["reintegrate"].startswith("local_practice")
     # Circular 28/2020 is about police crime reports, not the 111 child-protection line
     hotline = by_id["receive-hotline"]
-    assert hotline.startswith("local_practice") and "C28/2020 is about police crime reports, not 111" in hotline
+    assert (
+        hotline.startswith("local_practice")
+        and "C28/2020 is about police crime reports, not 111" in hotline
+    )
     assert "111" not in DOCUMENTS["C28/2020"]["what"].replace("Not about hotline 111", "")
     # a deadline borrowed from the crime-report rules is a local choice
     assert by_id["identify"].startswith("local_practice")
     kpis = {r["id"]: r for r in yaml.safe_load(CITING[1].read_text(encoding="utf-8"))["ratios"]}
-    assert "local_practice" in kpis["returnees_supported_in_time"]["source"]  # 'in time' = 7 days is ours
+    assert (
+        "local_practice" in kpis["returnees_supported_in_time"]["source"]
+    )  # 'in time' = 7 days is ours
     assert "local_practice" in kpis["reports_classified"]["source"]  # the plans count crime reports
 
 

@@ -32,7 +32,12 @@ def test_defaults() -> None:
     s = load_settings()
     assert s.embedded_database and s.embedded_temporal
     assert s.resolved_temporal_address == "127.0.0.1:7233"
-    assert s.service_ports == {"intake": 8101, "verification": 8102, "support": 8103, "oversight": 8104}
+    assert s.service_ports == {
+        "intake": 8101,
+        "verification": 8102,
+        "support": 8103,
+        "oversight": 8104,
+    }
     assert s.codec_port == 8105 and s.temporal_ui_port == 8233
     assert s.data_dir == Path(".nrm")
     assert s.resolved_keyring_file == Path(".nrm") / "keyring.json"
@@ -67,7 +72,9 @@ def test_bad_database_url_scheme(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "secret" not in text  # the offending value (which may hold a password) is not echoed
 
 
-@pytest.mark.parametrize("address", ["localhost", "localhost:", ":7233", "temporal:port", "temporal:99999"])
+@pytest.mark.parametrize(
+    "address", ["localhost", "localhost:", ":7233", "temporal:port", "temporal:99999"]
+)
 def test_bad_temporal_address(monkeypatch: pytest.MonkeyPatch, address: str) -> None:
     text = config_error(monkeypatch, NRM_TEMPORAL_ADDRESS=address)
     assert "NRM_TEMPORAL_ADDRESS: must be host:port" in text
@@ -99,11 +106,16 @@ def test_pool_min_above_max(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_every_bad_value_gets_its_own_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    text = config_error(monkeypatch, NRM_DATABASE_URL="sqlite:///x.db", NRM_INTAKE_PORT="x",
-                        NRM_LOG_LEVEL="LOUD")
+    text = config_error(
+        monkeypatch, NRM_DATABASE_URL="sqlite:///x.db", NRM_INTAKE_PORT="x", NRM_LOG_LEVEL="LOUD"
+    )
     lines = text.splitlines()[1:]
     assert len(lines) == 3
-    assert {line.strip().split(":")[0] for line in lines} == {"NRM_DATABASE_URL", "NRM_INTAKE_PORT", "NRM_LOG_LEVEL"}
+    assert {line.strip().split(":")[0] for line in lines} == {
+        "NRM_DATABASE_URL",
+        "NRM_INTAKE_PORT",
+        "NRM_LOG_LEVEL",
+    }
 
 
 def test_settings_are_frozen() -> None:

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from shared.crypto import CryptoError, KeyRing, load_keyring, normalise_identity_number, normalise_text
+from shared.crypto import (
+    CryptoError,
+    KeyRing,
+    load_keyring,
+    normalise_identity_number,
+    normalise_text,
+)
 
 COLUMN = "person.full_name"
 
@@ -97,9 +103,15 @@ def test_blind_index_is_deterministic_keyed_and_purpose_bound(ring: KeyRing) -> 
     assert len(a) == 40 and int(a, 16) >= 0
     assert "001190012345" not in a
     assert a != ring.blind_index("001190012346", "identity_number")
-    assert a != ring.blind_index("001190012345", "phone"), "the same value under another purpose differs"
-    assert a != KeyRing.generate().blind_index("001190012345", "identity_number"), "another ring, another index"
-    assert ring.rotated().blind_index("001190012345", "identity_number") == a, "rotation keeps indexes stable"
+    assert a != ring.blind_index("001190012345", "phone"), (
+        "the same value under another purpose differs"
+    )
+    assert a != KeyRing.generate().blind_index("001190012345", "identity_number"), (
+        "another ring, another index"
+    )
+    assert ring.rotated().blind_index("001190012345", "identity_number") == a, (
+        "rotation keeps indexes stable"
+    )
 
 
 def test_normalise_text_is_accent_and_case_insensitive_for_vietnamese() -> None:
@@ -130,8 +142,12 @@ def test_json_round_trip(ring: KeyRing) -> None:
 
 def test_incomplete_key_ring_is_named() -> None:
     with pytest.raises(CryptoError, match="key ring is missing 'audit_key'"):
-        KeyRing.from_json('{"data_keys": {"k1": "' + "A" * 43 + '="}, "active_key_id": "k1", "blind_index_key": "",'
-                          ' "signing_key_pem": ""}')
+        KeyRing.from_json(
+            '{"data_keys": {"k1": "'
+            + "A" * 43
+            + '="}, "active_key_id": "k1", "blind_index_key": "",'
+            ' "signing_key_pem": ""}'
+        )
 
 
 def test_active_key_must_exist(ring: KeyRing) -> None:
@@ -144,7 +160,9 @@ def test_keys_must_be_aes_256(ring: KeyRing) -> None:
         KeyRing({"k1": b"short"}, "k1", ring.blind_index_key, ring.audit_key, ring.signing_key_pem)
 
 
-def test_load_keyring_creates_a_private_file_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_load_keyring_creates_a_private_file_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("NRM_KEYRING_JSON", raising=False)
     path = tmp_path / "keys" / "keyring.json"
     with pytest.raises(CryptoError, match=r"no key ring at .*keyring\.json"):
@@ -155,7 +173,9 @@ def test_load_keyring_creates_a_private_file_once(tmp_path: Path, monkeypatch: p
     assert again.data_keys == created.data_keys and again.blind_index_key == created.blind_index_key
 
 
-def test_load_keyring_prefers_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ring: KeyRing) -> None:
+def test_load_keyring_prefers_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ring: KeyRing
+) -> None:
     monkeypatch.setenv("NRM_KEYRING_JSON", ring.to_json())
     assert load_keyring(tmp_path / "absent.json").data_keys == ring.data_keys
 
@@ -178,7 +198,10 @@ def test_column_only_ciphertexts_written_before_row_binding_still_decrypt(ring: 
     assert legacy is not None and legacy[:1] == b"\x01"
     assert ring.decrypt_field(legacy, COLUMN) == "written before row binding"
     assert ring.decrypt_field(legacy, COLUMN, row="person-a") == "written before row binding"
-    assert ring.rotated().decrypt_field(ring.encrypt_field("x", COLUMN, row="r1"), COLUMN, row="r1") == "x"
+    assert (
+        ring.rotated().decrypt_field(ring.encrypt_field("x", COLUMN, row="r1"), COLUMN, row="r1")
+        == "x"
+    )
 
 
 def test_row_and_column_cannot_be_confused(ring: KeyRing) -> None:

@@ -18,8 +18,13 @@ def test_name_key_is_accent_case_order_insensitive() -> None:
     assert a == name_year_key(RING, "Lan Thi Nguyen", 2000, "01")
     assert a != name_year_key(RING, "Nguyen Thi Lan", 2001, "01")
     assert a != name_year_key(RING, "Nguyen Thi Lan", 2000, "79")
-    assert name_year_key(RING, "Đặng Văn Đức", 1999, "01") == name_year_key(RING, "dang van duc", 1999, "01")
-    assert name_year_key(RING, None, 2000, "01") is None and name_year_key(RING, "Lan", None, "01") is None
+    assert name_year_key(RING, "Đặng Văn Đức", 1999, "01") == name_year_key(
+        RING, "dang van duc", 1999, "01"
+    )
+    assert (
+        name_year_key(RING, None, 2000, "01") is None
+        and name_year_key(RING, "Lan", None, "01") is None
+    )
     assert "nguyen" not in (a or "")
 
 
@@ -32,9 +37,18 @@ def test_identity_key_normalised() -> None:
 
 def test_age_band() -> None:
     on = date(2026, 6, 1)
-    assert age_band(birthdate=date(2010, 6, 2), birth_year=None, estimated_age=None, on=on) == AgeBand.under_16
-    assert age_band(birthdate=date(2010, 6, 1), birth_year=None, estimated_age=None, on=on) == AgeBand.age_16_17
-    assert age_band(birthdate=date(2008, 6, 1), birth_year=None, estimated_age=None, on=on) == AgeBand.adult
+    assert (
+        age_band(birthdate=date(2010, 6, 2), birth_year=None, estimated_age=None, on=on)
+        == AgeBand.under_16
+    )
+    assert (
+        age_band(birthdate=date(2010, 6, 1), birth_year=None, estimated_age=None, on=on)
+        == AgeBand.age_16_17
+    )
+    assert (
+        age_band(birthdate=date(2008, 6, 1), birth_year=None, estimated_age=None, on=on)
+        == AgeBand.adult
+    )
     # birth year only: the younger possible age (a child when in doubt)
     assert age_band(birthdate=None, birth_year=2010, estimated_age=None, on=on) == AgeBand.under_16
     assert age_band(birthdate=None, birth_year=2008, estimated_age=None, on=on) == AgeBand.age_16_17

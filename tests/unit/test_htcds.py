@@ -6,15 +6,23 @@ from pathlib import Path
 
 import pytest
 
-from shared import htcds
+from services.intake import htcds
 
 
 def test_picklists_parsed_from_multiline_cells() -> None:
     f = htcds.fields()
     assert len(f) == 83
-    assert htcds.picklist("prs_Gender") == ("Feminine", "Masculine", "TransgenderFeminine", "TransgenderMasculine",
-                                            "NonConforming", "NonSpecifiedUnknown")
-    assert "DebtBondage" in htcds.picklist("vic_MethodsOfControl")  # trailing space in the CSV is stripped
+    assert htcds.picklist("prs_Gender") == (
+        "Feminine",
+        "Masculine",
+        "TransgenderFeminine",
+        "TransgenderMasculine",
+        "NonConforming",
+        "NonSpecifiedUnknown",
+    )
+    assert "DebtBondage" in htcds.picklist(
+        "vic_MethodsOfControl"
+    )  # trailing space in the CSV is stripped
     assert "" not in htcds.picklist("spl_Type")
     assert htcds.field("vic_TypeOfExploitation").multiselect
     assert not htcds.field("prs_Gender").multiselect
@@ -24,7 +32,10 @@ def test_picklists_parsed_from_multiline_cells() -> None:
 
 def test_check_values() -> None:
     assert htcds.check("prs_Gender", "Feminine") == "Feminine"
-    assert htcds.check("vic_TypeOfExploitation", ["ForcedLabour", "Other"]) == ["ForcedLabour", "Other"]
+    assert htcds.check("vic_TypeOfExploitation", ["ForcedLabour", "Other"]) == [
+        "ForcedLabour",
+        "Other",
+    ]
     assert htcds.check("prs_Citizenship", ["vn"]) == ["VN"]
     with pytest.raises(htcds.PicklistError) as err:
         htcds.check("prs_Gender", "Male")
@@ -40,10 +51,15 @@ def test_check_values() -> None:
 def test_csv_location(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert htcds.csv_path() == htcds.PACKAGED_CSV
     # the bundled copy is the standard itself, whenever the handbook sits beside the repository (CI)
-    assert not htcds.STANDARD_CSV.exists() or htcds.PACKAGED_CSV.read_bytes() == htcds.STANDARD_CSV.read_bytes()
+    assert (
+        not htcds.STANDARD_CSV.exists()
+        or htcds.PACKAGED_CSV.read_bytes() == htcds.STANDARD_CSV.read_bytes()
+    )
     small = tmp_path / "f.csv"
-    small.write_text('Section,Status,Core,Field Name including Prefix,Field Type,Value Names (if picklist),Description\n'
-                     'Person,DRAFT,Core,prs_Gender,Picklist,"A\nB",\n')
+    small.write_text(
+        "Section,Status,Core,Field Name including Prefix,Field Type,Value Names (if picklist),Description\n"
+        'Person,DRAFT,Core,prs_Gender,Picklist,"A\nB",\n'
+    )
     monkeypatch.setenv("NRM_HTCDS_FIELDS", str(small))
     assert htcds.csv_path() == small
     assert htcds.parse(small)["prs_Gender"].values == ("A", "B")

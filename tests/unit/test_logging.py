@@ -46,8 +46,15 @@ def test_json_lines_with_service_level_and_timestamp(logs: Any) -> None:
 
 def test_pii_keys_are_redacted(logs: Any) -> None:
     lines = logs()
-    get_logger("t").info("person_registered", case_id="case-7", full_name="Nguyễn Thị Đào", Phone="+84 912",
-                         address="12 Hàng Bạc", narrative="she was taken across the border", person_ref="p-42")
+    get_logger("t").info(
+        "person_registered",
+        case_id="case-7",
+        full_name="Nguyễn Thị Đào",
+        Phone="+84 912",
+        address="12 Hàng Bạc",
+        narrative="she was taken across the border",
+        person_ref="p-42",
+    )
     [line] = lines()
     assert line["full_name"] == line["Phone"] == line["address"] == line["narrative"] == REDACTED
     assert line["case_id"] == "case-7" and line["person_ref"] == "p-42"
@@ -57,16 +64,24 @@ def test_pii_keys_are_redacted(logs: Any) -> None:
 
 def test_nested_pii_keys_are_redacted(logs: Any) -> None:
     lines = logs()
-    get_logger("t").info("imported", rows=[{"name": "Đào", "row": 3}], meta={"contact": {"phone": "x"}, "n": 2})
+    get_logger("t").info(
+        "imported", rows=[{"name": "Đào", "row": 3}], meta={"contact": {"phone": "x"}, "n": 2}
+    )
     [line] = lines()
     assert line["rows"] == [{"name": REDACTED, "row": 3}]
     assert line["meta"] == {"contact": REDACTED, "n": 2}
 
 
-@pytest.mark.parametrize("text", [
-    "call 0912345678 now", "call +84912345678 now", "call 84912345678 now",  # mobile numbers
-    "citizen id 001190012345 given", "old id 123456789 given",  # 12- and 9-digit identity numbers
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "call 0912345678 now",
+        "call +84912345678 now",
+        "call 84912345678 now",  # mobile numbers
+        "citizen id 001190012345 given",
+        "old id 123456789 given",  # 12- and 9-digit identity numbers
+    ],
+)
 def test_phone_and_id_patterns_are_scrubbed_from_values(logs: Any, text: str) -> None:
     lines = logs()
     get_logger("t").warning("free_text", detail=text)
@@ -90,8 +105,15 @@ def test_patterns_are_scrubbed_from_the_event_and_exceptions(logs: Any) -> None:
 
 def test_ids_and_short_numbers_are_kept(logs: Any) -> None:
     lines = logs()
-    get_logger("t").info("tick", case_id="case-9f3a2b1c", count=12345678, http_status=503, port="8101",
-                         province="01", when="2025-07-01T10:00:00Z")
+    get_logger("t").info(
+        "tick",
+        case_id="case-9f3a2b1c",
+        count=12345678,
+        http_status=503,
+        port="8101",
+        province="01",
+        when="2025-07-01T10:00:00Z",
+    )
     [line] = lines()
     assert line["case_id"] == "case-9f3a2b1c" and line["count"] == 12345678
     assert line["http_status"] == 503 and line["port"] == "8101" and line["province"] == "01"
@@ -100,7 +122,9 @@ def test_ids_and_short_numbers_are_kept(logs: Any) -> None:
 
 def test_stdlib_loggers_get_the_same_net(logs: Any) -> None:
     lines = logs()
-    logging.getLogger("third.party").info("sms to 0987654321 sent", extra={"phone": "0987654321", "case_id": "c-3"})
+    logging.getLogger("third.party").info(
+        "sms to 0987654321 sent", extra={"phone": "0987654321", "case_id": "c-3"}
+    )
     [line] = lines()
     assert line["event"] == f"sms to {REDACTED} sent"
     assert line["phone"] == REDACTED and line["case_id"] == "c-3"
@@ -120,33 +144,77 @@ def test_request_context_is_merged(logs: Any) -> None:
 
 
 def test_redact_pii_processor_directly() -> None:
-    out = redact_pii(None, "info", {"event": "e", "email": "a@b.c", "timestamp": "2025", "level": "info",
-                                    "tags": ("ok", "0912345678")})
-    assert out == {"event": "e", "email": REDACTED, "timestamp": "2025", "level": "info", "tags": ["ok", REDACTED]}
+    out = redact_pii(
+        None,
+        "info",
+        {
+            "event": "e",
+            "email": "a@b.c",
+            "timestamp": "2025",
+            "level": "info",
+            "tags": ("ok", "0912345678"),
+        },
+    )
+    assert out == {
+        "event": "e",
+        "email": REDACTED,
+        "timestamp": "2025",
+        "level": "info",
+        "tags": ["ok", REDACTED],
+    }
 
 
 # ---- issue 10: the redactor mangled digit runs inside case ids ----------------------------------
 def test_generated_case_ids_are_never_mangled() -> None:
     import uuid
 
-    ids = [f"case-{uuid.uuid4().hex[:16]}" for _ in range(3000)] + [f"c-{uuid.uuid4().hex}" for _ in range(3000)]
-    ids += ["case-123456789012abcd", "c-0912345678", "c-001190012345", "req_123456789", "p-84912345678"]
+    ids = [f"case-{uuid.uuid4().hex[:16]}" for _ in range(3000)] + [
+        f"c-{uuid.uuid4().hex}" for _ in range(3000)
+    ]
+    ids += [
+        "case-123456789012abcd",
+        "c-0912345678",
+        "c-001190012345",
+        "req_123456789",
+        "p-84912345678",
+    ]
     for cid in ids:
-        out = redact_pii(None, "info", {"event": f"case {cid} moved", "case_id": cid, "ids": [cid],
-                                        "detail": f"see {cid}: done"})
-        assert out == {"event": f"case {cid} moved", "case_id": cid, "ids": [cid], "detail": f"see {cid}: done"}, cid
+        out = redact_pii(
+            None,
+            "info",
+            {
+                "event": f"case {cid} moved",
+                "case_id": cid,
+                "ids": [cid],
+                "detail": f"see {cid}: done",
+            },
+        )
+        assert out == {
+            "event": f"case {cid} moved",
+            "case_id": cid,
+            "ids": [cid],
+            "detail": f"see {cid}: done",
+        }, cid
 
 
-@pytest.mark.parametrize("text, kept", [
-    ("Chị Lan gọi từ số 0912345678 lúc 9h", ["Chị Lan gọi từ số ", " lúc 9h"]),
-    ("SĐT: 0912 345 678, nhà ở Lào Cai", ["SĐT: ", ", nhà ở Lào Cai"]),
-    ("call +84 91-234-5678 or 84912345678.", ["call ", " or ", "."]),
-    ("CCCD số 001190012345 cấp tại Hà Nội", ["CCCD số ", " cấp tại Hà Nội"]),
-    ("CMND 123456789; passport none", ["CMND ", "; passport none"]),
-    ("(0987654321) in case-9f3a2b1c0912345678", ["(", ") in case-9f3a2b1c0912345678"]),
-])
-def test_phone_and_vietnamese_id_numbers_in_free_text_are_redacted(text: str, kept: list[str]) -> None:
+@pytest.mark.parametrize(
+    "text, kept",
+    [
+        ("Chị Lan gọi từ số 0912345678 lúc 9h", ["Chị Lan gọi từ số ", " lúc 9h"]),
+        ("SĐT: 0912 345 678, nhà ở Lào Cai", ["SĐT: ", ", nhà ở Lào Cai"]),
+        ("call +84 91-234-5678 or 84912345678.", ["call ", " or ", "."]),
+        ("CCCD số 001190012345 cấp tại Hà Nội", ["CCCD số ", " cấp tại Hà Nội"]),
+        ("CMND 123456789; passport none", ["CMND ", "; passport none"]),
+        ("(0987654321) in case-9f3a2b1c0912345678", ["(", ") in case-9f3a2b1c0912345678"]),
+    ],
+)
+def test_phone_and_vietnamese_id_numbers_in_free_text_are_redacted(
+    text: str, kept: list[str]
+) -> None:
     out = redact_pii(None, "info", {"event": "free_text", "detail": text})["detail"]
     assert REDACTED in out and all(k in out for k in kept), out
-    assert not any(n in out for n in ("0912345678", "345 678", "5678", "001190012345", "123456789", "0987654321")
-                   if n not in "".join(kept)), out
+    assert not any(
+        n in out
+        for n in ("0912345678", "345 678", "5678", "001190012345", "123456789", "0987654321")
+        if n not in "".join(kept)
+    ), out

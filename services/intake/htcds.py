@@ -83,7 +83,9 @@ class FieldSpec:
     def check(self, value: str | list[str]) -> str | list[str]:
         if isinstance(value, list):
             if not self.multiselect:
-                raise PicklistError(self.name, value, "a single value (this is not a multiselect field)")
+                raise PicklistError(
+                    self.name, value, "a single value (this is not a multiselect field)"
+                )
             return [self.check_one(v) for v in value]
         return self.check_one(value)
 
@@ -114,9 +116,14 @@ def parse(path: Path) -> dict[str, FieldSpec]:
             else:
                 values = tuple(v.strip() for v in cell.splitlines() if v.strip())
             out[name] = FieldSpec(
-                name=name, section=" ".join((row.get("Section") or "").replace("-", " ").split()),
-                field_type=(row.get("Field Type") or "").strip(), core=(row.get("Core") or "").strip() == "Core",
-                values=values, code_standard=standard, description=(row.get("Description") or "").strip())
+                name=name,
+                section=" ".join((row.get("Section") or "").replace("-", " ").split()),
+                field_type=(row.get("Field Type") or "").strip(),
+                core=(row.get("Core") or "").strip() == "Core",
+                values=values,
+                code_standard=standard,
+                description=(row.get("Description") or "").strip(),
+            )
     return out
 
 
@@ -135,16 +142,23 @@ class NationalValue:
 
 NATIONAL: tuple[NationalValue, ...] = (
     NationalValue(
-        field="vic_TypeOfExploitation", value="ForcedCriminality", nearest="ForcedLabour",
+        field="vic_TypeOfExploitation",
+        value="ForcedCriminality",
+        nearest="ForcedLabour",
         details=("online_scam_compound", "drug_production_or_trafficking", "other"),
-        label_vi="Bị ép buộc thực hiện hành vi phạm tội", label_en="Forced criminality",
+        label_vi="Bị ép buộc thực hiện hành vi phạm tội",
+        label_en="Forced criminality",
         why="people held in online-scam compounds (Cambodia, Myanmar, Laos) and forced to defraud others; HTCDS has "
-            "no value for it; the ILO counts forced criminal activity as forced labour, so it exports as "
-            "ForcedLabour with the national value and its detail kept in x_nrm"),
+        "no value for it; the ILO counts forced criminal activity as forced labour, so it exports as "
+        "ForcedLabour with the national value and its detail kept in x_nrm",
+    ),
 )
 DETAIL_LABELS: dict[str, tuple[str, str]] = {
     "online_scam_compound": ("Cơ sở lừa đảo trực tuyến", "Online-scam compound"),
-    "drug_production_or_trafficking": ("Sản xuất, vận chuyển ma túy", "Drug production or trafficking"),
+    "drug_production_or_trafficking": (
+        "Sản xuất, vận chuyển ma túy",
+        "Drug production or trafficking",
+    ),
     "other": ("Khác", "Other"),
 }
 
@@ -159,10 +173,19 @@ def _with_national(specs: dict[str, FieldSpec]) -> dict[str, FieldSpec]:
     for n in NATIONAL:
         spec = out.get(n.field)
         if spec is None or n.nearest not in spec.values:
-            raise ValueError(f"national value {n.value}: {n.field} has no standard value {n.nearest}")
+            raise ValueError(
+                f"national value {n.value}: {n.field} has no standard value {n.nearest}"
+            )
         if n.value not in spec.values:
-            out[n.field] = FieldSpec(spec.name, spec.section, spec.field_type, spec.core, (*spec.values, n.value),
-                                     spec.code_standard, spec.description)
+            out[n.field] = FieldSpec(
+                spec.name,
+                spec.section,
+                spec.field_type,
+                spec.core,
+                (*spec.values, n.value),
+                spec.code_standard,
+                spec.description,
+            )
     return out
 
 

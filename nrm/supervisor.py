@@ -30,13 +30,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from shared.embedded import pid_alive, postgres_pid, start_postgres
+from nrm.embedded import pid_alive, postgres_pid, start_postgres
 
 CRASH_LIMIT = 5  # crashes ...
 CRASH_WINDOW = 60.0  # ... within this many seconds, and the part is given up on
 BACKOFF_FIRST = 0.2  # as systemd's RestartSec default (100 ms), give or take
 BACKOFF_MAX = 10.0
-STABLE_AFTER = 30.0  # up this long after a restart: the next crash starts the backoff from the beginning
+STABLE_AFTER = (
+    30.0  # up this long after a restart: the next crash starts the backoff from the beginning
+)
 PR_SET_CHILD_SUBREAPER = 36
 # A (re)starting part runs at this niceness until it is ready, then back at 0: on a busy machine the
 # import and connect of a restarted service otherwise queue behind the load it is meant to serve (what
@@ -125,19 +127,26 @@ def child_exit_status(pid: int) -> str | None:
     exit status. A pid that is not our child is judged by whether it is still alive."""
     try:
         done, status = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:  # not ours (e.g. a server left running by an earlier nrm up), or reaped
+    except (
+        ChildProcessError
+    ):  # not ours (e.g. a server left running by an earlier nrm up), or reaped
         return None if pid_alive(pid) else "exit status unknown (not a child of nrm up)"
     return describe_status(status) if done else None
 
 
 class Zygote:
-    """The client side of shared/zygote.py: a warm process that forks ready-imported parts."""
+    """The client side of nrm/zygote.py: a warm process that forks ready-imported parts."""
 
     def __init__(self, env: dict[str, str], log_file: Path, timeout: float) -> None:
         with open(log_file, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "shared.zygote"], env=env,
-                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "nrm.zygote"],
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                start_new_session=True,
+            )
         if self._line(timeout) != "ready":
             self.close()
             raise RuntimeError(f"the zygote did not start; see {log_file}")
@@ -212,9 +221,17 @@ class Part:
                 os.kill(self.pid, signal.SIGKILL)
 
     def snapshot(self) -> dict[str, Any]:
-        return {"state": self.state, "pid": self.pid, "restarts": self.restarts, "last_exit": self.last_exit,
-                "last_exit_at": (datetime.fromtimestamp(self.last_exit_at, UTC).isoformat()
-                                 if self.last_exit_at else None)}
+        return {
+            "state": self.state,
+            "pid": self.pid,
+            "restarts": self.restarts,
+            "last_exit": self.last_exit,
+            "last_exit_at": (
+                datetime.fromtimestamp(self.last_exit_at, UTC).isoformat()
+                if self.last_exit_at
+                else None
+            ),
+        }
 
 
 @dataclass
@@ -228,7 +245,9 @@ class ProcessPart(Part):
     # a process without an endpoint is ready once its log says so after this start (the worker's
     # "workflow_worker_started" comes after it connected to Temporal)
     ready_marker: bytes | None = None
-    spawner: Callable[[], subprocess.Popen[bytes]] | None = None  # instead of command + env + log_file
+    spawner: Callable[[], subprocess.Popen[bytes]] | None = (
+        None  # instead of command + env + log_file
+    )
     zygote: Zygote | None = None  # fork it from here when it is alive (command is the fallback)
     proc: subprocess.Popen[bytes] | None = None
     _log_offset: int = 0
@@ -246,8 +265,13 @@ class ProcessPart(Part):
         else:
             assert self.log_file is not None
             with open(self.log_file, "ab") as out:  # the child keeps its own copy of the descriptor
-                self.proc = subprocess.Popen(self.command, env=self.env, stdout=out,  # noqa: S603
-                                             stderr=subprocess.STDOUT, start_new_session=True)
+                self.proc = subprocess.Popen(  # noqa: S603 (our own command line)
+                    self.command,
+                    env=self.env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
         self.pid = self.proc.pid
 
     def exit_status(self) -> str | None:
@@ -301,7 +325,9 @@ class PostgresPart(Part):
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, 0, STARTUP_NICE)
         try:
-            self.database_url = start_postgres(self.data_dir)  # returns once the server accepts connections
+            self.database_url = start_postgres(
+                self.data_dir
+            )  # returns once the server accepts connections
         finally:
             with contextlib.suppress(OSError):
                 os.setpriority(os.PRIO_PROCESS, 0, own)
@@ -336,8 +362,14 @@ class PostgresPart(Part):
 class Supervisor:
     """Runs the parts, restarts the ones that die, and records their state for `nrm status`."""
 
-    def __init__(self, parts: Iterable[Part], state: dict[str, Any], state_file: Path, log_file: Path,
-                 say: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        parts: Iterable[Part],
+        state: dict[str, Any],
+        state_file: Path,
+        log_file: Path,
+        say: Callable[[str], None],
+    ) -> None:
         self.parts: dict[str, Part] = {p.name: p for p in parts}
         self.state = state
         self.state_file = state_file
@@ -349,8 +381,11 @@ class Supervisor:
     # ---- records -------------------------------------------------------------------------------
     def log(self, event: str, part: Part | None = None, message: str = "", **fields: Any) -> None:
         """One JSON line in logs/supervisor.log (no PII: names, pids, statuses) and one line on stdout."""
-        record: dict[str, Any] = {"ts": datetime.now(UTC).isoformat(), "level": fields.pop("level", "info"),
-                                  "event": event}
+        record: dict[str, Any] = {
+            "ts": datetime.now(UTC).isoformat(),
+            "level": fields.pop("level", "info"),
+            "event": event,
+        }
         if part is not None:
             record.update(part=part.name, pid=part.pid)
         record.update(fields)
@@ -362,8 +397,11 @@ class Supervisor:
     def write_state(self) -> None:
         """Atomically: `nrm status` and `nrm down` may read it at any moment."""
         self.state["parts"] = {name: p.snapshot() for name, p in self.parts.items()}
-        self.state["children"] = {name: p.pid for name, p in self.parts.items()
-                                  if isinstance(p, ProcessPart) and name != "temporal" and p.pid is not None}
+        self.state["children"] = {
+            name: p.pid
+            for name, p in self.parts.items()
+            if isinstance(p, ProcessPart) and name != "temporal" and p.pid is not None
+        }
         temporal = self.parts.get("temporal")
         self.state["temporal_pid"] = temporal.pid if temporal is not None else None
         tmp = self.state_file.with_suffix(".tmp")
@@ -381,20 +419,32 @@ class Supervisor:
         part.started_at = time.monotonic()
         try:
             part.spawn()
-        except Exception as exc:  # a start that fails (port taken, pg_ctl error) is handled like a crash
+        except (
+            Exception
+        ) as exc:  # a start that fails (port taken, pg_ctl error) is handled like a crash
             part.pid = None
             self._exited(part, f"failed to start: {type(exc).__name__}: {exc}")
             return
         if part.pid is not None:
             set_niceness(part.pid, STARTUP_NICE)
         if part.restarts:
-            self.log("restarted", part, f"{part.name} restarted (pid {part.pid}, restart {part.restarts})",
-                     restarts=part.restarts)
+            self.log(
+                "restarted",
+                part,
+                f"{part.name} restarted (pid {part.pid}, restart {part.restarts})",
+                restarts=part.restarts,
+            )
         self.write_state()
 
     def _became_ready(self, part: Part) -> None:
         part.state = "up"
-        pids = part.family() if isinstance(part, PostgresPart) else [part.pid] if part.pid is not None else []
+        pids = (
+            part.family()
+            if isinstance(part, PostgresPart)
+            else [part.pid]
+            if part.pid is not None
+            else []
+        )
         for pid in pids:
             set_niceness(pid, 0)
 
@@ -411,12 +461,16 @@ class Supervisor:
                 part = self.parts[name]
                 status = part.exit_status() if part.state == "starting" else part.last_exit
                 if part.state != "starting" or status is not None:
-                    raise RuntimeError(f"{name} exited ({status}) during start; see its log in logs/")
+                    raise RuntimeError(
+                        f"{name} exited ({status}) during start; see its log in logs/"
+                    )
                 if part.ready():
                     self._became_ready(part)
                     pending.remove(name)
             if pending and time.monotonic() > deadline:
-                raise TimeoutError(f"not ready within {timeout:.0f}s: {', '.join(pending)}; see logs/")
+                raise TimeoutError(
+                    f"not ready within {timeout:.0f}s: {', '.join(pending)}; see logs/"
+                )
             time.sleep(0.2)
         self.write_state()
 
@@ -438,18 +492,31 @@ class Supervisor:
             part.crashes.popleft()
         if len(part.crashes) >= CRASH_LIMIT:
             part.state = "failed"
-            self.log("gave_up", part, f"GAVE UP on {part.name}: {status}; it crashed {len(part.crashes)} times "
-                     f"within {CRASH_WINDOW:.0f}s. The other parts keep running; `nrm status` reports it failed. "
-                     "Fix the cause (see its log in logs/), then `nrm down && nrm up`.",
-                     level="error", status=status, crashes=len(part.crashes))
+            self.log(
+                "gave_up",
+                part,
+                f"GAVE UP on {part.name}: {status}; it crashed {len(part.crashes)} times "
+                f"within {CRASH_WINDOW:.0f}s. The other parts keep running; `nrm status` reports it failed. "
+                "Fix the cause (see its log in logs/), then `nrm down && nrm up`.",
+                level="error",
+                status=status,
+                crashes=len(part.crashes),
+            )
         else:
-            delay = min(BACKOFF_FIRST * 2 ** part.backoff_step, BACKOFF_MAX)
+            delay = min(BACKOFF_FIRST * 2**part.backoff_step, BACKOFF_MAX)
             part.backoff_step += 1
             part.state = "backoff"
             part.next_start_at = now + delay
             part.restarts += 1
-            self.log("exited", part, f"{part.name} (pid {part.pid}) exited: {status}; restarting in {delay:.1f}s",
-                     level="warning", status=status, delay_s=delay, counted=blamed)
+            self.log(
+                "exited",
+                part,
+                f"{part.name} (pid {part.pid}) exited: {status}; restarting in {delay:.1f}s",
+                level="warning",
+                status=status,
+                delay_s=delay,
+                counted=blamed,
+            )
         self.write_state()
 
     def tick(self) -> None:
@@ -466,9 +533,15 @@ class Supervisor:
             if part.state == "starting" and part.ready():
                 self._became_ready(part)
                 if part.exited_at is not None:
-                    down = time.monotonic() - part.exited_at  # not `now`: starting PostgreSQL blocks this round
-                    self.log("ready_again", part, f"{part.name} is ready again, {down:.1f}s after it exited",
-                             down_s=round(down, 2))
+                    down = (
+                        time.monotonic() - part.exited_at
+                    )  # not `now`: starting PostgreSQL blocks this round
+                    self.log(
+                        "ready_again",
+                        part,
+                        f"{part.name} is ready again, {down:.1f}s after it exited",
+                        down_s=round(down, 2),
+                    )
                 part.exited_at = None
                 self.write_state()
         if self.subreaper and now - self._last_reap > 2:
@@ -488,7 +561,11 @@ class Supervisor:
         for name in order:
             part = self.parts[name]
             # only running parts: the pid of one that exited (and was reaped) may belong to a stranger now
-            if part.state not in ("starting", "up") or part.pid is None or part.exit_status() is not None:
+            if (
+                part.state not in ("starting", "up")
+                or part.pid is None
+                or part.exit_status() is not None
+            ):
                 continue
             part.state = "stopping"
             part.terminate()
@@ -504,7 +581,11 @@ class Supervisor:
         for name in names:
             part = self.parts[name]
             # only running parts: the pid of one that exited (and was reaped) may belong to a stranger now
-            if part.state in ("starting", "up") and part.pid is not None and part.exit_status() is None:
+            if (
+                part.state in ("starting", "up")
+                and part.pid is not None
+                and part.exit_status() is None
+            ):
                 part.state = "stopping"
                 part.terminate()
                 stopping.append(part)

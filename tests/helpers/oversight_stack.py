@@ -13,11 +13,11 @@ from temporalio.testing import WorkflowEnvironment
 
 from services.oversight.api import DESCRIPTION, router
 from shared.api import create_app
-from shared.auth import mint_token
 from shared.config import Settings
 from shared.crypto import KeyRing
 from shared.domain import AgencyRole, Role
 from shared.runtime import Runtime
+from tests.helpers.tokens import bearer
 
 
 class _TestRuntime(Runtime):
@@ -42,8 +42,9 @@ class Clock:
 
 
 @asynccontextmanager
-async def oversight_api(env: WorkflowEnvironment, pool: Any, ring: KeyRing, clock: Clock | None = None
-                        ) -> AsyncIterator[httpx.AsyncClient]:
+async def oversight_api(
+    env: WorkflowEnvironment, pool: Any, ring: KeyRing, clock: Clock | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
     runtime = _TestRuntime(Settings(), ring, pool, env.client)
     if clock is not None:
         runtime.extras["clock"] = clock
@@ -52,12 +53,20 @@ async def oversight_api(env: WorkflowEnvironment, pool: Any, ring: KeyRing, cloc
         return runtime
 
     app = create_app("oversight", [router], description=DESCRIPTION, runtime_factory=factory)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://oversight") as client:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://oversight"
+        ) as client,
+    ):
         yield client
 
 
-def auth(ring: KeyRing, *roles: Role, agency: AgencyRole = AgencyRole.social_protection, province: str = "01",
-         user: str = "sup-1") -> dict[str, str]:
-    token = mint_token(ring, user_id=user, roles=list(roles), agency=agency, province=province)
-    return {"Authorization": f"Bearer {token}"}
+def auth(
+    ring: KeyRing,
+    *roles: Role,
+    agency: AgencyRole = AgencyRole.social_protection,
+    province: str = "01",
+    user: str = "sup-1",
+) -> dict[str, str]:
+    return bearer(ring, agency, *roles, user=user, province=province)

@@ -49,14 +49,17 @@ def port_open(host: str, port: int, timeout: float = 0.3) -> bool:
         return False
 
 
-def wait_for_port(host: str, port: int, timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None
-                  ) -> None:
+def wait_for_port(
+    host: str, port: int, timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if port_open(host, port):
             return
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with code {proc.returncode} before listening on {host}:{port}")
+            raise RuntimeError(
+                f"{what} exited with code {proc.returncode} before listening on {host}:{port}"
+            )
         time.sleep(0.1)
     raise TimeoutError(f"{what} did not listen on {host}:{port} within {timeout:.0f}s")
 
@@ -164,15 +167,30 @@ async def _ensure_database(admin_url: str, name: str) -> None:
 
 
 # ---- Temporal dev server -------------------------------------------------------------------
-def temporal_command(data_dir: Path, port: int, ui_port: int, codec_endpoint: str | None) -> list[str]:
+def temporal_command(
+    data_dir: Path, port: int, ui_port: int, codec_endpoint: str | None
+) -> list[str]:
     """`temporal server start-dev` on the data dir's SQLite file and fixed ports (the same on every restart)."""
     cmd = [
-        str(venv_bin("temporal")), "server", "start-dev",
-        "--db-filename", str(data_dir / "temporal.sqlite"),
-        "--port", str(port), "--ui-port", str(ui_port), "--ip", "127.0.0.1",
+        str(venv_bin("temporal")),
+        "server",
+        "start-dev",
+        "--db-filename",
+        str(data_dir / "temporal.sqlite"),
+        "--port",
+        str(port),
+        "--ui-port",
+        str(ui_port),
+        "--ip",
+        "127.0.0.1",
         # fixed, not "a random free port": a random pick can take a port NRM's own services are about to bind
-        "--http-port", str(port + 10), "--metrics-port", str(port + 11),
-        "--log-level", "warn", "--ui-disable-news-fetch",
+        "--http-port",
+        str(port + 10),
+        "--metrics-port",
+        str(port + 11),
+        "--log-level",
+        "warn",
+        "--ui-disable-news-fetch",
         *[arg for pragma in SQLITE_PRAGMAS for arg in ("--sqlite-pragma", pragma)],
         *search_attribute_cli_flags(),
     ]
@@ -181,21 +199,30 @@ def temporal_command(data_dir: Path, port: int, ui_port: int, codec_endpoint: st
     return cmd
 
 
-def spawn_temporal(data_dir: Path, port: int, ui_port: int, codec_endpoint: str | None,
-                   log_file: Path) -> subprocess.Popen[bytes]:
+def spawn_temporal(
+    data_dir: Path, port: int, ui_port: int, codec_endpoint: str | None, log_file: Path
+) -> subprocess.Popen[bytes]:
     """Start the dev server without waiting for it to listen (the supervisor polls the port)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     if port_open("127.0.0.1", port):
         # Never attach to a stranger (or to an orphan of a killed `nrm up` still holding the SQLite file).
-        raise RuntimeError(f"port {port} is already in use: another Temporal server is running "
-                           "(`nrm down` stops one left by a killed `nrm up`; or set NRM_TEMPORAL_PORT)")
+        raise RuntimeError(
+            f"port {port} is already in use: another Temporal server is running "
+            "(`nrm down` stops one left by a killed `nrm up`; or set NRM_TEMPORAL_PORT)"
+        )
     with open(log_file, "ab") as out:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(temporal_command(data_dir, port, ui_port, codec_endpoint),  # noqa: S603
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ})
+        return subprocess.Popen(  # noqa: S603 (our own command line)
+            temporal_command(data_dir, port, ui_port, codec_endpoint),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ},
+        )
 
 
-def start_temporal(data_dir: Path, port: int, ui_port: int, codec_endpoint: str | None,
-                   log_file: Path) -> subprocess.Popen[bytes]:
+def start_temporal(
+    data_dir: Path, port: int, ui_port: int, codec_endpoint: str | None, log_file: Path
+) -> subprocess.Popen[bytes]:
     proc = spawn_temporal(data_dir, port, ui_port, codec_endpoint, log_file)
     wait_for_port("127.0.0.1", port, 60, "Temporal dev server", proc)
     return proc

@@ -9,10 +9,7 @@ from typing import Any
 
 from temporalio.client import WorkflowHandle
 
-from shared.domain import AgencyRole, Channel, DecisionMakingOrg, Role, Stage, TraffickingStatus
-from tests.workflow.harness import actor
-from workflows.case_workflow import CaseWorkflow
-from workflows.models import (
+from shared.contract import (
     CaseState,
     Classification,
     Decide,
@@ -27,6 +24,9 @@ from workflows.models import (
     VerifyDecision,
     VerifyResult,
 )
+from shared.domain import AgencyRole, Channel, DecisionMakingOrg, Role, Stage, TraffickingStatus
+from tests.helpers.workflow_harness import actor
+from workflows.case_workflow import CaseWorkflow
 
 Handle = WorkflowHandle[Any, Any]
 
@@ -35,29 +35,43 @@ def owner_actor(state: CaseState, *roles: Role) -> Any:
     return actor(state.owner_agency, *roles)
 
 
-async def decide(handle: Handle, decision: Any, why: str = "recorded by the owning agency") -> CaseState:
+async def decide(
+    handle: Handle, decision: Any, why: str = "recorded by the owning agency"
+) -> CaseState:
     state: CaseState = await handle.query(CaseWorkflow.state)
-    return await handle.execute_update(CaseWorkflow.decide, Decide(actor=owner_actor(state), decision=decision,
-                                                                   justification=why))
+    return await handle.execute_update(
+        CaseWorkflow.decide, Decide(actor=owner_actor(state), decision=decision, justification=why)
+    )
 
 
 async def classify(handle: Handle, channel: Channel = Channel.hotline_111) -> CaseState:
-    return await decide(handle, ReceiveDecision(classification=Classification.trafficking_suspected, channel=channel))
+    return await decide(
+        handle,
+        ReceiveDecision(classification=Classification.trafficking_suspected, channel=channel),
+    )
 
 
 async def verify(handle: Handle) -> CaseState:
     return await decide(handle, VerifyDecision(result=VerifyResult.confirmed))
 
 
-async def identify(handle: Handle, status: TraffickingStatus = TraffickingStatus.ActualVictimOfTrafficking
-                   ) -> CaseState:
-    return await decide(handle, IdentifyDecision(
-        status=status, deciding_org=DecisionMakingOrg.Police,
-        evidence=[EvidenceRef(evidence_id="ev-1", kind=EvidenceKind.statement_of_person)]))
+async def identify(
+    handle: Handle, status: TraffickingStatus = TraffickingStatus.ActualVictimOfTrafficking
+) -> CaseState:
+    return await decide(
+        handle,
+        IdentifyDecision(
+            status=status,
+            deciding_org=DecisionMakingOrg.Police,
+            evidence=[EvidenceRef(evidence_id="ev-1", kind=EvidenceKind.statement_of_person)],
+        ),
+    )
 
 
 async def rescue(handle: Handle) -> CaseState:
-    return await decide(handle, RescueDecision(needed=True, operation_ref="op-1", outcome="rescued"))
+    return await decide(
+        handle, RescueDecision(needed=True, operation_ref="op-1", outcome="rescued")
+    )
 
 
 async def protect(handle: Handle) -> CaseState:
@@ -67,19 +81,26 @@ async def protect(handle: Handle) -> CaseState:
 async def follow_ups_done(handle: Handle) -> CaseState:
     state: CaseState = await handle.query(CaseWorkflow.state)
     for f in state.follow_ups:
-        state = await handle.execute_update(CaseWorkflow.record_follow_up, RecordFollowUp(
-            actor=owner_actor(state), follow_up_id=f.follow_up_id, outcome="done"))
+        state = await handle.execute_update(
+            CaseWorkflow.record_follow_up,
+            RecordFollowUp(actor=owner_actor(state), follow_up_id=f.follow_up_id, outcome="done"),
+        )
     return state
 
 
 async def close(handle: Handle) -> CaseState:
-    return await decide(handle, ReintegrateDecision(support_plan_ref="plan-1", reason="reintegrated at home"))
+    return await decide(
+        handle, ReintegrateDecision(support_plan_ref="plan-1", reason="reintegrated at home")
+    )
 
 
 async def to_stage(handle: Handle, stage: Stage) -> CaseState:
     """Walk the happy path until the case is in `stage`."""
     steps: dict[Stage, Callable[[Handle], Any]] = {
-        Stage.receive: classify, Stage.verify: verify, Stage.identify: identify, Stage.rescue: rescue,
+        Stage.receive: classify,
+        Stage.verify: verify,
+        Stage.identify: identify,
+        Stage.rescue: rescue,
         Stage.protect: protect,
     }
     state: CaseState = await handle.query(CaseWorkflow.state)
@@ -88,7 +109,9 @@ async def to_stage(handle: Handle, stage: Stage) -> CaseState:
     return state
 
 
-async def wait_state(handle: Handle, predicate: Callable[[CaseState], bool], tries: int = 200) -> CaseState:
+async def wait_state(
+    handle: Handle, predicate: Callable[[CaseState], bool], tries: int = 200
+) -> CaseState:
     """Poll the query until the workflow has processed what the test waits for (a fired timer)."""
     state: CaseState = await handle.query(CaseWorkflow.state)
     for _ in range(tries):
@@ -96,8 +119,10 @@ async def wait_state(handle: Handle, predicate: Callable[[CaseState], bool], tri
             return state
         await asyncio.sleep(0.02)
         state = await handle.query(CaseWorkflow.state)
-    raise AssertionError(f"condition not reached; state: stage={state.stage} level={state.escalation_level} "
-                         f"handoffs={[(h.handoff_id, h.state, h.escalation_level) for h in state.handoffs]}")
+    raise AssertionError(
+        f"condition not reached; state: stage={state.stage} level={state.escalation_level} "
+        f"handoffs={[(h.handoff_id, h.state, h.escalation_level) for h in state.handoffs]}"
+    )
 
 
 SUPERVISOR = actor(AgencyRole.social_protection, Role.supervisor, user="sp-supervisor")

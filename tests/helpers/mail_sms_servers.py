@@ -43,17 +43,32 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
     now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
     cert_file, key_file = folder / "smtp-cert.pem", folder / "smtp-key.pem"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return cert_file, key_file
 
 
@@ -86,14 +101,26 @@ class SmtpHandler:
             raw = bytes(envelope.original_content or envelope.content)
             msg = message_from_bytes(raw, policy=policy.default)
             assert isinstance(msg, EmailMessage)
-            self.received.append(Mail(list(envelope.rcpt_tos), msg, raw, session.ssl is not None,
-                                      bool(session.authenticated)))
+            self.received.append(
+                Mail(
+                    list(envelope.rcpt_tos),
+                    msg,
+                    raw,
+                    session.ssl is not None,
+                    bool(session.authenticated),
+                )
+            )
         return "250 2.0.0 OK"
 
 
-def _authenticator(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
-    ok = isinstance(auth_data, LoginPassword) and auth_data.login == SMTP_USER.encode() \
+def _authenticator(
+    server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+) -> AuthResult:
+    ok = (
+        isinstance(auth_data, LoginPassword)
+        and auth_data.login == SMTP_USER.encode()
         and auth_data.password == SMTP_PASSWORD.encode()
+    )
     return AuthResult(success=ok, handled=False, auth_data=auth_data.login if ok else None)
 
 
@@ -106,9 +133,16 @@ class SmtpServer:
         ctx.load_cert_chain(self.cert, key)
         self.port = free_port()
         self.handler = SmtpHandler()
-        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port, tls_context=ctx,
-                                     require_starttls=True, authenticator=_authenticator, auth_required=True,
-                                     auth_require_tls=True)
+        self.controller = Controller(
+            self.handler,
+            hostname="127.0.0.1",
+            port=self.port,
+            tls_context=ctx,
+            require_starttls=True,
+            authenticator=_authenticator,
+            auth_required=True,
+            auth_require_tls=True,
+        )
 
     def __enter__(self) -> SmtpServer:
         self.controller.start()
@@ -144,30 +178,75 @@ class _TwilioHandler(BaseHTTPRequestHandler):
         expected = f"/2010-04-01/Accounts/{TWILIO_SID}/Messages.json"
         auth = "Basic " + base64.b64encode(f"{TWILIO_SID}:{TWILIO_TOKEN}".encode()).decode()
         if self.headers.get("Authorization") != auth:
-            self._answer(401, {"code": 20003, "message": "Authenticate", "more_info":
-                               "https://www.twilio.com/docs/errors/20003", "status": 401})
+            self._answer(
+                401,
+                {
+                    "code": 20003,
+                    "message": "Authenticate",
+                    "more_info": "https://www.twilio.com/docs/errors/20003",
+                    "status": 401,
+                },
+            )
             return
         if self.path != expected:
-            self._answer(404, {"code": 20404, "message": "The requested resource was not found",
-                               "more_info": "https://www.twilio.com/docs/errors/20404", "status": 404})
+            self._answer(
+                404,
+                {
+                    "code": 20404,
+                    "message": "The requested resource was not found",
+                    "more_info": "https://www.twilio.com/docs/errors/20404",
+                    "status": 404,
+                },
+            )
             return
-        if not form.get("To") or not form.get("Body") or not (form.get("From") or form.get("MessagingServiceSid")):
-            self._answer(400, {"code": 21604, "message": "A 'To' phone number is required.",
-                               "more_info": "https://www.twilio.com/docs/errors/21604", "status": 400})
+        if (
+            not form.get("To")
+            or not form.get("Body")
+            or not (form.get("From") or form.get("MessagingServiceSid"))
+        ):
+            self._answer(
+                400,
+                {
+                    "code": 21604,
+                    "message": "A 'To' phone number is required.",
+                    "more_info": "https://www.twilio.com/docs/errors/21604",
+                    "status": 400,
+                },
+            )
             return
         with srv.lock:
             srv.requests += 1
             if srv.always_fail or srv.fail_next > 0:
                 srv.fail_next = max(0, srv.fail_next - 1)
-                self._answer(503, {"code": 20503, "message": "Service Unavailable",
-                                   "more_info": "https://www.twilio.com/docs/errors/20503", "status": 503})
+                self._answer(
+                    503,
+                    {
+                        "code": 20503,
+                        "message": "Service Unavailable",
+                        "more_info": "https://www.twilio.com/docs/errors/20503",
+                        "status": 503,
+                    },
+                )
                 return
             sid = "SM" + uuid.uuid4().hex
             srv.messages.append({"sid": sid, **form})
-        self._answer(201, {"sid": sid, "account_sid": TWILIO_SID, "to": form["To"], "from": form.get("From"),
-                           "body": form["Body"], "status": "queued", "num_segments": "1", "direction":
-                           "outbound-api", "api_version": "2010-04-01", "price": None, "error_code": None,
-                           "uri": f"{expected[:-5]}/{sid}.json"})
+        self._answer(
+            201,
+            {
+                "sid": sid,
+                "account_sid": TWILIO_SID,
+                "to": form["To"],
+                "from": form.get("From"),
+                "body": form["Body"],
+                "status": "queued",
+                "num_segments": "1",
+                "direction": "outbound-api",
+                "api_version": "2010-04-01",
+                "price": None,
+                "error_code": None,
+                "uri": f"{expected[:-5]}/{sid}.json",
+            },
+        )
 
 
 class TwilioServer(ThreadingHTTPServer):

@@ -19,8 +19,15 @@ from playwright.sync_api import Browser, BrowserContext, Page, Route, sync_playw
 from shared.config import REPO_ROOT
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SHOTS = REPO_ROOT / "docs" / "screenshots"
 AXE = REPO_ROOT / ".venv" / "npm" / "node_modules" / "axe-core" / "axe.min.js"
 DESKTOP = {"width": 1280, "height": 900}
@@ -32,13 +39,17 @@ T = TypeVar("T")
 def in_browser(fn: Callable[[Browser], T]) -> T:
     """Run `fn` with a Chromium browser in a thread of its own: Playwright's sync API runs an event loop, and
     this test process's asyncio fixtures must not find one running in theirs."""
+
     def run() -> T:
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            browser = pw.chromium.launch(
+                executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+            )
             try:
                 return fn(browser)
             finally:
                 browser.close()
+
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(run).result()
 
@@ -49,8 +60,9 @@ class Console:
     def __init__(self, browser: Browser, base: str, *, mobile: bool = False) -> None:
         self.base = base
         self.outside: list[str] = []
-        self.context: BrowserContext = browser.new_context(viewport=MOBILE if mobile else DESKTOP, locale="vi-VN",
-                                                           bypass_csp=False)
+        self.context: BrowserContext = browser.new_context(
+            viewport=MOBILE if mobile else DESKTOP, locale="vi-VN", bypass_csp=False
+        )
         self.context.route("**/*", self._only_loopback)
         self.page: Page = self.context.new_page()
 
@@ -136,11 +148,14 @@ class Console:
 
     def axe(self) -> list[dict[str, Any]]:
         """Serious and critical axe-core violations of the current page (WCAG 2.1 A/AA rules)."""
-        assert AXE.exists(), f"axe-core missing: run ./scripts/test (npm install --prefix .venv/npm axe-core@4); {AXE}"
+        assert AXE.exists(), (
+            f"axe-core missing: run ./scripts/test (npm install --prefix .venv/npm axe-core@4); {AXE}"
+        )
         self.page.evaluate(AXE.read_text(encoding="utf-8"))
         result = self.page.evaluate(
             "async () => JSON.stringify((await axe.run(document, {runOnly: {type: 'tag', values: "
-            "['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})).violations)")
+            "['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})).violations)"
+        )
         return [v for v in json.loads(result) if v.get("impact") in ("serious", "critical")]
 
 

@@ -7,14 +7,16 @@ over at least once and delivered once. The outbox row stays oversight's record."
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
 
 from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from services.notifications.settings import TASK_QUEUE, NotificationSettings
-from workflows.models import Notification
+from shared.config import get_settings
+from shared.contract import Notification
+
+# the notifications service's task queue (services/notifications listens on it; oversight starts workflows there)
+TASK_QUEUE = "nrm-notifications"
 
 
 def handover_queue(extras: dict[str, object]) -> str | None:
@@ -26,18 +28,21 @@ def handover_queue(extras: dict[str, object]) -> str | None:
     return TASK_QUEUE if _handover_on() else None
 
 
-@lru_cache(maxsize=1)
 def _handover_on() -> bool:
-    return NotificationSettings().notifications_handover
+    return get_settings().notifications_handover
 
 
 async def hand_over(client: Client, notifications: Sequence[Notification], task_queue: str) -> int:
     started = 0
     for n in notifications:
         try:
-            await client.start_workflow("NotificationWorkflow", n, id=f"notify:{n.notification_id}",
-                                        task_queue=task_queue,
-                                        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE)
+            await client.start_workflow(
+                "NotificationWorkflow",
+                n,
+                id=f"notify:{n.notification_id}",
+                task_queue=task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            )
             started += 1
         except WorkflowAlreadyStartedError:
             pass

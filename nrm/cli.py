@@ -28,7 +28,7 @@ from shared.config import SERVICE_NAMES, ConfigError, Settings, load_settings
 from shared.crypto import load_keyring
 from shared.domain import AgencyRole, Role
 
-EXTENSION_MODULES = ("services.oversight.cli", "shared.backup")
+EXTENSION_MODULES = ("services.oversight.cli", "nrm.backup")
 
 
 def _print(msg: str) -> None:
@@ -37,9 +37,14 @@ def _print(msg: str) -> None:
 
 # ---- up / down / status ---------------------------------------------------------------------
 def _child_env(settings: Settings, database_url: str, temporal_address: str) -> dict[str, str]:
-    env = {**os.environ, "NRM_DATABASE_URL": database_url, "NRM_TEMPORAL_ADDRESS": temporal_address,
-           "NRM_KEYRING_FILE": str(settings.resolved_keyring_file.resolve()),
-           "NRM_DATA_DIR": str(settings.data_dir.resolve()), "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "NRM_DATABASE_URL": database_url,
+        "NRM_TEMPORAL_ADDRESS": temporal_address,
+        "NRM_KEYRING_FILE": str(settings.resolved_keyring_file.resolve()),
+        "NRM_DATA_DIR": str(settings.data_dir.resolve()),
+        "PYTHONUNBUFFERED": "1",
+    }
     return env
 
 
@@ -56,11 +61,11 @@ READY_TIMEOUT = 90.0  # first start: every part ready within this
 
 
 def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
-    """Start every part, then supervise them until Ctrl-C / SIGTERM (`nrm down`). See shared/supervisor.py
+    """Start every part, then supervise them until Ctrl-C / SIGTERM (`nrm down`). See nrm/supervisor.py
     for what happens when a part dies."""
-    from shared import embedded
+    from nrm import embedded
+    from nrm.supervisor import PostgresPart, ProcessPart, Supervisor, Zygote
     from shared.db import migrate
-    from shared.supervisor import PostgresPart, ProcessPart, Supervisor, Zygote
     from shared.temporal import connect, ensure_search_attributes
 
     data_dir = settings.data_dir.resolve()
@@ -75,15 +80,22 @@ def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
         _cleanup_stale(settings, old)
     ring = load_keyring(settings.resolved_keyring_file, create=True)
     codec_url = f"http://127.0.0.1:{settings.codec_port}"
-    state: dict[str, Any] = {"supervisor_pid": os.getpid(), "database_url": None,
-                             "temporal_address": settings.resolved_temporal_address, "started_at": time.time(),
-                             "children": {}, "temporal_pid": None}
+    state: dict[str, Any] = {
+        "supervisor_pid": os.getpid(),
+        "database_url": None,
+        "temporal_address": settings.resolved_temporal_address,
+        "started_at": time.time(),
+        "children": {},
+        "temporal_pid": None,
+    }
     sup = Supervisor([], state, settings.state_file, logs / "supervisor.log", _print)
     servers: list[str] = []  # the embedded servers, stopped last
     zygote: Zygote | None = None
 
     def shutdown(*_: Any) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup short
+        signal.signal(
+            signal.SIGTERM, signal.SIG_IGN
+        )  # a second SIGTERM must not cut the cleanup short
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, shutdown)
@@ -104,10 +116,16 @@ def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
         if settings.embedded_temporal:
             _print(f"[2/6] Temporal dev server (SQLite WAL in {data_dir / 'temporal.sqlite'}) ...")
             port = settings.temporal_port
-            sup.add(ProcessPart("temporal", log_file=logs / "temporal.log",
-                                spawner=lambda: embedded.spawn_temporal(data_dir, port, settings.temporal_ui_port,
-                                                                        codec_url, logs / "temporal.log"),
-                                probe=lambda: embedded.port_open("127.0.0.1", port)))
+            sup.add(
+                ProcessPart(
+                    "temporal",
+                    log_file=logs / "temporal.log",
+                    spawner=lambda: embedded.spawn_temporal(
+                        data_dir, port, settings.temporal_ui_port, codec_url, logs / "temporal.log"
+                    ),
+                    probe=lambda: embedded.port_open("127.0.0.1", port),
+                )
+            )
             sup.start_all(["temporal"])
             sup.wait_ready(["temporal"], READY_TIMEOUT)
             servers.append("temporal")
@@ -141,20 +159,53 @@ def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
             state["zygote_pid"] = zygote.pid
         for name in SERVICE_NAMES:
             ready_url = f"http://{settings.host}:{settings.service_ports[name]}/readyz"
-            sup.add(ProcessPart(name, depends_on=tuple(servers), command=[sys.executable, "-m", "shared.service", name],
-                                env=env, log_file=logs / f"{name}.log", zygote=zygote,
-                                probe=functools.partial(_http_ok, ready_url)))
-        sup.add(ProcessPart("workflow-worker", depends_on=tuple(s for s in servers if s == "temporal"),
-                            command=[sys.executable, "-m", "workflows.worker"], env=env, zygote=zygote,
-                            log_file=logs / "workflow-worker.log", ready_marker=b"workflow_worker_started"))
-        sup.add(ProcessPart("codec-server", command=[sys.executable, "-m", "shared.codec_server"], env=env,
-                            log_file=logs / "codec-server.log", zygote=zygote,
-                            probe=functools.partial(_http_ok, f"{codec_url}/healthz")))
+            sup.add(
+                ProcessPart(
+                    name,
+                    depends_on=tuple(servers),
+                    command=[sys.executable, "-m", "nrm.service", name],
+                    env=env,
+                    log_file=logs / f"{name}.log",
+                    zygote=zygote,
+                    probe=functools.partial(_http_ok, ready_url),
+                )
+            )
+        sup.add(
+            ProcessPart(
+                "workflow-worker",
+                depends_on=tuple(s for s in servers if s == "temporal"),
+                command=[sys.executable, "-m", "workflows.worker"],
+                env=env,
+                zygote=zygote,
+                log_file=logs / "workflow-worker.log",
+                ready_marker=b"workflow_worker_started",
+            )
+        )
+        sup.add(
+            ProcessPart(
+                "codec-server",
+                command=[sys.executable, "-m", "nrm.codec_server"],
+                env=env,
+                log_file=logs / "codec-server.log",
+                zygote=zygote,
+                probe=functools.partial(_http_ok, f"{codec_url}/healthz"),
+            )
+        )
         console_url = f"http://{settings.host}:{settings.console_port}"  # the web console: API calls only, no schema
-        sup.add(ProcessPart("console", command=[sys.executable, "-m", "services.console"], env=env,
-                            log_file=logs / "console.log", probe=functools.partial(_http_ok, f"{console_url}/healthz")))
+        sup.add(
+            ProcessPart(
+                "console",
+                command=[sys.executable, "-m", "services.console"],
+                env=env,
+                log_file=logs / "console.log",
+                probe=functools.partial(_http_ok, f"{console_url}/healthz"),
+            )
+        )
         workers = [*SERVICE_NAMES, "workflow-worker", "codec-server", "console"]
-        from services.notifications.launch import notification_parts  # delivery, and the dev mail sink (.nrm/mail)
+        from nrm.notification_parts import (
+            notification_parts,
+        )  # delivery, and the dev mail sink (.nrm/mail)
+
         workers += [sup.add(part).name for part in notification_parts(settings, env, logs)]
         sup.start_all(workers)
         sup.wait_ready(workers, READY_TIMEOUT)
@@ -187,7 +238,10 @@ def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def _summary(settings: Settings, database_url: str, temporal_address: str) -> str:
-    rows = [("service", "url"), ("console", f"http://{settings.host}:{settings.console_port}  <- open this")]
+    rows = [
+        ("service", "url"),
+        ("console", f"http://{settings.host}:{settings.console_port}  <- open this"),
+    ]
     for name, port in settings.service_ports.items():
         rows.append((name, f"http://{settings.host}:{port}/docs"))
     rows.append(("codec server", f"http://127.0.0.1:{settings.codec_port}"))
@@ -210,7 +264,7 @@ def _redact_url(url: str) -> str:
 
 
 def _pid_alive(pid: int) -> bool:
-    from shared.embedded import pid_alive
+    from nrm.embedded import pid_alive
 
     return pid_alive(pid)
 
@@ -221,12 +275,15 @@ def _ours(pid: int) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return any(marker in cmdline for marker in (b"shared.", b"workflows.", b"services.", b"temporal"))
+    return any(
+        marker in cmdline
+        for marker in (b"nrm.", b"shared.", b"workflows.", b"services.", b"temporal")
+    )
 
 
 def _cleanup_stale(settings: Settings, state: dict[str, Any]) -> None:
     """Stop what a killed supervisor left running: services, workers, Temporal, then PostgreSQL."""
-    from shared.embedded import stop_postgres, terminate
+    from nrm.embedded import stop_postgres, terminate
 
     pids = [int(p) for p in state.get("children", {}).values()]
     if state.get("zygote_pid"):
@@ -270,7 +327,7 @@ def status_report(settings: Settings) -> dict[str, Any]:
 
     import httpx
 
-    from shared.embedded import port_open, postgres_pid
+    from nrm.embedded import port_open, postgres_pid
     from shared.temporal import WORKFLOW_TASK_QUEUE
 
     state: dict[str, Any] = {}
@@ -290,25 +347,44 @@ def status_report(settings: Settings) -> dict[str, Any]:
             state_word = "up"
         elif sup_state in ("failed", "backoff", "starting", "stopping"):
             state_word = sup_state
-        elif sup_state == "up":  # its process runs but it does not answer ready (a dependency is away)
+        elif (
+            sup_state == "up"
+        ):  # its process runs but it does not answer ready (a dependency is away)
             state_word = "not ready"
         else:
             state_word = "down"
-        parts[name] = {"up": up, "state": state_word, "detail": detail, "pid": rec.get("pid"),
-                       "restarts": rec.get("restarts", 0), "last_exit": rec.get("last_exit"),
-                       "last_exit_at": rec.get("last_exit_at"), **extra}
+        parts[name] = {
+            "up": up,
+            "state": state_word,
+            "detail": detail,
+            "pid": rec.get("pid"),
+            "restarts": rec.get("restarts", 0),
+            "last_exit": rec.get("last_exit"),
+            "last_exit_at": rec.get("last_exit_at"),
+            **extra,
+        }
 
     if settings.embedded_database:
         add("postgres", postgres_pid(settings.data_dir.resolve()) is not None, "unix socket")
     else:
         add("postgres", _external_postgres_up(settings), "NRM_DATABASE_URL", supervised=False)
     host, _, port = settings.resolved_temporal_address.rpartition(":")
-    add("temporal", port_open(host, int(port)), f"gRPC {host}:{port}", supervised=settings.embedded_temporal)
+    add(
+        "temporal",
+        port_open(host, int(port)),
+        f"gRPC {host}:{port}",
+        supervised=settings.embedded_temporal,
+    )
     if settings.embedded_temporal:  # the Web UI is the same process as the dev server
         ui_up = port_open("127.0.0.1", settings.temporal_ui_port)
         rec = recorded.get("temporal", {})
-        parts["temporal-ui"] = {"up": ui_up and rec.get("state") == "up", "state": "up" if ui_up else "down",
-                                "detail": f"http://127.0.0.1:{settings.temporal_ui_port}", "pid": rec.get("pid")}
+        parts["temporal-ui"] = {
+            "up": ui_up and rec.get("state") == "up",
+            "state": "up" if ui_up else "down",
+            "detail": f"http://127.0.0.1:{settings.temporal_ui_port}",
+            "pid": rec.get("pid"),
+        }
+
     def readyz(svc_port: int) -> tuple[bool, dict[str, Any] | None]:
         try:
             r = httpx.get(f"http://{settings.host}:{svc_port}/readyz", timeout=3)
@@ -318,19 +394,40 @@ def status_report(settings: Settings) -> dict[str, Any]:
 
     # the HTTP probes at once: on a busy machine one after the other they made `nrm status` take seconds
     with ThreadPoolExecutor(max_workers=len(settings.service_ports) + 1) as pool:
-        answers = dict(zip(settings.service_ports, pool.map(readyz, settings.service_ports.values()), strict=True))
-        console_up = pool.submit(_http_ok, f"http://{settings.host}:{settings.console_port}/healthz")
+        answers = dict(
+            zip(
+                settings.service_ports,
+                pool.map(readyz, settings.service_ports.values()),
+                strict=True,
+            )
+        )
+        console_up = pool.submit(
+            _http_ok, f"http://{settings.host}:{settings.console_port}/healthz"
+        )
     for name, svc_port in settings.service_ports.items():
         live, checks = answers[name]
         add(name, live, f"http://{settings.host}:{svc_port}", checks=checks)
     worker = recorded.get("workflow-worker", {})
-    add("workflow-worker", bool(worker.get("pid")) and _pid_alive(int(worker["pid"])), f"task queue {WORKFLOW_TASK_QUEUE}")
-    add("codec-server", port_open("127.0.0.1", settings.codec_port), f"http://127.0.0.1:{settings.codec_port}")
+    add(
+        "workflow-worker",
+        bool(worker.get("pid")) and _pid_alive(int(worker["pid"])),
+        f"task queue {WORKFLOW_TASK_QUEUE}",
+    )
+    add(
+        "codec-server",
+        port_open("127.0.0.1", settings.codec_port),
+        f"http://127.0.0.1:{settings.codec_port}",
+    )
     add("console", console_up.result(), f"http://{settings.host}:{settings.console_port}")
-    return {"ok": supervisor_up and all(p["up"] for p in parts.values()),
-            "supervisor": {"running": supervisor_up, "pid": supervisor_pid if supervisor_up else None,
-                           "data_dir": str(settings.data_dir.resolve())},
-            "parts": parts}
+    return {
+        "ok": supervisor_up and all(p["up"] for p in parts.values()),
+        "supervisor": {
+            "running": supervisor_up,
+            "pid": supervisor_pid if supervisor_up else None,
+            "data_dir": str(settings.data_dir.resolve()),
+        },
+        "parts": parts,
+    }
 
 
 def _external_postgres_up(settings: Settings) -> bool:
@@ -354,8 +451,10 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         _print(json.dumps(report, indent=2))
         return 0 if report["ok"] else 1
     sup = report["supervisor"]
-    _print(f"  {'supervisor':<18} {('up (pid ' + str(sup['pid']) + ')') if sup['running'] else 'not running':<14}"
-           f" {sup['data_dir']}")
+    _print(
+        f"  {'supervisor':<18} {('up (pid ' + str(sup['pid']) + ')') if sup['running'] else 'not running':<14}"
+        f" {sup['data_dir']}"
+    )
     for name, part in report["parts"].items():
         extra = ""
         if part.get("restarts"):
@@ -391,10 +490,18 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     from shared.auth import mint_token
 
     ring = load_keyring(settings.resolved_keyring_file, create=True)
-    token = mint_token(ring, user_id=args.user, display_name=args.name or args.user,
-                       roles=[Role(r) for r in args.role], agency=AgencyRole(args.agency),
-                       province=args.jurisdiction, commune=args.commune, issuer=settings.jwt_issuer,
-                       audience=settings.jwt_audience, ttl=timedelta(minutes=args.ttl_minutes))
+    token = mint_token(
+        ring,
+        user_id=args.user,
+        display_name=args.name or args.user,
+        roles=[Role(r) for r in args.role],
+        agency=AgencyRole(args.agency),
+        province=args.jurisdiction,
+        commune=args.commune,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        ttl=timedelta(minutes=args.ttl_minutes),
+    )
     _print(token)
     return 0
 
@@ -404,8 +511,10 @@ def cmd_keys_rotate(settings: Settings, _: argparse.Namespace) -> int:
     ring = load_keyring(path)
     new = ring.rotated()
     new.save(path)
-    _print(f"active data key is now {new.active_key_id}; readable keys: {', '.join(sorted(new.data_keys))}."
-           " Restart the services (nrm down && nrm up) so they write with the new key.")
+    _print(
+        f"active data key is now {new.active_key_id}; readable keys: {', '.join(sorted(new.data_keys))}."
+        " Restart the services (nrm down && nrm up) so they write with the new key."
+    )
     return 0
 
 
@@ -429,7 +538,9 @@ def build_parser() -> argparse.ArgumentParser:
     tok.set_defaults(func=cmd_token)
     keys = sub.add_parser("keys", help="key ring operations")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
-    keys_sub.add_parser("rotate", help="add a data key and make it active").set_defaults(func=cmd_keys_rotate)
+    keys_sub.add_parser("rotate", help="add a data key and make it active").set_defaults(
+        func=cmd_keys_rotate
+    )
     for module in EXTENSION_MODULES:
         try:
             ext = importlib.import_module(module)

@@ -29,18 +29,27 @@ from typing import Any
 import httpx
 import yaml
 
-from shared.auth import mint_token
-from shared.cli import status_report
+from nrm.cli import status_report
+from nrm.embedded import pid_alive, port_open, postgres_pid
 from shared.config import REPO_ROOT, SERVICE_NAMES, Settings
 from shared.crypto import KeyRing, load_keyring
 from shared.domain import AgencyRole, Role
-from shared.embedded import pid_alive, port_open, postgres_pid
+from tests.helpers.tokens import bearer
 
 READY_TIMEOUT = 150.0
 STOP_TIMEOUT = 120.0
-PORT_VARS = ("NRM_TEMPORAL_PORT", "NRM_TEMPORAL_UI_PORT", "NRM_INTAKE_PORT", "NRM_VERIFICATION_PORT",
-             "NRM_SUPPORT_PORT", "NRM_OVERSIGHT_PORT", "NRM_CODEC_PORT", "NRM_CONSOLE_PORT",
-             "NRM_NOTIFICATIONS_PORT", "NRM_MAIL_SINK_PORT")
+PORT_VARS = (
+    "NRM_TEMPORAL_PORT",
+    "NRM_TEMPORAL_UI_PORT",
+    "NRM_INTAKE_PORT",
+    "NRM_VERIFICATION_PORT",
+    "NRM_SUPPORT_PORT",
+    "NRM_OVERSIGHT_PORT",
+    "NRM_CODEC_PORT",
+    "NRM_CONSOLE_PORT",
+    "NRM_NOTIFICATIONS_PORT",
+    "NRM_MAIL_SINK_PORT",
+)
 PROVINCE = "01"  # Hà Nội: every token and case of these tests is in this province
 
 
@@ -52,7 +61,9 @@ def free_ports(n: int) -> list[int]:
     chosen: list[int] = []
     while len(chosen) < n:
         port = rng.randrange(20000, 31990)
-        if any(abs(port - c) <= 11 for c in chosen) or not all(_bindable(p) for p in (port, port + 10, port + 11)):
+        if any(abs(port - c) <= 11 for c in chosen) or not all(
+            _bindable(p) for p in (port, port + 10, port + 11)
+        ):
             continue
         chosen.append(port)
     return chosen
@@ -95,21 +106,31 @@ class RunningStack:
             self._ring = load_keyring(self.data_dir / "keyring.json")
         return self._ring
 
-    def auth(self, agency: AgencyRole, *roles: Role, user: str | None = None,
-             province: str = PROVINCE) -> dict[str, str]:
+    def auth(
+        self, agency: AgencyRole, *roles: Role, user: str | None = None, province: str = PROVINCE
+    ) -> dict[str, str]:
         """Bearer header for a user of `agency` (caseworker unless other roles are given), signed with the
         stack's own key ring so the running services accept it."""
-        token = mint_token(self.ring, user_id=user or f"{agency.value}-1", display_name=user or agency.value,
-                           roles=list(roles or (Role.caseworker,)), agency=agency, province=province)
-        return {"Authorization": f"Bearer {token}"}
+        return bearer(
+            self.ring,
+            agency,
+            *roles,
+            user=user,
+            province=province,
+            display_name=user or agency.value,
+        )
 
     def state(self) -> dict[str, Any]:
         return dict(json.loads((self.data_dir / "state.json").read_text()))
 
     def settings(self) -> Settings:
         """This stack's settings, as its `nrm` commands see them (data dir and ports from its environment)."""
-        return Settings.model_validate({"data_dir": self.data_dir, **{var.removeprefix("NRM_").lower(): port
-                                                                      for var, port in self.ports.items()}})
+        return Settings.model_validate(
+            {
+                "data_dir": self.data_dir,
+                **{var.removeprefix("NRM_").lower(): port for var, port in self.ports.items()},
+            }
+        )
 
     def status(self) -> dict[str, Any]:
         """What `nrm status --json` reports, computed in this process (no interpreter start per poll)."""
@@ -117,22 +138,40 @@ class RunningStack:
 
     def nrm(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """An `nrm` command against this stack."""
-        return subprocess.run([sys.executable, "-m", "shared.cli", *args], cwd=REPO_ROOT, env=self.env,  # noqa: S603
-                              capture_output=True, text=True, timeout=timeout, check=False)
+        return subprocess.run(  # noqa: S603 (our own command line)
+            [sys.executable, "-m", "nrm.cli", *args],
+            cwd=REPO_ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
     def diagnostics(self) -> str:
         """The supervisor's output and the tail of every log, for a failing assertion's message."""
         parts = []
         for path in [self.data_dir / "up.out", *sorted((self.data_dir / "logs").glob("*.log"))]:
             if path.exists():
-                parts.append(f"--- {path.name} ---\n" + "\n".join(path.read_text(errors="replace").splitlines()[-30:]))
+                parts.append(
+                    f"--- {path.name} ---\n"
+                    + "\n".join(path.read_text(errors="replace").splitlines()[-30:])
+                )
         return "\n".join(parts)
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def up(self) -> None:
-        with open(self.data_dir / "up.out", "ab") as out:  # the child keeps its own copy of the descriptor
-            self.proc = subprocess.Popen([sys.executable, "-m", "shared.cli", "up"], cwd=REPO_ROOT, env=self.env,
-                                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        with open(
+            self.data_dir / "up.out", "ab"
+        ) as out:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "nrm.cli", "up"],
+                cwd=REPO_ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def wait_ready(self) -> None:
         """Every service's /readyz answers 200, then the supervisor reports ready."""
@@ -141,8 +180,12 @@ class RunningStack:
         pending = {name: self.url(name) for name in SERVICE_NAMES}
         with httpx.Client(timeout=2.0) as http:
             while pending:
-                assert self.proc.poll() is None, f"nrm up exited with {self.proc.returncode}\n{self.diagnostics()}"
-                assert time.monotonic() < deadline, f"not ready within {READY_TIMEOUT}s: {pending}\n{self.diagnostics()}"
+                assert self.proc.poll() is None, (
+                    f"nrm up exited with {self.proc.returncode}\n{self.diagnostics()}"
+                )
+                assert time.monotonic() < deadline, (
+                    f"not ready within {READY_TIMEOUT}s: {pending}\n{self.diagnostics()}"
+                )
                 for name, url in list(pending.items()):
                     try:
                         if http.get(f"{url}/readyz").status_code == 200:
@@ -151,8 +194,12 @@ class RunningStack:
                         pass
                 time.sleep(0.5)
         while b"[6/6] ready" not in (self.data_dir / "up.out").read_bytes():
-            assert self.proc.poll() is None, f"nrm up exited with {self.proc.returncode}\n{self.diagnostics()}"
-            assert time.monotonic() < deadline, f"supervisor never reported ready\n{self.diagnostics()}"
+            assert self.proc.poll() is None, (
+                f"nrm up exited with {self.proc.returncode}\n{self.diagnostics()}"
+            )
+            assert time.monotonic() < deadline, (
+                f"supervisor never reported ready\n{self.diagnostics()}"
+            )
             time.sleep(0.2)
 
     def stop(self) -> None:
@@ -164,7 +211,9 @@ class RunningStack:
                 code = self.proc.wait(STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
                 code = None
-            assert code == 0, f"nrm up did not stop cleanly on SIGTERM (exit {code})\n{self.diagnostics()}"
+            assert code == 0, (
+                f"nrm up did not stop cleanly on SIGTERM (exit {code})\n{self.diagnostics()}"
+            )
         if state is not None:
             self.assert_all_stopped(state)
 
@@ -178,12 +227,21 @@ class RunningStack:
             assert not pid_alive(int(pid)), f"{name} (pid {pid}) still running\n{diag}"
         if state.get("temporal_pid"):
             assert not pid_alive(int(state["temporal_pid"])), f"Temporal still running\n{diag}"
-        assert not (self.data_dir / "state.json").exists(), "the supervisor left its state file behind"
+        assert not (self.data_dir / "state.json").exists(), (
+            "the supervisor left its state file behind"
+        )
 
     def down(self) -> subprocess.CompletedProcess[str]:
         """`nrm down` against this stack's data directory."""
-        return subprocess.run([sys.executable, "-m", "shared.cli", "down"], cwd=REPO_ROOT, env=self.env,
-                              capture_output=True, text=True, timeout=180, check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "nrm.cli", "down"],
+            cwd=REPO_ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
 
     def force_down(self) -> None:
         """Last resort after a failure: `nrm down` cleans up whatever the state file still names, then the
@@ -198,8 +256,8 @@ class RunningStack:
 
 
 def policy_copy(data_dir: Path, change: Callable[[dict[str, Any]], None]) -> Path:
-    """workflows/policy.yaml, changed by `change`, written into the data dir (for NRM_POLICY_FILE)."""
-    raw = yaml.safe_load((REPO_ROOT / "workflows" / "policy.yaml").read_text(encoding="utf-8"))
+    """shared/policy.yaml, changed by `change`, written into the data dir (for NRM_POLICY_FILE)."""
+    raw = yaml.safe_load((REPO_ROOT / "shared" / "policy.yaml").read_text(encoding="utf-8"))
     change(raw)
     path = data_dir / "policy.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True), encoding="utf-8")
@@ -219,7 +277,9 @@ def new_stack() -> RunningStack:
 
 
 @contextmanager
-def running_stack(policy_change: Callable[[dict[str, Any]], None] | None = None) -> Iterator[RunningStack]:
+def running_stack(
+    policy_change: Callable[[dict[str, Any]], None] | None = None,
+) -> Iterator[RunningStack]:
     """Start `nrm up` on free ports and a temp data dir; yield it ready; stop it with SIGTERM and check that
     nothing is left running. Whatever happens, no server is left behind and the temp dir is removed."""
     stack = new_stack()

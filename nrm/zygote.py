@@ -22,7 +22,7 @@ def _preload() -> None:
     for name in PARTS[:4]:
         importlib.import_module(f"services.{name}.api")
         importlib.import_module(f"services.{name}.activities")
-    for module in ("shared.service", "workflows.worker", "shared.codec_server"):
+    for module in ("nrm.service", "workflows.worker", "nrm.codec_server"):
         importlib.import_module(module)
 
 
@@ -36,10 +36,10 @@ def _entry(part: str) -> Callable[[], int]:
 
         return run_worker
     if part == "codec-server":
-        from shared import codec_server
+        from nrm import codec_server
 
         return codec_server.main
-    from shared import service
+    from nrm import service
 
     return lambda: service.main([part])
 

@@ -26,15 +26,28 @@ from shared.domain import (
     Stage,
     TraffickingStatus,
 )
-from workflows.policy import CasePolicy
+from shared.policy import CasePolicy
 
-Reason = Annotated[str, Field(min_length=3, max_length=500, description="why; recorded in the audit log. "
-                                                                        "No personal data.")]
+Reason = Annotated[
+    str,
+    Field(
+        min_length=3,
+        max_length=500,
+        description="why; recorded in the audit log. No personal data.",
+    ),
+]
 Ref = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 # the 34 official province codes after the 1 July 2025 reform (the `vietnam-provinces` package), two digits
 VN_PROVINCE_CODES: frozenset[str] = frozenset(f"{int(c.value):02d}" for c in ProvinceCode)
-ProvinceRef = Annotated[str, Field(min_length=2, max_length=2, pattern=r"^[0-9]{2}$",
-                                   description="a Vietnamese province code (2025 reform), e.g. 40 Nghệ An")]
+ProvinceRef = Annotated[
+    str,
+    Field(
+        min_length=2,
+        max_length=2,
+        pattern=r"^[0-9]{2}$",
+        description="a Vietnamese province code (2025 reform), e.g. 40 Nghệ An",
+    ),
+]
 
 
 class Frozen(BaseModel):
@@ -67,7 +80,9 @@ class CaseFacts(Frozen):
     commune: str | None = Field(default=None, max_length=8)
     channel: Channel
     age_band: AgeBand = AgeBand.unknown
-    abroad: bool = Field(default=False, description="the person is still abroad / returning through an embassy")
+    abroad: bool = Field(
+        default=False, description="the person is still abroad / returning through an embassy"
+    )
     foreign_national: bool = False
     already_safe: bool = Field(default=True, description="False when a rescue is needed")
     opened_by: Actor
@@ -137,8 +152,9 @@ class IdentifyDecision(Frozen):
     status: TraffickingStatus
     deciding_org: DecisionMakingOrg
     evidence: list[EvidenceRef] = Field(default_factory=list, max_length=200)
-    referred_elsewhere: str | None = Field(default=None, max_length=200,
-                                           description="for not-a-victim: where the person was referred")
+    referred_elsewhere: str | None = Field(
+        default=None, max_length=200, description="for not-a-victim: where the person was referred"
+    )
 
 
 class RescueDecision(Frozen):
@@ -152,7 +168,9 @@ class ProtectDecision(Frozen):
     stage: Literal[Stage.protect] = Stage.protect
     measures: list[str] = Field(default_factory=list, max_length=20)
     declined: bool = False
-    refusal_document_ref: Ref | None = Field(default=None, description="the person's written refusal")
+    refusal_document_ref: Ref | None = Field(
+        default=None, description="the person's written refusal"
+    )
 
 
 class ReintegrateDecision(Frozen):
@@ -163,7 +181,12 @@ class ReintegrateDecision(Frozen):
 
 
 StageDecision = Annotated[
-    ReceiveDecision | VerifyDecision | IdentifyDecision | RescueDecision | ProtectDecision | ReintegrateDecision,
+    ReceiveDecision
+    | VerifyDecision
+    | IdentifyDecision
+    | RescueDecision
+    | ProtectDecision
+    | ReintegrateDecision,
     Field(discriminator="stage"),
 ]
 
@@ -171,8 +194,9 @@ StageDecision = Annotated[
 # ---- commands (Updates) --------------------------------------------------------------------
 class Command(Frozen):
     actor: Actor
-    expected_version: int | None = Field(default=None, ge=0,
-                                         description="reject with 409 if the case moved on since this version")
+    expected_version: int | None = Field(
+        default=None, ge=0, description="reject with 409 if the case moved on since this version"
+    )
 
 
 class StageOwnerCommand(Command):
@@ -180,8 +204,10 @@ class StageOwnerCommand(Command):
     it as an explicit override with a reason, recorded as such in the audit log."""
 
     override_reason: Reason | None = Field(
-        default=None, description="supervisor of another agency only: why you act on a stage your agency "
-                                  "does not own (recorded in the audit log). No personal data.")
+        default=None,
+        description="supervisor of another agency only: why you act on a stage your agency "
+        "does not own (recorded in the audit log). No personal data.",
+    )
 
 
 class Claim(StageOwnerCommand):
@@ -211,14 +237,20 @@ class ConsentPurpose(StrEnum):
 class RecordConsent(Command):
     purpose: ConsentPurpose
     granted: bool
-    agency: AgencyRole | None = Field(default=None, description="for data_sharing: with which agency")
+    agency: AgencyRole | None = Field(
+        default=None, description="for data_sharing: with which agency"
+    )
     province: ProvinceRef | None = Field(
-        default=None, description="for data_sharing with an agency of another province (a transfer there): "
-                                  "which province; the consent then covers that province's agency only")
+        default=None,
+        description="for data_sharing with an agency of another province (a transfer there): "
+        "which province; the consent then covers that province's agency only",
+    )
     document_ref: Ref | None = None
 
 
-def consent_key(purpose: ConsentPurpose | str, agency: AgencyRole | None, province: str | None = None) -> str:
+def consent_key(
+    purpose: ConsentPurpose | str, agency: AgencyRole | None, province: str | None = None
+) -> str:
     """The key of a consent in CaseState.consents: purpose[:agency[@province]]."""
     key = str(purpose) + (f":{agency.value}" if agency else "")
     return key + (f"@{province}" if agency and province else "")
@@ -241,12 +273,15 @@ class RequestHandoff(StageOwnerCommand):
     kind: HandoffKind
     to_agency: AgencyRole
     to_province: ProvinceRef | None = Field(
-        default=None, description="transfer only: the province of the receiving agency when it is not the case's "
-                                  "(the case travels with the person); on acceptance the jurisdiction, the "
-                                  "owner and the deadlines follow that province")
+        default=None,
+        description="transfer only: the province of the receiving agency when it is not the case's "
+        "(the case travels with the person); on acceptance the jurisdiction, the "
+        "owner and the deadlines follow that province",
+    )
     reason: Reason
     consent_override_reason: Reason | None = Field(
-        default=None, description="supervisor only: share without the person's data-sharing consent")
+        default=None, description="supervisor only: share without the person's data-sharing consent"
+    )
 
 
 class RespondHandoff(Command):
@@ -284,16 +319,27 @@ class Reopen(Command):
 class EndCase(StageOwnerCommand):
     """End the case early with one of the early outcomes."""
 
-    outcome: Literal[Outcome.consent_withdrawn, Outcome.transferred_jurisdiction, Outcome.lost_contact,
-                     Outcome.deceased]
+    outcome: Literal[
+        Outcome.consent_withdrawn,
+        Outcome.transferred_jurisdiction,
+        Outcome.lost_contact,
+        Outcome.deceased,
+    ]
     reason: Reason
     to_country: str | None = Field(
-        default=None, min_length=2, max_length=2, pattern=r"^[A-Z]{2}$",
+        default=None,
+        min_length=2,
+        max_length=2,
+        pattern=r"^[A-Z]{2}$",
         description="transferred_jurisdiction: the country (ISO 3166-1 alpha-2, not VN) whose system takes the "
-                    "case over; a case moving to another Vietnamese province is a transfer handoff instead")
-    to_province: str | None = Field(default=None, max_length=8,
-                                    description="transferred_jurisdiction: the destination's region in that "
-                                                "country, if any (never a Vietnamese province code)")
+        "case over; a case moving to another Vietnamese province is a transfer handoff instead",
+    )
+    to_province: str | None = Field(
+        default=None,
+        max_length=8,
+        description="transferred_jurisdiction: the destination's region in that "
+        "country, if any (never a Vietnamese province code)",
+    )
 
 
 class RecordFollowUp(StageOwnerCommand):
@@ -332,9 +378,14 @@ class Handoff(Frozen):
     reason: str | None = None
     escalation_level: int = 0
     consent_overridden: bool = False
-    from_province: str | None = Field(default=None, description="the case's province when requested")
-    to_province: str | None = Field(default=None, description="a transfer to another province: the receiving "
-                                                              "agency's province (None: the case's own)")
+    from_province: str | None = Field(
+        default=None, description="the case's province when requested"
+    )
+    to_province: str | None = Field(
+        default=None,
+        description="a transfer to another province: the receiving "
+        "agency's province (None: the case's own)",
+    )
     responded_by: str | None = None
 
     @property
@@ -348,10 +399,14 @@ class JurisdictionSpell(Frozen):
     province: str
     since: AwareDatetime
     until: AwareDatetime | None = None
-    arrived_by: str | None = Field(default=None, description="the transfer handoff that brought the case here")
-    agencies: list[AgencyRole] = Field(default_factory=list,
-                                       description="on leaving: the owner and participants while the case was here "
-                                                   "(they keep reading what they did up to `until`)")
+    arrived_by: str | None = Field(
+        default=None, description="the transfer handoff that brought the case here"
+    )
+    agencies: list[AgencyRole] = Field(
+        default_factory=list,
+        description="on leaving: the owner and participants while the case was here "
+        "(they keep reading what they did up to `until`)",
+    )
 
 
 class StageRecord(Frozen):
@@ -389,14 +444,18 @@ class CaseState(Frozen):
     escalation_level: int = 0
     trafficking_status: TraffickingStatus = TraffickingStatus.PossibleVictimOfTrafficking
     handoffs: list[Handoff] = Field(default_factory=list)
-    consents: dict[str, bool] = Field(default_factory=dict, description="purpose[:agency] -> granted")
+    consents: dict[str, bool] = Field(
+        default_factory=dict, description="purpose[:agency] -> granted"
+    )
     stages: list[StageRecord] = Field(default_factory=list)
     follow_ups: list[FollowUp] = Field(default_factory=list)
     services_delivered: int = 0
     reflection_until: AwareDatetime | None = None
     jurisdictions: list[JurisdictionSpell] = Field(
-        default_factory=list, description="the provinces that held the case, in order (the last holds it now); "
-                                          "empty in states recorded before transfers between provinces")
+        default_factory=list,
+        description="the provinces that held the case, in order (the last holds it now); "
+        "empty in states recorded before transfers between provinces",
+    )
     policy_version: str
     last_event_seq: int = 0
     opened_at: AwareDatetime | None = None
@@ -407,19 +466,38 @@ class CaseState(Frozen):
         pending = [h for h in self.handoffs if h.state == HandoffState.requested]
         here = [h for h in pending if h.to_province is None or h.to_province == self.province]
         return CaseAccessFacts(
-            province=self.province, commune=self.facts.commune,
-            owner_agency=self.owner_agency, participants=frozenset(self.participants),
+            province=self.province,
+            commune=self.facts.commune,
+            owner_agency=self.owner_agency,
+            participants=frozenset(self.participants),
             pending_invitees=frozenset(h.to_agency for h in here),
-            invited_elsewhere=frozenset((h.to_province, h.to_agency) for h in pending
-                                        if h.to_province is not None and h.to_province != self.province),
-            former=tuple(FormerJurisdiction(province=j.province, agencies=frozenset(j.agencies), until=j.until)
-                         for j in self.jurisdictions if j.until is not None),
+            invited_elsewhere=frozenset(
+                (h.to_province, h.to_agency)
+                for h in pending
+                if h.to_province is not None and h.to_province != self.province
+            ),
+            former=tuple(
+                FormerJurisdiction(
+                    province=j.province, agencies=frozenset(j.agencies), until=j.until
+                )
+                for j in self.jurisdictions
+                if j.until is not None
+            ),
         )
 
     def pending_transfer(self) -> Handoff | None:
         """The transfer to another province waiting for an answer, if any (at most one transfer waits)."""
-        return next((h for h in self.handoffs if h.state == HandoffState.requested and h.kind == HandoffKind.transfer
-                     and h.to_province is not None and h.to_province != self.province), None)
+        return next(
+            (
+                h
+                for h in self.handoffs
+                if h.state == HandoffState.requested
+                and h.kind == HandoffKind.transfer
+                and h.to_province is not None
+                and h.to_province != self.province
+            ),
+            None,
+        )
 
 
 APPLIED_UPDATE_IDS_KEPT = 256
@@ -427,24 +505,43 @@ APPLIED_UPDATE_IDS_KEPT = 256
 
 class CaseInput(Frozen):
     facts: CaseFacts
-    carried: CaseState | None = Field(default=None, description="state carried over by continue-as-new")
-    policy: CasePolicy | None = Field(default=None, description="policy resolved at opening, carried over")
-    history_limit: int = Field(default=8000, ge=50, le=40000,
-                               description="continue-as-new after this many history events (server hard limit 51,200)")
-    max_updates_per_run: int = Field(default=1000, ge=10, le=1900,
-                                     description="continue-as-new after this many Updates (server cap: 2000 per run)")
-    oversight_task_queue: str = Field(default="nrm-oversight", description="where the audit activity runs; "
-                                      "only tests change it, to isolate one test's cases from another's")
+    carried: CaseState | None = Field(
+        default=None, description="state carried over by continue-as-new"
+    )
+    policy: CasePolicy | None = Field(
+        default=None, description="policy resolved at opening, carried over"
+    )
+    history_limit: int = Field(
+        default=8000,
+        ge=50,
+        le=40000,
+        description="continue-as-new after this many history events (server hard limit 51,200)",
+    )
+    max_updates_per_run: int = Field(
+        default=1000,
+        ge=10,
+        le=1900,
+        description="continue-as-new after this many Updates (server cap: 2000 per run)",
+    )
+    oversight_task_queue: str = Field(
+        default="nrm-oversight",
+        description="where the audit activity runs; "
+        "only tests change it, to isolate one test's cases from another's",
+    )
     initial_decision: Decide | None = Field(
-        default=None, description="the receive-stage decision taken at handover (bulk intake's entry decision, "
-                                  "by the opener): applied in the first workflow task exactly as the `decide` "
-                                  "Update would be (same checks; `stage_decided` recorded after `case_opened`); "
-                                  "never carried over by continue-as-new")
+        default=None,
+        description="the receive-stage decision taken at handover (bulk intake's entry decision, "
+        "by the opener): applied in the first workflow task exactly as the `decide` "
+        "Update would be (same checks; `stage_decided` recorded after `case_opened`); "
+        "never carried over by continue-as-new",
+    )
     applied_update_ids: list[str] = Field(
-        default_factory=list, max_length=APPLIED_UPDATE_IDS_KEPT,
+        default_factory=list,
+        max_length=APPLIED_UPDATE_IDS_KEPT,
         description="ids of the latest Updates applied by earlier runs: Temporal deduplicates an Update id "
-                    "within one run only, so a retry that reaches the run after a continue-as-new is "
-                    "answered from here instead of being applied twice")
+        "within one run only, so a retry that reaches the run after a continue-as-new is "
+        "answered from here instead of being applied twice",
+    )
 
 
 # ---- what activities receive -----------------------------------------------------------------
@@ -455,7 +552,9 @@ class CaseEvent(Frozen):
     case_id: str
     seq: int = Field(ge=1, description="per-case order")
     occurred_at: AwareDatetime
-    kind: str = Field(description="e.g. case_opened, stage_decided, handoff_requested, deadline_escalated")
+    kind: str = Field(
+        description="e.g. case_opened, stage_decided, handoff_requested, deadline_escalated"
+    )
     actor_user_id: str
     actor_agency: AgencyRole | None = None
     stage: Stage
@@ -463,18 +562,29 @@ class CaseEvent(Frozen):
     request_id: str | None = None
     policy_version: str
     data: dict[str, object] = Field(default_factory=dict, description="non-PII details")
-    state: CaseState = Field(description="state after the event; kept as the case_summary projection")
+    state: CaseState = Field(
+        description="state after the event; kept as the case_summary projection"
+    )
 
 
 class Notification(Frozen):
     notification_id: str
     case_id: str
-    kind: Literal["reminder", "escalation", "handoff_requested", "handoff_escalation", "follow_up_due",
-                  "handoff_accepted", "handoff_rejected"]
+    kind: Literal[
+        "reminder",
+        "escalation",
+        "handoff_requested",
+        "handoff_escalation",
+        "follow_up_due",
+        "handoff_accepted",
+        "handoff_rejected",
+    ]
     level: int = 0
-    recipients: list[str] = Field(description="agency roles / 'supervisor' / 'agency_head' / 'steering_committee'; "
-                                              "'<recipient>@<province>' when a handoff crosses provinces (both "
-                                              "the sending and the receiving province are addressed)")
+    recipients: list[str] = Field(
+        description="agency roles / 'supervisor' / 'agency_head' / 'steering_committee'; "
+        "'<recipient>@<province>' when a handoff crosses provinces (both "
+        "the sending and the receiving province are addressed)"
+    )
     stage: Stage
     due_at: AwareDatetime | None = None
     created_at: AwareDatetime

@@ -32,8 +32,11 @@ class DeadlineRule(_Model):
     channel: Channel | Literal["*"] = "*"
 
     def specificity(self) -> int:
-        return (4 if self.jurisdiction != "*" else 0) + (2 if self.category != "*" else 0) + (
-            1 if self.channel != "*" else 0)
+        return (
+            (4 if self.jurisdiction != "*" else 0)
+            + (2 if self.category != "*" else 0)
+            + (1 if self.channel != "*" else 0)
+        )
 
 
 class EscalationPolicy(_Model):
@@ -90,8 +93,13 @@ class Policy(_Model):
                     Channel(channel)
                 if owner != "opener":
                     AgencyRole(owner)
-            if not any(r.stage == stage and r.jurisdiction == "*" and r.category == "*" and r.channel == "*"
-                       for r in self.deadlines):
+            if not any(
+                r.stage == stage
+                and r.jurisdiction == "*"
+                and r.category == "*"
+                and r.channel == "*"
+                for r in self.deadlines
+            ):
                 raise ValueError(f"no catch-all deadline for stage {stage.value}")
         ids = [r.id for r in self.deadlines]
         if len(ids) != len(set(ids)):
@@ -138,24 +146,34 @@ def resolve_policy(policy: Policy, req: PolicyRequest) -> CasePolicy:
         if stage == Stage.closed:
             continue
         candidates = [
-            r for r in policy.deadlines
-            if r.stage == stage and r.jurisdiction in ("*", req.province)
-            and r.category in ("*", *req.categories) and r.channel in ("*", req.channel)
+            r
+            for r in policy.deadlines
+            if r.stage == stage
+            and r.jurisdiction in ("*", req.province)
+            and r.category in ("*", *req.categories)
+            and r.channel in ("*", req.channel)
         ]
         deadlines[stage] = max(candidates, key=lambda r: r.specificity())
         table = policy.stage_owners[stage]
         owner = table.get(req.channel.value, table["default"])
         owners[stage] = req.opener if owner == "opener" else AgencyRole(owner)
     return CasePolicy(
-        version=policy.version, timezone_offset_hours=policy.timezone_offset_hours, holidays=policy.holidays,
-        deadlines=deadlines, owners=owners, escalation=policy.escalation, handoff=policy.handoff,
-        reintegration=policy.reintegration, reflection_period=policy.reflection_period,
+        version=policy.version,
+        timezone_offset_hours=policy.timezone_offset_hours,
+        holidays=policy.holidays,
+        deadlines=deadlines,
+        owners=owners,
+        escalation=policy.escalation,
+        handoff=policy.handoff,
+        reintegration=policy.reintegration,
+        reflection_period=policy.reflection_period,
         reopen_window=policy.reopen_window,
     )
 
 
-def add_period(start: datetime, duration: timedelta, days: DayKind, holidays: list[date], tz_hours: int
-               ) -> datetime:
+def add_period(
+    start: datetime, duration: timedelta, days: DayKind, holidays: list[date], tz_hours: int
+) -> datetime:
     """`start + duration`; for working days each whole day of the duration counts only Mon-Fri
     outside holidays (in local time), and the remainder (hours) is added on a working day."""
     if days == "calendar":
@@ -168,7 +186,9 @@ def add_period(start: datetime, duration: timedelta, days: DayKind, holidays: li
     def working(d: date) -> bool:
         return d.weekday() < 5 and d not in holiday_set
 
-    while not working(local.date()):  # a period that starts on a day off starts on the next working day
+    while not working(
+        local.date()
+    ):  # a period that starts on a day off starts on the next working day
         local = (local + timedelta(days=1)).replace(hour=8, minute=0, second=0, microsecond=0)
     counted = 0
     while counted < whole_days:
@@ -185,6 +205,18 @@ UTC_TZ = UTC
 def add_months(start: datetime, months: int) -> datetime:
     month_index = start.month - 1 + months
     year, month = start.year + month_index // 12, month_index % 12 + 1
-    days_in_month = [31, 29 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 28, 31, 30, 31, 30, 31,
-                     31, 30, 31, 30, 31][month - 1]
+    days_in_month = [
+        31,
+        29 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 28,
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ][month - 1]
     return start.replace(year=year, month=month, day=min(start.day, days_in_month))

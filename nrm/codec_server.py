@@ -27,13 +27,25 @@ log = structlog.get_logger("codec")
 
 
 def build_codec_app(settings: Settings, ring: KeyRing) -> FastAPI:
-    app = FastAPI(title="NRM codec server", description="Decrypts Temporal payloads for admins only")
-    app.add_middleware(CORSMiddleware, allow_origins=[f"http://127.0.0.1:{settings.temporal_ui_port}",
-                                                      f"http://localhost:{settings.temporal_ui_port}"],
-                       allow_credentials=True, allow_methods=["POST"],
-                       allow_headers=["Authorization", "Content-Type", "X-Namespace"])
-    codec = KeyRingCodec(ring, strict=False)  # display only: shows a stranger's plain payloads as they are
-    verifier = TokenVerifier(ring, settings.jwt_issuer, settings.jwt_audience, settings.oidc_jwks_url)
+    app = FastAPI(
+        title="NRM codec server", description="Decrypts Temporal payloads for admins only"
+    )
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=[
+            f"http://127.0.0.1:{settings.temporal_ui_port}",
+            f"http://localhost:{settings.temporal_ui_port}",
+        ],
+        allow_credentials=True,
+        allow_methods=["POST"],
+        allow_headers=["Authorization", "Content-Type", "X-Namespace"],
+    )
+    codec = KeyRingCodec(
+        ring, strict=False
+    )  # display only: shows a stranger's plain payloads as they are
+    verifier = TokenVerifier(
+        ring, settings.jwt_issuer, settings.jwt_audience, settings.oidc_jwks_url
+    )
 
     async def authorise(request: Request) -> str:
         header = request.headers.get("authorization", "")
@@ -81,8 +93,11 @@ def main() -> int:
     settings = get_settings()
     configure_logging("codec-server", settings.log_level)
     app = build_codec_app(settings, load_keyring(settings.resolved_keyring_file))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=settings.codec_port, log_config=None,
-                                           access_log=False))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=settings.codec_port, log_config=None, access_log=False
+        )
+    )
     loop = asyncio.new_event_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))

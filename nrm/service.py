@@ -1,6 +1,6 @@
 """One service process: its FastAPI app and its activity worker, in one event loop.
 
-`python -m shared.service intake` (what `nrm up` starts for each service)."""
+`python -m nrm.service intake` (what `nrm up` starts for each service)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,9 @@ from shared.tracing import init_tracing, shutdown_tracing
 log = structlog.get_logger("service")
 
 
-def build_app(service: str, settings: Settings, runtime_factory: Callable[[], Any] | None = None) -> FastAPI:
+def build_app(
+    service: str, settings: Settings, runtime_factory: Callable[[], Any] | None = None
+) -> FastAPI:
     """The service's app with its activity worker running inside the app's lifespan."""
     api = importlib.import_module(f"services.{service}.api")
     activities = importlib.import_module(f"services.{service}.activities")
@@ -34,8 +36,12 @@ def build_app(service: str, settings: Settings, runtime_factory: Callable[[], An
 
     async def start_worker(app: FastAPI) -> None:
         runtime: Runtime = app.state.runtime
-        worker = Worker(runtime.temporal, task_queue=activities.TASK_QUEUE,
-                        activities=activities.build_activities(runtime), max_concurrent_activities=50)
+        worker = Worker(
+            runtime.temporal,
+            task_queue=activities.TASK_QUEUE,
+            activities=activities.build_activities(runtime),
+            max_concurrent_activities=50,
+        )
         task = asyncio.create_task(worker.run(), name=f"{service}-activity-worker")
         app.state.worker_task = task
         app.state.worker = worker
@@ -50,9 +56,15 @@ def build_app(service: str, settings: Settings, runtime_factory: Callable[[], An
     async def default_runtime() -> Runtime:
         return await open_when_reachable(settings)
 
-    return create_app(service, [router], description=api.DESCRIPTION,
-                      runtime_factory=runtime_factory or default_runtime,
-                      on_start=start_worker, on_stop=stop_worker, max_body_bytes=settings.max_body_bytes)
+    return create_app(
+        service,
+        [router],
+        description=api.DESCRIPTION,
+        runtime_factory=runtime_factory or default_runtime,
+        on_start=start_worker,
+        on_stop=stop_worker,
+        max_body_bytes=settings.max_body_bytes,
+    )
 
 
 def _worker_ended(app: FastAPI, task: asyncio.Task[None]) -> None:
@@ -70,7 +82,7 @@ def _worker_ended(app: FastAPI, task: asyncio.Task[None]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = argv if argv is not None else sys.argv[1:]
     if len(args) != 1 or args[0] not in SERVICE_NAMES:
-        print(f"usage: python -m shared.service {{{','.join(SERVICE_NAMES)}}}", file=sys.stderr)
+        print(f"usage: python -m nrm.service {{{','.join(SERVICE_NAMES)}}}", file=sys.stderr)
         return 2
     service = args[0]
     try:
@@ -79,11 +91,21 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     configure_logging(service, settings.log_level)
-    init_sdk_telemetry(service, settings)  # before any Temporal client: the SDK's metrics on their own port
-    init_tracing(service, settings)  # before the app and the client: spans over OTLP if NRM_OTLP_ENDPOINT is set
+    init_sdk_telemetry(
+        service, settings
+    )  # before any Temporal client: the SDK's metrics on their own port
+    init_tracing(
+        service, settings
+    )  # before the app and the client: spans over OTLP if NRM_OTLP_ENDPOINT is set
     app = build_app(service, settings)
-    config = uvicorn.Config(app, host=settings.host, port=settings.service_ports[service], log_config=None,
-                            access_log=False, lifespan="on")
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.service_ports[service],
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+    )
     server = uvicorn.Server(config)
     app.state.stop_server = lambda: setattr(server, "should_exit", True)
     loop = asyncio.new_event_loop()

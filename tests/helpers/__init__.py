@@ -1,0 +1,1 @@
+"""What the tests share: stacks of running services and workers, tokens, factories. No tests here."""
