@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Path, Query
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from shared.contract import Reason, Ref
+from shared.contract import CaseState, Reason, Ref
+from shared.domain import AgencyRole, CaseStatus, Stage, TraffickingStatus
 
 # ---- characters PostgreSQL cannot store ------------------------------------------------------------
 # U+0000 is refused by PostgreSQL in text/jsonb; a lone surrogate (U+D800..U+DFFF, which JSON's "\ud800" can
@@ -157,6 +159,41 @@ class MaskedPage(Page[ItemT], Generic[ItemT]):
     )
 
 
+class CaseView(BaseModel):
+    """What every action endpoint answers with: the case's non-personal state after the action (what the
+    workflow returned). The same model in every service, so a client reads one shape."""
+
+    case_id: str
+    version: int
+    stage: Stage
+    status: CaseStatus
+    owner_agency: AgencyRole
+    assignee: str | None
+    deadline_at: datetime | None
+    trafficking_status: TraffickingStatus
+    participants: list[AgencyRole]
+    services_delivered: int
+    province: str | None = Field(
+        default=None, description="the province that holds the case now (jurisdiction)"
+    )
+
+    @classmethod
+    def of(cls, s: CaseState) -> CaseView:
+        return cls(
+            case_id=s.case_id,
+            version=s.version,
+            stage=s.stage,
+            status=s.status,
+            owner_agency=s.owner_agency,
+            assignee=s.assignee,
+            deadline_at=s.deadline.due_at if s.deadline else None,
+            trafficking_status=s.trafficking_status,
+            participants=list(s.participants),
+            services_delivered=s.services_delivered,
+            province=s.province,
+        )
+
+
 __all__ = [
     "BIGINT_MAX",
     "ID_PATTERN",
@@ -164,6 +201,7 @@ __all__ = [
     "MAX_OFFSET",
     "UNSTORABLE_TYPE",
     "Amount",
+    "CaseView",
     "Id",
     "IdPath",
     "IdQuery",
