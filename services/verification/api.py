@@ -12,15 +12,14 @@ from typing import Annotated, Any, Literal
 from asyncpg.pool import PoolConnectionProxy
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 
+from services.verification import inbox
 from services.verification import repository as repo
 from services.verification.models import (
     AssignRequest,
-    CaseView,
     ClaimRequest,
     EvidencePage,
     IdentificationRequest,
     IdentificationResult,
-    InboxItem,
     InboxPage,
     InboxView,
     LinkedCasesOut,
@@ -42,11 +41,13 @@ from services.verification.models import (
 )
 from shared import case_index
 from shared.api import runtime_of
+from shared.api_models import CaseView, Limit, Offset
 from shared.auth import CurrentPrincipal, Principal, require_roles
 from shared.case_gateway import (
     BreakGlass,
     CaseId,
     IdempotencyKey,
+    act,
     actionable_case,
     actor_of,
     log_case_read,
@@ -56,6 +57,7 @@ from shared.case_gateway import (
     write_with_update,
 )
 from shared.contract import (
+    Actor,
     AddNote,
     Assign,
     CaseState,
@@ -69,6 +71,7 @@ from shared.contract import (
     VerifyDecision,
 )
 from shared.domain import AgencyRole, Role, Section, Stage
+from workflows.case_workflow import CaseWorkflow
 
 DESCRIPTION = """\
 NRM verification service: the verify, identify, rescue and protect stages (police, border guard,
@@ -86,10 +89,7 @@ coast guard, and social protection where Law 53/2024 Art. 27(2) has it lead).
 
 router = APIRouter(tags=["verification"])
 Actor_ = require_roles(Role.caseworker, Role.supervisor)
-Limit = Annotated[int, Query(ge=1, le=200, description="page size")]
-Offset = Annotated[int, Query(ge=0, le=100_000, description="rows to skip")]
 POLICE_WRITERS = frozenset({AgencyRole.police, AgencyRole.border_guard, AgencyRole.coast_guard})
-DECIDING = (Stage.verify, Stage.identify, Stage.rescue, Stage.protect)
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "no or invalid bearer token"},
     403: {"description": "wrong role, agency or jurisdiction"},
@@ -133,13 +133,10 @@ async def claim(
     key: IdempotencyKey = None,
     principal: Principal = Actor_,
 ) -> CaseView:
-    await actionable_case(request, principal, case_id)
-    cmd = Claim(
-        actor=actor_of(principal, request),
-        expected_version=body.expected_version,
-        override_reason=body.override_reason,
-    )
-    return CaseView.of(await update_case(request, case_id, "claim", cmd, key))
+    def command(actor: Actor) -> Claim:
+        return Claim(actor=actor, **body.command_fields())
+
+    return CaseView.of(await act(request, principal, case_id, CaseWorkflow.claim, command, key))
 
 
 @router.post(
@@ -157,14 +154,10 @@ async def assign(
     key: IdempotencyKey = None,
     principal: Principal = Actor_,
 ) -> CaseView:
-    await actionable_case(request, principal, case_id)
-    cmd = Assign(
-        actor=actor_of(principal, request),
-        expected_version=body.expected_version,
-        assignee_user_id=body.assignee_user_id,
-        override_reason=body.override_reason,
-    )
-    return CaseView.of(await update_case(request, case_id, "assign", cmd, key))
+    def command(actor: Actor) -> Assign:
+        return Assign(actor=actor, assignee_user_id=body.assignee_user_id, **body.command_fields())
+
+    return CaseView.of(await act(request, principal, case_id, CaseWorkflow.assign, command, key))
 
 
 # ---- verify -----------------------------------------------------------------------------------
@@ -183,15 +176,15 @@ async def decide_verification(
     key: IdempotencyKey = None,
     principal: Principal = Actor_,
 ) -> CaseView:
-    await actionable_case(request, principal, case_id)
-    cmd = Decide(
-        actor=actor_of(principal, request),
-        expected_version=body.expected_version,
-        decision=VerifyDecision(result=body.result),
-        justification=body.justification,
-        override_reason=body.override_reason,
-    )
-    return CaseView.of(await update_case(request, case_id, "decide", cmd, key))
+    def command(actor: Actor) -> Decide:
+        return Decide(
+            actor=actor,
+            decision=VerifyDecision(result=body.result),
+            justification=body.justification,
+            **body.command_fields(),
+        )
+
+    return CaseView.of(await act(request, principal, case_id, CaseWorkflow.decide, command, key))
 
 
 # ---- identify ---------------------------------------------------------------------------------
@@ -233,7 +226,7 @@ async def decide_identification(
         lambda conn: repo.insert_evidence(
             conn, runtime.ring, case_id, items, principal.user_id, principal.agency.value
         ),
-        lambda _: update_case(request, case_id, "decide", cmd, key),
+        lambda _: update_case(request, case_id, CaseWorkflow.decide, cmd, key),
     )
     return IdentificationResult(case=CaseView.of(state), evidence_ids=[eid for eid, _ in items])
 
@@ -313,7 +306,7 @@ async def plan_rescue(
         lambda conn: repo.insert_rescue_operation(
             conn, runtime.ring, operation_id, case_id, body, principal.user_id
         ),
-        lambda _: update_case(request, case_id, "add_note", cmd, key),
+        lambda _: update_case(request, case_id, CaseWorkflow.add_note, cmd, key),
     )
     op = await repo.get_rescue_operation(runtime.pool, runtime.ring, case_id, operation_id)
     assert op is not None
@@ -398,7 +391,10 @@ async def complete_rescue(
         await repo.complete_rescue_operation(conn, operation_id, body.outcome.value, body.persons)
 
     _, state = await write_with_update(
-        runtime, case_id, complete, lambda _: update_case(request, case_id, "decide", cmd, key)
+        runtime,
+        case_id,
+        complete,
+        lambda _: update_case(request, case_id, CaseWorkflow.decide, cmd, key),
     )
     # the answer carries the operation's location, possibly written by someone else: a logged read
     masked = await _log_read(
@@ -423,15 +419,15 @@ async def rescue_not_needed(
     key: IdempotencyKey = None,
     principal: Principal = Actor_,
 ) -> CaseView:
-    await actionable_case(request, principal, case_id)
-    cmd = Decide(
-        actor=actor_of(principal, request),
-        expected_version=body.expected_version,
-        justification=body.justification,
-        decision=RescueDecision(needed=False),
-        override_reason=body.override_reason,
-    )
-    return CaseView.of(await update_case(request, case_id, "decide", cmd, key))
+    def command(actor: Actor) -> Decide:
+        return Decide(
+            actor=actor,
+            decision=RescueDecision(needed=False),
+            justification=body.justification,
+            **body.command_fields(),
+        )
+
+    return CaseView.of(await act(request, principal, case_id, CaseWorkflow.decide, command, key))
 
 
 # ---- protect ----------------------------------------------------------------------------------
@@ -473,7 +469,10 @@ async def decide_protection(
             )
 
     _, state = await write_with_update(
-        runtime, case_id, refusal, lambda _: update_case(request, case_id, "decide", cmd, key)
+        runtime,
+        case_id,
+        refusal,
+        lambda _: update_case(request, case_id, CaseWorkflow.decide, cmd, key),
     )
     return ProtectionResult(case=CaseView.of(state), refusal_document_id=doc_id)
 
@@ -514,7 +513,7 @@ async def add_perpetrator(
             principal.user_id,
             principal.agency.value,
         ),
-        lambda _: update_case(request, case_id, "add_note", cmd, key),
+        lambda _: update_case(request, case_id, CaseWorkflow.add_note, cmd, key),
     )
     out = await repo.get_perpetrator(runtime.pool, runtime.ring, pid)
     assert out is not None
@@ -594,40 +593,6 @@ async def linked_cases(
 
 
 # ---- inbox ------------------------------------------------------------------------------------
-# People's screens read PostgreSQL, operators read Temporal (DESIGN.md "Data flow"): the inbox reads the
-# floor's case index (shared/case_index.py), written by this service's own Updates before they return and
-# by the audit activity for every change; visibility stays for operators (`temporal workflow list`).
-def inbox_query(
-    principal: Principal,
-    view: InboxView,
-    now: datetime,
-    due_within: timedelta,
-    stage: Stage | None,
-    category: str | None,
-    assigned_to_me: bool,
-    descending: bool = False,
-    limit: int = 50,
-    offset: int = 0,
-) -> case_index.InboxQuery:
-    if stage is not None:
-        stages: tuple[str, ...] = (stage.value,)
-    else:
-        stages = () if view == InboxView.waiting_acceptance else tuple(s.value for s in DECIDING)
-    return case_index.InboxQuery(
-        view=view.value,
-        agency=principal.agency.value,
-        province=None if principal.national else principal.province,
-        now=now,
-        due_within=due_within,
-        stages=stages,
-        category=category,
-        assignee=principal.user_id if assigned_to_me else None,
-        descending=descending,
-        limit=limit,
-        offset=offset,
-    )
-
-
 @router.get(
     "/inbox",
     response_model=InboxPage,
@@ -639,7 +604,7 @@ def inbox_query(
     "(`sort=-deadline` reverses the order); `total` counts every matching case and "
     "`complete` is always true.\n\n" + case_index.STALENESS,
 )
-async def inbox(
+async def list_inbox(
     request: Request,
     principal: CurrentPrincipal,
     view: InboxView = InboxView.in_progress,
@@ -654,7 +619,7 @@ async def inbox(
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> InboxPage:
-    q = inbox_query(
+    q = inbox.query(
         principal,
         view,
         datetime.now(UTC),
@@ -666,22 +631,7 @@ async def inbox(
         limit,
         offset,
     )
-    rows, total = await case_index.inbox(runtime_of(request).pool, q)
-    items = [
-        InboxItem(
-            case_id=r["case_id"],
-            stage=r["stage"],
-            owner_agency=r["owner_agency"],
-            jurisdiction=r["province"],
-            status=r["status"],
-            deadline_at=r["deadline_at"],
-            assignee=r["assignee"],
-            categories=list(r["categories"]),
-            pending_handoff_to=list(r["pending_to"]),
-            escalation_level=r["escalation_level"],
-        )
-        for r in rows
-    ]
+    items, total = await inbox.read(runtime_of(request).pool, q)
     return InboxPage(view=view, items=items, total=total, limit=limit, offset=offset, complete=True)
 
 

@@ -10,9 +10,19 @@ from typing import Annotated, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from shared.access import mask
-from shared.api_models import In, LongText, Reason, Ref, ShortText, StageOwnerAction
-from shared.contract import CaseState, EvidenceKind, VerifyResult
-from shared.domain import AgencyRole, CaseStatus, DecisionMakingOrg, Stage, TraffickingStatus
+from shared.api_models import (
+    CaseView,
+    In,
+    LongText,
+    MaskedPage,
+    Page,
+    Reason,
+    Ref,
+    ShortText,
+    StageOwnerAction,
+)
+from shared.contract import EvidenceKind, VerifyResult
+from shared.domain import AgencyRole, DecisionMakingOrg, TraffickingStatus
 
 
 # ---- claim / assign ---------------------------------------------------------------------------
@@ -29,34 +39,6 @@ class AssignRequest(StageOwnerAction):
             "examples": [{"assignee_user_id": "police-hn-042", "expected_version": 3}]
         }
     )
-
-
-class CaseView(BaseModel):
-    """The non-PII case state after the command (what the workflow returned)."""
-
-    case_id: str
-    version: int
-    stage: Stage
-    status: CaseStatus
-    owner_agency: AgencyRole
-    assignee: str | None
-    deadline_at: datetime | None
-    trafficking_status: TraffickingStatus
-    participants: list[AgencyRole]
-
-    @classmethod
-    def of(cls, s: CaseState) -> CaseView:
-        return cls(
-            case_id=s.case_id,
-            version=s.version,
-            stage=s.stage,
-            status=s.status,
-            owner_agency=s.owner_agency,
-            assignee=s.assignee,
-            deadline_at=s.deadline.due_at if s.deadline else None,
-            trafficking_status=s.trafficking_status,
-            participants=list(s.participants),
-        )
 
 
 # ---- verification -----------------------------------------------------------------------------
@@ -423,20 +405,8 @@ class PerpetratorOut(BaseModel):
         )
 
 
-def _masked_flag() -> bool:
-    return Field(
-        default=False,
-        description="true: personal data is masked (oversight role without "
-        "break_glass_reason); every read is in the access log",
-    )
-
-
-class PerpetratorPage(BaseModel):
-    items: list[PerpetratorOut]
-    total: int
-    limit: int
-    offset: int
-    masked: bool = _masked_flag()
+class PerpetratorPage(MaskedPage[PerpetratorOut]):
+    pass
 
 
 class LinkKind(StrEnum):
@@ -487,12 +457,9 @@ class InboxItem(BaseModel):
     escalation_level: int | None
 
 
-class InboxPage(BaseModel):
+class InboxPage(Page[InboxItem]):
     view: InboxView
-    items: list[InboxItem]
     total: int = Field(description="every matching case (exact: counted in the case index)")
-    limit: int
-    offset: int
     complete: bool = Field(
         default=True,
         description=(
@@ -502,17 +469,9 @@ class InboxPage(BaseModel):
     )
 
 
-class EvidencePage(BaseModel):
-    items: list[EvidenceOut]
-    total: int
-    limit: int
-    offset: int
-    masked: bool = _masked_flag()
+class EvidencePage(MaskedPage[EvidenceOut]):
+    pass
 
 
-class RescuePage(BaseModel):
-    items: list[RescueOperationOut]
-    total: int
-    limit: int
-    offset: int
-    masked: bool = _masked_flag()
+class RescuePage(MaskedPage[RescueOperationOut]):
+    pass

@@ -36,8 +36,21 @@ def snapshot_path(service: str) -> Path:
     return SNAPSHOTS / f"{service}.json"
 
 
+def _canonical(node: Any) -> Any:
+    """The order of a schema's `required` names means nothing; sorted, a refactoring that only reorders
+    fields (a subclass of Page) is no change."""
+    if isinstance(node, dict):
+        return {
+            k: sorted(v) if k == "required" and isinstance(v, list) else _canonical(v)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_canonical(v) for v in node]
+    return node
+
+
 def render(doc: dict[str, Any]) -> str:
-    return json.dumps(doc, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+    return json.dumps(_canonical(doc), indent=1, sort_keys=True, ensure_ascii=False) + "\n"
 
 
 def main() -> int:

@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 
 from services.oversight import repository as oversight_repo
-from services.verification.api import inbox_query
+from services.verification.inbox import query as inbox_query
 from services.verification.models import InboxView
 from shared import case_index
 from shared.auth import Principal
