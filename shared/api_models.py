@@ -133,6 +133,10 @@ class StageOwnerAction(Versioned):
         ],
     )
 
+    def command_fields(self) -> dict[str, Any]:
+        """What every stage-owner command carries besides the actor and its own fields."""
+        return {"expected_version": self.expected_version, "override_reason": self.override_reason}
+
 
 # ---- responses --------------------------------------------------------------------------------------
 ItemT = TypeVar("ItemT")

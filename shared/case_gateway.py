@@ -15,6 +15,7 @@ import structlog
 from asyncpg.pool import PoolConnectionProxy
 from fastapi import Header, HTTPException, Path, Query, Request, status
 from pydantic import BaseModel
+from temporalio.workflow import UpdateMethodMultiParam
 
 from shared import case_index, idempotency
 from shared.access import (
@@ -188,11 +189,11 @@ async def _request_body(request: Request) -> bytes:
 # An Update, named by the workflow's own handler (`CaseWorkflow.decide`, so a typo is a type error in the
 # service) or, for callers that cannot import the workflow, by its name. Temporal's default Update name is
 # the handler's name, so both send the same Update.
-UpdateRef = str | Callable[..., Awaitable[Any]]
+UpdateRef = str | UpdateMethodMultiParam[Any, Any]
 
 
 def update_name(update: UpdateRef) -> str:
-    return update if isinstance(update, str) else update.__name__
+    return update if isinstance(update, str) else str(getattr(update, "__name__"))  # noqa: B009
 
 
 async def act(
