@@ -8,26 +8,25 @@ workflow rejects the Update."""
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from asyncpg.pool import PoolConnectionProxy
-from fastapi import APIRouter, HTTPException, Path, Query, Request, status
+from fastapi import APIRouter, HTTPException, Request, status
 
 from services.support import repository as repo
 from services.support.entitlements import (
     LABEL,
     LEGAL_BASIS,
     LETTER,
-    MONETARY,
     Beneficiary,
     Entitled,
+    ServiceRefused,
     SupportType,
+    check_service,
     entitlement,
-    refusal_reason,
     status_column,
 )
 from services.support.models import (
-    CaseView,
     ClosureIn,
     ClosureOut,
     ConsentIn,
@@ -53,11 +52,13 @@ from services.support.models import (
 )
 from shared.access import can_read_section, read_until
 from shared.api import runtime_of
+from shared.api_models import CaseView, IdPath, Limit, Offset
 from shared.auth import CurrentPrincipal, Principal, require_roles
 from shared.case_gateway import (
     BreakGlass,
     CaseId,
     IdempotencyKey,
+    act,
     actionable_case,
     actor_of,
     log_case_read,
@@ -67,6 +68,7 @@ from shared.case_gateway import (
     write_with_update,
 )
 from shared.contract import (
+    Actor,
     AddNote,
     CaseState,
     ConsentPurpose,
@@ -81,6 +83,7 @@ from shared.contract import (
     RespondHandoff,
 )
 from shared.domain import AgencyRole, Role, Section, Stage
+from workflows.case_workflow import CaseWorkflow
 
 DESCRIPTION = """\
 NRM support service: social protection, legal aid, the Women's Union and commune People's Committees.
@@ -103,9 +106,7 @@ NRM support service: social protection, legal aid, the Women's Union and commune
 
 router = APIRouter(tags=["support"])
 Actor_ = require_roles(Role.caseworker, Role.supervisor)
-Limit = Annotated[int, Query(ge=1, le=200, description="page size")]
-Offset = Annotated[int, Query(ge=0, le=100_000, description="rows to skip")]
-RefPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+RefPath = IdPath
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "no or invalid bearer token"},
     403: {"description": "wrong role, agency, jurisdiction or missing consent"},
@@ -212,27 +213,17 @@ async def record_service(
         foreign_national=state.facts.foreign_national,
         beneficiary=body.beneficiary,
     )
-    entitled = entitlement(body.service_type, st.column)
-    approved_by = None
-    if entitled == Entitled.no:
-        raise HTTPException(422, refusal_reason(body.service_type, st))
-    if entitled == Entitled.case_by_case:
-        if not body.supervisor_approval_reason:
-            raise HTTPException(
-                422,
-                f"supervisor_approval_reason: {body.service_type.value} is granted case by case "
-                f"for {st.column.value if st.column else 'this person'}; a supervisor must "
-                "approve it with a reason",
-            )
-        if not principal.has(Role.supervisor):
-            raise HTTPException(
-                403, "supervisor_approval_reason: only a supervisor approves a case-by-case service"
-            )
-        approved_by = principal.user_id
-    elif body.supervisor_approval_reason:
-        raise HTTPException(422, "supervisor_approval_reason: only for case-by-case entitlements")
-    if body.service_type in MONETARY and body.amount_vnd is None:
-        raise HTTPException(422, f"amount_vnd: required for {body.service_type.value}")
+    try:
+        entitled = check_service(
+            body.service_type,
+            st,
+            approval_reason=body.supervisor_approval_reason,
+            amount_vnd=body.amount_vnd,
+            approver_is_supervisor=principal.has(Role.supervisor),
+        )
+    except ServiceRefused as refused:
+        raise HTTPException(refused.status, refused.message) from None
+    approved_by = principal.user_id if entitled == Entitled.case_by_case else None
     runtime = runtime_of(request)
     service_id = new_id("svc", case_id, key, "service")
     cmd = RecordService(
@@ -247,7 +238,7 @@ async def record_service(
         lambda conn: repo.insert_service(
             conn, runtime.ring, service_id, case_id, body, entitled, approved_by, principal.user_id
         ),
-        lambda _: update_case(request, case_id, "record_service", cmd, key),
+        lambda _: update_case(request, case_id, CaseWorkflow.record_service, cmd, key),
     )
     items, _, _ = await repo.list_services(
         runtime.pool, runtime.ring, case_id, 1, 0, None, "delivered_on", service_id=service_id
@@ -332,7 +323,7 @@ async def create_plan(
         lambda conn: repo.insert_plan(
             conn, runtime.ring, plan_id, case_id, body, principal.user_id, principal.agency.value
         ),
-        lambda _: update_case(request, case_id, "add_note", cmd, key),
+        lambda _: update_case(request, case_id, CaseWorkflow.add_note, cmd, key),
     )
     plans, _ = await repo.list_plans(runtime.pool, runtime.ring, case_id, 200, 0)
     return next(p for p in plans if p.plan_id == plan_id)
@@ -388,17 +379,17 @@ async def refer_legal_aid(
     key: IdempotencyKey = None,
     principal: Principal = Actor_,
 ) -> HandoffResult:
-    await actionable_case(request, principal, case_id)
-    cmd = RequestHandoff(
-        actor=actor_of(principal, request),
-        expected_version=body.expected_version,
-        kind=HandoffKind.referral,
-        to_agency=AgencyRole.legal_aid,
-        reason=body.reason,
-        consent_override_reason=body.consent_override_reason,
-        override_reason=body.override_reason,
-    )
-    state = await update_case(request, case_id, "request_handoff", cmd, key)
+    def command(actor: Actor) -> RequestHandoff:
+        return RequestHandoff(
+            actor=actor,
+            kind=HandoffKind.referral,
+            to_agency=AgencyRole.legal_aid,
+            reason=body.reason,
+            consent_override_reason=body.consent_override_reason,
+            **body.command_fields(),
+        )
+
+    state = await act(request, principal, case_id, CaseWorkflow.request_handoff, command, key)
     handoff = [
         h
         for h in state.handoffs
@@ -430,18 +421,18 @@ async def request_transfer(
     key: IdempotencyKey = None,
     principal: Principal = Actor_,
 ) -> HandoffResult:
-    await actionable_case(request, principal, case_id)
-    cmd = RequestHandoff(
-        actor=actor_of(principal, request),
-        expected_version=body.expected_version,
-        kind=HandoffKind.transfer,
-        to_agency=body.to_agency,
-        to_province=body.to_province,
-        reason=body.reason,
-        consent_override_reason=body.consent_override_reason,
-        override_reason=body.override_reason,
-    )
-    state = await update_case(request, case_id, "request_handoff", cmd, key)
+    def command(actor: Actor) -> RequestHandoff:
+        return RequestHandoff(
+            actor=actor,
+            kind=HandoffKind.transfer,
+            to_agency=body.to_agency,
+            to_province=body.to_province,
+            reason=body.reason,
+            consent_override_reason=body.consent_override_reason,
+            **body.command_fields(),
+        )
+
+    state = await act(request, principal, case_id, CaseWorkflow.request_handoff, command, key)
     handoff = [
         h
         for h in state.handoffs
@@ -509,7 +500,7 @@ async def respond_handoff(
         accept=body.accept,
         reason=body.reason,
     )
-    state = await update_case(request, case_id, "respond_handoff", cmd, key)
+    state = await update_case(request, case_id, CaseWorkflow.respond_handoff, cmd, key)
     handoff = next(h for h in state.handoffs if h.handoff_id == handoff_id)
     return HandoffResult(case=CaseView.of(state), handoff=HandoffView.of(handoff))
 
@@ -580,7 +571,7 @@ async def record_follow_up(
             body.note,
             principal.user_id,
         ),
-        lambda _: update_case(request, case_id, "record_follow_up", cmd, key),
+        lambda _: update_case(request, case_id, CaseWorkflow.record_follow_up, cmd, key),
     )
     f = next(f for f in state.follow_ups if f.follow_up_id == follow_up_id)
     return FollowUpView(
@@ -632,7 +623,7 @@ async def close_case(
                 support_plan_ref=plan_id, cas_status=body.cas_Status, reason=body.reason
             ),
         )
-        return update_case(request, case_id, "decide", cmd, key)
+        return update_case(request, case_id, CaseWorkflow.decide, cmd, key)
 
     plan_id, state = await write_with_update(runtime, case_id, end_plan, close)
     return ClosureOut(case=CaseView.of(state), plan_id=plan_id)
@@ -675,7 +666,7 @@ async def record_consent(
         lambda conn: repo.insert_consent(
             conn, runtime.ring, consent_id, case_id, body, principal.user_id
         ),
-        lambda _: update_case(request, case_id, "record_consent", cmd, key),
+        lambda _: update_case(request, case_id, CaseWorkflow.record_consent, cmd, key),
     )
     return ConsentResult(
         case=CaseView.of(state), consent_id=consent_id, current=dict(state.consents)

@@ -167,3 +167,46 @@ def refusal_reason(support: SupportType, status: Status) -> str:
         f"service_type: {support.value} ({LETTER[support]}, {LABEL[support]}) is not available to "
         f"{who}: {status.explanation} ({LEGAL_BASIS})"
     )
+
+
+# ---- the checks the support API applies (the router only translates them to HTTP) ---------------------
+class ServiceRefused(Exception):
+    """A service that may not be recorded: `status` 422 (not entitled, missing field) or 403 (only a
+    supervisor approves it); the message names the field and the legal reason."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def check_service(
+    support: SupportType,
+    status: Status,
+    *,
+    approval_reason: str | None,
+    amount_vnd: int | None,
+    approver_is_supervisor: bool,
+) -> Entitled:
+    """Law 53/2024 Art. 37 as the table says: `no` is refused with the legal reason; `case_by_case` needs
+    a supervisor's approval reason; money items need their amount. Returns the entitlement applied."""
+    entitled = entitlement(support, status.column)
+    if entitled == Entitled.no:
+        raise ServiceRefused(422, refusal_reason(support, status))
+    if entitled == Entitled.case_by_case:
+        if not approval_reason:
+            raise ServiceRefused(
+                422,
+                f"supervisor_approval_reason: {support.value} is granted case by case "
+                f"for {status.column.value if status.column else 'this person'}; a supervisor must "
+                "approve it with a reason",
+            )
+        if not approver_is_supervisor:
+            raise ServiceRefused(
+                403, "supervisor_approval_reason: only a supervisor approves a case-by-case service"
+            )
+    elif approval_reason:
+        raise ServiceRefused(422, "supervisor_approval_reason: only for case-by-case entitlements")
+    if support in MONETARY and amount_vnd is None:
+        raise ServiceRefused(422, f"amount_vnd: required for {support.value}")
+    return entitled

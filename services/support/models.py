@@ -10,16 +10,25 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.support.entitlements import Beneficiary, Entitled, StatusColumn, SupportType
 from shared.access import mask
-from shared.api_models import In, LongText, Reason, Ref, ShortText, StageOwnerAction, Versioned
+from shared.api_models import (
+    CaseView,
+    In,
+    LongText,
+    MaskedPage,
+    Reason,
+    Ref,
+    ShortText,
+    StageOwnerAction,
+    Versioned,
+)
 from shared.contract import (
-    CaseState,
     ConsentPurpose,
     Handoff,
     HandoffKind,
     HandoffState,
     ProvinceRef,
 )
-from shared.domain import AgencyRole, CaseStatus, Stage, TraffickingStatus
+from shared.domain import AgencyRole, CaseStatus, TraffickingStatus
 
 
 def _masked_flag() -> bool:
@@ -33,32 +42,6 @@ def _masked_flag() -> bool:
 def _not_future(d: date | None, field: str) -> None:
     if d is not None and d > date.today():
         raise ValueError(f"{field}: date is in the future")
-
-
-class CaseView(BaseModel):
-    case_id: str
-    version: int
-    stage: Stage
-    status: CaseStatus
-    owner_agency: AgencyRole
-    trafficking_status: TraffickingStatus
-    services_delivered: int
-    province: str | None = Field(
-        default=None, description="the province that holds the case now (jurisdiction)"
-    )
-
-    @classmethod
-    def of(cls, s: CaseState) -> CaseView:
-        return cls(
-            case_id=s.case_id,
-            version=s.version,
-            stage=s.stage,
-            status=s.status,
-            owner_agency=s.owner_agency,
-            trafficking_status=s.trafficking_status,
-            services_delivered=s.services_delivered,
-            province=s.province,
-        )
 
 
 # ---- entitlements -----------------------------------------------------------------------------
@@ -155,13 +138,8 @@ class ServiceOut(BaseModel):
         )
 
 
-class ServicePage(BaseModel):
-    items: list[ServiceOut]
-    total: int
-    limit: int
-    offset: int
+class ServicePage(MaskedPage[ServiceOut]):
     total_amount_vnd: int
-    masked: bool = _masked_flag()
 
 
 # ---- support plan (HTCDS spl_*) ---------------------------------------------------------------
@@ -231,12 +209,8 @@ class SupportPlanOut(BaseModel):
         )
 
 
-class SupportPlanPage(BaseModel):
-    items: list[SupportPlanOut]
-    total: int
-    limit: int
-    offset: int
-    masked: bool = _masked_flag()
+class SupportPlanPage(MaskedPage[SupportPlanOut]):
+    pass
 
 
 # ---- legal aid referral and handoffs ----------------------------------------------------------
