@@ -15,7 +15,6 @@ from fastapi import (
     Body,
     Depends,
     FastAPI,
-    Header,
     HTTPException,
     Path,
     Query,
@@ -30,11 +29,11 @@ from shared.access_log import list_reads
 from shared.api import runtime_of
 from shared.api_models import BIGINT_MAX, IdPath, IdQuery
 from shared.auth import CurrentPrincipal, Principal, require_roles
-from shared.case_gateway import IDEMPOTENCY_KEY_MAX, IDEMPOTENCY_KEY_PATTERN, CaseId, update_case
-from shared.case_gateway import IdempotencyKey as UpdateIdempotencyKey
-from shared.contract import Actor, CaseState, Decide, ReceiveDecision
+from shared.case_gateway import BreakGlass, CaseId, IdempotencyKey, actor_of, update_case
+from shared.contract import CaseState, Decide, ReceiveDecision
 from shared.domain import Channel, Role
 from shared.runtime import Runtime
+from workflows.case_workflow import CaseWorkflow
 
 from . import bulk, idempotency, opening, reads, repository
 from .dedupe import candidate_view, flag_view
@@ -54,7 +53,7 @@ from .models import (
     BulkRows,
     CaseList,
     CaseListItem,
-    CaseView,
+    CaseRecord,
     ClassifyRequest,
     DuplicateOut,
     EntryDecision,
@@ -133,25 +132,6 @@ router = APIRouter(lifespan=lifespan)
 Caseworker = Annotated[Principal, require_roles(Role.caseworker, Role.supervisor)]
 Reader = Annotated[Principal, require_roles(Role.caseworker, Role.supervisor, Role.auditor)]
 Overseer = Annotated[Principal, require_roles(Role.supervisor, Role.auditor)]
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        min_length=1,
-        max_length=IDEMPOTENCY_KEY_MAX,
-        pattern=IDEMPOTENCY_KEY_PATTERN,
-        description="yours, per operation and case: your retries with the same key return the same result; reusing "
-        "it with another body is a 422. Without a key every request is new",
-    ),
-]
-BreakGlass = Annotated[
-    str | None,
-    Query(
-        min_length=10,
-        max_length=500,
-        description="auditors: why PII must be seen unmasked (recorded)",
-    ),
-]
 Purpose = Annotated[
     str | None, Query(max_length=200, description="why this read (recorded in the access log)")
 ]
@@ -752,7 +732,7 @@ async def list_cases(
 
 @router.get(
     "/cases/{case_id}",
-    response_model=CaseView,
+    response_model=CaseRecord,
     tags=["cases"],
     summary="The intake view of a case: facts, workflow state, person summary",
     description="Access follows the workflow's state (owner, participants, invitees, jurisdiction). The "
@@ -762,7 +742,7 @@ async def list_cases(
 )
 async def get_case(
     request: Request, case_id: CaseId, principal: Reader, break_glass_reason: BreakGlass = None
-) -> CaseView:
+) -> CaseRecord:
     runtime = runtime_of(request)
     case, facts, state = await reads.readable_case(runtime, principal, case_id)
     summary, masked = await reads.person_summary(
@@ -783,7 +763,7 @@ async def get_case(
             trafficking_status=state.trafficking_status,
             participants=state.participants,
         )
-    return CaseView(
+    return CaseRecord(
         case_id=case_id,
         workflow_started=case["workflow_started_at"] is not None,
         workflow=wf,
@@ -1053,7 +1033,7 @@ async def classify(
     case_id: CaseId,
     body: ClassifyRequest,
     principal: Caseworker,
-    idem_key: UpdateIdempotencyKey = None,
+    idem_key: IdempotencyKey = None,
 ) -> CaseState:
     runtime = runtime_of(request)
     case = await reads.case_or_404(runtime, case_id)
@@ -1061,9 +1041,8 @@ async def classify(
     facts, _ = await reads.access_of(runtime, case)
     if not can_act_on_case(principal, facts):
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"you may not act on case {case_id}")
-    actor = Actor(**principal.actor(), commune=principal.commune, request_id=_request_id(request))
     cmd = Decide(
-        actor=actor,
+        actor=actor_of(principal, request),
         expected_version=body.expected_version,
         justification=body.justification,
         override_reason=body.override_reason,
@@ -1074,7 +1053,7 @@ async def classify(
             status.HTTP_503_SERVICE_UNAVAILABLE, "the case workflow could not be started"
         )
     # the key is scoped to (caller, operation, case) in the one store (common.idempotency_keys)
-    state = await update_case(request, case_id, "decide", cmd, idem_key)
+    state = await update_case(request, case_id, CaseWorkflow.decide, cmd, idem_key)
     log.info("case_classified", case_id=case_id, classification=body.classification.value)
     return state
 

@@ -451,7 +451,9 @@ class IntakeFacts(BaseModel):
     referring_organisation: str | None = None
 
 
-class CaseView(BaseModel):
+class CaseRecord(BaseModel):
+    """The intake record of a case: its facts, the person (masked for auditors), the workflow's state."""
+
     case_id: str
     facts: IntakeFacts
     workflow_started: bool
