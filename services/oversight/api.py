@@ -3,29 +3,27 @@ auditors (history, state as of a time, chain check, replay)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
-from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
+from pydantic import BaseModel
 
+from services.oversight import jurisdiction as jur
 from services.oversight import kpi as kpis_mod
 from services.oversight import replay as replay_mod
 from services.oversight import reports as reports_mod
 from services.oversight import repository as repo
-from services.oversight.audit_log import readable_event, verify_case
+from services.oversight.audit_reads import chain_verification, history_page, state_as_of
 from services.oversight.models import (
     AsOfState,
     Board,
     BoardCell,
     Category,
-    ChainCheck,
+    ChainVerification,
     EscalateRequest,
     ExtendDeadlineRequest,
-    HistoryEvent,
     HistoryPage,
     Kpis,
     Lang,
@@ -34,20 +32,20 @@ from services.oversight.models import (
     ReplayOutcome,
     ReportFormat,
     ReportKind,
-    StuckCase,
     StuckPage,
     StuckReason,
-    TechnicalProblem,
-    VerifyResult,
 )
+from services.oversight.periods import PeriodError, now_of, period
+from services.oversight.stuck import stuck_page
 from shared import case_index
 from shared.access import CaseAccessFacts, can_act_on_case, can_read_case, read_until
 from shared.api import runtime_of
-from shared.api_models import ID_PATTERN, IdQuery, Offset
+from shared.api_models import ID_PATTERN, CaseView, IdQuery, Offset
 from shared.auth import Principal, require_roles
-from shared.case_gateway import IdempotencyKey, update_case
+from shared.case_gateway import IdempotencyKey, UpdateRef, actor_of, update_case
 from shared.contract import Actor, Assign, CaseState, Escalate, ExtendDeadline, Reopen
 from shared.domain import AgencyRole, Role, Stage
+from workflows.case_workflow import CaseWorkflow
 
 DESCRIPTION = """\
 NRM oversight service, for **supervisors** and **auditors** (caseworkers get 403 everywhere here).
@@ -79,7 +77,7 @@ Supervisor = Annotated[Principal, SUPERVISOR]
 AuditReader = Annotated[Principal, AUDIT_READER]
 CaseId = Annotated[
     str,
-    Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$", examples=["case-0123abcd"]),
+    Path(min_length=1, max_length=64, pattern=ID_PATTERN, examples=["case-0123abcd"]),
 ]
 ProvinceQ = Annotated[
     str | None,
@@ -90,126 +88,45 @@ ProvinceQ = Annotated[
         description="province code; default the caller's",
     ),
 ]
-TEMPORAL_CHECK_TIMEOUT = 3.0
 
 
-def now_of(request: Request) -> datetime:
-    """Wall clock, or the runtime's `clock` (tests set it to the time-skipping server's time)."""
-    clock: Callable[[], datetime] | None = runtime_of(request).extras.get("clock")
-    return clock() if clock else datetime.now(UTC)
+def _province(p: Principal, province: str | None) -> str | None:
+    try:
+        return jur.province_of(p, province)
+    except jur.OutsideJurisdiction as exc:
+        raise HTTPException(403, str(exc)) from None
 
 
-def jurisdiction(p: Principal, province: str | None, *, all_allowed: bool = True) -> str | None:
-    """The province the caller looks at. National users and admins: the one asked for (None = all)."""
-    if p.national or Role.admin in p.roles:
-        if province is None and not all_allowed:
-            raise HTTPException(422, "province: required for national users")
-        return None if province in (None, "*") else province
-    if province is not None and province != p.province:
-        raise HTTPException(
-            403, f"province: {province} is outside your jurisdiction ({p.province})"
-        )
-    return p.province
+def _period(
+    start: datetime | None, end: datetime | None, kind: ReportKind | None, now: datetime
+) -> tuple[datetime, datetime]:
+    try:
+        return period(start, end, kind, now)
+    except PeriodError as exc:
+        raise HTTPException(422, str(exc)) from None
 
 
 def _facts(state: dict[str, Any]) -> CaseAccessFacts:
     return CaseState.model_validate(state).access_facts()
 
 
-async def _readable_state(request: Request, p: Principal, case_id: str) -> dict[str, Any]:
+async def _projected_state(request: Request, case_id: str) -> dict[str, Any]:
+    """The case's state as oversight's projection holds it (404 when oversight never heard of it)."""
     async with runtime_of(request).pool.acquire() as conn:
         state = await repo.latest_state(conn, case_id)
     if state is None:
         raise HTTPException(404, "case not found")
+    return state
+
+
+async def _readable_state(request: Request, p: Principal, case_id: str) -> dict[str, Any]:
+    state = await _projected_state(request, case_id)
     if not can_read_case(p, _facts(state)):
         raise HTTPException(403, "case: outside your jurisdiction")
     return state
 
 
 # ---- supervisors: stuck cases and board ----------------------------------------------------
-async def technical_problems(client: Client, case_id: str) -> list[TechnicalProblem]:
-    try:
-        desc = await asyncio.wait_for(
-            client.get_workflow_handle(case_id).describe(), TEMPORAL_CHECK_TIMEOUT
-        )
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            return [
-                TechnicalProblem(
-                    kind="workflow_not_running", detail="no workflow for this open case"
-                )
-            ]
-        return [
-            TechnicalProblem(
-                kind="temporal_unreachable", detail=exc.status.name if exc.status else "error"
-            )
-        ]
-    except TimeoutError:
-        return [TechnicalProblem(kind="temporal_unreachable", detail="describe timed out")]
-    out: list[TechnicalProblem] = []
-    raw = desc.raw_description
-    if desc.status is not None and desc.status.name != "RUNNING":
-        out.append(
-            TechnicalProblem(
-                kind="workflow_not_running", detail=f"workflow status {desc.status.name}"
-            )
-        )
-    for pa in raw.pending_activities:
-        if pa.attempt > 1 or pa.HasField("last_failure"):
-            msg = (
-                await _failure_message(client, pa.last_failure)
-                if pa.HasField("last_failure")
-                else ""
-            )
-            out.append(
-                TechnicalProblem(
-                    kind="activity_failing",
-                    attempt=pa.attempt,
-                    detail=f"{pa.activity_type.name}: {msg}".strip(),
-                )
-            )
-    if raw.HasField("pending_workflow_task") and raw.pending_workflow_task.attempt > 1:
-        out.append(
-            TechnicalProblem(
-                kind="workflow_task_failing",
-                attempt=raw.pending_workflow_task.attempt,
-                detail="workflow task is failing and being retried (see worker logs)",
-            )
-        )
-    return out
-
-
-async def _failure_message(client: Client, failure: Any) -> str:
-    """The failure's message; the codec encrypted it (encoded attributes), so decode with the client's converter."""
-    try:
-        exc = await client.data_converter.decode_failure(failure)
-        return str(exc)[:300]
-    except Exception:  # a failure we cannot decode: say so rather than fail the list
-        return "(failure message could not be decoded)"
-
-
-def _categories(r: Any) -> list[Category]:
-    return [
-        Category.child if r["is_child"] else Category.adult,
-        Category.abroad if r["is_abroad"] else Category.domestic,
-    ]
-
-
-def _reasons(r: Any, f: repo.StuckFilter) -> list[StuckReason]:
-    now, out = f.now, []
-    if r["deadline_at"] is not None and r["deadline_at"] < now:
-        out.append(StuckReason.overdue)
-    if r["deadline_at"] is not None and now <= r["deadline_at"] < now + f.due_within:
-        out.append(StuckReason.due_soon)
-    if r["open_handoffs"] > 0:
-        out.append(StuckReason.handoff_waiting)
-    if r["last_event_at"] < now - f.idle_for:
-        out.append(StuckReason.idle)
-    if r["escalation_level"] > 0 and (f.level is None or r["escalation_level"] == f.level):
-        out.append(StuckReason.escalated)
-    return out
-
-
 @router.get(
     "/stuck",
     response_model=StuckPage,
@@ -251,8 +168,8 @@ async def stuck_cases(
 ) -> StuckPage:
     rt = runtime_of(request)
     f = repo.StuckFilter(
-        now=now_of(request),
-        province=jurisdiction(p, province),
+        now=now_of(rt),
+        province=_province(p, province),
         reasons={r.value for r in reason},
         due_within=timedelta(hours=due_within_hours),
         idle_for=timedelta(days=idle_days),
@@ -264,50 +181,7 @@ async def stuck_cases(
         limit=limit,
         offset=offset,
     )
-    async with rt.pool.acquire() as conn:
-        rows = await repo.stuck(conn, f)
-    technical: list[list[TechnicalProblem]] = [[] for _ in rows]
-    if check_temporal and rows:
-        sem = asyncio.Semaphore(10)
-
-        async def check(cid: str) -> list[TechnicalProblem]:
-            async with sem:
-                return await technical_problems(rt.temporal, cid)
-
-        technical = list(await asyncio.gather(*(check(r["case_id"]) for r in rows)))
-    items = []
-    for r, tech in zip(rows, technical, strict=True):
-        reasons = _reasons(r, f) + ([StuckReason.technical] if tech else [])
-        if StuckReason.technical in reason and not set(reasons) & set(reason):
-            continue
-        due = r["due"]
-        items.append(
-            StuckCase(
-                case_id=r["case_id"],
-                province=r["province"],
-                stage=r["stage"],
-                owner_agency=r["owner_agency"],
-                assignee=r["assignee"],
-                categories=_categories(r),
-                deadline_at=r["deadline_at"],
-                late_by_hours=round((f.now - due).total_seconds() / 3600, 2) if due else None,
-                escalation_level=r["escalation_level"],
-                open_handoffs=r["open_handoffs"],
-                oldest_handoff_accept_by=r["oldest_handoff_accept_by"],
-                last_event_at=r["last_event_at"],
-                idle_days=round((f.now - r["last_event_at"]).total_seconds() / 86400, 2),
-                reasons=reasons,
-                technical=tech,
-            )
-        )
-    return StuckPage(
-        items=items,
-        limit=limit,
-        offset=offset,
-        next_offset=offset + limit if len(rows) == limit else None,
-        as_of=f.now,
-        temporal_checked=check_temporal,
-    )
+    return await stuck_page(rt, f, check_temporal=check_temporal)
 
 
 @router.get(
@@ -319,9 +193,10 @@ async def stuck_cases(
     responses={403: {"description": "not a supervisor, or another province"}},
 )
 async def board(request: Request, p: Supervisor, province: ProvinceQ = None) -> Board:
-    prov = jurisdiction(p, province)
-    now = now_of(request)
-    async with runtime_of(request).pool.acquire() as conn:
+    prov = _province(p, province)
+    rt = runtime_of(request)
+    now = now_of(rt)
+    async with rt.pool.acquire() as conn:
         rows = await repo.board(conn, prov, now)
     cells = [
         BoardCell(
@@ -339,30 +214,21 @@ async def board(request: Request, p: Supervisor, province: ProvinceQ = None) -> 
 
 
 # ---- supervisors: actions ----------------------------------------------------------------
-def actor_of(request: Request, p: Principal) -> Actor:
-    return Actor(
-        user_id=p.user_id,
-        agency=p.agency,
-        roles=p.roles,
-        province=p.province,
-        commune=p.commune,
-        request_id=getattr(request.state, "request_id", None),
-    )
-
-
 async def _act(
-    request: Request, p: Principal, case_id: str, update: str, cmd: Any, key: str | None
-) -> CaseState:
-    """A supervisor's Update: access checked on the projection, then sent through the one gateway (the
-    Update id and the Idempotency-Key rules are the same for every service)."""
-    rt = runtime_of(request)
-    async with rt.pool.acquire() as conn:
-        state = await repo.latest_state(conn, case_id)
-    if state is None:
-        raise HTTPException(404, "case not found")
-    if not can_act_on_case(p, _facts(state)):
+    request: Request,
+    p: Principal,
+    case_id: str,
+    update: UpdateRef,
+    command: Callable[[Actor], BaseModel],
+    key: str | None,
+) -> CaseView:
+    """A supervisor's Update: access checked on oversight's projection (a supervisor acts on the cases of
+    their jurisdiction, whichever agency owns the stage), then sent through the one gateway with the
+    caller's Actor (the Update id and the Idempotency-Key rules are the same for every service)."""
+    if not can_act_on_case(p, _facts(await _projected_state(request, case_id))):
         raise HTTPException(403, "case: outside your jurisdiction")
-    return await update_case(request, case_id, update, cmd, key)
+    cmd = command(actor_of(p, request))
+    return CaseView.of(await update_case(request, case_id, update, cmd, key))
 
 
 _ACTION_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -376,7 +242,7 @@ _ACTION_ERRORS: dict[int | str, dict[str, Any]] = {
 
 @router.post(
     "/cases/{case_id}/reassign",
-    response_model=CaseState,
+    response_model=CaseView,
     summary="Assign the current stage to someone",
     responses=_ACTION_ERRORS,
 )
@@ -386,19 +252,21 @@ async def reassign(
     case_id: CaseId,
     body: ReassignRequest,
     idempotency_key: IdempotencyKey = None,
-) -> CaseState:
-    cmd = Assign(
-        actor=actor_of(request, p),
-        assignee_user_id=body.assignee_user_id,
-        expected_version=body.expected_version,
-        override_reason=body.override_reason,
-    )
-    return await _act(request, p, case_id, "assign", cmd, idempotency_key)
+) -> CaseView:
+    def command(actor: Actor) -> Assign:
+        return Assign(
+            actor=actor,
+            assignee_user_id=body.assignee_user_id,
+            expected_version=body.expected_version,
+            override_reason=body.override_reason,
+        )
+
+    return await _act(request, p, case_id, CaseWorkflow.assign, command, idempotency_key)
 
 
 @router.post(
     "/cases/{case_id}/extend-deadline",
-    response_model=CaseState,
+    response_model=CaseView,
     summary="Extend the stage deadline (or a waiting handoff's) with a reason",
     responses=_ACTION_ERRORS,
 )
@@ -408,20 +276,22 @@ async def extend_deadline(
     case_id: CaseId,
     body: ExtendDeadlineRequest,
     idempotency_key: IdempotencyKey = None,
-) -> CaseState:
-    cmd = ExtendDeadline(
-        actor=actor_of(request, p),
-        extend_by=body.extend_by,
-        reason=body.reason,
-        handoff_id=body.handoff_id,
-        expected_version=body.expected_version,
-    )
-    return await _act(request, p, case_id, "extend_deadline", cmd, idempotency_key)
+) -> CaseView:
+    def command(actor: Actor) -> ExtendDeadline:
+        return ExtendDeadline(
+            actor=actor,
+            extend_by=body.extend_by,
+            reason=body.reason,
+            handoff_id=body.handoff_id,
+            expected_version=body.expected_version,
+        )
+
+    return await _act(request, p, case_id, CaseWorkflow.extend_deadline, command, idempotency_key)
 
 
 @router.post(
     "/cases/{case_id}/escalate",
-    response_model=CaseState,
+    response_model=CaseView,
     summary="Raise the escalation level by hand",
     responses=_ACTION_ERRORS,
 )
@@ -431,16 +301,16 @@ async def escalate(
     case_id: CaseId,
     body: EscalateRequest,
     idempotency_key: IdempotencyKey = None,
-) -> CaseState:
-    cmd = Escalate(
-        actor=actor_of(request, p), reason=body.reason, expected_version=body.expected_version
-    )
-    return await _act(request, p, case_id, "escalate", cmd, idempotency_key)
+) -> CaseView:
+    def command(actor: Actor) -> Escalate:
+        return Escalate(actor=actor, reason=body.reason, expected_version=body.expected_version)
+
+    return await _act(request, p, case_id, CaseWorkflow.escalate, command, idempotency_key)
 
 
 @router.post(
     "/cases/{case_id}/reopen",
-    response_model=CaseState,
+    response_model=CaseView,
     summary="Reopen a closed case to a stage",
     responses=_ACTION_ERRORS,
 )
@@ -450,41 +320,19 @@ async def reopen(
     case_id: CaseId,
     body: ReopenRequest,
     idempotency_key: IdempotencyKey = None,
-) -> CaseState:
-    cmd = Reopen(
-        actor=actor_of(request, p),
-        to_stage=body.to_stage,
-        reason=body.reason,
-        expected_version=body.expected_version,
-    )
-    return await _act(request, p, case_id, "reopen", cmd, idempotency_key)
+) -> CaseView:
+    def command(actor: Actor) -> Reopen:
+        return Reopen(
+            actor=actor,
+            to_stage=body.to_stage,
+            reason=body.reason,
+            expected_version=body.expected_version,
+        )
+
+    return await _act(request, p, case_id, CaseWorkflow.reopen, command, idempotency_key)
 
 
 # ---- KPIs and reports ----------------------------------------------------------------------
-def _period(
-    start: datetime | None, end: datetime | None, kind: ReportKind | None, now: datetime
-) -> tuple[datetime, datetime]:
-    for name, v in (("from", start), ("to", end)):
-        if v is not None and v.tzinfo is None:
-            raise HTTPException(422, f"{name}: needs a time zone (e.g. 2026-01-01T00:00:00+07:00)")
-    periodic = kind in (ReportKind.six_monthly, ReportKind.annual)
-    if start is None and end is None:
-        if not periodic:
-            raise HTTPException(422, "from, to: both required")
-        assert kind is not None
-        start, end = reports_mod.default_period(kind, now)
-    elif start is None:
-        raise HTTPException(422, "from: required")
-    elif end is None:
-        if not periodic:
-            raise HTTPException(422, "to: required")
-        assert kind is not None
-        end = reports_mod.period_end(kind, start)
-    if end <= start:
-        raise HTTPException(422, "to: must be after from")
-    return start, end
-
-
 @router.get(
     "/kpis",
     response_model=Kpis,
@@ -505,9 +353,10 @@ async def get_kpis(
     ] = None,
     lang: Lang = Lang.en,
 ) -> Kpis:
-    prov = jurisdiction(p, province)
-    start, end = _period(start, end, None, now_of(request))
-    async with runtime_of(request).pool.acquire() as conn:
+    prov = _province(p, province)
+    rt = runtime_of(request)
+    start, end = _period(start, end, None, now_of(rt))
+    async with rt.pool.acquire() as conn:
         return await kpis_mod.compute(conn, prov, start, end, lang.value)
 
 
@@ -548,19 +397,20 @@ async def get_report(
     lang: Lang = Lang.vi,
     external: bool = False,
 ) -> Response:
-    # Any province may be asked for (aggregates only); outside the caller's own it is suppressed.
-    prov = province if province not in (None, "*") else (None if p.national else p.province)
-    if prov is None and not (p.national or Role.admin in p.roles):
-        raise HTTPException(403, "province: national reports need a national user")
-    now = now_of(request)
+    try:
+        prov = jur.report_province(p, province)
+    except jur.OutsideJurisdiction as exc:
+        raise HTTPException(403, str(exc)) from None
+    rt = runtime_of(request)
+    now = now_of(rt)
     start, end = _period(start, end, kind, now)
-    suppress = external or p.province != (prov or "*")
+    suppress = jur.report_leaves_jurisdiction(p, prov, external)
     if suppress:  # whole months only, so overlapping periods cannot be subtracted (see reports.py)
         try:
             reports_mod.check_disclosure_window(start, end)
         except reports_mod.DisclosureError as exc:
             raise HTTPException(422, str(exc)) from None
-    async with runtime_of(request).pool.acquire() as conn:
+    async with rt.pool.acquire() as conn:
         report = await reports_mod.build(conn, kind, prov, start, end, lang.value, now)
     return reports_mod.render(report, format, lang.value, suppress)
 
@@ -586,41 +436,7 @@ async def case_history(
 ) -> HistoryPage:
     # a province the case was transferred away from reads its history up to the transfer only
     until = read_until(p, _facts(await _readable_state(request, p, case_id)))
-    rt = runtime_of(request)
-    async with rt.pool.acquire() as conn:
-        rows, total = await repo.history(conn, case_id, limit, offset, until)
-    items = []
-    for r in rows:
-        view = readable_event(
-            rt.ring, r
-        )  # free text decrypted for this authorised reader, or "[erased]"
-        items.append(
-            HistoryEvent(
-                seq=r["seq"],
-                event_id=r["event_id"],
-                kind=r["kind"],
-                occurred_at=r["occurred_at"],
-                recorded_at=r["recorded_at"],
-                actor_user_id=r["actor_user_id"],
-                actor_agency=r["actor_agency"],
-                stage=r["stage"],
-                reason=view["reason"],
-                request_id=r["request_id"],
-                policy_version=r["policy_version"],
-                data=view["data"],
-                hash=r["hash"],
-                free_text_erased=view["free_text_erased"],
-            )
-        )
-    return HistoryPage(
-        case_id=case_id,
-        items=items,
-        limit=limit,
-        offset=offset,
-        total=total,
-        next_offset=offset + limit if offset + limit < total else None,
-        access_log=f"/access-log?case_id={case_id}",
-    )
+    return await history_page(runtime_of(request), case_id, limit, offset, until)
 
 
 @router.get(
@@ -642,26 +458,15 @@ async def case_as_of(
     if at.tzinfo is None:
         raise HTTPException(422, "at: needs a time zone (e.g. 2026-03-01T12:00:00+07:00)")
     until = read_until(p, _facts(await _readable_state(request, p, case_id)))
-    rt = runtime_of(request)
-    async with (
-        rt.pool.acquire() as conn
-    ):  # a province the case left sees it as it was when it left, at most
-        row = await repo.state_as_of(conn, case_id, min(at, until) if until is not None else at)
-    if row is None:
+    state = await state_as_of(runtime_of(request), case_id, at, until)
+    if state is None:
         raise HTTPException(404, f"at: the case had no events yet at {at.isoformat()}")
-    return AsOfState(
-        case_id=case_id,
-        at=at,
-        event_seq=row["seq"],
-        event_kind=row["kind"],
-        event_at=row["occurred_at"],
-        state=dict(readable_event(rt.ring, row)["state"]),
-    )
+    return state
 
 
 @router.get(
     "/audit/verify",
-    response_model=VerifyResult,
+    response_model=ChainVerification,
     summary="Check the keyed hash chain",
     description="With `case_id`: that case. Without: every case of the jurisdiction (`province`, default "
     "the caller's; national users all cases), `limit`/`offset` at a time. Each result names the "
@@ -680,30 +485,16 @@ async def audit_verify(
     province: ProvinceQ = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     offset: Offset = 0,
-) -> VerifyResult:
+) -> ChainVerification:
     rt = runtime_of(request)
     if case_id:
         await _readable_state(request, p, case_id)
         ids = [case_id]
     else:
         async with rt.pool.acquire() as conn:
-            ids = await repo.case_ids(conn, jurisdiction(p, province), limit, offset)
-    results = []
-    async with rt.pool.acquire() as conn:
-        for cid in ids:
-            results.append(
-                ChainCheck(**(await verify_case(conn, rt.ring, cid, rt.temporal)).as_dict())
-            )
-    broken = [r for r in results if not r.ok]
-    return VerifyResult(
-        checked=len(results),
-        ok=not broken,
-        broken=broken,
-        results=results,
-        limit=limit,
-        offset=offset,
-        next_offset=offset + limit if not case_id and len(ids) == limit else None,
-    )
+            ids = await repo.case_ids(conn, _province(p, province), limit, offset)
+    more = not case_id and len(ids) == limit
+    return await chain_verification(rt, ids, limit, offset, more=more)
 
 
 @router.get(

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from shared.api_models import Id, StorableText, Version
+from shared.api_models import Id, Page, StorableText, Version
 from shared.contract import Reason
 from shared.domain import AgencyRole, Stage
 
@@ -155,13 +155,11 @@ class HistoryEvent(_Out):
     )
 
 
-class HistoryPage(_Out):
+class HistoryPage(Page[HistoryEvent]):
+    model_config = ConfigDict(frozen=True)
+
     case_id: str
-    items: list[HistoryEvent]
-    limit: int
-    offset: int
     next_offset: int | None
-    total: int
     access_log: str = Field(
         description="who read this case's personal data is logged by intake: GET this path there"
     )
@@ -191,7 +189,9 @@ class ChainCheck(_Out):
     )
 
 
-class VerifyResult(_Out):
+# The hash-chain check of one case or of a page of the jurisdiction's cases. Named apart from the
+# contract's `VerifyResult` (the verification decision) so both keep plain schema names in OpenAPI.
+class ChainVerification(_Out):
     checked: int
     ok: bool
     broken: list[ChainCheck]

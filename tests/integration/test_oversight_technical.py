@@ -1,4 +1,4 @@
-"""Technically stuck cases as the supervisor's list reports them (services.oversight.api.technical_problems),
+"""Technically stuck cases as the supervisor's list reports them (services.oversight.diagnostics.technical_problems),
 on the real dev server: a workflow task that keeps failing (the situation after a bad deploy: the worker
 cannot run the case's code) and a case with no workflow at all."""
 
@@ -11,7 +11,7 @@ from temporalio import workflow
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from services.oversight.api import technical_problems
+from services.oversight.diagnostics import technical_problems
 
 
 @workflow.defn(name="BrokenOnPurpose")
