@@ -23,7 +23,7 @@ import asyncpg
 from shared.temporal import search_attribute_cli_flags
 
 DATABASE_NAME = "nrm"
-# SQLite durability for the dev server. WAL doubles starts/s on this machine (TEMPORAL.md §8).
+# SQLite durability for the dev server. WAL doubles starts/s on this machine (docs/reference/TEMPORAL.md §8).
 # synchronous=FULL fsyncs the WAL on every commit: a killed process *and* a power cut lose no
 # acknowledged transition. (NORMAL would survive a killed process but not a power cut.)
 SQLITE_PRAGMAS = ("journal_mode=wal", "synchronous=full")

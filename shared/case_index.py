@@ -1,4 +1,4 @@
-"""common.case_index: the per-case read model every people's screen reads (DESIGN.md "Data flow":
+"""common.case_index: the per-case read model every people's screen reads (docs/reference/DESIGN.md "Data flow":
 people's screens read PostgreSQL, operators read Temporal).
 
 One row per case, non-PII only (ids, codes, agencies, times). Written by two writers, both through this

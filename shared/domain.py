@@ -52,7 +52,9 @@ STAGE_ORDER: tuple[Stage, ...] = (
 
 
 class Channel(StrEnum):
-    """How the first report arrived (DOMAIN.md §1, seeds)."""
+    """How the first report arrived (the plans' channels: hotline, border handover, repatriation, ...)."""
+
+    # docs/reference/DOMAIN.md §1 and the seeds list these channels
 
     hotline_111 = "hotline_111"
     hotline_113 = "hotline_113"

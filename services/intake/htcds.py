@@ -3,9 +3,9 @@
 Usable by every service: `fields()` maps each HTCDS field name (`prs_Gender`, `vic_TypeOfExploitation`,
 ...) to its spec; `check(field, value)` raises `PicklistError` naming the field and the allowed values.
 
-Where the CSV comes from, first found wins: `NRM_HTCDS_FIELDS`, the copy shipped with the intake
-package (`services/intake/htcds_fields.csv`), then `../shared/standards/htcds/fields.csv` beside the
-repository. Multi-line picklist cells are parsed with the csv module.
+Where the CSV comes from: `NRM_HTCDS_FIELDS` if set, else the copy shipped with the intake package
+(`services/intake/htcds_fields.csv`, the same file as docs/reference/standards/htcds/fields.csv).
+Multi-line picklist cells are parsed with the csv module.
 
 National extensions (`NATIONAL`): values Vietnam needs that the standard's picklists lack, accepted beside the
 standard's values. Each names the standard value it exports as (`nearest`) and the details it may carry; an
@@ -25,7 +25,6 @@ from pathlib import Path
 from shared.config import REPO_ROOT
 
 PACKAGED_CSV = REPO_ROOT / "services" / "intake" / "htcds_fields.csv"
-STANDARD_CSV = REPO_ROOT.parent / "shared" / "standards" / "htcds" / "fields.csv"
 
 # Cells that describe a code standard instead of listing values.
 _ISO_LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z]{2})?$")
@@ -94,9 +93,7 @@ def csv_path() -> Path:
     env = os.environ.get("NRM_HTCDS_FIELDS")
     if env:
         return Path(env)
-    if PACKAGED_CSV.exists():
-        return PACKAGED_CSV
-    return STANDARD_CSV
+    return PACKAGED_CSV
 
 
 def parse(path: Path) -> dict[str, FieldSpec]:

@@ -1,4 +1,4 @@
-"""Idempotency keys are the caller's, scoped to (caller, operation, case) (DESIGN.md "Data flow").
+"""Idempotency keys are the caller's, scoped to (caller, operation, case) (docs/reference/DESIGN.md "Data flow").
 
 - No key: a new request, every time. Nothing is deduplicated by content.
 - Opening a case keeps its key on the case row (repository.open_case): per caller and opening endpoint.

@@ -54,7 +54,7 @@ class InboxItem(BaseModel):
     kind: str
     level: int
     stage: str
-    stage_label: str = Field(description="Vietnamese label (GLOSSARY.md)")
+    stage_label: str = Field(description="the stage's Vietnamese label, as on the console")
     due_at: datetime | None
     created_at: datetime
     read: bool

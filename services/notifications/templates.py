@@ -1,4 +1,4 @@
-"""Vietnamese and English messages. A message names the case by its id only: stage (GLOSSARY.md labels),
+"""Vietnamese and English messages. A message names the case by its id only: stage (docs/reference/GLOSSARY.md labels),
 deadline (dd/mm/yyyy HH:mm, Vietnam time), escalation level and a link to the console. The Notification a
 message is made from carries no personal data, and nothing else is read to write one."""
 

@@ -1,4 +1,4 @@
-"""Support entitlements by status: Law 53/2024 Art. 37 (Ch. V, Arts. 37–47), DOMAIN.md §3.
+"""Support entitlements by status: Law 53/2024 Art. 37 (Ch. V, Arts. 37–47), docs/reference/DOMAIN.md §3.
 
 ONE declarative table (`TABLE`): rows are support types a–k, columns are the person's status.
 Everything else here derives from it. Amounts are set by decree (Art. 37(5)) and are not encoded."""

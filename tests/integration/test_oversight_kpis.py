@@ -1,4 +1,4 @@
-"""KPIs (DOMAIN.md §5, formulas in services/oversight/kpis.yaml) against hand-computed figures, and the
+"""KPIs (docs/reference/DOMAIN.md §5, formulas in services/oversight/kpis.yaml) against hand-computed figures, and the
 steering-committee reports with small-cell suppression."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Issue 15 item 6: reports the steering committee can read. On a built data set (four cases in Hà Nội),
 hand-computed figures: support by type, age groups (under 16 / 16-17 / 18 and over; "trẻ em" only for under
-16), identified victims, communes by name, the province by name, every key with its GLOSSARY.md label, dates
+16), identified victims, communes by name, the province by name, every key with its GLOSSARY label, dates
 dd/mm/yyyy with the last day included; the same report as HTML, CSV and PDF, in Vietnamese and English."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The Art. 37 entitlements table (DOMAIN.md §3) and the status derivation."""
+"""The Art. 37 entitlements table (docs/reference/DOMAIN.md §3) and the status derivation."""
 
 from __future__ import annotations
 

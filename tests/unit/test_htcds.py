@@ -50,11 +50,9 @@ def test_check_values() -> None:
 
 def test_csv_location(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert htcds.csv_path() == htcds.PACKAGED_CSV
-    # the bundled copy is the standard itself, whenever the handbook sits beside the repository (CI)
-    assert (
-        not htcds.STANDARD_CSV.exists()
-        or htcds.PACKAGED_CSV.read_bytes() == htcds.STANDARD_CSV.read_bytes()
-    )
+    # the bundled copy is the standard itself (the reference copy in docs/)
+    standard = htcds.REPO_ROOT / "docs" / "reference" / "standards" / "htcds" / "fields.csv"
+    assert htcds.PACKAGED_CSV.read_bytes() == standard.read_bytes()
     small = tmp_path / "f.csv"
     small.write_text(
         "Section,Status,Core,Field Name including Prefix,Field Type,Value Names (if picklist),Description\n"
