@@ -49,6 +49,11 @@ class EscalationPolicy(_Model):
     def level_offsets(self) -> tuple[timedelta, timedelta, timedelta]:
         return (self.level_1_after, self.level_2_after, self.level_3_after)
 
+    @property
+    def top_level(self) -> int:
+        """The highest escalation level (the steering committee): the ladder's length, 3."""
+        return len(self.level_offsets())
+
 
 class HandoffPolicy(_Model):
     accept_within: timedelta

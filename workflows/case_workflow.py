@@ -7,7 +7,13 @@
   an Update answers in milliseconds and the audit write is retried durably until it lands.
 - Deadlines, reminders, escalations, handoff acceptance and follow-ups are durable timers derived
   from state (no polling): the loop sleeps until the next instant, or until an Update changes state.
-- No personal data: ids and non-identifying facts only (shared/contract.py)."""
+- No personal data: ids and non-identifying facts only (shared/contract.py).
+
+What lives where: the state machine (which decision is valid in which stage, what follows it) and the
+case's state (`CaseData`, declared once) are in workflows/transitions.py; what is due when (deadlines,
+reminders, escalations and who hears of them) in workflows/deadlines.py. Both are pure; this module applies
+what they say and owns everything Temporal: the policy's local activity, the wake timer, the audit
+outbox, the search attributes, continue-as-new and the patches that keep recorded histories replaying."""
 
 from __future__ import annotations
 
@@ -37,41 +43,31 @@ with workflow.unsafe.imports_passed_through():
         CaseInput,
         CaseState,
         Claim,
-        Classification,
         Command,
         ConsentPurpose,
-        Deadline,
         Decide,
         EndCase,
         Escalate,
         ExtendDeadline,
-        FollowUp,
         Handoff,
         HandoffKind,
         HandoffState,
-        IdentifyDecision,
         JurisdictionSpell,
         Notification,
-        ProtectDecision,
-        ReceiveDecision,
         RecordBatch,
         RecordConsent,
         RecordFollowUp,
         RecordService,
-        ReintegrateDecision,
         Reopen,
         RequestHandoff,
-        RescueDecision,
         RespondHandoff,
         RevokeHandoff,
         StageOwnerCommand,
         StageRecord,
-        VerifyDecision,
-        VerifyResult,
         consent_key,
     )
-    from shared.domain import AgencyRole, CaseStatus, Outcome, Role, Stage, TraffickingStatus
-    from shared.policy import CasePolicy, PolicyRequest, add_months, add_period
+    from shared.domain import AgencyRole, CaseStatus, Outcome, Role, Stage
+    from shared.policy import CasePolicy, PolicyRequest
     from shared.temporal import (
         ASSIGNEE,
         CASE_CATEGORY,
@@ -83,6 +79,8 @@ with workflow.unsafe.imports_passed_through():
         OWNER_AGENCY,
         PENDING_HANDOFF_TO,
     )
+    from workflows import deadlines, transitions
+    from workflows.transitions import CaseData, Closure, DecisionContext, Refusal
 
 SYSTEM_USER = "system"
 # Patch ids (workflow.patched): each guards a change in the commands this workflow issues, so histories
@@ -95,7 +93,6 @@ KEEP_WAKE_TIMER = "keep-wake-timer-issue-13"
 # issue 18: a transfer to another province resolves the receiving province's policy (local activity) at
 # acceptance; transferred_jurisdiction (end_case) is for a case leaving the country's system only
 PROVINCE_TRANSFER = "province-transfer-issue-18"
-CLOSED_STATUSES = (CaseStatus.Closed, CaseStatus.ClosedReferred)
 ACTIVITY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -113,6 +110,12 @@ def _conflict(msg: str) -> ApplicationError:
 
 def _invalid(msg: str) -> ApplicationError:
     return ApplicationError(msg, type="invalid", non_retryable=True)
+
+
+def _refuse(refusal: Refusal | None) -> None:
+    """Fail the Update with the refusal a transitions.check_* returned, if any."""
+    if refusal is not None:
+        raise ApplicationError(refusal.message, type=refusal.kind, non_retryable=True)
 
 
 def _could_act_before_issue_10(p: Any, facts: CaseAccessFacts) -> bool:
@@ -134,72 +137,23 @@ def _province_pair(h: Handoff) -> dict[str, Any]:
     )
 
 
-def _handoff_escalation_recipients(h: Handoff, level: int) -> list[str]:
-    """Who hears that a handoff is still unanswered. Within a province: the invited agency and the
-    supervisor, then the agency head, then the steering committee. A transfer to another province escalates
-    on both sides: the receiving province's invited agency and supervisor with the sending supervisor, then
-    both provinces' agency heads, then both provinces' steering committees."""
-    if not h.crosses_province:
-        return (
-            [h.to_agency.value, "supervisor"]
-            if level == 1
-            else ["agency_head"]
-            if level == 2
-            else ["steering_committee"]
-        )
-    to, frm = h.to_province, h.from_province
-    if level == 1:
-        return [f"{h.to_agency.value}@{to}", f"supervisor@{to}", f"supervisor@{frm}"]
-    role = "agency_head" if level == 2 else "steering_committee"
-    return [f"{role}@{to}", f"{role}@{frm}"]
-
-
 @workflow.defn(name="CaseWorkflow")
 class CaseWorkflow:
     @workflow.init
     def __init__(self, inp: CaseInput) -> None:
         self.facts: CaseFacts = inp.facts
-        self.policy: CasePolicy | None = inp.policy
+        self._policy: CasePolicy | None = inp.policy  # None until run resolves it: see `policy`
         self.oversight_queue = inp.oversight_task_queue
         self.history_limit = inp.history_limit
         self.max_updates_per_run = inp.max_updates_per_run
         self._updates_this_run = 0
-        c = inp.carried
         now = workflow.now()
-        self.version = c.version if c else 0
-        self.stage: Stage = c.stage if c else Stage.receive
-        self.status: CaseStatus = c.status if c else CaseStatus.Active
-        self.outcome: Outcome | None = c.outcome if c else None
-        self.owner: AgencyRole = c.owner_agency if c else inp.facts.opened_by.agency
-        self.province: str = c.province if c else inp.facts.province
-        self.participants: list[AgencyRole] = list(c.participants) if c else []
-        self.assignee: str | None = c.assignee if c else None
-        self.deadline: Deadline | None = c.deadline if c else None
-        self.escalation_level = c.escalation_level if c else 0
-        self.trafficking_status = (
-            c.trafficking_status if c else TraffickingStatus.PossibleVictimOfTrafficking
+        self._carried = inp.carried is not None
+        self.case: CaseData = (
+            CaseData.carried(inp.carried, now)
+            if inp.carried is not None
+            else CaseData.opening(inp.facts, now)
         )
-        self.handoffs: list[Handoff] = list(c.handoffs) if c else []
-        self.consents: dict[str, bool] = dict(c.consents) if c else {}
-        self.stages: list[StageRecord] = list(c.stages) if c else []
-        self.follow_ups: list[FollowUp] = list(c.follow_ups) if c else []
-        self.services_delivered = c.services_delivered if c else 0
-        self.reflection_until: datetime | None = c.reflection_until if c else None
-        # provinces that held the case (issue 18); a state carried from earlier code starts the list here
-        self.jurisdictions: list[JurisdictionSpell] = (
-            list(c.jurisdictions)
-            if c and c.jurisdictions
-            else [
-                JurisdictionSpell(
-                    province=self.province, since=(c.opened_at or now) if c else inp.facts.opened_at
-                )
-            ]
-        )
-        self.seq = c.last_event_seq if c else 0
-        self.opened_at: datetime = (c.opened_at or now) if c else inp.facts.opened_at
-        self.closed_at: datetime | None = c.closed_at if c else None
-        self.updated_at: datetime = c.updated_at if c else now
-        self._carried = c is not None
         self._pending_events: list[CaseEvent] = []
         self._pending_notifications: list[Notification] = []
         self._changed = False
@@ -214,21 +168,19 @@ class CaseWorkflow:
         self._applied_update_ids: list[str] = list(inp.applied_update_ids)
         self._carried_update_ids: frozenset[str] = frozenset(inp.applied_update_ids)
 
+    @property
+    def policy(self) -> CasePolicy:
+        """The case's policy: given in CaseInput (intake, continue-as-new) or resolved by the first step of
+        `run`. Every handler waits for it (`_opened`); only a validator or the query may run before."""
+        if self._policy is None:
+            raise RuntimeError("the case's policy is not resolved yet")
+        return self._policy
+
     # ---- main loop ------------------------------------------------------------------------
     @workflow.run
     async def run(self, inp: CaseInput) -> CaseState:
-        if self.policy is None:
-            self.policy = await workflow.execute_local_activity(
-                "resolve_case_policy",
-                PolicyRequest(
-                    province=self.facts.province,
-                    categories=self.facts.categories,
-                    channel=self.facts.channel,
-                    opener=self.facts.opened_by.agency,
-                ),
-                result_type=CasePolicy,
-                start_to_close_timeout=timedelta(seconds=10),
-            )
+        if self._policy is None:
+            self._policy = await self._resolve_policy(self.facts.province)
         if not self._carried:
             self._enter_stage(Stage.receive, self.facts.opened_at)
             self._record(
@@ -240,7 +192,7 @@ class CaseWorkflow:
                 data={
                     "channel": self.facts.channel.value,
                     "categories": self.facts.categories,
-                    "owner_agency": self.owner.value,
+                    "owner_agency": self.case.owner_agency.value,
                 },
             )
             if inp.initial_decision is not None:
@@ -269,7 +221,7 @@ class CaseWorkflow:
                         applied_update_ids=applied,
                     )
                 )
-            await self._sleep_until(self._next_wake())
+            await self._sleep_until(deadlines.next_wake(self.policy, self.case))
         await workflow.wait_condition(workflow.all_handlers_finished)
         await self._flush()
         await workflow.execute_activity(
@@ -280,6 +232,21 @@ class CaseWorkflow:
             retry_policy=ACTIVITY_RETRY,
         )
         return self._snapshot()
+
+    async def _resolve_policy(self, province: str) -> CasePolicy:
+        """The policy in force for this case in `province` (a local activity: the policy file is I/O)."""
+        policy: CasePolicy = await workflow.execute_local_activity(
+            "resolve_case_policy",
+            PolicyRequest(
+                province=province,
+                categories=self.facts.categories,
+                channel=self.facts.channel,
+                opener=self.facts.opened_by.agency,
+            ),
+            result_type=CasePolicy,
+            start_to_close_timeout=timedelta(seconds=10),
+        )
+        return policy
 
     async def _apply_initial_decision(self, cmd: Decide) -> None:
         """The receive decision taken at handover (CaseInput.initial_decision), applied in the first workflow
@@ -301,12 +268,9 @@ class CaseWorkflow:
             )
 
     def _finished(self) -> bool:
-        assert self.policy is not None
-        return (
-            self.status in CLOSED_STATUSES
-            and self.closed_at is not None
-            and workflow.now() >= self.closed_at + self.policy.reopen_window
-        )
+        """The case is closed and its reopen window has passed."""
+        end = deadlines.run_ends_at(self.policy, self.case)
+        return end is not None and workflow.now() >= end
 
     def _should_continue_as_new(self) -> bool:
         info = workflow.info()
@@ -372,97 +336,41 @@ class CaseWorkflow:
     def _woken(self) -> None:
         self._wake_fired = True
 
-    def _escalation_instants(self, due: datetime) -> list[datetime]:
-        assert self.policy is not None
-        return [due + off for off in self.policy.escalation.level_offsets()]
-
-    def _next_wake(self) -> datetime | None:
-        assert self.policy is not None
-        instants: list[datetime] = []
-        if self.status not in CLOSED_STATUSES and self.deadline is not None:
-            if self.deadline.reminder_at and not self.deadline.reminder_sent:
-                instants.append(self.deadline.reminder_at)
-            if self.escalation_level < 3:
-                instants.append(
-                    self._escalation_instants(self.deadline.due_at)[self.escalation_level]
-                )
-        for h in self.handoffs:
-            if h.state == HandoffState.requested and h.escalation_level < 3:
-                instants.append(self._escalation_instants(h.accept_by)[h.escalation_level])
-        for f in self.follow_ups:
-            if not f.notified and f.outcome is None and self.status not in CLOSED_STATUSES:
-                instants.append(f.due_at)
-        if self.status in CLOSED_STATUSES and self.closed_at is not None:
-            instants.append(self.closed_at + self.policy.reopen_window)
-        return min(instants) if instants else None
-
     def _fire_due_timers(self) -> None:
-        assert self.policy is not None
-        now = workflow.now()
-        if self.status not in CLOSED_STATUSES and self.deadline is not None:
-            d = self.deadline
-            if d.reminder_at and not d.reminder_sent and now >= d.reminder_at:
-                self.deadline = d.model_copy(update={"reminder_sent": True})
-                self._notify("reminder", 0, ["assignee", self.owner.value], due_at=d.due_at)
-                self._record_system("deadline_reminder", {"due_at": d.due_at.isoformat()})
-            while (
-                self.escalation_level < 3
-                and now >= self._escalation_instants(d.due_at)[self.escalation_level]
-            ):
-                self.escalation_level += 1
-                recipients = {
-                    1: ["assignee", "supervisor"],
-                    2: ["agency_head"],
-                    3: ["steering_committee"],
+        """Apply, in order, what is due now (deadlines.due): each changes the state, notifies and records."""
+        for item in deadlines.due(self.policy, self.case, workflow.now()):
+            kind, data = self._apply_due(item)
+            self._notify(item.kind, item.level, item.recipients, due_at=item.due_at)
+            self._record_system(kind, data)
+
+    def _apply_due(self, item: deadlines.Due) -> tuple[str, dict[str, Any]]:
+        """The state change of one due item; returns the kind and data of the event it records."""
+        c = self.case
+        match item:
+            case deadlines.Reminder():
+                if c.deadline is not None:
+                    c.deadline = c.deadline.model_copy(update={"reminder_sent": True})
+                return "deadline_reminder", {"due_at": item.due_at.isoformat()}
+            case deadlines.Escalation():
+                c.escalation_level = item.level
+                return "deadline_escalated", {
+                    "level": item.level,
+                    "due_at": item.due_at.isoformat(),
+                    "deadline_source": item.source,
                 }
-                self._notify(
-                    "escalation",
-                    self.escalation_level,
-                    recipients[self.escalation_level],
-                    due_at=d.due_at,
-                )
-                self._record_system(
-                    "deadline_escalated",
-                    {
-                        "level": self.escalation_level,
-                        "due_at": d.due_at.isoformat(),
-                        "deadline_source": d.source,
-                    },
-                )
-        for i, h in enumerate(self.handoffs):
-            level = h.escalation_level
-            while (
-                h.state == HandoffState.requested
-                and level < 3
-                and now >= self._escalation_instants(h.accept_by)[level]
-            ):
-                level += 1
-                self.handoffs[i] = h = h.model_copy(update={"escalation_level": level})
-                self._notify(
-                    "handoff_escalation",
-                    level,
-                    _handoff_escalation_recipients(h, level),
-                    due_at=h.accept_by,
-                )
-                self._record_system(
-                    "handoff_escalated",
-                    {
-                        "handoff_id": h.handoff_id,
-                        "level": level,
-                        "to_agency": h.to_agency.value,
-                        **_province_pair(h),
-                    },
-                )
-        for i, f in enumerate(self.follow_ups):
-            if (
-                not f.notified
-                and f.outcome is None
-                and now >= f.due_at
-                and self.status not in CLOSED_STATUSES
-            ):
-                self.follow_ups[i] = f.model_copy(update={"notified": True})
-                self._notify("follow_up_due", 0, [self.owner.value, "assignee"], due_at=f.due_at)
-                self._record_system("follow_up_due", {"follow_up_id": f.follow_up_id})
+            case deadlines.HandoffEscalation():
+                h = c.handoffs[item.index].model_copy(update={"escalation_level": item.level})
+                c.handoffs[item.index] = h
+                return "handoff_escalated", {
+                    "handoff_id": h.handoff_id,
+                    "level": item.level,
+                    "to_agency": h.to_agency.value,
+                    **_province_pair(h),
+                }
+            case deadlines.FollowUpDue():
+                f = c.follow_ups[item.index]
+                c.follow_ups[item.index] = f.model_copy(update={"notified": True})
+                return "follow_up_due", {"follow_up_id": f.follow_up_id}
 
     def _record_system(self, kind: str, data: dict[str, Any]) -> None:
         self._touch()
@@ -470,76 +378,28 @@ class CaseWorkflow:
 
     # ---- state helpers --------------------------------------------------------------------
     def _touch(self) -> None:
-        self.version += 1
-        self.updated_at = workflow.now()
+        self.case.version += 1
+        self.case.updated_at = workflow.now()
         self._changed = True
         self._upsert_search_attributes()
 
-    def _deadline_for(self, stage: Stage, start: datetime) -> Deadline:
-        assert self.policy is not None
-        rule = self.policy.deadlines[stage]
-        p = self.policy
-        due = add_period(start, rule.duration, rule.days, p.holidays, p.timezone_offset_hours)
-        reminder = due - (due - start) * p.escalation.reminder_before_fraction
-        return Deadline(
-            due_at=due,
-            source=f"{p.version}:{rule.id} — {rule.source}",
-            reminder_at=reminder,
-            stage=stage,
-        )
-
     def _enter_stage(self, stage: Stage, at: datetime) -> None:
-        assert self.policy is not None
-        self.stage = stage
-        self.assignee = None
-        self.escalation_level = 0
-        if stage == Stage.closed:
-            self.deadline = None
-            return
+        """Enter an open stage: its owner (from the policy) takes the case, the previous owner stays as a
+        participant; its deadline starts; reintegration schedules its follow-ups."""
+        c = self.case
+        c.stage, c.assignee, c.escalation_level = stage, None, 0
         owner = self.policy.owners[stage]
-        if owner != self.owner:
-            if self.owner not in self.participants:
-                self.participants.append(self.owner)
-            self.owner = owner
-        self.deadline = self._deadline_for(stage, at)
-        self.stages.append(StageRecord(stage=stage, entered_at=at, owner_agency=self.owner))
+        if owner != c.owner_agency:
+            if c.owner_agency not in c.participants:
+                c.participants.append(c.owner_agency)
+            c.owner_agency = owner
+        c.deadline = deadlines.deadline_for(self.policy, stage, at)
+        c.stages.append(StageRecord(stage=stage, entered_at=at, owner_agency=c.owner_agency))
         if stage == Stage.reintegrate:
-            base = at
-            self.follow_ups = [
-                FollowUp(follow_up_id=f"fu-{m}m", due_at=add_months(base, m))
-                for m in self.policy.reintegration.follow_up_months
-            ]
+            c.follow_ups = deadlines.follow_ups_from(self.policy, at)
 
-    def _close(self, outcome: Outcome, status: CaseStatus) -> None:
-        now = workflow.now()
-        self.outcome = outcome
-        self.status = status
-        self.closed_at = now
-        for i, h in enumerate(self.handoffs):
-            if h.state == HandoffState.accepted:
-                self.handoffs[i] = h.model_copy(update={"state": HandoffState.done})
-            elif h.state == HandoffState.requested:
-                self.handoffs[i] = h.model_copy(
-                    update={
-                        "state": HandoffState.revoked,
-                        "responded_at": now,
-                        "reason": "case closed",
-                    }
-                )
-        self._enter_stage(Stage.closed, now)
-
-    def _finish_stage_record(self, actor_id: str, decision: Any, skipped: bool = False) -> None:
-        for i in range(len(self.stages) - 1, -1, -1):
-            if self.stages[i].stage == self.stage and self.stages[i].decided_at is None:
-                self.stages[i] = self.stages[i].model_copy(
-                    update={
-                        "decided_at": workflow.now(),
-                        "decided_by": actor_id,
-                        "decision": decision,
-                        "skipped": skipped,
-                    }
-                )
-                return
+    def _close(self, closure: Closure) -> None:
+        transitions.close(self.case, closure, workflow.now())
 
     def _record(
         self,
@@ -551,19 +411,19 @@ class CaseWorkflow:
         request_id: str | None = None,
         data: dict[str, Any] | None = None,
     ) -> None:
-        assert self.policy is not None
-        self.seq += 1
+        self.case.last_event_seq += 1
+        seq = self.case.last_event_seq
         snapshot = self._snapshot()
         self._pending_events.append(
             CaseEvent(
-                event_id=f"{self.facts.case_id}:{self.seq}",
+                event_id=f"{self.facts.case_id}:{seq}",
                 case_id=self.facts.case_id,
-                seq=self.seq,
+                seq=seq,
                 occurred_at=workflow.now(),
                 kind=kind,
                 actor_user_id=actor_id,
                 actor_agency=agency,
-                stage=self.stage,
+                stage=self.case.stage,
                 reason=reason,
                 request_id=request_id,
                 policy_version=self.policy.version,
@@ -604,30 +464,31 @@ class CaseWorkflow:
     ) -> None:
         self._pending_notifications.append(
             Notification(
-                notification_id=f"{self.facts.case_id}:n{self.seq + 1}:{kind}:{level}",
+                notification_id=f"{self.facts.case_id}:n{self.case.last_event_seq + 1}:{kind}:{level}",
                 case_id=self.facts.case_id,
                 kind=kind,
                 level=level,
                 recipients=recipients,
-                stage=self.stage,
+                stage=self.case.stage,
                 due_at=due_at,
                 created_at=workflow.now(),
             )
         )
 
     def _upsert_search_attributes(self) -> None:
+        c = self.case
         values: dict[str, Any] = {
-            "stage": self.stage.value,
-            "owner": self.owner.value,
-            "province": self.province,
-            "deadline": self.deadline.due_at if self.deadline else None,
-            "level": self.escalation_level,
+            "stage": c.stage.value,
+            "owner": c.owner_agency.value,
+            "province": c.province,
+            "deadline": c.deadline.due_at if c.deadline else None,
+            "level": c.escalation_level,
             "categories": self.facts.categories,
-            "status": self.status.value,
+            "status": c.status.value,
             "pending": sorted(
-                {h.to_agency.value for h in self.handoffs if h.state == HandoffState.requested}
+                {h.to_agency.value for h in c.handoffs if h.state == HandoffState.requested}
             ),
-            "assignee": self.assignee,
+            "assignee": c.assignee,
         }
         if values == self._last_search_attributes:
             return
@@ -652,32 +513,8 @@ class CaseWorkflow:
         workflow.upsert_search_attributes(updates)
 
     def _snapshot(self) -> CaseState:
-        return CaseState(
-            case_id=self.facts.case_id,
-            version=self.version,
-            stage=self.stage,
-            status=self.status,
-            outcome=self.outcome,
-            facts=self.facts,
-            owner_agency=self.owner,
-            province=self.province,
-            participants=list(self.participants),
-            assignee=self.assignee,
-            deadline=self.deadline,
-            escalation_level=self.escalation_level,
-            trafficking_status=self.trafficking_status,
-            handoffs=list(self.handoffs),
-            consents=dict(self.consents),
-            stages=list(self.stages),
-            follow_ups=list(self.follow_ups),
-            services_delivered=self.services_delivered,
-            reflection_until=self.reflection_until,
-            jurisdictions=list(self.jurisdictions),
-            policy_version=self.policy.version if self.policy else "pending",
-            last_event_seq=self.seq,
-            opened_at=self.opened_at,
-            closed_at=self.closed_at,
-            updated_at=self.updated_at,
+        return self.case.snapshot(
+            self.facts, self._policy.version if self._policy is not None else "pending"
         )
 
     # ---- validation shared by validators and handlers -------------------------------------
@@ -702,11 +539,11 @@ class CaseWorkflow:
         if answering is not None and strict:
             # the invitee is not a participant yet: it may answer this handoff, and nothing else
             if not can_respond_to_handoff(
-                a, facts, answering.to_agency, answering.to_province or self.province
+                a, facts, answering.to_agency, answering.to_province or self.case.province
             ):
                 raise _forbidden(
                     f"only {answering.to_agency.value} in province "
-                    f"{answering.to_province or self.province} answers handoff {answering.handoff_id}"
+                    f"{answering.to_province or self.case.province} answers handoff {answering.handoff_id}"
                 )
         elif not (can_act_on_case(a, facts) if strict else _could_act_before_issue_10(a, facts)):
             if strict and (
@@ -722,32 +559,32 @@ class CaseWorkflow:
             if strict and any(a.province == f.province for f in facts.former):
                 raise _forbidden(
                     f"the case was transferred from province {a.province} to province "
-                    f"{self.province}: province {a.province} reads what it did, and no longer acts"
+                    f"{self.case.province}: province {a.province} reads what it did, and no longer acts"
                 )
             raise _forbidden(
                 f"agency {a.agency.value} in province {a.province} may not act on this case"
             )
         if supervisor and not a.has(Role.supervisor):
             raise _forbidden("this action needs a supervisor")
-        if not allow_closed and self.status in CLOSED_STATUSES:
+        if not allow_closed and self.case.closed:
             raise _conflict(
-                f"the case is closed ({self.outcome.value if self.outcome else 'closed'})"
+                f"the case is closed ({self.case.outcome.value if self.case.outcome else 'closed'})"
             )
-        if stage_owner and not acts_as_stage_owner(a, self.owner):
+        if stage_owner and not acts_as_stage_owner(a, self.case.owner_agency):
             if not a.has(Role.supervisor):
                 raise _forbidden(
-                    f"stage {self.stage.value} is owned by {self.owner.value}, not {a.agency.value}"
+                    f"stage {self.case.stage.value} is owned by {self.case.owner_agency.value}, not {a.agency.value}"
                 )
             if strict and not (isinstance(cmd, StageOwnerCommand) and cmd.override_reason):
                 raise _forbidden(
-                    f"stage {self.stage.value} is owned by {self.owner.value}: a supervisor of "
+                    f"stage {self.case.stage.value} is owned by {self.case.owner_agency.value}: a supervisor of "
                     f"{a.agency.value} acts on it only as an override, with override_reason "
                     "(recorded in the audit log)"
                 )
         # last: who may act is decided before anything about the case (its version) is told
-        if cmd.expected_version is not None and cmd.expected_version != self.version:
+        if cmd.expected_version is not None and cmd.expected_version != self.case.version:
             raise ApplicationError(
-                f"stale: the case is at version {self.version}, the request expected {cmd.expected_version}",
+                f"stale: the case is at version {self.case.version}, the request expected {cmd.expected_version}",
                 type="stale",
                 non_retryable=True,
             )
@@ -760,11 +597,11 @@ class CaseWorkflow:
     def _override(self, cmd: StageOwnerCommand) -> dict[str, str] | None:
         """The override a stage-owner command makes (a supervisor acting on another agency's stage), as the
         audit event records it; call it after validation and before the state changes."""
-        if cmd.override_reason and not acts_as_stage_owner(cmd.actor, self.owner):
+        if cmd.override_reason and not acts_as_stage_owner(cmd.actor, self.case.owner_agency):
             return {
                 "by_agency": cmd.actor.agency.value,
-                "owner_agency": self.owner.value,
-                "stage": self.stage.value,
+                "owner_agency": self.case.owner_agency.value,
+                "stage": self.case.stage.value,
                 "reason": cmd.override_reason,
             }
         return None
@@ -779,7 +616,7 @@ class CaseWorkflow:
     async def _opened(self) -> None:
         """An Update that arrives right after the start waits for the policy (resolved by the first
         workflow task's local activity) instead of being refused; no history when already resolved."""
-        await workflow.wait_condition(lambda: self.policy is not None)
+        await workflow.wait_condition(lambda: self._policy is not None)
 
     @workflow.query
     def state(self) -> CaseState:
@@ -792,7 +629,7 @@ class CaseWorkflow:
             return self._snapshot()
         self._validate_claim(cmd)
         override = self._override(cmd)
-        self.assignee = cmd.actor.user_id
+        self.case.assignee = cmd.actor.user_id
         self._record_action(
             "stage_claimed", cmd, data={"assignee": cmd.actor.user_id}, override=override
         )
@@ -803,9 +640,9 @@ class CaseWorkflow:
         if self._already_applied():
             return
         self._check(cmd, stage_owner=True)
-        if self.assignee and self.assignee != cmd.actor.user_id:
+        if self.case.assignee and self.case.assignee != cmd.actor.user_id:
             raise _conflict(
-                f"stage {self.stage.value} is already claimed; a supervisor can reassign it"
+                f"stage {self.case.stage.value} is already claimed; a supervisor can reassign it"
             )
 
     @workflow.update
@@ -815,7 +652,7 @@ class CaseWorkflow:
             return self._snapshot()
         self._validate_assign(cmd)
         override = self._override(cmd)
-        self.assignee = cmd.assignee_user_id
+        self.case.assignee = cmd.assignee_user_id
         self._record_action(
             "stage_assigned", cmd, data={"assignee": cmd.assignee_user_id}, override=override
         )
@@ -838,60 +675,29 @@ class CaseWorkflow:
         override = self._override(cmd)
         d = cmd.decision
         now = workflow.now()
-        data: dict[str, Any] = {"decision": d.model_dump(mode="json")}
-        assert self.policy is not None
-        if isinstance(d, ReceiveDecision):
-            self._finish_stage_record(cmd.actor.user_id, d)
-            if d.classification == Classification.trafficking_suspected:
-                self._enter_stage(Stage.verify, now)
-            else:
-                self._close(
-                    Outcome.not_relevant,
-                    CaseStatus.ClosedReferred
-                    if d.classification == Classification.other_crime
-                    else CaseStatus.Closed,
-                )
-        elif isinstance(d, VerifyDecision):
-            self._finish_stage_record(cmd.actor.user_id, d)
-            if d.result == VerifyResult.unfounded:
-                self._close(Outcome.unfounded, CaseStatus.Closed)
-            else:
-                if self.policy.reflection_period.enabled:
-                    self.reflection_until = now + timedelta(days=self.policy.reflection_period.days)
-                    data["reflection_until"] = self.reflection_until.isoformat()
-                self._enter_stage(Stage.identify, now)
-        elif isinstance(d, IdentifyDecision):
-            self.trafficking_status = d.status
-            if d.status == TraffickingStatus.PossibleVictimOfTrafficking:
-                data["interim"] = (
-                    True  # identification goes on; the suspected victim keeps their rights
-                )
-            else:
-                self._finish_stage_record(cmd.actor.user_id, d)
-                if d.status == TraffickingStatus.NotAVictimOfTrafficking:
-                    self._close(
-                        Outcome.not_a_victim,
-                        CaseStatus.ClosedReferred if d.referred_elsewhere else CaseStatus.Closed,
-                    )
-                elif self.facts.already_safe:
-                    self._enter_stage(Stage.rescue, now)
-                    self._finish_stage_record(SYSTEM_USER, None, skipped=True)
-                    self._enter_stage(Stage.protect, now)
-                    data["rescue_skipped"] = True
-                else:
-                    self._enter_stage(Stage.rescue, now)
-        elif isinstance(d, RescueDecision):
-            if d.needed and d.outcome != "rescued":
-                data["interim"] = True  # the operation goes on
-            else:
-                self._finish_stage_record(cmd.actor.user_id, d, skipped=not d.needed)
-                self._enter_stage(Stage.protect, now)
-        elif isinstance(d, ProtectDecision):
-            self._finish_stage_record(cmd.actor.user_id, d)
-            self._enter_stage(Stage.reintegrate, now)
-        elif isinstance(d, ReintegrateDecision):
-            self._finish_stage_record(cmd.actor.user_id, d)
-            self._close(Outcome.reintegrated, d.cas_status)
+        t = transitions.decide(
+            d,
+            DecisionContext(
+                already_safe=self.facts.already_safe,
+                reflection=self.policy.reflection_period,
+                now=now,
+            ),
+        )
+        c = self.case
+        if t.trafficking_status is not None:
+            c.trafficking_status = t.trafficking_status
+        if t.reflection_until is not None:
+            c.reflection_until = t.reflection_until
+        if t.finish:
+            transitions.finish_stage(c, cmd.actor.user_id, d, now, skipped=t.skipped)
+        for passed in t.enter[:-1]:  # entered and left at once, recorded as skipped by the system
+            self._enter_stage(passed, now)
+            transitions.finish_stage(c, SYSTEM_USER, None, now, skipped=True)
+        if t.enter:
+            self._enter_stage(t.enter[-1], now)
+        if t.close is not None:
+            self._close(t.close)
+        data: dict[str, Any] = {"decision": d.model_dump(mode="json"), **t.data}
         self._record_action(
             "stage_decided", cmd, reason=cmd.justification, data=data, override=override
         )
@@ -902,37 +708,7 @@ class CaseWorkflow:
         if self._already_applied():
             return
         self._check(cmd, stage_owner=True)
-        d = cmd.decision
-        if d.stage != self.stage:
-            raise _conflict(f"the case is in stage {self.stage.value}, not {d.stage.value}")
-        if (
-            isinstance(d, IdentifyDecision)
-            and d.status != TraffickingStatus.PossibleVictimOfTrafficking
-            and not d.evidence
-        ):
-            raise _invalid(
-                "an identification decision needs at least one evidence item (Law 53/2024 Art. 32)"
-            )
-        if isinstance(d, RescueDecision) and d.needed and d.outcome is None:
-            raise _invalid("a needed rescue records the operation outcome")
-        if isinstance(d, ProtectDecision):
-            if d.declined and not d.refusal_document_ref:
-                raise _invalid(
-                    "declined protection needs the person's written refusal (refusal_document_ref)"
-                )
-            if not d.declined and not d.measures:
-                raise _invalid(
-                    "protection needs at least one measure, or declined with a written refusal"
-                )
-        if isinstance(d, ReintegrateDecision):
-            pending = [f.follow_up_id for f in self.follow_ups if f.outcome is None]
-            if pending:
-                raise _conflict(f"follow-ups still pending: {', '.join(pending)}")
-            assert self.policy is not None
-            if self.reflection_until and workflow.now() < self.reflection_until:
-                raise _conflict(
-                    f"reflection and recovery period runs until {self.reflection_until.isoformat()}"
-                )
+        _refuse(transitions.check_decision(self.case, cmd.decision, workflow.now()))
 
     @workflow.update
     async def add_note(self, cmd: AddNote) -> CaseState:
@@ -962,18 +738,18 @@ class CaseWorkflow:
             return self._snapshot()
         self._validate_record_consent(cmd)
         key = consent_key(cmd.purpose.value, cmd.agency, cmd.province)
-        self.consents[key] = cmd.granted
+        self.case.consents[key] = cmd.granted
         data: dict[str, Any] = {"purpose": key, "granted": cmd.granted}
         if not cmd.granted and cmd.purpose == ConsentPurpose.data_sharing:
             stopped = []
-            for i, h in enumerate(self.handoffs):
+            for i, h in enumerate(self.case.handoffs):
                 if (
                     h.state == HandoffState.requested
                     and not h.consent_overridden
                     and (cmd.agency is None or h.to_agency == cmd.agency)
                     and (cmd.province is None or h.to_province == cmd.province)
                 ):
-                    self.handoffs[i] = h.model_copy(
+                    self.case.handoffs[i] = h.model_copy(
                         update={
                             "state": HandoffState.revoked,
                             "responded_at": workflow.now(),
@@ -1004,11 +780,11 @@ class CaseWorkflow:
     def _consent_for(self, agency: AgencyRole, province: str | None = None) -> bool:
         """Data-sharing consent for the agency; for an agency of another province (a transfer there), the
         consent must name that province: the person agreed to their local agency, not to every province's."""
-        specific = self.consents.get(
+        specific = self.case.consents.get(
             consent_key(
                 ConsentPurpose.data_sharing.value,
                 agency,
-                province if province not in (None, self.province) else None,
+                province if province not in (None, self.case.province) else None,
             )
         )
         return bool(specific) if specific is not None else False
@@ -1020,39 +796,31 @@ class CaseWorkflow:
             return self._snapshot()
         self._validate_request_handoff(cmd)
         override = self._override(cmd)
-        assert self.policy is not None
         now = workflow.now()
-        hp = self.policy.handoff
-        elsewhere = cmd.to_province is not None and cmd.to_province != self.province
+        elsewhere = cmd.to_province is not None and cmd.to_province != self.case.province
         handoff = Handoff(
-            handoff_id=f"h{len(self.handoffs) + 1}",
+            handoff_id=f"h{len(self.case.handoffs) + 1}",
             kind=cmd.kind,
-            from_agency=self.owner,
+            from_agency=self.case.owner_agency,
             to_agency=cmd.to_agency,
             state=HandoffState.requested,
             requested_at=now,
             requested_by=cmd.actor.user_id,
-            accept_by=add_period(
-                now,
-                hp.accept_within,
-                hp.days,
-                self.policy.holidays,
-                self.policy.timezone_offset_hours,
-            ),
+            accept_by=deadlines.handoff_accept_by(self.policy, now),
             reason=cmd.reason,
             consent_overridden=cmd.consent_override_reason is not None,
             **(
-                {"from_province": self.province, "to_province": cmd.to_province}
+                {"from_province": self.case.province, "to_province": cmd.to_province}
                 if elsewhere
                 else {}
             ),
         )
-        self.handoffs.append(handoff)
+        self.case.handoffs.append(handoff)
         if elsewhere:  # both provinces: the receiving agency and its supervisor, the sending agency's supervisor
             recipients = [
                 f"{cmd.to_agency.value}@{cmd.to_province}",
                 f"supervisor@{cmd.to_province}",
-                f"supervisor@{self.province}",
+                f"supervisor@{self.case.province}",
             ]
         else:
             recipients = [cmd.to_agency.value]
@@ -1068,7 +836,7 @@ class CaseWorkflow:
                 "accept_by": handoff.accept_by.isoformat(),
                 "consent_override_reason": cmd.consent_override_reason,
                 **(
-                    {"from_agency": self.owner.value, **_province_pair(handoff)}
+                    {"from_agency": self.case.owner_agency.value, **_province_pair(handoff)}
                     if elsewhere
                     else {}
                 ),
@@ -1082,7 +850,7 @@ class CaseWorkflow:
         if self._already_applied():
             return
         self._check(cmd, stage_owner=True)
-        elsewhere = cmd.to_province is not None and cmd.to_province != self.province
+        elsewhere = cmd.to_province is not None and cmd.to_province != self.case.province
         if cmd.to_province is not None:
             if cmd.to_province not in VN_PROVINCE_CODES:
                 raise _invalid(
@@ -1090,7 +858,7 @@ class CaseWorkflow:
                 )
             if not elsewhere:
                 raise _invalid(
-                    f"to_province: the case is already in province {self.province}; leave it out for "
+                    f"to_province: the case is already in province {self.case.province}; leave it out for "
                     "a handoff within the province"
                 )
             if cmd.kind != HandoffKind.transfer:
@@ -1098,21 +866,21 @@ class CaseWorkflow:
                     "to_province: only a transfer goes to another province (a referral adds an agency "
                     "of the case's own province)"
                 )
-        if cmd.to_agency == self.owner and not elsewhere:
+        if cmd.to_agency == self.case.owner_agency and not elsewhere:
             raise _invalid(f"the case is already owned by {cmd.to_agency.value}")
         if any(
             h.to_agency == cmd.to_agency
-            and (h.to_province or self.province) == (cmd.to_province or self.province)
+            and (h.to_province or self.case.province) == (cmd.to_province or self.case.province)
             and h.state == HandoffState.requested
-            for h in self.handoffs
+            for h in self.case.handoffs
         ):
             raise _conflict(f"a handoff to {cmd.to_agency.value} is already waiting for acceptance")
         if cmd.kind == HandoffKind.transfer and any(
             h.kind == HandoffKind.transfer and h.state == HandoffState.requested
-            for h in self.handoffs
+            for h in self.case.handoffs
         ):
             raise _conflict("a transfer is already waiting for acceptance")
-        if cmd.kind == HandoffKind.referral and cmd.to_agency in self.participants:
+        if cmd.kind == HandoffKind.referral and cmd.to_agency in self.case.participants:
             raise _conflict(f"{cmd.to_agency.value} already takes part in this case")
         if not self._consent_for(cmd.to_agency, cmd.to_province):
             if cmd.consent_override_reason is None:
@@ -1125,7 +893,7 @@ class CaseWorkflow:
                 raise _forbidden("only a supervisor may override missing consent")
 
     def _find_handoff(self, handoff_id: str) -> tuple[int, Handoff]:
-        for i, h in enumerate(self.handoffs):
+        for i, h in enumerate(self.case.handoffs):
             if h.handoff_id == handoff_id:
                 return i, h
         raise ApplicationError(
@@ -1144,7 +912,7 @@ class CaseWorkflow:
             return self._snapshot()
         now = workflow.now()
         if h.crosses_province:
-            self.handoffs[i] = h.model_copy(
+            self.case.handoffs[i] = h.model_copy(
                 update={
                     "state": HandoffState.rejected,
                     "responded_at": now,
@@ -1171,23 +939,23 @@ class CaseWorkflow:
             )
             return self._snapshot()
         if cmd.accept:
-            self.handoffs[i] = h.model_copy(
+            self.case.handoffs[i] = h.model_copy(
                 update={"state": HandoffState.accepted, "responded_at": now}
             )
             if h.kind == HandoffKind.transfer:
-                if self.owner not in self.participants:
-                    self.participants.append(self.owner)
-                self.owner = h.to_agency
-                self.assignee = None
-                if self.stages:
-                    self.stages[-1] = self.stages[-1].model_copy(
+                if self.case.owner_agency not in self.case.participants:
+                    self.case.participants.append(self.case.owner_agency)
+                self.case.owner_agency = h.to_agency
+                self.case.assignee = None
+                if self.case.stages:
+                    self.case.stages[-1] = self.case.stages[-1].model_copy(
                         update={"owner_agency": h.to_agency}
                     )
-            elif h.to_agency not in self.participants:
-                self.participants.append(h.to_agency)
+            elif h.to_agency not in self.case.participants:
+                self.case.participants.append(h.to_agency)
             kind = "handoff_accepted"
         else:
-            self.handoffs[i] = h.model_copy(
+            self.case.handoffs[i] = h.model_copy(
                 update={"state": HandoffState.rejected, "responded_at": now, "reason": cmd.reason}
             )
             kind = "handoff_rejected"
@@ -1206,45 +974,36 @@ class CaseWorkflow:
         escalation starts again at 0). The sending province's agencies leave the participants and keep reading
         what they did up to now (`jurisdictions`, CaseAccessFacts.former); the other handoffs still waiting
         in the sending province are withdrawn."""
-        assert self.policy is not None
         _, h = self._find_handoff(cmd.handoff_id)
         to_province = h.to_province
         assert to_province is not None and h.from_province is not None
         if workflow.patched(PROVINCE_TRANSFER):
-            policy = await workflow.execute_local_activity(
-                "resolve_case_policy",
-                PolicyRequest(
-                    province=to_province,
-                    categories=self.facts.categories,
-                    channel=self.facts.channel,
-                    opener=self.facts.opened_by.agency,
-                ),
-                result_type=CasePolicy,
-                start_to_close_timeout=timedelta(seconds=10),
-            )
+            policy = await self._resolve_policy(to_province)
         else:  # unreachable for recorded histories (no transfer between provinces before this code)
             policy = self.policy
         # the policy was read while other Updates could run: answer only a transfer still waiting
         i, h = self._find_handoff(cmd.handoff_id)
-        if h.state != HandoffState.requested or self.province != h.from_province:
+        if h.state != HandoffState.requested or self.case.province != h.from_province:
             raise _conflict(f"handoff {h.handoff_id} is {h.state.value}, not waiting for an answer")
         now = workflow.now()
         previous = {
             "from_policy_version": self.policy.version,
-            "previous_owner": self.owner.value,
-            "previous_assignee": self.assignee,
-            "previous_due_at": self.deadline.due_at.isoformat() if self.deadline else None,
-            "previous_escalation_level": self.escalation_level,
-            "was_overdue": bool(self.deadline and now > self.deadline.due_at),
+            "previous_owner": self.case.owner_agency.value,
+            "previous_assignee": self.case.assignee,
+            "previous_due_at": self.case.deadline.due_at.isoformat()
+            if self.case.deadline
+            else None,
+            "previous_escalation_level": self.case.escalation_level,
+            "was_overdue": bool(self.case.deadline and now > self.case.deadline.due_at),
         }
-        took_part = sorted({self.owner, *self.participants}, key=lambda a: a.value)
-        self.jurisdictions[-1] = self.jurisdictions[-1].model_copy(
+        took_part = sorted({self.case.owner_agency, *self.case.participants}, key=lambda a: a.value)
+        self.case.jurisdictions[-1] = self.case.jurisdictions[-1].model_copy(
             update={"until": now, "agencies": took_part}
         )
-        self.jurisdictions.append(
+        self.case.jurisdictions.append(
             JurisdictionSpell(province=to_province, since=now, arrived_by=h.handoff_id)
         )
-        self.handoffs[i] = h.model_copy(
+        self.case.handoffs[i] = h.model_copy(
             update={
                 "state": HandoffState.accepted,
                 "responded_at": now,
@@ -1252,9 +1011,9 @@ class CaseWorkflow:
             }
         )
         withdrawn = []
-        for j, other in enumerate(self.handoffs):
+        for j, other in enumerate(self.case.handoffs):
             if other.state == HandoffState.requested:
-                self.handoffs[j] = other.model_copy(
+                self.case.handoffs[j] = other.model_copy(
                     update={
                         "state": HandoffState.revoked,
                         "responded_at": now,
@@ -1263,17 +1022,19 @@ class CaseWorkflow:
                 )
                 withdrawn.append(other.handoff_id)
             elif other.state == HandoffState.accepted and other.kind == HandoffKind.referral:
-                self.handoffs[j] = other.model_copy(update={"state": HandoffState.done})
-        self.province = to_province
-        self.owner = h.to_agency
-        self.participants = []
-        self.assignee = None
-        self.policy = policy
-        if self.stages and self.stage != Stage.closed:
-            self.stages[-1] = self.stages[-1].model_copy(update={"owner_agency": h.to_agency})
-        if self.deadline is not None and self.stage != Stage.closed:
-            self.deadline = self._deadline_for(self.stage, now)
-            self.escalation_level = 0
+                self.case.handoffs[j] = other.model_copy(update={"state": HandoffState.done})
+        self.case.province = to_province
+        self.case.owner_agency = h.to_agency
+        self.case.participants = []
+        self.case.assignee = None
+        self._policy = policy
+        if self.case.stages and self.case.stage != Stage.closed:
+            self.case.stages[-1] = self.case.stages[-1].model_copy(
+                update={"owner_agency": h.to_agency}
+            )
+        if self.case.deadline is not None and self.case.stage != Stage.closed:
+            self.case.deadline = deadlines.deadline_for(policy, self.case.stage, now)
+            self.case.escalation_level = 0
         self._notify(
             "handoff_accepted",
             0,
@@ -1282,7 +1043,7 @@ class CaseWorkflow:
                 f"supervisor@{h.from_province}",
                 f"supervisor@{to_province}",
             ],
-            due_at=self.deadline.due_at if self.deadline else None,
+            due_at=self.case.deadline.due_at if self.case.deadline else None,
         )
         self._record_action(
             "handoff_accepted",
@@ -1299,8 +1060,8 @@ class CaseWorkflow:
                 "requested_at": h.requested_at.isoformat(),
                 "accepted_by": cmd.actor.user_id,
                 "policy_version": policy.version,
-                "due_at": self.deadline.due_at.isoformat() if self.deadline else None,
-                "deadline_source": self.deadline.source if self.deadline else None,
+                "due_at": self.case.deadline.due_at.isoformat() if self.case.deadline else None,
+                "deadline_source": self.case.deadline.source if self.case.deadline else None,
                 "handoffs_withdrawn": withdrawn,
                 **previous,
             },
@@ -1326,7 +1087,7 @@ class CaseWorkflow:
             return self._snapshot()
         self._validate_revoke_handoff(cmd)
         i, h = self._find_handoff(cmd.handoff_id)
-        self.handoffs[i] = h.model_copy(
+        self.case.handoffs[i] = h.model_copy(
             update={
                 "state": HandoffState.revoked,
                 "responded_at": workflow.now(),
@@ -1336,9 +1097,9 @@ class CaseWorkflow:
         if (
             h.state == HandoffState.accepted
             and h.kind == HandoffKind.referral
-            and h.to_agency in self.participants
+            and h.to_agency in self.case.participants
         ):
-            self.participants.remove(h.to_agency)
+            self.case.participants.remove(h.to_agency)
         self._record_action(
             "handoff_revoked",
             cmd,
@@ -1371,7 +1132,7 @@ class CaseWorkflow:
         if cmd.handoff_id:
             i, h = self._find_handoff(cmd.handoff_id)
             new_due = h.accept_by + cmd.extend_by
-            self.handoffs[i] = h.model_copy(
+            self.case.handoffs[i] = h.model_copy(
                 update={
                     "accept_by": new_due,
                     "escalation_level": 0 if new_due > now else h.escalation_level,
@@ -1379,21 +1140,12 @@ class CaseWorkflow:
             )
             data = {"handoff_id": h.handoff_id, "accept_by": new_due.isoformat()}
         else:
-            assert self.deadline is not None
-            d = self.deadline
-            new_due = d.due_at + cmd.extend_by
-            self.deadline = d.model_copy(
-                update={
-                    "due_at": new_due,
-                    "extended_by": d.extended_by + cmd.extend_by,
-                    "reminder_at": new_due
-                    - (new_due - now)
-                    * (self.policy.escalation.reminder_before_fraction if self.policy else 0.25),
-                    "reminder_sent": False,
-                }
-            )
+            assert self.case.deadline is not None  # the validator refuses a case without one
+            d = self.case.deadline
+            self.case.deadline = deadlines.extended(self.policy, d, cmd.extend_by, now)
+            new_due = self.case.deadline.due_at
             if new_due > now:
-                self.escalation_level = 0
+                self.case.escalation_level = 0
             data = {
                 "due_at": new_due.isoformat(),
                 "previous_due_at": d.due_at.isoformat(),
@@ -1413,7 +1165,7 @@ class CaseWorkflow:
                 raise _conflict(
                     f"handoff {h.handoff_id} is {h.state.value}; only a waiting handoff has a deadline"
                 )
-        elif self.deadline is None:
+        elif self.case.deadline is None:
             raise _conflict("the case has no running deadline")
 
     @workflow.update
@@ -1422,16 +1174,18 @@ class CaseWorkflow:
         if self._already_applied():
             return self._snapshot()
         self._validate_escalate(cmd)
-        self.escalation_level += 1
-        recipients = {1: ["assignee", "supervisor"], 2: ["agency_head"], 3: ["steering_committee"]}
+        self.case.escalation_level += 1
         self._notify(
             "escalation",
-            self.escalation_level,
-            recipients[self.escalation_level],
-            due_at=self.deadline.due_at if self.deadline else None,
+            self.case.escalation_level,
+            deadlines.escalation_recipients(self.case.escalation_level),
+            due_at=self.case.deadline.due_at if self.case.deadline else None,
         )
         self._record_action(
-            "escalated_by_supervisor", cmd, reason=cmd.reason, data={"level": self.escalation_level}
+            "escalated_by_supervisor",
+            cmd,
+            reason=cmd.reason,
+            data={"level": self.case.escalation_level},
         )
         return self._snapshot()
 
@@ -1440,8 +1194,9 @@ class CaseWorkflow:
         if self._already_applied():
             return
         self._check(cmd, supervisor=True)
-        if self.escalation_level >= 3:
-            raise _conflict("the case is already escalated to the steering committee (level 3)")
+        # validated before the policy is resolved only for a case just opened (level 0): nothing to refuse
+        if self._policy is not None:
+            _refuse(transitions.check_escalate(self.case, self._policy.escalation.top_level))
 
     @workflow.update
     async def reopen(self, cmd: Reopen) -> CaseState:
@@ -1449,10 +1204,10 @@ class CaseWorkflow:
         if self._already_applied():
             return self._snapshot()
         self._validate_reopen(cmd)
-        previous = self.outcome
-        self.status = CaseStatus.Active
-        self.outcome = None
-        self.closed_at = None
+        previous = self.case.outcome
+        self.case.status = CaseStatus.Active
+        self.case.outcome = None
+        self.case.closed_at = None
         self._enter_stage(cmd.to_stage, workflow.now())
         self._record_action(
             "case_reopened",
@@ -1470,10 +1225,7 @@ class CaseWorkflow:
         if self._already_applied():
             return
         self._check(cmd, supervisor=True, allow_closed=True)
-        if self.status not in CLOSED_STATUSES:
-            raise _conflict("only a closed case can be reopened")
-        if cmd.to_stage == Stage.closed:
-            raise _invalid("reopen to an open stage")
+        _refuse(transitions.check_reopen(self.case, cmd.to_stage))
 
     @workflow.update
     async def end_case(self, cmd: EndCase) -> CaseState:
@@ -1482,15 +1234,13 @@ class CaseWorkflow:
             return self._snapshot()
         self._validate_end_case(cmd)
         override = self._override(cmd)
-        self._finish_stage_record(cmd.actor.user_id, None)
+        transitions.finish_stage(self.case, cmd.actor.user_id, None, workflow.now())
         data: dict[str, Any] = {"outcome": cmd.outcome.value}
         if cmd.outcome == Outcome.transferred_jurisdiction:
             data["to_province"] = cmd.to_province
             if cmd.to_country is not None:
                 data["to_country"] = cmd.to_country
-            self._close(cmd.outcome, CaseStatus.ClosedReferred)
-        else:
-            self._close(cmd.outcome, CaseStatus.Closed)
+        self._close(transitions.end_case_closure(cmd.outcome))
         self._record_action("case_ended", cmd, reason=cmd.reason, data=data, override=override)
         return self._snapshot()
 
@@ -1499,34 +1249,16 @@ class CaseWorkflow:
         if self._already_applied():
             return
         self._check(cmd, stage_owner=True)
-        if (
-            cmd.outcome == Outcome.lost_contact
-            and self.reflection_until
-            and workflow.now() < self.reflection_until
-        ):
-            raise _conflict(
-                "no closure for non-cooperation during the reflection and recovery period "
-                f"(until {self.reflection_until.isoformat()})"
+        _refuse(
+            transitions.check_end_case(
+                self.case,
+                cmd,
+                workflow.now(),
+                # only a transfer out asks which rules apply (the patch is checked for it alone)
+                leaving_rules=cmd.outcome == Outcome.transferred_jurisdiction
+                and self._leaving_rules(),
             )
-        if cmd.outcome == Outcome.transferred_jurisdiction:
-            if (
-                not self._leaving_rules()
-            ):  # histories recorded before issue 18 replay under the earlier rule
-                if not cmd.to_province or cmd.to_province == self.province:
-                    raise _invalid("transferred_jurisdiction needs to_province, another province")
-            elif cmd.to_country is None or cmd.to_country == "VN":
-                raise _invalid(
-                    "to_country: transferred_jurisdiction is for a case leaving Viet Nam's system (the "
-                    "destination country, ISO 3166-1 alpha-2, not VN); to move the case to another "
-                    "province, request a transfer handoff with to_province"
-                )
-            elif cmd.to_province is not None and cmd.to_province in VN_PROVINCE_CODES:
-                raise _invalid(
-                    f"to_province: {cmd.to_province} is a Vietnamese province code; a case moving to "
-                    "another province is a transfer handoff with to_province, not an end of the case"
-                )
-            if not cmd.actor.has(Role.supervisor):
-                raise _forbidden("a transfer to another jurisdiction needs a supervisor")
+        )
 
     @workflow.update
     async def record_follow_up(self, cmd: RecordFollowUp) -> CaseState:
@@ -1535,9 +1267,9 @@ class CaseWorkflow:
             return self._snapshot()
         self._validate_record_follow_up(cmd)
         override = self._override(cmd)
-        for i, f in enumerate(self.follow_ups):
+        for i, f in enumerate(self.case.follow_ups):
             if f.follow_up_id == cmd.follow_up_id:
-                self.follow_ups[i] = f.model_copy(
+                self.case.follow_ups[i] = f.model_copy(
                     update={"outcome": cmd.outcome, "recorded_at": workflow.now()}
                 )
         self._record_action(
@@ -1553,17 +1285,7 @@ class CaseWorkflow:
         if self._already_applied():
             return
         self._check(cmd, stage_owner=True)
-        if self.stage != Stage.reintegrate:
-            raise _conflict(
-                f"follow-ups belong to reintegration; the case is in {self.stage.value}"
-            )
-        match = [f for f in self.follow_ups if f.follow_up_id == cmd.follow_up_id]
-        if not match:
-            raise ApplicationError(
-                f"no follow-up {cmd.follow_up_id}", type="not_found", non_retryable=True
-            )
-        if match[0].outcome is not None:
-            raise _conflict(f"follow-up {cmd.follow_up_id} is already recorded")
+        _refuse(transitions.check_follow_up(self.case, cmd.follow_up_id))
 
     @workflow.update
     async def record_service(self, cmd: RecordService) -> CaseState:
@@ -1571,7 +1293,7 @@ class CaseWorkflow:
         if self._already_applied():
             return self._snapshot()
         self._validate_record_service(cmd)
-        self.services_delivered += 1
+        self.case.services_delivered += 1
         self._record_action(
             "service_delivered",
             cmd,
@@ -1584,8 +1306,7 @@ class CaseWorkflow:
         if self._already_applied():
             return
         self._check(cmd)
-        if self.trafficking_status == TraffickingStatus.NotAVictimOfTrafficking:
-            raise _conflict("the person was found not to be a victim; support services end")
+        _refuse(transitions.check_service(self.case))
 
 
 __all__ = ["CaseWorkflow"]
