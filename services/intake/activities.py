@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -13,7 +12,7 @@ from temporalio import activity
 from shared.runtime import Runtime
 from shared.temporal import INTAKE_TASK_QUEUE
 
-from . import opening, repository
+from . import repository
 
 TASK_QUEUE = INTAKE_TASK_QUEUE
 log = structlog.get_logger("intake.activities")
@@ -22,10 +21,6 @@ log = structlog.get_logger("intake.activities")
 class ErasureResult(BaseModel):
     person_ref: str
     result: str  # erased | already_erased | not_found
-
-
-class ReconcileResult(BaseModel):
-    started: list[str]
 
 
 def build_activities(runtime: Runtime) -> list[Callable[..., Any]]:
@@ -38,12 +33,6 @@ def build_activities(runtime: Runtime) -> list[Callable[..., Any]]:
         log.info("person_pii_erased", person_ref=person_ref, result=result)
         return ErasureResult(person_ref=person_ref, result=result)
 
-    @activity.defn(name="reconcile_workflow_starts")
-    async def reconcile_workflow_starts(older_than_seconds: int = 30) -> ReconcileResult:
-        """Start the CaseWorkflow of committed cases whose start never happened (crash after commit)."""
-        started = await opening.reconcile_workflow_starts(
-            runtime, timedelta(seconds=older_than_seconds)
-        )
-        return ReconcileResult(started=started)
-
-    return [erase_person_pii, reconcile_workflow_starts]
+    # the intake API re-starts missing workflows itself (opening.reconcile_workflow_starts, at start-up and
+    # periodically in its lifespan): no activity for it
+    return [erase_person_pii]

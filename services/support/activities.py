@@ -19,17 +19,6 @@ TASK_QUEUE = SUPPORT_TASK_QUEUE
 log = structlog.get_logger("support.activities")
 
 
-class SupportSummary(BaseModel):
-    """Non-PII summary of the support given on a case (e.g. for a closure check or a KPI report)."""
-
-    case_id: str
-    services: int
-    amount_vnd: int
-    service_types: list[str]
-    current_plan_id: str | None
-    follow_ups_recorded: int
-
-
 class SupportErasure(BaseModel):
     """What retention erased in the support schema: rows touched per table (counts only)."""
 
@@ -40,12 +29,6 @@ class SupportErasure(BaseModel):
 class SupportActivities:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-
-    @activity.defn(name="support_summary")
-    async def support_summary(self, case_id: str) -> SupportSummary:
-        return SupportSummary(
-            case_id=case_id, **(await repo.support_summary(self.runtime.pool, case_id))
-        )
 
     @activity.defn(name="erase_support_pii")
     async def erase_support_pii(self, case_id: str) -> SupportErasure:
@@ -85,4 +68,4 @@ def build_activities(runtime: Runtime) -> list[Callable[..., Any]]:
     except RuntimeError:
         pass  # built outside an event loop (a replayer or a script): nothing to start
     acts = SupportActivities(runtime)
-    return [acts.support_summary, acts.erase_support_pii]
+    return [acts.erase_support_pii]

@@ -323,27 +323,6 @@ async def list_consents(
     ], int(rows[0]["total"]) if rows else 0
 
 
-async def support_summary(conn: Conn, case_id: str) -> dict[str, object]:
-    r = await conn.fetchrow(
-        f"""SELECT (SELECT count(*) FROM {S}.services_delivered WHERE case_id = $1) AS services,
-                   (SELECT coalesce(sum(amount_vnd), 0) FROM {S}.services_delivered WHERE case_id = $1) AS amount_vnd,
-                   (SELECT array_agg(DISTINCT service_type ORDER BY service_type) FROM {S}.services_delivered
-                     WHERE case_id = $1) AS service_types,
-                   (SELECT plan_id FROM {S}.support_plans WHERE case_id = $1
-                     ORDER BY created_at DESC, plan_id DESC LIMIT 1) AS current_plan_id,
-                   (SELECT count(*) FROM {S}.follow_up_notes WHERE case_id = $1) AS follow_ups_recorded""",
-        case_id,
-    )
-    assert r is not None
-    return {
-        "services": int(r["services"]),
-        "amount_vnd": int(r["amount_vnd"]),
-        "service_types": list(r["service_types"] or []),
-        "current_plan_id": r["current_plan_id"],
-        "follow_ups_recorded": int(r["follow_ups_recorded"]),
-    }
-
-
 # ---- retention --------------------------------------------------------------------------------
 async def erase_case(pool: asyncpg.Pool, case_id: str) -> dict[str, int]:
     """Erase every personal-data and free-text column of the case (NULL), including values from before

@@ -15,18 +15,6 @@ from shared.temporal import VERIFICATION_TASK_QUEUE
 TASK_QUEUE = VERIFICATION_TASK_QUEUE
 
 
-class VerificationSnapshot(BaseModel):
-    """Non-PII counts of what verification holds on a case (for the workflow, reports and closure checks)."""
-
-    case_id: str
-    evidence: int
-    rescue_operations: int
-    rescue_operations_open: int
-    perpetrators: int
-    protection_refusals: int
-    linked_cases: int
-
-
 class VerificationErasure(BaseModel):
     """What retention erased in the verification schema: rows touched per table (counts only)."""
 
@@ -37,12 +25,6 @@ class VerificationErasure(BaseModel):
 class VerificationActivities:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-
-    @activity.defn(name="verification_snapshot")
-    async def verification_snapshot(self, case_id: str) -> VerificationSnapshot:
-        """Counts only (no personal data crosses into workflow history)."""
-        counts = await repo.snapshot_counts(self.runtime.pool, case_id)
-        return VerificationSnapshot(case_id=case_id, **counts)
 
     @activity.defn(name="erase_verification_pii")
     async def erase_verification_pii(self, case_id: str) -> VerificationErasure:
@@ -56,4 +38,4 @@ class VerificationActivities:
 
 def build_activities(runtime: Runtime) -> list[Callable[..., Any]]:
     acts = VerificationActivities(runtime)
-    return [acts.verification_snapshot, acts.erase_verification_pii]
+    return [acts.erase_verification_pii]

@@ -408,23 +408,6 @@ async def linked_cases(conn: Conn, case_id: str, kinds: Sequence[str]) -> list[L
     ]
 
 
-async def snapshot_counts(conn: Conn, case_id: str) -> dict[str, int]:
-    r = await conn.fetchrow(
-        f"""SELECT (SELECT count(*) FROM {S}.evidence_items WHERE case_id = $1) AS evidence,
-                   (SELECT count(*) FROM {S}.rescue_operations WHERE case_id = $1) AS rescue_operations,
-                   (SELECT count(*) FROM {S}.rescue_operations WHERE case_id = $1 AND status = 'planned')
-                        AS rescue_operations_open,
-                   (SELECT count(*) FROM {S}.perpetrators WHERE case_id = $1) AS perpetrators,
-                   (SELECT count(*) FROM {S}.protection_refusals WHERE case_id = $1) AS protection_refusals,
-                   (SELECT count(DISTINCT o.case_id) FROM {S}.perpetrator_identifiers mine
-                      JOIN {S}.perpetrator_identifiers o ON o.kind = mine.kind AND o.bidx = mine.bidx
-                           AND o.case_id <> $1 WHERE mine.case_id = $1) AS linked_cases""",
-        case_id,
-    )
-    assert r is not None
-    return {k: int(v) for k, v in dict(r).items()}
-
-
 # ---- retention --------------------------------------------------------------------------------
 async def erase_case(pool: asyncpg.Pool, case_id: str) -> dict[str, int]:
     """Erase every personal-data and free-text column of the case (NULL) and its perpetrators' blind
