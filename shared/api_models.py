@@ -177,6 +177,10 @@ class CaseView(BaseModel):
     trafficking_status: TraffickingStatus
     participants: list[AgencyRole]
     services_delivered: int
+    escalation_level: int = Field(
+        default=0,
+        description="0 = not escalated; 1 and up = how far up the ladder the current deadline has gone",
+    )
     province: str | None = Field(
         default=None, description="the province that holds the case now (jurisdiction)"
     )
@@ -194,6 +198,7 @@ class CaseView(BaseModel):
             trafficking_status=s.trafficking_status,
             participants=list(s.participants),
             services_delivered=s.services_delivered,
+            escalation_level=s.escalation_level,
             province=s.province,
         )
 

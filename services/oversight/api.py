@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from pydantic import BaseModel
 
 from services.oversight import jurisdiction as jur
@@ -42,7 +42,7 @@ from shared.access import CaseAccessFacts, can_act_on_case, can_read_case, read_
 from shared.api import runtime_of
 from shared.api_models import ID_PATTERN, CaseView, IdQuery, Offset
 from shared.auth import Principal, require_roles
-from shared.case_gateway import IdempotencyKey, UpdateRef, actor_of, update_case
+from shared.case_gateway import CaseId, IdempotencyKey, UpdateRef, actor_of, update_case
 from shared.contract import Actor, Assign, CaseState, Escalate, ExtendDeadline, Reopen
 from shared.domain import AgencyRole, Role, Stage
 from workflows.case_workflow import CaseWorkflow
@@ -58,7 +58,7 @@ Supervisors (their province; national users any province):
 - `GET /board`: open cases by stage × owning agency, with the overdue count of each cell.
 - `POST /cases/{id}/reassign | extend-deadline | escalate | reopen`: Updates on the case workflow, audited
   by the workflow; the actor is the caller's token. `Idempotency-Key` makes a retry safe.
-- `GET /kpis`, `GET /reports/{six_monthly|annual|ad_hoc}`: DOMAIN.md §5 KPIs (formulas and targets in
+- `GET /kpis`, `GET /reports/{six_monthly|annual|ad_hoc}`: the plans' KPIs (formulas, targets and sources in
   `services/oversight/kpis.yaml`) and the reports to the steering committee (Ban Chỉ đạo 138) in JSON,
   CSV or printable HTML (Vietnamese, or English).
   Outside the jurisdiction: whole months only, counts below 5 show as "<5", others rounded to 5.
@@ -75,10 +75,6 @@ SUPERVISOR = require_roles(Role.supervisor)
 AUDIT_READER = require_roles(Role.auditor, Role.supervisor)
 Supervisor = Annotated[Principal, SUPERVISOR]
 AuditReader = Annotated[Principal, AUDIT_READER]
-CaseId = Annotated[
-    str,
-    Path(min_length=1, max_length=64, pattern=ID_PATTERN, examples=["case-0123abcd"]),
-]
 ProvinceQ = Annotated[
     str | None,
     Query(
@@ -336,7 +332,7 @@ async def reopen(
 @router.get(
     "/kpis",
     response_model=Kpis,
-    summary="DOMAIN.md §5 KPIs for a jurisdiction and period",
+    summary="The provincial plans' KPIs for a jurisdiction and period",
     description="Ratios with targets, time-in-stage p50/p90 per stage and deadline compliance per stage and "
     "agency. Each formula is in `services/oversight/kpis.yaml` and repeated in the response.",
     responses={403: {"description": "not a supervisor/auditor, or another province"}},
@@ -366,7 +362,7 @@ async def get_kpis(
     description="`six_monthly` and `annual` default to the current half-year / year (or start at `from`); "
     "`ad_hoc` (đột xuất) needs `from` and `to`. `format=html` is printable and `format=pdf` is the "
     "document to sign and file (Vietnamese by default, `lang=en` for English; every key shown with "
-    "its GLOSSARY.md label, province and commune names, dates dd/mm/yyyy, the period's last day "
+    "its Vietnamese (or English) label, province and commune names, dates dd/mm/yyyy, the period's last day "
     "included). Disclosure control when the report leaves the jurisdiction (the "
     "caller's province differs from the report's, or `external=true`): whole calendar months "
     'only (from/to on the 1st at 00:00+07:00, at least one month), counts 1-4 show as "<5", '
