@@ -35,7 +35,6 @@ with workflow.unsafe.imports_passed_through():
     )
     from shared.contract import (
         APPLIED_UPDATE_IDS_KEPT,
-        VN_PROVINCE_CODES,
         AddNote,
         Assign,
         CaseEvent,
@@ -766,28 +765,7 @@ class CaseWorkflow:
         if self._already_applied():
             return
         self._check(cmd)
-        if cmd.purpose == ConsentPurpose.data_sharing and cmd.agency is None and cmd.granted:
-            raise _invalid("data-sharing consent names the agency it covers")
-        if cmd.province is not None and (
-            cmd.purpose != ConsentPurpose.data_sharing or cmd.agency is None
-        ):
-            raise _invalid(
-                "province: only a data-sharing consent naming an agency names its province"
-            )
-        if cmd.province is not None and cmd.province not in VN_PROVINCE_CODES:
-            raise _invalid(f"province: {cmd.province} is not one of the 34 province codes")
-
-    def _consent_for(self, agency: AgencyRole, province: str | None = None) -> bool:
-        """Data-sharing consent for the agency; for an agency of another province (a transfer there), the
-        consent must name that province: the person agreed to their local agency, not to every province's."""
-        specific = self.case.consents.get(
-            consent_key(
-                ConsentPurpose.data_sharing.value,
-                agency,
-                province if province not in (None, self.case.province) else None,
-            )
-        )
-        return bool(specific) if specific is not None else False
+        _refuse(transitions.check_consent(cmd))
 
     @workflow.update
     async def request_handoff(self, cmd: RequestHandoff) -> CaseState:
@@ -850,47 +828,7 @@ class CaseWorkflow:
         if self._already_applied():
             return
         self._check(cmd, stage_owner=True)
-        elsewhere = cmd.to_province is not None and cmd.to_province != self.case.province
-        if cmd.to_province is not None:
-            if cmd.to_province not in VN_PROVINCE_CODES:
-                raise _invalid(
-                    f"to_province: {cmd.to_province} is not one of the 34 province codes"
-                )
-            if not elsewhere:
-                raise _invalid(
-                    f"to_province: the case is already in province {self.case.province}; leave it out for "
-                    "a handoff within the province"
-                )
-            if cmd.kind != HandoffKind.transfer:
-                raise _invalid(
-                    "to_province: only a transfer goes to another province (a referral adds an agency "
-                    "of the case's own province)"
-                )
-        if cmd.to_agency == self.case.owner_agency and not elsewhere:
-            raise _invalid(f"the case is already owned by {cmd.to_agency.value}")
-        if any(
-            h.to_agency == cmd.to_agency
-            and (h.to_province or self.case.province) == (cmd.to_province or self.case.province)
-            and h.state == HandoffState.requested
-            for h in self.case.handoffs
-        ):
-            raise _conflict(f"a handoff to {cmd.to_agency.value} is already waiting for acceptance")
-        if cmd.kind == HandoffKind.transfer and any(
-            h.kind == HandoffKind.transfer and h.state == HandoffState.requested
-            for h in self.case.handoffs
-        ):
-            raise _conflict("a transfer is already waiting for acceptance")
-        if cmd.kind == HandoffKind.referral and cmd.to_agency in self.case.participants:
-            raise _conflict(f"{cmd.to_agency.value} already takes part in this case")
-        if not self._consent_for(cmd.to_agency, cmd.to_province):
-            if cmd.consent_override_reason is None:
-                where = f" of province {cmd.to_province}" if elsewhere else ""
-                raise _forbidden(
-                    f"no data-sharing consent for {cmd.to_agency.value}{where}; record consent, or a "
-                    "supervisor overrides with a reason"
-                )
-            if not cmd.actor.has(Role.supervisor):
-                raise _forbidden("only a supervisor may override missing consent")
+        _refuse(transitions.check_handoff_request(self.case, cmd))
 
     def _find_handoff(self, handoff_id: str) -> tuple[int, Handoff]:
         for i, h in enumerate(self.case.handoffs):

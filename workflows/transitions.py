@@ -6,6 +6,7 @@
 - `check_*`: which action is valid now. Each returns a `Refusal` (the error type the Update answers
   with: forbidden 403, conflict / stale 409, invalid 422, not_found 404) or None. Who may act at all
   (access, supervisor, stage owner, version) is checked by the workflow before these.
+- `check_handoff_request`, `check_consent`, `has_consent`: handoffs and the person's consent to them.
 - `decide`: what a stage decision does (a `Transition`: the stage record it completes, the stages it
   enters, the closure it makes, the facts it records), one small function per stage in `_DECISIONS`.
 
@@ -24,21 +25,26 @@ from shared.contract import (
     CaseFacts,
     CaseState,
     Classification,
+    ConsentPurpose,
     Deadline,
     EndCase,
     FollowUp,
     Handoff,
+    HandoffKind,
     HandoffState,
     IdentifyDecision,
     JurisdictionSpell,
     ProtectDecision,
     ReceiveDecision,
+    RecordConsent,
     ReintegrateDecision,
+    RequestHandoff,
     RescueDecision,
     StageDecision,
     StageRecord,
     VerifyDecision,
     VerifyResult,
+    consent_key,
 )
 from shared.domain import AgencyRole, CaseStatus, Outcome, Role, Stage, TraffickingStatus
 from shared.policy import ReflectionPolicy
@@ -407,4 +413,74 @@ def check_follow_up(case: CaseData, follow_up_id: str) -> Refusal | None:
 def check_service(case: CaseData) -> Refusal | None:
     if case.trafficking_status == TraffickingStatus.NotAVictimOfTrafficking:
         return _conflict("the person was found not to be a victim; support services end")
+    return None
+
+
+def check_consent(cmd: RecordConsent) -> Refusal | None:
+    if cmd.purpose == ConsentPurpose.data_sharing and cmd.agency is None and cmd.granted:
+        return _invalid("data-sharing consent names the agency it covers")
+    if cmd.province is not None and (
+        cmd.purpose != ConsentPurpose.data_sharing or cmd.agency is None
+    ):
+        return _invalid("province: only a data-sharing consent naming an agency names its province")
+    if cmd.province is not None and cmd.province not in VN_PROVINCE_CODES:
+        return _invalid(f"province: {cmd.province} is not one of the 34 province codes")
+    return None
+
+
+def has_consent(case: CaseData, agency: AgencyRole, province: str | None = None) -> bool:
+    """Data-sharing consent for the agency; for an agency of another province (a transfer there), the
+    consent must name that province: the person agreed to their local agency, not to every province's."""
+    specific = case.consents.get(
+        consent_key(
+            ConsentPurpose.data_sharing.value,
+            agency,
+            province if province not in (None, case.province) else None,
+        )
+    )
+    return bool(specific) if specific is not None else False
+
+
+def check_handoff_request(case: CaseData, cmd: RequestHandoff) -> Refusal | None:
+    """Whether the case may be handed to cmd.to_agency (a transfer: ownership moves, possibly to another
+    province; a referral: an agency of the case's province joins), after the stage-owner check."""
+    elsewhere = cmd.to_province is not None and cmd.to_province != case.province
+    if cmd.to_province is not None:
+        if cmd.to_province not in VN_PROVINCE_CODES:
+            return _invalid(f"to_province: {cmd.to_province} is not one of the 34 province codes")
+        if not elsewhere:
+            return _invalid(
+                f"to_province: the case is already in province {case.province}; leave it out for "
+                "a handoff within the province"
+            )
+        if cmd.kind != HandoffKind.transfer:
+            return _invalid(
+                "to_province: only a transfer goes to another province (a referral adds an agency "
+                "of the case's own province)"
+            )
+    if cmd.to_agency == case.owner_agency and not elsewhere:
+        return _invalid(f"the case is already owned by {cmd.to_agency.value}")
+    if any(
+        h.to_agency == cmd.to_agency
+        and (h.to_province or case.province) == (cmd.to_province or case.province)
+        and h.state == HandoffState.requested
+        for h in case.handoffs
+    ):
+        return _conflict(f"a handoff to {cmd.to_agency.value} is already waiting for acceptance")
+    if cmd.kind == HandoffKind.transfer and any(
+        h.kind == HandoffKind.transfer and h.state == HandoffState.requested for h in case.handoffs
+    ):
+        return _conflict("a transfer is already waiting for acceptance")
+    if cmd.kind == HandoffKind.referral and cmd.to_agency in case.participants:
+        return _conflict(f"{cmd.to_agency.value} already takes part in this case")
+    if not has_consent(case, cmd.to_agency, cmd.to_province):
+        if cmd.consent_override_reason is None:
+            where = f" of province {cmd.to_province}" if elsewhere else ""
+            return Refusal(
+                "forbidden",
+                f"no data-sharing consent for {cmd.to_agency.value}{where}; record consent, or a "
+                "supervisor overrides with a reason",
+            )
+        if not cmd.actor.has(Role.supervisor):
+            return Refusal("forbidden", "only a supervisor may override missing consent")
     return None

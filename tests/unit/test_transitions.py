@@ -15,6 +15,7 @@ from shared.contract import (
     Actor,
     CaseFacts,
     Classification,
+    ConsentPurpose,
     EndCase,
     EvidenceKind,
     EvidenceRef,
@@ -25,7 +26,9 @@ from shared.contract import (
     IdentifyDecision,
     ProtectDecision,
     ReceiveDecision,
+    RecordConsent,
     ReintegrateDecision,
+    RequestHandoff,
     RescueDecision,
     StageDecision,
     StageRecord,
@@ -559,3 +562,81 @@ def test_the_pure_modules_import_no_temporal():
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)  # noqa: S603
     assert done.returncode == 0, done.stderr
+
+
+# ---- handoffs and consent ------------------------------------------------------------------------
+def _request(**over: Any) -> RequestHandoff:
+    values: dict[str, Any] = {
+        "actor": OPENER,
+        "kind": HandoffKind.referral,
+        "to_agency": AgencyRole.legal_aid,
+        "reason": "legal advice",
+        **over,
+    }
+    return RequestHandoff(**values)
+
+
+def test_a_handoff_needs_the_persons_consent_or_a_supervisors_override():
+    case = _case(Stage.protect)
+    refusal = transitions.check_handoff_request(case, _request())
+    assert refusal is not None and refusal.kind == "forbidden" and "consent" in refusal.message
+    override = _request(consent_override_reason="child: protection law requires it")
+    refusal = transitions.check_handoff_request(case, override)
+    assert refusal == Refusal("forbidden", "only a supervisor may override missing consent")
+    assert (
+        transitions.check_handoff_request(case, override.model_copy(update={"actor": SUPERVISOR}))
+        is None
+    )
+    case.consents["data_sharing:legal_aid"] = True
+    assert transitions.check_handoff_request(case, _request()) is None
+
+
+def test_consent_for_another_province_names_that_province():
+    case = _case(Stage.protect, consents={"data_sharing:police": True})
+    assert transitions.has_consent(case, AgencyRole.police)
+    assert transitions.has_consent(case, AgencyRole.police, "20")  # the case's own province
+    assert not transitions.has_consent(case, AgencyRole.police, "40")
+    case.consents["data_sharing:police@40"] = True
+    assert transitions.has_consent(case, AgencyRole.police, "40")
+
+
+@pytest.mark.parametrize(
+    ("over", "kind", "words"),
+    [
+        ({"to_province": "99"}, "invalid", "not one of the 34"),
+        ({"to_province": "20", "kind": HandoffKind.transfer}, "invalid", "already in province"),
+        ({"to_province": "40"}, "invalid", "only a transfer"),
+        ({"to_agency": AgencyRole.border_guard, "kind": HandoffKind.transfer}, "invalid", "owned"),
+        ({"to_agency": AgencyRole.police}, "conflict", "already takes part"),
+    ],
+)
+def test_invalid_handoff_requests(over: dict[str, Any], kind: str, words: str):
+    case = _case(Stage.protect, participants=[AgencyRole.police])
+    case.consents.update({"data_sharing:legal_aid": True, "data_sharing:police": True})
+    refusal = transitions.check_handoff_request(case, _request(**over))
+    assert refusal is not None and refusal.kind == kind and words in refusal.message
+
+
+def test_one_waiting_transfer_at_a_time():
+    case = _case(Stage.protect, consents={"data_sharing:police@40": True})
+    transfer = _request(kind=HandoffKind.transfer, to_agency=AgencyRole.police, to_province="40")
+    assert transitions.check_handoff_request(case, transfer) is None
+    case.handoffs = [
+        _handoff(1, HandoffState.requested).model_copy(update={"kind": HandoffKind.transfer})
+    ]
+    assert transitions.check_handoff_request(case, transfer) == Refusal(
+        "conflict", "a transfer is already waiting for acceptance"
+    )
+
+
+def test_consent_records_name_what_they_cover():
+    def consent(**over: Any) -> Refusal | None:
+        return transitions.check_consent(
+            RecordConsent(actor=OPENER, purpose=ConsentPurpose.data_sharing, granted=True, **over)
+        )
+
+    assert consent(agency=AgencyRole.police) is None
+    assert consent(agency=AgencyRole.police, province="40") is None
+    assert consent() == Refusal("invalid", "data-sharing consent names the agency it covers")
+    refusal = consent(province="40")
+    assert refusal is not None and refusal.kind == "invalid"
