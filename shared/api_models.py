@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Self, TypeVar
 
 from fastapi import Path, Query
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -162,6 +162,29 @@ class MaskedPage(Page[ItemT], Generic[ItemT]):
         "break_glass_reason); every read is in the access log",
     )
 
+    @classmethod
+    def of(
+        cls, items: list[Any], *, total: int, limit: int, offset: int, masked: bool, **extra: Any
+    ) -> Self:
+        """The page, each item replaced by its `.masked()` form when the reader sees it masked."""
+        shown = [i.masked() for i in items] if masked else items
+        return cls(items=shown, total=total, limit=limit, offset=offset, masked=masked, **extra)
+
+
+def action_errors(**descriptions: str) -> dict[int | str, dict[str, Any]]:
+    """The one error table of case endpoints (OpenAPI `responses`); a service may word an entry for its
+    own rules: `action_errors(e403="wrong role, agency, jurisdiction or missing consent")`."""
+    table = {
+        401: "no or invalid bearer token",
+        403: "wrong role, agency or jurisdiction",
+        404: "case not found",
+        409: "stale version or wrong stage",
+        422: "invalid input (the detail names the field)",
+    }
+    for key, text in descriptions.items():
+        table[int(key.removeprefix("e"))] = text
+    return {code: {"description": text} for code, text in table.items()}
+
 
 class CaseView(BaseModel):
     """What every action endpoint answers with: the case's non-personal state after the action (what the
@@ -227,6 +250,7 @@ __all__ = [
     "StorableText",
     "Version",
     "Versioned",
+    "action_errors",
     "find_unstorable",
     "safe_text",
     "unstorable_error",

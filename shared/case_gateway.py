@@ -365,6 +365,33 @@ BreakGlass = Annotated[
 ]
 
 
+class CaseReadLog:
+    """A service's access-logged read: `await read_log(request, principal, state, action, section,
+    break_glass_reason)` writes the line (service named once) and returns whether to mask."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+
+    async def __call__(
+        self,
+        request: Request,
+        principal: Principal,
+        state: CaseState,
+        action: str,
+        section: Section,
+        break_glass_reason: str | None,
+    ) -> bool:
+        return await log_case_read(
+            request,
+            principal,
+            state,
+            service=self.service,
+            action=action,
+            section=section,
+            break_glass_reason=break_glass_reason,
+        )
+
+
 async def log_case_read(
     request: Request,
     principal: Principal,

@@ -43,7 +43,7 @@ from shared.api import runtime_of
 from shared.api_models import ID_PATTERN, CaseView, IdQuery, Offset
 from shared.auth import Principal, require_roles
 from shared.case_gateway import CaseId, IdempotencyKey, UpdateRef, actor_of, update_case
-from shared.contract import Actor, Assign, CaseState, Escalate, ExtendDeadline, Reopen
+from shared.contract import Actor, CaseState
 from shared.domain import AgencyRole, Role, Stage
 from workflows.case_workflow import CaseWorkflow
 
@@ -249,15 +249,7 @@ async def reassign(
     body: ReassignRequest,
     idempotency_key: IdempotencyKey = None,
 ) -> CaseView:
-    def command(actor: Actor) -> Assign:
-        return Assign(
-            actor=actor,
-            assignee_user_id=body.assignee_user_id,
-            expected_version=body.expected_version,
-            override_reason=body.override_reason,
-        )
-
-    return await _act(request, p, case_id, CaseWorkflow.assign, command, idempotency_key)
+    return await _act(request, p, case_id, CaseWorkflow.assign, body.command, idempotency_key)
 
 
 @router.post(
@@ -273,16 +265,9 @@ async def extend_deadline(
     body: ExtendDeadlineRequest,
     idempotency_key: IdempotencyKey = None,
 ) -> CaseView:
-    def command(actor: Actor) -> ExtendDeadline:
-        return ExtendDeadline(
-            actor=actor,
-            extend_by=body.extend_by,
-            reason=body.reason,
-            handoff_id=body.handoff_id,
-            expected_version=body.expected_version,
-        )
-
-    return await _act(request, p, case_id, CaseWorkflow.extend_deadline, command, idempotency_key)
+    return await _act(
+        request, p, case_id, CaseWorkflow.extend_deadline, body.command, idempotency_key
+    )
 
 
 @router.post(
@@ -298,10 +283,7 @@ async def escalate(
     body: EscalateRequest,
     idempotency_key: IdempotencyKey = None,
 ) -> CaseView:
-    def command(actor: Actor) -> Escalate:
-        return Escalate(actor=actor, reason=body.reason, expected_version=body.expected_version)
-
-    return await _act(request, p, case_id, CaseWorkflow.escalate, command, idempotency_key)
+    return await _act(request, p, case_id, CaseWorkflow.escalate, body.command, idempotency_key)
 
 
 @router.post(
@@ -317,15 +299,7 @@ async def reopen(
     body: ReopenRequest,
     idempotency_key: IdempotencyKey = None,
 ) -> CaseView:
-    def command(actor: Actor) -> Reopen:
-        return Reopen(
-            actor=actor,
-            to_stage=body.to_stage,
-            reason=body.reason,
-            expected_version=body.expected_version,
-        )
-
-    return await _act(request, p, case_id, CaseWorkflow.reopen, command, idempotency_key)
+    return await _act(request, p, case_id, CaseWorkflow.reopen, body.command, idempotency_key)
 
 
 # ---- KPIs and reports ----------------------------------------------------------------------

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from shared.api_models import Id, Page, StorableText, Version
-from shared.contract import Reason
+from shared.contract import Actor, Assign, Escalate, ExtendDeadline, Reason, Reopen
 from shared.domain import AgencyRole, Stage
 
 
@@ -106,6 +106,14 @@ class ReassignRequest(_In):
         "recorded in the audit log as an override). No personal data.",
     )
 
+    def command(self, actor: Actor) -> Assign:
+        return Assign(
+            actor=actor,
+            assignee_user_id=self.assignee_user_id,
+            expected_version=self.expected_version,
+            override_reason=self.override_reason,
+        )
+
 
 class ExtendDeadlineRequest(_In):
     extend_by: timedelta = Field(
@@ -118,16 +126,36 @@ class ExtendDeadlineRequest(_In):
     handoff_id: Id | None = Field(default=None, description="extend a waiting handoff instead")
     expected_version: Version | None = Field(default=None)
 
+    def command(self, actor: Actor) -> ExtendDeadline:
+        return ExtendDeadline(
+            actor=actor,
+            extend_by=self.extend_by,
+            reason=self.reason,
+            handoff_id=self.handoff_id,
+            expected_version=self.expected_version,
+        )
+
 
 class EscalateRequest(_In):
     reason: Reason
     expected_version: Version | None = Field(default=None)
+
+    def command(self, actor: Actor) -> Escalate:
+        return Escalate(actor=actor, reason=self.reason, expected_version=self.expected_version)
 
 
 class ReopenRequest(_In):
     to_stage: Stage
     reason: Reason
     expected_version: Version | None = Field(default=None)
+
+    def command(self, actor: Actor) -> Reopen:
+        return Reopen(
+            actor=actor,
+            to_stage=self.to_stage,
+            reason=self.reason,
+            expected_version=self.expected_version,
+        )
 
 
 # ---- auditors -------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ workflow rejects the Update."""
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import Any, Literal
+from typing import Literal
 
 from asyncpg.pool import PoolConnectionProxy
 from fastapi import APIRouter, HTTPException, Request, status
@@ -52,23 +52,22 @@ from services.support.models import (
 )
 from shared.access import can_read_section, read_until
 from shared.api import runtime_of
-from shared.api_models import CaseView, IdPath, Limit, Offset
+from shared.api_models import CaseView, IdPath, Limit, Offset, action_errors
 from shared.auth import CurrentPrincipal, Principal, require_roles
 from shared.case_gateway import (
     BreakGlass,
     CaseId,
+    CaseReadLog,
     IdempotencyKey,
     act,
     actionable_case,
     actor_of,
-    log_case_read,
     new_id,
     readable_case,
     update_case,
     write_with_update,
 )
 from shared.contract import (
-    Actor,
     AddNote,
     CaseState,
     ConsentPurpose,
@@ -79,7 +78,6 @@ from shared.contract import (
     RecordFollowUp,
     RecordService,
     ReintegrateDecision,
-    RequestHandoff,
     RespondHandoff,
 )
 from shared.domain import AgencyRole, Role, Section, Stage
@@ -107,32 +105,14 @@ NRM support service: social protection, legal aid, the Women's Union and commune
 router = APIRouter(tags=["support"])
 Actor_ = require_roles(Role.caseworker, Role.supervisor)
 RefPath = IdPath
-ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "no or invalid bearer token"},
-    403: {"description": "wrong role, agency, jurisdiction or missing consent"},
-    404: {"description": "case (or handoff / follow-up) not found"},
-    409: {"description": "stale version or wrong stage"},
-    422: {"description": "invalid input, or not entitled (the detail names the field and why)"},
-}
+ERRORS = action_errors(
+    e403="wrong role, agency, jurisdiction or missing consent",
+    e404="case (or handoff / follow-up) not found",
+    e422="invalid input, or not entitled (the detail names the field and why)",
+)
 
 
-async def _log_read(
-    request: Request,
-    principal: Principal,
-    state: CaseState,
-    action: str,
-    section: Section,
-    break_glass_reason: str | None,
-) -> bool:
-    return await log_case_read(
-        request,
-        principal,
-        state,
-        service="support",
-        action=action,
-        section=section,
-        break_glass_reason=break_glass_reason,
-    )
+_log_read = CaseReadLog("support")
 
 
 def _require_support_agency(principal: Principal) -> None:
@@ -280,13 +260,8 @@ async def list_services(
         service_type.value if service_type else None,
         sort,
     )
-    return ServicePage(
-        items=[i.masked() for i in items] if masked else items,
-        total=total,
-        limit=limit,
-        offset=offset,
-        total_amount_vnd=amount,
-        masked=masked,
+    return ServicePage.of(
+        items, total=total, limit=limit, offset=offset, masked=masked, total_amount_vnd=amount
     )
 
 
@@ -352,13 +327,7 @@ async def get_plans(
     )
     runtime = runtime_of(request)
     items, total = await repo.list_plans(runtime.pool, runtime.ring, case_id, limit, offset)
-    return SupportPlanPage(
-        items=[i.masked() for i in items] if masked else items,
-        total=total,
-        limit=limit,
-        offset=offset,
-        masked=masked,
-    )
+    return SupportPlanPage.of(items, total=total, limit=limit, offset=offset, masked=masked)
 
 
 # ---- legal aid referral and handoffs ------------------------------------------------------------
@@ -379,17 +348,7 @@ async def refer_legal_aid(
     key: IdempotencyKey = None,
     principal: Principal = Actor_,
 ) -> HandoffResult:
-    def command(actor: Actor) -> RequestHandoff:
-        return RequestHandoff(
-            actor=actor,
-            kind=HandoffKind.referral,
-            to_agency=AgencyRole.legal_aid,
-            reason=body.reason,
-            consent_override_reason=body.consent_override_reason,
-            **body.command_fields(),
-        )
-
-    state = await act(request, principal, case_id, CaseWorkflow.request_handoff, command, key)
+    state = await act(request, principal, case_id, CaseWorkflow.request_handoff, body.command, key)
     handoff = [
         h
         for h in state.handoffs
@@ -421,18 +380,7 @@ async def request_transfer(
     key: IdempotencyKey = None,
     principal: Principal = Actor_,
 ) -> HandoffResult:
-    def command(actor: Actor) -> RequestHandoff:
-        return RequestHandoff(
-            actor=actor,
-            kind=HandoffKind.transfer,
-            to_agency=body.to_agency,
-            to_province=body.to_province,
-            reason=body.reason,
-            consent_override_reason=body.consent_override_reason,
-            **body.command_fields(),
-        )
-
-    state = await act(request, principal, case_id, CaseWorkflow.request_handoff, command, key)
+    state = await act(request, principal, case_id, CaseWorkflow.request_handoff, body.command, key)
     handoff = [
         h
         for h in state.handoffs

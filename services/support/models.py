@@ -22,11 +22,13 @@ from shared.api_models import (
     Versioned,
 )
 from shared.contract import (
+    Actor,
     ConsentPurpose,
     Handoff,
     HandoffKind,
     HandoffState,
     ProvinceRef,
+    RequestHandoff,
 )
 from shared.domain import AgencyRole, CaseStatus, TraffickingStatus
 
@@ -223,6 +225,16 @@ class LegalAidReferralIn(StageOwnerAction):
         json_schema_extra={"examples": [{"reason": "victim wants to claim unpaid wages"}]}
     )
 
+    def command(self, actor: Actor) -> RequestHandoff:
+        return RequestHandoff(
+            actor=actor,
+            kind=HandoffKind.referral,
+            to_agency=AgencyRole.legal_aid,
+            reason=self.reason,
+            consent_override_reason=self.consent_override_reason,
+            **self.command_fields(),
+        )
+
 
 class TransferIn(StageOwnerAction):
     """A transfer: ownership of the case moves to `to_agency`, of the case's province or (with `to_province`)
@@ -251,6 +263,17 @@ class TransferIn(StageOwnerAction):
             ]
         }
     )
+
+    def command(self, actor: Actor) -> RequestHandoff:
+        return RequestHandoff(
+            actor=actor,
+            kind=HandoffKind.transfer,
+            to_agency=self.to_agency,
+            to_province=self.to_province,
+            reason=self.reason,
+            consent_override_reason=self.consent_override_reason,
+            **self.command_fields(),
+        )
 
 
 class HandoffView(BaseModel):

@@ -7,7 +7,7 @@ suspected perpetrators) and hands the workflow only their ids."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from asyncpg.pool import PoolConnectionProxy
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
@@ -41,34 +41,29 @@ from services.verification.models import (
 )
 from shared import case_index
 from shared.api import runtime_of
-from shared.api_models import CaseView, Limit, Offset
+from shared.api_models import CaseView, Limit, Offset, action_errors
 from shared.auth import CurrentPrincipal, Principal, require_roles
 from shared.case_gateway import (
     BreakGlass,
     CaseId,
+    CaseReadLog,
     IdempotencyKey,
     act,
     actionable_case,
     actor_of,
-    log_case_read,
     new_id,
     readable_case,
     update_case,
     write_with_update,
 )
 from shared.contract import (
-    Actor,
     AddNote,
-    Assign,
-    CaseState,
-    Claim,
     Decide,
     EvidenceKind,
     EvidenceRef,
     IdentifyDecision,
     ProtectDecision,
     RescueDecision,
-    VerifyDecision,
 )
 from shared.domain import AgencyRole, Role, Section, Stage
 from workflows.case_workflow import CaseWorkflow
@@ -90,32 +85,10 @@ coast guard, and social protection where Law 53/2024 Art. 27(2) has it lead).
 router = APIRouter(tags=["verification"])
 Actor_ = require_roles(Role.caseworker, Role.supervisor)
 POLICE_WRITERS = frozenset({AgencyRole.police, AgencyRole.border_guard, AgencyRole.coast_guard})
-ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "no or invalid bearer token"},
-    403: {"description": "wrong role, agency or jurisdiction"},
-    404: {"description": "case not found"},
-    409: {"description": "stale version or wrong stage"},
-    422: {"description": "invalid input (the detail names the field)"},
-}
+ERRORS = action_errors()
 
 
-async def _log_read(
-    request: Request,
-    principal: Principal,
-    state: CaseState,
-    action: str,
-    section: Section,
-    break_glass_reason: str | None,
-) -> bool:
-    return await log_case_read(
-        request,
-        principal,
-        state,
-        service="verification",
-        action=action,
-        section=section,
-        break_glass_reason=break_glass_reason,
-    )
+_log_read = CaseReadLog("verification")
 
 
 # ---- claim / assign ---------------------------------------------------------------------------
@@ -133,10 +106,9 @@ async def claim(
     key: IdempotencyKey = None,
     principal: Principal = Actor_,
 ) -> CaseView:
-    def command(actor: Actor) -> Claim:
-        return Claim(actor=actor, **body.command_fields())
-
-    return CaseView.of(await act(request, principal, case_id, CaseWorkflow.claim, command, key))
+    return CaseView.of(
+        await act(request, principal, case_id, CaseWorkflow.claim, body.command, key)
+    )
 
 
 @router.post(
@@ -154,10 +126,9 @@ async def assign(
     key: IdempotencyKey = None,
     principal: Principal = Actor_,
 ) -> CaseView:
-    def command(actor: Actor) -> Assign:
-        return Assign(actor=actor, assignee_user_id=body.assignee_user_id, **body.command_fields())
-
-    return CaseView.of(await act(request, principal, case_id, CaseWorkflow.assign, command, key))
+    return CaseView.of(
+        await act(request, principal, case_id, CaseWorkflow.assign, body.command, key)
+    )
 
 
 # ---- verify -----------------------------------------------------------------------------------
@@ -176,15 +147,9 @@ async def decide_verification(
     key: IdempotencyKey = None,
     principal: Principal = Actor_,
 ) -> CaseView:
-    def command(actor: Actor) -> Decide:
-        return Decide(
-            actor=actor,
-            decision=VerifyDecision(result=body.result),
-            justification=body.justification,
-            **body.command_fields(),
-        )
-
-    return CaseView.of(await act(request, principal, case_id, CaseWorkflow.decide, command, key))
+    return CaseView.of(
+        await act(request, principal, case_id, CaseWorkflow.decide, body.command, key)
+    )
 
 
 # ---- identify ---------------------------------------------------------------------------------
@@ -264,13 +229,7 @@ async def list_evidence(
         kind.value if kind else None,
         sort.startswith("-"),
     )
-    return EvidencePage(
-        items=[i.masked() for i in items] if masked else items,
-        total=total,
-        limit=limit,
-        offset=offset,
-        masked=masked,
-    )
+    return EvidencePage.of(items, total=total, limit=limit, offset=offset, masked=masked)
 
 
 # ---- rescue -----------------------------------------------------------------------------------
@@ -339,13 +298,7 @@ async def list_rescues(
     items, total = await repo.list_rescue_operations(
         runtime.pool, runtime.ring, case_id, limit, offset, status_.value if status_ else None
     )
-    return RescuePage(
-        items=[i.masked() for i in items] if masked else items,
-        total=total,
-        limit=limit,
-        offset=offset,
-        masked=masked,
-    )
+    return RescuePage.of(items, total=total, limit=limit, offset=offset, masked=masked)
 
 
 @router.post(
@@ -419,15 +372,9 @@ async def rescue_not_needed(
     key: IdempotencyKey = None,
     principal: Principal = Actor_,
 ) -> CaseView:
-    def command(actor: Actor) -> Decide:
-        return Decide(
-            actor=actor,
-            decision=RescueDecision(needed=False),
-            justification=body.justification,
-            **body.command_fields(),
-        )
-
-    return CaseView.of(await act(request, principal, case_id, CaseWorkflow.decide, command, key))
+    return CaseView.of(
+        await act(request, principal, case_id, CaseWorkflow.decide, body.command, key)
+    )
 
 
 # ---- protect ----------------------------------------------------------------------------------
@@ -553,13 +500,7 @@ async def list_perpetrators(
         role.value if role else None,
         sort.startswith("-"),
     )
-    return PerpetratorPage(
-        items=[i.masked() for i in items] if masked else items,
-        total=total,
-        limit=limit,
-        offset=offset,
-        masked=masked,
-    )
+    return PerpetratorPage.of(items, total=total, limit=limit, offset=offset, masked=masked)
 
 
 @router.get(

@@ -21,13 +21,25 @@ from shared.api_models import (
     ShortText,
     StageOwnerAction,
 )
-from shared.contract import EvidenceKind, VerifyResult
+from shared.contract import (
+    Actor,
+    Assign,
+    Claim,
+    Decide,
+    EvidenceKind,
+    RescueDecision,
+    VerifyDecision,
+    VerifyResult,
+)
 from shared.domain import AgencyRole, DecisionMakingOrg, TraffickingStatus
 
 
 # ---- claim / assign ---------------------------------------------------------------------------
 class ClaimRequest(StageOwnerAction):
     model_config = ConfigDict(json_schema_extra={"examples": [{"expected_version": 3}]})
+
+    def command(self, actor: Actor) -> Claim:
+        return Claim(actor=actor, **self.command_fields())
 
 
 class AssignRequest(StageOwnerAction):
@@ -39,6 +51,9 @@ class AssignRequest(StageOwnerAction):
             "examples": [{"assignee_user_id": "police-hn-042", "expected_version": 3}]
         }
     )
+
+    def command(self, actor: Actor) -> Assign:
+        return Assign(actor=actor, assignee_user_id=self.assignee_user_id, **self.command_fields())
 
 
 # ---- verification -----------------------------------------------------------------------------
@@ -58,6 +73,14 @@ class VerificationRequest(StageOwnerAction):
             ]
         }
     )
+
+    def command(self, actor: Actor) -> Decide:
+        return Decide(
+            actor=actor,
+            decision=VerifyDecision(result=self.result),
+            justification=self.justification,
+            **self.command_fields(),
+        )
 
 
 # ---- identification -------------------------------------------------------------------------
@@ -206,6 +229,14 @@ class RescueCompleteRequest(StageOwnerAction):
 
 class RescueNotNeededRequest(StageOwnerAction):
     justification: Reason
+
+    def command(self, actor: Actor) -> Decide:
+        return Decide(
+            actor=actor,
+            decision=RescueDecision(needed=False),
+            justification=self.justification,
+            **self.command_fields(),
+        )
 
 
 class RescueOperationOut(BaseModel):
