@@ -14,12 +14,13 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from shared.config import get_settings
 from shared.contract import Notification
+from shared.runtime import RuntimeExtras
 
 # the notifications service's task queue (services/notifications listens on it; oversight starts workflows there)
 TASK_QUEUE = "nrm-notifications"
 
 
-def handover_queue(extras: dict[str, object]) -> str | None:
+def handover_queue(extras: RuntimeExtras) -> str | None:
     """The task queue to hand over to: runtime.extras["notifications_task_queue"] (tests), else the service's
     queue unless NRM_NOTIFICATIONS_HANDOVER is off."""
     queue = extras.get("notifications_task_queue")

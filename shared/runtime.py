@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime, timedelta
+from typing import TypedDict
 
 import asyncpg
 import structlog
@@ -21,13 +23,42 @@ from shared.temporal import connect
 log = structlog.get_logger("runtime")
 
 
+class RuntimeExtras(TypedDict, total=False):
+    """Every key a process may put on its runtime, typed (mypy checks names and types of every use).
+
+    Overrides (tests run several services and workers on per-test task queues and clocks; a production
+    process sets none of them):"""
+
+    workflow_task_queue: str  # intake starts case workflows here (default nrm-workflows)
+    oversight_task_queue: str  # case workflows send audit activities here (default nrm-oversight)
+    notifications_task_queue: (
+        str  # oversight hands notifications over here (default nrm-notifications)
+    )
+    update_rpc_timeout: timedelta  # how long update_case waits for a workflow's answer
+    clock: Callable[
+        [], datetime
+    ]  # oversight's "now" (periods, stuck ages) on a time-skipping server
+    reconcile_interval: (
+        float | None
+    )  # intake: seconds between workflow-start reconciliations (None = off)
+    reconcile_older_than: float  # intake: a committed case unstarted for this long is started
+    bulk_resume_interval: float | None  # intake: seconds between resumptions of interrupted batches
+    bulk_lease_seconds: float  # intake: how long a batch worker's lease lasts
+    # state a service keeps for the life of its process (the floor cannot name service types: `object`,
+    # narrowed by the one module that owns each entry)
+    notification_settings: object  # services.notifications.settings.NotificationSettings
+    started_marks: object  # services.intake.opening.StartedMarks
+    bulk_tasks: dict[str, asyncio.Task[None]]  # intake: the running batch per batch id
+    bulk_wakeups: dict[str, asyncio.Event]  # intake: a batch's wake-up signal
+
+
 @dataclass
 class Runtime:
     settings: Settings
     ring: KeyRing
     pool: asyncpg.Pool
     temporal: Client
-    extras: dict[str, Any] = field(default_factory=dict)
+    extras: RuntimeExtras = field(default_factory=lambda: RuntimeExtras())
 
     @classmethod
     async def open(

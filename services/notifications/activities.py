@@ -25,7 +25,7 @@ from services.notifications.channels import (
 from services.notifications.delivery_workflow import DigestWorkflow
 from services.notifications.directory import Contact, Directory, resolve
 from services.notifications.models import DeliveryRef, DigestInput, FlushResult, Plan, RetryConfig
-from services.notifications.settings import TASK_QUEUE, NotificationSettings
+from services.notifications.settings import TASK_QUEUE, NotificationSettings, settings_of
 from services.notifications.templates import VN_TZ, Item, render
 from shared import case_index
 from shared.contract import Notification
@@ -66,9 +66,7 @@ class NotificationActivities:
         directory: Directory | None = None,
     ) -> None:
         self.runtime = runtime
-        self.settings = (
-            settings or runtime.extras.get("notification_settings") or NotificationSettings()
-        )
+        self.settings = settings or settings_of(runtime)
         self.directory = directory or Directory.load(self.settings.directory_file)
         self.email = EmailChannel(self.settings)
         self.sms = sms_provider(self.settings)

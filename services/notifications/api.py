@@ -24,7 +24,7 @@ from services.notifications.models import (
     Resent,
     RetryConfig,
 )
-from services.notifications.settings import TASK_QUEUE, NotificationSettings
+from services.notifications.settings import TASK_QUEUE, NotificationSettings, settings_of
 from services.notifications.templates import STAGES, case_link
 from shared.api import runtime_of
 from shared.auth import CurrentPrincipal, Principal
@@ -43,8 +43,7 @@ router = APIRouter()
 
 
 def _settings(request: Request) -> NotificationSettings:
-    s = runtime_of(request).extras.get("notification_settings")
-    return s if isinstance(s, NotificationSettings) else NotificationSettings()
+    return settings_of(runtime_of(request))
 
 
 def groups_of(p: Principal) -> list[str]:

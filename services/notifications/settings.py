@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.config import REPO_ROOT
 from shared.notification_handover import TASK_QUEUE
+from shared.runtime import Runtime
 
 __all__ = ["TASK_QUEUE", "NotificationSettings"]
 
@@ -70,3 +71,10 @@ class NotificationSettings(BaseSettings):
 
 
 DEFAULT_POLICY_DIR = REPO_ROOT / "services" / "notifications"
+
+
+def settings_of(runtime: Runtime) -> NotificationSettings:
+    """The settings this process put on its runtime (`extras["notification_settings"]`), else the
+    environment's."""
+    own = runtime.extras.get("notification_settings")
+    return own if isinstance(own, NotificationSettings) else NotificationSettings()
