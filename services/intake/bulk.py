@@ -365,7 +365,7 @@ async def run_rows(
                 entry=entry,
             )
             if work.new is not None:
-                order.place(work, (work.new.identity_bidx, work.new.name_year_bidx))
+                order.place(work, work.new.lock_keys)
             await queue.put(work)
         for _ in range(concurrency):  # (on an error the task group cancels the consumers instead)
             await queue.put(None)

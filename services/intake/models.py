@@ -340,9 +340,36 @@ OUTSIDE_JURISDICTION = (
 )
 
 
+MatchKind = Literal["identity_number", "evidence", "name_birth_year_province"]
+MATCH_KIND_DESCRIPTION = (
+    "identity_number: the same identity number; evidence: the shared facts score at least the threshold "
+    "(see score and reasons); name_birth_year_province: the same name, birth year and province of a person "
+    "registered before scoring"
+)
+
+
+def _score_field() -> Any:
+    return Field(
+        default=None,
+        description="how strongly the shared facts say one person (flagged from 2.8); null for persons "
+        "registered before scoring",
+    )
+
+
+def _reasons_field() -> Any:
+    return Field(
+        default_factory=list,
+        description="the facts behind the score, strongest first: same_identity_number, same_full_name, "
+        "same_given_and_family_name, same_birth_date, same_birth_year, same_phone, same_commune, "
+        "same_province, or the different_* conflicts that count against",
+    )
+
+
 class DuplicateFlag(BaseModel):
     candidate_id: str
-    match_kind: Literal["identity_number", "name_birth_year_province"]
+    match_kind: MatchKind = Field(description=MATCH_KIND_DESCRIPTION)
+    score: float | None = _score_field()
+    reasons: list[str] = _reasons_field()
     other_case_id: str | None = Field(
         description="null when the other case is outside your jurisdiction"
     )
@@ -496,7 +523,9 @@ class DuplicateOut(BaseModel):
         "province you do not cover (its id is withheld)",
     )
     note: str | None = None
-    match_kind: Literal["identity_number", "name_birth_year_province"]
+    match_kind: MatchKind = Field(description=MATCH_KIND_DESCRIPTION)
+    score: float | None = _score_field()
+    reasons: list[str] = _reasons_field()
     status: Literal["open", "linked", "kept_apart"]
     flagged_at: AwareDatetime
     decided_by: str | None = None

@@ -39,7 +39,7 @@ from shared.temporal import (
 )
 from workflows.policy_activity import case_policy_for, current_policy
 
-from . import repository
+from . import dedupe, repository
 from .dedupe import full_name, identity_key, name_year_key
 from .models import EntryDecision, OpenCaseRequest
 from .person import age_band, birth_year_of, encrypt_person
@@ -147,13 +147,29 @@ def build_new_case(
         ring, entry.justification if entry else None, "intake_cases", case_id
     )
     name = full_name(p.prs_FirstName, p.prs_MiddleName, p.prs_SecondName)
+    comparable, evidence_columns = dedupe.stored(
+        ring,
+        dedupe.evidence(
+            ring,
+            identity_number=p.prs_IdentityNumber,
+            first=p.prs_FirstName,
+            middle=p.prs_MiddleName,
+            second=p.prs_SecondName,
+            birth_date=p.prs_Birthdate.isoformat() if p.prs_Birthdate else None,
+            birth_year=birth_year_of(req),
+            phone=p.prs_MobilePhone,
+            commune=req.commune,
+            province=req.province,
+        ),
+    )
     return repository.NewCase(
         case_id=case_id,
         person_id=person_id,
-        person=person,
+        person={**person, **evidence_columns},
         case=case,
         identity_bidx=identity_key(ring, p.prs_IdentityNumber),
         name_year_bidx=name_year_key(ring, name, birth_year_of(req), req.province),
+        evidence=comparable,
     )
 
 

@@ -12,6 +12,11 @@ import asyncpg
 
 from shared.db import Conn
 
+from .duplicate_evidence import Evidence
+from .duplicate_evidence import from_row as dedupe_from_row
+from .duplicate_evidence import score as dedupe_score
+from .duplicate_evidence import should_flag as dedupe_should_flag
+
 PERSON_COLUMNS = (
     "first_name",
     "middle_name",
@@ -41,6 +46,14 @@ class NewCase:
     case: dict[str, Any]  # column -> value for intake.intake_cases (besides case_id, person_id)
     identity_bidx: str | None
     name_year_bidx: str | None
+    # the scored evidence (issue 15 item 9), comparable with dedupe.from_row; its columns are in `person`
+    evidence: Evidence | None = None
+
+    @property
+    def lock_keys(self) -> list[str]:
+        """Keys two openings that could be duplicates of each other share (they are serialised on them)."""
+        blocking = self.person.get("ev_blocking") or []
+        return sorted({k for k in (self.identity_bidx, self.name_year_bidx, *blocking) if k})
 
 
 # A duplicate candidate row with the provinces of both its cases (who may see which case id depends on them).
@@ -85,7 +98,7 @@ async def open_case(pool: asyncpg.Pool, new: NewCase, also: AlsoWrite | None = N
     async with pool.acquire() as conn:
         async with conn.transaction():
             # serialise openings that could be duplicates of each other, so each sees the other
-            keys = sorted(k for k in (new.identity_bidx, new.name_year_bidx) if k)
+            keys = new.lock_keys
             if (
                 keys
             ):  # one round trip; sorted, so two openings never wait on each other in opposite order
@@ -141,32 +154,48 @@ async def open_case_once(
 
 
 async def _flag_duplicates(conn: Any, new: NewCase) -> list[DuplicateRow]:
-    if not new.identity_bidx and not new.name_year_bidx:
+    """Flag the earlier persons this one may be: the same identity number always; otherwise a person found
+    under a shared blocking key whose evidence scores at least dedupe.FLAG_THRESHOLD (kind `evidence`, with
+    the score and reasons); a person stored before scoring (no evidence columns) by the old name + birth
+    year + province key."""
+    blocking = new.person.get("ev_blocking") or []
+    if not new.identity_bidx and not new.name_year_bidx and not blocking:
         return []
     matches = await conn.fetch(
-        """SELECT p.person_id, c.case_id, c.province,
-                  (p.identity_bidx IS NOT NULL AND p.identity_bidx = $2) AS by_identity,
+        """SELECT p.person_id, p.identity_bidx, p.ev_full_name, p.ev_given_family, p.ev_birth_date,
+                  p.ev_birth_year, p.ev_phone, p.ev_blocking, c.case_id, c.province, c.commune,
                   (p.name_year_bidx IS NOT NULL AND p.name_year_bidx = $3) AS by_name
            FROM intake.persons p JOIN intake.intake_cases c ON c.person_id = p.person_id
            WHERE p.person_id <> $1 AND p.erased_at IS NULL
-             AND (p.identity_bidx = $2 OR p.name_year_bidx = $3)
+             AND (p.identity_bidx = $2 OR p.ev_blocking && $4::text[]
+                  OR (p.ev_blocking IS NULL AND p.name_year_bidx = $3))
            ORDER BY c.opened_at""",
         new.person_id,
         new.identity_bidx,
         new.name_year_bidx,
+        blocking,
     )
     rows: list[DuplicateRow] = []
     for m in matches:
-        for kind, hit in (
-            ("identity_number", m["by_identity"]),
-            ("name_birth_year_province", m["by_name"]),
-        ):
-            if not hit:
-                continue
+        same_identity = bool(new.identity_bidx) and m["identity_bidx"] == new.identity_bidx
+        points: float | None = None
+        reasons: list[str] = []
+        if m["ev_blocking"] is not None and new.evidence is not None:
+            points, reasons = dedupe_score(new.evidence, dedupe_from_row(m))
+        kinds: list[str] = []
+        if same_identity:
+            kinds.append("identity_number")
+        elif points is not None:
+            if dedupe_should_flag(points):
+                kinds.append("evidence")
+        elif m["by_name"]:  # a person stored before scoring
+            kinds.append("name_birth_year_province")
+        for kind in kinds:
             row = await conn.fetchrow(
                 """INSERT INTO intake.duplicate_candidates
-                       (candidate_id, case_id, person_id, other_case_id, other_person_id, match_kind)
-                   VALUES ($1, $2, $3, $4, $5, $6)
+                       (candidate_id, case_id, person_id, other_case_id, other_person_id, match_kind,
+                        score, reasons)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                    ON CONFLICT (person_id, other_person_id, match_kind) DO NOTHING RETURNING *""",
                 new_id("d"),
                 new.case_id,
@@ -174,6 +203,8 @@ async def _flag_duplicates(conn: Any, new: NewCase) -> list[DuplicateRow]:
                 m["case_id"],
                 m["person_id"],
                 kind,
+                points,
+                reasons,
             )
             if row is not None:
                 rows.append(
@@ -388,6 +419,8 @@ async def erase_person(pool: asyncpg.Pool, person_id: str) -> str:
         sets = ", ".join(f"{c} = NULL" for c in PERSON_COLUMNS)
         await conn.execute(
             f"UPDATE intake.persons SET {sets}, identity_bidx = NULL, name_year_bidx = NULL, "
+            "ev_full_name = NULL, ev_given_family = NULL, ev_birth_date = NULL, ev_birth_year = NULL, "
+            "ev_phone = NULL, ev_blocking = NULL, "
             "estimated_age = NULL, number_of_children = NULL, marital_status = NULL, erased_at = now() "
             "WHERE person_id = $1",
             person_id,

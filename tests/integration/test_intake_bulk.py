@@ -143,13 +143,17 @@ async def test_a_refused_initial_decision_is_recorded_and_the_case_stays_in_rece
 
 
 def chain_rows() -> list[dict[str, Any]]:
-    """40 rows with duplicates inside the batch: identity numbers repeat every 7 rows among the first 21,
-    names + birth years repeat for rows 30..39 in pairs, row 35 shares both."""
+    """40 rows with duplicates inside the batch: identity numbers repeat every 7 rows among the first 21;
+    rows 21..39 have no identity number and the even ones from 30 share a name and birth year (evidence
+    enough to flag); row 35 shares both. Every row has its own phone number."""
     rows = []
     for i in range(40):
-        ident = f"0013{i % 7:08d}" if i < 21 else None
         name = ("Hoa", "Trần") if i >= 30 and i % 2 == 0 else (f"Mai{i}", "Lê")
-        rows.append(person_row(i, ident=ident or f"0099{i:08d}", name=name, year=1999))
+        row = person_row(i, ident=f"0013{i % 7:08d}", name=name, year=1999)
+        row["person"]["prs_MobilePhone"] = f"09{i:08d}"
+        if i >= 21:
+            row["person"]["prs_IdentityNumber"] = None
+        rows.append(row)
     rows[35]["person"]["prs_IdentityNumber"] = "001300000003"
     rows[35]["person"].update(prs_FirstName="Hoa", prs_SecondName="Trần")
     return rows
@@ -180,8 +184,11 @@ async def test_concurrent_rows_flag_duplicates_as_row_order_does(
                 **row,
                 "person": {
                     **p,
-                    "prs_IdentityNumber": "7" + p["prs_IdentityNumber"],
+                    "prs_IdentityNumber": "7" + p["prs_IdentityNumber"]
+                    if p["prs_IdentityNumber"]
+                    else None,
                     "prs_SecondName": p["prs_SecondName"] + "x",
+                    "prs_MobilePhone": "08" + p["prs_MobilePhone"][2:],
                 },
             }
 
@@ -225,13 +232,15 @@ async def test_concurrent_rows_flag_duplicates_as_row_order_does(
         assert expected[0] == [] and expected[7] == [("identity_number", 0)]
         assert expected[14] == [("identity_number", 0), ("identity_number", 7)]
         assert expected[35] == [
+            ("evidence", 30),
+            ("evidence", 32),
+            ("evidence", 34),
             ("identity_number", 3),
             ("identity_number", 10),
             ("identity_number", 17),
-            ("name_birth_year_province", 30),
-            ("name_birth_year_province", 32),
-            ("name_birth_year_province", 34),
         ]
+        # two different persons who only share a birth year and the province are not flagged
+        assert expected[31] == [] and expected[32] == [("evidence", 30)]
         assert all(other_index < i for i, fl in enumerate(expected) for _, other_index in fl)
         statuses = [x["status"] for x in concurrent]
         assert statuses.count("duplicate_flagged") == sum(1 for fl in expected if fl)

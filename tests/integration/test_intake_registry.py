@@ -24,7 +24,7 @@ async def test_duplicates_flagged_accent_insensitive_and_resolved(
     async with intake_app(ts_env, db_pool, db_url, ring, task_queue) as it:
         first = (await it.open()).json()
         assert first["duplicates"] == []
-        # same name without accents, other case, different id number: name + birth year + province match
+        # same name without accents, same phone and birth year, no id number: the evidence adds up
         second = (
             await it.open(
                 open_body(
@@ -33,14 +33,27 @@ async def test_duplicates_flagged_accent_insensitive_and_resolved(
                         "prs_FirstName": "lan",
                         "prs_MiddleName": "thi",
                         "prs_SecondName": "NGUYEN",
-                        "prs_IdentityNumber": "079300099999",
+                        "prs_IdentityNumber": None,
                     },
                 )
             )
         ).json()
         assert [(d["match_kind"], d["other_case_id"]) for d in second["duplicates"]] == [
-            ("name_birth_year_province", first["case_id"])
+            ("evidence", first["case_id"])
         ]
+        assert second["duplicates"][0]["reasons"] == [
+            "same_phone",
+            "same_full_name",
+            "same_birth_year",
+            "same_province",
+        ]
+        # the same name, phone and birth year under another identity number: the conflict counts against
+        other_id = (
+            await it.open(
+                open_body(channel="walk_in", person={"prs_IdentityNumber": "079300099999"})
+            )
+        ).json()
+        assert first["case_id"] not in {d["other_case_id"] for d in other_id["duplicates"]}
         # same identity number written differently, other name
         third = (
             await it.open(
@@ -50,8 +63,10 @@ async def test_duplicates_flagged_accent_insensitive_and_resolved(
                 )
             )
         ).json()
+        # (and, by phone + birth year + province, the second person who gave no identity number)
         assert [(d["match_kind"], d["other_case_id"]) for d in third["duplicates"]] == [
-            ("identity_number", first["case_id"])
+            ("identity_number", first["case_id"]),
+            ("evidence", second["case_id"]),
         ]
         # different birth year: not a duplicate
         fourth = (
@@ -63,7 +78,7 @@ async def test_duplicates_flagged_accent_insensitive_and_resolved(
         ).json()
         assert fourth["duplicates"] == []
         # nothing merged: four persons, four cases
-        assert await db_pool.fetchval("SELECT count(*) FROM intake.persons") == 4
+        assert await db_pool.fetchval("SELECT count(*) FROM intake.persons") == 5
 
         r = await it.http.get(f"/cases/{first['case_id']}/duplicates", headers=it.auth())
         assert (
@@ -408,7 +423,7 @@ async def test_erase_person_pii_activity(
         assert case["report_summary"] is None and case["channel"] == "border_guard_handover"
         # the erased person is no longer a duplicate candidate for new arrivals
         third = (await it.open(open_body(channel="hotline_111"))).json()
-        assert [d["other_case_id"] for d in third["duplicates"]] == [other["case_id"]] * 2
+        assert [d["other_case_id"] for d in third["duplicates"]] == [other["case_id"]]
         p = (await it.http.get(f"/persons/{opened['person_ref']}", headers=it.auth())).json()
         assert p["erased"] is True and p["person_identity"]["prs_FirstName"] is None
         assert p["person_identity"]["age_band"] == "adult"
