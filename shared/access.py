@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.domain import AgencyRole, Role, Section
+from shared.domain import AgencyRole, Role, Section, Stage
 
 A = AgencyRole
 LAW_ENFORCEMENT = frozenset({A.police, A.border_guard, A.coast_guard, A.prosecution})
@@ -252,3 +252,103 @@ def mask(value: str | None) -> str | None:
 
 def agencies(values: Iterable[str]) -> frozenset[AgencyRole]:
     return frozenset(AgencyRole(v) for v in values)
+
+
+# ---- which actions a caller may take on a case now (issue 14) ---------------------------------------
+POLICE_WRITERS = frozenset({A.police, A.border_guard, A.coast_guard})
+# the decision each open stage takes, by the console's action names
+STAGE_DECISIONS: Mapping[Stage, tuple[str, ...]] = {
+    Stage.receive: ("classify",),
+    Stage.verify: ("verify",),
+    Stage.identify: ("identify",),
+    Stage.rescue: ("rescue_complete", "rescue_not_needed"),
+    Stage.protect: ("protect",),
+    Stage.reintegrate: ("closure",),
+}
+RESCUE_PLAN_STAGES = frozenset({Stage.receive, Stage.verify, Stage.identify, Stage.rescue})
+
+
+class CaseProgress(BaseModel):
+    """What `allowed_actions` needs beside CaseAccessFacts: where the case stands (no PII)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    stage: Stage
+    closed: bool
+    assignee: str | None = None
+    escalation_level: int = 0
+    top_escalation_level: int = 3
+    # handoffs waiting for an answer: (to_agency, to_province; None = the case's own province, kind)
+    waiting: tuple[tuple[AgencyRole, str | None, str], ...] = ()
+    pending_follow_ups: bool = False
+    has_deadline: bool = False
+    # the person was found not to be a victim: support services end
+    support_ended: bool = False
+    # data-sharing consent granted to legal aid of the case's province
+    legal_aid_consent: bool = False
+
+
+def allowed_actions(p: Any, facts: CaseAccessFacts, progress: CaseProgress) -> list[str]:
+    """The actions the caller may take on the case now, by the rules the endpoints and the workflow's
+    validators apply (`can_act_on_case`, `can_respond_to_handoff`, the stage owner with a supervisor's
+    override, section rules, the police-only writes, the supervisor-only actions, the stage each action
+    needs). A listed action may still be refused for what the form carries (a stale version, a missing
+    consent for the chosen agency, an invalid field); an action not listed is refused (403/409).
+
+    Names: claim, the stage's decision (classify, verify, identify, rescue_complete, rescue_not_needed,
+    protect, closure), rescue_plan, perpetrator, consent, legal_aid, transfer, support_plan, service,
+    follow_up, respond_handoff, reassign, extend_deadline, escalate, reopen."""
+    out: list[str] = []
+    if any(
+        can_respond_to_handoff(p, facts, agency, province)
+        for agency, province, _ in progress.waiting
+    ):
+        out.append("respond_handoff")
+    if not can_act_on_case(p, facts):
+        return out
+    supervisor = p.has(Role.supervisor)
+    owner = acts_as_stage_owner(p, facts.owner_agency) or supervisor  # a supervisor: as an override
+    police = p.agency in POLICE_WRITERS or p.has(Role.admin)
+    support = can_read_section(p, Section.support_plan)
+    if progress.closed:
+        out += ["perpetrator"] if police else []
+        out += ["support_plan"] if support else []
+        out += ["reopen"] if supervisor else []
+        return out
+    stage = progress.stage
+    if owner and (progress.assignee is None or progress.assignee == p.user_id):
+        out.append("claim")
+    if owner:
+        for action in STAGE_DECISIONS.get(stage, ()):
+            if action == "rescue_complete" and not police:
+                continue
+            if action == "closure" and not support:
+                continue
+            out.append(action)
+    if police and stage in RESCUE_PLAN_STAGES:
+        out.append("rescue_plan")
+    if police:
+        out.append("perpetrator")
+    out.append("consent")
+    waiting_here = {a for a, province, _ in progress.waiting if province in (None, facts.province)}
+    if (
+        owner
+        and A.legal_aid not in facts.participants
+        and A.legal_aid != facts.owner_agency
+        and A.legal_aid not in waiting_here
+        and (progress.legal_aid_consent or supervisor)
+    ):
+        out.append("legal_aid")
+    if owner and not any(kind == "transfer" for _, _, kind in progress.waiting):
+        out.append("transfer")
+    if support:
+        out += ["support_plan"] + ([] if progress.support_ended else ["service"])
+        if owner and stage == Stage.reintegrate and progress.pending_follow_ups:
+            out.append("follow_up")
+    if supervisor:
+        out.append("reassign")
+        if progress.has_deadline or progress.waiting:
+            out.append("extend_deadline")
+        if progress.escalation_level < progress.top_escalation_level:
+            out.append("escalate")
+    return out

@@ -762,6 +762,9 @@ async def get_case(
             version=state.version,
             trafficking_status=state.trafficking_status,
             participants=state.participants,
+            deadline_at=state.deadline.due_at if state.deadline else None,
+            escalation_level=state.escalation_level,
+            allowed_actions=reads.actions_for(principal, state),
         )
     return CaseRecord(
         case_id=case_id,

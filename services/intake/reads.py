@@ -12,11 +12,18 @@ from temporalio.client import WorkflowQueryFailedError, WorkflowQueryRejectedErr
 from temporalio.service import RPCError, RPCStatusCode
 
 from services.intake import htcds
-from shared.access import CaseAccessFacts, can_read_case, pii_masked_for, readable_sections
+from shared.access import (
+    CaseAccessFacts,
+    CaseProgress,
+    allowed_actions,
+    can_read_case,
+    pii_masked_for,
+    readable_sections,
+)
 from shared.access_log import AccessRead, record_read
 from shared.auth import Principal
-from shared.contract import CaseState
-from shared.domain import AgencyRole, Section
+from shared.contract import CaseState, ConsentPurpose, HandoffState, consent_key
+from shared.domain import AgencyRole, CaseStatus, Section, TraffickingStatus
 from shared.runtime import Runtime
 
 from . import repository
@@ -34,6 +41,32 @@ def fallback_facts(case: asyncpg.Record) -> CaseAccessFacts:
         commune=case["commune"],
         owner_agency=AgencyRole(case["opened_by_agency"]),
     )
+
+
+def progress_of(state: CaseState) -> CaseProgress:
+    """Where the case stands, as `shared.access.allowed_actions` needs it (no PII)."""
+    return CaseProgress(
+        stage=state.stage,
+        closed=state.status in (CaseStatus.Closed, CaseStatus.ClosedReferred),
+        assignee=state.assignee,
+        escalation_level=state.escalation_level,
+        waiting=tuple(
+            (h.to_agency, h.to_province, h.kind.value)
+            for h in state.handoffs
+            if h.state == HandoffState.requested
+        ),
+        pending_follow_ups=any(f.outcome is None for f in state.follow_ups),
+        has_deadline=state.deadline is not None,
+        support_ended=state.trafficking_status == TraffickingStatus.NotAVictimOfTrafficking,
+        legal_aid_consent=bool(
+            state.consents.get(consent_key(ConsentPurpose.data_sharing, AgencyRole.legal_aid))
+        ),
+    )
+
+
+def actions_for(principal: Principal, state: CaseState) -> list[str]:
+    """What the caller may do on the case now (the action endpoints' own rules)."""
+    return allowed_actions(principal, state.access_facts(), progress_of(state))
 
 
 async def case_state(runtime: Runtime, case: asyncpg.Record) -> CaseState | None:
