@@ -762,6 +762,7 @@ async def get_case(
             version=state.version,
             trafficking_status=state.trafficking_status,
             participants=state.participants,
+            assignee=state.assignee,
             deadline_at=state.deadline.due_at if state.deadline else None,
             escalation_level=state.escalation_level,
             allowed_actions=reads.actions_for(principal, state),

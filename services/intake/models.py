@@ -462,6 +462,9 @@ class WorkflowView(BaseModel):
     version: int
     trafficking_status: TraffickingStatus
     participants: list[AgencyRole] = Field(default_factory=list)
+    assignee: str | None = Field(
+        default=None, description="the staff user id who took the current stage (null: nobody yet)"
+    )
     deadline_at: AwareDatetime | None = Field(
         default=None,
         description="when the current stage's legal deadline falls due (null: none runs)",

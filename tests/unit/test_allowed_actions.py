@@ -270,6 +270,7 @@ async def test_intake_case_read_carries_deadline_level_and_actions(
         assert r.status_code == 200, r.text
         wf = r.json()["workflow"]
         assert wf["deadline_at"] is not None and wf["escalation_level"] == 0
+        assert wf["assignee"] is None
         assert "classify" in wf["allowed_actions"] and "claim" in wf["allowed_actions"]
         assert "reassign" not in wf["allowed_actions"] and "verify" not in wf["allowed_actions"]
 
