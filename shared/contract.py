@@ -355,6 +355,34 @@ class RecordService(Command):
     service_type: str = Field(min_length=1, max_length=64)
 
 
+# issue 15 items 3 and 4: protection and rescue recorded when they happen, the stage unchanged
+PROTECTION_AGENCIES: frozenset[AgencyRole] = frozenset(
+    {AgencyRole.police, AgencyRole.border_guard, AgencyRole.coast_guard}
+)  # the police lead on protection (DOMAIN.md §1 Bảo vệ: Police [S:003]); border and coast guard are
+# the police-side forces that meet the person first at a border or at sea (policy stage_owners)
+RESCUE_AGENCIES: frozenset[AgencyRole] = PROTECTION_AGENCIES  # the rescuing forces (Art. 28)
+
+
+class RecordProtection(Command):
+    """Protection measures decided for the person and their relatives at any stage from receipt, by the
+    police (PROTECTION_AGENCIES): Law 53/2024 Art. 34 protects victims, suspected victims, accompanying
+    children, relatives and helpers, so protection does not wait for identification. The case stays in its
+    stage; the protect stage after identification still takes its own decision."""
+
+    measures: list[str] = Field(min_length=1, max_length=20)
+    justification: Reason
+
+
+class RecordRescue(Command):
+    """A rescue operation's outcome, recorded when it happens, at any open stage but the rescue stage
+    (there the outcome is the stage's decision). The case stays in its stage (identification is not
+    skipped); a recorded `rescued` outcome is the rescue stage's decision when identification leads there."""
+
+    operation_ref: Ref
+    outcome: Literal["rescued", "not_found", "postponed"]
+    justification: Reason
+
+
 # ---- state ---------------------------------------------------------------------------------
 class Deadline(Frozen):
     due_at: AwareDatetime
@@ -419,6 +447,27 @@ class StageRecord(Frozen):
     skipped: bool = False
 
 
+class ProtectionRecord(Frozen):
+    """Protection measures recorded by RecordProtection (issue 15 item 3)."""
+
+    measures: list[str]
+    decided_at: AwareDatetime
+    decided_by: str
+    agency: AgencyRole
+    stage: Stage = Field(description="the case's stage when the measures were decided")
+
+
+class RescueRecord(Frozen):
+    """A rescue operation's outcome recorded by RecordRescue (issue 15 item 4)."""
+
+    operation_ref: str
+    outcome: Literal["rescued", "not_found", "postponed"]
+    recorded_at: AwareDatetime
+    recorded_by: str
+    agency: AgencyRole
+    stage: Stage = Field(description="the case's stage when the outcome was recorded")
+
+
 class FollowUp(Frozen):
     follow_up_id: str
     due_at: AwareDatetime
@@ -455,6 +504,14 @@ class CaseState(Frozen):
         default_factory=list,
         description="the provinces that held the case, in order (the last holds it now); "
         "empty in states recorded before transfers between provinces",
+    )
+    protections: list[ProtectionRecord] = Field(
+        default_factory=list,
+        description="protection measures decided at any stage (issue 15 item 3), oldest first",
+    )
+    rescues: list[RescueRecord] = Field(
+        default_factory=list,
+        description="rescue outcomes recorded outside the rescue stage (issue 15 item 4), oldest first",
     )
     policy_version: str
     last_event_seq: int = 0

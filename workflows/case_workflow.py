@@ -51,14 +51,20 @@ with workflow.unsafe.imports_passed_through():
         Handoff,
         HandoffKind,
         HandoffState,
+        IdentifyDecision,
         JurisdictionSpell,
         Notification,
+        ProtectionRecord,
         RecordBatch,
         RecordConsent,
         RecordFollowUp,
+        RecordProtection,
+        RecordRescue,
         RecordService,
         Reopen,
         RequestHandoff,
+        RescueDecision,
+        RescueRecord,
         RespondHandoff,
         RevokeHandoff,
         StageOwnerCommand,
@@ -92,6 +98,11 @@ KEEP_WAKE_TIMER = "keep-wake-timer-issue-13"
 # issue 18: a transfer to another province resolves the receiving province's policy (local activity) at
 # acceptance; transferred_jurisdiction (end_case) is for a case leaving the country's system only
 PROVINCE_TRANSFER = "province-transfer-issue-18"
+# issue 15 item 3: protection measures recorded at any stage from receipt (Update record_protection)
+PROTECTION_FROM_RECEIPT = "protection-from-receipt-issue-15"
+# issue 15 item 4: a rescue recorded when it happens (Update record_rescue); identification then passes the
+# rescue stage as decided by that rescue instead of asking for it again
+RESCUE_WHEN_IT_HAPPENS = "rescue-when-it-happens-issue-15"
 ACTIVITY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -674,12 +685,21 @@ class CaseWorkflow:
         override = self._override(cmd)
         d = cmd.decision
         now = workflow.now()
+        # only a case with a rescue recorded before identification asks for the patch (none recorded earlier)
+        rescued = (
+            transitions.rescued_earlier(self.case)
+            if isinstance(d, IdentifyDecision)
+            and self.case.rescues
+            and workflow.patched(RESCUE_WHEN_IT_HAPPENS)
+            else None
+        )
         t = transitions.decide(
             d,
             DecisionContext(
                 already_safe=self.facts.already_safe,
                 reflection=self.policy.reflection_period,
                 now=now,
+                rescued=rescued,
             ),
         )
         c = self.case
@@ -691,7 +711,14 @@ class CaseWorkflow:
             transitions.finish_stage(c, cmd.actor.user_id, d, now, skipped=t.skipped)
         for passed in t.enter[:-1]:  # entered and left at once, recorded as skipped by the system
             self._enter_stage(passed, now)
-            transitions.finish_stage(c, SYSTEM_USER, None, now, skipped=True)
+            r = t.rescue_done
+            if passed == Stage.rescue and r is not None:  # decided by the rescue recorded earlier
+                rescue = RescueDecision(
+                    needed=True, operation_ref=r.operation_ref, outcome="rescued"
+                )
+                transitions.finish_stage(c, r.recorded_by, rescue, now)
+            else:
+                transitions.finish_stage(c, SYSTEM_USER, None, now, skipped=True)
         if t.enter:
             self._enter_stage(t.enter[-1], now)
         if t.close is not None:
@@ -729,6 +756,76 @@ class CaseWorkflow:
             raise _forbidden(
                 f"agency {cmd.actor.agency.value} may not write to section {cmd.section.value}"
             )
+
+    @workflow.update
+    async def record_protection(self, cmd: RecordProtection) -> CaseState:
+        """Protection measures decided by the police at any open stage (issue 15 item 3); the stage, its
+        owner and its deadline stay as they are."""
+        await self._opened()
+        if self._already_applied():
+            return self._snapshot()
+        self._validate_record_protection(cmd)
+        workflow.patched(PROTECTION_FROM_RECEIPT)  # marks the histories that carry this Update
+        record = ProtectionRecord(
+            measures=list(cmd.measures),
+            decided_at=workflow.now(),
+            decided_by=cmd.actor.user_id,
+            agency=cmd.actor.agency,
+            stage=self.case.stage,
+        )
+        self.case.protections.append(record)
+        self._record_action(
+            "protection_recorded",
+            cmd,
+            reason=cmd.justification,
+            data={"measures": record.measures, "at_stage": record.stage.value},
+        )
+        return self._snapshot()
+
+    @record_protection.validator
+    def _validate_record_protection(self, cmd: RecordProtection) -> None:
+        if self._already_applied():
+            return
+        self._check(cmd)
+        _refuse(transitions.check_protection(self.case, cmd))
+
+    @workflow.update
+    async def record_rescue(self, cmd: RecordRescue) -> CaseState:
+        """A rescue operation's outcome recorded when it happens, outside the rescue stage (issue 15
+        item 4): the case keeps its stage (identification is not skipped); a `rescued` outcome decides
+        the rescue stage when identification leads there."""
+        await self._opened()
+        if self._already_applied():
+            return self._snapshot()
+        self._validate_record_rescue(cmd)
+        workflow.patched(RESCUE_WHEN_IT_HAPPENS)  # marks the histories that carry this Update
+        record = RescueRecord(
+            operation_ref=cmd.operation_ref,
+            outcome=cmd.outcome,
+            recorded_at=workflow.now(),
+            recorded_by=cmd.actor.user_id,
+            agency=cmd.actor.agency,
+            stage=self.case.stage,
+        )
+        self.case.rescues.append(record)
+        self._record_action(
+            "rescue_recorded",
+            cmd,
+            reason=cmd.justification,
+            data={
+                "operation_ref": cmd.operation_ref,
+                "outcome": cmd.outcome,
+                "at_stage": record.stage.value,
+            },
+        )
+        return self._snapshot()
+
+    @record_rescue.validator
+    def _validate_record_rescue(self, cmd: RecordRescue) -> None:
+        if self._already_applied():
+            return
+        self._check(cmd)
+        _refuse(transitions.check_rescue_record(self.case, cmd))
 
     @workflow.update
     async def record_consent(self, cmd: RecordConsent) -> CaseState:

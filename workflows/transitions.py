@@ -7,6 +7,8 @@
   with: forbidden 403, conflict / stale 409, invalid 422, not_found 404) or None. Who may act at all
   (access, supervisor, stage owner, version) is checked by the workflow before these.
 - `check_handoff_request`, `check_consent`, `has_consent`: handoffs and the person's consent to them.
+- `check_protection`, `check_rescue_record`, `rescued_earlier`: protection measures and rescue outcomes
+  recorded when they happen, at any stage from receipt, without moving the case (issue 15 items 3, 4).
 - `decide`: what a stage decision does (a `Transition`: the stage record it completes, the stages it
   enters, the closure it makes, the facts it records), one small function per stage in `_DECISIONS`.
 
@@ -21,6 +23,8 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from shared.contract import (
+    PROTECTION_AGENCIES,
+    RESCUE_AGENCIES,
     VN_PROVINCE_CODES,
     CaseFacts,
     CaseState,
@@ -35,11 +39,15 @@ from shared.contract import (
     IdentifyDecision,
     JurisdictionSpell,
     ProtectDecision,
+    ProtectionRecord,
     ReceiveDecision,
     RecordConsent,
+    RecordProtection,
+    RecordRescue,
     ReintegrateDecision,
     RequestHandoff,
     RescueDecision,
+    RescueRecord,
     StageDecision,
     StageRecord,
     VerifyDecision,
@@ -75,6 +83,8 @@ class CaseData:
     services_delivered: int
     reflection_until: datetime | None
     jurisdictions: list[JurisdictionSpell]
+    protections: list[ProtectionRecord]
+    rescues: list[RescueRecord]
     last_event_seq: int
     opened_at: datetime
     closed_at: datetime | None
@@ -169,7 +179,8 @@ class Transition:
     2. `finish`: the current stage's record is decided by the actor with the decision (`skipped`: a
        rescue found not needed);
     3. `enter`: the stages entered in order; each but the last is passed through at once and recorded
-       as skipped by the system (a rescue when the person is already safe);
+       as skipped by the system (a rescue when the person is already safe), or, for the rescue stage
+       with `rescue_done`, as decided by that recorded rescue (issue 15 item 4);
     4. `close`: the case closes with this outcome and status.
     No `finish`, `enter` or `close`: an interim decision, the stage goes on.
     `data` is what the `stage_decided` event records besides the decision itself."""
@@ -181,6 +192,7 @@ class Transition:
     trafficking_status: TraffickingStatus | None = None
     reflection_until: datetime | None = None
     data: Mapping[str, Any] = field(default_factory=dict)
+    rescue_done: RescueRecord | None = None
 
     @property
     def next_stage(self) -> Stage | None:
@@ -197,6 +209,9 @@ class DecisionContext:
     already_safe: bool  # CaseFacts.already_safe: no rescue needed
     reflection: ReflectionPolicy  # the reflection and recovery period that verification starts
     now: datetime
+    # a rescue that found the person, recorded before identification (issue 15 item 4): the rescue
+    # stage's decision, so identification passes the rescue stage without asking for it again
+    rescued: RescueRecord | None = None
 
 
 def _receive(d: ReceiveDecision, ctx: DecisionContext) -> Transition:
@@ -229,6 +244,16 @@ def _identify(d: IdentifyDecision, ctx: DecisionContext) -> Transition:
         status = CaseStatus.ClosedReferred if d.referred_elsewhere else CaseStatus.Closed
         return Transition(
             trafficking_status=d.status, finish=True, close=Closure(Outcome.not_a_victim, status)
+        )
+    if (
+        ctx.rescued is not None
+    ):  # rescued before identification: the rescue stage is already decided
+        return Transition(
+            trafficking_status=d.status,
+            finish=True,
+            enter=(Stage.rescue, Stage.protect),
+            rescue_done=ctx.rescued,
+            data={"rescue_recorded": ctx.rescued.operation_ref},
         )
     if ctx.already_safe:
         return Transition(
@@ -426,6 +451,43 @@ def check_consent(cmd: RecordConsent) -> Refusal | None:
     if cmd.province is not None and cmd.province not in VN_PROVINCE_CODES:
         return _invalid(f"province: {cmd.province} is not one of the 34 province codes")
     return None
+
+
+def check_protection(case: CaseData, cmd: RecordProtection) -> Refusal | None:
+    """Protection measures at any open stage (the workflow refuses a closed case first), by the police:
+    police, border guard or coast guard (Law 53/2024 Art. 34; docs/reference/DOMAIN.md §1)."""
+    if cmd.actor.agency not in PROTECTION_AGENCIES and not cmd.actor.has(Role.admin):
+        return Refusal(
+            "forbidden",
+            f"agency {cmd.actor.agency.value}: protection measures are decided by the police "
+            "(police, border guard, coast guard; Law 53/2024 Art. 34)",
+        )
+    if len(set(cmd.measures)) != len(cmd.measures):
+        return _invalid("measures: a measure appears twice")
+    return None
+
+
+def check_rescue_record(case: CaseData, cmd: RecordRescue) -> Refusal | None:
+    """A rescue outcome recorded when it happens: by a rescuing force, at any open stage but rescue
+    (there the outcome is the stage's decision), once per operation unless it was postponed."""
+    if cmd.actor.agency not in RESCUE_AGENCIES and not cmd.actor.has(Role.admin):
+        return Refusal(
+            "forbidden",
+            f"agency {cmd.actor.agency.value}: rescue outcomes are recorded by the rescuing force "
+            "(police, border guard, coast guard)",
+        )
+    if case.stage == Stage.rescue:
+        return _conflict(
+            "the case is in the rescue stage: the operation's outcome is the stage's decision"
+        )
+    if any(r.operation_ref == cmd.operation_ref and r.outcome != "postponed" for r in case.rescues):
+        return _conflict(f"rescue operation {cmd.operation_ref}: its outcome is already recorded")
+    return None
+
+
+def rescued_earlier(case: CaseData) -> RescueRecord | None:
+    """The first recorded rescue that found the person, if any."""
+    return next((r for r in case.rescues if r.outcome == "rescued"), None)
 
 
 def has_consent(case: CaseData, agency: AgencyRole, province: str | None = None) -> bool:

@@ -27,9 +27,12 @@ from shared.contract import (
     ProtectDecision,
     ReceiveDecision,
     RecordConsent,
+    RecordProtection,
+    RecordRescue,
     ReintegrateDecision,
     RequestHandoff,
     RescueDecision,
+    RescueRecord,
     StageDecision,
     StageRecord,
     VerifyDecision,
@@ -640,3 +643,118 @@ def test_consent_records_name_what_they_cover():
     assert consent() == Refusal("invalid", "data-sharing consent names the agency it covers")
     refusal = consent(province="40")
     assert refusal is not None and refusal.kind == "invalid"
+
+
+# ---- issue 15 items 3 and 4: protection and rescue when they happen ---------------------------------
+POLICE = OPENER.model_copy(update={"user_id": "pol-1", "agency": AgencyRole.police})
+
+
+def _rescue_record(outcome: str = "rescued", op: str = "op-1") -> RescueRecord:
+    return RescueRecord(
+        operation_ref=op,
+        outcome=outcome,  # type: ignore[arg-type]
+        recorded_at=NOW,
+        recorded_by="pol-1",
+        agency=AgencyRole.police,
+        stage=Stage.verify,
+    )
+
+
+@pytest.mark.parametrize("stage", [s for s in Stage if s != Stage.closed])
+@pytest.mark.parametrize(
+    "agency", [AgencyRole.police, AgencyRole.border_guard, AgencyRole.coast_guard]
+)
+def test_the_police_decide_protection_at_any_open_stage(stage: Stage, agency: AgencyRole):
+    cmd = RecordProtection(
+        actor=POLICE.model_copy(update={"agency": agency}),
+        measures=["guard"],
+        justification="threats by phone",
+    )
+    assert transitions.check_protection(_case(stage), cmd) is None
+
+
+@pytest.mark.parametrize(
+    "agency", [AgencyRole.social_protection, AgencyRole.legal_aid, AgencyRole.hotline]
+)
+def test_other_agencies_do_not_decide_protection_measures(agency: AgencyRole):
+    cmd = RecordProtection(
+        actor=SUPERVISOR.model_copy(update={"agency": agency}),
+        measures=["guard"],
+        justification="threats by phone",
+    )
+    refusal = transitions.check_protection(_case(Stage.protect), cmd)
+    assert refusal is not None and refusal.kind == "forbidden" and "police" in refusal.message
+    admin = cmd.model_copy(update={"actor": cmd.actor.model_copy(update={"roles": {Role.admin}})})
+    assert transitions.check_protection(_case(Stage.protect), admin) is None
+
+
+def test_a_protection_measure_is_named_once():
+    cmd = RecordProtection(actor=POLICE, measures=["guard", "guard"], justification="twice over")
+    refusal = transitions.check_protection(_case(), cmd)
+    assert refusal is not None and refusal.kind == "invalid" and "measures" in refusal.message
+
+
+def test_a_rescue_is_recorded_at_any_open_stage_but_rescue():
+    cmd = RecordRescue(
+        actor=POLICE, operation_ref="op-1", outcome="rescued", justification="found at the bar"
+    )
+    for stage in (Stage.receive, Stage.verify, Stage.identify, Stage.protect, Stage.reintegrate):
+        assert transitions.check_rescue_record(_case(stage), cmd) is None
+    refusal = transitions.check_rescue_record(_case(Stage.rescue), cmd)
+    assert refusal is not None and refusal.kind == "conflict" and "decision" in refusal.message
+    social = cmd.model_copy(
+        update={"actor": SUPERVISOR.model_copy(update={"agency": AgencyRole.social_protection})}
+    )
+    refusal = transitions.check_rescue_record(_case(Stage.verify), social)
+    assert refusal is not None and refusal.kind == "forbidden"
+
+
+def test_an_operation_outcome_is_recorded_once_unless_postponed():
+    cmd = RecordRescue(
+        actor=POLICE, operation_ref="op-1", outcome="rescued", justification="found at the bar"
+    )
+    postponed = _case(Stage.identify, rescues=[_rescue_record("postponed")])
+    assert transitions.check_rescue_record(postponed, cmd) is None
+    done = _case(Stage.identify, rescues=[_rescue_record("not_found")])
+    refusal = transitions.check_rescue_record(done, cmd)
+    assert refusal is not None and refusal.kind == "conflict" and "op-1" in refusal.message
+    other = cmd.model_copy(update={"operation_ref": "op-2"})
+    assert transitions.check_rescue_record(done, other) is None
+
+
+def test_the_first_rescue_that_found_the_person_counts():
+    assert transitions.rescued_earlier(_case(rescues=[_rescue_record("not_found")])) is None
+    found = _rescue_record("rescued", op="op-2")
+    case = _case(rescues=[_rescue_record("postponed"), found, _rescue_record("rescued", "op-3")])
+    assert transitions.rescued_earlier(case) == found
+
+
+@pytest.mark.parametrize("already_safe", [True, False])
+def test_a_victim_rescued_before_identification_passes_the_rescue_stage_as_decided(
+    already_safe: bool,
+):
+    found = _rescue_record()
+    ctx = DecisionContext(already_safe=already_safe, reflection=REFLECTION, now=NOW, rescued=found)
+    t = transitions.decide(_identify(TraffickingStatus.ActualVictimOfTrafficking), ctx)
+    assert t.enter == (Stage.rescue, Stage.protect) and t.finish and not t.skipped
+    assert t.rescue_done == found and t.data == {"rescue_recorded": "op-1"}
+
+
+def test_a_rescue_recorded_early_decides_nothing_for_a_suspected_or_not_a_victim():
+    ctx = DecisionContext(
+        already_safe=False, reflection=REFLECTION, now=NOW, rescued=_rescue_record()
+    )
+    interim = transitions.decide(_identify(TraffickingStatus.PossibleVictimOfTrafficking), ctx)
+    assert interim.enter == () and not interim.finish and interim.rescue_done is None
+    not_victim = transitions.decide(_identify(TraffickingStatus.NotAVictimOfTrafficking), ctx)
+    assert not_victim.next_stage == Stage.closed and not_victim.rescue_done is None
+
+
+def test_protections_and_rescues_are_carried_over():
+    case = _case(Stage.identify, rescues=[_rescue_record()])
+    state = case.snapshot(_facts(), "v1")
+    assert CaseData.carried(state, NOW).rescues == case.rescues
+    old = state.model_dump(mode="json")
+    del old["protections"], old["rescues"]  # a state recorded before issue 15
+    carried = CaseData.carried(type(state).model_validate(old), NOW)
+    assert carried.protections == [] and carried.rescues == []
