@@ -20,7 +20,9 @@ from services.support.entitlements import (
     LETTER,
     Beneficiary,
     Entitled,
+    Regime,
     ServiceRefused,
+    Status,
     SupportType,
     check_service,
     entitlement,
@@ -40,6 +42,8 @@ from services.support.models import (
     HandoffPage,
     HandoffResult,
     HandoffView,
+    LegacyIdentificationIn,
+    LegacyIdentificationOut,
     LegalAidReferralIn,
     RespondIn,
     ServiceIn,
@@ -124,6 +128,67 @@ def _require_support_agency(principal: Principal) -> None:
 
 
 # ---- entitlements -----------------------------------------------------------------------------
+async def _status(request: Request, state: CaseState, beneficiary: Beneficiary) -> Status:
+    """The entitlement column and the law that applies (the 2011 law's when the support service holds an
+    identification from before 01/07/2025)."""
+    runtime = runtime_of(request)
+    legacy = await repo.legacy_identification(runtime.pool, runtime.ring, state.case_id)
+    return status_column(
+        state.trafficking_status,
+        abroad=state.facts.abroad,
+        foreign_national=state.facts.foreign_national,
+        beneficiary=beneficiary,
+        identified_on=legacy[0] if legacy else None,
+    )
+
+
+@router.put(
+    "/cases/{case_id}/legacy-identification",
+    response_model=LegacyIdentificationOut,
+    responses=ERRORS,
+    summary="Record an identification made under the 2011 law (Art. 63)",
+    description="The person was identified as a victim under Law 66/2011, before 01/07/2025: Law 53/2024 "
+    "Art. 63 keeps that law's support, so the entitlements become a supervisor's confirmation "
+    "against the 2011 regime. The document reference is encrypted. Recorded in the case's "
+    "history (a support-plan note with this record's id).",
+)
+async def put_legacy_identification(
+    case_id: CaseId,
+    body: LegacyIdentificationIn,
+    request: Request,
+    key: IdempotencyKey = None,
+    principal: Principal = Actor_,
+) -> LegacyIdentificationOut:
+    _require_support_agency(principal)
+    await actionable_case(request, principal, case_id)
+    runtime = runtime_of(request)
+    cmd = AddNote(
+        actor=actor_of(principal, request),
+        section=Section.support_plan,
+        note_id=new_id("legacy", case_id, key, "legacy-identification"),
+        expected_version=body.expected_version,
+    )
+    await write_with_update(
+        runtime,
+        case_id,
+        lambda conn: repo.upsert_legacy_identification(
+            conn,
+            runtime.ring,
+            case_id,
+            body.identified_on,
+            body.document_reference,
+            principal.user_id,
+        ),
+        lambda _: update_case(request, case_id, CaseWorkflow.add_note, cmd, key),
+    )
+    return LegacyIdentificationOut(
+        case_id=case_id,
+        identified_on=body.identified_on,
+        document_reference=body.document_reference,
+        regime=Regime.law_66_2011,
+    )
+
+
 @router.get(
     "/cases/{case_id}/entitlements",
     response_model=EntitlementsOut,
@@ -131,7 +196,10 @@ def _require_support_agency(principal: Principal) -> None:
     summary="What the person may receive (Law 53/2024 Art. 37)",
     description="Derived from the case's trafficking status (HTCDS vic_TraffickingStatus) and its facts "
     "(abroad, foreign national). `beneficiary=accompanying_child` gives the entitlements of an "
-    "under-18 accompanying the victim. Filter with `only=yes|case_by_case|no`.",
+    "under-18 accompanying the person (as the person's until the person is identified), "
+    "`beneficiary=relative` those of a relative (thân nhân: each item a supervisor's decision, "
+    "local practice). A person identified under the 2011 law (`PUT .../legacy-identification`) "
+    "has `regime=law_66_2011` (Art. 63). Filter with `only=yes|case_by_case|no`.",
 )
 async def get_entitlements(
     case_id: CaseId,
@@ -141,15 +209,13 @@ async def get_entitlements(
     only: Entitled | None = None,
 ) -> EntitlementsOut:
     state = await readable_case(request, principal, case_id)
-    st = status_column(
-        state.trafficking_status,
-        abroad=state.facts.abroad,
-        foreign_national=state.facts.foreign_national,
-        beneficiary=beneficiary,
-    )
+    st = await _status(request, state, beneficiary)
     items = [
         EntitlementItem(
-            service_type=t, letter=LETTER[t], label=LABEL[t], entitled=entitlement(t, st.column)
+            service_type=t,
+            letter=LETTER[t],
+            label=LABEL[t],
+            entitled=entitlement(t, st.column, st.regime),
         )
         for t in SupportType
     ]
@@ -160,6 +226,7 @@ async def get_entitlements(
         beneficiary=beneficiary,
         trafficking_status=state.trafficking_status,
         status_column=st.column,
+        regime=st.regime,
         explanation=st.explanation,
         legal_basis=LEGAL_BASIS,
         items=items,
@@ -187,12 +254,7 @@ async def record_service(
 ) -> ServiceOut:
     _require_support_agency(principal)
     state = await actionable_case(request, principal, case_id)
-    st = status_column(
-        state.trafficking_status,
-        abroad=state.facts.abroad,
-        foreign_national=state.facts.foreign_national,
-        beneficiary=body.beneficiary,
-    )
+    st = await _status(request, state, body.beneficiary)
     try:
         entitled = check_service(
             body.service_type,
@@ -354,7 +416,20 @@ async def refer_legal_aid(
         for h in state.handoffs
         if h.to_agency == AgencyRole.legal_aid and h.kind == HandoffKind.referral
     ][-1]
-    return HandoffResult(case=CaseView.of(state), handoff=HandoffView.of(handoff))
+    # after the workflow accepted the referral (its id is the workflow's); idempotent, so a retry with the
+    # same Idempotency-Key completes it if this write was lost
+    await repo.record_legal_aid_referral(
+        runtime_of(request).pool,
+        case_id,
+        handoff.handoff_id,
+        body.financial_hardship,
+        principal.user_id,
+    )
+    return HandoffResult(
+        case=CaseView.of(state),
+        handoff=HandoffView.of(handoff),
+        financial_hardship=body.financial_hardship,
+    )
 
 
 @router.post(

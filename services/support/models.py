@@ -6,9 +6,9 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from services.support.entitlements import Beneficiary, Entitled, StatusColumn, SupportType
+from services.support.entitlements import Beneficiary, Entitled, Regime, StatusColumn, SupportType
 from shared.access import mask
 from shared.api_models import (
     CaseView,
@@ -59,6 +59,11 @@ class EntitlementsOut(BaseModel):
     beneficiary: Beneficiary
     trafficking_status: TraffickingStatus
     status_column: StatusColumn | None
+    regime: Regime = Field(
+        default=Regime.law_53_2024,
+        description="law_66_2011 when the person was identified before 01/07/2025 (Art. 63): each item "
+        "is then confirmed by a supervisor against the 2011 regime",
+    )
     explanation: str
     legal_basis: str
     items: list[EntitlementItem]
@@ -221,6 +226,11 @@ class LegalAidReferralIn(StageOwnerAction):
     consent_override_reason: Reason | None = Field(
         default=None, description="supervisor only: refer without the person's data-sharing consent"
     )
+    financial_hardship: bool | None = Field(
+        default=None,
+        description="whether the person is in financial difficulty, the condition of free legal aid "
+        "(Law on Legal Aid; seed:003); null = not assessed yet. Recorded for legal aid to see",
+    )
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"reason": "victim wants to claim unpaid wages"}]}
     )
@@ -306,6 +316,35 @@ class HandoffView(BaseModel):
 class HandoffResult(BaseModel):
     case: CaseView
     handoff: HandoffView
+    financial_hardship: bool | None = Field(
+        default=None, description="legal-aid referrals: the hardship condition as recorded"
+    )
+
+
+class LegacyIdentificationIn(Versioned):
+    """The person was identified as a victim under Law 66/2011, before Law 53/2024 came into force."""
+
+    identified_on: date = Field(description="date of the identification (before 01/07/2025)")
+    document_reference: ShortText | None = Field(
+        default=None, description="the confirming document's number (encrypted at rest)"
+    )
+
+    @field_validator("identified_on")
+    @classmethod
+    def _before_law_53(cls, v: date) -> date:
+        if v >= date(2025, 7, 1):
+            raise ValueError(
+                "must be before 01/07/2025: identifications from that day on fall under Law 53/2024"
+            )
+        return v
+
+
+class LegacyIdentificationOut(BaseModel):
+    case_id: str
+    identified_on: date
+    document_reference: str | None
+    regime: Regime
+    masked: bool = False
 
 
 class HandoffPage(BaseModel):

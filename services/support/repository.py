@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
@@ -266,6 +268,63 @@ async def insert_follow_up_note(
     )
 
 
+# ---- identification under the 2011 law (Art. 63) and legal-aid hardship ------------------------
+async def upsert_legacy_identification(
+    conn: Conn,
+    ring: KeyRing,
+    case_id: str,
+    identified_on: date,
+    document_reference: str | None,
+    user_id: str,
+) -> None:
+    await conn.execute(
+        f"""INSERT INTO {S}.legacy_identifications
+                (case_id, identified_on, document_reference, recorded_by)
+            VALUES ($1, $2, $3, $4)
+            ON CONFLICT (case_id) DO UPDATE SET identified_on = EXCLUDED.identified_on,
+                document_reference = EXCLUDED.document_reference,
+                recorded_by = EXCLUDED.recorded_by, recorded_at = now()""",
+        case_id,
+        identified_on,
+        ring.encrypt_field(
+            document_reference, "legacy_identifications.document_reference", row=case_id
+        ),
+        user_id,
+    )
+
+
+async def legacy_identification(
+    conn: Conn | asyncpg.Pool, ring: KeyRing, case_id: str
+) -> tuple[date, str | None] | None:
+    row = await conn.fetchrow(
+        f"SELECT * FROM {S}.legacy_identifications WHERE case_id = $1", case_id
+    )
+    if row is None:
+        return None
+    reference = ring.decrypt_field(
+        row["document_reference"], "legacy_identifications.document_reference", row=case_id
+    )
+    return row["identified_on"], reference
+
+
+async def record_legal_aid_referral(
+    conn: Conn | asyncpg.Pool,
+    case_id: str,
+    handoff_id: str,
+    financial_hardship: bool | None,
+    user_id: str,
+) -> None:
+    """Idempotent: a retry of the same referral (same handoff) writes nothing twice."""
+    await conn.execute(
+        f"""INSERT INTO {S}.legal_aid_referrals (case_id, handoff_id, financial_hardship, recorded_by)
+            VALUES ($1, $2, $3, $4) ON CONFLICT (case_id, handoff_id) DO NOTHING""",
+        case_id,
+        handoff_id,
+        financial_hardship,
+        user_id,
+    )
+
+
 # ---- consents ---------------------------------------------------------------------------------
 async def insert_consent(
     conn: Conn, ring: KeyRing, consent_id: str, case_id: str, body: ConsentIn, user_id: str
@@ -350,6 +409,13 @@ async def erase_case(pool: asyncpg.Pool, case_id: str) -> dict[str, int]:
             "follow_up_notes": _rows(
                 await conn.execute(
                     f"UPDATE {S}.follow_up_notes SET note = NULL WHERE case_id = $1 AND note IS NOT NULL",
+                    case_id,
+                )
+            ),
+            "legacy_identifications": _rows(
+                await conn.execute(
+                    f"""UPDATE {S}.legacy_identifications SET document_reference = NULL
+                    WHERE case_id = $1 AND document_reference IS NOT NULL""",
                     case_id,
                 )
             ),

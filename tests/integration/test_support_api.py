@@ -36,10 +36,14 @@ async def test_entitlements_by_status(ts_env, db_pool, db_url, ring, task_queue)
         assert "".join(i["letter"] for i in body["items"] if i["entitled"] == "yes") == "abcdđeg"
         r = await s.sup.get(f"/cases/{suspected}/entitlements?only=no", headers=sp)
         assert [i["letter"] for i in r.json()["items"]] == ["h", "i", "k"]
+        # the child with a suspected victim has what the person has until the person is identified
         r = await s.sup.get(
             f"/cases/{suspected}/entitlements?beneficiary=accompanying_child", headers=sp
         )
-        assert r.json()["status_column"] is None
+        assert r.json()["status_column"] == "suspected_in_vietnam"
+        assert (
+            "".join(i["letter"] for i in r.json()["items"] if i["entitled"] == "yes") == "abcdđeg"
+        )
         abroad = await s.open_case(abroad=True)
         await s.to_verify(abroad)
         r = await s.sup.get(f"/cases/{abroad}/entitlements?only=yes", headers=sp)

@@ -249,6 +249,9 @@ RULES: dict[tuple[str, str, str], Rule] = {
         },
     ),
     ("support", "GET", "/cases/{case_id}/support-plan"): Rule(READ & SUPPORT_PLAN),
+    ("support", "PUT", "/cases/{case_id}/legacy-identification"): Rule(
+        SUPPORT_AGENCY_ACT, json={"identified_on": "2019-04-12", "expected_version": STALE}
+    ),
     ("support", "POST", "/cases/{case_id}/legal-aid-referral"): Rule(
         STAGE_OWNER, json={"reason": REASON, "expected_version": STALE}
     ),
@@ -559,7 +562,7 @@ async def test_rules_hold_on_a_real_case(
                     url,
                     headers=headers,
                     params={**params, **extra},
-                    json=rule.json if method == "POST" else None,
+                    json=rule.json if method in ("POST", "PUT") else None,
                 )
                 admitted = r.status_code not in (401, 403)
                 if r.status_code == 422 and isinstance(r.json().get("detail"), list):
@@ -790,7 +793,7 @@ async def test_rules_hold_on_a_case_transferred_to_another_province(
                     url,
                     headers=headers,
                     params=params,
-                    json=rule.json if method == "POST" else None,
+                    json=rule.json if method in ("POST", "PUT") else None,
                 )
                 admitted = r.status_code not in (401, 403)
                 allowed = transferred_allowed(route, kind)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import pytest
 
 from services.support.entitlements import (
@@ -9,8 +11,11 @@ from services.support.entitlements import (
     TABLE,
     Beneficiary,
     Entitled,
+    Regime,
+    ServiceRefused,
     StatusColumn,
     SupportType,
+    check_service,
     entitlement,
     entitlements,
     refusal_reason,
@@ -37,6 +42,7 @@ def test_table_is_complete_and_lettered() -> None:
         (StatusColumn.suspected_in_vietnam, "abcdđeg", ""),  # DOMAIN §4: a–g in Vietnam
         (StatusColumn.suspected_abroad, "abcd", ""),  # a–d abroad
         (StatusColumn.foreign_victim, "", "abcdđg"),
+        (StatusColumn.relative, "", "abcdđg"),  # local_practice: a supervisor decides each item
     ],
 )
 def test_columns_match_domain_table(column: StatusColumn, yes: str, case_by_case: str) -> None:
@@ -84,7 +90,25 @@ def test_columns_match_domain_table(column: StatusColumn, yes: str, case_by_case
             Beneficiary.accompanying_child,
             StatusColumn.child_with_victim,
         ),
-        (TS.PossibleVictimOfTrafficking, False, False, Beneficiary.accompanying_child, None),
+        # the child of a suspected victim has what the person has until the person is identified
+        (
+            TS.PossibleVictimOfTrafficking,
+            False,
+            False,
+            Beneficiary.accompanying_child,
+            StatusColumn.suspected_in_vietnam,
+        ),
+        (
+            TS.PossibleVictimOfTrafficking,
+            True,
+            False,
+            Beneficiary.accompanying_child,
+            StatusColumn.suspected_abroad,
+        ),
+        (TS.ActualVictimOfTrafficking, False, False, Beneficiary.relative, StatusColumn.relative),
+        (TS.PossibleVictimOfTrafficking, False, False, Beneficiary.relative, StatusColumn.relative),
+        (TS.NotAVictimOfTrafficking, False, False, Beneficiary.relative, None),
+        (TS.NotAVictimOfTrafficking, False, False, Beneficiary.accompanying_child, None),
         (TS.NotAVictimOfTrafficking, False, False, Beneficiary.person, None),
     ],
 )
@@ -120,3 +144,33 @@ def test_picklists_match_htcds() -> None:
     spec = fields()
     assert [p.value for p in PlanType] == list(spec["spl_Type"].values)
     assert [r.value for r in PerpetratorRole] == list(spec["per_RoleInProcess"].values)
+
+
+def test_identified_under_the_2011_law_makes_every_yes_a_supervisors_confirmation() -> None:
+    """Law 53/2024 Art. 63: identified before 01/07/2025, the 2011 law's support applies."""
+    old = status_column(
+        TS.ActualVictimOfTrafficking,
+        abroad=False,
+        foreign_national=False,
+        identified_on=date(2024, 3, 9),
+    )
+    assert old.regime == Regime.law_66_2011 and old.column == StatusColumn.victim
+    assert "Art. 63" in old.explanation and "09/03/2024" in old.explanation
+    assert {entitlement(t, old.column, old.regime) for t in SupportType} == {Entitled.case_by_case}
+    new = status_column(
+        TS.ActualVictimOfTrafficking,
+        abroad=False,
+        foreign_national=False,
+        identified_on=date(2025, 7, 1),
+    )
+    assert new.regime == Regime.law_53_2024
+    assert entitlement(SupportType.hardship_allowance, new.column, new.regime) == Entitled.yes
+    with pytest.raises(ServiceRefused) as refused:
+        check_service(
+            SupportType.essential_needs,
+            old,
+            approval_reason=None,
+            amount_vnd=None,
+            approver_is_supervisor=False,
+        )
+    assert refused.value.status == 422 and "Law 66/2011" in refused.value.message
