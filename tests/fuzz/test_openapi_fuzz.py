@@ -1,6 +1,6 @@
 """Property-based API fuzzing from each service's own OpenAPI document (schemathesis), against a real
 `nrm up` (embedded PostgreSQL, Temporal dev server, the four services, the workflow worker): every operation
-of intake, verification, support and oversight is called with generated requests, each under the bearer
+of intake, verification, support, oversight and notifications is called with generated requests, each under the bearer
 token of a caseworker, a supervisor or an auditor, about half of them on a real case (opened and classified
 first) so that the calls get past the 404 into the endpoint. The checks on every answer: no 5xx
 (`not_a_server_error`) and the response matches the schema documented for its status code
@@ -32,7 +32,7 @@ from tests.helpers.process_stack import PROVINCE, RunningStack, running_stack
 pytestmark = pytest.mark.e2e
 
 A = AgencyRole
-SERVICES = ("intake", "verification", "support", "oversight")
+SERVICES = ("intake", "verification", "support", "oversight", "notifications")
 MAX_EXAMPLES = int(
     os.environ.get("NRM_FUZZ_EXAMPLES", "10")
 )  # per operation; the whole module stays < 3 min
