@@ -41,6 +41,8 @@ from shared.contract import (
     ReceiveDecision,
     RecordConsent,
     RecordFollowUp,
+    RecordProtection,
+    RecordRescue,
     RecordService,
     ReintegrateDecision,
     Reopen,
@@ -712,6 +714,86 @@ async def opened_with_policy(h: Harness, env: WorkflowEnvironment) -> str:
     return cid  # still running
 
 
+async def protection_and_rescue_early(h: Harness, env: WorkflowEnvironment) -> str:
+    """Issue 15 items 3 and 4 (patches protection-from-receipt-issue-15, rescue-when-it-happens-issue-15):
+    the police decide protection at receipt, record a postponed then a successful rescue during the
+    identification stage (the stage does not move), and identification then passes the rescue stage as
+    decided by that rescue; protection measures again in the protect stage, then its own decision."""
+    cid = f"rp-early-{uuid.uuid4().hex[:8]}"
+    handle = await h.open(
+        facts(
+            cid,
+            channel=Channel.rescue_operation,
+            opener=AgencyRole.police,
+            already_safe=False,
+            now=await env.get_current_time(),
+        )
+    )
+    await handle.execute_update(
+        CaseWorkflow.record_protection,
+        RecordProtection(
+            actor=POLICE,
+            measures=["confidential_location", "protection_of_relatives"],
+            justification="recruiter called the family",
+        ),
+    )
+    await handle.execute_update(
+        CaseWorkflow.decide,
+        Decide(
+            actor=POLICE,
+            justification="found during a raid",
+            decision=ReceiveDecision(
+                classification=Classification.trafficking_suspected,
+                channel=Channel.rescue_operation,
+            ),
+        ),
+    )
+    await handle.execute_update(
+        CaseWorkflow.decide,
+        Decide(
+            actor=POLICE,
+            justification="joint check",
+            decision=VerifyDecision(result=VerifyResult.confirmed),
+        ),
+    )
+    for outcome in ("postponed", "rescued"):
+        await handle.execute_update(
+            CaseWorkflow.record_rescue,
+            RecordRescue(
+                actor=POLICE,
+                operation_ref="op-11",
+                outcome=outcome,  # type: ignore[arg-type]
+                justification="operation at the border crossing",
+            ),
+        )
+    await handle.execute_update(
+        CaseWorkflow.decide,
+        Decide(
+            actor=POLICE,
+            justification="statement and rescuer report",
+            decision=IdentifyDecision(
+                status=TraffickingStatus.ActualVictimOfTrafficking,
+                deciding_org=DecisionMakingOrg.Police,
+                evidence=[EvidenceRef(evidence_id="ev-11", kind=EvidenceKind.rescuer_information)],
+            ),
+        ),
+    )
+    await handle.execute_update(
+        CaseWorkflow.record_protection,
+        RecordProtection(actor=POLICE, measures=["guard"], justification="threats after the raid"),
+    )
+    await handle.execute_update(
+        CaseWorkflow.decide,
+        Decide(
+            actor=SP,
+            justification="shelter placement",
+            decision=ProtectDecision(measures=["safe_shelter"]),
+        ),
+    )
+    await env.sleep(timedelta(hours=1))
+    return cid  # still running, in reintegration
+
+
 FIRST_RUN: dict[str, str] = {}  # case id -> the run to record, for a case that continued as new
 PATHS = [
     not_relevant_closed,
@@ -733,6 +815,7 @@ PATHS = [
     left_the_country,
     kept_wake_timer,
     opened_with_policy,
+    protection_and_rescue_early,
 ]
 STILL_RUNNING = (
     overdue_running,
@@ -748,6 +831,7 @@ STILL_RUNNING = (
     transfer_while_overdue,
     kept_wake_timer,
     opened_with_policy,
+    protection_and_rescue_early,
 )
 
 

@@ -3,6 +3,7 @@ with the fixed TEST key ring in keyring.json), and a changed workflow is caught 
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 
@@ -49,6 +50,7 @@ def test_histories_were_recorded():
         "left_the_country",
         "kept_wake_timer",
         "opened_with_policy",
+        "protection_and_rescue_early",
     }
 
 
@@ -73,6 +75,7 @@ async def test_final_state_is_readable_from_history(path: Path):
         "continued_as_new_carrying_ids",
         "kept_wake_timer",
         "opened_with_policy",
+        "protection_and_rescue_early",
     ) or path.stem.startswith("transfer_"):  # still running
         assert origin == "last_record_case_events_input"
         if path.stem == "overdue_running":
@@ -118,6 +121,18 @@ async def test_final_state_is_readable_from_history(path: Path):
                     and s.deadline is not None
                     and s.jurisdictions[1].since < s.deadline.due_at
                 )
+        elif path.stem == "protection_and_rescue_early":  # issue 15 items 3 and 4
+            assert s.stage.value == "reintegrate"
+            assert [(p.stage.value, p.measures) for p in s.protections] == [
+                ("receive", ["confidential_location", "protection_of_relatives"]),
+                ("protect", ["guard"]),
+            ]
+            assert [(r.outcome, r.stage.value) for r in s.rescues] == [
+                ("postponed", "identify"),
+                ("rescued", "identify"),
+            ]
+            rescue = next(r for r in s.stages if r.stage.value == "rescue")
+            assert not rescue.skipped and rescue.decided_by == "police-officer"
         elif path.stem == "opened_with_policy":
             assert s.stage.value == "verify" and s.policy_version != "pending" and s.version == 2
         elif path.stem == "kept_wake_timer":
@@ -160,6 +175,28 @@ def test_kept_wake_timer_history_keeps_one_timer_per_instant():
     fired = kinds.count(EventType.EVENT_TYPE_TIMER_FIRED)
     assert fired >= 2 and kinds.count(EventType.EVENT_TYPE_TIMER_STARTED) == 1 + 1 + fired
     assert kinds.count(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED) == 5
+
+
+def test_early_protection_and_rescue_history_carries_its_patches():
+    """Recorded under patches protection-from-receipt-issue-15 and rescue-when-it-happens-issue-15; the
+    histories recorded before them carry neither (they replay by the code paths they took)."""
+    from temporalio.api.enums.v1 import EventType
+
+    def patches(name: str) -> set[str]:
+        found = set()
+        for e in _load(HERE / f"{name}.json").events:
+            if (
+                e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+                and e.marker_recorded_event_attributes.marker_name == "core_patch"
+            ):
+                for payload in e.marker_recorded_event_attributes.details["patch-data"].payloads:
+                    found.add(json.loads(payload.data)["id"])
+        return found
+
+    early = patches("protection_and_rescue_early")
+    assert {"protection-from-receipt-issue-15", "rescue-when-it-happens-issue-15"} <= early
+    for name in (p.stem for p in HISTORIES if p.stem != "protection_and_rescue_early"):
+        assert not any(p.endswith("issue-15") for p in patches(name)), name
 
 
 def test_a_case_opened_with_its_policy_runs_no_local_activity():
