@@ -3,9 +3,10 @@
     .venv/bin/python bench/stuck/run.py                      # 1,000,000 cases, 10,000,000 events
     .venv/bin/python bench/stuck/run.py --cases 100000 --events 1000000
 
-Generates case summaries and audit events in PostgreSQL with generate_series (no Python loops), runs
-the very SQL the API runs (services/oversight/repository.py) and prints p50/p95 beside a plain
-`SELECT count(*)` on case_summary as the baseline. Uses NRM_DATABASE_URL (an admin URL: a database
+Generates case index rows (common.case_index, what the stuck list and the board read) and audit
+events in PostgreSQL with generate_series (no Python loops), runs the very SQL the API runs
+(services/oversight/repository.py) and prints p50/p95 beside a plain `SELECT count(*)` on the case index
+as the baseline. Uses NRM_DATABASE_URL (an admin URL: a database
 `nrm_bench` is created there) or starts its own embedded PostgreSQL in a temporary folder.
 Target: p95 < 50 ms for both queries."""
 
@@ -47,12 +48,12 @@ async def generate(
     # 40% of cases open; open ones spread deadlines from 20 days ago to 20 days ahead
     await conn.execute(
         f"""
-        INSERT INTO oversight.case_summary (case_id, province, stage, status, outcome, owner_agency, assignee, channel,
-            age_band, is_child, is_abroad, trafficking_status, deadline_at, escalation_level, open_handoffs,
-            oldest_handoff_accept_by, version, last_event_seq, last_event_at, stage_entered_at, opened_at, closed_at,
-            policy_version, state)
+        INSERT INTO common.case_index (case_id, province, stage, status, outcome, owner_agency, assignee,
+            channel, age_band, is_child, is_abroad, trafficking_status, deadline_at, escalation_level,
+            pending_to, pending_at, pending_handoffs, oldest_handoff_accept_by, categories, version,
+            last_event_seq, stage_entered_at, opened_at, updated_at, closed_at, written_by)
         SELECT 'case-' || lpad(i::text, 9, '0'),
-               lpad((1 + i % $2)::text, 2, '0'),
+               prov,
                CASE WHEN open THEN {STAGES}[1 + st] ELSE 'closed' END,
                CASE WHEN open THEN 'Active' ELSE 'Closed' END,
                CASE WHEN open THEN NULL ELSE 'reintegrated' END,
@@ -63,20 +64,29 @@ async def generate(
                'PossibleVictimOfTrafficking',
                CASE WHEN open THEN $3::timestamptz + (r * 40 - 20) * interval '1 day' END,
                CASE WHEN open AND r < 0.5 THEN (i % 4) ELSE 0 END,
-               CASE WHEN open AND i % 20 = 0 THEN 1 ELSE 0 END,
-               CASE WHEN open AND i % 20 = 0 THEN $3::timestamptz + (r * 4 - 2) * interval '1 day' END,
-               $4, $4, $3::timestamptz - r * interval '30 days', $3::timestamptz - interval '10 days',
+               CASE WHEN handoff THEN ARRAY['legal_aid'] ELSE '{{}}'::text[] END,
+               CASE WHEN handoff THEN ARRAY['legal_aid@' || prov] ELSE '{{}}'::text[] END,
+               CASE WHEN handoff THEN jsonb_build_array(jsonb_build_object(
+                   'handoff_id', 'h1', 'to_agency', 'legal_aid', 'kind', 'referral',
+                   'accept_by', $3::timestamptz + (r * 4 - 2) * interval '1 day', 'escalation_level', 0))
+                    ELSE '[]'::jsonb END,
+               CASE WHEN handoff THEN $3::timestamptz + (r * 4 - 2) * interval '1 day' END,
+               CASE WHEN i % 7 = 0 THEN ARRAY['child', 'domestic'] ELSE ARRAY['adult', 'domestic'] END,
+               $4, $4, $3::timestamptz - interval '10 days',
                $3::timestamptz - interval '400 days' + (i::float / $1) * interval '395 days',
+               $3::timestamptz - r * interval '30 days',
                CASE WHEN open THEN NULL ELSE $3::timestamptz - r * interval '5 days' END,
-               'VN-2026.11-1', '{{}}'::jsonb
-        FROM (SELECT i, random() AS r, (i::bigint * 7919) % 6 AS st, random() < 0.4 AS open
-              FROM generate_series(1, $1) AS i) g""",
+               'audit'
+        FROM (SELECT i, random() AS r, (i::bigint * 7919) % 6 AS st, random() < 0.4 AS open,
+                     lpad((1 + i % $2)::text, 2, '0') AS prov
+              FROM generate_series(1, $1) AS i) g0,
+             LATERAL (SELECT open AND i % 20 = 0 AS handoff) h""",
         cases,
         provinces,
         now,
         per_case,
     )
-    log(f"  case_summary: {cases:,} rows in {time.perf_counter() - t:.1f}s")
+    log(f"  case_index: {cases:,} rows in {time.perf_counter() - t:.1f}s")
     t = time.perf_counter()
     await conn.execute(
         """
@@ -93,7 +103,7 @@ async def generate(
     )
     log(f"  case_events: {cases * per_case:,} rows in {time.perf_counter() - t:.1f}s")
     t = time.perf_counter()
-    await conn.execute("VACUUM ANALYZE oversight.case_summary")
+    await conn.execute("VACUUM ANALYZE common.case_index")
     await conn.execute("ANALYZE oversight.case_events")
     log(f"  vacuum/analyze in {time.perf_counter() - t:.1f}s")
 
@@ -137,14 +147,14 @@ async def run(url: str, args: argparse.Namespace) -> list[str]:
             f"generated in {time.perf_counter() - t:.0f}s"
         )
         open_in_province = await conn.fetchval(
-            f"SELECT count(*) FROM oversight.case_summary WHERE province = '01' AND {repo.OPEN}"
+            f"SELECT count(*) FROM common.case_index WHERE province = '01' AND {repo.OPEN}"
         )
         lines.append(f"open cases in province 01: {open_in_province:,}")
         f = repo.StuckFilter(now=now, province="01", limit=50)
         stuck_sql, stuck_args = repo._stuck_sql(f)
         board_sql = (
             f"SELECT stage, owner_agency, count(*) AS open, count(*) FILTER (WHERE deadline_at < $1) "
-            f"AS overdue FROM oversight.case_summary WHERE province = $2 AND {repo.OPEN} "
+            f"AS overdue FROM common.case_index WHERE province = $2 AND {repo.OPEN} "
             "GROUP BY stage, owner_agency ORDER BY stage, owner_agency"
         )
         results = {
@@ -159,11 +169,11 @@ async def run(url: str, args: argparse.Namespace) -> list[str]:
                 args.iterations,
             ),
             "board (province 01)": await timed(conn, board_sql, [now, "01"], args.iterations),
-            "baseline SELECT count(*) FROM case_summary": await timed(
-                conn, "SELECT count(*) FROM oversight.case_summary", [], args.iterations
+            "baseline SELECT count(*) FROM case_index": await timed(
+                conn, "SELECT count(*) FROM common.case_index", [], args.iterations
             ),
         }
-        base = statistics.median(results["baseline SELECT count(*) FROM case_summary"])
+        base = statistics.median(results["baseline SELECT count(*) FROM case_index"])
         for name, xs in results.items():
             lines.append(
                 f"{name:<45} p50 {pct(xs, 0.5):8.2f} ms   p95 {pct(xs, 0.95):8.2f} ms   "
