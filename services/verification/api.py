@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from asyncpg.pool import PoolConnectionProxy
-from fastapi import APIRouter, HTTPException, Path, Query, Request, status
+from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, status
 
-from services.verification import inbox
+from services.verification import inbox, proceedings
 from services.verification import repository as repo
 from services.verification.models import (
     AssignRequest,
@@ -28,6 +28,10 @@ from services.verification.models import (
     PerpetratorOut,
     PerpetratorPage,
     PerpetratorRole,
+    ProceedingIn,
+    ProceedingOut,
+    ProceedingPage,
+    ProceedingStepIn,
     ProtectionRequest,
     ProtectionResult,
     RescueCompleteRequest,
@@ -39,9 +43,9 @@ from services.verification.models import (
     RescueStatus,
     VerificationRequest,
 )
-from shared import case_index
+from shared import case_index, criminal_proceedings
 from shared.api import runtime_of
-from shared.api_models import CaseView, Limit, Offset, action_errors
+from shared.api_models import CaseView, IdPath, Limit, Offset, action_errors
 from shared.auth import CurrentPrincipal, Principal, require_roles
 from shared.case_gateway import (
     BreakGlass,
@@ -65,6 +69,7 @@ from shared.contract import (
     ProtectDecision,
     RescueDecision,
 )
+from shared.criminal_proceedings import Step
 from shared.domain import AgencyRole, Role, Section, Stage
 from workflows.case_workflow import CaseWorkflow
 
@@ -531,6 +536,164 @@ async def linked_cases(
         for item in await repo.linked_cases(runtime_of(request).pool, case_id, kinds)
     ]
     return LinkedCasesOut(case_id=case_id, items=items[offset : offset + limit], total=len(items))
+
+
+# ---- criminal proceedings (issue 15 item 1) ---------------------------------------------------
+@router.post(
+    "/cases/{case_id}/proceedings",
+    response_model=ProceedingOut,
+    responses=ERRORS,
+    status_code=status.HTTP_201_CREATED,
+    summary="Record a crime report on a case (criminal proceedings, police data)",
+    description="The crime report (tố giác, tin báo về tội phạm): its number (encrypted) and the date it "
+    "was received, linked to suspected perpetrators recorded on this case. Police, border guard, coast "
+    "guard only. The steps that follow are recorded with POST .../proceedings/{proceeding_id}/steps. "
+    "The workflow records the proceeding's id (no content) as a perpetrators-section note; the "
+    "non-personal facts (dates, outcomes) feed the criminal-justice KPIs.",
+)
+async def add_proceeding(
+    case_id: CaseId,
+    body: ProceedingIn,
+    request: Request,
+    key: IdempotencyKey = None,
+    principal: Principal = Actor_,
+) -> ProceedingOut:
+    _require_agency(principal, proceedings.REPORT_WRITERS, "record a crime report")
+    state = await actionable_case(request, principal, case_id)
+    runtime = runtime_of(request)
+    proceedings.check_report(
+        body.report_received_on,
+        body.perpetrator_ids,
+        await repo.case_perpetrator_ids(runtime.pool, case_id),
+        proceedings.today(),
+    )
+    pid = new_id("proc", case_id, key, "proceeding")
+    cmd = AddNote(actor=actor_of(principal, request), section=Section.perpetrators, note_id=pid)
+
+    async def write(conn: PoolConnectionProxy) -> None:
+        await repo.insert_proceeding(
+            conn,
+            runtime.ring,
+            pid,
+            case_id,
+            state.province,
+            body,
+            principal.user_id,
+            principal.agency.value,
+        )
+        await criminal_proceedings.record_report(
+            conn, pid, case_id, state.province, body.report_received_on
+        )
+
+    await write_with_update(
+        runtime,
+        case_id,
+        write,
+        lambda _: update_case(request, case_id, CaseWorkflow.add_note, cmd, key),
+    )
+    items, _ = await repo.list_proceedings(runtime.pool, runtime.ring, case_id, 1, 0, pid)
+    return items[0]
+
+
+@router.post(
+    "/cases/{case_id}/proceedings/{proceeding_id}/steps",
+    response_model=ProceedingOut,
+    responses=action_errors(
+        e409="step already recorded, or the step before it is missing or has another outcome"
+    ),
+    summary="Record a step of the criminal proceedings",
+    description="One step, once, in order: `decision` (khởi tố / không khởi tố vụ án: police, border "
+    "guard, coast guard), `investigation` (điều tra, khám phá; after a decision to open: the same "
+    "bodies), `prosecution` (truy tố; after an investigation concluded as solved: the procuracy), "
+    "`trial` (xét xử; after an indictment: the procuracy, which takes part in the trial; no court role "
+    "yet). `on` may not be before the previous step or the report, nor in the future (422). "
+    "Reference numbers and notes are encrypted.",
+)
+async def add_proceeding_step(
+    case_id: CaseId,
+    proceeding_id: IdPath,
+    body: Annotated[ProceedingStepIn, Body()],
+    request: Request,
+    key: IdempotencyKey = None,
+    principal: Principal = Actor_,
+) -> ProceedingOut:
+    step = Step(body.step)
+    _require_agency(principal, proceedings.STEP_WRITERS[step], f"record {step.value}")
+    state = await actionable_case(request, principal, case_id)
+    runtime = runtime_of(request)
+    cmd = AddNote(
+        actor=actor_of(principal, request),
+        section=Section.perpetrators,
+        note_id=f"{proceeding_id}.{step.value}"[:64],
+    )
+
+    async def write(conn: PoolConnectionProxy) -> None:
+        row, recorded = await repo.lock_proceeding(conn, case_id, proceeding_id)
+        if row is None:
+            raise HTTPException(404, f"proceeding {proceeding_id} not found on this case")
+        mine = recorded.get(step.value)
+        if mine is not None and key and mine["outcome"] == body.outcome.value:
+            return  # a retry with the same Idempotency-Key: already written
+        proceedings.check_step(
+            step, body.on, row["report_received_on"], recorded, proceedings.today()
+        )
+        await repo.insert_proceeding_step(
+            conn,
+            runtime.ring,
+            proceeding_id,
+            step.value,
+            body.outcome.value,
+            body,
+            principal.user_id,
+            principal.agency.value,
+        )
+        await criminal_proceedings.record_step(
+            conn, proceeding_id, step, body.outcome.value, body.on
+        )
+
+    await write_with_update(
+        runtime,
+        case_id,
+        write,
+        lambda _: update_case(request, case_id, CaseWorkflow.add_note, cmd, key),
+    )
+    # the answer carries numbers and notes possibly written by others: a logged read
+    masked = await _log_read(
+        request, principal, state, "read_criminal_proceedings", Section.perpetrators, None
+    )
+    items, _ = await repo.list_proceedings(runtime.pool, runtime.ring, case_id, 1, 0, proceeding_id)
+    return items[0].masked() if masked else items[0]
+
+
+@router.get(
+    "/cases/{case_id}/proceedings",
+    response_model=ProceedingPage,
+    responses=ERRORS,
+    summary="List a case's criminal proceedings",
+    description="Police and prosecution roles only (Section.perpetrators), and oversight roles. Sorted "
+    "by the date the report was received. Access-logged; report numbers, references and notes are "
+    "masked for oversight roles unless `break_glass_reason` is given.",
+)
+async def list_proceedings(
+    case_id: CaseId,
+    request: Request,
+    principal: CurrentPrincipal,
+    limit: Limit = 50,
+    offset: Offset = 0,
+    break_glass_reason: BreakGlass = None,
+) -> ProceedingPage:
+    state = await readable_case(request, principal, case_id, Section.perpetrators)
+    masked = await _log_read(
+        request,
+        principal,
+        state,
+        "read_criminal_proceedings",
+        Section.perpetrators,
+        break_glass_reason,
+    )
+    runtime = runtime_of(request)
+    items, total = await repo.list_proceedings(runtime.pool, runtime.ring, case_id, limit, offset)
+    return ProceedingPage.of(items, total=total, limit=limit, offset=offset, masked=masked)
 
 
 # ---- inbox ------------------------------------------------------------------------------------

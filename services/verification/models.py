@@ -31,6 +31,13 @@ from shared.contract import (
     VerifyDecision,
     VerifyResult,
 )
+from shared.criminal_proceedings import (
+    DecisionOutcome,
+    InvestigationOutcome,
+    ProsecutionOutcome,
+    Step,
+    TrialOutcome,
+)
 from shared.domain import AgencyRole, DecisionMakingOrg, TraffickingStatus
 
 
@@ -505,4 +512,116 @@ class EvidencePage(MaskedPage[EvidenceOut]):
 
 
 class RescuePage(MaskedPage[RescueOperationOut]):
+    pass
+
+
+# ---- criminal proceedings ---------------------------------------------------------------------
+class ProceedingIn(In):
+    """A crime report (tố giác, tin báo về tội phạm) on this case, linked to its suspected perpetrators."""
+
+    report_number: ShortText = Field(
+        description="the crime report's number (số tin báo); encrypted"
+    )
+    report_received_on: date = Field(description="when the report was received (Vietnam date)")
+    perpetrator_ids: list[Ref] = Field(
+        default_factory=list,
+        max_length=50,
+        description="suspected perpetrators recorded on this case (POST /cases/{case_id}/perpetrators)",
+    )
+    notes: LongText | None = Field(default=None, description="encrypted")
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "report_number": "TB-112/2026",
+                    "report_received_on": "2026-03-02",
+                    "perpetrator_ids": ["per-3f1c2a9b0d4e5f6a7b8c"],
+                }
+            ]
+        }
+    )
+
+
+class StepIn(In):
+    on: date = Field(description="the date of the decision, indictment or judgment (Vietnam date)")
+    reference: ShortText | None = Field(
+        default=None, description="the decision's, indictment's or judgment's number; encrypted"
+    )
+    notes: LongText | None = Field(default=None, description="encrypted")
+
+
+class DecisionStepIn(StepIn):
+    """Police (investigating body): open a criminal case or not (khởi tố / không khởi tố vụ án)."""
+
+    step: Literal["decision"]
+    outcome: DecisionOutcome
+
+
+class InvestigationStepIn(StepIn):
+    """Police: the investigation's result (điều tra, khám phá); needs a decision to open."""
+
+    step: Literal["investigation"]
+    outcome: InvestigationOutcome
+
+
+class ProsecutionStepIn(StepIn):
+    """Procuracy: indictment or not (truy tố); needs an investigation concluded as solved."""
+
+    step: Literal["prosecution"]
+    outcome: ProsecutionOutcome
+
+
+class TrialStepIn(StepIn):
+    """The first-instance trial's verdict (xét xử); needs an indictment."""
+
+    step: Literal["trial"]
+    outcome: TrialOutcome
+
+
+ProceedingStepIn = Annotated[
+    DecisionStepIn | InvestigationStepIn | ProsecutionStepIn | TrialStepIn,
+    Field(discriminator="step"),
+]
+
+
+class ProceedingStepOut(BaseModel):
+    step: Step
+    outcome: str
+    on: date
+    reference: str | None
+    notes: str | None
+    recorded_by: str
+    recorded_agency: AgencyRole
+    recorded_at: datetime
+
+    def masked(self) -> ProceedingStepOut:
+        return self.model_copy(
+            update={"reference": mask(self.reference), "notes": mask(self.notes)}
+        )
+
+
+class ProceedingOut(BaseModel):
+    proceeding_id: str
+    case_id: str
+    report_number: str | None
+    report_received_on: date
+    perpetrator_ids: list[str]
+    notes: str | None
+    steps: list[ProceedingStepOut] = Field(description="in the order of the proceedings")
+    recorded_by: str
+    recorded_agency: AgencyRole
+    recorded_at: datetime
+
+    def masked(self) -> ProceedingOut:
+        return self.model_copy(
+            update={
+                "report_number": mask(self.report_number),
+                "notes": mask(self.notes),
+                "steps": [s.masked() for s in self.steps],
+            }
+        )
+
+
+class ProceedingPage(MaskedPage[ProceedingOut]):
     pass

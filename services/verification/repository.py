@@ -3,6 +3,7 @@ no other module touches a ciphertext; column names double as the encryption cont
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Sequence
@@ -18,10 +19,14 @@ from services.verification.models import (
     LinkKind,
     PerpetratorIn,
     PerpetratorOut,
+    ProceedingIn,
+    ProceedingOut,
+    ProceedingStepOut,
     RefusalDocument,
     RescuedPerson,
     RescueOperationOut,
     RescuePlanRequest,
+    StepIn,
 )
 from shared.crypto import KeyRing, normalise_text
 
@@ -453,6 +458,7 @@ async def erase_case(pool: asyncpg.Pool, case_id: str) -> dict[str, int]:
                 )
             ),
         }
+        out.update(await erase_proceedings(conn, case_id))
         await conn.execute(
             f"INSERT INTO {S}.erasures (case_id) VALUES ($1) ON CONFLICT (case_id) DO NOTHING",
             case_id,
@@ -463,3 +469,170 @@ async def erase_case(pool: asyncpg.Pool, case_id: str) -> dict[str, int]:
 def _rows(status: str) -> int:
     """Rows affected, from asyncpg's command tag ('UPDATE 3', 'DELETE 0')."""
     return int(status.rsplit(" ", 1)[-1])
+
+
+# ---- criminal proceedings ---------------------------------------------------------------------
+async def case_perpetrator_ids(conn: Conn, case_id: str) -> set[str]:
+    rows = await conn.fetch(
+        f"SELECT perpetrator_id FROM {S}.perpetrators WHERE case_id = $1", case_id
+    )
+    return {r["perpetrator_id"] for r in rows}
+
+
+async def insert_proceeding(
+    conn: Conn,
+    ring: KeyRing,
+    proceeding_id: str,
+    case_id: str,
+    province: str,
+    body: ProceedingIn,
+    user_id: str,
+    agency: str,
+) -> None:
+    await conn.execute(
+        f"""INSERT INTO {S}.criminal_proceedings (proceeding_id, case_id, province, report_number,
+                report_received_on, perpetrator_ids, notes, recorded_by, recorded_agency)
+            VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) ON CONFLICT (proceeding_id) DO NOTHING""",
+        proceeding_id,
+        case_id,
+        province,
+        _enc(ring, body.report_number, "criminal_proceedings.report_number", proceeding_id),
+        body.report_received_on,
+        sorted(set(body.perpetrator_ids)),
+        _enc(ring, body.notes, "criminal_proceedings.notes", proceeding_id),
+        user_id,
+        agency,
+    )
+
+
+async def lock_proceeding(
+    conn: Conn, case_id: str, proceeding_id: str
+) -> tuple[asyncpg.Record | None, dict[str, asyncpg.Record]]:
+    """The proceeding (locked for the step being recorded) and its steps so far, by step."""
+    row = await conn.fetchrow(
+        f"SELECT * FROM {S}.criminal_proceedings WHERE case_id = $1 AND proceeding_id = $2 FOR UPDATE",
+        case_id,
+        proceeding_id,
+    )
+    if row is None:
+        return None, {}
+    steps = await conn.fetch(
+        f"SELECT step, outcome, occurred_on FROM {S}.criminal_proceeding_steps WHERE proceeding_id = $1",
+        proceeding_id,
+    )
+    return row, {s["step"]: s for s in steps}
+
+
+async def insert_proceeding_step(
+    conn: Conn,
+    ring: KeyRing,
+    proceeding_id: str,
+    step: str,
+    outcome: str,
+    body: StepIn,
+    user_id: str,
+    agency: str,
+) -> None:
+    row = f"{proceeding_id}:{step}"
+    await conn.execute(
+        f"""INSERT INTO {S}.criminal_proceeding_steps (proceeding_id, step, outcome, occurred_on, reference,
+                notes, recorded_by, recorded_agency) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)
+            ON CONFLICT (proceeding_id, step) DO NOTHING""",
+        proceeding_id,
+        step,
+        outcome,
+        body.on,
+        _enc(ring, body.reference, "criminal_proceeding_steps.reference", row),
+        _enc(ring, body.notes, "criminal_proceeding_steps.notes", row),
+        user_id,
+        agency,
+    )
+
+
+_STEP_ORDER = "array_position(ARRAY['decision','investigation','prosecution','trial'], s.step)"
+
+
+async def list_proceedings(
+    conn: Conn,
+    ring: KeyRing,
+    case_id: str,
+    limit: int,
+    offset: int,
+    proceeding_id: str | None = None,
+) -> tuple[list[ProceedingOut], int]:
+    rows = await conn.fetch(
+        f"""SELECT p.*, count(*) OVER () AS total,
+                   coalesce((SELECT json_agg(json_build_object(
+                                'step', s.step, 'outcome', s.outcome, 'on', s.occurred_on,
+                                'reference', encode(s.reference, 'base64'), 'notes', encode(s.notes, 'base64'),
+                                'recorded_by', s.recorded_by, 'recorded_agency', s.recorded_agency,
+                                'recorded_at', s.recorded_at) ORDER BY {_STEP_ORDER})
+                             FROM {S}.criminal_proceeding_steps s WHERE s.proceeding_id = p.proceeding_id),
+                            '[]') AS steps
+            FROM {S}.criminal_proceedings p
+            WHERE p.case_id = $1 AND ($2::text IS NULL OR p.proceeding_id = $2)
+            ORDER BY p.report_received_on, p.proceeding_id LIMIT $3 OFFSET $4""",
+        case_id,
+        proceeding_id,
+        limit,
+        offset,
+    )
+
+    def step(pid: str, s: dict[str, Any]) -> ProceedingStepOut:
+        row = f"{pid}:{s['step']}"
+
+        def text(key: str) -> str | None:
+            raw = s[key]
+            return _dec(
+                ring,
+                base64.b64decode(raw) if raw else None,
+                f"criminal_proceeding_steps.{key}",
+                row,
+            )
+
+        return ProceedingStepOut(**{**s, "reference": text("reference"), "notes": text("notes")})
+
+    out = [
+        ProceedingOut(
+            proceeding_id=r["proceeding_id"],
+            case_id=r["case_id"],
+            report_number=_dec(
+                ring, r["report_number"], "criminal_proceedings.report_number", r["proceeding_id"]
+            ),
+            report_received_on=r["report_received_on"],
+            perpetrator_ids=list(r["perpetrator_ids"]),
+            notes=_dec(ring, r["notes"], "criminal_proceedings.notes", r["proceeding_id"]),
+            steps=[step(r["proceeding_id"], s) for s in _json_list(r["steps"])],
+            recorded_by=r["recorded_by"],
+            recorded_agency=r["recorded_agency"],
+            recorded_at=r["recorded_at"],
+        )
+        for r in rows
+    ]
+    return out, int(rows[0]["total"]) if rows else 0
+
+
+def _json_list(value: Any) -> list[dict[str, Any]]:
+    return list(json.loads(value) if isinstance(value, str) else value)
+
+
+async def erase_proceedings(conn: Conn, case_id: str) -> dict[str, int]:
+    """Retention: the proceedings' reference numbers and notes (NULL); steps, outcomes and dates stay."""
+    return {
+        "criminal_proceedings": _rows(
+            await conn.execute(
+                f"""UPDATE {S}.criminal_proceedings SET report_number = NULL, notes = NULL
+                WHERE case_id = $1 AND (report_number IS NOT NULL OR notes IS NOT NULL)""",
+                case_id,
+            )
+        ),
+        "criminal_proceeding_steps": _rows(
+            await conn.execute(
+                f"""UPDATE {S}.criminal_proceeding_steps SET reference = NULL, notes = NULL
+                WHERE proceeding_id IN (SELECT proceeding_id FROM {S}.criminal_proceedings
+                                        WHERE case_id = $1)
+                  AND (reference IS NOT NULL OR notes IS NOT NULL)""",
+                case_id,
+            )
+        ),
+    }

@@ -224,6 +224,15 @@ RULES: dict[tuple[str, str, str], Rule] = {
     ),
     ("verification", "GET", "/cases/{case_id}/perpetrators"): Rule(READ & PERPETRATORS),
     ("verification", "GET", "/cases/{case_id}/linked-cases"): Rule(READ & PERPETRATORS),
+    # criminal proceedings: police bodies record the report (really writes); a step on an unknown
+    # proceeding is a 404 found only after the access checks; police data readers read them
+    ("verification", "POST", "/cases/{case_id}/proceedings"): Rule(
+        POLICE_ACT, json={"report_number": "TB-matrix", "report_received_on": TODAY}, status=201
+    ),
+    ("verification", "POST", "/cases/{case_id}/proceedings/{proceeding_id}/steps"): Rule(
+        POLICE_ACT, json={"step": "decision", "outcome": "opened", "on": TODAY}, status=404
+    ),
+    ("verification", "GET", "/cases/{case_id}/proceedings"): Rule(READ & PERPETRATORS),
     ("verification", "GET", "/inbox"): Rule(
         ALL, exercise=False
     ),  # visibility: not on the time-skipping server
@@ -348,6 +357,7 @@ DUMMY = {
     "handoff_id": "h1",
     "follow_up_id": "fu-3m",
     "operation_id": "op-x1",
+    "proceeding_id": "proc-x1",
     "kind": "annual",
     "batch_id": "b-x1",
 }
