@@ -12,6 +12,10 @@ Format:
             desk: [{id: police-20, email: ...}]          # the agency's duty desk (an agency role recipient)
             supervisor: [{id: ..., email: ...}]
             agency_head: [{id: ..., email: ...}]
+          social_protection:
+            names:                                     # optional: the body's own name, by date
+              - {vi: "Sở Lao động – Thương binh và Xã hội tỉnh Lạng Sơn", to: "2025-03-01"}
+              - {vi: "Sở Y tế tỉnh Lạng Sơn", en: "Lang Son Department of Health", from: "2025-03-01"}
     users:                                             # named people (assignees), by their token's user id
       u-123: {email: ..., phone: ..., language: en}
 
@@ -22,11 +26,13 @@ stands for."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from shared.agencies import Lang, body_on
 from shared.contract import VN_PROVINCE_CODES
 from shared.domain import AgencyRole
 
@@ -85,6 +91,22 @@ class Directory:
             return []
         entries = ((prov.get("agencies") or {}).get(agency) or {}).get(role)
         return self._contacts(entries, f"{role}:{agency}:{province}", province)
+
+    def agency_name(self, province: str, agency: str, on: date, lang: Lang = "vi") -> str:
+        """The body that holds the role in the province on that day: the directory's own name for it
+        (e.g. "Sở Y tế tỉnh Lạng Sơn") when it gives one for that date, else the role's body from
+        shared/agencies.py (the 2025 reorganisation moved social protection to health, ...)."""
+        entry = (
+            ((self.data.get("provinces") or {}).get(province) or {}).get("agencies", {}).get(agency)
+        )
+        for named in (entry or {}).get("names") or []:
+            since = named.get("from")
+            until = named.get("to")
+            if (since is None or date.fromisoformat(str(since)) <= on) and (
+                until is None or on < date.fromisoformat(str(until))
+            ):
+                return str(named.get(lang) or named["vi"])
+        return body_on(AgencyRole(agency), on).name(lang)
 
     def user(self, user_id: str, province: str | None) -> Contact | None:
         e = (self.data.get("users") or {}).get(user_id)
