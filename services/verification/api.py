@@ -32,6 +32,8 @@ from services.verification.models import (
     ProceedingOut,
     ProceedingPage,
     ProceedingStepIn,
+    ProtectionMeasuresRequest,
+    ProtectionMeasuresResult,
     ProtectionRequest,
     ProtectionResult,
     RescueCompleteRequest,
@@ -52,6 +54,7 @@ from shared.case_gateway import (
     CaseId,
     CaseReadLog,
     IdempotencyKey,
+    UpdateRef,
     act,
     actionable_case,
     actor_of,
@@ -67,6 +70,7 @@ from shared.contract import (
     EvidenceRef,
     IdentifyDecision,
     ProtectDecision,
+    RecordRescue,
     RescueDecision,
 )
 from shared.criminal_proceedings import Step
@@ -310,10 +314,13 @@ async def list_rescues(
     "/cases/{case_id}/rescue-operations/{operation_id}/complete",
     response_model=RescueResult,
     responses=ERRORS,
-    summary="Record a rescue operation's outcome (the rescue-stage decision)",
+    summary="Record a rescue operation's outcome when it happens, at any stage from receipt",
     description="planned → done. `rescued` lists everyone found, linked to existing cases or to cases "
-    "intake opened for them. Sends the rescue decision to the workflow; the operation is "
-    "marked done only if the workflow accepts it.",
+    "intake opened for them. In the rescue stage the outcome is the stage's decision. At any other "
+    "open stage it is recorded in the case's history (`rescue_recorded`) and the stage does not "
+    "change, so identification is not skipped; a `rescued` outcome then decides the rescue stage "
+    "when identification leads there, without asking again. The operation is marked done only if "
+    "the workflow accepts it. Police, border guard or coast guard only (403).",
 )
 async def complete_rescue(
     case_id: CaseId,
@@ -324,13 +331,15 @@ async def complete_rescue(
     principal: Principal = Actor_,
 ) -> RescueResult:
     _require_agency(principal, POLICE_WRITERS, "record a rescue outcome")
-    await actionable_case(request, principal, case_id)
+    current = await actionable_case(request, principal, case_id)
     if any(p.case_id == case_id for p in body.persons):
         raise HTTPException(
             422, "persons: list the other persons found; this case's person is implied"
         )
     runtime = runtime_of(request)
-    cmd = Decide(
+    early = current.stage != Stage.rescue  # issue 15 item 4: recorded when it happens
+    update: UpdateRef = CaseWorkflow.record_rescue if early else CaseWorkflow.decide
+    cmd: Decide | RecordRescue = Decide(
         actor=actor_of(principal, request),
         expected_version=body.expected_version,
         justification=body.justification,
@@ -339,6 +348,14 @@ async def complete_rescue(
             needed=True, operation_ref=operation_id, outcome=body.outcome.value
         ),
     )
+    if early:  # the stage does not change
+        cmd = RecordRescue(
+            actor=actor_of(principal, request),
+            expected_version=body.expected_version,
+            justification=body.justification,
+            operation_ref=operation_id,
+            outcome=body.outcome.value,
+        )
 
     async def complete(conn: PoolConnectionProxy) -> None:
         row = await repo.lock_rescue_operation(conn, case_id, operation_id)
@@ -352,7 +369,7 @@ async def complete_rescue(
         runtime,
         case_id,
         complete,
-        lambda _: update_case(request, case_id, CaseWorkflow.decide, cmd, key),
+        lambda _: update_case(request, case_id, update, cmd, key),
     )
     # the answer carries the operation's location, possibly written by someone else: a logged read
     masked = await _log_read(
@@ -360,7 +377,12 @@ async def complete_rescue(
     )
     op = await repo.get_rescue_operation(runtime.pool, runtime.ring, case_id, operation_id)
     assert op is not None
-    return RescueResult(operation=op.masked() if masked else op, case=CaseView.of(state))
+    recorded = (r for r in reversed(state.rescues) if r.operation_ref == operation_id)
+    return RescueResult(
+        operation=op.masked() if masked else op,
+        case=CaseView.of(state),
+        rescue_recorded=next(recorded, None) if early else None,
+    )
 
 
 @router.post(
@@ -427,6 +449,32 @@ async def decide_protection(
         lambda _: update_case(request, case_id, CaseWorkflow.decide, cmd, key),
     )
     return ProtectionResult(case=CaseView.of(state), refusal_document_id=doc_id)
+
+
+@router.post(
+    "/cases/{case_id}/protection-measures",
+    response_model=ProtectionMeasuresResult,
+    responses=ERRORS,
+    summary="Decide protection measures now, at any stage from receipt (police)",
+    description="Law 53/2024 Art. 34 protects victims, suspected victims, accompanying children, "
+    "relatives and helpers; the police lead on their safety and confidentiality from first "
+    "contact (police, border guard or coast guard: 403 for any other agency). The measures are "
+    "recorded in the case's history (`protection_recorded`) at whatever stage the case is in, "
+    "which does not change; the protect stage after identification still takes its own "
+    "decision.",
+)
+async def record_protection_measures(
+    case_id: CaseId,
+    body: ProtectionMeasuresRequest,
+    request: Request,
+    key: IdempotencyKey = None,
+    principal: Principal = Actor_,
+) -> ProtectionMeasuresResult:
+    _require_agency(principal, POLICE_WRITERS, "decide protection measures")
+    state = await act(
+        request, principal, case_id, CaseWorkflow.record_protection, body.command, key
+    )
+    return ProtectionMeasuresResult(case=CaseView.of(state), protections=list(state.protections))
 
 
 # ---- suspected perpetrators -------------------------------------------------------------------

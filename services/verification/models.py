@@ -20,6 +20,7 @@ from shared.api_models import (
     Ref,
     ShortText,
     StageOwnerAction,
+    Versioned,
 )
 from shared.contract import (
     Actor,
@@ -27,7 +28,10 @@ from shared.contract import (
     Claim,
     Decide,
     EvidenceKind,
+    ProtectionRecord,
+    RecordProtection,
     RescueDecision,
+    RescueRecord,
     VerifyDecision,
     VerifyResult,
 )
@@ -269,6 +273,11 @@ class RescueOperationOut(BaseModel):
 class RescueResult(BaseModel):
     operation: RescueOperationOut
     case: CaseView
+    rescue_recorded: RescueRecord | None = Field(
+        default=None,
+        description="outside the rescue stage: the outcome as the case records it (the stage is "
+        "unchanged; a `rescued` outcome decides the rescue stage once identification leads there)",
+    )
 
 
 # ---- protection -------------------------------------------------------------------------------
@@ -343,6 +352,46 @@ class ProtectionRequest(StageOwnerAction):
 class ProtectionResult(BaseModel):
     case: CaseView
     refusal_document_id: str | None
+
+
+class ProtectionMeasuresRequest(Versioned):
+    """Protection measures decided by the police at any stage from receipt (issue 15 item 3)."""
+
+    measures: list[ProtectionMeasure] = Field(min_length=1, max_length=9)
+    justification: Reason
+
+    @model_validator(mode="after")
+    def _distinct(self) -> ProtectionMeasuresRequest:
+        if len(set(self.measures)) != len(self.measures):
+            raise ValueError("measures: a measure appears twice")
+        return self
+
+    def command(self, actor: Actor) -> RecordProtection:
+        return RecordProtection(
+            actor=actor,
+            expected_version=self.expected_version,
+            measures=[m.value for m in self.measures],
+            justification=self.justification,
+        )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "measures": ["confidential_location", "protection_of_relatives"],
+                    "justification": "recruiter called the family after the report",
+                    "expected_version": 2,
+                }
+            ]
+        }
+    )
+
+
+class ProtectionMeasuresResult(BaseModel):
+    case: CaseView
+    protections: list[ProtectionRecord] = Field(
+        description="every protection measure recorded on the case, oldest first"
+    )
 
 
 # ---- perpetrators -----------------------------------------------------------------------------

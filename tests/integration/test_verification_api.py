@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.domain import AgencyRole, Role, Stage, TraffickingStatus
+from shared.domain import AgencyRole, Channel, Role, Stage, TraffickingStatus
 from tests.helpers.verification_stack import PROVINCE, auth, stack
 
 A = AgencyRole
@@ -332,3 +332,133 @@ async def test_rescue_not_needed_and_interim_identification(
         )
         assert r.status_code == 200 and r.json()["stage"] == "protect"
         assert st.province == PROVINCE
+
+
+# ---- issue 15 items 3 and 4: protection from day one, rescue when it happens -----------------------
+async def test_police_decide_protection_measures_from_receipt(
+    ts_env, db_pool, db_url, ring, task_queue
+):
+    async with stack(ts_env, db_pool, db_url, ring, task_queue) as s:
+        cid = await s.open_case(channel=Channel.rescue_operation)
+        url = f"/cases/{cid}/protection-measures"
+        ok = {"measures": ["confidential_location"], "justification": "recruiter knows the family"}
+        # 403: protection measures belong to the police (police, border guard, coast guard)
+        r = await s.ver.post(url, json=ok, headers=auth(ring, A.social_protection, Role.supervisor))
+        assert r.status_code == 403 and "police" in r.json()["detail"]
+        # 422 naming the field, before anything is sent to the workflow
+        police_sup = auth(ring, A.police, Role.supervisor, user="police-sup")
+        for bad, field in (
+            ({"measures": [], "justification": "x y z"}, "measures"),
+            ({"measures": ["teleport"], "justification": "x y z"}, "measures"),
+            ({"measures": ["guard", "guard"], "justification": "x y z"}, "measures"),
+            ({"measures": ["guard"]}, "justification"),
+        ):
+            r = await s.ver.post(url, json=bad, headers=police_sup)
+            assert r.status_code == 422 and field in str(r.json()["detail"]), bad
+        # receive (the hotline's stage): a police supervisor decides at once; the stage stays
+        before = await s.state(cid)
+        r = await s.ver.post(url, json=ok, headers=police_sup)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["case"]["stage"] == "receive" and body["case"]["owner_agency"] == "hotline"
+        assert body["case"]["version"] == before.version + 1
+        assert [(p["stage"], p["measures"], p["agency"]) for p in body["protections"]] == [
+            ("receive", ["confidential_location"], "police")
+        ]
+        # verify, owned by the police for a rescued person: a police caseworker, with a retry key
+        st = await s.to_verify(cid)
+        assert st.stage == Stage.verify and st.owner_agency == A.police
+        police = auth(ring, A.police)
+        relatives = {"measures": ["protection_of_relatives", "guard"], "justification": "threats"}
+        r = await s.ver.post(
+            url, json={**relatives, "expected_version": st.version + 2}, headers=police
+        )
+        assert r.status_code == 409 and "stale" in r.json()["detail"]
+        keyed = {**police, "Idempotency-Key": "protect-relatives-1"}
+        r = await s.ver.post(url, json=relatives, headers=keyed)
+        again = await s.ver.post(url, json=relatives, headers=keyed)
+        assert r.status_code == again.status_code == 200, r.text
+        assert again.json()["case"]["version"] == r.json()["case"]["version"]
+        assert r.json()["case"]["stage"] == "verify"
+        assert [p["stage"] for p in again.json()["protections"]] == ["receive", "verify"]
+        st = await s.state(cid)
+        assert st.stage == Stage.verify and len(st.protections) == 2
+        events = await s.workers.events(cid, st.last_event_seq)
+        assert [
+            (e["stage"], e["actor_user_id"]) for e in events if e["kind"] == "protection_recorded"
+        ] == [
+            ("receive", "police-sup"),
+            ("verify", "police-1"),
+        ]
+        # a closed case takes no more measures
+        r = await s.ver.post(
+            f"/cases/{cid}/verification",
+            json={"result": "unfounded", "justification": "no grounds"},
+            headers=police,
+        )
+        assert r.status_code == 200 and r.json()["stage"] == "closed"
+        r = await s.ver.post(url, json=ok, headers=police)
+        assert r.status_code == 409 and "closed" in r.json()["detail"]
+
+
+async def test_rescue_completed_before_identification_is_not_asked_again(
+    ts_env, db_pool, db_url, ring, task_queue
+):
+    async with stack(ts_env, db_pool, db_url, ring, task_queue) as s:
+        cid = await s.open_case(already_safe=False, channel=Channel.rescue_operation)
+        st = await s.to_verify(cid)
+        assert st.owner_agency == A.police
+        police = auth(ring, A.police)
+        plan = {"planned_for": "2026-03-05T22:00:00+07:00", "location": "karaoke bar, ward X"}
+        r = await s.ver.post(f"/cases/{cid}/rescue-operations", json=plan, headers=police)
+        assert r.status_code == 201, r.text
+        op = r.json()["operation_id"]
+        done = {"outcome": "rescued", "justification": "found during the raid"}
+        complete = f"/cases/{cid}/rescue-operations/{op}/complete"
+        r = await s.ver.post(
+            complete, json=done, headers=auth(ring, A.social_protection, Role.supervisor)
+        )
+        assert r.status_code == 403 and "police" in r.json()["detail"]
+        # verify stage: the outcome is recorded in the case's history, the stage does not move
+        r = await s.ver.post(complete, json=done, headers=police)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["case"]["stage"] == "verify" and body["operation"]["status"] == "done"
+        assert body["rescue_recorded"]["operation_ref"] == op
+        assert body["rescue_recorded"]["outcome"] == "rescued"
+        assert body["rescue_recorded"]["stage"] == "verify"
+        r = await s.ver.post(complete, json=done, headers=police)
+        assert r.status_code == 409  # the operation is done
+        st = await s.state(cid)
+        events = await s.workers.events(cid, st.last_event_seq)
+        assert [e["stage"] for e in events if e["kind"] == "rescue_recorded"] == ["verify"]
+        # identification is not skipped: it runs, and then the rescue stage is not asked again
+        r = await s.ver.post(
+            f"/cases/{cid}/verification",
+            json={"result": "confirmed", "justification": "joint check"},
+            headers=police,
+        )
+        assert r.status_code == 200 and r.json()["stage"] == "identify"
+        r = await s.ver.post(
+            f"/cases/{cid}/identification",
+            headers=police,
+            json={
+                "status": "ActualVictimOfTrafficking",
+                "deciding_org": "Police",
+                "evidence": EVIDENCE,
+                "justification": "rescuer report and statement",
+            },
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["case"]["stage"] == "protect"
+        st = await s.state(cid)
+        rescue = next(x for x in st.stages if x.stage == Stage.rescue)
+        assert not rescue.skipped and rescue.decided_by == "police-1"
+        assert rescue.decision.operation_ref == op  # type: ignore[union-attr]
+        r = await s.ver.post(
+            f"/cases/{cid}/rescue-operations/not-needed",
+            json={"justification": "safe now"},
+            headers=police,
+        )
+        # no rescue decision is asked any more: the case is in protect, social protection's stage
+        assert r.status_code == 403 and "stage protect" in r.json()["detail"]

@@ -217,6 +217,11 @@ RULES: dict[tuple[str, str, str], Rule] = {
         STAGE_OWNER,
         json={"measures": ["safe_shelter"], "justification": REASON, "expected_version": STALE},
     ),
+    # issue 15 item 3: the police decide protection measures at any stage (not the stage's owner)
+    ("verification", "POST", "/cases/{case_id}/protection-measures"): Rule(
+        POLICE_ACT,
+        json={"measures": ["guard"], "justification": REASON, "expected_version": STALE},
+    ),
     ("verification", "POST", "/cases/{case_id}/perpetrators"): Rule(
         POLICE_ACT,
         json={"roles": ["RecruiterOrIntermediary"], "name": "Matrix Suspect"},
