@@ -80,6 +80,12 @@ class CaseFacts(Frozen):
     commune: str | None = Field(default=None, max_length=8)
     channel: Channel
     age_band: AgeBand = AgeBand.unknown
+    sex: str | None = Field(
+        default=None,
+        max_length=40,
+        description="HTCDS prs_Gender, a statistical fact for the committee's figures (null: not known, "
+        "or a case opened before it was carried)",
+    )
     abroad: bool = Field(
         default=False, description="the person is still abroad / returning through an embassy"
     )

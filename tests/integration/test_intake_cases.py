@@ -69,6 +69,8 @@ async def test_open_case_encrypts_and_starts_workflow(
             state.facts.person_ref == person_ref
             and state.facts.channel.value == "border_guard_handover"
         )
+        # the person's sex travels as a statistical fact (the committee's breakdown), nothing else of hers
+        assert state.facts.sex == "Feminine"
         assert "Lan" not in state.model_dump_json()
         desc = await ts_env.client.get_workflow_handle(case_id).describe()
         sa = {k.name: v for k, v in ((p.key, p.value) for p in desc.typed_search_attributes)}
