@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter
 
+from services.oversight import criminal_justice
 from services.oversight import repository as repo
 from services.oversight.models import Compliance, Kpis, Ratio, StageTiming
 from shared.db import Conn
@@ -23,6 +24,11 @@ KPI_FILE = Path(__file__).with_name("kpis.yaml")
 STAGES = ("receive", "verify", "identify", "rescue", "protect", "reintegrate")
 FINAL_STATUSES = ("ActualVictimOfTrafficking", "NotAVictimOfTrafficking")
 CLOSED = ("Closed", "ClosedReferred")
+# returnees (seed:003): handed over at the border or at sea, repatriated through an embassy, or back from
+# abroad by themselves (any channel with the abroad fact)
+RETURN_CHANNELS = ("embassy_repatriation", "border_guard_handover", "coast_guard_handover")
+# not a victim after all: out of the returnee KPI's denominator
+NOT_VICTIM_OUTCOMES = ("unfounded", "not_a_victim", "not_relevant")
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,7 @@ async def compute(
     cfg = cfg or load_config()
     received = await repo.received_cases(conn, province, start, end)
     classified = resolved = victims = full_path = returnees = in_time = pending = 0
+    not_victims = 0
     for c in received:
         st: dict[str, Any] = c["state_at_end"] or {}
         decided = set(c["decided_stages"] or [])
@@ -103,7 +110,13 @@ async def compute(
             victims += 1
             if {"verify", "identify", "protect"} <= decided:
                 full_path += 1
-        if c["channel"] == "embassy_repatriation" or c["is_abroad"]:
+        if c["channel"] in RETURN_CHANNELS or c["is_abroad"]:
+            if (
+                st.get("outcome") in NOT_VICTIM_OUTCOMES
+                or st.get("trafficking_status") == "NotAVictimOfTrafficking"
+            ):
+                not_victims += 1
+                continue
             returnees += 1
             limit = c["opened_at"] + cfg.in_time
             first = c["first_service_at"]
@@ -123,7 +136,22 @@ async def compute(
             returnees,
             lang,
             pending=pending,
+            not_victims_left_out=not_victims,
             in_time_limit=str(cfg.in_time),
+        ),
+    ]
+    cj = await criminal_justice.counts(conn, province, start, end)
+    ratios += [
+        _ratio(cfg, "crime_reports_resolved", cj.reports_decided, cj.reports_received, lang),
+        _ratio(cfg, "criminal_cases_solved", cj.cases_solved, cj.cases_opened, lang),
+        _ratio(cfg, "criminal_cases_prosecuted", cj.cases_indicted, cj.cases_at_procuracy, lang),
+        _ratio(cfg, "criminal_cases_tried", cj.cases_tried, cj.cases_indicted_in_period, lang),
+        _ratio(
+            cfg,
+            "criminal_cases_prosecuted_and_tried",
+            cj.at_procuracy_tried,
+            cj.cases_at_procuracy,
+            lang,
         ),
     ]
     durations: dict[str, list[float]] = defaultdict(list)

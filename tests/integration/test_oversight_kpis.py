@@ -3,6 +3,7 @@ steering-committee reports with small-cell suppression."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from datetime import timedelta
@@ -11,6 +12,7 @@ import pytest
 
 from services.oversight.models import ReportKind
 from services.oversight.reports import VN, period_end
+from shared import criminal_proceedings as cp
 from shared.contract import (
     Classification,
     Decide,
@@ -336,3 +338,179 @@ async def test_kpis_and_reports(ts_env, db_pool, ring, task_queue):
         ).status_code == 403
         for hd in k.values():
             await hd.terminate()
+
+
+async def test_returnee_and_criminal_justice_kpis(ts_env, db_pool, ring, task_queue):
+    """Issue 15 items 1 and 2 on a built data set, figures computed by hand. Returnees: border-guard and
+    coast-guard handovers and self-returns count, unfounded and not-trafficking cases are left out. The
+    criminal-justice figures read common.criminal_proceedings, written here by the same functions the
+    verification service calls (tests/integration/test_proceedings.py checks what its API writes there)."""
+    border, coast = actor(AgencyRole.border_guard), actor(AgencyRole.coast_guard)
+    async with (
+        running_workers(ts_env.client, db_pool, ring, task_queue) as h,
+        oversight_api(ts_env, db_pool, ring) as api,
+    ):
+        t0 = await ts_env.get_current_time()
+        c = {
+            name: await h.open(facts(new_case_id(), now=t0, **kw))
+            for name, kw in (
+                (
+                    "R1",
+                    {"channel": Channel.border_guard_handover, "opener": AgencyRole.border_guard},
+                ),
+                ("R2", {"channel": Channel.coast_guard_handover, "opener": AgencyRole.coast_guard}),
+                ("R3", {"channel": Channel.walk_in, "abroad": True}),  # came back by themselves
+                (
+                    "R4",
+                    {
+                        "channel": Channel.embassy_repatriation,
+                        "abroad": True,
+                        "opener": AgencyRole.embassy,
+                    },
+                ),
+                ("R5", {}),  # a hotline call in Vietnam: not a returnee
+                (
+                    "R6",
+                    {"channel": Channel.border_guard_handover, "opener": AgencyRole.border_guard},
+                ),
+            )
+        }
+        await c["R1"].execute_update(
+            CaseWorkflow.decide, receive(border, Channel.border_guard_handover)
+        )
+        await c["R2"].execute_update(
+            CaseWorkflow.decide, receive(coast, Channel.coast_guard_handover)
+        )
+        await c["R3"].execute_update(CaseWorkflow.decide, receive(HOTLINE, Channel.walk_in))
+        await c["R4"].execute_update(
+            CaseWorkflow.decide, receive(EMBASSY, Channel.embassy_repatriation)
+        )
+        await c["R6"].execute_update(
+            CaseWorkflow.decide,
+            receive(border, Channel.border_guard_handover, c=Classification.not_relevant),
+        )
+        # R1 supported at once (in time); R4 found unfounded by the police (left out)
+        await c["R1"].execute_update(
+            CaseWorkflow.record_service,
+            RecordService(actor=border, service_id="svc-r1", service_type="essential_needs"),
+        )
+        await c["R4"].execute_update(
+            CaseWorkflow.decide,
+            Decide(
+                actor=POLICE,
+                justification="no sign of trafficking",
+                decision=VerifyDecision(result=VerifyResult.unfounded),
+            ),
+        )
+        # day 8: R3 supported, a day after its 7-day limit (late); R2 never supported
+        await ts_env.sleep(timedelta(days=8))
+        await c["R3"].execute_update(
+            CaseWorkflow.record_service,
+            RecordService(actor=SP, service_id="svc-r3", service_type="medical_care"),
+        )
+        for name in c:
+            await h.events(c[name].id, 1)
+        await _landed(h, c["R3"].id, "service_delivered")
+        await _landed(h, c["R4"].id, "stage_decided", 2)
+        end = await ts_env.get_current_time()
+
+        # criminal proceedings: day n = the Vietnamese calendar date of t0 + n days (in the period for
+        # n = 1..7: its midnight in Vietnam is after t0; n = -1 is before the period, n = 30 after it)
+        def day(n: int):
+            return (t0 + timedelta(days=n)).astimezone(VN).date()
+
+        S = cp.Step
+        built = {
+            "P1": ("01", 1, [(S.decision, "opened", 2), (S.investigation, "solved", 3),
+                             (S.prosecution, "indicted", 4), (S.trial, "convicted", 5)]),
+            "P2": ("01", 1, [(S.decision, "opened", 2), (S.investigation, "solved", 3),
+                             (S.prosecution, "indicted", 4)]),
+            "P3": ("01", 1, [(S.decision, "opened", 2), (S.investigation, "solved", 3)]),
+            "P4": ("01", 1, [(S.decision, "opened", 2), (S.investigation, "suspended", 3)]),
+            "P5": ("01", 1, [(S.decision, "not_opened", 2)]),
+            "P6": ("01", 1, []),
+            "P7": ("01", -1, [(S.decision, "opened", -1), (S.investigation, "solved", 2),
+                              (S.prosecution, "indicted", 3), (S.trial, "acquitted", 30)]),
+            "P8": ("79", 1, [(S.decision, "opened", 2)]),
+        }  # fmt: skip
+        for pid, (province, received, steps) in built.items():
+            await cp.record_report(db_pool, pid, c["R1"].id, province, day(received))
+            for step, outcome, n in steps:
+                await cp.record_step(db_pool, pid, step, outcome, day(n))
+
+        period = {
+            "province": "01",
+            "from": (t0 - timedelta(hours=1)).isoformat(),
+            "to": (end + timedelta(hours=1)).isoformat(),
+        }
+        sup = auth(ring, Role.supervisor)
+        by_lang = {}
+        for lang in ("vi", "en"):
+            r = await api.get("/kpis", params={**period, "lang": lang}, headers=sup)
+            assert r.status_code == 200, r.text
+            by_lang[lang] = {x["id"]: x for x in r.json()["ratios"]}
+        ratios = by_lang["en"]
+
+        def figures(kpi_id: str) -> tuple[int, int, bool | None]:
+            x = ratios[kpi_id]
+            return x["numerator"], x["denominator"], x["met"]
+
+        # returnees: R1 (border guard), R2 (coast guard), R3 (self-return); R4 unfounded and R6 not
+        # trafficking-related left out; R5 is not a returnee. In time: R1 only (R3 came a day late)
+        rt = ratios["returnees_supported_in_time"]
+        assert figures("returnees_supported_in_time") == (1, 3, False)
+        assert rt["detail"]["not_victims_left_out"] == 2 and rt["detail"]["pending"] == 0
+        assert "local practice" in rt["formula"] and "7 days" in rt["formula"]
+        assert "thực tiễn địa phương" in by_lang["vi"]["returnees_supported_in_time"]["formula"]
+        # crime reports received in the period: P1-P6 (P7 before it, P8 another province); decided: P1-P5
+        assert figures("crime_reports_resolved") == (5, 6, False)
+        # criminal cases opened in the period: P1-P4; solved by the end: P1-P3
+        assert figures("criminal_cases_solved") == (3, 4, False)
+        # at the procuracy (solved in the period): P1, P2, P3, P7; indicted: P1, P2, P7
+        assert figures("criminal_cases_prosecuted") == (3, 4, False)
+        # indicted in the period: P1, P2, P7; tried by the end: P1 (P7's trial comes after the period)
+        assert figures("criminal_cases_tried") == (1, 3, False)
+        assert figures("criminal_cases_prosecuted_and_tried") == (1, 4, False)
+        assert ratios["criminal_cases_prosecuted"]["target"] == 0.95
+        assert ratios["criminal_cases_solved"]["comparison"] == ">"
+        # titles say what each figure counts, in both languages
+        assert by_lang["vi"]["criminal_cases_solved"]["title"] == (
+            "Tỷ lệ điều tra, khám phá các vụ án mua bán người"
+        )
+        assert by_lang["vi"]["crime_reports_resolved"]["title"] == (
+            "Tỷ lệ giải quyết tố giác, tin báo về tội phạm mua bán người"
+        )
+        assert by_lang["en"]["criminal_cases_tried"]["title"] == (
+            "Share of indicted trafficking criminal cases that were tried"
+        )
+        assert "NRM cases" in by_lang["en"]["reports_classified"]["title"]
+        assert "hồ sơ vụ việc" in by_lang["vi"]["resolution_rate"]["title"]
+        assert all(x["title"].startswith("Tỷ lệ ") for x in by_lang["vi"].values())
+
+        # the whole country: P8 counts too (one more report received, one more case opened)
+        r = await api.get(
+            "/kpis",
+            params={**period, "province": "*"},
+            headers=auth(ring, Role.auditor, province="*"),
+        )
+        national = {x["id"]: x for x in r.json()["ratios"]}
+        assert (
+            national["crime_reports_resolved"]["denominator"],
+            national["criminal_cases_solved"]["denominator"],
+        ) == (7, 5)
+
+        # the report lists them, with their keys in the CSV
+        r = await api.get("/reports/ad_hoc", params={**period, "format": "csv"}, headers=sup)
+        rows = [row[:4] for row in csv.reader(io.StringIO(r.text))]
+        assert ["kpis", "criminal_cases_solved", "numerator", "3"] in rows
+        assert ["kpis", "returnees_supported_in_time", "denominator", "3"] in rows
+        for hd in c.values():
+            await hd.terminate()
+
+
+async def _landed(h, case_id: str, kind: str, n: int = 1) -> None:
+    """Wait until the case has `n` audit events of `kind` (the audit activity runs after the Update)."""
+    for _ in range(400):
+        if sum(e["kind"] == kind for e in await h.events(case_id)) >= n:
+            return
+        await asyncio.sleep(0.05)

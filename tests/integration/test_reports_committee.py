@@ -242,7 +242,7 @@ async def test_committee_report_figures_labels_and_formats(
             "Escalations after a missed deadline",
             "Open, at Support and reintegration",
             "Persons identified as victims in the period: 1",
-            "Share of cases received that were classified",
+            "Share of NRM cases opened in the period that were classified at intake",
         ):
             assert label in en_text, label
 
