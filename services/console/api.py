@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -112,9 +112,29 @@ INBOX_VIEWS = ("in_progress", "waiting_acceptance", "due_soon", "overdue")
 OPEN_STAGES = tuple(s.value for s in Stage if s != Stage.closed)
 REPORT_KINDS = ("six_monthly", "annual", "ad_hoc")
 CONSENT_DOC_KINDS = ("signed_form", "recorded_oral", "guardian_signed", "electronic")
-INBOX_LOOKUP_PAGES = (
-    5  # the inbox is read at most this many pages (200 each) to find a case's deadline
+RESCUE_OUTCOMES = ("rescued", "not_found", "postponed")
+RESCUE_LEADS = ("police", "border_guard", "coast_guard")
+PERPETRATOR_ROLES = (
+    "RecruiterOrIntermediary",
+    "BrokerTravelAgent",
+    "Transporter",
+    "TravellingPartner",
+    "TransferredIndividual",
+    "HarbouredIndividual",
+    "SoldIndividual",
+    "BoughtIndividual",
+    "ReceivedIndividual",
+    "ControlledIndividual",
+    "Smuggler",
+    "Abuser",
+    "Kidnapper",
+    "Exploiter",
+    "Other",
 )
+REFUSAL_SIGNERS = ("person", "representative")
+# shared.access.allowed_actions names -> this console's form names (the others are the same)
+FORM_OF = {"support_plan": "plan", "respond_handoff": "respond", "extend_deadline": "extend"}
+SUPERVISOR_FORMS = frozenset({"reassign", "extend", "escalate", "reopen"})
 
 
 # ---- plumbing ---------------------------------------------------------------------------------
@@ -588,58 +608,17 @@ async def duplicate(request: Request, candidate_id: str, case_id: str) -> Respon
 
 
 # ---- the case page ------------------------------------------------------------------------------
-async def _find_in_inbox(api: Api, case_id: str, stage: str, view: str) -> dict[str, Any] | None:
-    """A caseworker's API for the deadline, assignee and escalation of a case is the inbox (no per-case
-    read returns them): look the case up there, a few pages at most."""
-    for page in range(INBOX_LOOKUP_PAGES):
-        try:
-            got = await api.inbox(
-                view=view,
-                stage=stage if view != "waiting_acceptance" else None,
-                limit=200,
-                offset=page * 200,
-            )
-        except ApiError:
-            return None
-        for item in got["items"]:
-            if item["case_id"] == case_id:
-                return dict(item)
-        if (page + 1) * 200 >= got["total"]:
-            return None
-    return None
-
-
-async def _live_facts(
-    c: Ctx, case_id: str, wf: dict[str, Any] | None
-) -> dict[str, Any] | ApiError | None:
-    """Deadline, assignee, escalation level: supervisors and auditors read the recorded state (oversight's
-    as-of, now); a caseworker reads them from the inbox."""
+def _live_facts(view: dict[str, Any], wf: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Deadline, assignee, escalation level and categories, from intake's case read (one call for every
+    role: the workflow's state as the API returns it to this user)."""
     if wf is None:
         return None
-    if c.session.has("supervisor") or c.session.has("auditor"):
-        try:
-            got = await c.api.as_of(case_id, datetime.now(UTC) + timedelta(seconds=5))
-        except ApiError as exc:
-            return exc
-        st = got["state"]
-        return {
-            "deadline_at": (st.get("deadline") or {}).get("due_at"),
-            "deadline_source": (st.get("deadline") or {}).get("source"),
-            "assignee": st.get("assignee"),
-            "escalation_level": st.get("escalation_level", 0),
-            "stages": st.get("stages", []),
-            "categories": _categories(st.get("facts", {})),
-            "from": "state",
-        }
-    pending = c.session.agency in (wf.get("participants") or []) or c.session.agency == wf.get(
-        "owner_agency"
-    )
-    item = await _find_in_inbox(
-        c.api, case_id, wf["stage"], "in_progress" if pending else "waiting_acceptance"
-    )
-    if item is None:
-        return None
-    return {**item, "from": "inbox"}
+    return {
+        "deadline_at": wf.get("deadline_at"),
+        "assignee": wf.get("assignee"),
+        "escalation_level": wf.get("escalation_level", 0),
+        "categories": _categories(view["facts"]),
+    }
 
 
 def _categories(facts: dict[str, Any]) -> list[str]:
@@ -783,8 +762,10 @@ async def case_page(
     ) or c.session.has("auditor"):
         reads["perpetrators"] = c.api.perpetrators(case_id, break_glass)
         reads["linked"] = c.api.linked_cases(case_id)
+    if wf and {"rescue_plan", "rescue_complete"} & set(wf.get("allowed_actions") or []):
+        reads["rescues"] = c.api.rescues(case_id)
     sections = await gather_sections(reads)
-    live = await _live_facts(c, case_id, wf)
+    live = _live_facts(view, wf)
     timeline = (
         _timeline(sections, view)
         if "history" not in sections or isinstance(sections["history"], ApiError)
@@ -807,6 +788,8 @@ async def case_page(
         lists=LISTS,
         open_all=False,
         today=datetime.now(TZ).date().isoformat(),
+        provinces=province_names(),
+        actions=list(ACTIONS),
     )
 
 
@@ -823,57 +806,50 @@ LISTS: dict[str, Any] = {
     "follow_up": FOLLOW_UP_OUTCOMES,
     "stages": OPEN_STAGES,
     "doc_kinds": CONSENT_DOC_KINDS,
+    "rescue_outcomes": RESCUE_OUTCOMES,
+    "rescue_leads": RESCUE_LEADS,
+    "perpetrator_roles": PERPETRATOR_ROLES,
+    "refusal_signers": REFUSAL_SIGNERS,
 }
 
 
 def offers(s: Session, wf: dict[str, Any] | None, sec: dict[str, Any]) -> dict[str, Any]:
-    """Which forms the page offers. Only a guide: each form sends the API call and the API decides (a refusal
-    is shown beside the form). Derived from the case as the APIs returned it: its stage and owning agency,
-    the agencies taking part, the handoffs addressed to the user's agency, the sections the APIs let the
-    user read, and the user's roles from the token."""
+    """Which forms the page offers: exactly the actions intake's case read lists as allowed for this user
+    now (`workflow.allowed_actions`, computed by the APIs' own rules in shared/access.py), each with what
+    the form needs from the case (the handoffs addressed to the user's agency, the pending follow-ups, the
+    planned rescue operations). The console adds no rule: the API still decides each request."""
     out: dict[str, Any] = {
-        "stage": None,
+        "can": set(),
         "respond": [],
-        "support": False,
         "follow_ups": [],
+        "rescues": [],
         "supervisor": False,
         "override": False,
-        "consent": False,
-        "legal_aid": False,
-        "closure": False,
-        "claim": False,
         "break_glass": s.has("auditor") and not (s.has("caseworker") or s.has("supervisor")),
     }
     if wf is None:
         return out
+    can = {FORM_OF.get(a, a) for a in wf.get("allowed_actions") or []}
+    out["override"] = s.has("supervisor") and wf["owner_agency"] != s.agency
     handoffs = sec.get("handoffs")
-    if isinstance(handoffs, dict):
+    if "respond" in can and isinstance(handoffs, dict):
         out["respond"] = [
             h for h in handoffs["items"] if h["state"] == "requested" and h["to_agency"] == s.agency
         ]
-    if wf["status"] not in ("Active", "FollowUp"):
-        out["supervisor"] = s.has("supervisor")
-        return out
-    owner = wf["owner_agency"] == s.agency
-    joined = owner or s.agency in (wf.get("participants") or [])
-    acting = s.has("caseworker") or s.has("supervisor")
-    out["override"] = s.has("supervisor") and not owner
-    if acting and (owner or s.has("supervisor")):
-        out["stage"] = wf["stage"]
-        out["claim"] = True
-        out["legal_aid"] = "legal_aid" not in (wf.get("participants") or []) and not any(
-            h["to_agency"] == "legal_aid" and h["state"] == "requested"
-            for h in (handoffs["items"] if isinstance(handoffs, dict) else [])
-        )
-        out["closure"] = wf["stage"] == "reintegrate" and isinstance(sec.get("plans"), dict)
-    out["consent"] = acting and (joined or s.has("supervisor"))
-    out["support"] = (
-        acting and isinstance(sec.get("plans"), dict) and (joined or s.has("supervisor"))
-    )
     follow = sec.get("follow_ups")
-    if out["support"] and isinstance(follow, dict):
+    if "follow_up" in can and isinstance(follow, dict):
         out["follow_ups"] = [f for f in follow["items"] if not f.get("outcome")]
-    out["supervisor"] = s.has("supervisor")
+    rescues = sec.get("rescues")
+    if "rescue_complete" in can:
+        out["rescues"] = (
+            [r for r in rescues["items"] if r["status"] == "planned"]
+            if isinstance(rescues, dict)
+            else []
+        )
+        if not out["rescues"]:
+            can.discard("rescue_complete")  # nothing planned to complete
+    out["can"] = can
+    out["supervisor"] = bool(can & SUPERVISOR_FORMS)
     return out
 
 
@@ -931,6 +907,7 @@ def _consent(form: FormData) -> dict[str, Any]:
         "expected_version": version(form),
     }
     put(body, "agency", text(form, "agency"))
+    put(body, "province", text(form, "province"))
     if body["granted"]:
         doc: dict[str, Any] = {}
         for k in ("kind", "signed_on", "reference"):
@@ -947,6 +924,57 @@ def _extend(form: FormData) -> dict[str, Any]:
         "expected_version": version(form),
     }
     put(body, "handoff_id", text(form, "handoff_id"))
+    return body
+
+
+def _protect(form: FormData) -> dict[str, Any]:
+    body = _versioned(
+        form, measures=many(form, "measures"), justification=text(form, "justification")
+    )
+    if text(form, "declined") == "yes":
+        body["declined"] = True
+        doc: dict[str, Any] = {}
+        for k in ("signed_on", "reference", "signed_by"):
+            put(doc, k, text(form, f"refusal_document.{k}"))
+        body["refusal_document"] = doc or None
+    return body
+
+
+def _planned_for(form: FormData) -> str | None:
+    """A datetime-local value (Vietnam time, as the officer typed it) as an aware ISO time."""
+    value = text(form, "planned_for")
+    if value and len(value) == 16:  # yyyy-mm-ddThh:mm
+        return f"{value}:00+07:00"
+    return value
+
+
+def _rescue_plan(form: FormData) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    put(body, "planned_for", _planned_for(form))
+    put(body, "lead_agency", text(form, "lead_agency"))
+    put(body, "location", text(form, "location"))
+    put(body, "plan_notes", text(form, "plan_notes"))
+    return body
+
+
+def _perpetrator(form: FormData) -> dict[str, Any]:
+    body: dict[str, Any] = {"roles": many(form, "roles")}
+    for k in ("name", "role_details", "recruitment_channel"):
+        put(body, k, text(form, k))
+    phone = text(form, "phones.0")
+    if phone:
+        body["phones"] = [phone]
+    return body
+
+
+def _transfer(form: FormData) -> dict[str, Any]:
+    body = _versioned(
+        form,
+        to_agency=text(form, "to_agency"),
+        to_province=text(form, "to_province"),
+        reason=text(form, "reason"),
+    )
+    put(body, "consent_override_reason", text(form, "consent_override_reason"))
     return body
 
 
@@ -1007,11 +1035,40 @@ ACTIONS: dict[str, tuple[Builder, Sender, list[str]]] = {
         ["justification", "override_reason"],
     ),
     "protect": (
-        lambda f: _versioned(
-            f, measures=many(f, "measures"), justification=text(f, "justification")
-        ),
+        _protect,
         lambda a, cid, b, k, f: a.verification_post(cid, "protection", b, k),
-        ["measures", "justification", "override_reason"],
+        [
+            "measures",
+            "declined",
+            "refusal_document",
+            "refusal_document.signed_on",
+            "refusal_document.reference",
+            "refusal_document.signed_by",
+            "justification",
+            "override_reason",
+        ],
+    ),
+    "rescue_plan": (
+        _rescue_plan,
+        lambda a, cid, b, k, f: a.verification_post(cid, "rescue-operations", b, k),
+        ["planned_for", "lead_agency", "location", "plan_notes"],
+    ),
+    "rescue_complete": (
+        lambda f: _versioned(f, outcome=text(f, "outcome"), justification=text(f, "justification")),
+        lambda a, cid, b, k, f: a.verification_post(
+            cid, f"rescue-operations/{quote(text(f, 'operation_id') or '-')}/complete", b, k
+        ),
+        ["outcome", "persons", "justification", "override_reason"],
+    ),
+    "perpetrator": (
+        _perpetrator,
+        lambda a, cid, b, k, f: a.verification_post(cid, "perpetrators", b, k),
+        ["roles", "name", "role_details", "phones", "phones.0", "recruitment_channel"],
+    ),
+    "transfer": (
+        _transfer,
+        lambda a, cid, b, k, f: a.support_post(cid, "transfers", b, k),
+        ["to_agency", "to_province", "reason", "consent_override_reason", "override_reason"],
     ),
     "consent": (
         _consent,
@@ -1019,6 +1076,7 @@ ACTIONS: dict[str, tuple[Builder, Sender, list[str]]] = {
         [
             "purpose",
             "agency",
+            "province",
             "granted",
             "document",
             "document.kind",

@@ -180,6 +180,9 @@ class Api:
             )
         )
 
+    async def rescues(self, case_id: str) -> dict[str, Any]:
+        return dict(await self.call("verification", "GET", f"/cases/{case_id}/rescue-operations"))
+
     async def linked_cases(self, case_id: str) -> dict[str, Any]:
         return dict(await self.call("verification", "GET", f"/cases/{case_id}/linked-cases"))
 

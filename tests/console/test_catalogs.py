@@ -70,6 +70,9 @@ LISTS = {
     "exploitation": list(api.EXPLOITATION),
     "consent_doc": list(api.CONSENT_DOC_KINDS),
     "level": ["1", "2", "3"],
+    "rescue_outcome": list(api.RESCUE_OUTCOMES),
+    "refusal_signer": list(api.REFUSAL_SIGNERS),
+    "perpetrator_role": list(api.PERPETRATOR_ROLES),
     "done": [*api.ACTIONS, "opened", "opened_dup", "duplicate"],
 }
 

@@ -266,9 +266,10 @@ def test_case_from_border_to_closure(base: str, stack: RunningStack) -> None:
                 justification="nguy cơ bị trả thù",
             )
             assert "Hỗ trợ, tái hòa nhập cộng đồng" in stage_of(sp)
-            # referral to legal aid needs the person's consent first: refused, then consent, then referral
-            act(sp, "legal_aid", reason="yêu cầu bồi thường")
-            assert "Bạn không có quyền" in sp.text(".error-summary")
+            # referral to legal aid needs the person's consent first: the case read does not list it (no
+            # form) until consent is recorded, then it does
+            assert sp.page.locator("#act-legal_aid").count() == 0
+            assert sp.page.locator("#act-transfer").count() == 1
             act(
                 sp,
                 "consent",
@@ -355,6 +356,120 @@ def test_case_from_border_to_closure(base: str, stack: RunningStack) -> None:
 
 
 _CASES: dict[str, str] = {}
+
+
+# ---- police and social protection: rescue, perpetrators, written refusal, transfer to another province --
+def test_rescue_perpetrator_refusal_and_transfer(base: str) -> None:
+    def journey(browser: Browser) -> None:
+        with (
+            console(browser, base) as bg,
+            console(browser, base) as police,
+            console(browser, base) as sp,
+        ):
+            bg.sign_in("bg")
+            bg.go("/cases/new")
+            page = bg.page
+            page.select_option("#f-channel", "border_guard_handover")
+            page.select_option("#f-province", "20")
+            page.fill("#f-person-prs_SecondName", "Vũ")
+            page.fill("#f-person-prs_FirstName", "Hằng")
+            page.fill("#f-person-birth_year", "2006")
+            page.locator("label[for=f-already_safe-2]").click()  # not safe: a rescue is needed
+            page.locator("input[name='victim.vic_TypeOfExploitation'][value=ForcedLabour]").check()
+            page.fill("#f-report-summary", "Gia đình báo tin bị giữ tại xưởng may")
+            bg.submit("main form")
+            case_id = bg.case_id()
+            act(bg, "classify", classification="trafficking_suspected", justification="tin báo")
+            act(bg, "verify", result="confirmed", justification="xác minh cùng công an")
+            act(
+                bg,
+                "identify",
+                status="ActualVictimOfTrafficking",
+                deciding_org="Police",
+                justification="đủ căn cứ",
+                **{
+                    "evidence.0.kind": "statement_of_relative",
+                    "evidence.0.source": "lời khai của mẹ",
+                    "evidence.0.date": "2026-03-02",
+                },
+            )
+            assert "Giải cứu" in stage_of(bg) and "Công an" in bg.text("dl.summary")
+            # the rescue stage is the police's: the border guard is offered no rescue decision
+            assert bg.page.locator("#act-rescue_complete").count() == 0
+            assert bg.page.locator("#act-rescue_not_needed").count() == 0
+
+            police.sign_in_as("caseworker", "police", "20", "ca-langson-01")
+            police.go(f"/cases/{case_id}")
+            assert police.page.locator("#act-rescue_complete").count() == 0  # nothing planned yet
+            act(
+                police,
+                "rescue_plan",
+                planned_for="2026-03-05T22:00",
+                location="xưởng may, Bằng Tường",
+            )
+            assert police.text("#done") == "Đã lập kế hoạch giải cứu."
+            ops = police.page.locator("#act-rescue_complete option").all_text_contents()
+            assert any("22:00, 05/03/2026" in o and "Công an" in o for o in ops), ops
+            check_page(police, "24-case-rescue")
+            act(police, "rescue_complete", outcome="rescued", justification="đã đưa về an toàn")
+            assert "Đã ghi nhận kết quả giải cứu." in police.text("main"), police.text("main")
+            assert "Bảo vệ" in stage_of(police)
+            act(police, "perpetrator", roles="RecruiterOrIntermediary,Exploiter")
+            assert "Đã thêm đối tượng nghi vấn." in police.text("#done")
+            perpetrators = police.text("aside")
+            assert "Người tuyển mộ, môi giới" in perpetrators and "Người bóc lột" in perpetrators
+            check_page(police, "25-case-perpetrator")
+
+            # protection refused in writing: without the document the API's words land beside it
+            sp.sign_in("sp")
+            sp.go(f"/cases/{case_id}")
+            assert sp.page.locator("#act-perpetrator").count() == 0  # police data only
+            act(sp, "protect", declined="yes", justification="người đó từ chối")
+            assert "Từ chối bảo vệ cần có văn bản cam kết" in sp.text("#act-protect")
+            assert "Bảo vệ" in stage_of(sp)
+            act(
+                sp,
+                "protect",
+                declined="yes",
+                justification="người đó từ chối",
+                **{
+                    "refusal_document.signed_on": "2026-03-06",
+                    "refusal_document.reference": "CK-03/2026",
+                    "refusal_document.signed_by": "person",
+                },
+            )
+            assert "Hỗ trợ, tái hòa nhập cộng đồng" in stage_of(sp)
+            # transfer to the social protection of Hà Nội, where she lives: consent naming Hà Nội first
+            act(
+                sp,
+                "consent",
+                purpose="data_sharing",
+                agency="social_protection",
+                province="01",
+                granted="yes",
+                **{
+                    "document.kind": "signed_form",
+                    "document.signed_on": "2026-03-06",
+                    "document.reference": "DY-09",
+                },
+            )
+            assert "Đã ghi nhận sự đồng ý." in sp.text("#done")
+            act(
+                sp,
+                "transfer",
+                to_agency="social_protection",
+                to_province="01",
+                reason="gia đình ở Hà Nội",
+            )
+            assert "Đã gửi đề nghị chuyển giao" in sp.text("#done")
+            handoffs = sp.text("aside")
+            assert "Chuyển giao" in handoffs and "Chờ chấp nhận" in handoffs
+            assert "(Thành phố Hà Nội)" in handoffs  # the receiving province by its name
+            assert "(Cơ quan bảo trợ xã hội, Thành phố Hà Nội)" in handoffs  # the consent names it
+            assert sp.page.locator("#act-transfer").count() == 0  # one transfer waits: no second
+            check_page(sp, "26-case-transfer-requested")
+
+    in_browser(journey)
 
 
 # ---- caseworker: mass arrival by CSV, duplicates side by side -----------------------------------
