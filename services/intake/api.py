@@ -27,10 +27,10 @@ from pydantic import ValidationError
 from shared.access import can_act_on_case
 from shared.access_log import list_reads
 from shared.api import runtime_of
-from shared.api_models import BIGINT_MAX, IdPath, IdQuery
+from shared.api_models import BIGINT_MAX, CaseView, IdPath, IdQuery
 from shared.auth import CurrentPrincipal, Principal, require_roles
 from shared.case_gateway import BreakGlass, CaseId, IdempotencyKey, actor_of, update_case
-from shared.contract import CaseState, Decide, ReceiveDecision
+from shared.contract import Decide, ReceiveDecision
 from shared.domain import Channel, Role
 from shared.runtime import Runtime
 from workflows.case_workflow import CaseWorkflow
@@ -1014,7 +1014,7 @@ async def resolve_duplicate(
 
 @router.post(
     "/cases/{case_id}/classify",
-    response_model=CaseState,
+    response_model=CaseView,
     tags=["cases"],
     summary="Classify the report (the receive-stage decision)",
     description="Sends the `decide` Update with a ReceiveDecision to the case's workflow; the workflow "
@@ -1038,7 +1038,7 @@ async def classify(
     body: ClassifyRequest,
     principal: Caseworker,
     idem_key: IdempotencyKey = None,
-) -> CaseState:
+) -> CaseView:
     runtime = runtime_of(request)
     case = await reads.case_or_404(runtime, case_id)
     # before anything starts or is written (an unstarted case is checked against its opener's agency)
@@ -1059,7 +1059,7 @@ async def classify(
     # the key is scoped to (caller, operation, case) in the one store (common.idempotency_keys)
     state = await update_case(request, case_id, CaseWorkflow.decide, cmd, idem_key)
     log.info("case_classified", case_id=case_id, classification=body.classification.value)
-    return state
+    return CaseView.of(state)
 
 
 @router.get(
