@@ -461,7 +461,10 @@ async def decide_protection(
     "contact (police, border guard or coast guard: 403 for any other agency). The measures are "
     "recorded in the case's history (`protection_recorded`) at whatever stage the case is in, "
     "which does not change; the protect stage after identification still takes its own "
-    "decision.",
+    "decision. Who: a police supervisor of the case's province at any time; police caseworkers "
+    "once police take part in the case (the case's owner hands it to them with a referral, "
+    "which they accept: need-to-know, police caseworkers do not see every case of the "
+    "province).",
 )
 async def record_protection_measures(
     case_id: CaseId,
