@@ -80,6 +80,16 @@ GLOSSARY: dict[str, dict[str, tuple[str, str]]] = {
         "adult": ("Từ đủ 18 tuổi trở lên", "18 and over"),
         "unknown": ("Chưa rõ tuổi", "Age unknown"),
     },
+    # HTCDS prs_Gender, as the person's case carries it (CaseFacts.sex)
+    "sex": {
+        "Feminine": ("Nữ", "Female"),
+        "Masculine": ("Nam", "Male"),
+        "TransgenderFeminine": ("Người chuyển giới nữ", "Transgender woman"),
+        "TransgenderMasculine": ("Người chuyển giới nam", "Transgender man"),
+        "NonConforming": ("Không theo khuôn mẫu giới", "Gender non-conforming"),
+        "NonSpecifiedUnknown": ("Không rõ", "Not specified"),
+        "unknown": ("Chưa có thông tin", "Not recorded"),
+    },
     "category": {
         "child": ("Dưới 18 tuổi", "Under 18"),
         "adult": ("Từ đủ 18 tuổi trở lên", "18 and over"),

@@ -38,6 +38,15 @@ from shared.db import Conn
 
 SMALL_CELL = 5
 AGE_GROUPS = ("under_16", "16_17", "adult", "unknown")
+SEXES = (
+    "Feminine",
+    "Masculine",
+    "TransgenderFeminine",
+    "TransgenderMasculine",
+    "NonConforming",
+    "NonSpecifiedUnknown",
+    "unknown",
+)
 SUPPRESSED = "<5"
 VN = timezone(timedelta(hours=7))
 
@@ -107,7 +116,7 @@ LABELS: dict[str, dict[str, str]] = {
         "by_age_group": "Theo nhóm tuổi",
         "by_sex": "Theo giới tính",
         "by_commune": "Theo xã, phường",
-        "by_sex_missing": "Chưa có số liệu: giới tính chưa được chuyển sang hệ thống giám sát.",
+        "sex": "Giới tính",
         "identified": "Số người được xác định là nạn nhân trong kỳ",
         "support": "Hỗ trợ nạn nhân trong kỳ theo chế độ hỗ trợ",
         "support_type": "Chế độ hỗ trợ",
@@ -170,7 +179,7 @@ LABELS: dict[str, dict[str, str]] = {
         "by_age_group": "By age group",
         "by_sex": "By sex",
         "by_commune": "By commune",
-        "by_sex_missing": "Not available: sex is not yet passed to the oversight system.",
+        "sex": "Sex",
         "identified": "Persons identified as victims in the period",
         "support": "Support delivered in the period by type",
         "support_type": "Type of support",
@@ -237,6 +246,7 @@ async def build(
     by_channel = Counter(r["channel"] for r in received)
     by_category: Counter[str] = Counter()
     by_age: Counter[str] = Counter()
+    by_sex: Counter[str] = Counter()
     by_commune: Counter[str] = Counter()
     outcomes: Counter[str] = Counter()
     for r in received:
@@ -245,6 +255,7 @@ async def build(
         st = r["state_at_end"] or {}
         f = st.get("facts") or {}
         by_age[f.get("age_band") or "unknown"] += 1
+        by_sex[f.get("sex") or "unknown"] += 1  # cases opened before the facts carried it: unknown
         by_commune[f.get("commune") or "unknown"] += 1
         outcomes[st.get("outcome") or f"open:{st.get('stage', '?')}"] += 1
     support = await repo.services_by_type(conn, province, start, end)
@@ -264,6 +275,7 @@ async def build(
         "by_category": dict(sorted(by_category.items())),
         "outcomes": dict(sorted(outcomes.items())),
         "by_age_group": {k: by_age[k] for k in AGE_GROUPS if by_age[k]},
+        "by_sex": {k: by_sex[k] for k in SEXES if by_sex[k]},
         "by_commune": dict(sorted(by_commune.items())),
         "identified_victims": identified,
         "support_by_type": [
@@ -335,7 +347,7 @@ def suppressed(report: dict[str, Any], suppress: bool) -> dict[str, Any]:
     if not suppress:
         return r
     r["received"] = _count(r["received"], True)
-    for key in ("by_channel", "by_category", "outcomes", "by_age_group", "by_commune"):
+    for key in ("by_channel", "by_category", "outcomes", "by_age_group", "by_sex", "by_commune"):
         r[key] = {k: _count(v, True) for k, v in r.get(key, {}).items()}
     r["identified_victims"] = _count(r.get("identified_victims", 0), True)
     for row in r.get("support_by_type", []):
@@ -460,7 +472,14 @@ def blocks(r: dict[str, Any], lang: str) -> list[Block]:
             ],
         )
     )
-    out.append(("p", f"{L['by_sex']}: {L['by_sex_missing']}"))
+    out.append(("p", L["by_sex"]))
+    out.append(
+        (
+            "table",
+            [L["sex"], L["count"]],
+            [[lab("sex", k, lang), _cell(v, lang)] for k, v in r.get("by_sex", {}).items()],
+        )
+    )
     out.append(("p", L["by_commune"]))
     out.append(
         (
@@ -637,6 +656,7 @@ def labelled_rows(
         ("by_channel", "channel"),
         ("by_category", "category"),
         ("by_age_group", "age"),
+        ("by_sex", "sex"),
         ("by_commune", "commune"),
         ("outcomes", "outcome"),
     )

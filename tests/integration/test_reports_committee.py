@@ -77,14 +77,22 @@ async def test_committee_report_figures_labels_and_formats(
     ):
         t0 = await ts_env.get_current_time()
 
-        def f(channel, age, commune, **kw):
+        def f(channel, age, commune, sex=None, **kw):
             base = facts(new_case_id(), channel=channel, age_band=age, now=t0, **kw)
-            return base.model_copy(update={"commune": commune})
+            return base.model_copy(update={"commune": commune, "sex": sex})
 
-        a = await h.open(f(Channel.hotline_111, AgeBand.under_16, "00070"))
-        b = await h.open(f(Channel.walk_in, AgeBand.age_16_17, "00070", opener=AgencyRole.commune))
+        a = await h.open(f(Channel.hotline_111, AgeBand.under_16, "00070", "Feminine"))
+        b = await h.open(
+            f(Channel.walk_in, AgeBand.age_16_17, "00070", "Feminine", opener=AgencyRole.commune)
+        )
         c = await h.open(
-            f(Channel.border_guard_handover, AgeBand.adult, "00073", opener=AgencyRole.border_guard)
+            f(
+                Channel.border_guard_handover,
+                AgeBand.adult,
+                "00073",
+                "Masculine",
+                opener=AgencyRole.border_guard,
+            )
         )
         d = await h.open(
             f(
@@ -166,6 +174,7 @@ async def test_committee_report_figures_labels_and_formats(
         assert rep["received"] == 4
         assert rep["by_age_group"] == {"under_16": 1, "16_17": 1, "adult": 1, "unknown": 1}
         assert rep["by_commune"] == {"00070": 2, "00073": 1, "unknown": 1}
+        assert rep["by_sex"] == {"Feminine": 2, "Masculine": 1, "unknown": 1}
         assert rep["identified_victims"] == 1
         assert rep["support_by_type"] == [
             {"type": "essential_needs", "services": 2, "persons": 2},
@@ -218,6 +227,9 @@ async def test_committee_report_figures_labels_and_formats(
         )  # "trẻ em" only for under 16
         assert "<td>Hỗ trợ nhu cầu thiết yếu</td><td>2</td><td>2</td>" in text
         assert "<td>Phường Hoàn Kiếm</td><td>2</td>" in text
+        # by sex, from the case's facts (d was opened without it: not recorded)
+        assert "<td>Nữ</td><td>2</td>" in text and "<td>Nam</td><td>1</td>" in text
+        assert "<td>Chưa có thông tin</td><td>1</td>" in text
         assert "Số vụ việc đã phân loại / số vụ việc tiếp nhận" in text  # formulas in Vietnamese
         # 3 of 4 classified: 75%, written the Vietnamese way; the target is a "Chỉ tiêu" of ≥ 100%
         assert "<td>3</td><td>4</td><td>75%</td><td>≥ 100%</td><td>Chưa đạt</td>" in text
