@@ -34,7 +34,9 @@ from services.oversight import kpi as kpi_mod
 from services.oversight import labels
 from services.oversight import repository as repo
 from services.oversight.models import ReportFormat, ReportKind
+from shared import agencies
 from shared.db import Conn
+from shared.domain import AgencyRole
 
 SMALL_CELL = 5
 AGE_GROUPS = ("under_16", "16_17", "adult", "unknown")
@@ -410,6 +412,19 @@ def _pct(v: Any, lang: str) -> str:
 Block = tuple[Any, ...]
 
 
+def agency_during(role: str, r: dict[str, Any], lang: str) -> str:
+    """The role's label and the body (or bodies, with their dates) that held it during the report's
+    period, in Vietnam time: a half-year across 1/3/2025 names both Sở LĐ-TB&XH and Sở Y tế."""
+    start = datetime.fromisoformat(r["period_from"]).astimezone(VN).date()
+    end = datetime.fromisoformat(r["period_to"]).astimezone(VN).date()
+    role_label = labels.label("agency", role, lang)
+    try:
+        bodies = agencies.label_during(AgencyRole(role), start, end, "vi" if lang == "vi" else "en")
+    except ValueError:  # not a role key: its label only
+        return role_label
+    return role_label if bodies == role_label else f"{role_label} ({bodies})"
+
+
 def blocks(r: dict[str, Any], lang: str) -> list[Block]:
     L = LABELS[lang]
     lab = labels.label
@@ -566,7 +581,7 @@ def blocks(r: dict[str, Any], lang: str) -> list[Block]:
             [
                 [
                     lab("stage", c["stage"], lang),
-                    lab("agency", c["agency"], lang),
+                    agency_during(c["agency"], r, lang),
                     _cell(c["completed"], lang),
                     _cell(c["on_time"], lang),
                     _pct(c["rate"], lang),
@@ -742,7 +757,7 @@ def labelled_rows(
                 col,
                 c[col],
                 L["compliance"],
-                f"{lab('stage', c['stage'], lang)} – {lab('agency', c['agency'], lang)}",
+                f"{lab('stage', c['stage'], lang)} – {agency_during(c['agency'], report, lang)}",
                 L[col],
             )
     return out

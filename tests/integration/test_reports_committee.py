@@ -230,6 +230,8 @@ async def test_committee_report_figures_labels_and_formats(
         # by sex, from the case's facts (d was opened without it: not recorded)
         assert "<td>Nữ</td><td>2</td>" in text and "<td>Nam</td><td>1</td>" in text
         assert "<td>Chưa có thông tin</td><td>1</td>" in text
+        # the body that holds the role in the period (after the 2025 reorganisation: health)
+        assert "Cơ quan bảo trợ xã hội (Sở Y tế (cơ quan chuyên môn về y tế cấp tỉnh))" in text
         assert "Số vụ việc đã phân loại / số vụ việc tiếp nhận" in text  # formulas in Vietnamese
         # 3 of 4 classified: 75%, written the Vietnamese way; the target is a "Chỉ tiêu" of ≥ 100%
         assert "<td>3</td><td>4</td><td>75%</td><td>≥ 100%</td><td>Chưa đạt</td>" in text

@@ -91,3 +91,15 @@ def test_the_directory_names_the_provinces_own_body_by_date_else_the_roles() -> 
     assert directory.agency_name("01", "legal_aid", date(2026, 1, 1)) == (
         "Trung tâm Trợ giúp pháp lý nhà nước"
     )
+
+
+def test_a_report_over_the_first_half_of_2025_names_both_bodies_of_social_protection() -> None:
+    from services.oversight.reports import agency_during
+
+    # the half-year as the reports hold it: [01/01/2025, 01/07/2025) in Vietnam time
+    period = {"period_from": "2024-12-31T17:00:00+00:00", "period_to": "2025-06-30T17:00:00+00:00"}
+    assert agency_during("social_protection", period, "vi") == (
+        "Cơ quan bảo trợ xã hội (Sở Lao động – Thương binh và Xã hội (đến 28/02/2025); "
+        "Sở Y tế (cơ quan chuyên môn về y tế cấp tỉnh) (từ 01/03/2025))"
+    )
+    assert agency_during("border_guard", period, "vi") == "Bộ đội Biên phòng"
