@@ -259,6 +259,8 @@ async def test_committee_report_figures_labels_and_formats(
             "Share of NRM cases opened in the period that were classified at intake",
         ):
             assert label in en_text, label
+        assert "<td>Female</td><td>2</td>" in en_text and "<td>Male</td><td>1</td>" in en_text
+        assert "Social protection authority (Department of Health" in en_text
 
         # ---- CSV: keys for machines, labels for people -------------------------------------------
         rows = list(
