@@ -372,6 +372,20 @@ class CaseReadLog:
     def __init__(self, service: str) -> None:
         self.service = service
 
+    async def read(
+        self,
+        request: Request,
+        principal: Principal,
+        case_id: str,
+        section: Section,
+        action: str,
+        break_glass_reason: str | None,
+    ) -> tuple[CaseState, bool]:
+        """The common shape of a read of a case's section: the case if the caller may read the section
+        (403 otherwise), the access-log line written, and whether to mask."""
+        state = await readable_case(request, principal, case_id, section)
+        return state, await self(request, principal, state, action, section, break_glass_reason)
+
     async def __call__(
         self,
         request: Request,

@@ -308,9 +308,8 @@ async def list_services(
     offset: Offset = 0,
     break_glass_reason: BreakGlass = None,
 ) -> ServicePage:
-    state = await readable_case(request, principal, case_id, Section.support_plan)
-    masked = await _log_read(
-        request, principal, state, "read_services", Section.support_plan, break_glass_reason
+    _, masked = await _log_read.read(
+        request, principal, case_id, Section.support_plan, "read_services", break_glass_reason
     )
     runtime = runtime_of(request)
     items, total, amount = await repo.list_services(
@@ -383,9 +382,8 @@ async def get_plans(
     offset: Offset = 0,
     break_glass_reason: BreakGlass = None,
 ) -> SupportPlanPage:
-    state = await readable_case(request, principal, case_id, Section.support_plan)
-    masked = await _log_read(
-        request, principal, state, "read_support_plan", Section.support_plan, break_glass_reason
+    _, masked = await _log_read.read(
+        request, principal, case_id, Section.support_plan, "read_support_plan", break_glass_reason
     )
     runtime = runtime_of(request)
     items, total = await repo.list_plans(runtime.pool, runtime.ring, case_id, limit, offset)

@@ -224,9 +224,8 @@ async def list_evidence(
     sort: Literal["date", "-date"] = "date",
     break_glass_reason: BreakGlass = None,
 ) -> EvidencePage:
-    state = await readable_case(request, principal, case_id, Section.evidence)
-    masked = await _log_read(
-        request, principal, state, "read_evidence", Section.evidence, break_glass_reason
+    _, masked = await _log_read.read(
+        request, principal, case_id, Section.evidence, "read_evidence", break_glass_reason
     )
     runtime = runtime_of(request)
     items, total = await repo.list_evidence(
@@ -299,9 +298,8 @@ async def list_rescues(
     status_: Annotated[RescueStatus | None, Query(alias="status")] = None,
     break_glass_reason: BreakGlass = None,
 ) -> RescuePage:
-    state = await readable_case(request, principal, case_id, Section.evidence)
-    masked = await _log_read(
-        request, principal, state, "read_rescue_operations", Section.evidence, break_glass_reason
+    _, masked = await _log_read.read(
+        request, principal, case_id, Section.evidence, "read_rescue_operations", break_glass_reason
     )
     runtime = runtime_of(request)
     items, total = await repo.list_rescue_operations(
@@ -542,9 +540,8 @@ async def list_perpetrators(
     sort: Literal["recorded_at", "-recorded_at"] = "recorded_at",
     break_glass_reason: BreakGlass = None,
 ) -> PerpetratorPage:
-    state = await readable_case(request, principal, case_id, Section.perpetrators)
-    masked = await _log_read(
-        request, principal, state, "read_perpetrators", Section.perpetrators, break_glass_reason
+    _, masked = await _log_read.read(
+        request, principal, case_id, Section.perpetrators, "read_perpetrators", break_glass_reason
     )
     runtime = runtime_of(request)
     items, total = await repo.list_perpetrators(
