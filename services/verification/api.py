@@ -25,6 +25,7 @@ from services.verification.models import (
     LinkedCasesOut,
     LinkKind,
     PerpetratorIn,
+    PerpetratorLinks,
     PerpetratorOut,
     PerpetratorPage,
     PerpetratorRole,
@@ -713,6 +714,54 @@ async def add_proceeding_step(
     return items[0].masked() if masked else items[0]
 
 
+@router.post(
+    "/cases/{case_id}/proceedings/{proceeding_id}/perpetrators",
+    response_model=ProceedingOut,
+    responses=ERRORS,
+    summary="Link more suspected perpetrators to a crime report",
+    description="Suspects identified after the report (during the investigation): perpetrators recorded "
+    "on this case are added to the proceeding's links (already linked ones stay; none is removed). "
+    "Police, border guard, coast guard only. The workflow records the proceeding's id (no content).",
+)
+async def link_proceeding_perpetrators(
+    case_id: CaseId,
+    proceeding_id: IdPath,
+    body: PerpetratorLinks,
+    request: Request,
+    key: IdempotencyKey = None,
+    principal: Principal = Actor_,
+) -> ProceedingOut:
+    _require_agency(principal, proceedings.REPORT_WRITERS, "link suspected perpetrators")
+    state = await actionable_case(request, principal, case_id)
+    runtime = runtime_of(request)
+    proceedings.check_perpetrators(
+        body.perpetrator_ids, await repo.case_perpetrator_ids(runtime.pool, case_id)
+    )
+    cmd = AddNote(
+        actor=actor_of(principal, request),
+        section=Section.perpetrators,
+        note_id=f"{proceeding_id}.perpetrators"[:64],
+    )
+
+    async def write(conn: PoolConnectionProxy) -> None:
+        row, _ = await repo.lock_proceeding(conn, case_id, proceeding_id)
+        if row is None:
+            raise HTTPException(404, f"proceeding {proceeding_id} not found on this case")
+        await repo.link_perpetrators(conn, proceeding_id, body.perpetrator_ids)
+
+    await write_with_update(
+        runtime,
+        case_id,
+        write,
+        lambda _: update_case(request, case_id, CaseWorkflow.add_note, cmd, key),
+    )
+    masked = await _log_read(
+        request, principal, state, "read_criminal_proceedings", Section.perpetrators, None
+    )
+    items, _ = await repo.list_proceedings(runtime.pool, runtime.ring, case_id, 1, 0, proceeding_id)
+    return items[0].masked() if masked else items[0]
+
+
 @router.get(
     "/cases/{case_id}/proceedings",
     response_model=ProceedingPage,
@@ -730,13 +779,12 @@ async def list_proceedings(
     offset: Offset = 0,
     break_glass_reason: BreakGlass = None,
 ) -> ProceedingPage:
-    state = await readable_case(request, principal, case_id, Section.perpetrators)
-    masked = await _log_read(
+    _, masked = await _log_read.read(
         request,
         principal,
-        state,
-        "read_criminal_proceedings",
+        case_id,
         Section.perpetrators,
+        "read_criminal_proceedings",
         break_glass_reason,
     )
     runtime = runtime_of(request)

@@ -592,6 +592,18 @@ class ProceedingIn(In):
     )
 
 
+class PerpetratorLinks(In):
+    perpetrator_ids: list[Ref] = Field(
+        min_length=1,
+        max_length=50,
+        description="suspected perpetrators recorded on this case (POST /cases/{case_id}/perpetrators)",
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"perpetrator_ids": ["per-3f1c2a9b0d4e5f6a7b8c"]}]}
+    )
+
+
 class StepIn(In):
     on: date = Field(description="the date of the decision, indictment or judgment (Vietnam date)")
     reference: ShortText | None = Field(

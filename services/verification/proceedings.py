@@ -56,6 +56,11 @@ def check_report(
 ) -> None:
     if received_on > now:
         raise _unprocessable(f"report_received_on: {received_on} is in the future")
+    check_perpetrators(perpetrator_ids, on_case)
+
+
+def check_perpetrators(perpetrator_ids: list[str], on_case: set[str]) -> None:
+    """A proceeding links only suspected perpetrators recorded on its own case."""
     unknown = sorted(set(perpetrator_ids) - on_case)
     if unknown:
         raise _unprocessable(

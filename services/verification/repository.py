@@ -505,6 +505,17 @@ async def insert_proceeding(
     )
 
 
+async def link_perpetrators(conn: Conn, proceeding_id: str, perpetrator_ids: list[str]) -> None:
+    """Add links (idempotent: the set of ids, sorted)."""
+    await conn.execute(
+        f"""UPDATE {S}.criminal_proceedings
+            SET perpetrator_ids = ARRAY(SELECT DISTINCT unnest(perpetrator_ids || $2::text[]) ORDER BY 1)
+            WHERE proceeding_id = $1""",
+        proceeding_id,
+        perpetrator_ids,
+    )
+
+
 async def lock_proceeding(
     conn: Conn, case_id: str, proceeding_id: str
 ) -> tuple[asyncpg.Record | None, dict[str, asyncpg.Record]]:

@@ -122,6 +122,28 @@ async def test_proceedings_recorded_in_order_by_the_right_bodies(
         assert r.json()["steps"][2]["reference"] == "CT 12/2026"
         assert r.json()["steps"][2]["recorded_agency"] == "prosecution"
 
+        # a suspect identified during the investigation: linked later, once recorded on the case
+        links = f"/cases/{cid}/proceedings/{pid}/perpetrators"
+        r = await s.ver.post(links, json={"perpetrator_ids": ["per-nobody"]}, headers=police)
+        assert r.status_code == 422 and r.json()["detail"].startswith("perpetrator_ids:")
+        assert (
+            await s.ver.post(links, json={"perpetrator_ids": []}, headers=police)
+        ).status_code == 422
+        r = await s.ver.post(
+            f"/cases/{cid}/perpetrators", json={"roles": ["Transporter"]}, headers=police
+        )
+        per2 = r.json()["perpetrator_id"]
+        r = await s.ver.post(links, json={"perpetrator_ids": [per2]}, headers=procuracy)
+        assert r.status_code == 403
+        r = await s.ver.post(
+            f"/cases/{cid}/proceedings/proc-nothing/perpetrators",
+            json={"perpetrator_ids": [per2]},
+            headers=police,
+        )
+        assert r.status_code == 404
+        r = await s.ver.post(links, json={"perpetrator_ids": [per2, per]}, headers=police)
+        assert r.status_code == 200 and r.json()["perpetrator_ids"] == sorted([per, per2])
+
         # encrypted at rest; the floor's read model holds keys and dates only
         raw = await db_pool.fetchrow(
             "SELECT report_number, notes FROM verification.criminal_proceedings WHERE proceeding_id = $1",
@@ -152,7 +174,7 @@ async def test_proceedings_recorded_in_order_by_the_right_bodies(
         }
 
         # the audit log: one note per record, in the perpetrators section, with its id and no content
-        notes = [e["data"] for e in await _notes(s, cid, 6)]
+        notes = [e["data"] for e in await _notes(s, cid, 8)]
         assert {n["section"] for n in notes} == {"perpetrators"}
         assert [n["note_id"] for n in notes] == [
             per,
@@ -161,6 +183,8 @@ async def test_proceedings_recorded_in_order_by_the_right_bodies(
             f"{pid}.investigation",
             f"{pid}.prosecution",
             f"{pid}.trial",
+            per2,
+            f"{pid}.perpetrators",
         ]
 
         # reads: police data readers; auditors masked unless they break glass; every read logged
@@ -203,8 +227,9 @@ async def test_proceedings_recorded_in_order_by_the_right_bodies(
             "SELECT user_id FROM common.access_log WHERE case_id = $1 AND action = 'read_criminal_proceedings'",
             cid,
         )
-        # the four step answers and the four list reads that were answered (a refused read logs nothing)
-        assert len(logged) == 4 + 4
+        # the four step answers, the link's answer and the four list reads that were answered (a refused
+        # read logs nothing)
+        assert len(logged) == 4 + 1 + 4
 
 
 async def _notes(s: Any, case_id: str, n: int) -> list[Any]:

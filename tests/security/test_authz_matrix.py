@@ -237,6 +237,9 @@ RULES: dict[tuple[str, str, str], Rule] = {
     ("verification", "POST", "/cases/{case_id}/proceedings/{proceeding_id}/steps"): Rule(
         POLICE_ACT, json={"step": "decision", "outcome": "opened", "on": TODAY}, status=404
     ),
+    ("verification", "POST", "/cases/{case_id}/proceedings/{proceeding_id}/perpetrators"): Rule(
+        POLICE_ACT, json={"perpetrator_ids": ["per-x1"]}, status=422
+    ),  # no such perpetrator on the case: found only after the access checks
     ("verification", "GET", "/cases/{case_id}/proceedings"): Rule(READ & PERPETRATORS),
     ("verification", "GET", "/inbox"): Rule(
         ALL, exercise=False
