@@ -71,6 +71,9 @@ class Settings(BaseSettings):
 
     policy_file: Path = Field(default=REPO_ROOT / "shared" / "policy.yaml")
     retention_days_after_closure: int = Field(default=5 * 365, ge=30)
+    idempotency_keep_days: int = Field(
+        default=30, ge=1, le=3650, description="applied Idempotency-Keys are forgotten after this"
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
 

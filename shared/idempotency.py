@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -126,6 +127,17 @@ async def state_of(pool: asyncpg.Pool, s: Scope) -> KeyState | None:
         "SELECT state FROM common.idempotency_keys WHERE scope = $1", s.scope
     )
     return KeyState(value) if value else None
+
+
+async def expire(pool: asyncpg.Pool, keep: timedelta) -> int:
+    """Forget the keys of requests applied longer than `keep` ago (a client retries within minutes, not
+    weeks; Temporal and the workflow's carried Update ids still refuse a late duplicate of a recent one).
+    Pending keys stay: their outcome is unknown until the client retries (see `pending`)."""
+    status = await pool.execute(
+        "DELETE FROM common.idempotency_keys WHERE state = 'applied' AND created_at < now() - $1::interval",
+        keep,
+    )
+    return int(status.rsplit(" ", 1)[-1])
 
 
 async def pending(

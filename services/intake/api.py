@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -24,6 +25,7 @@ from fastapi import (
 )
 from pydantic import ValidationError
 
+from shared import idempotency as shared_idempotency
 from shared.access import can_act_on_case
 from shared.access_log import list_reads
 from shared.api import runtime_of
@@ -80,6 +82,7 @@ Person and victim fields use HTCDS names and picklists."""
 
 RECONCILE_INTERVAL = 60.0  # seconds; runtime.extras["reconcile_interval"] overrides (None/0 = off)
 RECONCILE_OLDER_THAN = 30.0  # leave in-flight openings to their own request
+KEY_EXPIRY_INTERVAL = 3600.0  # seconds between trims of common.idempotency_keys
 
 
 @contextlib.asynccontextmanager
@@ -119,11 +122,22 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 async def _reconcile_loop(runtime: Runtime, interval: float, older_than: timedelta) -> None:
+    expired_at = 0.0
     while True:
         try:
             await opening.reconcile_workflow_starts(runtime, older_than)
         except Exception as exc:  # keep trying; the database or Temporal may be back next time
             log.warning("reconcile_failed", error=type(exc).__name__)
+        # the floor's key store has no owner of its own: intake, which every case starts from, trims it
+        if time.monotonic() - expired_at > KEY_EXPIRY_INTERVAL:
+            try:
+                keep = timedelta(days=runtime.settings.idempotency_keep_days)
+                forgotten = await shared_idempotency.expire(runtime.pool, keep)
+                expired_at = time.monotonic()
+                if forgotten:
+                    log.info("idempotency_keys_expired", count=forgotten)
+            except Exception as exc:
+                log.warning("idempotency_expiry_failed", error=type(exc).__name__)
         await asyncio.sleep(interval)
 
 
