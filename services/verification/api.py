@@ -86,6 +86,9 @@ coast guard, and social protection where Law 53/2024 Art. 27(2) has it lead).
   agency or jurisdiction **403**, an invalid decision **422**. Send `Idempotency-Key` to retry safely.
 * Evidence metadata, rescue operations, refusal letters and suspected perpetrators are stored here,
   encrypted; the workflow only sees their ids.
+* Criminal proceedings (`/cases/{case_id}/proceedings`): the crime report and, in order, the decision to
+  open a criminal case or not, the investigation's result (police, border guard, coast guard), prosecution
+  and the trial's verdict (procuracy), linked to the case's suspected perpetrators; police data.
 * `GET /inbox` lists the caller's agency's cases in its jurisdiction from the case index in PostgreSQL
   (an accepted action shows at once; a timer's escalation within the audit activity's latency, < 1 s).
 * Reading personal data (evidence, rescue operations, perpetrators) writes a line to the one access log first.
