@@ -88,23 +88,30 @@ async def bench(stack: RunningStack, users: int, rounds: int) -> None:
     sv = [await signed_in(stack, "sup") for _ in range(users)]
     apis = {
         s: stack.async_client(s, timeout=120)
-        for s in ("intake", "verification", "support", "oversight")
+        for s in ("intake", "verification", "support", "oversight", "notifications")
     }
+    bell = {"unread": "true", "limit": 1}
 
-    async def inbox_apis(
-        _: int,
-    ) -> httpx.Response:  # what /inbox calls: the view for 3 stage groups
+    async def inbox_apis(_: int) -> httpx.Response:
+        """What /inbox calls, all at once: the open tab's view for 3 stage groups, every other tab's count
+        (limit 1; 3 stage groups each, the waiting tab once), and the bell's unread count."""
+
+        def view(v: str, stage: str | None, limit: int) -> Awaitable[httpx.Response]:
+            params = {"view": v, **({"stage": stage} if stage else {}), "limit": limit}
+            return apis["verification"].get("/inbox", params=params, headers=auth)
+
+        groups = (None, "receive", "reintegrate")
         calls = [
-            apis["verification"].get(
-                "/inbox",
-                params={"view": "in_progress", **({"stage": s} if s else {}), "limit": 100},
-                headers=auth,
-            )
-            for s in (None, "receive", "reintegrate")
+            *(view("in_progress", s, 100) for s in groups),
+            *(view(v, s, 1) for v in ("due_soon", "overdue") for s in groups),
+            view("waiting_acceptance", None, 1),
+            apis["notifications"].get("/inbox", params=bell, headers=auth),
         ]
         return (await asyncio.gather(*calls))[0]
 
-    async def case_apis(_: int) -> httpx.Response:  # what /cases/{id} calls for a caseworker
+    async def case_apis(_: int) -> httpx.Response:
+        """What /cases/{id} calls for a border-guard caseworker, all at once (the case read carries the
+        deadline, assignee, escalation level and allowed actions: no inbox lookup after it)."""
         calls = [
             apis["intake"].get(f"/cases/{case_id}", headers=auth),
             apis["intake"].get(
@@ -118,14 +125,14 @@ async def bench(stack: RunningStack, users: int, rounds: int) -> None:
             apis["verification"].get(f"/cases/{case_id}/perpetrators", headers=auth),
             apis["verification"].get(f"/cases/{case_id}/linked-cases", headers=auth),
         ]
-        results = await asyncio.gather(*calls)
-        await apis["verification"].get(
-            "/inbox", params={"stage": "receive", "limit": 200}, headers=auth
-        )
-        return results[0]
+        return (await asyncio.gather(*calls))[0]
 
     async def board_apis(_: int) -> httpx.Response:
-        return await apis["oversight"].get("/board", headers=sup_auth)
+        board, _bell = await asyncio.gather(
+            apis["oversight"].get("/board", headers=sup_auth),
+            apis["notifications"].get("/inbox", params=bell, headers=sup_auth),
+        )
+        return board
 
     rows = [
         ("inbox", lambda i: cw[i].get("/inbox"), inbox_apis),

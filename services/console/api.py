@@ -132,6 +132,15 @@ PERPETRATOR_ROLES = (
     "Other",
 )
 REFUSAL_SIGNERS = ("person", "representative")
+NOTIFICATION_KINDS = (
+    "reminder",
+    "escalation",
+    "handoff_requested",
+    "handoff_escalation",
+    "follow_up_due",
+    "handoff_accepted",
+    "handoff_rejected",
+)
 # shared.access.allowed_actions names -> this console's form names (the others are the same)
 FORM_OF = {"support_plan": "plan", "respond_handoff": "respond", "extend_deadline": "extend"}
 SUPERVISOR_FORMS = frozenset({"reassign", "extend", "escalate", "reopen"})
@@ -172,7 +181,7 @@ class Ctx:
             ],
             empty=lambda prefix="": FormErrors(prefix=prefix),
             is_err=lambda x: isinstance(x, ApiError),
-            **kw,
+            **{"bell": None, **kw},  # the unread count, on the pages that read it
         )
         response = HTMLResponse(html, status_code=status)
         self.sessions.save(
@@ -412,10 +421,13 @@ async def inbox(request: Request, view: str = "in_progress", mine: bool = False)
     # inbox reads the case index in PostgreSQL, so the other tabs' counts are cheap (limit 1, concurrently);
     # a tab whose count could not be read shows none rather than a wrong 0
     others = [v for v in INBOX_VIEWS if v != view]
-    results = await asyncio.gather(
-        _inbox_view(c.api, view, mine, 100),
-        *(_inbox_view(c.api, v, mine, 1) for v in others),
-        return_exceptions=True,
+    results, bell = await asyncio.gather(
+        asyncio.gather(
+            _inbox_view(c.api, view, mine, 100),
+            *(_inbox_view(c.api, v, mine, 1) for v in others),
+            return_exceptions=True,
+        ),
+        _bell(c.api),
     )
     first = results[0]
     if isinstance(first, ApiError):
@@ -428,7 +440,59 @@ async def inbox(request: Request, view: str = "in_progress", mine: bool = False)
     for v, got in zip(others, results[1:], strict=True):
         if isinstance(got, dict):
             counts[v] = got["total"]
-    return c.render("inbox.html", view=view, mine=mine, page=page, counts=counts, views=INBOX_VIEWS)
+    return c.render(
+        "inbox.html",
+        view=view,
+        mine=mine,
+        page=page,
+        counts=counts,
+        views=INBOX_VIEWS,
+        bell=bell,
+    )
+
+
+# ---- the bell: the notifications service's inbox of this user -----------------------------------
+async def _bell(api: Api) -> int | None:
+    """How many unread notifications the user has (None: the notifications service did not answer)."""
+    try:
+        return int((await api.notifications(limit=1))["unread"])
+    except ApiError:
+        return None
+
+
+@router.get("/notifications")
+async def notifications(request: Request, all: bool = False) -> Response:
+    c = Ctx(request)
+    c.require()
+    page: dict[str, Any] | ApiError
+    try:
+        page = await c.api.notifications(unread=not all, limit=100)
+    except ApiError as exc:
+        if exc.status == 401:
+            raise SignInNeeded from None
+        page = exc
+    return c.render(
+        "notifications.html",
+        page=page,
+        show_all=all,
+        bell=page["unread"] if isinstance(page, dict) else None,
+    )
+
+
+@router.post("/notifications/{item_id}/read")
+async def notification_read(request: Request, item_id: str) -> Response:
+    """Mark one notification read, then open its case (or go back to the list)."""
+    c = Ctx(request)
+    c.require()
+    form = await c.form()
+    try:
+        await c.api.mark_read(quote(item_id, safe=""))
+    except ApiError as exc:
+        if exc.status == 401:
+            raise SignInNeeded from None
+        log.info("console_notification_not_marked", status=exc.status)
+    case_id = text(form, "case_id")
+    return redirect(f"/cases/{quote(case_id)}" if case_id else "/notifications")
 
 
 # ---- caseworker: open a case ------------------------------------------------------------------
@@ -731,19 +795,10 @@ async def case_page(
     status: int = 200,
     done: str | None = None,
 ) -> HTMLResponse:
-    try:
-        view = await c.api.intake_case(case_id, break_glass)
-    except ApiError as exc:
-        if exc.status == 401:
-            raise SignInNeeded from None
-        return c.render(
-            "error.html",
-            status=exc.status if exc.status in (403, 404) else 502,
-            message=forms.refusal_message(c.t, exc),
-            detail=forms.api_detail(exc),
-        )
-    wf = view.get("workflow")
+    # one round of concurrent reads: the case (with what this user may do now) and every section; only a
+    # police officer's rescue operations wait for the case read, and only when a rescue action is allowed
     reads: dict[str, Awaitable[Any]] = {
+        "case": c.api.intake_case(case_id, break_glass),
         "person": c.api.person(case_id, "console case page", break_glass),
         "handoffs": c.api.support_get(case_id, "handoffs", break_glass),
         "consents": c.api.support_get(case_id, "consents", break_glass),
@@ -762,9 +817,20 @@ async def case_page(
     ) or c.session.has("auditor"):
         reads["perpetrators"] = c.api.perpetrators(case_id, break_glass)
         reads["linked"] = c.api.linked_cases(case_id)
-    if wf and {"rescue_plan", "rescue_complete"} & set(wf.get("allowed_actions") or []):
-        reads["rescues"] = c.api.rescues(case_id)
     sections = await gather_sections(reads)
+    view = sections.pop("case")
+    if isinstance(view, ApiError):
+        if view.status == 401:
+            raise SignInNeeded from None
+        return c.render(
+            "error.html",
+            status=view.status if view.status in (403, 404) else 502,
+            message=forms.refusal_message(c.t, view),
+            detail=forms.api_detail(view),
+        )
+    wf = view.get("workflow")
+    if wf and {"rescue_plan", "rescue_complete"} & set(wf.get("allowed_actions") or []):
+        sections |= await gather_sections({"rescues": c.api.rescues(case_id)})
     live = _live_facts(view, wf)
     timeline = (
         _timeline(sections, view)
@@ -1219,10 +1285,12 @@ async def resolve_duplicate(request: Request, candidate_id: str) -> Response:
 async def board(request: Request) -> Response:
     c = Ctx(request)
     c.require("supervisor")
-    try:
-        b: dict[str, Any] | ApiError = await c.api.board()
-    except ApiError as exc:
-        b = exc
+    got, bell = await asyncio.gather(c.api.board(), _bell(c.api), return_exceptions=True)
+    if isinstance(got, BaseException) and not isinstance(got, ApiError):
+        raise got
+    b: dict[str, Any] | ApiError = got
+    if not isinstance(bell, int):
+        bell = None
     stages: list[str] = []
     agencies: list[str] = []
     cells: dict[tuple[str, str], dict[str, Any]] = {}
@@ -1231,7 +1299,7 @@ async def board(request: Request) -> Response:
             cells[(cell["stage"], cell["owner_agency"])] = cell
         stages = [s for s in OPEN_STAGES if any(k[0] == s for k in cells)]
         agencies = sorted({k[1] for k in cells})
-    return c.render("board.html", board=b, stages=stages, agencies=agencies, cells=cells)
+    return c.render("board.html", board=b, stages=stages, agencies=agencies, cells=cells, bell=bell)
 
 
 @router.get("/stuck")

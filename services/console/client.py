@@ -215,6 +215,20 @@ class Api:
             )
         )
 
+    # ---- notifications (the bell) ---------------------------------------------------------------
+    async def notifications(self, unread: bool = True, limit: int = 50) -> dict[str, Any]:
+        return dict(
+            await self.call(
+                "notifications",
+                "GET",
+                "/inbox",
+                params={"unread": "true" if unread else "false", "limit": limit},
+            )
+        )
+
+    async def mark_read(self, item_id: str) -> None:
+        await self.call("notifications", "POST", f"/inbox/{item_id}/read")
+
     # ---- oversight ------------------------------------------------------------------------------
     async def board(self, province: str | None = None) -> dict[str, Any]:
         return dict(await self.call("oversight", "GET", "/board", params={"province": province}))

@@ -23,6 +23,13 @@ class ConsoleSettings(BaseSettings):
         "plain http (development on 127.0.0.1)",
     )
     console_session_hours: int = Field(default=8, ge=1, le=24)
+    notifications_port: int = Field(
+        default=8106,
+        ge=1024,
+        le=65535,
+        description="the notifications service (the bell's inbox), the same NRM_NOTIFICATIONS_PORT it "
+        "listens on",
+    )
     # OpenID Connect authorization-code flow with PKCE (production: NRM_OIDC_JWKS_URL set)
     oidc_authorization_url: str | None = None
     oidc_token_url: str | None = None
@@ -66,4 +73,6 @@ class ConsoleConfig:
         )
 
     def api_url(self, service: str) -> str:
+        if service == "notifications":
+            return f"http://{self.shared.host}:{self.own.notifications_port}"
         return f"http://{self.shared.host}:{self.shared.service_ports[service]}"

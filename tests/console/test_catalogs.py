@@ -72,6 +72,7 @@ LISTS = {
     "level": ["1", "2", "3"],
     "rescue_outcome": list(api.RESCUE_OUTCOMES),
     "refusal_signer": list(api.REFUSAL_SIGNERS),
+    "notification_kind": list(api.NOTIFICATION_KINDS),
     "perpetrator_role": list(api.PERPETRATOR_ROLES),
     "done": [*api.ACTIONS, "opened", "opened_dup", "duplicate"],
 }

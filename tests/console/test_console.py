@@ -93,6 +93,17 @@ def act(c: Console, action: str, **fill: str) -> None:
     c.page.wait_for_load_state("load")
 
 
+def see_notification(c: Console, case_id: str, attempts: int = 60) -> bool:
+    """Reload the bell's page until a notification about the case arrives (the workflow hands it to the
+    notifications service through Temporal: it lands a moment after the action)."""
+    for _ in range(attempts):
+        c.go("/notifications")
+        if case_id in c.text("main"):
+            return True
+        c.page.wait_for_timeout(500)
+    return False
+
+
 def stage_of(c: Console) -> str:
     return c.page.locator("dl.summary div").first.inner_text()
 
@@ -547,6 +558,20 @@ def test_supervisor_board_stuck_actions_kpis_reports(base: str) -> None:
             act(sup, "escalate", reason="chậm trễ kéo dài")
             assert "Đã chuyển cấp trên." in sup.text("#done")
             assert "Cấp 1" in sup.text("dl.summary")
+            # the bell: the escalation reaches the owning agency's desk (the border guard) in its inbox
+            assert see_notification(bg, case_id), bg.text("main")
+            item = bg.page.locator("li.note", has_text=case_id)
+            assert "Chuyển cấp trên (do quá hạn)" in item.inner_text()
+            assert "Cấp 1" in item.inner_text() and "Tiếp nhận" in item.inner_text()
+            assert int(bg.text("header a.bell .count").split()[0]) >= 1
+            check_page(bg, "27-notifications")
+            item.locator("button").click()  # opens the case and marks the item read
+            bg.page.wait_for_load_state("load")
+            assert bg.page.url.endswith(f"/cases/{case_id}")
+            bg.go("/notifications")
+            assert case_id not in bg.text("main")  # read: no longer among the unread
+            bg.go("/notifications?all=true")
+            assert case_id in bg.text("main")
             act(
                 sup,
                 "reassign",
