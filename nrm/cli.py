@@ -244,6 +244,12 @@ def _summary(settings: Settings, database_url: str, temporal_address: str) -> st
     ]
     for name, port in settings.service_ports.items():
         rows.append((name, f"http://{settings.host}:{port}/docs"))
+    from services.notifications.settings import NotificationSettings
+
+    own = NotificationSettings()
+    rows.append(("notifications", f"http://{settings.host}:{own.notifications_port}/docs"))
+    if not own.smtp_host:
+        rows.append(("mail (dev)", f"{settings.data_dir / 'mail'}  (messages the sink received)"))
     rows.append(("codec server", f"http://127.0.0.1:{settings.codec_port}"))
     if settings.embedded_temporal:
         rows.append(("Temporal UI", f"http://127.0.0.1:{settings.temporal_ui_port}"))
