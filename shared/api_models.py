@@ -197,6 +197,11 @@ class CaseView(BaseModel):
     owner_agency: AgencyRole
     assignee: str | None
     deadline_at: datetime | None
+    deadline_source: str | None = Field(
+        default=None,
+        description="where the current deadline comes from: the policy entry and its legal citation "
+        "(or local_practice)",
+    )
     trafficking_status: TraffickingStatus
     participants: list[AgencyRole]
     services_delivered: int
@@ -218,6 +223,7 @@ class CaseView(BaseModel):
             owner_agency=s.owner_agency,
             assignee=s.assignee,
             deadline_at=s.deadline.due_at if s.deadline else None,
+            deadline_source=s.deadline.source if s.deadline else None,
             trafficking_status=s.trafficking_status,
             participants=list(s.participants),
             services_delivered=s.services_delivered,

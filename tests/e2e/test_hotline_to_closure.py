@@ -152,7 +152,7 @@ def test_hotline_report_to_closure(stack: RunningStack, http: dict[str, httpx.Cl
     )
     # verify: a person who comes forward is verified by social protection (policy.yaml stage_owners.verify)
     assert state["stage"] == "verify" and state["owner_agency"] == "social_protection"
-    assert state["deadline"] is not None and "verify" in state["deadline"]["source"]
+    assert state["deadline_at"] is not None and "verify" in state["deadline_source"]
 
     # the hotline no longer owns the stage: it may not verify
     r = ver.post(
