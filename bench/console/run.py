@@ -24,6 +24,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from services.console.app import API_LIMITS
 from shared.auth import mint_token
 from shared.domain import AgencyRole, Role
 from tests.helpers.process_stack import RunningStack, running_stack
@@ -65,7 +66,7 @@ async def timed(
     return out
 
 
-async def bench(stack: RunningStack, users: int, rounds: int) -> None:
+async def bench(stack: RunningStack, users: int, rounds: int, pages: list[str]) -> None:
     token = mint_token(
         stack.ring,
         user_id="bp-langson-01",
@@ -86,8 +87,9 @@ async def bench(stack: RunningStack, users: int, rounds: int) -> None:
         case_id = (await intake.post("/cases", json=CASE_BODY, headers=auth)).json()["case_id"]
     cw = [await signed_in(stack, "bg") for _ in range(users)]
     sv = [await signed_in(stack, "sup") for _ in range(users)]
+    # the same connection limits as the console's own client to the APIs
     apis = {
-        s: stack.async_client(s, timeout=120)
+        s: httpx.AsyncClient(base_url=stack.url(s), timeout=120, limits=API_LIMITS)
         for s in ("intake", "verification", "support", "oversight", "notifications")
     }
     bell = {"unread": "true", "limit": 1}
@@ -143,7 +145,7 @@ async def bench(stack: RunningStack, users: int, rounds: int) -> None:
     print(
         f"{'page':<10} {'console p50':>12} {'console p95':>12} {'APIs p50':>10} {'APIs p95':>10} {'overhead p95':>13}"
     )
-    for name, page, api in rows:
+    for name, page, api in (r for r in rows if r[0] in pages):
         await timed(users, 1, page)  # warm-up
         c = await timed(users, rounds, page)
         a = await timed(users, rounds, api)
@@ -159,9 +161,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--users", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--pages", default="inbox,case page,board", help="comma-separated page names")
     args = ap.parse_args()
     with running_stack() as stack:
-        asyncio.run(bench(stack, args.users, args.rounds))
+        asyncio.run(bench(stack, args.users, args.rounds, args.pages.split(",")))
 
 
 if __name__ == "__main__":

@@ -795,8 +795,8 @@ async def case_page(
     status: int = 200,
     done: str | None = None,
 ) -> HTMLResponse:
-    # one round of concurrent reads: the case (with what this user may do now) and every section; only a
-    # police officer's rescue operations wait for the case read, and only when a rescue action is allowed
+    # one round of concurrent reads: the case (with what this user may do now) and every section; only the
+    # planned rescue operations wait for the case read, and only in the rescue stage (to complete one)
     reads: dict[str, Awaitable[Any]] = {
         "case": c.api.intake_case(case_id, break_glass),
         "person": c.api.person(case_id, "console case page", break_glass),
@@ -829,7 +829,7 @@ async def case_page(
             detail=forms.api_detail(view),
         )
     wf = view.get("workflow")
-    if wf and {"rescue_plan", "rescue_complete"} & set(wf.get("allowed_actions") or []):
+    if wf and "rescue_complete" in (wf.get("allowed_actions") or []):
         sections |= await gather_sections({"rescues": c.api.rescues(case_id)})
     live = _live_facts(view, wf)
     timeline = (

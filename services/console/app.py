@@ -32,6 +32,10 @@ from shared.crypto import KeyRing, load_keyring
 from shared.logging import configure_logging
 
 HERE = Path(__file__).parent
+# the console's connections to the APIs: an idle connection is dropped well before the services' uvicorn
+# closes it (its keep-alive is 5 s); at the same 5 s, a request sent just as uvicorn closes the
+# connection fails with "server disconnected" under load (seen with 50 users in bench/console)
+API_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=50, keepalive_expiry=2.0)
 log = structlog.get_logger("console")
 # Nothing but this console's own files: no script, no CDN, no inline style or script.
 CSP = (
@@ -73,9 +77,7 @@ def create_app(settings: Settings | None = None, ring: KeyRing | None = None) ->
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50)
-        ) as http:
+        async with httpx.AsyncClient(limits=API_LIMITS) as http:
             app.state.http = http
             yield
 
