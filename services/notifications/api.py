@@ -5,10 +5,9 @@ and a resend."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
 
 import asyncpg
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, HTTPException, Request, status
 
 from services.notifications import repository as repo
 from services.notifications.delivery_workflow import DeliveryWorkflow
@@ -27,6 +26,7 @@ from services.notifications.models import (
 from services.notifications.settings import TASK_QUEUE, NotificationSettings, settings_of
 from services.notifications.templates import STAGES, case_link
 from shared.api import runtime_of
+from shared.api_models import Limit, Offset
 from shared.auth import CurrentPrincipal, Principal
 from shared.domain import AgencyRole, Role
 
@@ -73,8 +73,8 @@ async def inbox(
     request: Request,
     principal: CurrentPrincipal,
     unread: bool = True,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> InboxPage:
     runtime = runtime_of(request)
     rows, unread_count = await repo.inbox(
@@ -193,8 +193,8 @@ async def _dead_letter(pool: asyncpg.Pool, r: asyncpg.Record) -> DeadLetter:
 async def dead_letters(
     request: Request,
     principal: CurrentPrincipal,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> DeadLetterPage:
     province = _supervisor_province(principal)
     pool = runtime_of(request).pool

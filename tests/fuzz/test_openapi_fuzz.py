@@ -191,6 +191,19 @@ def test_offset_out_of_range_in_stuck_is_422_naming_the_field(
     assert _loc(r) == [["query", "offset"]]
 
 
+def test_offset_out_of_range_in_notifications_lists_is_422_naming_the_field(
+    stack: RunningStack, tokens: dict[str, dict[str, str]]
+) -> None:
+    """Found by this module's fuzzer: the notifications service's offsets were unbounded (a 500 from
+    PostgreSQL's bigint); they take the floor's `Offset` now, like every other list."""
+    with stack.client("notifications") as notifications:
+        for path in ("/dead-letters", "/inbox"):
+            r = notifications.get(
+                path, headers=tokens["supervisor"], params={"offset": "2600906034319641343426560"}
+            )
+            assert _loc(r) == [["query", "offset"]], path
+
+
 def test_nul_and_lone_surrogate_deep_in_a_body_are_422_naming_each_field(
     stack: RunningStack, tokens: dict[str, dict[str, str]], real_case: dict[str, str]
 ) -> None:
