@@ -37,7 +37,7 @@ from shared.domain import Channel, Role
 from shared.runtime import Runtime
 from workflows.case_workflow import CaseWorkflow
 
-from . import bulk, idempotency, opening, reads, repository
+from . import bulk, duplicates, opening, reads, repository
 from .dedupe import candidate_view, flag_view
 from .models import (
     MAX_BATCH_ROWS,
@@ -51,14 +51,12 @@ from .models import (
     BatchView,
     BulkOpenRequest,
     BulkResponse,
-    BulkRowResult,
     BulkRows,
     CaseList,
     CaseListItem,
     CaseRecord,
     ClassifyRequest,
     DuplicateOut,
-    EntryDecision,
     HtcdsRecord,
     IntakeFacts,
     OpenCaseRequest,
@@ -337,68 +335,6 @@ Idempotency-Key, or the batch id, plus the row position). Your retry with the sa
 same batch (200, `Idempotent-Replayed: true`); with another body, 422."""
 
 
-async def _batch_view(
-    runtime: Runtime,
-    principal: Principal,
-    batch: Any,
-    *,
-    offset: int = 0,
-    limit: int = 0,
-    status_filter: str | None = None,
-) -> BatchView:
-    counts = await repository.batch_progress(runtime.pool, batch["batch_id"])
-    results = []
-    rows = (
-        (
-            await repository.batch_rows(
-                runtime.pool,
-                batch["batch_id"],
-                status=status_filter,
-                offset=offset,
-                limit=limit + 1,
-            )
-        )
-        if limit
-        else []
-    )
-    for r in rows[:limit]:
-        results.append(
-            BulkRowResult(
-                index=r["row_index"],
-                status=r["status"],
-                case_id=r["case_id"],
-                duplicates=[flag_view(principal, d) for d in r["duplicates"]],
-                errors=r["errors"],
-                workflow_started=(r["workflow_started_at"] is not None) if r["case_id"] else None,
-            )
-        )
-    entry = (
-        EntryDecision(
-            classification=batch["entry_classification"],
-            justification=opening.open_justification(
-                runtime.ring, batch["entry_justification"], "bulk_batches", batch["batch_id"]
-            ),
-        )
-        if batch["entry_classification"]
-        else None
-    )
-    return BatchView(
-        batch_id=batch["batch_id"],
-        created_at=batch["created_at"],
-        finished_at=batch["finished_at"],
-        total=batch["total"],
-        received=sum(counts.values()),
-        done=sum(n for s, n in counts.items() if s != "pending"),
-        entry_decision=entry,
-        results=results,
-        next_offset=rows[limit]["row_index"] if len(rows) > limit and limit else None,
-        **{
-            s: counts.get(s, 0)
-            for s in ("opened", "duplicate_flagged", "replayed", "invalid", "failed")
-        },
-    )
-
-
 async def _own_batch(runtime: Runtime, principal: Principal, batch_id: str) -> Any:
     batch = await repository.get_batch(runtime.pool, batch_id)
     if (
@@ -489,7 +425,7 @@ async def create_batch(
     response.headers["Location"] = f"/cases/bulk/batches/{batch['batch_id']}"
     if batch["finished_at"] is None:
         bulk.spawn(runtime, batch["batch_id"])
-    return await _batch_view(runtime, principal, batch)
+    return await bulk.batch_view(runtime, principal, batch)
 
 
 @router.post(
@@ -557,7 +493,7 @@ async def append_batch_rows(
             ],
         )
     bulk.rows_arrived(runtime, batch_id)
-    return await _batch_view(runtime, principal, batch)
+    return await bulk.batch_view(runtime, principal, batch)
 
 
 @router.get(
@@ -580,7 +516,7 @@ async def get_batch(
 ) -> BatchView:
     runtime = runtime_of(request)
     batch = await _own_batch(runtime, principal, batch_id)
-    return await _batch_view(
+    return await bulk.batch_view(
         runtime, principal, batch, offset=offset, limit=limit, status_filter=status_filter
     )
 
@@ -925,38 +861,6 @@ async def list_duplicates(
     ]
 
 
-RESOLVE_DUPLICATE = "resolve_duplicate"
-
-
-async def _authorize_resolution(
-    runtime: Runtime, principal: Principal, cand: repository.DuplicateRow
-) -> None:
-    """Within one province, whoever may act on the newer case decides. Across provinces (an identity
-    number matched elsewhere) neither side's caseworkers can see the other person: a national user or a
-    supervisor of either province decides, acting on a case of the pair they may act on."""
-    sides = [
-        (cand["case_id"], cand["case_province"]),
-        (cand["other_case_id"], cand["other_province"]),
-    ]
-    if cand["case_province"] == cand["other_province"]:
-        sides = sides[:1]
-    elif not (principal.national or principal.has(Role.supervisor)):
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN,
-            f"duplicate candidate {cand['candidate_id']} spans two provinces: a national user or a "
-            "supervisor of either province decides it",
-        )
-    for case_id, province in sides:
-        if principal.covers_province(province):
-            facts, _ = await reads.access_of(runtime, await reads.case_or_404(runtime, case_id))
-            if can_act_on_case(principal, facts):
-                return
-    raise HTTPException(
-        status.HTTP_403_FORBIDDEN,
-        f"you may not act on the cases of duplicate candidate {cand['candidate_id']}",
-    )
-
-
 @router.post(
     "/duplicates/{candidate_id}/resolve",
     response_model=DuplicateOut,
@@ -983,47 +887,12 @@ async def resolve_duplicate(
     principal: Caseworker,
     idem_key: IdempotencyKey = None,
 ) -> DuplicateOut:
-    runtime = runtime_of(request)
-    cand = await repository.get_duplicate(runtime.pool, candidate_id)
-    if cand is None:
-        raise HTTPException(
-            status.HTTP_404_NOT_FOUND, f"duplicate candidate {candidate_id} not found"
-        )
-    await _authorize_resolution(runtime, principal, cand)
-    # the key and the decision commit together: a refused decision (409) leaves no key behind
-    async with runtime.pool.acquire() as conn, conn.transaction():
-        if idem_key is not None and not await idempotency.claim(
-            conn,
-            runtime.ring,
-            principal,
-            operation=RESOLVE_DUPLICATE,
-            target_id=candidate_id,
-            key=idem_key,
-            request=body,
-        ):
-            response.headers["Idempotent-Replayed"] = "true"
-            replayed = await repository.get_duplicate(conn, candidate_id)
-            assert replayed is not None
-            return candidate_view(principal, replayed)
-        decided = await repository.resolve_duplicate(
-            conn,
-            candidate_id,
-            "linked" if body.decision == "link" else "kept_apart",
-            principal.user_id,
-            body.reason,
-        )
-        if decided is None:
-            raise HTTPException(
-                status.HTTP_409_CONFLICT,
-                f"duplicate candidate {candidate_id} was already decided ({cand['status']})",
-            )
-    log.info(
-        "duplicate_resolved",
-        case_id=cand["case_id"],
-        other_case_id=cand["other_case_id"],
-        decision=body.decision,
+    decided, replayed = await duplicates.resolve(
+        runtime_of(request), principal, candidate_id, body, idem_key
     )
-    return candidate_view(principal, decided)
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return decided
 
 
 @router.post(

@@ -44,6 +44,7 @@ from . import opening, repository
 from .dedupe import flag_view
 from .models import (
     MAX_BULK_ROWS,
+    BatchView,
     BulkResponse,
     BulkRowResult,
     EntryDecision,
@@ -649,3 +650,66 @@ async def stop_batches(runtime: Runtime) -> None:
     for t in tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await t
+
+
+async def batch_view(
+    runtime: Runtime,
+    principal: Principal,
+    batch: Any,
+    *,
+    offset: int = 0,
+    limit: int = 0,
+    status_filter: str | None = None,
+) -> BatchView:
+    """A batch as its owner reads it: progress counts, the entry decision, a page of row results."""
+    counts = await repository.batch_progress(runtime.pool, batch["batch_id"])
+    results = []
+    rows = (
+        (
+            await repository.batch_rows(
+                runtime.pool,
+                batch["batch_id"],
+                status=status_filter,
+                offset=offset,
+                limit=limit + 1,
+            )
+        )
+        if limit
+        else []
+    )
+    for r in rows[:limit]:
+        results.append(
+            BulkRowResult(
+                index=r["row_index"],
+                status=r["status"],
+                case_id=r["case_id"],
+                duplicates=[flag_view(principal, d) for d in r["duplicates"]],
+                errors=r["errors"],
+                workflow_started=(r["workflow_started_at"] is not None) if r["case_id"] else None,
+            )
+        )
+    entry = (
+        EntryDecision(
+            classification=batch["entry_classification"],
+            justification=opening.open_justification(
+                runtime.ring, batch["entry_justification"], "bulk_batches", batch["batch_id"]
+            ),
+        )
+        if batch["entry_classification"]
+        else None
+    )
+    return BatchView(
+        batch_id=batch["batch_id"],
+        created_at=batch["created_at"],
+        finished_at=batch["finished_at"],
+        total=batch["total"],
+        received=sum(counts.values()),
+        done=sum(n for s, n in counts.items() if s != "pending"),
+        entry_decision=entry,
+        results=results,
+        next_offset=rows[limit]["row_index"] if len(rows) > limit and limit else None,
+        **{
+            s: counts.get(s, 0)
+            for s in ("opened", "duplicate_flagged", "replayed", "invalid", "failed")
+        },
+    )
