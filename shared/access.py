@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.domain import AgencyRole, Role, Section, Stage
 
 A = AgencyRole
-LAW_ENFORCEMENT = frozenset({A.police, A.border_guard, A.coast_guard, A.prosecution})
+# the criminal-justice bodies: investigating bodies, procuracy and courts
+LAW_ENFORCEMENT = frozenset({A.police, A.border_guard, A.coast_guard, A.prosecution, A.court})
 EVERY_AGENCY = frozenset(AgencyRole)
 
 # Which agency roles read which sections of a case they can reach. Everything not listed is denied.

@@ -126,6 +126,7 @@ BODIES: dict[AgencyRole, tuple[Body, ...]] = {
     A.prosecution: (
         Body(A.prosecution, "Viện kiểm sát nhân dân", "People's Procuracy", "seed:003"),
     ),
+    A.court: (Body(A.court, "Tòa án nhân dân", "People's Court", "seed:003, seed:004"),),
     A.steering_committee: (
         Body(
             A.steering_committee, "Ban Chỉ đạo 138", "Steering Committee 138", "seed:001, seed:003"

@@ -27,6 +27,7 @@ class AgencyRole(StrEnum):
     embassy = "embassy"
     hotline = "hotline"
     prosecution = "prosecution"
+    court = "court"  # Tòa án nhân dân: tries the criminal cases (issue 15 item 1)
     steering_committee = "steering_committee"
 
 

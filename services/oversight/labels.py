@@ -55,6 +55,7 @@ GLOSSARY: dict[str, dict[str, tuple[str, str]]] = {
         "embassy": ("Cơ quan đại diện Việt Nam ở nước ngoài", "Vietnamese embassy/consulate"),
         "hotline": ("Tổng đài 111", "Hotline 111"),
         "prosecution": ("Viện kiểm sát nhân dân", "People's Procuracy"),
+        "court": ("Tòa án nhân dân", "People's Court"),
         "steering_committee": ("Ban Chỉ đạo 138", "Steering Committee 138"),
         "unknown": ("Chưa rõ cơ quan", "Agency unknown"),
     },

@@ -6,8 +6,9 @@ investigate, the procuracy indicts, the court tries):
 
 * the crime report, the decision to open a criminal case or not, the investigation's result: police,
   border guard, coast guard (the bodies that record suspected perpetrators);
-* prosecution (indictment or not) and the trial's verdict: the procuracy (AgencyRole.prosecution), which
-  takes part in every trial of the cases it indicted. No court role exists yet (see `STEP_WRITERS`).
+* prosecution (indictment or not): the procuracy (AgencyRole.prosecution);
+* the trial's verdict: the court (AgencyRole.court), or the procuracy, which takes part in every trial of
+  the cases it indicted.
 
 The rules here are pure: they raise HTTPException (409 wrong order or step already recorded, 422 a date
 that does not fit, naming the field), and the router writes."""
@@ -27,12 +28,13 @@ VN = timezone(timedelta(hours=7))
 A = AgencyRole
 POLICE_BODIES = frozenset({A.police, A.border_guard, A.coast_guard})
 PROCURACY = frozenset({A.prosecution})
+COURT = frozenset({A.court})
 REPORT_WRITERS = POLICE_BODIES
 STEP_WRITERS: Mapping[Step, frozenset[AgencyRole]] = {
     Step.decision: POLICE_BODIES,
     Step.investigation: POLICE_BODIES,
     Step.prosecution: PROCURACY,
-    Step.trial: PROCURACY,
+    Step.trial: PROCURACY | COURT,
 }
 STEP_LABEL = {
     Step.decision: "the decision to open a criminal case",

@@ -24,6 +24,7 @@ async def test_proceedings_recorded_in_order_by_the_right_bodies(
         await s.to_identify(cid)  # police own identification
         police = auth(ring, A.police)
         procuracy = auth(ring, A.prosecution, Role.supervisor)
+        court = auth(ring, A.court, Role.supervisor)
         r = await s.ver.post(
             f"/cases/{cid}/perpetrators",
             json={"roles": ["RecruiterOrIntermediary"], "name": "Nguyễn Văn A"},
@@ -105,14 +106,16 @@ async def test_proceedings_recorded_in_order_by_the_right_bodies(
         assert r.status_code == 200, r.text
         r = await s.ver.post(steps, json=step("prosecution", "indicted", 40), headers=police)
         assert r.status_code == 403  # the procuracy indicts
+        r = await s.ver.post(steps, json=step("prosecution", "indicted", 40), headers=court)
+        assert r.status_code == 403  # not the court either
         r = await s.ver.post(
             steps,
             json=step("prosecution", "indicted", 40, reference="CT 12/2026"),
             headers=procuracy,
         )
         assert r.status_code == 200, r.text
-        r = await s.ver.post(steps, json=step("trial", "convicted", 55), headers=procuracy)
-        assert r.status_code == 200, r.text
+        r = await s.ver.post(steps, json=step("trial", "convicted", 55), headers=court)
+        assert r.status_code == 200, r.text  # the court records its verdict
         assert [(x["step"], x["outcome"]) for x in r.json()["steps"]] == [
             ("decision", "opened"),
             ("investigation", "solved"),
@@ -121,6 +124,7 @@ async def test_proceedings_recorded_in_order_by_the_right_bodies(
         ]
         assert r.json()["steps"][2]["reference"] == "CT 12/2026"
         assert r.json()["steps"][2]["recorded_agency"] == "prosecution"
+        assert r.json()["steps"][3]["recorded_agency"] == "court"
 
         # a suspect identified during the investigation: linked later, once recorded on the case
         links = f"/cases/{cid}/proceedings/{pid}/perpetrators"

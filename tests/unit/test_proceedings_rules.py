@@ -72,4 +72,6 @@ def test_the_report_links_only_this_cases_perpetrators_and_is_not_in_the_future(
 def test_who_records_which_step() -> None:
     police = {AgencyRole.police, AgencyRole.border_guard, AgencyRole.coast_guard}
     assert STEP_WRITERS[Step.decision] == STEP_WRITERS[Step.investigation] == police
-    assert STEP_WRITERS[Step.prosecution] == STEP_WRITERS[Step.trial] == {AgencyRole.prosecution}
+    assert STEP_WRITERS[Step.prosecution] == {AgencyRole.prosecution}
+    # the court records its verdict; the procuracy, which takes part in the trial, may too
+    assert STEP_WRITERS[Step.trial] == {AgencyRole.prosecution, AgencyRole.court}
