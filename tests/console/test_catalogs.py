@@ -13,6 +13,7 @@ from services.console import api
 from services.console.client import ApiError
 from services.console.forms import KNOWN_MESSAGES, TYPE_MESSAGES, errors_from
 from services.console.i18n import LOCALES, Lang, catalog_ids
+from services.intake.duplicate_evidence import REASONS_VI
 from shared.domain import (
     AgeBand,
     AgencyRole,
@@ -74,6 +75,8 @@ LISTS = {
     "refusal_signer": list(api.REFUSAL_SIGNERS),
     "notification_kind": list(api.NOTIFICATION_KINDS),
     "perpetrator_role": list(api.PERPETRATOR_ROLES),
+    "match_kind": ["identity_number", "evidence", "name_birth_year_province"],
+    "dup_reason": list(REASONS_VI),
     "done": [*api.ACTIONS, "opened", "opened_dup", "duplicate"],
 }
 
