@@ -157,7 +157,9 @@ class Ctx:
         self.session: Session = self.sessions.load(request)
         self.t = Lang(pick_lang(request.cookies.get(LANG_COOKIE)))
         self.api = Api(
-            app.state.http, app.state.config, self.session.token if self.session.signed_in else None
+            app.state.api_http,
+            app.state.config,
+            self.session.token if self.session.signed_in else None,
         )
         self.config = app.state.config
 

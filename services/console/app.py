@@ -35,6 +35,7 @@ HERE = Path(__file__).parent
 # the console's connections to the APIs: an idle connection is dropped well before the services' uvicorn
 # closes it (its keep-alive is 5 s); at the same 5 s, a request sent just as uvicorn closes the
 # connection fails with "server disconnected" under load (seen with 50 users in bench/console)
+API_SERVICES = ("intake", "verification", "support", "oversight", "notifications")
 API_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=50, keepalive_expiry=2.0)
 log = structlog.get_logger("console")
 # Nothing but this console's own files: no script, no CDN, no inline style or script.
@@ -77,8 +78,14 @@ def create_app(settings: Settings | None = None, ring: KeyRing | None = None) ->
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with httpx.AsyncClient(limits=API_LIMITS) as http:
-            app.state.http = http
+        # one connection pool per service: httpcore looks through a pool's connections for each request,
+        # so one pool for all five services costs CPU on every call under load
+        async with contextlib.AsyncExitStack() as stack:
+            app.state.http = await stack.enter_async_context(httpx.AsyncClient(limits=API_LIMITS))
+            app.state.api_http = {
+                service: await stack.enter_async_context(httpx.AsyncClient(limits=API_LIMITS))
+                for service in API_SERVICES
+            }
             yield
 
     app = FastAPI(

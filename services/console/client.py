@@ -4,6 +4,7 @@ adds no rule of its own; an API's refusal comes back as an `ApiError` the page s
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -50,7 +51,7 @@ class Api:
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: Mapping[str, httpx.AsyncClient],
         config: ConsoleConfig,
         token: str | None,
         request_id: str | None = None,
@@ -81,7 +82,7 @@ class Api:
             headers["Content-Type"] = content_type
         clean = {k: v for k, v in (params or {}).items() if v not in (None, "", [])}
         try:
-            r = await self.http.request(
+            r = await self.http[service].request(
                 method,
                 self.config.api_url(service) + path,
                 params=clean,
