@@ -307,6 +307,8 @@ def test_case_from_border_to_closure(base: str, stack: RunningStack) -> None:
             assert case_id in la.text("main")
             check_page(la, "09-inbox-waiting-acceptance")
             la.go(f"/cases/{case_id}")
+            # invited, not yet taking part: answering the handoff is the only action offered
+            assert la.page.locator("details.action:not(#act-respond)").count() == 0
             act(la, "respond", accept="no")
             assert "Cần nêu lý do khi từ chối" in la.text("#act-respond")
             act(la, "respond", accept="yes")
@@ -630,6 +632,8 @@ def test_auditor_history_chain_replay_break_glass_access_log(base: str) -> None:
                 and "Trần Mai" not in person
             )
             check_page(aud, "19-case-auditor")
+            assert aud.page.locator("details.action").count() == 0  # an auditor never acts
+            assert "Hiện bạn không có việc gì với vụ việc này." in aud.text("section.actions")
             aud.page.fill("#f-unmask-break_glass_reason", "ngắn")
             aud.submit("form.bg-form")
             assert "Quá ngắn: cần ít nhất 10 ký tự" in aud.text("aside")
