@@ -298,7 +298,9 @@ def allowed_actions(p: Any, facts: CaseAccessFacts, progress: CaseProgress) -> l
 
     Names: claim, the stage's decision (classify, verify, identify, rescue_complete, rescue_not_needed,
     protect, closure), rescue_plan, perpetrator, consent, legal_aid, transfer, support_plan, service,
-    follow_up, respond_handoff, reassign, extend_deadline, escalate, reopen."""
+    follow_up, respond_handoff, reassign, extend_deadline, escalate, reopen; and the police's records at
+    any open stage (issue 15): protection_measures, rescue_complete (outside the rescue stage an outcome is
+    recorded without deciding the stage)."""
     out: list[str] = []
     if any(
         can_respond_to_handoff(p, facts, agency, province)
@@ -326,10 +328,13 @@ def allowed_actions(p: Any, facts: CaseAccessFacts, progress: CaseProgress) -> l
             if action == "closure" and not support:
                 continue
             out.append(action)
+    # a rescue outcome is recorded when it happens (in the rescue stage it is the stage's decision, above)
+    if police and stage != Stage.rescue:
+        out.append("rescue_complete")
     if police and stage in RESCUE_PLAN_STAGES:
         out.append("rescue_plan")
     if police:
-        out.append("perpetrator")
+        out += ["protection_measures", "perpetrator"]
     out.append("consent")
     waiting_here = {a for a, province, _ in progress.waiting if province in (None, facts.province)}
     if (

@@ -1116,6 +1116,15 @@ ACTIONS: dict[str, tuple[Builder, Sender, list[str]]] = {
             "override_reason",
         ],
     ),
+    "protection_measures": (
+        lambda f: {
+            "measures": many(f, "measures"),
+            "justification": text(f, "justification"),
+            "expected_version": version(f),
+        },
+        lambda a, cid, b, k, f: a.verification_post(cid, "protection-measures", b, k),
+        ["measures", "justification"],
+    ),
     "rescue_plan": (
         _rescue_plan,
         lambda a, cid, b, k, f: a.verification_post(cid, "rescue-operations", b, k),

@@ -432,6 +432,15 @@ def test_rescue_perpetrator_refusal_and_transfer(base: str) -> None:
             perpetrators = police.text("aside")
             assert "Người tuyển mộ, môi giới" in perpetrators and "Người bóc lột" in perpetrators
             check_page(police, "25-case-perpetrator")
+            # the police decide protection measures at the stage the case is in (it does not change)
+            act(
+                police,
+                "protection_measures",
+                measures="confidential_location",
+                justification="đối tượng gọi điện đe dọa",
+            )
+            assert "Đã ghi nhận biện pháp bảo vệ." in police.text("main"), police.text("main")
+            assert "Bảo vệ" in stage_of(police)
 
             # protection refused in writing: without the document the API's words land beside it
             sp.sign_in("sp")

@@ -71,6 +71,21 @@ def test_police_only_writes() -> None:
     assert "rescue_not_needed" in sp  # a supervisor's override
 
 
+def test_police_record_rescues_and_protection_at_any_open_stage() -> None:
+    got = allowed_actions(
+        who(A.police), FACTS.model_copy(update={"participants": {A.police}}), at(Stage.verify)
+    )
+    assert {"rescue_complete", "rescue_plan", "protection_measures"} <= set(got)
+    assert "verify" not in got  # not the stage's owner
+    sp = allowed_actions(who(A.social_protection), FACTS, at(Stage.verify))
+    assert not {"rescue_complete", "protection_measures"} & set(sp)
+    # in the rescue stage the outcome is the stage's decision: its owner's (or a supervisor's override)
+    police_rescue = allowed_actions(
+        who(A.police), FACTS.model_copy(update={"participants": {A.police}}), at(Stage.rescue)
+    )
+    assert "rescue_complete" not in police_rescue and "protection_measures" in police_rescue
+
+
 def test_claimed_by_someone_else() -> None:
     got = allowed_actions(who(A.social_protection), FACTS, at(Stage.verify, assignee="sp-9"))
     assert "claim" not in got and "verify" in got
@@ -166,6 +181,11 @@ def probes(case_id: str, version: int) -> dict[str, Probe]:
             f"/cases/{case_id}/protection",
             {"measures": ["safe_shelter"], "justification": "needs a safe place", **v},
         ),
+        "protection_measures": (
+            "verification",
+            f"/cases/{case_id}/protection-measures",
+            {"measures": ["confidential_location"], "justification": "recruiter called", **v},
+        ),
         "consent": (
             "support",
             f"/cases/{case_id}/consents",
@@ -197,7 +217,7 @@ async def check_against_endpoints(s: Stack, case_id: str, people: list[Principal
             service, path, body = (stale if action in listed else current)[action]
             sent = dict(body)
             overriding = p.has(Role.supervisor) and p.agency != state.owner_agency
-            if overriding and action not in ("consent", "support_plan"):
+            if overriding and action not in ("consent", "support_plan", "protection_measures"):
                 sent["override_reason"] = "owner unreachable for ten days"
                 if action in ("legal_aid", "transfer"):
                     sent["consent_override_reason"] = "the person asked for it by phone"
