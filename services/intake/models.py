@@ -470,16 +470,17 @@ class WorkflowView(BaseModel):
         description="when the current stage's legal deadline falls due (null: none runs)",
     )
     escalation_level: int = Field(
-        default=0, description="0 = not escalated; 1..3 up the ladder to the steering committee"
+        default=0, description="0 = not escalated; 1 and up the ladder to the steering committee"
     )
     allowed_actions: list[str] = Field(
         default_factory=list,
-        description="what you may do on this case now, by the same rules the action endpoints apply "
-        "(shared/access.py allowed_actions): claim, classify, verify, identify, rescue_plan, "
-        "rescue_complete, rescue_not_needed, protect, closure, perpetrator, consent, legal_aid, "
-        "transfer, support_plan, service, follow_up, respond_handoff, reassign, extend_deadline, "
-        "escalate, reopen. A listed action can still be refused for what you send (stale version, "
-        "missing consent, invalid field)",
+        description="what you may do on this case now, by the same rules the action endpoints apply: "
+        "claim, classify, verify, identify, rescue_plan, rescue_complete (the rescue stage's "
+        "decision, or at any other open stage a rescue recorded when it happens), "
+        "rescue_not_needed, protect, protection_measures (police, any open stage), closure, "
+        "perpetrator, consent, legal_aid, transfer, support_plan, service, follow_up, "
+        "respond_handoff, reassign, extend_deadline, escalate, reopen. A listed action can still be "
+        "refused for what you send (stale version, missing consent, invalid field)",
         examples=[["claim", "verify", "consent", "transfer"]],
     )
 
