@@ -32,7 +32,7 @@ STAGES = {
 KINDS = {
     "vi": {
         "reminder": "Nhắc việc: sắp đến thời hạn",
-        "escalation": "Chuyển cấp trên (do quá hạn) — cấp {level}",
+        "escalation": "Chuyển cấp trên — cấp {level}",  # a missed deadline or a supervisor by hand
         "handoff_requested": "Đề nghị chuyển giao vụ việc",
         "handoff_escalation": "Đề nghị chuyển giao chưa được trả lời — chuyển cấp trên, cấp {level}",
         "follow_up_due": "Đến hạn theo dõi sau hỗ trợ",
@@ -41,7 +41,7 @@ KINDS = {
     },
     "en": {
         "reminder": "Reminder: deadline approaching",
-        "escalation": "Escalation (deadline passed) — level {level}",
+        "escalation": "Escalation — level {level}",
         "handoff_requested": "Handoff request",
         "handoff_escalation": "Handoff unanswered — escalation level {level}",
         "follow_up_due": "Follow-up due",
