@@ -326,7 +326,7 @@ def cmd_down(settings: Settings, _: argparse.Namespace) -> int:
     return 0 if not _pid_alive(pid) else 1
 
 
-def status_report(settings: Settings) -> dict[str, Any]:
+def status_report(settings: Settings, notifications: Any = None) -> dict[str, Any]:
     """Each part as the supervisor last recorded it (state, pid, restarts, last exit) and as probed now.
     A part is up only if the supervisor runs, has it up, and the live probe agrees."""
     from concurrent.futures import ThreadPoolExecutor
@@ -425,6 +425,18 @@ def status_report(settings: Settings) -> dict[str, Any]:
         f"http://127.0.0.1:{settings.codec_port}",
     )
     add("console", console_up.result(), f"http://{settings.host}:{settings.console_port}")
+    # the notifications process, and the development mail sink `nrm up` runs when no SMTP server is set
+    from services.notifications.settings import NotificationSettings
+
+    own = notifications or NotificationSettings()
+    notify_url = f"http://{settings.host}:{own.notifications_port}"
+    add("notifications", _http_ok(f"{notify_url}/readyz"), notify_url)
+    if not own.smtp_host:
+        add(
+            "mail-sink",
+            port_open("127.0.0.1", own.mail_sink_port),
+            f"smtp 127.0.0.1:{own.mail_sink_port} -> {settings.data_dir / 'mail'}",
+        )
     return {
         "ok": supervisor_up and all(p["up"] for p in parts.values()),
         "supervisor": {

@@ -134,7 +134,13 @@ class RunningStack:
 
     def status(self) -> dict[str, Any]:
         """What `nrm status --json` reports, computed in this process (no interpreter start per poll)."""
-        return status_report(self.settings())
+        from services.notifications.settings import NotificationSettings
+
+        ports = {var.removeprefix("NRM_").lower(): port for var, port in self.ports.items()}
+        own = NotificationSettings.model_validate(
+            {k: v for k, v in ports.items() if k in NotificationSettings.model_fields}
+        )
+        return status_report(self.settings(), own)
 
     def nrm(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """An `nrm` command against this stack."""
