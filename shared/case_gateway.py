@@ -19,6 +19,7 @@ from temporalio.workflow import UpdateMethodMultiParam
 
 from shared import case_index, idempotency
 from shared.access import (
+    CaseAccessFacts,
     can_act_on_case,
     can_read_case,
     can_read_section,
@@ -30,7 +31,7 @@ from shared.api import UPDATE_RPC_TIMEOUT, call_workflow, runtime_of
 from shared.api_models import ID_PATTERN
 from shared.auth import Principal
 from shared.contract import Actor, CaseState, HandoffState
-from shared.domain import Section, Stage
+from shared.domain import AgencyRole, Section, Stage
 from shared.runtime import Runtime
 
 log = structlog.get_logger("case-gateway")
@@ -177,6 +178,30 @@ async def actionable_case(
     return state
 
 
+async def _may_act_by_index(
+    request: Request, principal: Principal, case_id: str, stages: tuple[Stage, ...] | None
+) -> bool:
+    """Whether the case index says the caller may act on the case (in one of `stages`). False when it
+    does not know (no row, PostgreSQL away, a closed case) as well as when it says no."""
+    _caller.set(principal.user_id)
+    try:
+        row = await case_index.get(runtime_of(request).pool, case_id)
+    except _DB_ERRORS:
+        return False
+    if row is None or row["status"] not in case_index.OPEN_STATUSES:
+        return False
+    if stages is not None and row["stage"] not in {s.value for s in stages}:
+        return False
+    facts = CaseAccessFacts(
+        province=row["province"],
+        commune=row["commune"],
+        owner_agency=AgencyRole(row["owner_agency"]),
+        participants=frozenset(AgencyRole(a) for a in row["participants"]),
+        pending_invitees=frozenset(AgencyRole(a) for a in row["pending_to"]),
+    )
+    return can_act_on_case(principal, facts)
+
+
 async def _request_body(request: Request) -> bytes:
     try:
         return await request.body()  # FastAPI already read (and cached) a JSON body
@@ -208,8 +233,16 @@ async def act(
 ) -> CaseState:
     """The common shape of an action endpoint: the case if the caller may act on it (403/404/409), the
     command built around the caller's Actor (from the token, never the body), the Update sent through
-    `update_case`. Returns the state the workflow answered with."""
-    await actionable_case(request, principal, case_id, stages)
+    `update_case`. Returns the state the workflow answered with.
+
+    The check before the Update reads the case index (one PostgreSQL row), not the workflow (a Query:
+    a round trip through Temporal and a task on the workflow worker, issue 13). Only a "yes" is taken
+    from the index: the workflow's validator checks every rule again against the live state, so a stale
+    row can at worst let through a request that the validator then refuses (the same 403/409). A "no",
+    a missing row or an unreachable index asks the workflow (`actionable_case`), so each refusal carries
+    the workflow's exact reason as before."""
+    if not await _may_act_by_index(request, principal, case_id, stages):
+        await actionable_case(request, principal, case_id, stages)
     return await update_case(
         request, case_id, update, command(actor_of(principal, request)), idempotency_key
     )

@@ -14,7 +14,9 @@ then runs, each for `--seconds`:
       runs in this process, on the same Temporal dev server).
 
 Prints actions/s and p50/p95/p99 for the Updates and for the inbox reads of (1) and (2), and for the
-baseline Updates, plus the machine and its load. Not a test: it asserts only that every request succeeded.
+baseline Updates, plus the machine and its load, and the CPU one action cost in each process of the
+stack (closed loop and baseline: the profile behind the ratio). Not a test: it asserts only that every
+request succeeded.
 Figures go to docs/benchmarks.md by hand (with the machine and how busy it was)."""
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import asyncio
 import os
 import platform
 import random
+import resource
 import sys
 import time
 import uuid
@@ -263,18 +266,54 @@ async def baseline_phase(stack: Any, users: int, seconds: float) -> Series:
     return series
 
 
+def cpu_now(stack: Any) -> dict[str, float]:
+    """CPU seconds so far of each stack process (bench/intake), plus this process (load generator, and
+    in the baseline phase also the baseline's worker)."""
+    from bench.intake.run import stack_cpu_seconds
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {**stack_cpu_seconds(stack), "bench process": usage.ru_utime + usage.ru_stime}
+
+
+def cpu_line(label: str, before: dict[str, float], after: dict[str, float], actions: int) -> str:
+    """Where the CPU of one action went, by process, in ms (the profile behind the ratio)."""
+    used = {k: v - before.get(k, 0.0) for k, v in after.items()}
+    parts = ", ".join(
+        f"{k} {v / actions * 1000:.1f}"
+        for k, v in sorted(used.items(), key=lambda kv: -kv[1])
+        if v / actions >= 0.00005
+    )
+    total = sum(used.values()) / max(actions, 1) * 1000
+    return f"{label}: CPU {total:.1f} ms per action ({parts})"
+
+
 async def bench(stack: Any, users: int, seconds: float, think: float, per_user: int) -> None:
+    from bench.intake.run import settle
+
     print(f"preparing {users * per_user} cases (open + classify through intake) ...", flush=True)
     cases = await prepare_cases(stack, users, per_user)
     await nrm_phase(stack, cases, users, min(5.0, seconds), 0.0, "warm-up")
+    await settle(stack)
     lines: list[str] = []
+    cpu: list[str] = []
     for label, t in (("closed loop", 0.0), (f"think {think:g} s", think)):
         print(f"phase: {label}, {users} users, {seconds:g} s ...", flush=True)
+        before = cpu_now(stack)
         up, rd = await nrm_phase(stack, cases, users, seconds, t, label)
+        await settle(stack)  # the audit writes of the last actions belong to this phase
         lines += [up.line(), rd.line()]
+        if not t:
+            cpu.append(
+                cpu_line(
+                    f"{label} (assign + inbox read)", before, cpu_now(stack), len(up.latencies)
+                )
+            )
     print(f"phase: baseline, {users} users, {seconds:g} s ...", flush=True)
+    before = cpu_now(stack)
     base = await baseline_phase(stack, users, seconds)
     lines.append(base.line())
+    cpu.append(cpu_line("baseline (execute_update)", before, cpu_now(stack), len(base.latencies)))
+    lines += cpu
     print(
         f"\n{users} users, {seconds:g} s per phase, {len(cases)} cases; {os.cpu_count()} CPUs, "
         f"{platform.machine()}, {platform.processor() or platform.system()}, load {os.getloadavg()[0]:.2f}"

@@ -462,3 +462,46 @@ async def test_rescue_completed_before_identification_is_not_asked_again(
         )
         # no rescue decision is asked any more: the case is in protect, social protection's stage
         assert r.status_code == 403 and "stage protect" in r.json()["detail"]
+
+
+async def test_a_stale_index_saying_yes_does_not_let_a_caller_act(
+    ts_env, db_pool, db_url, ring, task_queue
+):
+    """Action endpoints check the caller against the case index before the Update (no Query to the
+    workflow). The index only lets a request through to the workflow, whose validator decides again on
+    the live state: a row that wrongly names the caller's agency as owner gets the workflow's 403, and
+    nothing is applied. A row saying no (or no row) still gets the precise reason from the workflow."""
+    async with stack(ts_env, db_pool, db_url, ring, task_queue) as s:
+        cid = await s.open_case()
+        st = await s.to_verify(cid)
+        police = auth(ring, A.police)
+        r = await s.ver.post(f"/cases/{cid}/claim", json={}, headers=police)
+        assert r.status_code == 403
+        assert r.json()["detail"] == "you may not act on this case (agency or jurisdiction)"
+        # the index now (wrongly) says the police own the case and take part in it
+        await db_pool.execute(
+            "UPDATE common.case_index SET owner_agency = 'police', participants = '{police}' "
+            "WHERE case_id = $1",
+            cid,
+        )
+        r = await s.ver.post(f"/cases/{cid}/claim", json={}, headers=police)
+        assert r.status_code == 403, r.text
+        assert "police" in r.json()["detail"] and "may not act" in r.json()["detail"]
+        r = await s.ver.post(
+            f"/cases/{cid}/assign",
+            json={"assignee_user_id": "police-2"},
+            headers=auth(ring, A.police, Role.supervisor, province="79"),
+        )
+        assert r.status_code == 403  # another province: the index's row is no help either
+        after = await s.state(cid)
+        assert after.version == st.version and after.assignee is None
+        # no row at all (the index lost it): the workflow is asked, and the owner acts as before
+        await db_pool.execute("DELETE FROM common.case_index WHERE case_id = $1", cid)
+        r = await s.ver.post(f"/cases/{cid}/claim", json={}, headers=auth(ring, A.social_protection))
+        assert r.status_code == 200, r.text
+        assert r.json()["assignee"] == "social_protection-1"
+        row = await db_pool.fetchrow(
+            "SELECT assignee, owner_agency FROM common.case_index WHERE case_id = $1", cid
+        )
+        assert row is not None and row["assignee"] == "social_protection-1"
+        assert row["owner_agency"] == "social_protection"
