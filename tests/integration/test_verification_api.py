@@ -497,7 +497,9 @@ async def test_a_stale_index_saying_yes_does_not_let_a_caller_act(
         assert after.version == st.version and after.assignee is None
         # no row at all (the index lost it): the workflow is asked, and the owner acts as before
         await db_pool.execute("DELETE FROM common.case_index WHERE case_id = $1", cid)
-        r = await s.ver.post(f"/cases/{cid}/claim", json={}, headers=auth(ring, A.social_protection))
+        r = await s.ver.post(
+            f"/cases/{cid}/claim", json={}, headers=auth(ring, A.social_protection)
+        )
         assert r.status_code == 200, r.text
         assert r.json()["assignee"] == "social_protection-1"
         row = await db_pool.fetchrow(
