@@ -178,6 +178,23 @@ async def actionable_case(
     return state
 
 
+async def check_may_act(
+    request: Request, principal: Principal, case_id: str, stages: tuple[Stage, ...] | None = None
+) -> None:
+    """403/404/409 unless the caller may act on the case (in one of `stages`), for an endpoint that sends
+    an Update next and needs nothing of the case's state.
+
+    Reads the case index (one PostgreSQL row), not the workflow (a Query: a round trip through Temporal
+    and a task on the workflow worker, issue 13). Only a "yes" is taken from the index: the workflow's
+    validator checks every rule again against the live state, so a stale row can at worst let through a
+    request that the validator then refuses (the same 403/409). A "no", a missing row or an unreachable
+    index asks the workflow (`actionable_case`), so each refusal carries the workflow's exact reason as
+    before. A stage rule the workflow does not check itself is as fresh as the index (every accepted
+    action is in it when its HTTP call returns; a Query had the same race with a concurrent action)."""
+    if not await _may_act_by_index(request, principal, case_id, stages):
+        await actionable_case(request, principal, case_id, stages)
+
+
 async def _may_act_by_index(
     request: Request, principal: Principal, case_id: str, stages: tuple[Stage, ...] | None
 ) -> bool:
@@ -235,14 +252,8 @@ async def act(
     command built around the caller's Actor (from the token, never the body), the Update sent through
     `update_case`. Returns the state the workflow answered with.
 
-    The check before the Update reads the case index (one PostgreSQL row), not the workflow (a Query:
-    a round trip through Temporal and a task on the workflow worker, issue 13). Only a "yes" is taken
-    from the index: the workflow's validator checks every rule again against the live state, so a stale
-    row can at worst let through a request that the validator then refuses (the same 403/409). A "no",
-    a missing row or an unreachable index asks the workflow (`actionable_case`), so each refusal carries
-    the workflow's exact reason as before."""
-    if not await _may_act_by_index(request, principal, case_id, stages):
-        await actionable_case(request, principal, case_id, stages)
+    The check before the Update is `check_may_act` (the case index, not a Query to the workflow)."""
+    await check_may_act(request, principal, case_id, stages)
     return await update_case(
         request, case_id, update, command(actor_of(principal, request)), idempotency_key
     )

@@ -66,6 +66,7 @@ from shared.case_gateway import (
     act,
     actionable_case,
     actor_of,
+    check_may_act,
     new_id,
     readable_case,
     update_case,
@@ -160,7 +161,7 @@ async def put_legacy_identification(
     principal: Principal = Actor_,
 ) -> LegacyIdentificationOut:
     _require_support_agency(principal)
-    await actionable_case(request, principal, case_id)
+    await check_may_act(request, principal, case_id)
     runtime = runtime_of(request)
     cmd = AddNote(
         actor=actor_of(principal, request),
@@ -344,7 +345,7 @@ async def create_plan(
     principal: Principal = Actor_,
 ) -> SupportPlanOut:
     _require_support_agency(principal)
-    await actionable_case(request, principal, case_id)
+    await check_may_act(request, principal, case_id)
     runtime = runtime_of(request)
     plan_id = new_id("plan", case_id, key, "support-plan")
     cmd = AddNote(
@@ -568,7 +569,7 @@ async def record_follow_up(
     principal: Principal = Actor_,
 ) -> FollowUpView:
     _require_support_agency(principal)
-    await actionable_case(request, principal, case_id)
+    await check_may_act(request, principal, case_id)
     runtime = runtime_of(request)
     note_id = new_id("fun", case_id, key, f"follow-up:{follow_up_id}")
     cmd = RecordFollowUp(
@@ -620,7 +621,7 @@ async def close_case(
     principal: Principal = Actor_,
 ) -> ClosureOut:
     _require_support_agency(principal)
-    await actionable_case(request, principal, case_id, (Stage.reintegrate,))
+    await check_may_act(request, principal, case_id, (Stage.reintegrate,))
     runtime = runtime_of(request)
 
     async def end_plan(conn: PoolConnectionProxy) -> str:
@@ -669,7 +670,7 @@ async def record_consent(
     key: IdempotencyKey = None,
     principal: Principal = Actor_,
 ) -> ConsentResult:
-    await actionable_case(request, principal, case_id)
+    await check_may_act(request, principal, case_id)
     runtime = runtime_of(request)
     consent_id = new_id("con", case_id, key, "consent")
     cmd = RecordConsent(

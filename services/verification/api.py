@@ -59,6 +59,7 @@ from shared.case_gateway import (
     act,
     actionable_case,
     actor_of,
+    check_may_act,
     new_id,
     readable_case,
     update_case,
@@ -183,7 +184,7 @@ async def decide_identification(
     key: IdempotencyKey = None,
     principal: Principal = Actor_,
 ) -> IdentificationResult:
-    await actionable_case(request, principal, case_id)
+    await check_may_act(request, principal, case_id)
     runtime = runtime_of(request)
     items = [(new_id("ev", case_id, key, f"evidence:{i}"), e) for i, e in enumerate(body.evidence)]
     cmd = Decide(
@@ -263,7 +264,7 @@ async def plan_rescue(
     principal: Principal = Actor_,
 ) -> RescueOperationOut:
     _require_agency(principal, POLICE_WRITERS, "plan a rescue operation")
-    await actionable_case(
+    await check_may_act(
         request, principal, case_id, (Stage.receive, Stage.verify, Stage.identify, Stage.rescue)
     )
     runtime = runtime_of(request)
@@ -423,7 +424,7 @@ async def decide_protection(
     key: IdempotencyKey = None,
     principal: Principal = Actor_,
 ) -> ProtectionResult:
-    await actionable_case(request, principal, case_id)
+    await check_may_act(request, principal, case_id)
     runtime = runtime_of(request)
     doc_id = new_id("refusal", case_id, key, "refusal") if body.declined else None
     cmd = Decide(
