@@ -86,6 +86,15 @@ class Series:
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
+    error_kinds: dict[str, int] = field(default_factory=dict)  # "503: {first reply}" -> count
+
+    def failed(self, kind: str) -> None:
+        """Counts a failed request under its status (or exception) and the start of its first reply."""
+        self.errors += 1
+        self.error_kinds[kind[:160]] = self.error_kinds.get(kind[:160], 0) + 1
+
+    def error_lines(self) -> list[str]:
+        return [f"  {self.name} error x{n}: {kind}" for kind, n in self.error_kinds.items()]
 
     def line(self) -> str:
         n = len(self.latencies)
@@ -205,7 +214,7 @@ async def nrm_phase(
                 if r.status_code == 200:
                     updates.latencies.append(time.perf_counter() - t0)
                 else:
-                    updates.errors += 1
+                    updates.failed(f"{r.status_code}: {r.text}")
                 if think:
                     await asyncio.sleep(rnd.expovariate(1 / think))
                 t0 = time.perf_counter()
@@ -215,7 +224,7 @@ async def nrm_phase(
                 if r.status_code == 200 and r.json()["complete"]:
                     reads.latencies.append(time.perf_counter() - t0)
                 else:
-                    reads.errors += 1
+                    reads.failed(f"{r.status_code}: {r.text}")
                 if think:
                     await asyncio.sleep(rnd.expovariate(1 / think))
                 k += 1
@@ -256,8 +265,8 @@ async def baseline_phase(stack: Any, users: int, seconds: float) -> Series:
                 try:
                     await handles[u].execute_update(BenchLoadEmptyWorkflow.bump, 1)
                     series.latencies.append(time.perf_counter() - t0)
-                except Exception:  # counted, not hidden
-                    series.errors += 1
+                except Exception as e:  # counted and printed, not hidden
+                    series.failed(f"{type(e).__name__}: {e}")
 
         await asyncio.gather(*(user(u) for u in range(users)))
         series.seconds = time.monotonic() - start
@@ -301,7 +310,7 @@ async def bench(stack: Any, users: int, seconds: float, think: float, per_user: 
         before = cpu_now(stack)
         up, rd = await nrm_phase(stack, cases, users, seconds, t, label)
         await settle(stack)  # the audit writes of the last actions belong to this phase
-        lines += [up.line(), rd.line()]
+        lines += [up.line(), *up.error_lines(), rd.line(), *rd.error_lines()]
         if not t:
             cpu.append(
                 cpu_line(
@@ -311,7 +320,7 @@ async def bench(stack: Any, users: int, seconds: float, think: float, per_user: 
     print(f"phase: baseline, {users} users, {seconds:g} s ...", flush=True)
     before = cpu_now(stack)
     base = await baseline_phase(stack, users, seconds)
-    lines.append(base.line())
+    lines += [base.line(), *base.error_lines()]
     cpu.append(cpu_line("baseline (execute_update)", before, cpu_now(stack), len(base.latencies)))
     lines += cpu
     print(
