@@ -3,7 +3,7 @@ raw-Temporal baseline (`execute_update` on an empty workflow) measured on the sa
 
     .venv/bin/python bench/load/run.py [--users 50] [--seconds 30] [--think 1.0] [--cases-per-user 2]
 
-Starts the whole system as `nrm up` does (tests/e2e/stack.running_stack), opens `users x cases-per-user`
+Starts the whole system as `nrm up` does (tests/helpers/process_stack.running_stack), opens `users x cases-per-user`
 border-guard handovers through intake and classifies them into verification (border guard owns verify),
 then runs, each for `--seconds`:
 
