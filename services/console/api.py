@@ -183,7 +183,7 @@ class Ctx:
             ],
             empty=lambda prefix="": FormErrors(prefix=prefix),
             is_err=lambda x: isinstance(x, ApiError),
-            **{"bell": None, **kw},  # the unread count, on the pages that read it
+            **{"bell": None, "resend": None, **kw},  # the unread count, on the pages that read it
         )
         response = HTMLResponse(html, status_code=status)
         self.sessions.save(
@@ -551,10 +551,12 @@ def open_form(
     values: dict[str, Any] | None = None,
     errors: FormErrors | None = None,
     status: int = 200,
+    resend: dict[str, str] | None = None,
 ) -> HTMLResponse:
     return c.render(
         "open_case.html",
         status=status,
+        resend=resend,
         values=values or {"province": c.session.province or ""},
         errors=errors or FormErrors(),
         channels=[ch.value for ch in Channel],
@@ -581,8 +583,9 @@ async def open_case(request: Request) -> Response:
     except ApiError as exc:
         if exc.status == 401:
             raise SignInNeeded from None
+        errors, resend = forms.send_failed(c.t, exc, form, OPEN_FIELDS)
         return open_form(
-            c, forms.values_of(form), forms.errors_from(c.t, exc, OPEN_FIELDS), status=422
+            c, forms.values_of(form), errors, status=503 if resend else 422, resend=resend
         )
     note = "opened_dup" if out.get("duplicates") else "opened"
     return redirect(f"/cases/{quote(out['case_id'])}?done={note}")
@@ -624,12 +627,14 @@ async def bulk_upload(request: Request) -> Response:
     except ApiError as exc:
         if exc.status == 401:
             raise SignInNeeded from None
+        errors, resend = forms.send_failed(c.t, exc, form, [])
         return c.render(
             "bulk.html",
-            status=422,
+            status=503 if resend else 422,
             result=None,
-            error=forms.refusal_message(c.t, exc),
+            error=errors.general[0] if resend else forms.refusal_message(c.t, exc),
             detail=forms.api_detail(exc) or (exc.detail if isinstance(exc.detail, str) else None),
+            resend=resend,
         )
     rows = [
         {
@@ -796,6 +801,7 @@ async def case_page(
     values: dict[str, Any] | None = None,
     status: int = 200,
     done: str | None = None,
+    resend: dict[str, str] | None = None,
 ) -> HTMLResponse:
     # one round of concurrent reads: the case (with what this user may do now) and every section; only the
     # planned rescue operations wait for the case read, and only in the rescue stage (to complete one)
@@ -851,6 +857,7 @@ async def case_page(
         failed=failed,
         errors=errors or FormErrors(),
         values=values or {},
+        resend=resend,
         done=done,
         break_glass=break_glass,
         lists=LISTS,
@@ -1256,13 +1263,15 @@ async def act(request: Request, case_id: str, action: str) -> Response:
         if exc.status == 401:
             raise SignInNeeded from None
         log.info("console_action_refused", action=action, case_id=case_id, status=exc.status)
+        errors, resend = forms.send_failed(c.t, exc, form, names)
         return await case_page(
             c,
             case_id,
             failed=action,
-            errors=forms.errors_from(c.t, exc, names),
+            errors=errors,
             values=forms.values_of(form),
-            status=409 if exc.status == 409 else 422,
+            resend=resend,
+            status=exc.status if exc.status in (409, 503) else 422,
         )
     return redirect(f"/cases/{quote(case_id)}?done={action}")
 
@@ -1280,13 +1289,15 @@ async def resolve_duplicate(request: Request, candidate_id: str) -> Response:
             text(form, "idem") or uuid.uuid4().hex,
         )
     except ApiError as exc:
+        errors, resend = forms.send_failed(c.t, exc, form, ["decision", "reason"])
         return await case_page(
             c,
             case_id,
             failed=f"dup-{candidate_id}",
-            errors=forms.errors_from(c.t, exc, ["decision", "reason"]),
+            errors=errors,
             values=forms.values_of(form),
-            status=422,
+            resend=resend,
+            status=503 if resend else 422,
         )
     return redirect(f"/cases/{quote(case_id)}?done=duplicate")
 

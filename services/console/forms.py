@@ -143,6 +143,30 @@ def refusal_message(t: Lang, exc: ApiError) -> str:
     }.get(exc.status, t._("The system could not complete this; try again"))
 
 
+def send_failed(
+    t: Lang, exc: ApiError, form: FormData, names: list[str], prefix: str = ""
+) -> tuple[FormErrors, dict[str, str] | None]:
+    """The errors to show for a form the API did not take, and what the form must carry when it is sent
+    again (`resend`, or None).
+
+    A 503 means the service, or the case's workflow behind it, did not answer in time: the action may still
+    be applied. Sent again under a new Idempotency-Key it could be applied twice (a second rescue plan, a
+    second consent), so the form shown again keeps the key and the version the user acted on, and the API
+    completes the first send (or applies it once) instead. Any other refusal applied nothing (the API freed
+    the key): no resend, and the form is shown against the case as it is now."""
+    errors = errors_from(t, exc, names, prefix)
+    key = text(form, "idem")
+    if exc.status != 503 or not key:
+        return errors, None
+    errors.by_field = {}
+    errors.general = [
+        t._(
+            "Not confirmed in time: it may already be done. Check the case, then send this form again unchanged"
+        )
+    ]
+    return errors, {"idem": key, "expected_version": text(form, "expected_version") or ""}
+
+
 def api_detail(exc: ApiError) -> str | None:
     """The API's own explanation (English, ids only) shown under the headline, for a refusal naming no field."""
     if exc.field_errors or exc.stale:
