@@ -183,7 +183,8 @@ class Ctx:
             ],
             empty=lambda prefix="": FormErrors(prefix=prefix),
             is_err=lambda x: isinstance(x, ApiError),
-            **{"bell": None, "resend": None, **kw},  # the unread count, on the pages that read it
+            # `bell`: the unread count, on the pages that read it; `resend`: forms.send_failed
+            **{"bell": None, "resend": None, **kw},
         )
         response = HTMLResponse(html, status_code=status)
         self.sessions.save(

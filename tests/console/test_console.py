@@ -10,15 +10,19 @@ closed the day it is opened."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from playwright.sync_api import Browser
 
+from services.console.app import create_app
 from tests.helpers.browser import Console, console, in_browser, shots_dir
-from tests.helpers.process_stack import RunningStack, running_stack
+from tests.helpers.console_forms import hidden, open_case_form
+from tests.helpers.process_stack import RunningStack, free_ports, running_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -687,49 +691,18 @@ def test_an_action_not_answered_is_sent_again_as_the_same_request(stack: Running
     second console in this process; intake, support and oversight are the stack's) comes back as 503 with
     the same Idempotency-Key and the version the user acted on in that action's form, so sending it again
     completes the first send instead of applying it twice; every other form on the page has a new key."""
-    import re
-    import socket
-
-    from fastapi.testclient import TestClient
-
-    from services.console.app import create_app
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead = int(s.getsockname()[1])
-    settings = stack.settings().model_copy(update={"verification_port": dead})
-
-    def hidden(html: str, name: str) -> str:
-        m = re.search(rf'name="{name}" value="([^"]*)"', html)
-        assert m, f"no {name} in the page"
-        return m.group(1)
+    settings = stack.settings().model_copy(update={"verification_port": free_ports(1)[0]})
 
     def claim_form(html: str, case_id: str) -> str:
         m = re.search(rf'action="/cases/{case_id}/act/claim".*?</form>', html, re.S)
         assert m, "no claim form on the case page"
         return m.group(0)
 
-    with TestClient(create_app(settings, stack.ring), follow_redirects=False) as console:
-        page = console.get("/signin")
-        r = console.post("/signin/dev", data={"persona": "bg", "csrf": hidden(page.text, "csrf")})
-        assert r.status_code == 303, r.text
-        page = console.get("/cases/new")
-        r = console.post(
-            "/cases/new",
-            data={
-                "csrf": hidden(page.text, "csrf"),
-                "idem": hidden(page.text, "idem"),
-                "channel": "border_guard_handover",
-                "province": "20",
-                "person.prs_FirstName": "Lan",
-                "person.prs_SecondName": "Nguyễn",
-                "person.birth_year": "2008",
-                "already_safe": "yes",
-            },
-        )
+    with TestClient(create_app(settings, stack.ring), follow_redirects=False) as second:
+        r = second.post("/cases/new", data=open_case_form(second))
         assert r.status_code == 303 and "done=opened" in r.headers["location"], r.text
         case_id = r.headers["location"].split("/cases/")[1].split("?")[0]
-        page = console.get(f"/cases/{case_id}")
+        page = second.get(f"/cases/{case_id}")
         assert page.status_code == 200, page.text
         form = claim_form(page.text, case_id)
         sent = {
@@ -739,7 +712,7 @@ def test_an_action_not_answered_is_sent_again_as_the_same_request(stack: Running
         }
         assert sent["expected_version"]
 
-        r = console.post(f"/cases/{case_id}/act/claim", data=sent)
+        r = second.post(f"/cases/{case_id}/act/claim", data=sent)
 
         assert r.status_code == 503, r.text
         assert "Hệ thống chưa xác nhận kịp" in r.text

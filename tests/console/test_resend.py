@@ -7,8 +7,6 @@ test_update_idempotency.py."""
 
 from __future__ import annotations
 
-import re
-import socket
 from collections.abc import Iterator
 
 import pytest
@@ -21,45 +19,17 @@ from services.console.client import ApiError
 from services.console.i18n import Lang
 from shared.config import Settings
 from shared.crypto import KeyRing
+from tests.helpers.console_forms import hidden, open_case_form
+from tests.helpers.process_stack import free_ports
 
 UNKNOWN_VI = "Hệ thống chưa xác nhận kịp: việc này có thể đã được thực hiện"
 
 
-def port_nobody_listens_on() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def console() -> Iterator[TestClient]:
-    settings = Settings(intake_port=port_nobody_listens_on())
+    settings = Settings(intake_port=free_ports(1)[0])
     with TestClient(create_app(settings, KeyRing.generate()), follow_redirects=False) as client:
         yield client
-
-
-def hidden(html: str, name: str) -> str:
-    m = re.search(rf'name="{name}" value="([^"]*)"', html)
-    assert m, f"no hidden {name} in the page"
-    return m.group(1)
-
-
-def open_case_form(console: TestClient) -> dict[str, str]:
-    page = console.get("/signin")
-    r = console.post("/signin/dev", data={"persona": "bg", "csrf": hidden(page.text, "csrf")})
-    assert r.status_code == 303, r.text
-    page = console.get("/cases/new")
-    assert page.status_code == 200
-    return {
-        "csrf": hidden(page.text, "csrf"),
-        "idem": hidden(page.text, "idem"),
-        "channel": "border_guard_handover",
-        "province": "20",
-        "person.prs_FirstName": "Lan",
-        "person.prs_SecondName": "Nguyễn",
-        "person.birth_year": "2008",
-        "already_safe": "yes",
-    }
 
 
 def test_open_case_not_answered_is_shown_again_with_the_same_key(console: TestClient) -> None:
